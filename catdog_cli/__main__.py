@@ -1,0 +1,3 @@
+from catdog_cli.cli import main
+
+main()
