@@ -1,0 +1,79 @@
+"""Checkpoints: everything needed to rebuild and use a model, written atomically, loaded without pickle code.
+
+A checkpoint is a plain dict of tensors and JSON-like values, so `torch.load(weights_only=True)` reads it and
+a file carrying code is refused. It never triggers a weight download: the architecture is built on the meta
+device and the saved tensors are assigned into it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from catdog_cli import __version__
+from catdog_cli.backbones import TransferModel, build_empty
+from catdog_cli.errors import CatdogError
+
+FORMAT = "catdog-checkpoint/1"
+
+
+def versions() -> dict[str, str]:
+    return {"catdog": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version()}
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save(path: Path, model: TransferModel, meta: dict[str, Any]) -> None:
+    """meta: backbone, classes, image_size, resize, mean, std, strategy, ... (plus optimizer state for resume)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, **meta, "state_dict": state, "versions": versions()}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CatdogError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unpickler refusal (code inside), truncation, or not a torch file at all
+        reason = "it holds code or objects other than tensors" if "Weights only" in str(exc) else "unreadable"
+        raise CatdogError(f"{path} is not a catdog checkpoint ({reason}); refusing to load it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CatdogError(f"{path} is not a catdog checkpoint (train one with `catdog train`)")
+    return ckpt
+
+
+def restore_model(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> TransferModel:
+    """The trained model from a loaded checkpoint, without any random init or download."""
+    model = build_empty(ckpt["backbone"], len(ckpt["classes"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"], assign=True)
+    except RuntimeError as exc:
+        raise CatdogError(f"checkpoint does not match backbone {ckpt['backbone']}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()

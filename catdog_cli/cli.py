@@ -1,0 +1,187 @@
+"""The `catdog` command line: parse options, call the engine, render the result. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from catdog_cli import __version__, render
+from catdog_cli.backbones import DEFAULT_BACKBONE
+from catdog_cli.errors import CatdogError
+
+DEBUG = False
+
+
+class CatdogGroup(TyperGroup):
+    """Errors a user can cause end as one red line and exit code 1; `--debug` shows the traceback instead."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CatdogError as exc:
+            if DEBUG:
+                raise
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            if DEBUG:
+                raise
+            Console(stderr=True).print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=CatdogGroup,
+    help="Image classification by transfer learning: fetch a dataset, train a pretrained backbone on it, "
+    "evaluate, predict, and compare backbones and strategies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"catdog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    global DEBUG
+    DEBUG = debug
+
+
+def _console(json_output: bool) -> Console:
+    """Human output goes to stderr when stdout carries JSON, so scripts can parse stdout."""
+    return Console(stderr=json_output)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
+DEVICE_HELP = "auto (CUDA if available), cpu, or cuda[:N]."
+JSON_HELP = "Print one JSON document on stdout and nothing else there."
+
+
+@app.command()
+def fetch(
+    names: list[str] = typer.Argument(None, help="Datasets to fetch: hymenoptera, catdog, petimages."),
+    root: Path | None = typer.Option(None, help="Where datasets go (default: the data root, or $CATDOG_HOME)."),
+    source: str | None = typer.Option(None, "--from", help="A local archive, folder or URL to use instead."),
+    sha256: str | None = typer.Option(None, help="Expected sha256 of the --from archive."),
+    force: bool = typer.Option(False, help="Fetch again even if the dataset is already complete."),
+    weights: list[str] = typer.Option(None, help="Also download torchvision ImageNet weights for these backbones."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Download a named dataset (or take a local archive), verify it, and lay it out for training."""
+    raise CatdogError("fetch is not implemented yet")
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., help=DATA_HELP),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="A torchvision model (resnet34, vgg16_bn, ...) or timm:NAME."),
+    strategy: str = typer.Option(
+        "finetune", help="finetune (all layers, one LR), freeze (only the new head), "
+        "discriminative (backbone at --lr / --lr-ratio, head at --lr)."),
+    epochs: int = typer.Option(10, min=1, help="Passes over the training images."),
+    batch_size: int | None = typer.Option(None, min=1, help="Images per step (default 32 on CPU, 64 on CUDA)."),
+    lr: float | None = typer.Option(None, help="Learning rate of the head (default: 1e-4 finetune, 1e-3 otherwise)."),
+    lr_ratio: float = typer.Option(10.0, help="discriminative: how many times slower the backbone learns."),
+    image_size: int | None = typer.Option(None, min=16, help="Crop size fed to the model (default: the weights', 224)."),
+    weights: str = typer.Option("default", help="default (ImageNet, downloaded once), none (random init), or PATH."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    seed: int = typer.Option(0, help="Seed for the val split, the head's init and augmentation."),
+    val_split: float = typer.Option(0.2, min=0.0, max=0.9, help="Val fraction when the data has no val folder."),
+    augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster steps)."),
+    cache_gib: float | None = typer.Option(None, help="Memory for decoded images (default: half the free GPU memory "
+                                           "or a quarter of RAM); larger datasets are decoded per batch."),
+    workers: int | None = typer.Option(None, help="Decoding threads/processes (default: one per core)."),
+    out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv."""
+    from catdog_cli.engine import TrainConfig, fit
+
+    config = TrainConfig(data, backbone, strategy, epochs, batch_size, lr, lr_ratio, image_size, weights, device, seed,
+                         val_split, augment, compile_model, cache_gib, workers)
+    console = _console(json_output)
+    with render.RichEvents(console) as events:
+        result = fit(config, out, events)
+    if json_output:
+        _emit_json(result)
+    else:
+        console.print(render.train_summary(result))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A checkpoint written by train (best.pt)."),
+    data: str | None = typer.Option(None, help=DATA_HELP + " Default: the data the model was trained on."),
+    split: str = typer.Option("val", help="val, test, train, or all."),
+    batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split."""
+    from catdog_cli.engine import evaluate_checkpoint
+
+    console = _console(json_output)
+    with render.RichEvents(console) as events:
+        result = evaluate_checkpoint(model, data, split, batch_size, device, events)
+    if json_output:
+        _emit_json(result)
+    else:
+        for table in render.evaluation_tables(result):
+            console.print(table)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="A checkpoint written by train (best.pt)."),
+    paths: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
+    top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes."),
+    batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Classify images; one row per image with the predicted class and its confidence."""
+    from catdog_cli.engine import predict as run_predict
+
+    console = _console(json_output)
+    with render.RichEvents(console) as events:
+        rows = run_predict(model, list(paths), top_k, batch_size, device, events)
+    if csv_file is not None:
+        from catdog_cli.engine import write_predictions_csv
+
+        write_predictions_csv(csv_file, rows)
+        console.print(f"wrote {csv_file}")
+    if json_output:
+        _emit_json(rows)
+    else:
+        console.print(render.predictions_table(rows))
+
+
+@app.command()
+def compare() -> None:
+    """Train every strategy on several backbones back to back and print one table to choose from."""
+    raise CatdogError("compare is not implemented yet")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,561 @@
+"""The one engine under train, evaluate, predict and compare.
+
+A run is: find the data, build the model, pick the strategy's parameter groups, decode images once, then
+epochs of (augment on the device -> forward in mixed precision -> step) with evaluation on the val split.
+The CLI only renders what this module reports through `Events`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from catdog_cli import checkpoints
+from catdog_cli.augment import normalize, train_transform
+from catdog_cli.backbones import DEFAULT_BACKBONE, TransferModel, build_model, count_params, preprocessing
+from catdog_cli.data import (
+    Dataset,
+    ImageBatch,
+    ImageSpec,
+    Split,
+    decode_split,
+    default_workers,
+    list_images,
+    load_dataset,
+)
+from catdog_cli.errors import CatdogError
+from catdog_cli.metrics import confusion_matrix, per_class
+from catdog_cli.paths import claim_out_dir
+from catdog_cli.pipeline import DecodeCache, ResidentSource, batches, memory_budget
+from catdog_cli.strategies import param_groups
+
+
+class Events:
+    """What the engine tells its caller; the CLI draws progress bars from it. Does nothing by default."""
+
+    def task(self, description: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1, **info: float) -> None: ...
+
+    def epoch(self, record: dict[str, Any]) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    backbone: str = DEFAULT_BACKBONE
+    strategy: str = "finetune"
+    epochs: int = 10
+    batch_size: int | None = None  # 32 on CPU, 64 on CUDA
+    lr: float | None = None  # per strategy, see strategies.DEFAULT_LR
+    lr_ratio: float = 10.0
+    image_size: int | None = None  # the weights' crop size (224 for most)
+    weights: str = "default"
+    device: str = "auto"
+    seed: int = 0
+    val_split: float = 0.2
+    augment: bool = True
+    compile: bool = False
+    cache_gib: float | None = None
+    workers: int | None = None
+    weight_decay: float = 0.01
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CatdogError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CatdogError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+
+
+class Precision:
+    """bf16 autocast where the GPU supports it, fp16 with loss scaling otherwise, fp32 on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.dtype = None
+        if device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+
+def warmup_cosine(total_steps: int, warmup: int) -> Any:
+    """LR multiplier: linear warm-up, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class StopRequest:
+    """SIGINT/SIGTERM during training: finish the current step, save, and leave cleanly."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C means now
+                raise KeyboardInterrupt
+            self.requested = True
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for s in previous:
+                signal.signal(s, handler)
+        except ValueError:  # not the main thread: signals stay with whoever owns them
+            previous = {}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+# --- data -> device batches -----------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """How a model wants its pixels: the eval crop and resize, and the weights' normalization."""
+
+    image_size: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_backbone(cls, backbone: str, image_size: int | None) -> Inputs:
+        pre = preprocessing(backbone)
+        size = image_size or pre.crop_size
+        return cls(size, pre.resize_for(size), pre.mean, pre.std)
+
+    def eval_spec(self) -> ImageSpec:
+        return ImageSpec(train=False, resize=self.resize, crop=self.image_size)
+
+    def train_spec(self, augment: bool) -> ImageSpec:
+        return ImageSpec(train=True, resize=self.resize, crop=self.image_size) if augment else self.eval_spec()
+
+    def model_input(self, batch: ImageBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+        if batch.sizes is None:
+            return normalize(batch.images, self.mean, self.std)
+        return train_transform(batch.images, batch.sizes, batch.transposed, self.image_size, self.mean, self.std,
+                               generator)
+
+
+@dataclass
+class DataSources:
+    train: Any
+    val: Any
+    test: Any | None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_size: int, seed: int,
+                 augment: bool, cache: DecodeCache, budget: int, workers: int | None, events: Events) -> DataSources:
+    """Decode train, val (and test) once into the cache, or set up streaming when over the budget."""
+    found = {}
+    skipped: list[tuple[Path, str]] = []
+    for name in ("train", "val", "test"):
+        if name not in dataset.splits or not len(dataset.splits[name]):
+            found[name] = None
+            continue
+        split = dataset.splits[name]
+        spec = inputs.train_spec(augment) if name == "train" else inputs.eval_spec()
+        events.task(f"decoding {name}", len(split))
+        source, decoded = batches(split, spec, batch_size, shuffle=name == "train", device=device, cache=cache,
+                                  budget=budget, seed=seed, workers=workers, on_image=events.advance)
+        if decoded.streamed:
+            events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
+        for path, reason in decoded.skipped:
+            events.note(f"skipped {path}: {reason}")
+        skipped += decoded.skipped
+        found[name] = source
+    if found["train"] is None:
+        raise CatdogError(f"no usable training images in {dataset.root}")
+    if found["val"] is None:
+        raise CatdogError(f"no usable validation images in {dataset.root} (add a val/ folder or use --val-split)")
+    return DataSources(found["train"], found["val"], found["test"], skipped)
+
+
+# --- train and evaluate loops ---------------------------------------------------------------------------
+
+
+@dataclass
+class EvalOutput:
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]
+    num_images: int
+    losses: torch.Tensor  # per image, in split order (CPU)
+    preds: torch.Tensor
+    confidence: torch.Tensor
+    index: torch.Tensor
+
+
+def evaluate(model: TransferModel, source: Any, inputs: Inputs, precision: Precision, num_classes: int,
+             events: Events | None = None) -> EvalOutput:
+    model.eval()
+    losses, preds, confs, labels, index = [], [], [], [], []
+    with torch.inference_mode():
+        for batch in source:
+            with precision.autocast():
+                logits = model(inputs.model_input(batch))
+            logits = logits.float()
+            losses.append(F.cross_entropy(logits, batch.labels, reduction="none"))
+            conf, pred = logits.softmax(1).max(1)
+            preds.append(pred)
+            confs.append(conf)
+            labels.append(batch.labels)
+            index.append(batch.index)
+            if events:
+                events.advance(len(batch))
+    loss, pred, label = torch.cat(losses), torch.cat(preds), torch.cat(labels)
+    confusion = confusion_matrix(label, pred, num_classes).tolist()
+    n = len(label)
+    return EvalOutput(loss.mean().item(), (pred == label).float().mean().item(), confusion, n, loss.cpu(),
+                      pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu())
+
+
+def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> dict[str, Any]:
+    return {"split": split, "num_images": out.num_images, "accuracy": out.accuracy, "loss": out.loss,
+            "per_class": per_class(out.confusion, classes), "confusion": out.confusion}
+
+
+def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = 12) -> list[dict[str, Any]]:
+    """The most confidently wrong images: what a person should look at first."""
+    wrong = (out.preds != torch.tensor([split.labels[i] for i in out.index.tolist()])).nonzero().flatten()
+    order = wrong[out.losses[wrong].argsort(descending=True)][:k]
+    return [{"path": str(split.paths[out.index[i]]), "true": classes[split.labels[out.index[i]]],
+             "pred": classes[out.preds[i]], "confidence": out.confidence[i].item(), "loss": out.losses[i].item()}
+            for i in order.tolist()]
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the config."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done inside the epoch in progress (after an interruption)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    if not history:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 64 if device.type == "cuda" else 32
+
+
+@dataclass
+class Run:
+    """A training run in the making: the pieces `fit` and `compare` share."""
+
+    config: TrainConfig
+    dataset: Dataset
+    device: torch.device
+    inputs: Inputs
+    model: TransferModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    precision: Precision
+    sources: DataSources
+    state: TrainState = field(default_factory=TrainState)
+
+    def meta(self) -> dict[str, Any]:
+        c = self.config
+        return {"backbone": c.backbone, "classes": self.dataset.classes, "image_size": self.inputs.image_size,
+                "resize": self.inputs.resize, "mean": list(self.inputs.mean), "std": list(self.inputs.std),
+                "strategy": c.strategy, "config": asdict(c), "data": str(self.dataset.root.resolve()),
+                "split_origin": self.dataset.origin}
+
+    def save(self, path: Path, with_optimizer: bool) -> None:
+        meta = {**self.meta(), "state": asdict(self.state)}
+        if with_optimizer:
+            meta |= {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "scaler": self.precision.scaler.state_dict()}
+        checkpoints.save(path, self.model, meta)
+
+
+def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,
+              dataset: Dataset | None = None, model: TransferModel | None = None) -> Run:
+    """Data, model, optimizer; `model` may be prebuilt (compare copies one per strategy)."""
+    device = resolve_device(config.device)
+    if config.epochs < 1:
+        raise CatdogError("--epochs must be at least 1")
+    batch_size = config.batch_size or default_batch_size(device)
+    if batch_size < 1:
+        raise CatdogError("--batch-size must be at least 1")
+    config.batch_size = batch_size
+    dataset = dataset or load_dataset(config.data, config.val_split, config.seed)
+    for note in dataset.notes:
+        events.note(note)
+    inputs = Inputs.for_backbone(config.backbone, config.image_size)
+    if model is None:
+        model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
+    groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    sources = open_sources(dataset, inputs, device, batch_size, config.seed, config.augment,
+                           cache or DecodeCache(), memory_budget(device, config.cache_gib), config.workers, events)
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    total = config.epochs * len(sources.train)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, min(100, max(1, total // 20))))
+    return Run(config, dataset, device, inputs, model, optimizer, scheduler, Precision(device), sources)
+
+
+def train_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Generator,
+                forward: Any = None) -> dict[str, float] | None:
+    """One pass over train; None if a stop was requested (the run's state then says where it stopped)."""
+    model, opt = run.model, run.optimizer
+    forward = forward or model
+    model.train()
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.int64)
+    seen = 0
+    events.task(f"epoch {run.state.epoch + 1}/{run.config.epochs}", len(run.sources.train))
+    for i, batch in enumerate(run.sources.train):
+        if i < run.state.step:  # resuming inside an epoch: these steps were already taken
+            events.advance(1)
+            continue
+        x = run.inputs.model_input(batch, generator)
+        with run.precision.autocast():
+            logits = forward(x)
+            loss = F.cross_entropy(logits.float(), batch.labels)
+        opt.zero_grad(set_to_none=True)
+        run.precision.scaler.scale(loss).backward()
+        run.precision.scaler.step(opt)
+        run.precision.scaler.update()
+        run.scheduler.step()
+        n = len(batch)
+        loss_sum += loss.detach() * n
+        correct += (logits.argmax(1) == batch.labels).sum()
+        seen += n
+        run.state.step = i + 1
+        if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers
+            events.advance(1, loss=loss_sum.item() / seen, acc=correct.item() / seen)
+        else:
+            events.advance(1)
+        if stop.requested:
+            return None
+    run.state.step = 0
+    return {"train_loss": loss_sum.item() / max(1, seen), "train_acc": correct.item() / max(1, seen),
+            "images": seen}
+
+
+def fit(config: TrainConfig, out: Path | str | None = None, events: Events | None = None,
+        cache: DecodeCache | None = None) -> dict[str, Any]:
+    """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json)."""
+    events = events or Events()
+    run = start_run(config, events, cache)
+    out = claim_out_dir(out, "train")
+    return train_loop(run, out, events)
+
+
+def train_loop(run: Run, out: Path, events: Events) -> dict[str, Any]:
+    config, state = run.config, run.state
+    forward = torch.compile(run.model) if config.compile else run.model
+    generator = torch.Generator(device=run.device).manual_seed(config.seed + state.epoch)
+    stop = StopRequest()
+    interrupted = False
+    with stop.installed():
+        while state.epoch < config.epochs:
+            start = time.perf_counter()
+            train = train_epoch(run, events, stop, generator, forward)
+            if train is None:
+                run.save(out / "last.pt", with_optimizer=True)
+                events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
+                interrupted = True
+                break
+            seconds = time.perf_counter() - start
+            events.task(f"val {state.epoch + 1}/{config.epochs}", len(run.dataset.splits["val"]))
+            val = evaluate(run.model, run.sources.val, run.inputs, run.precision, len(run.dataset.classes), events)
+            state.epoch += 1
+            record = {"epoch": state.epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
+                      "val_loss": val.loss, "val_acc": val.accuracy, "lr": run.optimizer.param_groups[-1]["lr"],
+                      "seconds": seconds, "images_per_sec": train["images"] / seconds}
+            state.history.append(record)
+            if val.accuracy > state.best_val_acc:
+                state.best_val_acc, state.best_epoch = val.accuracy, state.epoch
+                run.save(out / "best.pt", with_optimizer=False)
+            run.save(out / "last.pt", with_optimizer=True)
+            write_metrics_csv(out / "metrics.csv", state.history)
+            events.epoch(record)
+    result = summarize(run, out, events, interrupted)
+    checkpoints.atomic_write(out / "run.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return result
+
+
+def summarize(run: Run, out: Path, events: Events, interrupted: bool) -> dict[str, Any]:
+    """Evaluate best.pt on val (and test), with the top losses: the numbers a person decides from."""
+    classes, state = run.dataset.classes, run.state
+    total, trainable = count_params(run.model)
+    result: dict[str, Any] = {
+        "kind": "train", "config": asdict(run.config), "versions": checkpoints.versions(),
+        "device": str(run.device), "precision": run.precision.name, "classes": classes,
+        "split_origin": run.dataset.origin, "params": {"total": total, "trainable": trainable},
+        "history": state.history, "epochs": state.epoch, "best_epoch": state.best_epoch,
+        "best_val_acc": state.best_val_acc if state.history else None, "interrupted": interrupted,
+        "skipped": [{"path": str(p), "reason": r} for p, r in run.sources.skipped], "out": str(out),
+    }
+    if not (out / "best.pt").exists():
+        return result
+    best = checkpoints.load(out / "best.pt")
+    run.model.load_state_dict(best["state_dict"])
+    for name, source in (("val", run.sources.val), ("test", run.sources.test)):
+        if source is None:
+            continue
+        ev = evaluate(run.model, source, run.inputs, run.precision, len(classes))
+        result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
+                                                              "checkpoint": "best.pt"}
+        if name == "val":
+            result["top_losses"] = top_losses(ev, run.dataset.splits["val"], classes)
+    return result
+
+
+# --- using a trained model ------------------------------------------------------------------------------
+
+
+def _loaded(checkpoint: Path | str, device: str) -> tuple[dict[str, Any], TransferModel, Inputs, torch.device]:
+    ckpt = checkpoints.load(checkpoint)
+    dev = resolve_device(device)
+    model = checkpoints.restore_model(ckpt, dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+    return ckpt, model, inputs, dev
+
+
+def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
+                        batch_size: int | None = None, device: str = "auto", events: Events | None = None,
+                        workers: int | None = None) -> dict[str, Any]:
+    """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset.
+
+    A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
+    its val split is re-derived exactly as in training, so training images never count as validation.
+    """
+    events = events or Events()
+    ckpt, model, inputs, dev = _loaded(checkpoint, device)
+    data = data or ckpt["data"]
+    config = ckpt["config"]
+    trained_here = str(Path(str(data)).expanduser().resolve()) == ckpt["data"]
+    val_split = config["val_split"] if trained_here else None
+    dataset = load_dataset(data, val_split, config["seed"], classes=ckpt["classes"])
+    for note in dataset.notes:
+        events.note(note)
+    if split != "all" and "all" in dataset.splits:
+        events.note(f"{dataset.root} has no split folders: evaluating all of it")
+        split = "all"
+    images = dataset.split(split)
+    events.task(f"decoding {split}", len(images))
+    decoded, skipped = decode_split(images, inputs.eval_spec(), workers or default_workers(), events.advance)
+    for path, reason in skipped:
+        events.note(f"skipped {path}: {reason}")
+    if decoded is None:
+        raise CatdogError(f"no readable images in the {split} split of {dataset.root}")
+    source = ResidentSource(decoded.to(dev), batch_size or default_batch_size(dev), shuffle=False)
+    events.task(f"evaluating {split}", len(decoded))
+    out = evaluate(model, source, inputs, Precision(dev), len(ckpt["classes"]), events)
+    return {"kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": ckpt["classes"],
+            "backbone": ckpt["backbone"], "params": dict(zip(("total", "trainable"), count_params(model))),
+            "config": config, "versions": checkpoints.versions(), **evaluation_record(out, ckpt["classes"], split),
+            "evaluation": evaluation_record(out, ckpt["classes"], split),
+            "top_losses": top_losses(out, images, ckpt["classes"]),
+            "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}
+
+
+def collect_images(paths: list[Path | str]) -> list[Path]:
+    """Files as given; folders recursed for image files."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += list_images(p)[0]
+        elif p.exists():
+            found.append(p)
+        else:
+            raise CatdogError(f"no such file or folder: {p}")
+    return found
+
+
+def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
+            device: str = "auto", events: Events | None = None, workers: int | None = None) -> list[dict[str, Any]]:
+    """One row per image: label and confidence (and the top k), or the reason it could not be read."""
+    events = events or Events()
+    ckpt, model, inputs, dev = _loaded(checkpoint, device)
+    classes = ckpt["classes"]
+    files = collect_images(paths)
+    if not files:
+        raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
+    batch_size = batch_size or default_batch_size(dev)
+    k = max(1, min(top_k, len(classes)))
+    rows: list[dict[str, Any]] = []
+    events.task("classifying", len(files))
+    precision = Precision(dev)
+    for start in range(0, len(files), batch_size * 4):  # decode a few batches at a time: bounded memory
+        chunk = Split(files[start : start + batch_size * 4], [0] * len(files[start : start + batch_size * 4]))
+        decoded, skipped = decode_split(chunk, inputs.eval_spec(), workers or default_workers())
+        rows += [{"path": str(p), "error": reason} for p, reason in skipped]
+        if decoded is None:
+            continue
+        for batch in ResidentSource(decoded.to(dev), batch_size, shuffle=False):
+            with torch.inference_mode(), precision.autocast():
+                probs = model(inputs.model_input(batch)).float().softmax(1)
+            conf, idx = probs.topk(k, dim=1)
+            for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
+                row = {"path": str(chunk.paths[i]), "label": classes[j[0]], "confidence": c[0]}
+                if top_k > 1:
+                    row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
+                rows.append(row)
+            events.advance(len(batch))
+        events.advance(len(skipped))
+    order = {str(p): n for n, p in enumerate(files)}
+    return sorted(rows, key=lambda r: order[r["path"]])
+
+
+def write_predictions_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A new file only: an existing one is the user's and stays as it is."""
+    try:
+        with open(path, "x", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "confidence", "error"])
+            for r in rows:
+                writer.writerow([r["path"], r.get("label", ""), r.get("confidence", ""), r.get("error", "")])
+    except FileExistsError:
+        raise CatdogError(f"{path} already exists; choose a new --csv file") from None

@@ -1,0 +1,116 @@
+"""Rich rendering of what the engine returns: progress bars, per-epoch lines, tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from catdog_cli.engine import Events
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1%}"
+
+
+def millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,}"
+
+
+class RichEvents(Events):
+    """Engine events as a transient progress bar, one line per epoch, and yellow notes."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+        )
+        self.current = None
+
+    def __enter__(self) -> RichEvents:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def task(self, description: str, total: int) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.current = self.progress.add_task(description, total=total, info="")
+
+    def advance(self, n: int = 1, **info: float) -> None:
+        if self.current is None:
+            return
+        text = "  ".join(f"{k} {v:.3f}" for k, v in info.items())
+        self.progress.update(self.current, advance=n, **({"info": text} if text else {}))
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        self.console.print(
+            f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
+            f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]  "
+            f"{record['seconds']:.1f}s  {record['images_per_sec']:.0f} img/s"
+        )
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]{text}[/]", highlight=False)
+
+
+def train_summary(result: dict[str, Any]) -> Table:
+    config = result["config"]
+    table = Table(title="training run", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    params = result["params"]
+    rows = [
+        ("backbone", f"{config['backbone']} ({config['weights']} weights)"),
+        ("strategy", config["strategy"]),
+        ("parameters", f"{millions(params['total'])} total, {millions(params['trainable'])} trainable"),
+        ("classes", ", ".join(result["classes"])),
+        ("val split", result["split_origin"]),
+        ("device", f"{result['device']} ({result['precision']})"),
+        ("epochs", str(result["epochs"])),
+        ("best val accuracy", f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']})"),
+    ]
+    if "test" in result:
+        rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
+    if result["skipped"]:
+        rows.append(("skipped files", str(len(result["skipped"]))))
+    rows.append(("saved in", result["out"]))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def evaluation_tables(ev: dict[str, Any]) -> list[Table]:
+    split = ev["split"]
+    metrics = Table(title=f"{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
+                          f"{ev['num_images']} images", title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "images"):
+        metrics.add_column(col, justify="left" if col == "class" else "right")
+    for row in ev["per_class"]:
+        metrics.add_row(row["class"], pct(row["precision"]), pct(row["recall"]), pct(row["f1"]), str(row["support"]))
+    classes = [row["class"] for row in ev["per_class"]]
+    confusion = Table(title=f"confusion on {split} (rows: true, columns: predicted)", title_justify="left")
+    confusion.add_column("")
+    for name in classes:
+        confusion.add_column(name, justify="right")
+    for i, (name, row) in enumerate(zip(classes, ev["confusion"])):
+        confusion.add_row(name, *(f"[bold green]{n}[/]" if i == j else str(n) for j, n in enumerate(row)))
+    return [metrics, confusion]
+
+
+def predictions_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(rows)} image(s)", title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("predicted")
+    table.add_column("confidence", justify="right")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["path"], "[red]unreadable[/]", row["error"])
+        else:
+            table.add_row(row["path"], row["label"], pct(row["confidence"]))
+    return table

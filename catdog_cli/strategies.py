@@ -1,0 +1,49 @@
+"""Transfer strategies: each is a function (model, lr, lr_ratio) -> optimizer parameter groups.
+
+- finetune: everything trains from the pretrained weights with one learning rate.
+- freeze: only the new head trains; the backbone gets no gradients and keeps its BatchNorm statistics.
+- discriminative: everything trains, the pretrained part `lr_ratio` times slower than the new head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from catdog_cli.backbones import TransferModel
+from catdog_cli.errors import CatdogError
+
+ParamGroups = list[dict]
+
+
+def finetune(model: TransferModel, lr: float, lr_ratio: float) -> ParamGroups:
+    return [{"params": list(model.parameters()), "lr": lr, "name": "all"}]
+
+
+def freeze(model: TransferModel, lr: float, lr_ratio: float) -> ParamGroups:
+    model.freeze_features()
+    return [{"params": list(model.head.parameters()), "lr": lr, "name": "head"}]
+
+
+def discriminative(model: TransferModel, lr: float, lr_ratio: float) -> ParamGroups:
+    return [
+        {"params": list(model.features.parameters()), "lr": lr / lr_ratio, "name": "backbone"},
+        {"params": list(model.head.parameters()), "lr": lr, "name": "head"},
+    ]
+
+
+STRATEGIES: dict[str, Callable[[TransferModel, float, float], ParamGroups]] = {
+    "finetune": finetune,
+    "freeze": freeze,
+    "discriminative": discriminative,
+}
+
+# With AdamW: the head of a frozen backbone takes a large step; updating pretrained weights needs a small one.
+DEFAULT_LR = {"finetune": 1e-4, "freeze": 1e-3, "discriminative": 1e-3}
+
+
+def param_groups(strategy: str, model: TransferModel, lr: float | None = None, lr_ratio: float = 10.0) -> ParamGroups:
+    if strategy not in STRATEGIES:
+        raise CatdogError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if lr_ratio <= 0:
+        raise CatdogError("--lr-ratio must be positive")
+    return STRATEGIES[strategy](model, DEFAULT_LR[strategy] if lr is None else lr, lr_ratio)
