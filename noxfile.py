@@ -1,0 +1,22 @@
+"""`nox -s tests` is the one test command (README and .ci/run use it); `nox -s lint` runs ruff."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+# torch from PyPI resolves to a large CUDA build; on machines with a local pip cache/cap it is served from disk.
+TORCH = ["torch>=2.2", "torchvision>=0.17"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install(*TORCH)
+    session.install("-e", ".[test,timm]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "catdog_cli", "tests", "benchmarks", "noxfile.py")
