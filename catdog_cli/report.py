@@ -1,0 +1,475 @@
+"""Self-contained HTML reports for train, evaluate and compare runs.
+
+Pure functions over the run's JSON dicts (run.json, compare.json): one file that opens offline in any
+browser, on a phone too. Charts are inline SVG (catdog_cli.svg), thumbnails are base64 JPEGs of a few KB,
+there is no script, no stylesheet link, no external URL. Every number goes through `fmt`, so what the page
+shows is exactly what the JSON holds, formatted one way.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from catdog_cli.svg import Axis, Point, Series, heatmap, plot
+
+THUMB_PX = 96
+
+CSS = """
+:root{--bg:#fff;--fg:#1f2328;--muted:#59636e;--line:#d8dee4;--card:#f6f8fa;--hi:#fff8c5;color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;--line:#30363d;
+--card:#161b22;--hi:#3b2e00}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+main{max-width:1080px;margin:0 auto;padding:16px}
+h1{font-size:1.35rem;margin:.2em 0 .1em;overflow-wrap:anywhere}
+h2{font-size:1.1rem;margin:1.8em 0 .6em;padding-bottom:.2em;border-bottom:1px solid var(--line)}
+p{margin:.4em 0}.muted{color:var(--muted)}code{overflow-wrap:anywhere}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,200px),1fr));gap:10px;margin-top:12px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px 12px}
+.card b{display:block;font-size:1.5rem;font-variant-numeric:tabular-nums}
+.figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,420px),1fr));gap:18px;align-items:start}
+.figs.small{grid-template-columns:repeat(auto-fill,minmax(min(100%,250px),1fr))}
+figure{margin:0;min-width:0}figcaption{font-weight:600;margin-bottom:2px}
+svg.chart{display:block;max-width:100%;height:auto}
+svg text{fill:var(--fg);font-size:12px}svg .tick{fill:var(--muted)}
+.gridline{stroke:var(--line)}.axisline{fill:none;stroke:var(--muted)}
+.rule{stroke:var(--muted);stroke-dasharray:3 3}.rule-label{fill:var(--muted)}
+.line{fill:none;stroke:var(--c);stroke-width:2}.dash{stroke-dasharray:6 4}
+.pt{fill:var(--c)}.pt.best{stroke:var(--fg);stroke-width:2}
+.cell.diag{fill:#2563eb}.cell.off{fill:#dc2626}.cell{stroke:var(--bg)}svg text.count.inv{fill:#fff}
+.c0{--c:#2563eb}.c1{--c:#ea580c}.c2{--c:#16a34a}.c3{--c:#9333ea}
+.c4{--c:#0891b2}.c5{--c:#db2777}.c6{--c:#854d0e}.c7{--c:#64748b}
+.legend{list-style:none;display:flex;flex-wrap:wrap;gap:4px 14px;padding:0;margin:4px 0 0;font-size:.9rem}
+.sw{display:inline-block;width:14px;height:4px;background:var(--c);margin-right:5px;vertical-align:middle}
+.sw.dash{background:repeating-linear-gradient(90deg,var(--c) 0 6px,transparent 6px 10px)}
+.sw.dot{width:10px;height:10px;border-radius:50%}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92rem}
+th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{color:var(--muted);font-weight:600}td.num,th.num{text-align:right;white-space:nowrap}
+tr.best td{background:var(--hi);font-weight:600}.err{color:#dc2626}td:first-child{white-space:nowrap}
+details{margin-top:10px}summary{cursor:pointer;color:var(--muted)}
+.thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
+.thumb{margin:0;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px;font-size:.85rem}
+.thumb img,.thumb .missing{display:block;width:96px;min-height:96px;object-fit:contain;margin:0 auto 6px}
+.thumb .missing{border:1px dashed var(--muted);color:var(--muted);font-size:.7rem;padding:4px;overflow:hidden;
+overflow-wrap:anywhere}
+.thumb .wrong{color:#dc2626;font-weight:600}
+"""
+
+# History columns in display order: key, heading, how fmt shows it.
+EPOCH_COLUMNS = [
+    ("epoch", "epoch", "int"),
+    ("train_loss", "train loss", "num"),
+    ("train_acc", "train acc", "pct"),
+    ("val_loss", "val loss", "num"),
+    ("val_acc", "val acc", "pct"),
+    ("lr", "lr", "num"),
+    ("seconds", "time", "sec"),
+]
+
+
+def fmt(value: Any, kind: str = "num") -> str:
+    """The one way a number appears in a report: pct (a 0..1 rate), int, sec, or num (4 significant digits)."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if kind == "pct":
+        return f"{value * 100:.1f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "sec":
+        return f"{value:.1f} s"
+    return f"{value:.4g}"
+
+
+def _value(value: Any) -> str:
+    """A config or version value as text: ints and floats through fmt, the rest as they are."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return "—" if value is None else str(value)
+    if isinstance(value, int):
+        return fmt(value, "int")
+    if isinstance(value, float):
+        return fmt(value)
+    return json.dumps(value)
+
+
+def _table(
+    head: Sequence[str] | None, rows: Iterable[Sequence[str]], numeric: Sequence[bool], row_classes: Sequence[str] = ()
+) -> str:
+    """A scrollable table: cells are ready HTML, numbers right-aligned, a short row's last cell spans the rest."""
+    thead = ""
+    if head:
+        ths = "".join(
+            f"<th{' class=num' if num else ''}>{escape(h)}</th>" for h, num in zip(head, numeric, strict=True)
+        )
+        thead = f"<thead><tr>{ths}</tr></thead>"
+    body = []
+    for i, row in enumerate(rows):
+        tds = [f"<td{' class=num' if num else ''}>{cell}</td>" for cell, num in zip(row[:-1], numeric, strict=False)]
+        span = len(numeric) - len(row) + 1
+        last = f" colspan={span}" if span > 1 else (" class=num" if numeric[-1] else "")
+        tds.append(f"<td{last}>{row[-1]}</td>")
+        cls = f' class="{row_classes[i]}"' if i < len(row_classes) and row_classes[i] else ""
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
+    return f'<div class="scroll"><table>{thead}<tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _key_values(pairs: Iterable[tuple[str, Any]]) -> str:
+    """Two-column table for config and versions."""
+    return _table(None, ([escape(k), escape(_value(v))] for k, v in pairs), [False, False])
+
+
+def _card(title: str, value: str, note: str = "") -> str:
+    return f'<div class="card"><span class="muted">{escape(title)}</span><b>{escape(value)}</b>{escape(note)}</div>'
+
+
+def _figure(caption: str, svg: str, legend: Sequence[tuple[str, int, str]] = ()) -> str:
+    """A chart with its caption and an HTML legend (wraps on a phone); legend items are (name, color, style)."""
+    items = "".join(
+        f'<li><span class="sw c{color} {style}"></span>{escape(name)}</li>' for name, color, style in legend
+    )
+    return f"<figure><figcaption>{escape(caption)}</figcaption>{svg}" + (
+        f'<ul class="legend">{items}</ul></figure>' if items else "</figure>"
+    )
+
+
+def _page(title: str, subtitle: str, sections: Iterable[str]) -> str:
+    body = "".join(sections)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+        f'<h1>{escape(title)}</h1><p class="muted">{subtitle}</p>{body}</main></body></html>\n'
+    )
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>{''.join(parts)}</section>"
+
+
+def _write(html: str, path: Path) -> Path:
+    """Write atomically so a crash never leaves a half report where the user expects a whole one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def thumbnail_uri(path: str | Path) -> str | None:
+    """A few-KB JPEG data: URI of the image, upright and RGB; None when the file cannot be read as an image."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (THUMB_PX, THUMB_PX))
+            small = ImageOps.exif_transpose(im).convert("RGB")
+        small.thumbnail((THUMB_PX, THUMB_PX))
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", quality=70, optimize=True)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------- train / evaluate
+
+
+def _curve(history: list[dict], key: str, name: str, color: int, kind: str, dashed: bool = False) -> Series:
+    points = [
+        Point(h["epoch"], h[key], f"epoch {h['epoch']}: {name} {fmt(h[key], kind)}")
+        for h in history
+        if h.get(key) is not None
+    ]
+    return Series(name, points, color, dashed=dashed)
+
+
+def _curves(run: dict) -> str:
+    """Loss and accuracy per epoch, train dashed and val solid, with the best epoch marked."""
+    history = run["history"]
+    best = run.get("best_epoch")
+    rule = (best, "best") if best is not None else None
+    epoch = Axis("epoch", integer=True)
+    legend = [("train split", 0, "dash"), ("val split", 1, "")]
+    charts = [
+        _figure(
+            caption,
+            plot(
+                figure,
+                [
+                    _curve(history, f"train_{key}", "train " + key, 0, kind, dashed=True),
+                    _curve(history, f"val_{key}", "val " + key, 1, kind),
+                ],
+                epoch,
+                Axis(label, percent=kind == "pct"),
+                rule=rule,
+            ),
+            legend,
+        )
+        for figure, caption, key, label, kind in (
+            ("loss", "Loss per epoch", "loss", "loss", "num"),
+            ("accuracy", "Accuracy per epoch", "acc", "accuracy", "pct"),
+        )
+    ]
+    present = [c for c in EPOCH_COLUMNS if any(c[0] in h for h in history)]
+    table = _table(
+        [heading for _, heading, _ in present],
+        ([fmt(h.get(key), kind) for key, _, kind in present] for h in history),
+        [True] * len(present),
+    )
+    return _section(
+        "Training curves",
+        f'<div class="figs">{"".join(charts)}</div>',
+        f"<details><summary>Per-epoch numbers</summary>{table}</details>",
+    )
+
+
+def _evaluation(run: dict) -> str:
+    """Confusion heat map beside the per-class table, both on the split the evaluation names."""
+    ev = run["evaluation"]
+    classes = run.get("classes") or [row["class"] for row in ev.get("per_class", [])]
+    parts = []
+    if ev.get("confusion"):
+        parts.append(
+            _figure(f"Confusion matrix ({ev.get('split', '?')} split)", heatmap("confusion", ev["confusion"], classes))
+        )
+    if ev.get("per_class"):
+        table = _table(
+            ["class", "precision", "recall", "F1", "images"],
+            (
+                [
+                    escape(str(r["class"])),
+                    fmt(r.get("precision"), "pct"),
+                    fmt(r.get("recall"), "pct"),
+                    fmt(r.get("f1"), "pct"),
+                    fmt(r.get("support"), "int"),
+                ]
+                for r in ev["per_class"]
+            ),
+            [False, True, True, True, True],
+        )
+        parts.append(
+            f"<figure><figcaption>Per class ({escape(str(ev.get('split', '?')))} split)</figcaption>{table}</figure>"
+        )
+    return _section("Where it goes wrong", f'<div class="figs">{"".join(parts)}</div>')
+
+
+def _top_losses(run: dict) -> str:
+    """The most confidently wrong images, small and embedded; an unreadable file becomes a labeled placeholder."""
+    split = run.get("evaluation", {}).get("split", "val")
+    cards = []
+    for t in run["top_losses"]:
+        uri = thumbnail_uri(t["path"])
+        img = (
+            f'<img src="{uri}" alt="{escape(Path(t["path"]).name)}" width="{THUMB_PX}" height="{THUMB_PX}">'
+            if uri
+            else f'<div class="missing">cannot read {escape(str(t["path"]))}</div>'
+        )
+        cards.append(
+            f'<figure class="thumb" title="{escape(str(t["path"]))}">{img}'
+            f"<div>true <b>{escape(str(t['true']))}</b></div>"
+            f'<div class="wrong">predicted {escape(str(t["pred"]))}</div>'
+            f'<div class="muted">confidence {fmt(t.get("confidence"), "pct")} · loss {fmt(t.get("loss"))}</div>'
+            "</figure>"
+        )
+    return _section(
+        "Top losses",
+        f'<p class="muted">The {len(cards)} most confidently wrong images of the {escape(str(split))} split, '
+        "worst first.</p>",
+        f'<div class="thumbs">{"".join(cards)}</div>',
+    )
+
+
+def _setup(config: Iterable[tuple[str, Any]], versions: dict | None) -> str:
+    """Configuration and versions, so a reader can tell exactly what produced these numbers."""
+    return _section(
+        "Setup",
+        '<div class="figs">',
+        f"<figure><figcaption>Configuration</figcaption>{_key_values(config)}</figure>",
+        f"<figure><figcaption>Versions</figcaption>{_key_values((versions or {}).items())}</figure>",
+        "</div>",
+    )
+
+
+def _train_cards(run: dict) -> str:
+    cfg, ev, params = run.get("config") or {}, run.get("evaluation"), run.get("params") or {}
+    cards = []
+    if run.get("best_val_acc") is not None:
+        of = f" of {fmt(cfg['epochs'], 'int')}" if cfg.get("epochs") is not None else ""
+        cards.append(
+            _card(
+                "best val accuracy",
+                fmt(run["best_val_acc"], "pct"),
+                f"at epoch {fmt(run.get('best_epoch'), 'int')}{of}",
+            )
+        )
+    if ev:
+        cards.append(
+            _card(
+                f"accuracy on {ev.get('split', '?')} split",
+                fmt(ev.get("accuracy"), "pct"),
+                f"loss {fmt(ev.get('loss'))} · {fmt(ev.get('num_images'), 'int')} images"
+                f" · checkpoint {ev.get('checkpoint', '?')}",
+            )
+        )
+    if params:
+        cards.append(
+            _card("trainable parameters", fmt(params.get("trainable"), "int"), f"of {fmt(params.get('total'), 'int')}")
+        )
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def write_train_report(run: dict, path: Path) -> Path:
+    """Report of a train (or evaluate) run: curves, confusion, per-class scores, top losses, setup."""
+    cfg = run.get("config") or {}
+    kind = run.get("kind", "train")
+    title = " · ".join(str(x) for x in (f"catdog {kind}", cfg.get("backbone"), cfg.get("strategy")) if x)
+    subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code>"
+    if run.get("out"):
+        subtitle += f" · run <code>{escape(str(run['out']))}</code>"
+    sections = [_train_cards(run)]
+    if run.get("history"):
+        sections.append(_curves(run))
+    if run.get("evaluation"):
+        sections.append(_evaluation(run))
+    else:
+        sections.append(_section("Evaluation", '<p class="muted">This run holds no evaluation.</p>'))
+    if run.get("top_losses"):
+        sections.append(_top_losses(run))
+    params = run.get("params") or {}
+    config = [
+        *cfg.items(),
+        ("parameters total", params.get("total")),
+        ("parameters trainable", params.get("trainable")),
+    ]
+    sections.append(_setup(config, run.get("versions")))
+    return _write(_page(title, subtitle, sections), path)
+
+
+# ---------------------------------------------------------------- compare
+
+
+def _ranked(rows: list[dict]) -> list[dict]:
+    """Finished cells by val accuracy, best first; failed cells after them."""
+    return sorted(
+        rows,
+        key=lambda r: (r.get("status") != "ok", -(r.get("best_val_acc") if r.get("best_val_acc") is not None else -1)),
+    )
+
+
+def _results_table(rows: list[dict], best: dict | None) -> str:
+    """Ranked cells; a failed cell's reason spans the columns its numbers would have filled."""
+    head = ["", "backbone", "strategy", "val acc", "best epoch", "val loss", "test acc", "trainable", "total",
+            "train time", "images/s"]  # fmt: skip
+    cells = []
+    for r in rows:
+        cell = ["★ best" if r is best else "", escape(str(r.get("backbone"))), escape(str(r.get("strategy")))]
+        if r.get("status") == "ok":
+            cell += [
+                fmt(r.get("best_val_acc"), "pct"), fmt(r.get("best_epoch"), "int"), fmt(r.get("val_loss")),
+                fmt(r.get("test_acc"), "pct"), fmt(r.get("params_trainable"), "int"),
+                fmt(r.get("params_total"), "int"), fmt(r.get("train_seconds"), "sec"), fmt(r.get("images_per_sec")),
+            ]  # fmt: skip
+        else:
+            cell.append(f'<span class="err">failed: {escape(r.get("error") or "no reason recorded")}</span>')
+        cells.append(cell)
+    numeric = [False, False, False] + [True] * (len(head) - 3)
+    return _table(head, cells, numeric, ["best" if r is best else "" for r in rows])
+
+
+def _scatter(
+    caption: str, figure: str, ok: list[dict], best: dict | None, cost: tuple[str, str, Axis], colors: dict[str, int]
+) -> str:
+    """Val accuracy of each finished cell against a cost (key, fmt kind, axis); color: strategy, label: backbone."""
+    key, kind, x = cost
+    series = []
+    for strategy, color in colors.items():
+        cells = [
+            r for r in ok if str(r.get("strategy")) == strategy and None not in (r.get(key), r.get("best_val_acc"))
+        ]
+        points = [
+            Point(r[key], r["best_val_acc"], label=str(r["backbone"]), best=r is best,
+                  tip=f"{r['backbone']} · {strategy}: val acc {fmt(r['best_val_acc'], 'pct')}, {fmt(r[key], kind)}")
+            for r in cells
+        ]  # fmt: skip
+        series.append(Series(strategy, points, color, line=False))
+    legend = [(s.name, s.color, "dot") for s in series if s.points]
+    return _figure(caption, plot(figure, series, x, Axis("val accuracy", percent=True)), legend)
+
+
+def _cell_curves(rows: list[dict], colors: dict[str, int]) -> str:
+    """Small multiples of each cell's val accuracy on shared axes, so speed of learning compares at a glance."""
+    with_history = [r for r in rows if r.get("history")]
+    curves = [_curve(r["history"], "val_acc", "val acc", colors[str(r.get("strategy"))], "pct") for r in with_history]
+    accs = [p.y for s in curves for p in s.points if math.isfinite(p.y)]
+    epochs = [p.x for s in curves for p in s.points]
+    x = Axis("epoch", integer=True, include=(min(epochs), max(epochs)) if epochs else ())
+    y = Axis("val accuracy", percent=True, include=(min(accs), max(accs)) if accs else ())
+    figures = [
+        _figure(
+            f"{r['backbone']} · {r['strategy']}" + ("" if r.get("status") == "ok" else " (failed)"),
+            plot("curve", [series], x, y, width=320, height=200),
+        )
+        for r, series in zip(with_history, curves, strict=True)
+    ]
+    return f'<div class="figs small">{"".join(figures)}</div>'
+
+
+def write_compare_report(result: dict, path: Path) -> Path:
+    """Report of a compare grid: ranked table, accuracy against trainable parameters and time, each cell's curve."""
+    cfg = result.get("config") or {}
+    rows = _ranked(result.get("rows") or [])
+    ok = [r for r in rows if r.get("status") == "ok"]
+    best = ok[0] if ok and ok[0].get("best_val_acc") is not None else None
+    colors = {s: i for i, s in enumerate(sorted({str(r.get("strategy")) for r in rows}))}
+    cards = [
+        _card(
+            "cells", fmt(len(rows), "int"), f"{fmt(len(ok), 'int')} finished · {fmt(len(rows) - len(ok), 'int')} failed"
+        )
+    ]
+    if best:
+        cards.append(
+            _card("best val accuracy", fmt(best["best_val_acc"], "pct"), f"{best['backbone']} · {best['strategy']}")
+        )
+    sections = [
+        f'<div class="cards">{"".join(cards)}</div>',
+        _section(
+            "Results",
+            '<p class="muted">Accuracies are on the val split unless the column says test.</p>',
+            _results_table(rows, best),
+        ),
+    ]
+    if ok:
+        params = ("params_trainable", "int", Axis("trainable parameters", log=True))
+        seconds = ("train_seconds", "sec", Axis("training time (s)", include=(0,)))
+        sections.append(
+            _section(
+                "Trade-offs",
+                '<div class="figs">',
+                _scatter("Val accuracy vs trainable parameters", "params", ok, best, params, colors),
+                _scatter("Val accuracy vs training time", "time", ok, best, seconds, colors),
+                "</div>",
+            )
+        )
+    if any(r.get("history") for r in rows):
+        sections.append(_section("Val accuracy per epoch, each cell", _cell_curves(rows, colors)))
+    sections.append(_setup(cfg.items(), result.get("versions")))
+    subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code> · {fmt(len(rows), 'int')} cells"
+    return _write(_page("catdog compare", subtitle, sections), path)
