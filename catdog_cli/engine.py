@@ -389,8 +389,11 @@ def fit(config: TrainConfig, out: Path | str | None = None, events: Events | Non
     return train_loop(run, out, events)
 
 
-def train_loop(run: Run, out: Path, events: Events) -> dict[str, Any]:
+def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = True) -> dict[str, Any]:
+    """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation and
+    for compare, which writes no per-cell checkpoints."""
     config, state = run.config, run.state
+    best_state = None
     forward = torch.compile(run.model) if config.compile else run.model
     generator = torch.Generator(device=run.device).manual_seed(config.seed + state.epoch)
     stop = StopRequest()
@@ -400,8 +403,9 @@ def train_loop(run: Run, out: Path, events: Events) -> dict[str, Any]:
             start = time.perf_counter()
             train = train_epoch(run, events, stop, generator, forward)
             if train is None:
-                run.save(out / "last.pt", with_optimizer=True)
-                events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
+                if save_checkpoints:
+                    run.save(out / "last.pt", with_optimizer=True)
+                    events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
                 interrupted = True
                 break
             seconds = time.perf_counter() - start
@@ -414,17 +418,22 @@ def train_loop(run: Run, out: Path, events: Events) -> dict[str, Any]:
             state.history.append(record)
             if val.accuracy > state.best_val_acc:
                 state.best_val_acc, state.best_epoch = val.accuracy, state.epoch
-                run.save(out / "best.pt", with_optimizer=False)
-            run.save(out / "last.pt", with_optimizer=True)
+                best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+                if save_checkpoints:
+                    run.save(out / "best.pt", with_optimizer=False)
+            if save_checkpoints:
+                run.save(out / "last.pt", with_optimizer=True)
             write_metrics_csv(out / "metrics.csv", state.history)
             events.epoch(record)
-    result = summarize(run, out, events, interrupted)
+    if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
+        best_state = checkpoints.load(out / "best.pt")["state_dict"]
+    result = summarize(run, out, best_state, interrupted)
     checkpoints.atomic_write(out / "run.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
 
 
-def summarize(run: Run, out: Path, events: Events, interrupted: bool) -> dict[str, Any]:
-    """Evaluate best.pt on val (and test), with the top losses: the numbers a person decides from."""
+def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool) -> dict[str, Any]:
+    """Evaluate the best weights on val (and test), with the top losses: the numbers a person decides from."""
     classes, state = run.dataset.classes, run.state
     total, trainable = count_params(run.model)
     result: dict[str, Any] = {
@@ -435,16 +444,15 @@ def summarize(run: Run, out: Path, events: Events, interrupted: bool) -> dict[st
         "best_val_acc": state.best_val_acc if state.history else None, "interrupted": interrupted,
         "skipped": [{"path": str(p), "reason": r} for p, r in run.sources.skipped], "out": str(out),
     }
-    if not (out / "best.pt").exists():
+    if best_state is None:
         return result
-    best = checkpoints.load(out / "best.pt")
-    run.model.load_state_dict(best["state_dict"])
+    run.model.load_state_dict(best_state)
     for name, source in (("val", run.sources.val), ("test", run.sources.test)):
         if source is None:
             continue
         ev = evaluate(run.model, source, run.inputs, run.precision, len(classes))
         result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
-                                                              "checkpoint": "best.pt"}
+                                                              "checkpoint": f"best (epoch {state.best_epoch})"}
         if name == "val":
             result["top_losses"] = top_losses(ev, run.dataset.splits["val"], classes)
     return result
