@@ -115,20 +115,22 @@ def fetch(name: str | None, *, root: Path | None = None, source: str | None = No
         name = _name_from(source)
     if not SAFE_NAME.fullmatch(name):
         raise CatdogError(f"bad dataset name {name!r}: use letters, digits, '-' and '_'")
-    entry = REGISTRY.get(name)
-    if entry is None and source is None:
-        raise CatdogError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)} (or give --from PATH_OR_URL)")
     if sha256 is not None:
         sha256 = sha256.lower()
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise CatdogError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+    root = Path(root).expanduser() if root is not None else data_root()
+    final = root / name
+    done = _read_marker(final) if final.exists() else None
+    entry = REGISTRY.get(name)
+    if entry is None and source is None:
+        if done is None:
+            raise CatdogError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)} (or give --from PATH_OR_URL)")
+        source = done.source  # fetched earlier with --from: --force redoes it from there
     is_url = source is not None and "://" in source
     origin = source if is_url else str(Path(source).expanduser().resolve()) if source else entry.url
 
-    root = Path(root).expanduser() if root is not None else data_root()
-    final = root / name
     if final.exists() and not force:
-        done = _read_marker(final)
         if done is None:
             raise CatdogError(f"{final} exists but is not a dataset made by catdog fetch; "
                               "move it away or pass --force to replace it")
@@ -325,7 +327,7 @@ def _split_val(classes: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], d
     for cls, files in classes.items():
         files = sorted(files, key=lambda p: p.name)
         random.Random(f"catdog-val:{cls}").shuffle(files)
-        n = round(len(files) * VAL_FRACTION) if len(files) > 1 else 0
+        n = min(len(files) - 1, max(1, round(len(files) * VAL_FRACTION))) if len(files) > 1 else 0
         val[cls], train[cls] = files[:n], files[n:]
     return train, val
 

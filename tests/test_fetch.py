@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -500,6 +501,62 @@ def test_fetch_weights_uses_backbones(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "catdog_cli.backbones", fake)
     assert fetch.fetch_weights(["resnet18", "mobilenet_v3_small"]) == {
         "resnet18": tmp_path / "resnet18.pth", "mobilenet_v3_small": tmp_path / "mobilenet_v3_small.pth"}
+
+
+def test_custom_dataset_found_by_name_and_forced_from_its_source(tmp_path):
+    archive = tmp_path / "pets.zip"
+    archive.write_bytes(_zip(_kaggle(n=5)))
+    first = fetch.fetch(None, root=tmp_path / "data", source=str(archive))
+    assert fetch.fetch("pets", root=tmp_path / "data").cached
+    again = fetch.fetch("pets", root=tmp_path / "data", force=True)
+    assert not again.cached and again.splits == first.splits and again.source == str(archive)
+
+
+def test_engine_finds_fetched_dataset_by_name(tmp_path):
+    from catdog_cli.data import load_dataset
+
+    archive = tmp_path / "k.zip"
+    archive.write_bytes(_zip(_kaggle(n=10, unlabeled=3)))
+    fetch.fetch("catdog", source=str(archive))  # into $CATDOG_HOME, as a user would
+    ds = load_dataset("catdog")
+    assert ds.classes == ["cat", "dog"] and ds.origin == "folders"
+    assert len(ds.split("train")) == 16 and len(ds.split("val")) == 4
+
+
+# --- the CLI --------------------------------------------------------------------------------------------
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from catdog_cli.cli import app
+
+    return CliRunner().invoke(app, ["fetch", *args])
+
+
+def test_cli_json_and_table(fetch_server, tmp_path, monkeypatch):
+    fetch_server.files["/hymenoptera_data.zip"] = _zip(_hymenoptera())
+    url = fetch_server.url("/hymenoptera_data.zip")
+    monkeypatch.setattr(fetch, "fetch_weights", lambda names: {n: tmp_path / f"{n}.pth" for n in names})
+    r = _cli("hymenoptera", "--from", url, "--root", str(tmp_path), "--weights", "resnet18,mobilenet_v3_small",
+             "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["datasets"][0]["splits"] == {"train": 13, "val": 6}
+    assert out["weights"] == {"resnet18": str(tmp_path / "resnet18.pth"),
+                              "mobilenet_v3_small": str(tmp_path / "mobilenet_v3_small.pth")}
+    r = _cli("hymenoptera", "--root", str(tmp_path))
+    assert r.exit_code == 0 and "ants, bees" in r.stdout and "already complete" in r.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "nothing to fetch"),
+    (("nosuch",), "unknown dataset"),
+    (("catdog", "hymenoptera", "--from", "x.zip"), "one dataset at a time"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    r = _cli(*args, "--root", str(tmp_path))
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 # --- the real archives in ../shared, when present -------------------------------------------------------
