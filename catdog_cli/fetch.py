@@ -123,18 +123,20 @@ def fetch(name: str | None, *, root: Path | None = None, source: str | None = No
     final = root / name
     done = _read_marker(final) if final.exists() else None
     entry = REGISTRY.get(name)
-    if entry is None and source is None:
-        if done is None:
-            raise CatdogError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)} (or give --from PATH_OR_URL)")
-        source = done.source  # fetched earlier with --from: --force redoes it from there
-    is_url = source is not None and "://" in source
-    origin = source if is_url else str(Path(source).expanduser().resolve()) if source else entry.url
+    if entry is None and source is None and done is None:
+        raise CatdogError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)} (or give --from PATH_OR_URL)")
+    explicit = source is not None
+    if source is None:  # --force redoes a fetch from where it came from (a mirror, a file on an offline machine)
+        source = done.source if done is not None else entry.url
+    is_url = "://" in source
+    origin = source if is_url else str(Path(source).expanduser().resolve())
+    from_registry = entry is not None and origin == entry.url  # the registry's checksum and size apply
 
     if final.exists() and not force:
         if done is None:
             raise CatdogError(f"{final} exists but is not a dataset made by catdog fetch; "
                               "move it away or pass --force to replace it")
-        if source is not None and done.source != origin:
+        if explicit and done.source != origin:
             raise CatdogError(f"{name} was fetched from {done.source}; pass --force to replace it from {origin}")
         done.path, done.cached = final, True
         return done
@@ -145,18 +147,17 @@ def fetch(name: str | None, *, root: Path | None = None, source: str | None = No
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     fetched, move = None, True  # move files out of our own extraction; copy them from a user's folder
     try:
-        if is_url or source is None:
-            registry_url = source is None
+        if is_url:
             fetched = root / ".downloads" / _download_name(name, origin)
-            digest = download(origin, fetched, sha256=sha256 or (entry.sha256 if registry_url else None),
-                              size=entry.size if registry_url else None, progress=progress,
+            digest = download(origin, fetched, sha256=sha256 or (entry.sha256 if from_registry else None),
+                              size=entry.size if from_registry else None, progress=progress,
                               description=f"downloading {name}")
             tree = work / "raw"
             extract(fetched, tree, progress, f"extracting {name}")
         else:
             path = Path(origin)
             if not path.exists():
-                raise CatdogError(f"--from {source}: no such file or folder")
+                raise CatdogError(f"{source}: no such file or folder")
             if path.is_dir():
                 if sha256 is not None:
                     raise CatdogError("--sha256 verifies an archive or a download, not a folder")

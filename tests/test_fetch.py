@@ -449,6 +449,8 @@ def test_other_source_for_fetched_dataset_needs_force(tmp_path):
     with pytest.raises(CatdogError, match="--force"):
         fetch.fetch("catdog", root=tmp_path / "data", source=str(b))
     assert fetch.fetch("catdog", root=tmp_path / "data", source=str(b), force=True).splits["train"] == 10
+    redone = fetch.fetch("catdog", root=tmp_path / "data", force=True)  # no --from: the same source again
+    assert redone.source == str(b) and not redone.cached
 
 
 def test_existing_foreign_folder_not_replaced_without_force(tmp_path):
