@@ -13,8 +13,9 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
-from catdog_cli.backbones import DEFAULT_BACKBONE
+from catdog_cli.backbones import DEFAULT_BACKBONE, SEED_BACKBONES
 from catdog_cli.errors import CatdogError
+from catdog_cli.strategies import STRATEGIES
 
 DEBUG = False
 
@@ -176,7 +177,7 @@ def train(
     batch_size: int | None = typer.Option(None, min=1, help="Images per step (default 32 on CPU, 64 on CUDA)."),
     lr: float | None = typer.Option(None, help="Learning rate of the head (default: 1e-4 finetune, 1e-3 otherwise)."),
     lr_ratio: float = typer.Option(10.0, help="discriminative: how many times slower the backbone learns."),
-    image_size: int | None = typer.Option(None, min=16, help="Crop size fed to the model (default: the weights', 224)."),
+    image_size: int | None = typer.Option(None, min=16, help="Crop size fed to the model (default 224)."),
     weights: str = typer.Option("default", help="default (ImageNet, downloaded once), none (random init), or PATH."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     seed: int = typer.Option(0, help="Seed for the val split, the head's init and augmentation."),
@@ -252,10 +253,44 @@ def predict(
         console.print(render.predictions_table(rows))
 
 
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 @app.command()
-def compare() -> None:
+def compare(
+    data: str = typer.Option(..., help=DATA_HELP),
+    backbones: str = typer.Option(",".join(SEED_BACKBONES), help="Comma-separated backbones (any of train's)."),
+    strategies: str = typer.Option(",".join(STRATEGIES), help="Comma-separated strategies."),
+    epochs: int = typer.Option(3, min=1, help="Epochs per cell (the same for every cell)."),
+    batch_size: int | None = typer.Option(None, min=1, help="Images per step (default 32 on CPU, 64 on CUDA)."),
+    lr: float | None = typer.Option(None, help="Head learning rate (default: per strategy, as in train)."),
+    lr_ratio: float = typer.Option(10.0, help="discriminative: how many times slower the backbone learns."),
+    image_size: int | None = typer.Option(None, min=16, help="Crop size (default: each backbone's, 224)."),
+    weights: str = typer.Option("default", help="default (ImageNet), none (random init), or PATH (one backbone)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    seed: int = typer.Option(0, help="One seed for every cell: same split, same head init, same augmentation."),
+    val_split: float = typer.Option(0.2, min=0.0, max=0.9, help="Val fraction when the data has no val folder."),
+    cache_gib: float | None = typer.Option(None, help="Memory for decoded images (see train)."),
+    workers: int | None = typer.Option(None, help="Decoding threads/processes (default: one per core)."),
+    out: Path | None = typer.Option(None, help="Output folder: new, or an earlier compare's to finish it."),
+    keep_best: bool = typer.Option(False, help="Save the winning cell's model as OUT/best.pt."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """Train every strategy on several backbones back to back and print one table to choose from."""
-    raise CatdogError("compare is not implemented yet")
+    from catdog_cli.compare import CompareConfig
+    from catdog_cli.compare import compare as run_compare
+
+    config = CompareConfig(data, _csv_list(backbones), _csv_list(strategies), epochs, batch_size, lr, lr_ratio,
+                           image_size, weights, device, seed, val_split, cache_gib, workers)
+    console = _console(json_output)
+    with render.RichEvents(console) as events:
+        result = run_compare(config, out, events, keep_best)
+    if json_output:
+        _emit_json(result)
+    else:
+        console.print(render.compare_table(result))
+        console.print(f"saved in {result['out']} (compare.json, compare.csv, compare.md)")
 
 
 def main() -> None:

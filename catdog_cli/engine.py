@@ -52,6 +52,12 @@ class Events:
 
     def note(self, text: str) -> None: ...
 
+    def cell(self, index: int, total: int, name: str) -> None:
+        """compare: cell `index` (0-based) of `total` starts."""
+
+    def cell_done(self, row: dict[str, Any]) -> None:
+        """compare: a cell finished; `row` is its line of the table."""
+
 
 @dataclass
 class TrainConfig:
@@ -163,7 +169,10 @@ class Inputs:
         return ImageSpec(train=False, resize=self.resize, crop=self.image_size)
 
     def train_spec(self, augment: bool) -> ImageSpec:
-        return ImageSpec(train=True, resize=self.resize, crop=self.image_size) if augment else self.eval_spec()
+        """Random crops do not depend on the weights' resize ratio: one decode serves every backbone."""
+        if not augment:
+            return self.eval_spec()
+        return ImageSpec(train=True, resize=round(self.image_size * 256 / 224), crop=self.image_size)
 
     def model_input(self, batch: ImageBatch, generator: torch.Generator | None = None) -> torch.Tensor:
         if batch.sizes is None:

@@ -9,14 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from catdog_cli.engine import Events
-
-
-def pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
-
-
-def millions(n: int) -> str:
-    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,}"
+from catdog_cli.formatting import cell, params, pct
 
 
 class RichEvents(Events):
@@ -29,6 +22,8 @@ class RichEvents(Events):
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
         )
         self.current = None
+        self.grid = None
+        self.show_epochs = True
 
     def __enter__(self) -> RichEvents:
         self.progress.start()
@@ -49,6 +44,8 @@ class RichEvents(Events):
         self.progress.update(self.current, advance=n, **({"info": text} if text else {}))
 
     def epoch(self, record: dict[str, Any]) -> None:
+        if not self.show_epochs:  # compare prints a line per cell instead
+            return
         self.console.print(
             f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
             f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]  "
@@ -58,17 +55,27 @@ class RichEvents(Events):
     def note(self, text: str) -> None:
         self.console.print(f"[yellow]{text}[/]", highlight=False)
 
+    def cell_done(self, row: dict[str, Any]) -> None:
+        self.console.print(f"{row['backbone']} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
+                           f"(epoch {row['best_epoch']}), {row['train_seconds']:.1f}s")
+
+    def cell(self, index: int, total: int, name: str) -> None:
+        self.show_epochs = False
+        if self.grid is None:
+            self.grid = self.progress.add_task("", total=total, info="")
+        self.progress.update(self.grid, completed=index, description=f"[bold]cell {index + 1}/{total}: {name}[/]")
+
 
 def train_summary(result: dict[str, Any]) -> Table:
     config = result["config"]
     table = Table(title="training run", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    params = result["params"]
+    counts = result["params"]
     rows = [
         ("backbone", f"{config['backbone']} ({config['weights']} weights)"),
         ("strategy", config["strategy"]),
-        ("parameters", f"{millions(params['total'])} total, {millions(params['trainable'])} trainable"),
+        ("parameters", f"{params(counts['total'])} total, {params(counts['trainable'])} trainable"),
         ("classes", ", ".join(result["classes"])),
         ("val split", result["split_origin"]),
         ("device", f"{result['device']} ({result['precision']})"),
@@ -113,4 +120,25 @@ def predictions_table(rows: list[dict[str, Any]]) -> Table:
             table.add_row(row["path"], "[red]unreadable[/]", row["error"])
         else:
             table.add_row(row["path"], row["label"], pct(row["confidence"]))
+    return table
+
+
+def compare_table(result: dict[str, Any]) -> Table:
+    """Sorted by val accuracy, the best row starred; headers say which split each accuracy is on."""
+    from catdog_cli.compare import COLUMNS
+
+    failed = any(row["status"] != "ok" for row in result["rows"])
+    columns = [(k, t) for k, t in COLUMNS if k != "error" and (failed or k != "status")]
+    table = Table(title=f"compare on {result['config']['data']}: accuracies on the val split "
+                        f"({result['split_origin']})", title_justify="left")
+    table.add_column("")
+    for key, title in columns:
+        text = key in ("backbone", "strategy", "status")
+        table.add_column(title, justify="left" if text else "right", no_wrap=text)
+    for n, row in enumerate(result["rows"]):
+        ok = row["status"] == "ok"
+        status = "ok" if ok else f"[red]failed: {row['error']}[/]"
+        values = [cell(k, row[k]) if k != "status" else status for k, _ in columns]
+        best = n == 0 and ok
+        table.add_row("★" if best else "", *values, style="bold green" if best else None)
     return table
