@@ -1,0 +1,149 @@
+"""compare: the grid runs once per cell, fails per cell, resumes, and writes its table three ways."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from catdog_cli import compare as compare_mod
+from catdog_cli.compare import CompareConfig, compare
+from catdog_cli.engine import Events
+from catdog_cli.errors import CatdogError
+
+STRATEGIES = ["finetune", "freeze", "discriminative"]
+ROW_FIELDS = {"backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
+              "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history"}
+
+
+@pytest.fixture(scope="module")
+def colors(tmp_path_factory) -> Path:
+    """Two classes told apart by color, with train/val/test folders (so test accuracy is reported)."""
+    root = tmp_path_factory.mktemp("colors")
+    rng = random.Random(0)
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        for name, base in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                color = tuple(min(255, max(0, c + rng.randint(-30, 30))) for c in base)
+                Image.new("RGB", rng.choice([(40, 30), (30, 40)]), color).save(folder / f"{i}.png")
+    return root
+
+
+def small_grid(data: Path, **overrides) -> CompareConfig:
+    settings = dict(backbones=["resnet18", "squeezenet1_1"], strategies=STRATEGIES, epochs=1, batch_size=8,
+                    image_size=32, weights="none", device="cpu", workers=1)
+    return CompareConfig(str(data), **(settings | overrides))
+
+
+class Recorder(Events):
+    def __init__(self):
+        self.cells: list[str] = []
+        self.epochs = 0
+
+    def cell(self, index: int, total: int, name: str) -> None:
+        self.cells.append(name)
+
+    def epoch(self, record) -> None:
+        self.epochs += 1
+
+
+@pytest.fixture(scope="module")
+def grid(colors, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid") / "cmp"
+    events = Recorder()
+    result = compare(small_grid(colors), out, events, keep_best=True)
+    return result, out, events
+
+
+def test_every_cell_runs_once_with_the_full_row(grid):
+    result, out, events = grid
+    assert len(result["rows"]) == 6
+    assert {(r["backbone"], r["strategy"]) for r in result["rows"]} == {
+        (b, s) for b in ("resnet18", "squeezenet1_1") for s in STRATEGIES}
+    assert events.epochs == 6 and len(events.cells) == 6
+    for row in result["rows"]:
+        assert set(row) == ROW_FIELDS
+        assert row["status"] == "ok" and 0.0 <= row["best_val_acc"] <= 1.0
+        assert row["test_acc"] is not None  # the data has a labeled test split
+        assert len(row["history"]) == 1
+
+
+def test_freeze_trains_far_fewer_parameters(grid):
+    rows = {(r["backbone"], r["strategy"]): r for r in grid[0]["rows"]}
+    for backbone in ("resnet18", "squeezenet1_1"):
+        freeze, finetune = rows[backbone, "freeze"], rows[backbone, "finetune"]
+        assert freeze["params_total"] == finetune["params_total"]
+        assert freeze["params_trainable"] * 100 < finetune["params_trainable"]
+        assert rows[backbone, "discriminative"]["params_trainable"] == finetune["params_trainable"]
+
+
+def test_rows_sorted_by_val_accuracy(grid):
+    accs = [r["best_val_acc"] for r in grid[0]["rows"]]
+    assert accs == sorted(accs, reverse=True)
+
+
+def test_outputs_json_csv_md_and_best_checkpoint(grid):
+    result, out, _ = grid
+    assert json.loads((out / "compare.json").read_text())["rows"] == result["rows"]
+    with open(out / "compare.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["backbone"], r["strategy"]) for r in table] == [(r["backbone"], r["strategy"]) for r in result["rows"]]
+    md = (out / "compare.md").read_text()
+    assert "val split" in md and md.count("\n| ") == 7  # header + 6 rows
+    assert len(list(out.glob("cells/*/metrics.csv"))) == 6
+    assert result["best"] == str(out / "best.pt") and (out / "best.pt").is_file()
+    assert not list(out.glob("cells/*/*.pt"))  # cells write no checkpoints
+
+
+def test_best_checkpoint_is_usable_by_evaluate(grid, colors):
+    from catdog_cli.engine import evaluate_checkpoint
+
+    result, out, _ = grid
+    ev = evaluate_checkpoint(out / "best.pt", str(colors), "val", device="cpu", workers=1)
+    assert ev["accuracy"] == pytest.approx(result["rows"][0]["best_val_acc"])
+
+
+def test_rerun_with_same_out_does_no_training(grid, colors, monkeypatch):
+    result, out, _ = grid
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(compare_mod, "train_loop", no_training)
+    monkeypatch.setattr(compare_mod, "build_model", no_training)
+    again = compare(small_grid(colors), out, Recorder(), keep_best=True)
+    assert [r["best_val_acc"] for r in again["rows"]] == [r["best_val_acc"] for r in result["rows"]]
+
+
+def test_other_settings_in_same_out_are_refused(grid, colors):
+    with pytest.raises(CatdogError, match="other settings"):
+        compare(small_grid(colors, epochs=2), grid[1])
+
+
+def test_failing_cell_is_recorded_and_the_grid_goes_on(colors, tmp_path, monkeypatch):
+    real = compare_mod.build_model
+
+    def flaky(name, *args, **kwargs):
+        if name == "squeezenet1_1":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(compare_mod, "build_model", flaky)
+    result = compare(small_grid(colors, strategies=["freeze", "finetune"]), tmp_path / "cmp")
+    status = {(r["backbone"], r["strategy"]): r for r in result["rows"]}
+    assert status["resnet18", "freeze"]["status"] == status["resnet18", "finetune"]["status"] == "ok"
+    failed = status["squeezenet1_1", "freeze"]
+    assert failed["status"] == "failed" and "out of memory" in failed["error"]
+    assert [r["status"] for r in result["rows"]] == ["ok", "ok", "failed", "failed"]  # failures last
+
+
+def test_unknown_strategy_is_refused_before_work(colors, tmp_path):
+    with pytest.raises(CatdogError, match="unknown strategy"):
+        compare(small_grid(colors, strategies=["finetune", "bogus"]), tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
