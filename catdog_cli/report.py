@@ -40,9 +40,11 @@ p{margin:.4em 0}.muted{color:var(--muted)}code{overflow-wrap:anywhere}
 .card b{display:block;font-size:1.5rem;font-variant-numeric:tabular-nums}
 .figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,420px),1fr));gap:18px;align-items:start}
 .figs.small{grid-template-columns:repeat(auto-fill,minmax(min(100%,250px),1fr))}
-figure{margin:0;min-width:0}figcaption{font-weight:600;margin-bottom:2px}
+figure{margin:0;min-width:0}.wide{grid-column:1/-1}figcaption{font-weight:600;margin-bottom:2px}
 svg.chart{display:block;max-width:100%;height:auto}
-svg text{fill:var(--fg);font-size:12px}svg .tick{fill:var(--muted)}
+svg text{fill:var(--fg);font-size:12px}
+svg .tick{fill:var(--muted)}
+@media (max-width:520px){th,td{padding:4px 5px}}
 .gridline{stroke:var(--line)}.axisline{fill:none;stroke:var(--muted)}
 .rule{stroke:var(--muted);stroke-dasharray:3 3}.rule-label{fill:var(--muted)}
 .line{fill:none;stroke:var(--c);stroke-width:2}.dash{stroke-dasharray:6 4}
@@ -56,9 +58,9 @@ svg text{fill:var(--fg);font-size:12px}svg .tick{fill:var(--muted)}
 .sw.dot{width:10px;height:10px;border-radius:50%}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92rem}
-th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{color:var(--muted);font-weight:600}td.num,th.num{text-align:right;white-space:nowrap}
-tr.best td{background:var(--hi);font-weight:600}.err{color:#dc2626}td:first-child{white-space:nowrap}
+tr.best td{background:var(--hi);font-weight:600}.err{color:#dc2626}
 details{margin-top:10px}summary{cursor:pointer;color:var(--muted)}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
 .thumb{margin:0;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px;font-size:.85rem}
@@ -136,13 +138,15 @@ def _card(title: str, value: str, note: str = "") -> str:
     return f'<div class="card"><span class="muted">{escape(title)}</span><b>{escape(value)}</b>{escape(note)}</div>'
 
 
-def _figure(caption: str, svg: str, legend: Sequence[tuple[str, int, str]] = ()) -> str:
-    """A chart with its caption and an HTML legend (wraps on a phone); legend items are (name, color, style)."""
+def _figure(caption: str, body: str, legend: Sequence[tuple[str, int, str]] = (), wide: bool = False) -> str:
+    """A chart or table with its caption; legend items are (name, color, swatch style), in HTML so they wrap."""
     items = "".join(
         f'<li><span class="sw c{color} {style}"></span>{escape(name)}</li>' for name, color, style in legend
     )
-    return f"<figure><figcaption>{escape(caption)}</figcaption>{svg}" + (
-        f'<ul class="legend">{items}</ul></figure>' if items else "</figure>"
+    return (
+        f"<figure{' class=wide' if wide else ''}><figcaption>{escape(caption)}</figcaption>{body}"
+        + (f'<ul class="legend">{items}</ul>' if items else "")
+        + "</figure>"
     )
 
 
@@ -244,13 +248,15 @@ def _curves(run: dict) -> str:
 def _evaluation(run: dict) -> str:
     """Confusion heat map beside the per-class table, both on the split the evaluation names."""
     ev = run["evaluation"]
-    classes = run.get("classes") or [row["class"] for row in ev.get("per_class", [])]
+    split = ev.get("split", "?")
+    confusion, per_class = ev.get("confusion") or [], ev.get("per_class") or []
+    classes = run.get("classes") or [r["class"] for r in per_class] or [str(i) for i in range(len(confusion))]
     parts = []
-    if ev.get("confusion"):
-        parts.append(
-            _figure(f"Confusion matrix ({ev.get('split', '?')} split)", heatmap("confusion", ev["confusion"], classes))
-        )
-    if ev.get("per_class"):
+    if confusion:
+        # Past a dozen or so classes the matrix needs the whole row to stay legible.
+        svg = heatmap("confusion", confusion, classes)
+        parts.append(_figure(f"Confusion matrix ({split} split)", svg, wide=len(classes) > 16))
+    if per_class:
         table = _table(
             ["class", "precision", "recall", "F1", "images"],
             (
@@ -261,13 +267,11 @@ def _evaluation(run: dict) -> str:
                     fmt(r.get("f1"), "pct"),
                     fmt(r.get("support"), "int"),
                 ]
-                for r in ev["per_class"]
+                for r in per_class
             ),
             [False, True, True, True, True],
         )
-        parts.append(
-            f"<figure><figcaption>Per class ({escape(str(ev.get('split', '?')))} split)</figcaption>{table}</figure>"
-        )
+        parts.append(_figure(f"Per class ({split} split)", table))
     return _section("Where it goes wrong", f'<div class="figs">{"".join(parts)}</div>')
 
 
@@ -302,8 +306,8 @@ def _setup(config: Iterable[tuple[str, Any]], versions: dict | None) -> str:
     return _section(
         "Setup",
         '<div class="figs">',
-        f"<figure><figcaption>Configuration</figcaption>{_key_values(config)}</figure>",
-        f"<figure><figcaption>Versions</figcaption>{_key_values((versions or {}).items())}</figure>",
+        _figure("Configuration", _key_values(config)),
+        _figure("Versions", _key_values((versions or {}).items())),
         "</div>",
     )
 
@@ -375,23 +379,25 @@ def _ranked(rows: list[dict]) -> list[dict]:
 
 
 def _results_table(rows: list[dict], best: dict | None) -> str:
-    """Ranked cells; a failed cell's reason spans the columns its numbers would have filled."""
-    head = ["", "backbone", "strategy", "val acc", "best epoch", "val loss", "test acc", "trainable", "total",
-            "train time", "images/s"]  # fmt: skip
+    """Ranked cells; a failed cell's reason spans the columns its numbers would have filled.
+
+    Backbone and strategy share the first column, one above the other, so a phone shows val acc beside them.
+    """
+    head = ["cell", "val acc", "best epoch", "val loss", "test acc", "trainable", "total", "train time", "images/s"]
     cells = []
     for r in rows:
-        cell = ["★ best" if r is best else "", escape(str(r.get("backbone"))), escape(str(r.get("strategy")))]
+        mark = "★ " if r is best else ""
+        row = [f'{mark}{escape(str(r.get("backbone")))}<div class="muted">{escape(str(r.get("strategy")))}</div>']
         if r.get("status") == "ok":
-            cell += [
+            row += [
                 fmt(r.get("best_val_acc"), "pct"), fmt(r.get("best_epoch"), "int"), fmt(r.get("val_loss")),
                 fmt(r.get("test_acc"), "pct"), fmt(r.get("params_trainable"), "int"),
                 fmt(r.get("params_total"), "int"), fmt(r.get("train_seconds"), "sec"), fmt(r.get("images_per_sec")),
             ]  # fmt: skip
         else:
-            cell.append(f'<span class="err">failed: {escape(r.get("error") or "no reason recorded")}</span>')
-        cells.append(cell)
-    numeric = [False, False, False] + [True] * (len(head) - 3)
-    return _table(head, cells, numeric, ["best" if r is best else "" for r in rows])
+            row.append(f'<span class="err">failed: {escape(r.get("error") or "no reason recorded")}</span>')
+        cells.append(row)
+    return _table(head, cells, [False] + [True] * (len(head) - 1), ["best" if r is best else "" for r in rows])
 
 
 def _scatter(

@@ -205,26 +205,28 @@ def plot(
 def heatmap(figure: str, matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
     """Confusion matrix: rows are true classes, columns predictions; shade is the share of the row.
 
-    Correct cells (the diagonal) and mistakes get different hues so errors stand out at a glance.
+    Correct cells (the diagonal) and mistakes get different hues so errors stand out at a glance. Cells shrink
+    with many classes (down to 14 px); labels shrink with them and column labels turn 45 or 90 degrees to fit.
     """
     n = len(labels)
     names = [name if len(name) <= 16 else name[:15] + "…" for name in labels]
-    widest = CHAR_W * max((len(name) for name in names), default=1)
     cell = max(14.0, min(56.0, 380 / max(n, 1)))
-    rotate = widest > cell
+    label_font = min(12.0, cell * 0.85)
+    widest = CHAR_W * label_font / 12 * max((len(name) for name in names), default=1)
+    angle = 0 if widest <= cell else 45 if cell >= 24 else 90
     left = 26 + widest + 6
     grid_bottom = 6 + n * cell
-    height = grid_bottom + (widest * 0.72 + 20 if rotate else 22) + 20
+    height = grid_bottom + {0: 22, 45: widest * 0.72 + 20, 90: widest + 16}[angle] + 20
     width = left + n * cell + 10
     digits = max((len(str(v)) for row in matrix for v in row), default=1)
     font = min(12.0, cell * 0.85 / (0.62 * digits + 0.2))
-    size = f' style="font-size:{_n(font)}px"'
+    count_size, label_size = (f' style="font-size:{_n(f)}px"' for f in (font, label_font))
 
     out = [_open(figure, width, height, "confusion matrix")]
     for i, row in enumerate(matrix):
         total = sum(row)
         cy = 6 + i * cell
-        out.append(_text(left - 6, cy + cell / 2 + 4, names[i], anchor="end"))
+        out.append(_text(left - 6, cy + cell / 2 + label_font * 0.35, names[i], anchor="end", attrs=label_size))
         for j, count in enumerate(row):
             share = count / total if total else 0.0
             cx = left + j * cell
@@ -235,14 +237,15 @@ def heatmap(figure: str, matrix: Sequence[Sequence[int]], labels: Sequence[str])
             )
             if font >= 6:
                 cls = "count inv" if share > 0.5 else "count"
-                out.append(_text(cx + cell / 2, cy + cell / 2 + font * 0.35, str(count), cls, attrs=size))
+                out.append(_text(cx + cell / 2, cy + cell / 2 + font * 0.35, str(count), cls, attrs=count_size))
     for j, name in enumerate(names):
         cx = left + j * cell + cell / 2
-        if rotate:
-            turn = f' transform="rotate(-45 {_n(cx)} {_n(grid_bottom + 14)})"'
-            out.append(_text(cx, grid_bottom + 14, name, anchor="end", attrs=turn))
+        if angle:
+            ax, ay = cx + (label_font * 0.35 if angle == 90 else 0), grid_bottom + 10
+            turn = f' transform="rotate(-{angle} {_n(ax)} {_n(ay)})"'
+            out.append(_text(ax, ay, name, anchor="end", attrs=label_size + turn))
         else:
-            out.append(_text(cx, grid_bottom + 14, name))
+            out.append(_text(cx, grid_bottom + 16, name, attrs=label_size))
     out.append(_axis_titles("predicted", left + n * cell / 2, height, "true", 6 + n * cell / 2))
     out.append("</svg>")
     return "".join(out)

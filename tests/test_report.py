@@ -208,6 +208,13 @@ def compare_result() -> dict:
 # ---------------------------------------------------------------- train / evaluate
 
 
+def test_fmt_is_the_one_way_numbers_are_shown() -> None:
+    assert [fmt(0.91234, "pct"), fmt(21285698, "int"), fmt(12.53, "sec"), fmt(0.001), fmt(3.61538)] == [
+        "91.2%", "21,285,698", "12.5 s", "0.001", "3.615",
+    ]  # fmt: skip
+    assert fmt(None, "pct") == "—" and fmt(float("nan")) == "nan"
+
+
 def test_train_report_has_one_chart_per_figure_with_a_mark_per_number(train_run: dict, tmp_path: Path) -> None:
     page = parse(write_train_report(train_run, tmp_path / "report.html"))
     assert sorted(c["figure"] for c in page.charts) == ["accuracy", "confusion", "loss"]
@@ -236,7 +243,6 @@ def test_train_report_numbers_equal_the_json(train_run: dict, tmp_path: Path) ->
          fmt(h["val_acc"], "pct"), fmt(h["lr"]), fmt(h["seconds"], "sec")]
         for h in train_run["history"]
     ]
-    assert fmt(float("nan")) == "nan" and fmt(None) == "—"
     config_rows = dict(map(tuple, page.tables[-2]))
     for key, value in train_run["config"].items():
         shown = value if isinstance(value, str) else fmt(value, "int" if isinstance(value, int) else "num")
@@ -267,6 +273,17 @@ def test_thumbnails_are_small_upright_embedded_jpegs(train_run: dict, tmp_path: 
             sizes.append(im.size)
     assert sizes[0] == (48, 96)  # EXIF orientation applied: the sideways 400x200 picture stands up
     assert f"cannot read {tmp_path / 'gone.jpg'}" in " ".join(page.text)
+
+
+def test_confusion_matrix_scales_to_many_classes(train_run: dict, tmp_path: Path) -> None:
+    names = [f"class_with_a_long_name_{i}" for i in range(37)]
+    confusion = [[40 if i == j else i % 3 for j in range(37)] for i in range(37)]
+    run = {**train_run, "classes": names, "evaluation": {"split": "val", "confusion": confusion}}
+    page = parse(write_train_report(run, tmp_path / "report.html"))
+    chart = page.chart("confusion")
+    assert len(marks(chart, "rect", "cell")) == 37 * 37
+    assert texts(chart, "text", "count") == [str(v) for row in confusion for v in row]
+    assert "true class_with_a_long_name_35, predicted class_with_a_long_name_0: 2 of 112" in texts(chart, "title")
 
 
 def test_evaluate_report_without_history_or_top_losses(train_run: dict, tmp_path: Path) -> None:
@@ -317,17 +334,17 @@ def test_compare_report_charts_and_table(compare_result: dict, tmp_path: Path) -
     assert [len(marks(c, "circle", "pt")) for c in curves] == [len(r["history"]) for r in rows if r["history"]]
 
     ranked = sorted(ok, key=lambda r: -r["best_val_acc"])
-    table = page.table_with("")
-    assert [row[1:3] for row in table] == [[r["backbone"], r["strategy"]] for r in ranked + rows[-2:]]
-    assert table[0][0] == "★ best" and all(row[0] == "" for row in table[1:])
+    table = page.table_with("cell")
+    names = [r["backbone"] + r["strategy"] for r in ranked + rows[-2:]]
+    assert [row[0] for row in table] == ["★ " + names[0], *names[1:]]  # best first and marked, failed last
     for row, r in zip(table, ranked, strict=False):
-        assert row[3:11] == [
+        assert row[1:] == [
             fmt(r["best_val_acc"], "pct"), fmt(r["best_epoch"], "int"), fmt(r["val_loss"]), fmt(r["test_acc"], "pct"),
             fmt(r["params_trainable"], "int"), fmt(r["params_total"], "int"), fmt(r["train_seconds"], "sec"),
             fmt(r["images_per_sec"]),
         ]
-    assert table[-2][3:] == ["failed: CUDA out of memory <tried 2.00 GiB>"]  # spans the metric columns
-    assert table[-1][3:] == ["failed: no reason recorded"]
+    assert table[-2][1:] == ["failed: CUDA out of memory <tried 2.00 GiB>"]  # spans the metric columns
+    assert table[-1][1:] == ["failed: no reason recorded"]
     assert dict(map(tuple, page.tables[-2])) == {
         k: v if isinstance(v, str) else fmt(v, "int") for k, v in compare_result["config"].items()
     }
@@ -337,7 +354,7 @@ def test_compare_report_with_every_cell_failed(compare_result: dict, tmp_path: P
     result = {**compare_result, "rows": compare_result["rows"][-2:]}
     page = parse(write_compare_report(result, tmp_path / "report.html"))
     assert [c["figure"] for c in page.charts] == ["curve"]
-    assert all(row[0] == "" for row in page.table_with(""))
+    assert not any(row[0].startswith("★") for row in page.table_with("cell"))
 
 
 # ---------------------------------------------------------------- self-contained
