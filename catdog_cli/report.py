@@ -99,12 +99,10 @@ def fmt(value: Any, kind: str = "num") -> str:
 
 def _value(value: Any) -> str:
     """A config or version value as text: ints and floats through fmt, the rest as they are."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return "—" if value is None else str(value)
-    if isinstance(value, int):
-        return fmt(value, "int")
-    if isinstance(value, float):
-        return fmt(value)
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if value is None or isinstance(value, (int, float)):
+        return fmt(value, "int" if isinstance(value, int) else "num")
     return json.dumps(value)
 
 
@@ -210,28 +208,19 @@ def _curves(run: dict) -> str:
     history = run["history"]
     best = run.get("best_epoch")
     rule = (best, "best") if best is not None else None
-    epoch = Axis("epoch", integer=True)
-    legend = [("train split", 0, "dash"), ("val split", 1, "")]
-    charts = [
-        _figure(
-            caption,
-            plot(
-                figure,
-                [
-                    _curve(history, f"train_{key}", "train " + key, 0, kind, dashed=True),
-                    _curve(history, f"val_{key}", "val " + key, 1, kind),
-                ],
-                epoch,
-                Axis(label, percent=kind == "pct"),
-                rule=rule,
-            ),
-            legend,
-        )
-        for figure, caption, key, label, kind in (
-            ("loss", "Loss per epoch", "loss", "loss", "num"),
-            ("accuracy", "Accuracy per epoch", "acc", "accuracy", "pct"),
-        )
-    ]
+    charts = []
+    for figure, caption, key, kind in (
+        ("loss", "Loss per epoch", "loss", "num"),
+        ("accuracy", "Accuracy per epoch", "acc", "pct"),
+    ):
+        series, legend = [], []
+        for color, split in enumerate(("train", "val")):
+            curve = _curve(history, f"{split}_{key}", f"{split} {key}", color, kind, dashed=split == "train")
+            series.append(curve)
+            if curve.points:
+                legend.append((f"{split} split", color, "dash" if curve.dashed else ""))
+        svg = plot(figure, series, Axis("epoch", integer=True), Axis(figure, percent=kind == "pct"), rule=rule)
+        charts.append(_figure(caption, svg, legend))
     present = [c for c in EPOCH_COLUMNS if any(c[0] in h for h in history)]
     table = _table(
         [heading for _, heading, _ in present],
@@ -277,7 +266,7 @@ def _evaluation(run: dict) -> str:
 
 def _top_losses(run: dict) -> str:
     """The most confidently wrong images, small and embedded; an unreadable file becomes a labeled placeholder."""
-    split = run.get("evaluation", {}).get("split", "val")
+    split = (run.get("evaluation") or {}).get("split", "val")
     cards = []
     for t in run["top_losses"]:
         uri = thumbnail_uri(t["path"])

@@ -118,6 +118,7 @@ def train_run(tmp_path: Path) -> dict:
     exif[0x0112] = 6  # camera held sideways: the upright picture is portrait
     noise = Image.effect_noise((1200, 900), 120).convert("RGB")
     noise.save(tmp_path / "noise.jpg", quality=95)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     history = [
         {
             "epoch": e,
@@ -159,6 +160,7 @@ def train_run(tmp_path: Path) -> dict:
              "confidence": 0.88, "loss": 2.1203},
             {"path": str(tmp_path / "gone.jpg"), "true": "bees", "pred": "<wasps & co>", "confidence": 0.8,
              "loss": 1.61},
+            {"path": str(tmp_path / "broken.jpg"), "true": "ants", "pred": "bees", "confidence": 0.75, "loss": 1.39},
         ],
         "out": "runs/train3",
     }
@@ -262,7 +264,7 @@ def test_train_report_numbers_equal_the_json(train_run: dict, tmp_path: Path) ->
 def test_thumbnails_are_small_upright_embedded_jpegs(train_run: dict, tmp_path: Path) -> None:
     page = parse(write_train_report(train_run, tmp_path / "report.html"))
     srcs = [img["src"] for img in page.imgs]
-    assert len(srcs) == 3  # the fourth file is gone
+    assert len(srcs) == 3  # the last two files are gone or not an image
     sizes = []
     for src in srcs:
         assert src.startswith("data:image/jpeg;base64,")
@@ -272,7 +274,8 @@ def test_thumbnails_are_small_upright_embedded_jpegs(train_run: dict, tmp_path: 
             assert im.format == "JPEG" and im.mode == "RGB" and max(im.size) <= 96
             sizes.append(im.size)
     assert sizes[0] == (48, 96)  # EXIF orientation applied: the sideways 400x200 picture stands up
-    assert f"cannot read {tmp_path / 'gone.jpg'}" in " ".join(page.text)
+    text = " ".join(page.text)
+    assert f"cannot read {tmp_path / 'gone.jpg'}" in text and f"cannot read {tmp_path / 'broken.jpg'}" in text
 
 
 def test_confusion_matrix_scales_to_many_classes(train_run: dict, tmp_path: Path) -> None:
