@@ -140,7 +140,8 @@ TORCHVISION = {
         _tv("densenet169", "classifier."),
         _tv("squeezenet1_0", "classifier.1.", _split_squeezenet),
         _tv("squeezenet1_1", "classifier.1.", _split_squeezenet),
-        _tv("googlenet", "fc.", aux_logits=False, init_weights=True),
+        # transform_input: torchvision's ImageNet GoogLeNet expects it (it sets it when loading its weights)
+        _tv("googlenet", "fc.", aux_logits=False, init_weights=True, transform_input=True),
         _tv("mobilenet_v2", "classifier.1."),
         _tv("mobilenet_v3_small", "classifier.3."),
         _tv("mobilenet_v3_large", "classifier.3."),
