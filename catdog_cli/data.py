@@ -303,7 +303,12 @@ def collate(items: list[Decoded], train: bool) -> ImageBatch:
     width = max(d.image.shape[2] for d in items)
     canvas = torch.zeros(len(items), 3, height, width, dtype=torch.uint8)
     for c, d in zip(canvas, items):
-        c[:, : d.image.shape[1], : d.image.shape[2]] = d.image
+        h, w = d.image.shape[1:]
+        c[:, :h, :w] = d.image
+        # repeat the last column and row into the padding: roi_align's bilinear samples next to a crop's right or
+        # bottom edge reach one pixel beyond it, and must see the image's edge there (as a resize does), not black
+        c[:, :h, w : w + 1] = d.image[:, :, -1:]
+        c[:, h : h + 1, : w + 1] = c[:, h - 1 : h, : w + 1]
     sizes = torch.tensor([d.image.shape[1:] for d in items], dtype=torch.int64)
     transposed = torch.tensor([d.transposed for d in items], dtype=torch.bool)
     return ImageBatch(canvas, labels, index, sizes, transposed)
