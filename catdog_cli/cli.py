@@ -2,34 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
 from catdog_cli.backbones import DEFAULT_BACKBONE, SEED_BACKBONES
-from catdog_cli.errors import CatdogError
+from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.strategies import STRATEGIES
 
 DEBUG = False
 
 
 class CatdogGroup(TyperGroup):
-    """Errors a user can cause end as one red line and exit code 1; `--debug` shows the traceback instead."""
+    """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
+    `--debug` shows the traceback instead. Ctrl-C exits with 130, as shells do."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CatdogError as exc:
+        except (CatdogError, torch.cuda.OutOfMemoryError) as exc:
             if DEBUG:
                 raise
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            message = OUT_OF_MEMORY if isinstance(exc, torch.cuda.OutOfMemoryError) else str(exc)
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if DEBUG:
@@ -168,7 +173,8 @@ def fetch(
 
 @app.command()
 def train(
-    data: str = typer.Option(..., help=DATA_HELP),
+    ctx: typer.Context,
+    data: str | None = typer.Option(None, help=DATA_HELP),
     backbone: str = typer.Option(DEFAULT_BACKBONE, help="A torchvision model (resnet34, vgg16_bn, ...) or timm:NAME."),
     strategy: str = typer.Option(
         "finetune", help="finetune (all layers, one LR), freeze (only the new head), "
@@ -188,20 +194,39 @@ def train(
                                            "or a quarter of RAM); larger datasets are decoded per batch."),
     workers: int | None = typer.Option(None, help="Decoding threads/processes (default: one per core)."),
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
+    resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder from its last.pt; "
+                                       "options typed again must match (only --device, --workers, --cache-gib, "
+                                       "--compile may change)."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv."""
-    from catdog_cli.engine import TrainConfig, fit
+    """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv.
 
-    config = TrainConfig(data, backbone, strategy, epochs, batch_size, lr, lr_ratio, image_size, weights, device, seed,
-                         val_split, augment, compile_model, cache_gib, workers)
+    Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues.
+    """
+    from catdog_cli.engine import TrainConfig, fit
+    from catdog_cli.engine import resume as resume_run
+
     console = _console(json_output)
     with render.RichEvents(console) as events:
-        result = fit(config, out, events)
+        if resume is not None:
+            if out is not None and out.resolve() != resume.resolve():
+                raise CatdogError(f"--out {out}: a resumed run continues in its own folder, {resume}")
+            typed = {"compile" if n == "compile_model" else n: v for n, v in ctx.params.items()  # by name: typer
+                     if ctx.get_parameter_source(n).name == "COMMANDLINE"}  # may vendor its own click
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            result = resume_run(resume, {k: v for k, v in typed.items() if k in fields}, events)
+        elif data is None:
+            raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
+        else:
+            config = TrainConfig(data, backbone, strategy, epochs, batch_size, lr, lr_ratio, image_size, weights,
+                                 device, seed, val_split, augment, compile_model, cache_gib, workers)
+            result = fit(config, out, events)
     if json_output:
         _emit_json(result)
     else:
         console.print(render.train_summary(result))
+    if result["interrupted"]:
+        raise typer.Exit(130)
 
 
 @app.command()
@@ -234,6 +259,8 @@ def predict(
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
+    sort_into: Path | None = typer.Option(None, help="Copy each image into DIR/<predicted class>/ (originals are "
+                                          "untouched; a taken name gets -1, -2, ...)."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Classify images; one row per image with the predicted class and its confidence."""
@@ -247,6 +274,11 @@ def predict(
 
         write_predictions_csv(csv_file, rows)
         console.print(f"wrote {csv_file}")
+    if sort_into is not None:
+        from catdog_cli.engine import sort_into_folders
+
+        copied = sort_into_folders(rows, sort_into)
+        console.print(f"copied {copied} image(s) into {sort_into}/<class>/", markup=False)
     if json_output:
         _emit_json(rows)
     else:

@@ -215,9 +215,21 @@ def open_rgb(path: Path, short_side: int | None = None) -> Image.Image:
         raise
     except Image.DecompressionBombError:
         raise ImageError(f"over the {MAX_PIXELS:,} pixel limit") from None
-    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
-        reason = "empty file" if path.is_file() and path.stat().st_size == 0 else str(exc).split("\n")[0]
-        raise ImageError(reason or type(exc).__name__) from None
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+        raise ImageError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why a file could not be decoded, in a few words (the path is printed next to it)."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file"
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image, or a format Pillow cannot read"
+    if "truncated" in str(exc).lower():  # Pillow says it two ways, depending on where the data ends
+        return "truncated file"
+    if isinstance(exc, OSError) and exc.strerror:  # the file system's reason: a symlink loop, no permission
+        return exc.strerror
+    return str(exc).split("\n")[0] or type(exc).__name__
 
 
 def resized_size(width: int, height: int, short: int) -> tuple[int, int]:

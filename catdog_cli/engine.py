@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from catdog_cli.data import (
     default_workers,
     list_images,
     load_dataset,
+    resolve_data,
 )
 from catdog_cli.errors import CatdogError
 from catdog_cli.metrics import confusion_matrix, per_class
@@ -398,6 +400,55 @@ def fit(config: TrainConfig, out: Path | str | None = None, events: Events | Non
     return train_loop(run, out, events)
 
 
+RELOCATABLE = ("device", "workers", "cache_gib", "compile")  # where a run trains, not what: may change on resume
+
+
+def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The interrupted run's own config. Options typed again must agree with it, except the RELOCATABLE ones."""
+    saved = {**ckpt["config"], "data": ckpt["data"]}
+    for name, value in given.items():
+        if name in RELOCATABLE:
+            continue
+        if (str(resolve_data(value).resolve()) if name == "data" else value) != saved[name]:
+            allowed = ", ".join("--" + o.replace("_", "-") for o in RELOCATABLE)
+            was = "default" if saved[name] is None else saved[name]
+            raise CatdogError(f"--{name.replace('_', '-')} {value} differs from the run being resumed ({was}); "
+                              f"a resumed run keeps its options (only {allowed} may change)")
+    return TrainConfig(**{**saved, **{k: v for k, v in given.items() if k in RELOCATABLE}})
+
+
+def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events | None = None) -> dict[str, Any]:
+    """Continue an interrupted run in its own folder from last.pt, with its optimizer, scheduler and scaler state.
+
+    `given`: the TrainConfig fields the user typed. A changed option, or data whose classes changed, is refused
+    before anything is decoded or trained.
+    """
+    events = events or Events()
+    out = Path(out)
+    if not (out / "last.pt").is_file():
+        raise CatdogError(f"nothing to resume in {out}: it has no last.pt")
+    ckpt = checkpoints.load(out / "last.pt")
+    if "optimizer" not in ckpt:
+        raise CatdogError(f"{out / 'last.pt'} holds no optimizer state; it is not a run's last.pt")
+    config = resumed_config(ckpt, given or {})
+    state = TrainState(**ckpt["state"])
+    if state.epoch >= config.epochs:
+        raise CatdogError(f"{out} already ran all {config.epochs} epoch(s); nothing to resume")
+    dataset = load_dataset(config.data, config.val_split, config.seed)
+    if dataset.classes != ckpt["classes"]:
+        raise CatdogError(f"the classes in {dataset.root} changed since the run started (now "
+                          f"{', '.join(dataset.classes)}; then {', '.join(ckpt['classes'])}); start a new run instead")
+    model = checkpoints.restore_model(ckpt, resolve_device(config.device))
+    run = start_run(config, events, dataset=dataset, model=model)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
+        run.precision.scaler.load_state_dict(ckpt["scaler"])
+    run.state = state
+    events.note(f"resuming {out} at epoch {state.epoch + 1}/{config.epochs}, step {state.step}")
+    return train_loop(run, out, events)
+
+
 def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = True) -> dict[str, Any]:
     """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation and
     for compare, which writes no per-cell checkpoints."""
@@ -406,16 +457,11 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     forward = torch.compile(run.model) if config.compile else run.model
     generator = torch.Generator(device=run.device).manual_seed(config.seed + state.epoch)
     stop = StopRequest()
-    interrupted = False
     with stop.installed():
-        while state.epoch < config.epochs:
+        while state.epoch < config.epochs and not stop.requested:
             start = time.perf_counter()
             train = train_epoch(run, events, stop, generator, forward)
             if train is None:
-                if save_checkpoints:
-                    run.save(out / "last.pt", with_optimizer=True)
-                    events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
-                interrupted = True
                 break
             seconds = time.perf_counter() - start
             events.task(f"val {state.epoch + 1}/{config.epochs}", len(run.dataset.splits["val"]))
@@ -434,6 +480,10 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
                 run.save(out / "last.pt", with_optimizer=True)
             write_metrics_csv(out / "metrics.csv", state.history)
             events.epoch(record)
+        interrupted = state.epoch < config.epochs  # a signal stopped it, mid-epoch or between epochs
+        if interrupted and save_checkpoints:
+            run.save(out / "last.pt", with_optimizer=True)
+            events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
         best_state = checkpoints.load(out / "best.pt")["state_dict"]
     result = summarize(run, out, best_state, interrupted)
@@ -445,6 +495,7 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
     """Evaluate the best weights on val (and test), with the top losses: the numbers a person decides from."""
     classes, state = run.dataset.classes, run.state
     total, trainable = count_params(run.model)
+    skipped = {p for p, _ in run.sources.skipped}
     result: dict[str, Any] = {
         "kind": "train", "config": asdict(run.config), "versions": checkpoints.versions(),
         "device": str(run.device), "precision": run.precision.name, "classes": classes,
@@ -452,6 +503,7 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
         "history": state.history, "epochs": state.epoch, "best_epoch": state.best_epoch,
         "best_val_acc": state.best_val_acc if state.history else None, "interrupted": interrupted,
         "skipped": [{"path": str(p), "reason": r} for p, r in run.sources.skipped], "out": str(out),
+        "images": {name: sum(p not in skipped for p in split.paths) for name, split in run.dataset.splits.items()},
     }
     if best_state is None:
         return result
@@ -576,3 +628,43 @@ def write_predictions_csv(path: Path, rows: list[dict[str, Any]]) -> None:
                 writer.writerow([r["path"], r.get("label", ""), r.get("confidence", ""), r.get("error", "")])
     except FileExistsError:
         raise CatdogError(f"{path} already exists; choose a new --csv file") from None
+
+
+def copy_new(src: Path, folder: Path) -> Path:
+    """Copy to folder/NAME, or NAME-1, NAME-2, ... when taken: mode 'x' never replaces a file, even in a race."""
+    n = 0
+    with open(src, "rb") as f:
+        while True:
+            target = folder / (src.name if n == 0 else f"{src.stem}-{n}{src.suffix}")
+            try:
+                with open(target, "xb") as dst:
+                    shutil.copyfileobj(f, dst)
+            except FileExistsError:
+                n += 1
+                continue
+            shutil.copystat(src, target)
+            return target
+
+
+def sort_into_folders(rows: list[dict[str, Any]], dest: Path | str) -> int:
+    """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read.
+
+    Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused.
+    """
+    dest = Path(dest)
+    labels = {r["label"] for r in rows if "label" in r}
+    for label in labels:
+        if label in ("", ".", "..") or Path(label).name != label or "\\" in label:
+            raise CatdogError(f"class name {label!r} is not a safe folder name; refusing to sort into {dest}")
+    if dest.exists() and not dest.is_dir():
+        raise CatdogError(f"--sort-into {dest} is a file, not a folder")
+    for row in rows:
+        if "label" not in row:
+            continue
+        folder = dest / row["label"]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            row["copied_to"] = str(copy_new(Path(row["path"]), folder))
+        except OSError as exc:
+            raise CatdogError(f"could not copy {row['path']} into {folder}: {exc.strerror or exc}") from None
+    return sum("copied_to" in r for r in rows)

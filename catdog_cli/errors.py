@@ -3,3 +3,7 @@
 
 class CatdogError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+# what a torch.cuda.OutOfMemoryError tells the user: the CLI prints it, compare records it per cell
+OUT_OF_MEMORY = "CUDA out of memory: try a smaller --batch-size (or --image-size)"

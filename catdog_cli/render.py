@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -53,7 +54,7 @@ class RichEvents(Events):
         )
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]{text}[/]", highlight=False)
+        self.console.print(f"[yellow]{escape(text)}[/]", highlight=False)  # file names may hold [brackets]
 
     def cell_done(self, row: dict[str, Any]) -> None:
         self.console.print(f"{row['backbone']} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
@@ -117,9 +118,9 @@ def predictions_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("confidence", justify="right")
     for row in rows:
         if "error" in row:
-            table.add_row(row["path"], "[red]unreadable[/]", row["error"])
+            table.add_row(escape(row["path"]), "[red]unreadable[/]", escape(row["error"]))
         else:
-            table.add_row(row["path"], row["label"], pct(row["confidence"]))
+            table.add_row(escape(row["path"]), escape(row["label"]), pct(row["confidence"]))
     return table
 
 
