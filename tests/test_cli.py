@@ -1,0 +1,231 @@
+"""The `catdog` command line end to end: JSON shapes, one-line errors, never-overwritten run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CLASS_COLORS, make_image
+from typer.testing import CliRunner
+
+from catdog_cli.cli import app
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+HYMENOPTERA = SHARED / "data" / "hymenoptera_data.zip"
+TINY = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
+        "--workers", "1"]
+runner = CliRunner()
+
+
+@contextmanager
+def working_dir(path: Path):
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def catdog(*args: object):
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def parsed(result) -> object:
+    """stdout must be one JSON document and nothing else."""
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def _dataset(root: Path, classes=("cat", "dog"), train=6, val=3, test=2) -> Path:
+    for k, cls in enumerate(classes):
+        for split, n in (("train", train), ("val", val), ("test", test)):
+            for i in range(n):
+                make_image(root / split / cls / f"{i}.png", CLASS_COLORS[k], ((48, 36), (36, 48))[i % 2], shade=3 * i)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch run with the default output folder, from inside a fresh working directory."""
+    work = tmp_path_factory.mktemp("cli")
+    data = _dataset(work / "data")
+    with working_dir(work):
+        result = catdog("train", "--data", data, "--epochs", "2", *TINY, "--json")
+    run = parsed(result)
+    return {"work": work, "data": data, "run": run, "out": work / run["out"], "stderr": result.stderr}
+
+
+def test_help_lists_the_five_commands():
+    result = catdog("--help")
+    assert result.exit_code == 0
+    for command in ("fetch", "train", "evaluate", "predict", "compare"):
+        assert command in result.stdout
+
+
+def test_console_script_errors_in_one_line_without_traceback(tmp_path):
+    """A real process: the installed `catdog` script, exit code 1, one stderr line, nothing on stdout."""
+    exe = shutil.which("catdog")
+    cmd = [exe] if exe else [sys.executable, "-m", "catdog_cli"]
+    failed = subprocess.run([*cmd, "evaluate", str(tmp_path / "missing.pt"), "--json"], capture_output=True,
+                            text=True, timeout=120)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'missing.pt'}"]
+
+
+def test_train_json_shape_and_files(trained):
+    run, out = trained["run"], trained["out"]
+    assert Path(run["out"]) == Path("runs") / "train"  # the default: a new folder under ./runs/
+    assert run["epochs"] == 2 and 0 <= run["best_val_acc"] <= 1
+    assert run["classes"] == ["cat", "dog"]
+    assert run["params"]["total"] == run["params"]["trainable"] > 0
+    assert run["evaluation"]["num_images"] == 6 and run["test"]["num_images"] == 4
+    assert {"best.pt", "last.pt", "metrics.csv", "run.json"} <= {p.name for p in out.iterdir()}
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + one row per epoch
+    assert json.loads((out / "run.json").read_text()) == run
+
+
+def test_default_run_folder_increments_and_keeps_the_old_run(trained):
+    before = (trained["out"] / "best.pt").read_bytes()
+    with working_dir(trained["work"]):
+        run = parsed(catdog("train", "--data", trained["data"], "--epochs", "1", *TINY, "--json"))
+    assert Path(run["out"]) == Path("runs") / "train2"
+    assert (trained["work"] / "runs" / "train2" / "best.pt").is_file()
+    assert (trained["out"] / "best.pt").read_bytes() == before
+
+
+def test_non_empty_out_is_refused(trained):
+    before = {p.name: p.read_bytes() for p in trained["out"].iterdir()}
+    result = catdog("train", "--data", trained["data"], "--epochs", "1", *TINY, "--out", trained["out"], "--json")
+    assert_one_line_error(result, "already exists", "never overwrites")
+    assert {p.name: p.read_bytes() for p in trained["out"].iterdir()} == before
+
+
+def test_evaluate_json_shape(trained):
+    ev = parsed(catdog("evaluate", trained["out"] / "best.pt", "--device", "cpu", "--json"))
+    assert {"accuracy", "loss", "per_class", "confusion"} <= set(ev)
+    assert ev["split"] == "val" and ev["num_images"] == 6
+    assert [row["class"] for row in ev["per_class"]] == ["cat", "dog"]
+    assert {"precision", "recall", "f1", "support"} <= set(ev["per_class"][0])
+    assert len(ev["confusion"]) == 2 and sum(map(sum, ev["confusion"])) == 6
+    assert ev["accuracy"] == pytest.approx(trained["run"]["evaluation"]["accuracy"])
+
+    test = parsed(catdog("evaluate", trained["out"] / "best.pt", "--data", trained["data"], "--split", "test",
+                         "--device", "cpu", "--json"))
+    assert test["split"] == "test" and test["num_images"] == 4
+
+
+def test_evaluate_human_output_has_tables(trained):
+    result = catdog("evaluate", trained["out"] / "best.pt", "--device", "cpu")
+    assert result.exit_code == 0
+    assert "confusion" in result.stdout and "cat" in result.stdout and "precision" in result.stdout
+
+
+def test_predict_json_and_csv(trained, tmp_path):
+    images = tmp_path / "images"
+    make_image(images / "a.png", CLASS_COLORS[0])
+    make_image(images / "deeper" / "b.jpg", CLASS_COLORS[1], (30, 60))
+    (images / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n nope")
+    csv_path = tmp_path / "predictions.csv"
+    rows = parsed(catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path,
+                         "--json"))
+    assert isinstance(rows, list) and len(rows) == 3
+    good = [r for r in rows if "error" not in r]
+    assert {Path(r["path"]).name for r in good} == {"a.png", "b.jpg"}
+    for r in good:
+        assert r["label"] in ("cat", "dog") and 0.5 <= r["confidence"] <= 1
+    bad = [r for r in rows if "error" in r]
+    assert [Path(r["path"]).name for r in bad] == ["zz_broken.png"]
+    assert len(csv_path.read_text().strip().splitlines()) == 4
+
+
+def test_predict_human_output_lists_unreadable(trained, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"")
+    result = catdog("predict", trained["out"] / "best.pt", tmp_path / "broken.jpg", "--device", "cpu")
+    assert result.exit_code == 0 and "unreadable" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["missing data", "unknown backbone", "one class", "foreign checkpoint",
+                                  "missing checkpoint", "missing image"])
+def test_user_errors_are_one_line_with_exit_code_1(case, tmp_path, trained, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a failed train leaves no runs/ folder behind
+    if case == "missing data":
+        result = catdog("train", "--data", tmp_path / "nope", *TINY, "--json")
+        assert_one_line_error(result, "nope")
+    elif case == "unknown backbone":
+        result = catdog("train", "--data", trained["data"], *TINY, "--backbone", "resnet9000", "--json")
+        assert_one_line_error(result, "unknown backbone 'resnet9000'")
+    elif case == "one class":
+        data = _dataset(tmp_path / "one", classes=("cat",), test=0)
+        result = catdog("train", "--data", data, *TINY, "--json")
+        assert_one_line_error(result, "at least 2")
+    elif case == "foreign checkpoint":
+        path = tmp_path / "resnet.pth"
+        torch.save(torch.nn.Linear(2, 2).state_dict(), path)
+        result = catdog("evaluate", path, "--data", trained["data"], "--json")
+        assert_one_line_error(result, "not a catdog checkpoint")
+    elif case == "missing checkpoint":
+        result = catdog("predict", tmp_path / "nope.pt", trained["data"], "--json")
+        assert_one_line_error(result, "checkpoint not found")
+    else:
+        result = catdog("predict", trained["out"] / "best.pt", tmp_path / "nope.jpg", "--json")
+        assert_one_line_error(result, "no such file")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_json_train_still_shows_epoch_lines_on_stderr(trained):
+    assert "epoch   1" in trained["stderr"] and "epoch   2" in trained["stderr"]
+
+
+# --- real data (skipped without ../shared) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hymenoptera(tmp_path_factory):
+    if not HYMENOPTERA.is_file():
+        pytest.skip("../shared/data/hymenoptera_data.zip is absent")
+    root = tmp_path_factory.mktemp("hymenoptera")
+    with zipfile.ZipFile(HYMENOPTERA) as z:
+        z.extractall(root)
+    return root / "hymenoptera_data"
+
+
+def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
+    out = tmp_path / "run"
+    run = parsed(catdog("train", "--data", hymenoptera, "--backbone", "resnet18", "--weights", "none",
+                        "--image-size", "64", "--epochs", "1", "--device", "cpu", "--out", out, "--json"))
+    assert run["epochs"] == 1 and 0 <= run["best_val_acc"] <= 1 and Path(run["out"]) == out
+    assert run["classes"] == ["ants", "bees"]
+    gif = hymenoptera / "train" / "ants" / "imageNotFound.gif"
+    # the placeholder GIF is either decoded like any image or reported as skipped, by name
+    assert all(s["path"] == str(gif) for s in run["skipped"])
+
+    ev = parsed(catdog("evaluate", out / "best.pt", "--device", "cpu", "--json"))
+    assert ev["num_images"] == 153 and len(ev["per_class"]) == 2 and sum(map(sum, ev["confusion"])) == 153
+
+    rows = parsed(catdog("predict", out / "best.pt", hymenoptera / "val" / "bees", gif, "--device", "cpu",
+                         "--json"))
+    assert len(rows) == len(list((hymenoptera / "val" / "bees").iterdir())) + 1
+    assert all(("label" in r and "confidence" in r) or r["path"] == str(gif) for r in rows)
+    assert any(r["path"] == str(gif) for r in rows)
