@@ -21,6 +21,7 @@ from catdog_cli.backbones import TransferModel, build_empty
 from catdog_cli.errors import CatdogError
 
 FORMAT = "catdog-checkpoint/1"
+USE_KEYS = ("backbone", "classes", "image_size", "resize", "mean", "std", "state_dict")  # to rebuild and feed a model
 
 
 def versions() -> dict[str, str]:
@@ -66,6 +67,9 @@ def load(path: Path | str) -> dict[str, Any]:
         raise CatdogError(f"{path} is not a catdog checkpoint ({reason}); refusing to load it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CatdogError(f"{path} is not a catdog checkpoint (train one with `catdog train`)")
+    missing = [k for k in USE_KEYS if k not in ckpt]
+    if missing:
+        raise CatdogError(f"{path} is an incomplete catdog checkpoint (no {', '.join(missing)}); refusing to load it")
     return ckpt
 
 

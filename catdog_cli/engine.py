@@ -428,8 +428,8 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     if not (out / "last.pt").is_file():
         raise CatdogError(f"nothing to resume in {out}: it has no last.pt")
     ckpt = checkpoints.load(out / "last.pt")
-    if "optimizer" not in ckpt:
-        raise CatdogError(f"{out / 'last.pt'} holds no optimizer state; it is not a run's last.pt")
+    if any(k not in ckpt for k in ("optimizer", "scheduler", "scaler", "state", "config", "data")):
+        raise CatdogError(f"{out / 'last.pt'} holds no training state to resume from; it is not a run's last.pt")
     config = resumed_config(ckpt, given or {})
     state = TrainState(**ckpt["state"])
     if state.epoch >= config.epochs:

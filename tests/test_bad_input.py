@@ -309,6 +309,22 @@ def test_a_truncated_checkpoint_is_refused(hostile: HostileRuns, tmp_path: Path,
     assert line.endswith("is not a catdog checkpoint (unreadable); refusing to load it")
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict", "resume"])
+def test_a_checkpoint_with_our_tag_but_not_our_contents_is_refused(hostile: HostileRuns, tmp_path: Path,
+                                                                   command: str) -> None:
+    forged = tmp_path / "forged.pt"
+    torch.save({"format": checkpoints.FORMAT, "backbone": "resnet18"}, forged)
+    line = error_line(catdog(*_commands_on(forged, hostile, tmp_path)[command]))
+    assert line.endswith("is an incomplete catdog checkpoint (no classes, image_size, resize, mean, std, state_dict); "
+                         "refusing to load it")
+
+
+def test_a_best_checkpoint_cannot_be_resumed(hostile: HostileRuns, tmp_path: Path) -> None:
+    folder = _resume_dir(tmp_path, hostile.model)
+    line = error_line(catdog("train", "--resume", folder))
+    assert line == f"error: {folder / 'last.pt'} holds no training state to resume from; it is not a run's last.pt"
+
+
 def test_a_checkpoint_whose_weights_are_not_its_backbone_is_refused(hostile: HostileRuns, tmp_path: Path) -> None:
     ckpt = checkpoints.load(hostile.model)
     forged = tmp_path / "forged.pt"
