@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +63,16 @@ def test_flat_layout_split_is_stratified_deterministic_and_complete(image_folder
     assert again.splits["val"].paths == val.paths and again.splits["train"].paths == train.paths
     other_seed = load_dataset(root, val_split=0.2, seed=8)
     assert set(other_seed.splits["val"].paths) != set(val.paths)
+
+
+def test_stratified_split_is_the_same_in_every_process(image_folder):
+    """The split may not depend on per-process state such as str hashing (PYTHONHASHSEED)."""
+    root = image_folder(layout="flat", train=8, val=2)
+    code = ("import sys; from catdog_cli.data import load_dataset; "
+            "print([p.name for p in load_dataset(sys.argv[1], 0.2, 5).splits['val'].paths])")
+    other = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "1"}).stdout  # this process: a random hash seed
+    assert other.strip() == str([p.name for p in load_dataset(root, 0.2, 5).splits["val"].paths])
 
 
 def test_stratified_split_keeps_class_proportions_and_one_train_image():
