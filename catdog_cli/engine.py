@@ -344,6 +344,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
     sources = open_sources(dataset, inputs, device, batch_size, config.seed, config.augment,
                            cache or DecodeCache(), memory_budget(device, config.cache_gib), config.workers, events)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
