@@ -79,5 +79,6 @@ def restore_model(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> T
     try:
         model.load_state_dict(ckpt["state_dict"], assign=True)
     except RuntimeError as exc:
-        raise CatdogError(f"checkpoint does not match backbone {ckpt['backbone']}: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0]
+        raise CatdogError(f"checkpoint does not match backbone {ckpt['backbone']}: {first}") from None
     return model.to(device).eval()

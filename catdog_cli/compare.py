@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
-from catdog_cli import checkpoints, formatting
+from catdog_cli import checkpoints, distributed, formatting, report
 from catdog_cli.backbones import SEED_BACKBONES, build_model
 from catdog_cli.data import load_dataset
-from catdog_cli.engine import Events, TrainConfig, resolve_device, start_run, train_loop
-from catdog_cli.errors import CatdogError
+from catdog_cli.distributed import World
+from catdog_cli.engine import Events, Run, TrainConfig, resolve_device, start_run, train_loop
+from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.paths import new_run_dir
 from catdog_cli.pipeline import DecodeCache
 from catdog_cli.strategies import STRATEGIES
@@ -47,9 +48,9 @@ class CompareConfig:
     cache_gib: float | None = None
     workers: int | None = None
 
-    def cell_config(self, backbone: str, strategy: str) -> TrainConfig:
+    def cell_config(self, backbone: str, strategy: str, device: str) -> TrainConfig:
         return TrainConfig(self.data, backbone, strategy, self.epochs, self.batch_size, self.lr, self.lr_ratio,
-                           self.image_size, self.weights, self.device, self.seed, self.val_split,
+                           self.image_size, self.weights, device, self.seed, self.val_split,
                            cache_gib=self.cache_gib, workers=self.workers)
 
     def settings(self) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def failed_row(backbone: str, strategy: str, reason: str) -> dict[str, Any]:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return "CUDA out of memory (try a smaller --batch-size)"
+        return OUT_OF_MEMORY
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
@@ -111,68 +112,95 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["status"] != "ok", -(r["best_val_acc"] or 0.0), r["backbone"]))
 
 
+@dataclass
+class Grid:
+    """One process's share of the grid and what it has found so far."""
+
+    config: CompareConfig
+    dataset: Any
+    device: torch.device
+    out: Path
+    events: Events
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, Run] | None = None  # this process's best new cell, for --keep-best
+    interrupted: bool = False
+
+
+def run_cells(grid: Grid, cells: list[tuple[str, str]], total: int) -> None:
+    """Train each (backbone, strategy) cell; a backbone's cells reuse one built model, copied per strategy."""
+    cache = DecodeCache()
+    config, base, base_name = grid.config, None, None
+    for index, (backbone, strategy) in cells:
+        cell_dir = grid.out / "cells" / cell_name(backbone, strategy)
+        grid.events.cell(index, total, f"{backbone} / {strategy}")
+        if (cell_dir / "cell.json").exists():
+            grid.rows.append(json.loads((cell_dir / "cell.json").read_text()))
+            continue
+        start = time.perf_counter()
+        try:
+            if base_name != backbone:  # pretrained weights read once per backbone, head seeded once
+                base, base_name = None, None
+                base = build_model(backbone, len(grid.dataset.classes), config.weights, grid.device, seed=config.seed)
+                base_name = backbone
+            cell_config = config.cell_config(backbone, strategy, str(grid.device))
+            run = start_run(cell_config, grid.events, cache, grid.dataset, copy.deepcopy(base), world=World())
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            result = train_loop(run, cell_dir, grid.events, save_checkpoints=False)
+        except (CatdogError, RuntimeError, ValueError) as exc:  # CUDA out of memory is a RuntimeError
+            grid.rows.append(failed_row(backbone, strategy, _reason(exc)))
+            grid.events.note(f"{backbone} / {strategy} failed: {_reason(exc)}")
+            if grid.device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        if result["interrupted"]:
+            grid.interrupted = True
+            return
+        row = row_from(result, backbone, strategy) | {"cell_seconds": time.perf_counter() - start}
+        grid.rows.append(row)
+        grid.events.cell_done(row)
+        checkpoints.atomic_write(cell_dir / "cell.json", lambda f, r=row: f.write(json.dumps(r).encode()))
+        if grid.best is None or row["best_val_acc"] > grid.best[0]:
+            grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
+
+
 def compare(config: CompareConfig, out: Path | str | None = None, events: Events | None = None,
             keep_best: bool = False) -> dict[str, Any]:
-    """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained."""
-    events = events or Events()
+    """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained.
+
+    Under torchrun the cells are dealt round-robin to the ranks, each training its cells on its own device;
+    rank 0 gathers the rows and writes the outputs.
+    """
+    world = distributed.world()
+    events = events if events is not None and world.main else Events()
     for name in config.strategies:
         if name not in STRATEGIES:
             raise CatdogError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.device_for(config.device, world))
     dataset = load_dataset(config.data, config.val_split, config.seed)
-    out = claim_compare_dir(out, config)
-    cache = DecodeCache()
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    cells = [(b, s) for b in config.backbones for s in config.strategies]
-    best_acc = max((r["best_val_acc"] or 0.0 for r in _finished_rows(out)), default=-1.0)
-    interrupted = False
+    out = Path(distributed.broadcast(str(claim_compare_dir(out, config)) if world.main else None, world))
+    earlier_best = max((r["best_val_acc"] or 0.0 for r in _finished_rows(out)), default=-1.0)
+    cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
+    grid = Grid(config, dataset, device, out, events)
     start = time.perf_counter()
     try:
-        for backbone in config.backbones:
-            base = None
-            for strategy in config.strategies:
-                cell_dir = out / "cells" / cell_name(backbone, strategy)
-                events.cell(cells.index((backbone, strategy)), len(cells), f"{backbone} / {strategy}")
-                if (cell_dir / "cell.json").exists():
-                    rows[backbone, strategy] = json.loads((cell_dir / "cell.json").read_text())
-                    continue
-                try:
-                    if base is None:  # pretrained weights read once per backbone, head seeded once
-                        base = build_model(backbone, len(dataset.classes), config.weights, device, seed=config.seed)
-                    run = start_run(config.cell_config(backbone, strategy), events, cache, dataset,
-                                    copy.deepcopy(base))
-                    cell_dir.mkdir(parents=True, exist_ok=True)
-                    result = train_loop(run, cell_dir, events, save_checkpoints=False)
-                except (CatdogError, RuntimeError, ValueError) as exc:  # OOM is a RuntimeError
-                    rows[backbone, strategy] = failed_row(backbone, strategy, _reason(exc))
-                    events.note(f"{backbone} / {strategy} failed: {_reason(exc)}")
-                    run = None
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    continue
-                if result["interrupted"]:
-                    interrupted = True
-                    break
-                row = row_from(result, backbone, strategy)
-                rows[backbone, strategy] = row
-                events.cell_done(row)
-                checkpoints.atomic_write(cell_dir / "cell.json", lambda f, r=row: f.write(json.dumps(r).encode()))
-                if keep_best and row["best_val_acc"] > best_acc:
-                    best_acc = row["best_val_acc"]
-                    run.save(out / "best.pt", with_optimizer=False)  # train_loop left the best weights loaded
-                del run
-            if interrupted:
-                break
+        run_cells(grid, cells[world.rank :: world.size], len(cells))
     except KeyboardInterrupt:  # between cells: stop, and report what finished
-        interrupted = True
+        grid.interrupted = True
+    rows = [row for part in distributed.gather(grid.rows, world) for row in part]
+    new_best = distributed.gather(grid.best[0] if grid.best else -1.0, world)
+    winner = max(range(len(new_best)), key=new_best.__getitem__)
+    if keep_best and new_best[winner] > earlier_best and world.rank == winner:
+        grid.best[1].save(out / "best.pt", with_optimizer=False)
+    interrupted = any(distributed.gather(grid.interrupted, world))
     result = {
-        "kind": "compare", "config": asdict(config), "device": str(device), "classes": dataset.classes,
-        "split_origin": dataset.origin, "versions": checkpoints.versions(), "out": str(out),
-        "interrupted": interrupted, "wall_seconds": time.perf_counter() - start,
+        "kind": "compare", "config": asdict(config), "device": str(device), "world_size": world.size,
+        "classes": dataset.classes, "split_origin": dataset.origin, "versions": checkpoints.versions(),
+        "out": str(out), "interrupted": interrupted, "wall_seconds": time.perf_counter() - start,
         "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
-        "rows": sort_rows(list(rows.values())),
+        "rows": sort_rows(rows),
     }
-    write_outputs(out, result)
+    if world.main:
+        write_outputs(out, result)
     return result
 
 
@@ -201,4 +229,5 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
         lines.append("| " + " | ".join(formatting.cell(key, row[key]) for key, _ in COLUMNS) + " |")
     md = f"Accuracies are on the val split ({result['split_origin']}).\n\n" + "\n".join(lines) + "\n"
     checkpoints.atomic_write(out / "compare.md", lambda f: f.write(md.encode()))
+    report.write_compare_report(result, out / "report.html")
 

@@ -70,7 +70,9 @@ def resolve_data(data: str | Path) -> Path:
         return fetched
     if path.exists():
         raise CatdogError(f"{path} is a file, not a folder of images")
-    raise CatdogError(f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} (try `catdog fetch {data}`)")
+    raise CatdogError(
+        f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} (try `catdog fetch {data}`)"
+    )
 
 
 def list_images(folder: Path) -> tuple[list[Path], int]:
@@ -128,6 +130,19 @@ def stratified_split(by_class: dict[str, list[Path]], fraction: float, seed: int
         n_val = min(len(order) - 1, max(1, round(len(order) * fraction))) if len(order) > 1 else 0
         val[name], train[name] = order[:n_val], order[n_val:]
     return train, val
+
+
+def shard(split: Split, rank: int, world: int, seed: int, equal: bool) -> Split:
+    """This rank's part of a split under torchrun: a seeded deal of the images, disjoint across ranks.
+
+    `equal` (for train) trims every share to the same length, so each rank takes the same number of steps.
+    """
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    if equal:
+        order = order[: len(order) // world * world]
+    mine = sorted(order[rank::world])
+    return Split([split.paths[i] for i in mine], [split.labels[i] for i in mine])
 
 
 def _find_split_dir(root: Path, split: str) -> Path | None:

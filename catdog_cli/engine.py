@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from catdog_cli import checkpoints
+from catdog_cli import checkpoints, distributed, report
 from catdog_cli.augment import normalize, train_transform
 from catdog_cli.backbones import DEFAULT_BACKBONE, TransferModel, build_model, count_params, preprocessing
 from catdog_cli.data import (
@@ -35,11 +36,13 @@ from catdog_cli.data import (
     list_images,
     load_dataset,
     resolve_data,
+    shard,
 )
+from catdog_cli.distributed import World
 from catdog_cli.errors import CatdogError
 from catdog_cli.metrics import confusion_matrix, per_class
-from catdog_cli.paths import claim_out_dir
-from catdog_cli.pipeline import DecodeCache, ResidentSource, batches, memory_budget
+from catdog_cli.paths import check_out_dir, claim_out_dir
+from catdog_cli.pipeline import DecodeCache, ResidentSource, StreamingSource, batches, memory_budget
 from catdog_cli.strategies import param_groups
 
 
@@ -185,37 +188,56 @@ class Inputs:
 
 @dataclass
 class DataSources:
+    """This process's batch sources and the splits behind them (under torchrun: this rank's shard of each)."""
+
     train: Any
     val: Any
     test: Any | None
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    splits: dict[str, Split]
+    decode_skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        """Files left out: found while decoding up front, or while streaming."""
+        streamed = [item for source in (self.train, self.val, self.test) if isinstance(source, StreamingSource)
+                    for item in source.skipped.items()]
+        return self.decode_skipped + streamed
 
 
 def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_size: int, seed: int,
-                 augment: bool, cache: DecodeCache, budget: int, workers: int | None, events: Events) -> DataSources:
+                 augment: bool, cache: DecodeCache, budget: int, workers: int | None, events: Events,
+                 world: World = World()) -> DataSources:
     """Decode train, val (and test) once into the cache, or set up streaming when over the budget."""
-    found = {}
+    found, splits = {}, {}
     skipped: list[tuple[Path, str]] = []
+
+    def note_skip(path: Path, reason: str) -> None:
+        events.note(f"skipped {path}: {reason}")
+
     for name in ("train", "val", "test"):
         if name not in dataset.splits or not len(dataset.splits[name]):
             found[name] = None
             continue
         split = dataset.splits[name]
+        if world.distributed:
+            split = shard(split, world.rank, world.size, seed, equal=name == "train")
+        splits[name] = split
         spec = inputs.train_spec(augment) if name == "train" else inputs.eval_spec()
         events.task(f"decoding {name}", len(split))
         source, decoded = batches(split, spec, batch_size, shuffle=name == "train", device=device, cache=cache,
-                                  budget=budget, seed=seed, workers=workers, on_image=events.advance)
+                                  budget=budget, seed=seed, workers=workers, on_image=events.advance,
+                                  on_skip=note_skip)
         if decoded.streamed:
             events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
         for path, reason in decoded.skipped:
-            events.note(f"skipped {path}: {reason}")
+            note_skip(path, reason)
         skipped += decoded.skipped
         found[name] = source
     if found["train"] is None:
         raise CatdogError(f"no usable training images in {dataset.root}")
     if found["val"] is None:
         raise CatdogError(f"no usable validation images in {dataset.root} (add a val/ folder or use --val-split)")
-    return DataSources(found["train"], found["val"], found["test"], skipped)
+    return DataSources(found["train"], found["val"], found["test"], splits, skipped)
 
 
 # --- train and evaluate loops ---------------------------------------------------------------------------
@@ -234,7 +256,7 @@ class EvalOutput:
 
 
 def evaluate(model: TransferModel, source: Any, inputs: Inputs, precision: Precision, num_classes: int,
-             events: Events | None = None) -> EvalOutput:
+             events: Events | None = None, world: World = World()) -> EvalOutput:
     model.eval()
     losses, preds, confs, labels, index = [], [], [], [], []
     with torch.inference_mode():
@@ -251,10 +273,12 @@ def evaluate(model: TransferModel, source: Any, inputs: Inputs, precision: Preci
             if events:
                 events.advance(len(batch))
     loss, pred, label = torch.cat(losses), torch.cat(preds), torch.cat(labels)
-    confusion = confusion_matrix(label, pred, num_classes).tolist()
-    n = len(label)
-    return EvalOutput(loss.mean().item(), (pred == label).float().mean().item(), confusion, n, loss.cpu(),
-                      pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu())
+    # under torchrun each rank saw its shard: sums over ranks give the whole split's numbers
+    confusion = distributed.all_sum(confusion_matrix(label, pred, num_classes), world)
+    loss_sum = distributed.all_sum(loss.double().sum(), world)
+    n = int(confusion.sum())
+    return EvalOutput(loss_sum.item() / n, confusion.diagonal().sum().item() / n, confusion.tolist(), n,
+                      loss.cpu(), pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu())
 
 
 def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> dict[str, Any]:
@@ -262,7 +286,10 @@ def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> dict[s
             "per_class": per_class(out.confusion, classes), "confusion": out.confusion}
 
 
-def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = 12) -> list[dict[str, Any]]:
+TOP_LOSSES = 12
+
+
+def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = TOP_LOSSES) -> list[dict[str, Any]]:
     """The most confidently wrong images: what a person should look at first."""
     wrong = (out.preds != torch.tensor([split.labels[i] for i in out.index.tolist()])).nonzero().flatten()
     order = wrong[out.losses[wrong].argsort(descending=True)][:k]
@@ -308,6 +335,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     precision: Precision
     sources: DataSources
+    steps: int  # per epoch; under torchrun the same on every rank
+    world: World = field(default_factory=World)
     state: TrainState = field(default_factory=TrainState)
 
     def meta(self) -> dict[str, Any]:
@@ -326,12 +355,16 @@ class Run:
 
 
 def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,
-              dataset: Dataset | None = None, model: TransferModel | None = None) -> Run:
-    """Data, model, optimizer; `model` may be prebuilt (compare copies one per strategy)."""
-    device = resolve_device(config.device)
+              dataset: Dataset | None = None, model: TransferModel | None = None, world: World | None = None) -> Run:
+    """Data, model, optimizer; `model` may be prebuilt (compare copies one per strategy).
+
+    `world`: under torchrun (the default when launched by it) each rank trains on its shard of the data.
+    """
+    world = distributed.world() if world is None else world
+    device = resolve_device(distributed.device_for(config.device, world))
     if config.epochs < 1:
         raise CatdogError("--epochs must be at least 1")
-    batch_size = config.batch_size or default_batch_size(device)
+    batch_size = default_batch_size(device) if config.batch_size is None else config.batch_size
     if batch_size < 1:
         raise CatdogError("--batch-size must be at least 1")
     config.batch_size = batch_size
@@ -346,11 +379,13 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
     sources = open_sources(dataset, inputs, device, batch_size, config.seed, config.augment,
-                           cache or DecodeCache(), memory_budget(device, config.cache_gib), config.workers, events)
+                           cache or DecodeCache(), memory_budget(device, config.cache_gib), config.workers, events,
+                           world)
+    steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    total = config.epochs * len(sources.train)
+    total = config.epochs * steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, min(100, max(1, total // 20))))
-    return Run(config, dataset, device, inputs, model, optimizer, scheduler, Precision(device), sources)
+    return Run(config, dataset, device, inputs, model, optimizer, scheduler, Precision(device), sources, steps, world)
 
 
 def train_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Generator,
@@ -359,11 +394,14 @@ def train_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Ge
     model, opt = run.model, run.optimizer
     forward = forward or model
     model.train()
+    epoch = run.state.epoch
+    run.sources.train.set_epoch(epoch)  # shuffle and augmentation depend on (seed, epoch, rank) only
+    generator.manual_seed(run.config.seed * 1_000_003 + epoch * 1_009 + run.world.rank)
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.int64)
     seen = 0
-    events.task(f"epoch {run.state.epoch + 1}/{run.config.epochs}", len(run.sources.train))
-    for i, batch in enumerate(run.sources.train):
+    events.task(f"epoch {epoch + 1}/{run.config.epochs}", run.steps)
+    for i, batch in zip(range(run.steps), run.sources.train):
         if i < run.state.step:  # resuming inside an epoch: these steps were already taken
             events.advance(1)
             continue
@@ -385,19 +423,24 @@ def train_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Ge
             events.advance(1, loss=loss_sum.item() / seen, acc=correct.item() / seen)
         else:
             events.advance(1)
-        if stop.requested:
+        if distributed.any_rank(stop.requested, run.device, run.world):  # every rank stops after the same step
+            stop.requested = True
             return None
     run.state.step = 0
-    return {"train_loss": loss_sum.item() / max(1, seen), "train_acc": correct.item() / max(1, seen),
-            "images": seen}
+    totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double(),
+                                              torch.tensor(seen, dtype=torch.float64, device=run.device)]), run.world)
+    n = max(1.0, totals[2].item())
+    return {"train_loss": totals[0].item() / n, "train_acc": totals[1].item() / n, "images": int(totals[2].item())}
 
 
 def fit(config: TrainConfig, out: Path | str | None = None, events: Events | None = None,
         cache: DecodeCache | None = None) -> dict[str, Any]:
     """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json)."""
-    events = events or Events()
-    run = start_run(config, events, cache)
-    out = claim_out_dir(out, "train")
+    world = distributed.world()
+    events = events if events is not None and world.main else Events()
+    check_out_dir(out)
+    run = start_run(config, events, cache, world=world)
+    out = distributed.broadcast(claim_out_dir(out, "train") if world.main else None, world)
     return train_loop(run, out, events)
 
 
@@ -424,7 +467,7 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     `given`: the TrainConfig fields the user typed. A changed option, or data whose classes changed, is refused
     before anything is decoded or trained.
     """
-    events = events or Events()
+    events = events if events is not None and distributed.world().main else Events()
     out = Path(out)
     if not (out / "last.pt").is_file():
         raise CatdogError(f"nothing to resume in {out}: it has no last.pt")
@@ -454,9 +497,15 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation and
     for compare, which writes no per-cell checkpoints."""
     config, state = run.config, run.state
+    save_checkpoints = save_checkpoints and run.world.main
     best_state = None
-    forward = torch.compile(run.model) if config.compile else run.model
-    generator = torch.Generator(device=run.device).manual_seed(config.seed + state.epoch)
+    forward = run.model
+    if run.world.distributed:  # gradients averaged over ranks; rank 0's initial weights broadcast to all
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        forward = DistributedDataParallel(run.model, device_ids=device_ids)
+    if config.compile:
+        forward = torch.compile(forward)
+    generator = torch.Generator(device=run.device)
     stop = StopRequest()
     with stop.installed():
         while state.epoch < config.epochs and not stop.requested:
@@ -465,8 +514,10 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
             if train is None:
                 break
             seconds = time.perf_counter() - start
-            events.task(f"val {state.epoch + 1}/{config.epochs}", len(run.dataset.splits["val"]))
-            val = evaluate(run.model, run.sources.val, run.inputs, run.precision, len(run.dataset.classes), events)
+            distributed.sync_buffers(run.model, run.world)  # all ranks evaluate and end with rank 0's BN stats
+            events.task(f"val {state.epoch + 1}/{config.epochs}", len(run.sources.splits["val"]))
+            val = evaluate(run.model, run.sources.val, run.inputs, run.precision, len(run.dataset.classes), events,
+                           run.world)
             state.epoch += 1
             record = {"epoch": state.epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
                       "val_loss": val.loss, "val_acc": val.accuracy, "lr": run.optimizer.param_groups[-1]["lr"],
@@ -479,7 +530,8 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
                     run.save(out / "best.pt", with_optimizer=False)
             if save_checkpoints:
                 run.save(out / "last.pt", with_optimizer=True)
-            write_metrics_csv(out / "metrics.csv", state.history)
+            if run.world.main:
+                write_metrics_csv(out / "metrics.csv", state.history)
             events.epoch(record)
         interrupted = state.epoch < config.epochs  # a signal stopped it, mid-epoch or between epochs
         if interrupted and save_checkpoints:
@@ -488,7 +540,10 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
         best_state = checkpoints.load(out / "best.pt")["state_dict"]
     result = summarize(run, out, best_state, interrupted)
-    checkpoints.atomic_write(out / "run.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    if run.world.main:
+        if save_checkpoints:  # a train run (compare's cells have one report for the grid)
+            result["report"] = str(report.write_train_report(result, out / "report.html"))
+        checkpoints.atomic_write(out / "run.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
 
 
@@ -512,11 +567,13 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
     for name, source in (("val", run.sources.val), ("test", run.sources.test)):
         if source is None:
             continue
-        ev = evaluate(run.model, source, run.inputs, run.precision, len(classes))
+        ev = evaluate(run.model, source, run.inputs, run.precision, len(classes), world=run.world)
         result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
                                                               "checkpoint": f"best (epoch {state.best_epoch})"}
-        if name == "val":
-            result["top_losses"] = top_losses(ev, run.dataset.splits["val"], classes)
+        if name == "val":  # each rank names its shard's worst; rank 0 keeps the worst overall
+            shards = distributed.gather(top_losses(ev, run.sources.splits["val"], classes), run.world)
+            found = [t for part in shards for t in part]
+            result["top_losses"] = sorted(found, key=lambda t: -t["loss"])[:TOP_LOSSES]
     return result
 
 
@@ -545,7 +602,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     ckpt, model, inputs, dev = _loaded(checkpoint, device)
     data = data or ckpt["data"]
     config = ckpt["config"]
-    trained_here = str(Path(str(data)).expanduser().resolve()) == ckpt["data"]
+    trained_here = str(resolve_data(data).resolve()) == ckpt["data"]
     val_split = config["val_split"] if trained_here else None
     dataset = load_dataset(data, val_split, config["seed"], classes=ckpt["classes"])
     for note in dataset.notes:

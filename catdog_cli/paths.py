@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from catdog_cli.errors import CatdogError
+
 
 def data_root() -> Path:
     """Datasets fetched by `catdog fetch` live here; CATDOG_HOME overrides the platform default."""
@@ -28,14 +30,16 @@ def new_run_dir(parent: Path | str = "runs", prefix: str = "train") -> Path:
             n += 1
 
 
+def check_out_dir(out: Path | str | None) -> None:
+    """Refuse a non-empty --out up front, before any work is done for it."""
+    if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
+
+
 def claim_out_dir(out: Path | str | None, prefix: str) -> Path:
     """Use the user's --out if it is new or empty, else a fresh folder under ./runs/."""
     if out is None:
         return new_run_dir("runs", prefix)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        from catdog_cli.errors import CatdogError
-
-        raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    check_out_dir(out)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return Path(out)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from catdog_cli.data import ImageBatch, ImageError, ImageSpec, Split, collate, decode_split, default_workers
+from catdog_cli.data import Decoded, ImageBatch, ImageError, ImageSpec, Split, collate, decode_split, default_workers
 
 
 def memory_budget(device: torch.device, gib: float | None = None) -> int:
@@ -29,10 +29,19 @@ def memory_budget(device: torch.device, gib: float | None = None) -> int:
 
 
 class ResidentSource:
-    """A decoded split held on the device: batches are index gathers, shuffled by a device generator."""
+    """A decoded split held on the device: batches are index gathers, shuffled on the device.
 
-    def __init__(self, batch: ImageBatch, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-        self.batch, self.batch_size, self.shuffle, self.generator = batch, batch_size, shuffle, generator
+    Epoch e's order depends only on (seed, e), as with DistributedSampler.set_epoch: a resumed run sees the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(self, batch: ImageBatch, batch_size: int, shuffle: bool, seed: int = 0):
+        self.batch, self.batch_size, self.shuffle, self.seed = batch, batch_size, shuffle, seed
+        self.epoch = 0
+        self.generator = torch.Generator(device=batch.labels.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.batch)
@@ -40,10 +49,14 @@ class ResidentSource:
 
     def __iter__(self) -> Iterator[ImageBatch]:
         n, device = len(self.batch), self.batch.labels.device
-        order = torch.randperm(n, generator=self.generator, device=device) if self.shuffle else torch.arange(n)
+        if self.shuffle:
+            self.generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=self.generator, device=device)
+        else:
+            order = torch.arange(n, device=device)
         for i in range(len(self)):
             end = (i + 1) * self.batch_size if i < len(self) - 1 or self.shuffle else n
-            yield self.batch.select(order[i * self.batch_size : end].to(device))
+            yield self.batch.select(order[i * self.batch_size : end])
 
 
 class _StreamedSplit(torch.utils.data.Dataset):
@@ -53,37 +66,51 @@ class _StreamedSplit(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Decoded | tuple[Path, str]:
         try:
             return self.spec.decode(self.split, i)
-        except ImageError:
-            return None  # skipped; decode_split reports these when a split is decoded whole
+        except ImageError as exc:
+            return self.split.paths[i], str(exc)
 
 
-def _collate_streamed(items, train: bool) -> ImageBatch | None:
-    items = [d for d in items if d is not None]
-    return collate(items, train) if items else None
+def _collate_streamed(items, train: bool) -> tuple[ImageBatch | None, list[tuple[Path, str]]]:
+    decoded = [d for d in items if isinstance(d, Decoded)]
+    skipped = [d for d in items if not isinstance(d, Decoded)]
+    return (collate(decoded, train) if decoded else None), skipped
 
 
 class StreamingSource:
-    """Decode per batch in DataLoader workers (one per core), prefetching, for splits over the budget."""
+    """Decode per batch in DataLoader workers (one per core), prefetching, for splits over the budget.
+
+    Undecodable files are dropped from their batch and reported once each through `on_skip`.
+    """
 
     def __init__(self, split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
-                 seed: int = 0, workers: int | None = None):
-        self.device = device
+                 seed: int = 0, workers: int | None = None, on_skip: Callable[[Path, str], None] | None = None):
+        self.device, self.seed, self.on_skip = device, seed, on_skip
+        self.skipped: dict[Path, str] = {}
         workers = default_workers() if workers is None else workers
         self.loader = DataLoader(
-            _StreamedSplit(split, spec), batch_size=batch_size, shuffle=shuffle, drop_last=shuffle and len(split) > batch_size,
-            num_workers=workers, collate_fn=partial(_collate_streamed, train=spec.train),
-            pin_memory=device.type == "cuda", persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            _StreamedSplit(split, spec), batch_size=batch_size, shuffle=shuffle,
+            drop_last=shuffle and len(split) > batch_size, num_workers=workers,
+            collate_fn=partial(_collate_streamed, train=spec.train), pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
             generator=torch.Generator().manual_seed(seed),
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.generator.manual_seed(self.seed + epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[ImageBatch]:
-        for batch in self.loader:
+        for batch, skipped in self.loader:
+            for path, reason in skipped:
+                if path not in self.skipped:
+                    self.skipped[path] = reason
+                    if self.on_skip:
+                        self.on_skip(path, reason)
             if batch is not None:
                 yield batch.to(self.device)
 
@@ -118,13 +145,13 @@ class DecodeCache:
 
 def batches(split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
             cache: DecodeCache, budget: int, seed: int = 0, workers: int | None = None,
-            on_image: Callable[[], None] | None = None) -> tuple[ResidentSource | StreamingSource | None, DecodedSplit]:
+            on_image: Callable[[], None] | None = None, on_skip: Callable[[Path, str], None] | None = None,
+            ) -> tuple[ResidentSource | StreamingSource | None, DecodedSplit]:
     """The fastest source the budget allows (None when no image could be decoded) and what was skipped."""
     workers = default_workers() if workers is None else workers
     decoded = cache.get(split, spec, device, budget, workers, on_image)
     if decoded.streamed:
-        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers), decoded
+        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers, on_skip), decoded
     if decoded.batch is None:
         return None, decoded
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return ResidentSource(decoded.batch, batch_size, shuffle, generator), decoded
+    return ResidentSource(decoded.batch, batch_size, shuffle, seed), decoded

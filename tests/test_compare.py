@@ -16,7 +16,7 @@ from catdog_cli.engine import Events
 from catdog_cli.errors import CatdogError
 
 STRATEGIES = ["finetune", "freeze", "discriminative"]
-ROW_FIELDS = {"backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
+ROW_FIELDS = {"backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc", "cell_seconds",
               "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history"}
 
 

@@ -59,7 +59,8 @@ def frozen_run(tmp_path_factory):
 
 def test_fit_writes_checkpoints_metrics_and_run_record(frozen_run):
     out, result = frozen_run["out"], frozen_run["result"]
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "report.html", "run.json"]
+    assert result["report"] == str(out / "report.html")
     assert result["epochs"] == 2 and result["out"] == str(out) and 0 <= result["best_val_acc"] <= 1
     assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(result))
     rows = list(csv.DictReader((out / "metrics.csv").open()))

@@ -46,20 +46,27 @@ def test_resident_unshuffled_covers_every_sample_once_in_order():
         assert torch.equal(b.labels, b.index % 3) and torch.equal(b.images[:, 0, 0, 0], b.index.to(torch.uint8))
 
 
-def test_resident_shuffled_epochs_are_fresh_permutations():
-    source = ResidentSource(_fake_batch(12), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
-    epochs = [torch.cat([b.index for b in source]).tolist() for _ in range(3)]
+def _epoch_order(source, epoch: int) -> list[int]:
+    source.set_epoch(epoch)
+    return torch.cat([b.index for b in source]).tolist()
+
+
+def test_resident_shuffled_epochs_are_fresh_permutations_fixed_by_seed_and_epoch():
+    source = ResidentSource(_fake_batch(12), batch_size=4, shuffle=True, seed=0)
+    epochs = [_epoch_order(source, e) for e in range(3)]
     assert len(source) == 3
     for order in epochs:
         assert sorted(order) == list(range(12))
     assert epochs[0] != epochs[1] != epochs[2]
+    # a resumed run (a new source, same seed) sees epoch 1 exactly as the first run did
+    assert _epoch_order(ResidentSource(_fake_batch(12), batch_size=4, shuffle=True, seed=0), 1) == epochs[1]
 
 
 def test_resident_shuffled_drops_the_ragged_tail_but_never_the_only_batch():
-    source = ResidentSource(_fake_batch(10), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    source = ResidentSource(_fake_batch(10), batch_size=4, shuffle=True, seed=0)
     seen = torch.cat([b.index for b in source]).tolist()
     assert len(seen) == 8 and len(set(seen)) == 8 and len(source) == 2
-    small = ResidentSource(_fake_batch(3), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    small = ResidentSource(_fake_batch(3), batch_size=8, shuffle=True, seed=0)
     assert [sorted(b.index.tolist()) for b in small] == [[0, 1, 2]]
 
 
@@ -120,10 +127,15 @@ def test_streaming_skips_undecodable_files(image_folder):
     root = image_folder(layout="flat", train=3, val=0)
     (root / "cat" / "bad.jpg").write_bytes(b"garbage")
     split = load_dataset(root, val_split=None).split("all")
-    source = StreamingSource(split, EVAL, 4, shuffle=False, device=CPU, workers=0)
-    seen = torch.cat([b.index for b in source]).tolist()
+    reported = []
+    source = StreamingSource(split, EVAL, 4, shuffle=False, device=CPU, workers=0,
+                             on_skip=lambda path, reason: reported.append(path))
+    for _ in range(2):
+        seen = torch.cat([b.index for b in source]).tolist()
     bad = split.paths.index(root / "cat" / "bad.jpg")
     assert sorted(seen) == [i for i in range(len(split)) if i != bad]
+    assert reported == [root / "cat" / "bad.jpg"]  # named once, not once per epoch
+    assert list(source.skipped) == reported
 
 
 def test_streaming_shuffle_is_seeded(image_folder):

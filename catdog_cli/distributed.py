@@ -1,0 +1,113 @@
+"""Running under torchrun: one process per device, PyTorch's own distributed engine, no launcher of ours.
+
+Every collective takes the `World` it runs in: a world of one (outside torchrun, or a compare cell that
+trains alone on its rank) makes it a no-op, so the engine calls these helpers unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from catdog_cli.errors import CatdogError
+
+TIMEOUT = timedelta(minutes=int(os.environ.get("CATDOG_DIST_TIMEOUT_MIN", "30")))
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """This process's place; initializes the process group on first use under torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group(backend, timeout=TIMEOUT)
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(requested: str, w: World) -> str:
+    """Under torchrun each rank takes its own GPU (cuda:LOCAL_RANK), or the CPU with gloo."""
+    if not w.distributed:
+        return requested
+    if requested == "cpu" or not torch.cuda.is_available():
+        if requested.startswith("cuda"):
+            raise CatdogError("--device cuda under torchrun, but no CUDA GPU is visible")
+        return "cpu"
+    return f"cuda:{w.local_rank}"
+
+
+def all_sum(t: torch.Tensor, w: World) -> torch.Tensor:
+    """Sum over ranks, in place; the identity for a world of one."""
+    if w.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_min(value: int, device: torch.device, w: World) -> int:
+    """The smallest value over ranks (e.g. steps per epoch, which every rank must agree on)."""
+    if not w.distributed:
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def any_rank(flag: bool, device: torch.device, w: World) -> bool:
+    """True if the flag is set on any rank: every rank stops at the same step, none waits forever."""
+    if not w.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast(obj: Any, w: World) -> Any:
+    """Rank 0's value on every rank (e.g. the output folder it created)."""
+    if not w.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj: Any, w: World) -> list[Any]:
+    """Every rank's value, on every rank, in rank order."""
+    if not w.distributed:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sync_buffers(module: torch.nn.Module, w: World) -> None:
+    """Rank 0's BatchNorm statistics everywhere, so every rank ends with the same model."""
+    if w.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
