@@ -7,9 +7,7 @@ device and the saved tensors are assigned into it.
 
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torchvision
 from catdog_cli import __version__
 from catdog_cli.backbones import TransferModel, build_empty
 from catdog_cli.errors import CatdogError
+from catdog_cli.paths import atomic_write
 
 FORMAT = "catdog-checkpoint/1"
 USE_KEYS = ("backbone", "classes", "image_size", "resize", "mean", "std", "state_dict")  # to rebuild and feed a model
@@ -27,26 +26,6 @@ USE_KEYS = ("backbone", "classes", "image_size", "resize", "mean", "std", "state
 def versions() -> dict[str, str]:
     return {"catdog": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version()}
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save(path: Path, model: TransferModel, meta: dict[str, Any]) -> None:

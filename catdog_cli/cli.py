@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,23 @@ def _root(
     DEBUG = debug
 
 
+# under torchrun every rank runs this CLI; only rank 0 speaks
+MAIN_RANK = os.environ.get("RANK", "0") == "0"
+
+
 def _console(json_output: bool) -> Console:
     """Human output goes to stderr when stdout carries JSON, so scripts can parse stdout."""
-    return Console(stderr=json_output)
+    return Console(stderr=json_output, quiet=not MAIN_RANK)
+
+
+def _progress_console() -> Console:
+    """Progress bars, per-epoch lines and warnings go to stderr; stdout carries only the results."""
+    return Console(stderr=True, quiet=not MAIN_RANK)
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    if MAIN_RANK:
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
@@ -207,7 +218,7 @@ def train(
     from catdog_cli.engine import resume as resume_run
 
     console = _console(json_output)
-    with render.RichEvents(console) as events:
+    with render.RichEvents(_progress_console()) as events:
         if resume is not None:
             if out is not None and out.resolve() != resume.resolve():
                 raise CatdogError(f"--out {out}: a resumed run continues in its own folder, {resume}")
@@ -225,6 +236,8 @@ def train(
         _emit_json(result)
     else:
         console.print(render.train_summary(result))
+        if "report" in result:
+            console.print(f"report: {result['report']}", markup=False)
     if result["interrupted"]:
         raise typer.Exit(130)
 
@@ -236,19 +249,22 @@ def evaluate(
     split: str = typer.Option("val", help="val, test, train, or all."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses) here."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split."""
     from catdog_cli.engine import evaluate_checkpoint
 
     console = _console(json_output)
-    with render.RichEvents(console) as events:
-        result = evaluate_checkpoint(model, data, split, batch_size, device, events)
+    with render.RichEvents(_progress_console()) as events:
+        result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report)
     if json_output:
         _emit_json(result)
     else:
         for table in render.evaluation_tables(result):
             console.print(table)
+        if report is not None:
+            console.print(f"report: {report}", markup=False)
 
 
 @app.command()
@@ -267,7 +283,7 @@ def predict(
     from catdog_cli.engine import predict as run_predict
 
     console = _console(json_output)
-    with render.RichEvents(console) as events:
+    with render.RichEvents(_progress_console()) as events:
         rows = run_predict(model, list(paths), top_k, batch_size, device, events)
     if csv_file is not None:
         from catdog_cli.engine import write_predictions_csv
@@ -316,14 +332,20 @@ def compare(
     config = CompareConfig(data, _csv_list(backbones), _csv_list(strategies), epochs, batch_size, lr, lr_ratio,
                            image_size, weights, device, seed, val_split, cache_gib, workers)
     console = _console(json_output)
-    with render.RichEvents(console) as events:
+    with render.RichEvents(_progress_console()) as events:
         result = run_compare(config, out, events, keep_best)
     if json_output:
         _emit_json(result)
     else:
         console.print(render.compare_table(result))
-        console.print(f"saved in {result['out']} (compare.json, compare.csv, compare.md)")
+        console.print(f"saved in {result['out']} (compare.json, compare.csv, compare.md, report.html)", markup=False)
+        console.print(f"report: {Path(result['out']) / 'report.html'}", markup=False)
 
 
 def main() -> None:
-    app()
+    from catdog_cli import distributed
+
+    try:
+        app()
+    finally:
+        distributed.shutdown()

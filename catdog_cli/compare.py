@@ -24,7 +24,7 @@ from catdog_cli.data import load_dataset
 from catdog_cli.distributed import World
 from catdog_cli.engine import Events, Run, TrainConfig, resolve_device, start_run, train_loop
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
-from catdog_cli.paths import new_run_dir
+from catdog_cli.paths import atomic_write_text, new_run_dir
 from catdog_cli.pipeline import DecodeCache
 from catdog_cli.strategies import STRATEGIES
 
@@ -75,7 +75,7 @@ def claim_compare_dir(out: Path | str | None, config: CompareConfig) -> Path:
     if out.exists() and any(out.iterdir()):
         raise CatdogError(f"{out} already exists and is not a compare folder; catdog never overwrites (new --out)")
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints.atomic_write(saved, lambda f: f.write(json.dumps(config.settings(), indent=2).encode()))
+    atomic_write_text(saved, json.dumps(config.settings(), indent=2))
     return out
 
 
@@ -158,7 +158,7 @@ def run_cells(grid: Grid, cells: list[tuple[str, str]], total: int) -> None:
         row = row_from(result, backbone, strategy) | {"cell_seconds": time.perf_counter() - start}
         grid.rows.append(row)
         grid.events.cell_done(row)
-        checkpoints.atomic_write(cell_dir / "cell.json", lambda f, r=row: f.write(json.dumps(r).encode()))
+        atomic_write_text(cell_dir / "cell.json", json.dumps(row))
         if grid.best is None or row["best_val_acc"] > grid.best[0]:
             grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
 
@@ -217,17 +217,17 @@ COLUMNS = [("backbone", "backbone"), ("strategy", "strategy"), ("params_total", 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
     """compare.json (everything), compare.csv and compare.md (the table)."""
     text = json.dumps(result, indent=2)
-    checkpoints.atomic_write(out / "compare.json", lambda f: f.write(text.encode()))
+    atomic_write_text(out / "compare.json", text)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([key for key, _ in COLUMNS])
     for row in result["rows"]:
         writer.writerow(["" if row[key] is None else row[key] for key, _ in COLUMNS])
-    checkpoints.atomic_write(out / "compare.csv", lambda f: f.write(buffer.getvalue().encode()))
+    atomic_write_text(out / "compare.csv", buffer.getvalue())
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in result["rows"]:
         lines.append("| " + " | ".join(formatting.cell(key, row[key]) for key, _ in COLUMNS) + " |")
     md = f"Accuracies are on the val split ({result['split_origin']}).\n\n" + "\n".join(lines) + "\n"
-    checkpoints.atomic_write(out / "compare.md", lambda f: f.write(md.encode()))
+    atomic_write_text(out / "compare.md", md)
     report.write_compare_report(result, out / "report.html")
 

@@ -8,6 +8,7 @@ The CLI only renders what this module reports through `Events`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import shutil
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from catdog_cli import checkpoints, distributed, report
+from catdog_cli import checkpoints, distributed
+from catdog_cli import report as report_module
 from catdog_cli.augment import normalize, train_transform
 from catdog_cli.backbones import DEFAULT_BACKBONE, TransferModel, build_model, count_params, preprocessing
 from catdog_cli.data import (
@@ -41,7 +43,7 @@ from catdog_cli.data import (
 from catdog_cli.distributed import World
 from catdog_cli.errors import CatdogError
 from catdog_cli.metrics import confusion_matrix, per_class
-from catdog_cli.paths import check_out_dir, claim_out_dir
+from catdog_cli.paths import atomic_write_text, check_out_dir, claim_out_dir
 from catdog_cli.pipeline import DecodeCache, ResidentSource, StreamingSource, batches, memory_budget
 from catdog_cli.strategies import param_groups
 
@@ -312,10 +314,11 @@ class TrainState:
 def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     if not history:
         return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -542,8 +545,8 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     result = summarize(run, out, best_state, interrupted)
     if run.world.main:
         if save_checkpoints:  # a train run (compare's cells have one report for the grid)
-            result["report"] = str(report.write_train_report(result, out / "report.html"))
-        checkpoints.atomic_write(out / "run.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+            result["report"] = str(report_module.write_train_report(result, out / "report.html"))
+        atomic_write_text(out / "run.json", json.dumps(result, indent=2))
     return result
 
 
@@ -592,7 +595,7 @@ def _loaded(checkpoint: Path | str, device: str) -> tuple[dict[str, Any], Transf
 
 def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
                         batch_size: int | None = None, device: str = "auto", events: Events | None = None,
-                        workers: int | None = None) -> dict[str, Any]:
+                        workers: int | None = None, report: Path | str | None = None) -> dict[str, Any]:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset.
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
@@ -620,12 +623,16 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     source = ResidentSource(decoded.to(dev), batch_size or default_batch_size(dev), shuffle=False)
     events.task(f"evaluating {split}", len(decoded))
     out = evaluate(model, source, inputs, Precision(dev), len(ckpt["classes"]), events)
-    return {"kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": ckpt["classes"],
-            "backbone": ckpt["backbone"], "params": dict(zip(("total", "trainable"), count_params(model))),
-            "config": config, "versions": checkpoints.versions(), **evaluation_record(out, ckpt["classes"], split),
-            "evaluation": evaluation_record(out, ckpt["classes"], split),
-            "top_losses": top_losses(out, images, ckpt["classes"]),
-            "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}
+    record = evaluation_record(out, ckpt["classes"], split)
+    result = {"kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": ckpt["classes"],
+              "backbone": ckpt["backbone"], "params": dict(zip(("total", "trainable"), count_params(model))),
+              "config": config, "versions": checkpoints.versions(), **record,
+              "evaluation": {**record, "checkpoint": str(checkpoint)},
+              "top_losses": top_losses(out, images, ckpt["classes"]),
+              "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}
+    if report is not None:
+        result["report"] = str(report_module.write_train_report(result, Path(report)))
+    return result
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:

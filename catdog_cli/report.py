@@ -12,8 +12,6 @@ import base64
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from catdog_cli.paths import atomic_write_text
 from catdog_cli.svg import Axis, Point, Series, heatmap, plot
 
 THUMB_PX = 96
@@ -163,18 +162,9 @@ def _section(title: str, *parts: str) -> str:
 
 
 def _write(html: str, path: Path) -> Path:
-    """Write atomically so a crash never leaves a half report where the user expects a whole one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomically, so a crash never leaves a half report where the user expects a whole one."""
+    atomic_write_text(path, html)
+    return Path(path)
 
 
 def thumbnail_uri(path: str | Path) -> str | None:

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, weights_only loading, code payloads refused, restore without any download."""
+"""Checkpoints: weights_only loading, code payloads refused, restore without any download."""
 
 from __future__ import annotations
 
@@ -30,27 +30,6 @@ class CodePayload:
 
     def __reduce__(self):
         return os.system, (f"echo pwned > {self.marker}",)
-
-
-def test_atomic_write_leaves_only_the_file(tmp_path):
-    target = tmp_path / "out.bin"
-    checkpoints.atomic_write(target, lambda f: f.write(b"new"))
-    assert target.read_bytes() == b"new"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
-
-
-def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path):
-    target = tmp_path / "best.pt"
-    target.write_bytes(b"old")
-
-    def half_then_crash(f):
-        f.write(b"half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        checkpoints.atomic_write(target, half_then_crash)
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
 def test_save_then_load_with_weights_only(tmp_path, model):
