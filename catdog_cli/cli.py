@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import click
 import torch
@@ -87,6 +87,20 @@ def _emit_json(obj: Any) -> None:
     if MAIN_RANK:
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
+
+# options that train and compare share: one definition each
+BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per step (default 32 on CPU, 64 on CUDA).")]
+LearningRate = Annotated[float | None, typer.Option(
+    help="Learning rate of the new head (default: 1e-4 for finetune, 1e-3 for freeze and discriminative).")]
+LrRatio = Annotated[float, typer.Option(help="discriminative: how many times slower the backbone learns.")]
+ImageSize = Annotated[int | None, typer.Option(min=16, help="Crop size fed to the model (default 224).")]
+Weights = Annotated[str, typer.Option(help="default (ImageNet, downloaded once), none (random init), or PATH.")]
+Seed = Annotated[int, typer.Option(help="Seed for the val split, the head's init, shuffling and augmentation.")]
+ValSplit = Annotated[float, typer.Option(min=0.0, max=0.9, help="Val fraction when the data has no val folder.")]
+CacheGib = Annotated[float | None, typer.Option(
+    help="Memory for decoded images (default: half the free GPU memory or a quarter of RAM); "
+    "larger datasets are decoded per batch.")]
+Workers = Annotated[int | None, typer.Option(help="Decoding threads/processes (default: one per core).")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 DEVICE_HELP = "auto (CUDA if available), cpu, or cuda[:N]."
@@ -191,19 +205,18 @@ def train(
         "finetune", help="finetune (all layers, one LR), freeze (only the new head), "
         "discriminative (backbone at --lr / --lr-ratio, head at --lr)."),
     epochs: int = typer.Option(10, min=1, help="Passes over the training images."),
-    batch_size: int | None = typer.Option(None, min=1, help="Images per step (default 32 on CPU, 64 on CUDA)."),
-    lr: float | None = typer.Option(None, help="Learning rate of the head (default: 1e-4 finetune, 1e-3 otherwise)."),
-    lr_ratio: float = typer.Option(10.0, help="discriminative: how many times slower the backbone learns."),
-    image_size: int | None = typer.Option(None, min=16, help="Crop size fed to the model (default 224)."),
-    weights: str = typer.Option("default", help="default (ImageNet, downloaded once), none (random init), or PATH."),
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    lr_ratio: LrRatio = 10.0,
+    image_size: ImageSize = None,
+    weights: Weights = "default",
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    seed: int = typer.Option(0, help="Seed for the val split, the head's init and augmentation."),
-    val_split: float = typer.Option(0.2, min=0.0, max=0.9, help="Val fraction when the data has no val folder."),
+    seed: Seed = 0,
+    val_split: ValSplit = 0.2,
     augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster steps)."),
-    cache_gib: float | None = typer.Option(None, help="Memory for decoded images (default: half the free GPU memory "
-                                           "or a quarter of RAM); larger datasets are decoded per batch."),
-    workers: int | None = typer.Option(None, help="Decoding threads/processes (default: one per core)."),
+    cache_gib: CacheGib = None,
+    workers: Workers = None,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
     resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder from its last.pt; "
                                        "options typed again must match (only --device, --workers, --cache-gib, "
@@ -311,16 +324,16 @@ def compare(
     backbones: str = typer.Option(",".join(SEED_BACKBONES), help="Comma-separated backbones (any of train's)."),
     strategies: str = typer.Option(",".join(STRATEGIES), help="Comma-separated strategies."),
     epochs: int = typer.Option(3, min=1, help="Epochs per cell (the same for every cell)."),
-    batch_size: int | None = typer.Option(None, min=1, help="Images per step (default 32 on CPU, 64 on CUDA)."),
-    lr: float | None = typer.Option(None, help="Head learning rate (default: per strategy, as in train)."),
-    lr_ratio: float = typer.Option(10.0, help="discriminative: how many times slower the backbone learns."),
-    image_size: int | None = typer.Option(None, min=16, help="Crop size (default: each backbone's, 224)."),
-    weights: str = typer.Option("default", help="default (ImageNet), none (random init), or PATH (one backbone)."),
+    batch_size: BatchSize = None,
+    lr: LearningRate = None,
+    lr_ratio: LrRatio = 10.0,
+    image_size: ImageSize = None,
+    weights: Weights = "default",
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    seed: int = typer.Option(0, help="One seed for every cell: same split, same head init, same augmentation."),
-    val_split: float = typer.Option(0.2, min=0.0, max=0.9, help="Val fraction when the data has no val folder."),
-    cache_gib: float | None = typer.Option(None, help="Memory for decoded images (see train)."),
-    workers: int | None = typer.Option(None, help="Decoding threads/processes (default: one per core)."),
+    seed: Seed = 0,
+    val_split: ValSplit = 0.2,
+    cache_gib: CacheGib = None,
+    workers: Workers = None,
     out: Path | None = typer.Option(None, help="Output folder: new, or an earlier compare's to finish it."),
     keep_best: bool = typer.Option(False, help="Save the winning cell's model as OUT/best.pt."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),

@@ -210,7 +210,7 @@ def _finished_rows(out: Path) -> list[dict[str, Any]]:
 
 COLUMNS = [("backbone", "backbone"), ("strategy", "strategy"), ("params_total", "params"),
            ("params_trainable", "trainable"), ("best_val_acc", "val acc (best epoch)"), ("best_epoch", "epoch"),
-           ("val_loss", "val loss"), ("test_acc", "test acc (best weights)"), ("train_seconds", "train s"),
+           ("val_loss", "val loss"), ("test_acc", "test acc (best weights)"), ("train_seconds", "train time"),
            ("images_per_sec", "img/s"), ("status", "status"), ("error", "error")]
 
 

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+# compare-table columns by the kind of number they hold
+COLUMN_KINDS = {"best_val_acc": "pct", "test_acc": "pct", "params_total": "params", "params_trainable": "params",
+                "best_epoch": "int", "val_loss": "num", "train_seconds": "sec", "images_per_sec": "int"}
 
-def pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.1%}"
 
-
-def params(n: int | None) -> str:
-    if n is None:
+def fmt(value: Any, kind: str = "num") -> str:
+    """pct (a 0..1 rate), int, sec, params (millions above 10k), or num (4 significant digits)."""
+    if value is None:
         return "—"
-    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if kind == "pct":
+        return f"{value * 100:.1f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "sec":
+        return f"{value:.1f} s"
+    if kind == "params":
+        return f"{value / 1e6:.2f} M" if value >= 10_000 else f"{int(value):,}"
+    return f"{value:.4g}"
 
 
 def cell(key: str, value: Any) -> str:
     """A compare-table value by column name."""
-    if value is None:
-        return "—"
-    if key in ("best_val_acc", "test_acc"):
-        return pct(value)
-    if key in ("params_total", "params_trainable"):
-        return params(value)
-    if key == "val_loss":
-        return f"{value:.4f}"
-    if key == "train_seconds":
-        return f"{value:.1f}"
-    if key == "images_per_sec":
-        return f"{value:,.0f}"
-    return str(value)
+    return fmt(value, COLUMN_KINDS[key]) if key in COLUMN_KINDS else ("—" if value is None else str(value))
+
+
+def pct(value: float | None) -> str:
+    return fmt(value, "pct")

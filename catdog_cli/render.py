@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from catdog_cli.engine import Events
-from catdog_cli.formatting import cell, params, pct
+from catdog_cli.formatting import cell, fmt, pct
 
 
 class RichEvents(Events):
@@ -76,7 +76,7 @@ def train_summary(result: dict[str, Any]) -> Table:
     rows = [
         ("backbone", f"{config['backbone']} ({config['weights']} weights)"),
         ("strategy", config["strategy"]),
-        ("parameters", f"{params(counts['total'])} total, {params(counts['trainable'])} trainable"),
+        ("parameters", f"{fmt(counts['total'], 'params')} total, {fmt(counts['trainable'], 'params')} trainable"),
         ("classes", ", ".join(result["classes"])),
         ("val split", result["split_origin"]),
         ("device", f"{result['device']} ({result['precision']})"),

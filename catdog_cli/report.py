@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from catdog_cli.formatting import fmt
 from catdog_cli.paths import atomic_write_text
 from catdog_cli.svg import Axis, Point, Series, heatmap, plot
 
@@ -79,21 +80,6 @@ EPOCH_COLUMNS = [
     ("lr", "lr", "num"),
     ("seconds", "time", "sec"),
 ]
-
-
-def fmt(value: Any, kind: str = "num") -> str:
-    """The one way a number appears in a report: pct (a 0..1 rate), int, sec, or num (4 significant digits)."""
-    if value is None:
-        return "—"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if kind == "pct":
-        return f"{value * 100:.1f}%"
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "sec":
-        return f"{value:.1f} s"
-    return f"{value:.4g}"
 
 
 def _value(value: Any) -> str:
