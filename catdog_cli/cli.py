@@ -295,6 +295,8 @@ def predict(
     """Classify images; one row per image with the predicted class and its confidence."""
     from catdog_cli.engine import predict as run_predict
 
+    if csv_file is not None and csv_file.exists():  # refuse before the work, not after
+        raise CatdogError(f"{csv_file} already exists; choose a new --csv file")
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         rows = run_predict(model, list(paths), top_k, batch_size, device, events)

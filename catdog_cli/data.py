@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from catdog_cli.paths import data_root
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
+# Pillow warns from 89 M pixels; catdog decides itself (MAX_PIXELS) and says so per file, once
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_ASPECT = 2.0  # train images longer than 2:1 keep their central 2:1 part
 
 
@@ -127,7 +130,7 @@ def stratified_split(by_class: dict[str, list[Path]], fraction: float, seed: int
     for name, paths in by_class.items():
         order = sorted(paths)
         random.Random(f"{seed}:{name}").shuffle(order)
-        n_val = min(len(order) - 1, max(1, round(len(order) * fraction))) if len(order) > 1 else 0
+        n_val = min(len(order) - 1, max(1, round(len(order) * fraction))) if len(order) > 1 and fraction else 0
         val[name], train[name] = order[:n_val], order[n_val:]
     return train, val
 
@@ -173,6 +176,7 @@ def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
             found, origin = {"train": train, "val": val}, f"random {val_split:.0%} (seed {seed})"
 
     reference = "train" if "train" in found else "all"
+    model_classes = classes is not None
     if classes is None:
         classes = sorted(found[reference])
         if len(classes) < 2:
@@ -183,11 +187,11 @@ def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
             )
     for split, by_class in found.items():
         unknown = sorted(set(by_class) - set(classes))
-        if unknown and classes is not None and reference != split:
-            notes.append(f"{split}: class folder(s) {', '.join(unknown)} not among the classes, left out")
-        elif unknown:
-            raise CatdogError(f"{split} has classes the model does not know: {', '.join(unknown)} "
+        if unknown and model_classes:  # images of a class the model cannot name: no honest score for them
+            raise CatdogError(f"{root} ({split}) has classes the model does not know: {', '.join(unknown)} "
                               f"(its classes: {', '.join(classes)})")
+        if unknown:
+            notes.append(f"{split}: class folder(s) {', '.join(unknown)} not among the classes, left out")
         missing = [c for c in classes if c not in by_class]
         if missing and split != reference:
             notes.append(f"{split}: no images of {', '.join(missing)}")

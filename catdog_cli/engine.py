@@ -378,6 +378,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     if model is None:
         model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
+    config.lr, config.image_size = groups[-1]["lr"], inputs.image_size  # record what the run really uses
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
@@ -492,6 +493,8 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
         run.precision.scaler.load_state_dict(ckpt["scaler"])
     run.state = state
+    for stale in out.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
+        stale.unlink(missing_ok=True)
     events.note(f"resuming {out} at epoch {state.epoch + 1}/{config.epochs}, step {state.step}")
     return train_loop(run, out, events)
 

@@ -86,6 +86,18 @@ def test_stratified_split_keeps_class_proportions_and_one_train_image():
     assert stratified_split(shuffled, 0.2, seed=3) == (train, val)
 
 
+def test_zero_val_fraction_holds_nothing_out():
+    by_class = {"a": [Path(f"a/{i}.jpg") for i in range(5)], "b": [Path(f"b/{i}.jpg") for i in range(5)]}
+    train, val = stratified_split(by_class, 0.0, seed=0)
+    assert val == {"a": [], "b": []} and sum(map(len, train.values())) == 10
+
+
+def test_model_classes_refuse_a_class_folder_the_model_cannot_name(image_folder):
+    root = image_folder(classes=("cat", "dog", "fox"))
+    with pytest.raises(CatdogError, match=r"does not know: fox \(its classes: cat, dog\)"):
+        load_dataset(root, classes=["cat", "dog"])
+
+
 def test_folder_without_split_evaluated_whole(image_folder):
     root = image_folder(layout="flat", train=3, val=0)
     ds = load_dataset(root, val_split=None, classes=["cat", "dog"])

@@ -62,6 +62,7 @@ def test_fit_writes_checkpoints_metrics_and_run_record(frozen_run):
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "report.html", "run.json"]
     assert result["report"] == str(out / "report.html")
     assert result["epochs"] == 2 and result["out"] == str(out) and 0 <= result["best_val_acc"] <= 1
+    assert (result["config"]["lr"], result["config"]["image_size"]) == (1e-3, 32)  # what ran, not "default"
     assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(result))
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
