@@ -107,51 +107,6 @@ DEVICE_HELP = "auto (CUDA if available), cpu, or cuda[:N]."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
 
 
-class _FetchBar:
-    """fetch's progress callbacks drawn as a rich bar: bytes, speed, time left (on stderr when --json)."""
-
-    def __init__(self, console: Console) -> None:
-        from rich import progress as rp
-
-        self.bar = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
-                               rp.TransferSpeedColumn(), rp.TimeRemainingColumn(), console=console, transient=True,
-                               disable=not console.is_terminal)
-        self.task: Any = None
-
-    def start(self, total: int | None, description: str) -> None:
-        if self.task is None:
-            self.bar.start()
-            self.task = self.bar.add_task(description, total=total)
-        else:  # the next step, or a download that restarts from zero
-            self.bar.reset(self.task, total=total, description=description)
-
-    def advance(self, n: int) -> None:
-        self.bar.advance(self.task, n)
-
-    def done(self) -> None:
-        if self.task is not None:
-            self.bar.remove_task(self.task)
-            self.task = None
-        self.bar.stop()
-
-
-def _fetch_table(summaries: list[Any]) -> Any:
-    from rich.table import Table
-
-    splits = [s for s in ("train", "val", "test", "unlabeled") if any(s in d.splits for d in summaries)]
-    cached = [d.name for d in summaries if d.cached]
-    table = Table(title="datasets", caption=f"already complete, nothing done: {', '.join(cached)}" if cached else None)
-    table.add_column("dataset", no_wrap=True)
-    table.add_column("classes")
-    for col in (*splits, "skipped"):
-        table.add_column(col, justify="right")
-    table.add_column("location", overflow="fold")
-    for d in summaries:
-        table.add_row(d.name, ", ".join(d.classes), *(str(d.splits.get(s, "-")) for s in splits),
-                      str(len(d.skipped)), str(d.path))
-    return table
-
-
 @app.command()
 def fetch(
     names: list[str] = typer.Argument(None, help="Datasets to fetch: hymenoptera, catdog, petimages."),
@@ -175,7 +130,7 @@ def fetch(
     console = _console(json_output)
     summaries = []
     for name in names or ([None] if source is not None else []):
-        bar = _FetchBar(console)
+        bar = render.FetchBar(_progress_console())
         try:
             summaries.append(fetching.fetch(name, root=root, source=source, sha256=sha256, force=force, progress=bar))
         finally:
@@ -186,7 +141,7 @@ def fetch(
         _emit_json({"datasets": [d.to_json() for d in summaries], "weights": {b: str(p) for b, p in paths.items()}})
         return
     if summaries:
-        console.print(_fetch_table(summaries))
+        console.print(render.fetch_table(summaries))
     for d in summaries:
         for file, reason in d.skipped[:10]:
             console.print(f"[yellow]skipped[/] {d.name}: {file} ({reason})", highlight=False)

@@ -6,7 +6,16 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from catdog_cli.engine import Events
@@ -142,4 +151,44 @@ def compare_table(result: dict[str, Any]) -> Table:
         values = [cell(k, row[k]) if k != "status" else status for k, _ in columns]
         best = n == 0 and ok
         table.add_row("★" if best else "", *values, style="bold green" if best else None)
+    return table
+
+
+class FetchBar:
+    """fetch's progress callbacks (fetch.FetchProgress) drawn as a rich bar: bytes, speed, time left."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal)
+        self.task: Any = None
+
+    def start(self, total: int | None, description: str) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task(description, total=total)
+        else:  # the next step, or a download that restarts from zero
+            self.bar.reset(self.task, total=total, description=description)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+    def done(self) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
+        self.bar.stop()
+
+
+def fetch_table(summaries: list[Any]) -> Table:
+    splits = [s for s in ("train", "val", "test", "unlabeled") if any(s in d.splits for d in summaries)]
+    cached = [d.name for d in summaries if d.cached]
+    table = Table(title="datasets", caption=f"already complete, nothing done: {', '.join(cached)}" if cached else None)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("classes")
+    for col in (*splits, "skipped"):
+        table.add_column(col, justify="right")
+    table.add_column("location", overflow="fold")
+    for d in summaries:
+        table.add_row(d.name, ", ".join(d.classes), *(str(d.splits.get(s, "-")) for s in splits),
+                      str(len(d.skipped)), str(d.path))
     return table
