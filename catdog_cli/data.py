@@ -176,7 +176,6 @@ def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
             found, origin = {"train": train, "val": val}, f"random {val_split:.0%} (seed {seed})"
 
     reference = "train" if "train" in found else "all"
-    model_classes = classes is not None
     if classes is None:
         classes = sorted(found[reference])
         if len(classes) < 2:
@@ -187,10 +186,10 @@ def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
             )
     for split, by_class in found.items():
         unknown = sorted(set(by_class) - set(classes))
-        if unknown and model_classes:  # images of a class the model cannot name: no honest score for them
-            raise CatdogError(f"{root} ({split}) has classes the model does not know: {', '.join(unknown)} "
+        if unknown and split == reference:  # only with a model's classes: data it was not made for
+            raise CatdogError(f"{root} has classes the model does not know: {', '.join(unknown)} "
                               f"(its classes: {', '.join(classes)})")
-        if unknown:
+        if unknown:  # a val/test class absent from train can never be predicted: say so, leave it out
             notes.append(f"{split}: class folder(s) {', '.join(unknown)} not among the classes, left out")
         missing = [c for c in classes if c not in by_class]
         if missing and split != reference:

@@ -387,7 +387,7 @@ def test_resume_mid_epoch_continues_from_the_next_step(tmp_path: Path) -> None:
     (("--backbone", "resnet18"), "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
                                  "run keeps its options (only --device, --workers, --cache-gib, --compile may change)"),
     (("--epochs", "5"), "--epochs 5 differs from the run being resumed (2)"),
-    (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (default)"),
+    (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
     (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
 ], ids=["backbone", "epochs", "lr", "out"])
 def test_resume_with_other_options_is_refused_before_any_work(interrupted: Path, options: tuple[str, ...],

@@ -92,7 +92,7 @@ def test_zero_val_fraction_holds_nothing_out():
     assert val == {"a": [], "b": []} and sum(map(len, train.values())) == 10
 
 
-def test_model_classes_refuse_a_class_folder_the_model_cannot_name(image_folder):
+def test_model_classes_refuse_a_training_class_folder_the_model_cannot_name(image_folder):
     root = image_folder(classes=("cat", "dog", "fox"))
     with pytest.raises(CatdogError, match=r"does not know: fox \(its classes: cat, dog\)"):
         load_dataset(root, classes=["cat", "dog"])
