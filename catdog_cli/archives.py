@@ -15,7 +15,10 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from catdog_cli import __version__
 from catdog_cli.errors import CatdogError
@@ -165,6 +168,30 @@ def _member_path(name: str, archive: Path) -> PurePosixPath:
     return p
 
 
+@dataclass
+class _Entry:
+    """An archive member, zip or tar alike: its name, what it is, its size, and how to read it."""
+
+    name: str
+    kind: str  # "file", "dir", "link" or "other" (devices, fifos)
+    size: int
+    open: Callable[[], IO[bytes]]
+
+
+def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
+    def kind(info: zipfile.ZipInfo) -> str:
+        return "link" if stat.S_ISLNK(info.external_attr >> 16) else "dir" if info.is_dir() else "file"
+
+    return [_Entry(i.filename, kind(i), i.file_size, lambda i=i: zf.open(i)) for i in zf.infolist()]
+
+
+def _tar_entries(tf: tarfile.TarFile) -> list[_Entry]:
+    def kind(m: tarfile.TarInfo) -> str:
+        return "link" if m.issym() or m.islnk() else "dir" if m.isdir() else "file" if m.isfile() else "other"
+
+    return [_Entry(m.name, kind(m), m.size, lambda m=m: tf.extractfile(m)) for m in tf.getmembers()]
+
+
 def extract(archive: Path, dest: Path, progress: FetchProgress | None = None, description: str | None = None) -> None:
     """Unpack a zip or tar(.gz/.bz2/.xz) archive into dest.
 
@@ -175,9 +202,11 @@ def extract(archive: Path, dest: Path, progress: FetchProgress | None = None, de
     description = description or f"extracting {archive.name}"
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest, progress, description)
+            with zipfile.ZipFile(archive) as zf:
+                _extract_entries(_zip_entries(zf), archive, dest, progress, description)
         elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, dest, progress, description)
+            with tarfile.open(archive) as tf:
+                _extract_entries(_tar_entries(tf), archive, dest, progress, description)
         else:
             raise CatdogError(f"{archive} is not a zip or tar archive (or it is truncated)")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
@@ -187,44 +216,21 @@ def extract(archive: Path, dest: Path, progress: FetchProgress | None = None, de
     progress.done()
 
 
-def _write(src, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst, CHUNK)
-
-
-def _extract_zip(archive: Path, dest: Path, progress: FetchProgress, description: str) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        for info in infos:
-            _member_path(info.filename, archive)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise CatdogError(f"refusing {archive.name}: entry {info.filename!r} is a link")
-        progress.start(sum(i.file_size for i in infos), description)
-        for info in infos:
-            target = dest.joinpath(*_member_path(info.filename, archive).parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif target != dest:
-                with zf.open(info) as src:
-                    _write(src, target)
-            progress.advance(info.file_size)
-
-
-def _extract_tar(archive: Path, dest: Path, progress: FetchProgress, description: str) -> None:
-    with tarfile.open(archive) as tf:
-        members = tf.getmembers()
-        for m in members:
-            _member_path(m.name, archive)
-            if m.issym() or m.islnk():
-                raise CatdogError(f"refusing {archive.name}: entry {m.name!r} is a link")
-            if not (m.isfile() or m.isdir()):
-                raise CatdogError(f"refusing {archive.name}: entry {m.name!r} is not a file or folder")
-        progress.start(sum(m.size for m in members), description)
-        for m in members:
-            target = dest.joinpath(*_member_path(m.name, archive).parts)
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif target != dest:
-                _write(tf.extractfile(m), target)
-            progress.advance(m.size)
+def _extract_entries(entries: list[_Entry], archive: Path, dest: Path, progress: FetchProgress,
+                     description: str) -> None:
+    for e in entries:  # all checked before the first byte is written
+        _member_path(e.name, archive)
+        if e.kind == "link":
+            raise CatdogError(f"refusing {archive.name}: entry {e.name!r} is a link")
+        if e.kind == "other":
+            raise CatdogError(f"refusing {archive.name}: entry {e.name!r} is not a file or folder")
+    progress.start(sum(e.size for e in entries), description)
+    for e in entries:
+        target = dest.joinpath(*_member_path(e.name, archive).parts)
+        if e.kind == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+        elif target != dest:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with e.open() as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+        progress.advance(e.size)

@@ -88,7 +88,7 @@ def _emit_json(obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-# options that train and compare share: one definition each
+# options that several commands share: one definition each
 BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per step (default 32 on CPU, 64 on CUDA).")]
 LearningRate = Annotated[float | None, typer.Option(
     help="Learning rate of the new head (default: 1e-4 for finetune, 1e-3 for freeze and discriminative).")]
@@ -101,9 +101,9 @@ CacheGib = Annotated[float | None, typer.Option(
     help="Memory for decoded images (default: half the free GPU memory or a quarter of RAM); "
     "larger datasets are decoded per batch.")]
 Workers = Annotated[int | None, typer.Option(help="Decoding threads/processes (default: one per core).")]
+Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
-DEVICE_HELP = "auto (CUDA if available), cpu, or cuda[:N]."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
 
 
@@ -165,7 +165,7 @@ def train(
     lr_ratio: LrRatio = 10.0,
     image_size: ImageSize = None,
     weights: Weights = "default",
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: Device = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images."),
@@ -216,7 +216,7 @@ def evaluate(
     data: str | None = typer.Option(None, help=DATA_HELP + " Default: the data the model was trained on."),
     split: str = typer.Option("val", help="val, test, train, or all."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: Device = "auto",
     report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses) here."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -241,7 +241,7 @@ def predict(
     paths: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
     top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: Device = "auto",
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
     sort_into: Path | None = typer.Option(None, help="Copy each image into DIR/<predicted class>/ (originals are "
                                           "untouched; a taken name gets -1, -2, ...)."),
@@ -286,7 +286,7 @@ def compare(
     lr_ratio: LrRatio = 10.0,
     image_size: ImageSize = None,
     weights: Weights = "default",
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: Device = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     cache_gib: CacheGib = None,
