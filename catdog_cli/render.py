@@ -104,7 +104,8 @@ def train_summary(result: dict[str, Any]) -> Table:
 
 def evaluation_tables(ev: dict[str, Any]) -> list[Table]:
     split = ev["split"]
-    metrics = Table(title=f"{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
+    model = f"{ev['backbone']} ({fmt(ev['params']['total'], 'params')} parameters) on " if "backbone" in ev else ""
+    metrics = Table(title=f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
                           f"{ev['num_images']} images", title_justify="left")
     for col in ("class", "precision", "recall", "F1", "images"):
         metrics.add_column(col, justify="left" if col == "class" else "right")
