@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from catdog_cli.backbones import build_model
+from catdog_cli.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model
 from catdog_cli.data import default_workers, resolve_data
 from catdog_cli.engine import Events, StopRequest, TrainConfig, resolve_device, start_run, train_epoch
 from catdog_cli.pipeline import DecodeCache
@@ -31,30 +31,75 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+def tutorial_transforms(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:
+    """The tutorial's train transforms, run per image in PIL by the DataLoader workers."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(list(mean), list(std)),
+    ])
+
+
+def tutorial_eval_transforms(resize: int, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:
+    """The tutorial's val transforms: Resize (short side) + CenterCrop."""
+    return transforms.Compose([
+        transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(),
+        transforms.Normalize(list(mean), list(std)),
+    ])
+
+
+def tutorial_loader(folder, transform: transforms.Compose, batch_size: int, workers: int, device: torch.device,
+                    shuffle: bool = True) -> DataLoader:
+    """ImageFolder + DataLoader, the images decoded again every epoch."""
+    return DataLoader(datasets.ImageFolder(str(folder), transform), batch_size=batch_size, shuffle=shuffle,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+
+
+def tutorial_train_epoch(model: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
+                         device: torch.device, scheduler=None) -> int:
+    """One epoch of the tutorial's step (fp32, no host sync); returns the number of images seen."""
+    model.train()
+    seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        seen += len(y)
+    return seen
+
+
+def tutorial_evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Val accuracy, fp32."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            correct += (model(x).argmax(1) == y).sum()
+            seen += len(y)
+    return correct.item() / max(1, seen)
+
+
 def tutorial_img_per_s(data: str, backbone: str, batch_size: int, workers: int, image_size: int,
                        device: torch.device, epochs: int) -> float:
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ])
-    train = datasets.ImageFolder(str(resolve_data(data) / "train"), tf)
-    loader = DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
-    model = build_model(backbone, len(train.classes), "none", device)
+    loader = tutorial_loader(resolve_data(data) / "train", tutorial_transforms(image_size), batch_size, workers,
+                             device)
+    model = build_model(backbone, len(loader.dataset.classes), "none", device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    model.train()
     seen, start = 0, 0.0
     for epoch in range(epochs + 1):
         if epoch == 1:
             sync(device)
             start, seen = time.perf_counter(), 0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            seen += len(y)
+        seen += tutorial_train_epoch(model, loader, opt, device)
     sync(device)
     return seen / (time.perf_counter() - start)
 
@@ -90,7 +135,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = device_name(device)
     cache = DecodeCache()
     catdog_bs = args.catdog_batch_size or args.batch_size
     tutorial = tutorial_img_per_s(args.data, args.backbone, args.batch_size, args.workers, args.image_size,
