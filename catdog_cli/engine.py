@@ -499,9 +499,10 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     return train_loop(run, out, events)
 
 
-def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = True) -> dict[str, Any]:
-    """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation and
-    for compare, which writes no per-cell checkpoints."""
+def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = True,
+               final_splits: tuple[str, ...] = ("val", "test")) -> dict[str, Any]:
+    """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation on
+    `final_splits` and for compare, which writes no per-cell checkpoints and needs only the test split."""
     config, state = run.config, run.state
     save_checkpoints = save_checkpoints and run.world.main
     best_state = None
@@ -545,7 +546,7 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
             events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
         best_state = checkpoints.load(out / "best.pt")["state_dict"]
-    result = summarize(run, out, best_state, interrupted)
+    result = summarize(run, out, best_state, interrupted, final_splits)
     if run.world.main:
         if save_checkpoints:  # a train run (compare's cells have one report for the grid)
             result["report"] = str(report_module.write_train_report(result, out / "report.html"))
@@ -553,7 +554,8 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     return result
 
 
-def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool) -> dict[str, Any]:
+def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool,
+              final_splits: tuple[str, ...] = ("val", "test")) -> dict[str, Any]:
     """Evaluate the best weights on val (and test), with the top losses: the numbers a person decides from."""
     classes, state = run.dataset.classes, run.state
     total, trainable = count_params(run.model)
@@ -571,7 +573,7 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
         return result
     run.model.load_state_dict(best_state)
     for name, source in (("val", run.sources.val), ("test", run.sources.test)):
-        if source is None:
+        if source is None or name not in final_splits:
             continue
         ev = evaluate(run.model, source, run.inputs, run.precision, len(classes), world=run.world)
         result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
