@@ -504,7 +504,7 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation on
     `final_splits` and for compare, which writes no per-cell checkpoints and needs only the test split."""
     config, state = run.config, run.state
-    save_checkpoints = save_checkpoints and run.world.main
+    writes = save_checkpoints and run.world.main  # under torchrun rank 0 alone writes
     best_state = None
     forward = run.model
     if run.world.distributed:  # gradients averaged over ranks; rank 0's initial weights broadcast to all
@@ -515,7 +515,7 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     generator = torch.Generator(device=run.device)
     stop = StopRequest()
     with stop.installed():
-        while state.epoch < config.epochs and not stop.requested:
+        while state.epoch < config.epochs and not distributed.any_rank(stop.requested, run.device, run.world):
             start = time.perf_counter()
             train = train_epoch(run, events, stop, generator, forward)
             if train is None:
@@ -533,22 +533,22 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
             if val.accuracy > state.best_val_acc:
                 state.best_val_acc, state.best_epoch = val.accuracy, state.epoch
                 best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
-                if save_checkpoints:
+                if writes:
                     run.save(out / "best.pt", with_optimizer=False)
-            if save_checkpoints:
+            if writes:
                 run.save(out / "last.pt", with_optimizer=True)
             if run.world.main:
                 write_metrics_csv(out / "metrics.csv", state.history)
             events.epoch(record)
         interrupted = state.epoch < config.epochs  # a signal stopped it, mid-epoch or between epochs
-        if interrupted and save_checkpoints:
+        if interrupted and writes:
             run.save(out / "last.pt", with_optimizer=True)
             events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
-        best_state = checkpoints.load(out / "best.pt")["state_dict"]
+        best_state = checkpoints.load(out / "best.pt")["state_dict"]  # on every rank: all evaluate it together
     result = summarize(run, out, best_state, interrupted, final_splits)
     if run.world.main:
-        if save_checkpoints:  # a train run (compare's cells have one report for the grid)
+        if writes:  # a train run (compare's cells have one report for the grid)
             result["report"] = str(report_module.write_train_report(result, out / "report.html"))
         atomic_write_text(out / "run.json", json.dumps(result, indent=2))
     return result
