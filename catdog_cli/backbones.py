@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES  # noqa: F401 (re-exported)
 from catdog_cli.errors import CatdogError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -157,8 +158,6 @@ TORCHVISION = {
         _tv("swin_t", "head."),
     ]
 }
-DEFAULT_BACKBONE = "resnet34"
-SEED_BACKBONES = ("alexnet", "vgg16_bn", "resnet34", "densenet121", "squeezenet1_1", "googlenet")
 
 
 @dataclass(frozen=True)

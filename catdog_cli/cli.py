@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import click
-import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
-from catdog_cli.backbones import DEFAULT_BACKBONE, SEED_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.strategies import STRATEGIES
 
@@ -31,10 +30,12 @@ class CatdogGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (CatdogError, torch.cuda.OutOfMemoryError) as exc:
-            if DEBUG:
+        except Exception as exc:
+            torch = sys.modules.get("torch")  # loaded by whatever ran out of memory; the CLI itself starts without it
+            out_of_memory = torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+            if DEBUG or not (isinstance(exc, CatdogError) or out_of_memory):
                 raise
-            message = OUT_OF_MEMORY if isinstance(exc, torch.cuda.OutOfMemoryError) else str(exc)
+            message = OUT_OF_MEMORY if out_of_memory else str(exc)
             Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -313,9 +314,8 @@ def compare(
 
 
 def main() -> None:
-    from catdog_cli import distributed
-
     try:
         app()
     finally:
-        distributed.shutdown()
+        if "catdog_cli.distributed" in sys.modules:  # only a command that trained can have joined a process group
+            sys.modules["catdog_cli.distributed"].shutdown()

@@ -42,28 +42,11 @@ from catdog_cli.data import (
 )
 from catdog_cli.distributed import World
 from catdog_cli.errors import CatdogError
+from catdog_cli.events import Events
 from catdog_cli.metrics import confusion_matrix, per_class
 from catdog_cli.paths import atomic_write_text, check_out_dir, claim_out_dir
 from catdog_cli.pipeline import DecodeCache, ResidentSource, StreamingSource, batches, memory_budget
 from catdog_cli.strategies import param_groups
-
-
-class Events:
-    """What the engine tells its caller; the CLI draws progress bars from it. Does nothing by default."""
-
-    def task(self, description: str, total: int) -> None: ...
-
-    def advance(self, n: int = 1, **info: float) -> None: ...
-
-    def epoch(self, record: dict[str, Any]) -> None: ...
-
-    def note(self, text: str) -> None: ...
-
-    def cell(self, index: int, total: int, name: str) -> None:
-        """compare: cell `index` (0-based) of `total` starts."""
-
-    def cell_done(self, row: dict[str, Any]) -> None:
-        """compare: a cell finished; `row` is its line of the table."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from catdog_cli.engine import Events
+from catdog_cli.events import Events
 from catdog_cli.formatting import cell, fmt, pct
 
 

@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from catdog_cli.backbones import TransferModel
 from catdog_cli.errors import CatdogError
+
+if TYPE_CHECKING:
+    from catdog_cli.backbones import TransferModel
 
 ParamGroups = list[dict]
 

@@ -229,3 +229,13 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
     assert len(rows) == len(list((hymenoptera / "val" / "bees").iterdir())) + 1
     assert all(("label" in r and "confidence" in r) or r["path"] == str(gif) for r in rows)
     assert any(r["path"] == str(gif) for r in rows)
+
+
+def test_help_and_fetch_start_without_importing_torch():
+    """`catdog --help` and `catdog fetch` answer in a blink: torch loads only for commands that need it."""
+    code = ("import sys; from typer.testing import CliRunner; from catdog_cli.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(app, ['fetch', '--help']); assert r.exit_code == 0, r.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,23 @@
+"""What the engine tells its caller while it works; importable without torch, so the CLI starts fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Events:
+    """What the engine tells its caller; the CLI draws progress bars from it. Does nothing by default."""
+
+    def task(self, description: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1, **info: float) -> None: ...
+
+    def epoch(self, record: dict[str, Any]) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def cell(self, index: int, total: int, name: str) -> None:
+        """compare: cell `index` (0-based) of `total` starts."""
+
+    def cell_done(self, row: dict[str, Any]) -> None:
+        """compare: a cell finished; `row` is its line of the table."""
