@@ -324,6 +324,7 @@ class Run:
     steps: int  # per epoch; under torchrun the same on every rank
     world: World = field(default_factory=World)
     state: TrainState = field(default_factory=TrainState)
+    head_only: bool = False  # train batches are cached backbone features (freeze without augmentation)
 
     def meta(self) -> dict[str, Any]:
         c = self.config
@@ -365,14 +366,46 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
-    sources = open_sources(dataset, inputs, device, batch_size, config.seed, config.augment,
-                           cache or DecodeCache(), memory_budget(device, config.cache_gib), config.workers, events,
-                           world)
+    cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
+    sources = open_sources(dataset, inputs, device, batch_size, config.seed, config.augment, cache, budget,
+                           config.workers, events, world)
+    features = None
+    if model.frozen and not config.augment:  # the same pixels every epoch: run the backbone once, train the head
+        features = feature_source(model, sources.splits["train"], inputs, device, batch_size, config.seed, cache,
+                                  budget, config.workers, events)
+        sources.train = features or sources.train
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     total = config.epochs * steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, min(100, max(1, total // 20))))
-    return Run(config, dataset, device, inputs, model, optimizer, scheduler, Precision(device), sources, steps, world)
+    return Run(config, dataset, device, inputs, model, optimizer, scheduler, Precision(device), sources, steps, world,
+               head_only=features is not None)
+
+
+def feature_source(model: TransferModel, split: Split, inputs: Inputs, device: torch.device, batch_size: int,
+                   seed: int, cache: DecodeCache, budget: int, workers: int | None,
+                   events: Events) -> ResidentSource | None:
+    """The frozen backbone's features of every training image, computed once and batched like images;
+    None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
+    images, _ = batches(split, inputs.eval_spec(), batch_size, shuffle=False, device=device, cache=cache,
+                        budget=budget, workers=workers)  # without augmentation: the decode already cached
+    precision = Precision(device)
+    model.eval()
+    parts: list[ImageBatch] = []
+    events.task("backbone features (once)", len(split))
+    with torch.inference_mode():
+        for batch in images:
+            with precision.autocast():
+                features = model.features(inputs.model_input(batch))
+            if isinstance(features, tuple):
+                features = features[0]
+            if not parts and features[0].numel() * 4 * len(split) > budget:
+                events.note("backbone features are over the memory budget; running the backbone every step")
+                return None
+            parts.append(ImageBatch(features.float().clone(), batch.labels, batch.index))
+            events.advance(len(batch))
+    cat = ImageBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "labels", "index")))
+    return ResidentSource(cat, batch_size, shuffle=True, seed=seed)
 
 
 def train_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Generator,
@@ -392,7 +425,7 @@ def train_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Ge
         if i < run.state.step:  # resuming inside an epoch: these steps were already taken
             events.advance(1)
             continue
-        x = run.inputs.model_input(batch, generator)
+        x = batch.images if run.head_only else run.inputs.model_input(batch, generator)
         with run.precision.autocast():
             logits = forward(x)
             loss = F.cross_entropy(logits.float(), batch.labels)
@@ -489,10 +522,10 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     config, state = run.config, run.state
     writes = save_checkpoints and run.world.main  # under torchrun rank 0 alone writes
     best_state = None
-    forward = run.model
+    forward = run.model.head if run.head_only else run.model
     if run.world.distributed:  # gradients averaged over ranks; rank 0's initial weights broadcast to all
         device_ids = [run.device.index] if run.device.type == "cuda" else None
-        forward = DistributedDataParallel(run.model, device_ids=device_ids)
+        forward = DistributedDataParallel(forward, device_ids=device_ids)
     if config.compile:
         forward = torch.compile(forward)
     generator = torch.Generator(device=run.device)

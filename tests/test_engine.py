@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import CLASS_COLORS, make_image
 
-from catdog_cli import checkpoints
+from catdog_cli import checkpoints, engine
 from catdog_cli.backbones import TORCHVISION, build_model
 from catdog_cli.data import load_dataset
 from catdog_cli.engine import (
@@ -91,6 +91,25 @@ def test_freeze_run_leaves_the_given_backbone_untouched(frozen_run):
     untrained_head = build_model("resnet18", 2, weights="none", seed=0).head
     assert not torch.equal(saved["head.weight"], untrained_head.weight)
     assert frozen_run["result"]["params"]["trainable"] == 512 * 2 + 2
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_freeze_without_augmentation_runs_the_backbone_once(image_folder, tmp_path, monkeypatch, augment):
+    seen: list[int] = []
+    real_build = engine.build_model
+
+    def counting_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.features.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+        return model
+
+    monkeypatch.setattr(engine, "build_model", counting_build)
+    root = image_folder(train=8, val=2)  # 16 training images (4 full batches), 4 val images
+    result = fit(TrainConfig(str(root), strategy="freeze", epochs=3, weights="none", augment=augment, **TINY),
+                 tmp_path / "run")
+    train_images = 3 * 16 if augment else 16  # new crops every epoch, or the same pixels: features once
+    assert sum(seen) == train_images + 4 * (3 + 1)  # + val every epoch and the best weights once more
+    assert len(result["history"]) == 3 and all(h["images_per_sec"] > 0 for h in result["history"])
 
 
 def test_evaluate_rederives_the_val_split_of_the_training_folder(frozen_run):
