@@ -257,6 +257,8 @@ def evaluate(model: TransferModel, source: Any, inputs: Inputs, precision: Preci
             index.append(batch.index)
             if events:
                 events.advance(len(batch))
+    if not losses:  # every file of a streamed split was unreadable
+        raise CatdogError("no readable images to evaluate")
     loss, pred, label = torch.cat(losses), torch.cat(preds), torch.cat(labels)
     # under torchrun each rank saw its shard: sums over ranks give the whole split's numbers
     confusion = distributed.all_sum(confusion_matrix(label, pred, num_classes), world)
@@ -636,14 +638,21 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         split = "all"
     images = dataset.split(split)
     events.task(f"decoding {split}", len(images))
-    decoded, skipped = decode_split(images, inputs.eval_spec(), workers or default_workers(), events.advance)
-    for path, reason in skipped:
+
+    def note_skip(path: Path, reason: str) -> None:
         events.note(f"skipped {path}: {reason}")
-    if decoded is None:
+
+    # the same sources as training: resident when the split fits the memory budget, else decoded per batch
+    source, decoded = batches(images, inputs.eval_spec(), batch_size or default_batch_size(dev), shuffle=False,
+                              device=dev, cache=DecodeCache(), budget=memory_budget(dev), workers=workers,
+                              on_image=events.advance, on_skip=note_skip)
+    for path, reason in decoded.skipped:
+        note_skip(path, reason)
+    if source is None:
         raise CatdogError(f"no readable images in the {split} split of {dataset.root}")
-    source = ResidentSource(decoded.to(dev), batch_size or default_batch_size(dev), shuffle=False)
-    events.task(f"evaluating {split}", len(decoded))
+    events.task(f"evaluating {split}", len(images))
     out = evaluate(model, source, inputs, Precision(dev), len(ckpt["classes"]), events)
+    skipped = decoded.skipped + (list(source.skipped.items()) if isinstance(source, StreamingSource) else [])
     record = evaluation_record(out, ckpt["classes"], split)
     result = {"kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": ckpt["classes"],
               "backbone": ckpt["backbone"], "params": dict(zip(("total", "trainable"), count_params(model))),

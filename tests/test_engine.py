@@ -213,3 +213,18 @@ def test_metrics_from_the_confusion_matrix():
     assert rows["b"]["precision"] == pytest.approx(2 / 3) and rows["b"]["recall"] == 1.0
     assert rows["b"]["f1"] == pytest.approx(0.8)
     assert rows["c"]["support"] == 2
+
+
+def test_evaluate_streams_a_split_over_the_memory_budget(frozen_run, monkeypatch):
+    """evaluate uses the training pipeline's sources: over the budget it decodes per batch, same numbers."""
+    resident = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(frozen_run["root"]), device="cpu", workers=1)
+    monkeypatch.setattr(engine, "memory_budget", lambda device, gib=None: 1)
+    sources = []
+    real_evaluate = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda model, source, *a, **k: sources.append(type(source).__name__)
+                        or real_evaluate(model, source, *a, **k))
+    streamed = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(frozen_run["root"]), device="cpu", workers=0)
+    assert sources == ["StreamingSource"]
+    assert streamed["num_images"] == resident["num_images"]
+    assert streamed["confusion"] == resident["confusion"]
+    assert streamed["loss"] == pytest.approx(resident["loss"], abs=1e-5)
