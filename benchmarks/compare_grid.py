@@ -36,11 +36,14 @@ from pipeline import (
 )
 
 from catdog_cli.backbones import SEED_BACKBONES, build_model
-from catdog_cli.compare import CompareConfig, compare
+from catdog_cli.compare import compare
+from catdog_cli.config import CompareConfig, TrainConfig
 from catdog_cli.data import default_workers, load_dataset, resolve_data
-from catdog_cli.engine import Events, Inputs, Precision, evaluate, resolve_device, warmup_cosine
 from catdog_cli.errors import CatdogError
-from catdog_cli.pipeline import DecodeCache, batches, memory_budget
+from catdog_cli.events import Events
+from catdog_cli.inference import evaluate
+from catdog_cli.pipeline import DecodeCache, Inputs, batches, memory_budget
+from catdog_cli.runtime import Precision, resolve_device, warmup_cosine
 from catdog_cli.strategies import STRATEGIES, param_groups
 
 
@@ -122,9 +125,9 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
 
 
 def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    config = CompareConfig(args.data, backbones=args.backbones, strategies=args.strategies, epochs=args.epochs,
-                           batch_size=args.batch_size, image_size=args.image_size, weights=args.weights,
-                           device=str(device), seed=args.seed, workers=args.workers)
+    train = TrainConfig(args.data, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+                        weights=args.weights, device=str(device), seed=args.seed, workers=args.workers)
+    config = CompareConfig(train, backbones=args.backbones, strategies=args.strategies)
     timeline = Timeline()
     with tempfile.TemporaryDirectory(prefix="compare-grid-") as out:
         sync(device)

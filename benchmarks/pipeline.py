@@ -22,8 +22,9 @@ from torchvision import datasets, transforms
 
 from catdog_cli.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model
 from catdog_cli.data import default_workers, resolve_data
-from catdog_cli.engine import Events, StopRequest, TrainConfig, resolve_device, start_run, train_epoch
+from catdog_cli.engine import Events, TrainConfig, start_run, train_one_epoch
 from catdog_cli.pipeline import DecodeCache
+from catdog_cli.runtime import StopRequest, resolve_device
 
 
 def sync(device: torch.device) -> None:
@@ -106,8 +107,8 @@ def tutorial_img_per_s(data: str, backbone: str, batch_size: int, workers: int, 
 
 def catdog_img_per_s(data: str, backbone: str, strategy: str, batch_size: int, image_size: int,
                      device: torch.device, epochs: int, cache: DecodeCache) -> tuple[float, float]:
-    config = TrainConfig(data, backbone, strategy, epochs + 1, batch_size, image_size=image_size, weights="none",
-                         device=str(device))
+    config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs + 1, batch_size=batch_size,
+                         image_size=image_size, weights="none", device=str(device))
     start = time.perf_counter()
     run = start_run(config, Events(), cache)
     setup = time.perf_counter() - start
@@ -117,7 +118,7 @@ def catdog_img_per_s(data: str, backbone: str, strategy: str, batch_size: int, i
         if epoch == 1:
             sync(device)
             start, seen = time.perf_counter(), 0
-        seen += train_epoch(run, Events(), StopRequest(), generator)["images"]
+        seen += train_one_epoch(run, Events(), StopRequest(), generator)["images"]
         run.state.epoch += 1
     sync(device)
     return seen / (time.perf_counter() - start), setup

@@ -6,8 +6,11 @@ classes). Strategies and the engine only ever see that split, never a model's ow
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +108,16 @@ class TorchvisionBackbone:
 
     def build_full(self) -> nn.Module:
         return torchvision.models.get_model(self.name, weights=None, **dict(self.build_kwargs))
+
+    def build_meta(self) -> nn.Module:
+        """The architecture on the meta device, no init spent. RegNet's constructor computes its widths with
+        tensors, which meta cannot: it is built on the CPU (global RNG untouched) and moved to meta."""
+        try:
+            with torch.device("meta"):
+                return self.build_full()
+        except NotImplementedError:
+            with torch.random.fork_rng(devices=[]):
+                return self.build_full().to("meta")
 
     def pretrained_state_dict(self) -> dict[str, torch.Tensor]:
         weights = self.weights_enum()
@@ -240,42 +253,68 @@ def _on_meta(module: nn.Module) -> bool:
     return any(t.is_meta for t in (*module.parameters(), *module.buffers()))
 
 
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """torch's global RNG seeded inside and restored after: a random init that is the same for a seed, without
+    changing the random numbers of anything that runs later."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def init_head(head: nn.Module, seed: int | None) -> nn.Module:
+    """PyTorch's default init for Linear and Conv layers (uniform in +-1/sqrt(fan_in)), drawn from a generator
+    of the head's own: the same new head for the same seed on every rank and in every compare cell."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for layer in head.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                bound = 1 / math.sqrt(layer.weight[0].numel())
+                for p in (layer.weight, layer.bias):
+                    if p is not None:
+                        p.uniform_(-bound, bound, generator=generator)
+    return head
+
+
+def _new_head(make: Callable[[], tuple[nn.Module, nn.Module]], seed: int | None) -> tuple[nn.Module, nn.Module]:
+    """Split off the ImageNet head; the new one is made on meta (no init spent), then initialized on the CPU."""
+    with torch.device("meta"):
+        features, head = make()
+    return features, init_head(head.to_empty(device="cpu"), seed)
+
+
 def build_model(name: str, num_classes: int, weights: str = "default", device: torch.device | str = "cpu",
                 seed: int | None = None) -> TransferModel:
     """Backbone with pretrained weights ('default'), random init ('none') or a local state dict (a path).
 
     Pretrained backbones are built on the meta device and the weights assigned straight in, so no time is
-    spent on a random init that would be overwritten. The new head is seeded for fair comparisons.
+    spent on a random init that would be overwritten. Random init and the new head are seeded for fair
+    comparisons, without touching torch's global random state.
     """
     spec = resolve(name)
     device, source = torch.device(device), weights
-    if seed is not None:  # random init (backbone and head) the same in every run and on every rank
-        torch.manual_seed(seed)
     if isinstance(spec, TimmBackbone):
-        with torch.device(device):
+        with _seeded(seed, device), torch.device(device):
             features = spec.build_features(pretrained=weights == "default")
         if weights not in ("default", "none"):
             classifier = features.pretrained_cfg.get("classifier") or "classifier"
             _load_pretrained(features, _read_state_dict(Path(weights)), (f"{classifier}.",), source)
-        if seed is not None:
-            torch.manual_seed(seed)
-        with torch.device(device):
-            return TransferModel(features, nn.Linear(features.num_features, num_classes)).to(device)
+        head = init_head(nn.Linear(features.num_features, num_classes, device="meta").to_empty(device="cpu"), seed)
+        return TransferModel(features, head).to(device)
 
     if weights == "none":
-        with torch.device(device):  # init where the model runs: a GPU initializes vgg16 in milliseconds
+        with _seeded(seed, device), torch.device(device):  # init where the model runs: a GPU initializes vgg16 fast
             full = spec.build_full()
     else:
         state = spec.pretrained_state_dict() if weights == "default" else _read_state_dict(Path(weights))
         if weights == "default":
             source = f"torchvision's {spec.weights_enum()}"
-        with torch.device("meta"):
-            full = spec.build_full()
+        full = spec.build_meta()
         _load_pretrained(full, state, (spec.head, *spec.ignore), source)
-    if seed is not None:
-        torch.manual_seed(seed)
-    with torch.device(device):
-        features, head = spec.split(full, num_classes)
+    features, head = _new_head(lambda: spec.split(full, num_classes), seed)
     if _on_meta(features):  # a buffer that no state dict carries; none of the registry's models has one
         raise CatdogError(f"weights from {source} left parts of {name} uninitialized")
     return TransferModel(features, head).to(device)
@@ -288,8 +327,26 @@ def build_empty(name: str, num_classes: int) -> TransferModel:
         with torch.device("meta"):
             features = spec.build_features(pretrained=False)
             return TransferModel(features, nn.Linear(features.num_features, num_classes))
+    full = spec.build_meta()
     with torch.device("meta"):
-        return TransferModel(*spec.split(spec.build_full(), num_classes))
+        return TransferModel(*spec.split(full, num_classes))
+
+
+@functools.cache
+def check_image_size(name: str, size: int) -> None:
+    """Refuse a crop size the architecture cannot take (AlexNet below 63 px, ViT at anything but 224), found by
+    a shape-only pass on the meta device: no weights, no compute, before any data is decoded."""
+    crop = preprocessing(name).crop_size
+    if size == crop:
+        return
+    model = build_empty(name, 2).eval()
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, size, size, device="meta"))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # the architecture's own shape checks
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CatdogError(f"{name} cannot take {size} px images ({reason}); choose another --image-size "
+                          f"(its weights were made for {crop} px)") from None
 
 
 def prefetch_weights(name: str) -> Path:

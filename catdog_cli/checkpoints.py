@@ -7,6 +7,7 @@ device and the saved tensors are assigned into it.
 
 from __future__ import annotations
 
+import pickle
 import platform
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ def load(path: Path | str) -> dict[str, Any]:
         raise CatdogError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unpickler refusal (code inside), truncation, or not a torch file at all
-        reason = "it holds code or objects other than tensors" if "Weights only" in str(exc) else "unreadable"
-        raise CatdogError(f"{path} is not a catdog checkpoint ({reason}); refusing to load it") from None
+    except pickle.UnpicklingError:  # the weights-only unpickler met something it will not build: code, objects
+        raise CatdogError(f"{path} is not a catdog checkpoint (it holds code or objects other than tensors); "
+                          "refusing to load it") from None
+    except Exception:  # truncated, or not a torch file at all (torch raises RuntimeError, EOFError, KeyError...)
+        raise CatdogError(f"{path} is not a catdog checkpoint (unreadable); refusing to load it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CatdogError(f"{path} is not a catdog checkpoint (train one with `catdog train`)")
     missing = [k for k in USE_KEYS if k not in ckpt]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,10 +18,16 @@ from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
 from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES
-from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
+from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.strategies import STRATEGIES
+from catdog_cli.world import World
 
-DEBUG = False
+
+@dataclass
+class Session:
+    """What the root options set for the whole invocation (click's ctx.obj)."""
+
+    debug: bool = False
 
 
 class CatdogGroup(TyperGroup):
@@ -31,15 +38,14 @@ class CatdogGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            torch = sys.modules.get("torch")  # loaded by whatever ran out of memory; the CLI itself starts without it
-            out_of_memory = torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
-            if DEBUG or not (isinstance(exc, CatdogError) or out_of_memory):
+            debug = isinstance(ctx.obj, Session) and ctx.obj.debug
+            if debug or not (isinstance(exc, CatdogError) or out_of_memory(exc)):
                 raise
-            message = OUT_OF_MEMORY if out_of_memory else str(exc)
+            message = OUT_OF_MEMORY if out_of_memory(exc) else str(exc)
             Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            if DEBUG:
+            if isinstance(ctx.obj, Session) and ctx.obj.debug:
                 raise
             Console(stderr=True).print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
@@ -63,29 +69,32 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    global DEBUG
-    DEBUG = debug
+    ctx.obj = Session(debug=debug)
+    # Pillow warns about images over 89 M pixels; catdog applies its own limit and names each file it refuses
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
-# under torchrun every rank runs this CLI; only rank 0 speaks
-MAIN_RANK = os.environ.get("RANK", "0") == "0"
+def _speaks() -> bool:
+    """Under torchrun every rank runs this CLI; only rank 0 speaks."""
+    return World.from_env().main
 
 
 def _console(json_output: bool) -> Console:
     """Human output goes to stderr when stdout carries JSON, so scripts can parse stdout."""
-    return Console(stderr=json_output, quiet=not MAIN_RANK)
+    return Console(stderr=json_output, quiet=not _speaks())
 
 
 def _progress_console() -> Console:
     """Progress bars, per-epoch lines and warnings go to stderr; stdout carries only the results."""
-    return Console(stderr=True, quiet=not MAIN_RANK)
+    return Console(stderr=True, quiet=not _speaks())
 
 
 def _emit_json(obj: Any) -> None:
-    if MAIN_RANK:
+    if _speaks():
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
@@ -183,8 +192,7 @@ def train(
 
     Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues.
     """
-    from catdog_cli.engine import TrainConfig, fit
-    from catdog_cli.engine import resume as resume_run
+    from catdog_cli.config import TrainConfig
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
@@ -194,12 +202,19 @@ def train(
             typed = {"compile" if n == "compile_model" else n: v for n, v in ctx.params.items()  # by name: typer
                      if ctx.get_parameter_source(n).name == "COMMANDLINE"}  # may vendor its own click
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            from catdog_cli.resume import resume as resume_run
+
             result = resume_run(resume, {k: v for k, v in typed.items() if k in fields}, events)
         elif data is None:
             raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
         else:
-            config = TrainConfig(data, backbone, strategy, epochs, batch_size, lr, lr_ratio, image_size, weights,
-                                 device, seed, val_split, augment, compile_model, cache_gib, workers)
+            config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
+                                 lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
+                                 seed=seed, val_split=val_split, augment=augment, compile=compile_model,
+                                 cache_gib=cache_gib, workers=workers)
+            config.check()
+            from catdog_cli.engine import fit
+
             result = fit(config, out, events)
     if json_output:
         _emit_json(result)
@@ -222,7 +237,7 @@ def evaluate(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split."""
-    from catdog_cli.engine import evaluate_checkpoint
+    from catdog_cli.inference import evaluate_checkpoint
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
@@ -249,7 +264,7 @@ def predict(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Classify images; one row per image with the predicted class and its confidence."""
-    from catdog_cli.engine import predict as run_predict
+    from catdog_cli.inference import predict as run_predict
 
     if csv_file is not None and csv_file.exists():  # refuse before the work, not after
         raise CatdogError(f"{csv_file} already exists; choose a new --csv file")
@@ -257,12 +272,12 @@ def predict(
     with render.RichEvents(_progress_console()) as events:
         rows = run_predict(model, list(paths), top_k, batch_size, device, events)
     if csv_file is not None:
-        from catdog_cli.engine import write_predictions_csv
+        from catdog_cli.inference import write_predictions_csv
 
         write_predictions_csv(csv_file, rows)
         console.print(f"wrote {csv_file}")
     if sort_into is not None:
-        from catdog_cli.engine import sort_into_folders
+        from catdog_cli.inference import sort_into_folders
 
         copied = sort_into_folders(rows, sort_into)
         console.print(f"copied {copied} image(s) into {sort_into}/<class>/", markup=False)
@@ -297,11 +312,15 @@ def compare(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Train every strategy on several backbones back to back and print one table to choose from."""
-    from catdog_cli.compare import CompareConfig
+    from catdog_cli.config import CompareConfig, TrainConfig
+
+    train = TrainConfig(data, epochs=epochs, batch_size=batch_size, lr=lr, lr_ratio=lr_ratio, image_size=image_size,
+                        weights=weights, device=device, seed=seed, val_split=val_split, cache_gib=cache_gib,
+                        workers=workers)
+    config = CompareConfig(train, backbones=_csv_list(backbones), strategies=_csv_list(strategies))
+    config.check()
     from catdog_cli.compare import compare as run_compare
 
-    config = CompareConfig(data, _csv_list(backbones), _csv_list(strategies), epochs, batch_size, lr, lr_ratio,
-                           image_size, weights, device, seed, val_split, cache_gib, workers)
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         result = run_compare(config, out, events, keep_best)

@@ -12,50 +12,26 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from catdog_cli import checkpoints, distributed, formatting, report
-from catdog_cli.backbones import SEED_BACKBONES, build_model
-from catdog_cli.data import load_dataset
-from catdog_cli.distributed import World
-from catdog_cli.engine import Events, Run, TrainConfig, resolve_device, start_run, train_loop
-from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
+from catdog_cli import checkpoints, distributed, report
+from catdog_cli.backbones import TransferModel, build_model
+from catdog_cli.config import CompareConfig
+from catdog_cli.data import Dataset, load_dataset
+from catdog_cli.engine import Events, Run, start_run, train_loop
+from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.paths import atomic_write_text, new_run_dir
 from catdog_cli.pipeline import DecodeCache
-from catdog_cli.strategies import STRATEGIES
+from catdog_cli.records import COMPARE_COLUMNS, CompareResult, CompareRow, TrainResult, sort_rows
+from catdog_cli.runtime import resolve_device
+from catdog_cli.world import World
+
+__all__ = ["CompareConfig", "compare"]
 
 CONFIG_FILE = "compare-config.json"
-
-
-@dataclass
-class CompareConfig:
-    data: str
-    backbones: list[str] = field(default_factory=lambda: list(SEED_BACKBONES))
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    epochs: int = 3
-    batch_size: int | None = None
-    lr: float | None = None
-    lr_ratio: float = 10.0
-    image_size: int | None = None
-    weights: str = "default"
-    device: str = "auto"
-    seed: int = 0
-    val_split: float = 0.2
-    cache_gib: float | None = None
-    workers: int | None = None
-
-    def cell_config(self, backbone: str, strategy: str, device: str) -> TrainConfig:
-        return TrainConfig(self.data, backbone, strategy, self.epochs, self.batch_size, self.lr, self.lr_ratio,
-                           self.image_size, self.weights, device, self.seed, self.val_split,
-                           cache_gib=self.cache_gib, workers=self.workers)
-
-    def settings(self) -> dict[str, Any]:
-        """What must match for an earlier OUT's finished cells to count (the grid itself may grow)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("backbones", "strategies", "device", "workers")}
 
 
 def cell_name(backbone: str, strategy: str) -> str:
@@ -79,7 +55,7 @@ def claim_compare_dir(out: Path | str | None, config: CompareConfig) -> Path:
     return out
 
 
-def row_from(result: dict[str, Any], backbone: str, strategy: str) -> dict[str, Any]:
+def row_from(result: TrainResult, backbone: str, strategy: str) -> CompareRow:
     history = result["history"]
     best = next((h for h in history if h["epoch"] == result["best_epoch"]), None)
     seconds = sum(h["seconds"] for h in history)
@@ -95,21 +71,10 @@ def row_from(result: dict[str, Any], backbone: str, strategy: str) -> dict[str, 
     }
 
 
-def failed_row(backbone: str, strategy: str, reason: str) -> dict[str, Any]:
+def failed_row(backbone: str, strategy: str, reason: str) -> CompareRow:
     return {"backbone": backbone, "strategy": strategy, "status": "failed", "error": reason, "params_total": None,
             "params_trainable": None, "best_val_acc": None, "best_epoch": None, "val_loss": None, "test_acc": None,
             "train_seconds": None, "images_per_sec": None, "history": []}
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return OUT_OF_MEMORY
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best val accuracy first; failed cells last."""
-    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r["best_val_acc"] or 0.0), r["backbone"]))
 
 
 @dataclass
@@ -117,39 +82,59 @@ class Grid:
     """One process's share of the grid and what it has found so far."""
 
     config: CompareConfig
-    dataset: Any
+    dataset: Dataset
     device: torch.device
     out: Path
     events: Events
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[CompareRow] = field(default_factory=list)
     best: tuple[float, Run] | None = None  # this process's best new cell, for --keep-best
     interrupted: bool = False
 
 
-def run_cells(grid: Grid, cells: list[tuple[str, str]], total: int) -> None:
-    """Train each (backbone, strategy) cell; a backbone's cells reuse one built model, copied per strategy."""
-    cache = DecodeCache()
-    config, base, base_name = grid.config, None, None
+class Backbones:
+    """Each backbone built once (pretrained weights read once, head seeded) and copied for each of its cells."""
+
+    def __init__(self, config: CompareConfig, num_classes: int, device: torch.device):
+        self.config, self.num_classes, self.device = config, num_classes, device
+        self.name: str | None = None
+        self.model: TransferModel | None = None
+
+    def copy(self, backbone: str) -> TransferModel:
+        if self.name != backbone:
+            self.name, self.model = None, None  # free the last backbone before building the next
+            self.model = build_model(backbone, self.num_classes, self.config.train.weights, self.device,
+                                     seed=self.config.train.seed)
+            self.name = backbone
+        return copy.deepcopy(self.model)
+
+
+def train_cell(grid: Grid, backbones: Backbones, cache: DecodeCache, backbone: str,
+               strategy: str) -> tuple[Run, TrainResult]:
+    cell = grid.config.cell(backbone, strategy, str(grid.device))
+    run = start_run(cell, grid.events, cache, grid.dataset, backbones.copy(backbone), world=World())
+    cell_dir = grid.out / "cells" / cell_name(backbone, strategy)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    # the row's val numbers come from the history; only the test split needs the best weights again
+    return run, train_loop(run, cell_dir, grid.events, save_checkpoints=False, final_splits=("test",))
+
+
+def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) -> None:
+    """Train each (backbone, strategy) cell; a cell that fails for a reason of the user's (catdog's own errors,
+    out of memory) is recorded with it and the grid goes on; any other error is a bug and surfaces."""
+    cache, backbones = DecodeCache(), Backbones(grid.config, len(grid.dataset.classes), grid.device)
     for index, (backbone, strategy) in cells:
-        cell_dir = grid.out / "cells" / cell_name(backbone, strategy)
+        cell_json = grid.out / "cells" / cell_name(backbone, strategy) / "cell.json"
         grid.events.cell(index, total, f"{backbone} / {strategy}")
-        if (cell_dir / "cell.json").exists():
-            grid.rows.append(json.loads((cell_dir / "cell.json").read_text()))
+        if cell_json.exists():
+            grid.rows.append(json.loads(cell_json.read_text()))
             continue
         start = time.perf_counter()
         try:
-            if base_name != backbone:  # pretrained weights read once per backbone, head seeded once
-                base, base_name = None, None
-                base = build_model(backbone, len(grid.dataset.classes), config.weights, grid.device, seed=config.seed)
-                base_name = backbone
-            cell_config = config.cell_config(backbone, strategy, str(grid.device))
-            run = start_run(cell_config, grid.events, cache, grid.dataset, copy.deepcopy(base), world=World())
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            # the row's val numbers come from the history; only the test split needs the best weights again
-            result = train_loop(run, cell_dir, grid.events, save_checkpoints=False, final_splits=("test",))
-        except (CatdogError, RuntimeError, ValueError) as exc:  # CUDA out of memory is a RuntimeError
-            grid.rows.append(failed_row(backbone, strategy, _reason(exc)))
-            grid.events.note(f"{backbone} / {strategy} failed: {_reason(exc)}")
+            run, result = train_cell(grid, backbones, cache, backbone, strategy)
+        except (CatdogError, torch.cuda.OutOfMemoryError) as exc:
+            reason = OUT_OF_MEMORY if out_of_memory(exc) else str(exc)
+            grid.rows.append(failed_row(backbone, strategy, reason))
+            grid.events.note(f"{backbone} / {strategy} failed: {reason}")
             if grid.device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
@@ -159,25 +144,23 @@ def run_cells(grid: Grid, cells: list[tuple[str, str]], total: int) -> None:
         row = row_from(result, backbone, strategy) | {"cell_seconds": time.perf_counter() - start}
         grid.rows.append(row)
         grid.events.cell_done(row)
-        atomic_write_text(cell_dir / "cell.json", json.dumps(row))
+        atomic_write_text(cell_json, json.dumps(row))
         if grid.best is None or row["best_val_acc"] > grid.best[0]:
             grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
 
 
 def compare(config: CompareConfig, out: Path | str | None = None, events: Events | None = None,
-            keep_best: bool = False) -> dict[str, Any]:
+            keep_best: bool = False) -> CompareResult:
     """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained.
 
     Under torchrun the cells are dealt round-robin to the ranks, each training its cells on its own device;
     rank 0 gathers the rows and writes the outputs.
     """
-    world = distributed.world()
+    world = distributed.init()
     events = events if events is not None and world.main else Events()
-    for name in config.strategies:
-        if name not in STRATEGIES:
-            raise CatdogError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    device = resolve_device(distributed.device_for(config.device, world))
-    dataset = load_dataset(config.data, config.val_split, config.seed)
+    config.check()
+    device = resolve_device(distributed.device_for(config.train.device, world))
+    dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
     out = Path(distributed.broadcast(str(claim_compare_dir(out, config)) if world.main else None, world))
     earlier_best = max((r["best_val_acc"] or 0.0 for r in _finished_rows(out)), default=-1.0)
     cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
@@ -192,11 +175,11 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
     winner = max(range(len(new_best)), key=new_best.__getitem__)
     if keep_best and new_best[winner] > earlier_best and world.rank == winner:
         grid.best[1].save(out / "best.pt", with_optimizer=False)
-    interrupted = any(distributed.gather(grid.interrupted, world))
-    result = {
-        "kind": "compare", "config": asdict(config), "device": str(device), "world_size": world.size,
+    result: CompareResult = {
+        "kind": "compare", "config": config.to_dict(), "device": str(device), "world_size": world.size,
         "classes": dataset.classes, "split_origin": dataset.origin, "versions": checkpoints.versions(),
-        "out": str(out), "interrupted": interrupted, "wall_seconds": time.perf_counter() - start,
+        "out": str(out), "interrupted": any(distributed.gather(grid.interrupted, world)),
+        "wall_seconds": time.perf_counter() - start,
         "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
         "rows": sort_rows(rows),
     }
@@ -205,30 +188,22 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
     return result
 
 
-def _finished_rows(out: Path) -> list[dict[str, Any]]:
+def _finished_rows(out: Path) -> list[CompareRow]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("cells/*/cell.json"))]
 
 
-COLUMNS = [("backbone", "backbone"), ("strategy", "strategy"), ("params_total", "params"),
-           ("params_trainable", "trainable"), ("best_val_acc", "val acc (best epoch)"), ("best_epoch", "epoch"),
-           ("val_loss", "val loss"), ("test_acc", "test acc (best weights)"), ("train_seconds", "train time"),
-           ("images_per_sec", "img/s"), ("status", "status"), ("error", "error")]
-
-
-def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """compare.json (everything), compare.csv and compare.md (the table)."""
-    text = json.dumps(result, indent=2)
-    atomic_write_text(out / "compare.json", text)
+def write_outputs(out: Path, result: CompareResult) -> None:
+    """compare.json (everything), compare.csv and compare.md (the table), report.html."""
+    atomic_write_text(out / "compare.json", json.dumps(result, indent=2))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([key for key, _ in COLUMNS])
+    writer.writerow([c.key for c in COMPARE_COLUMNS])
     for row in result["rows"]:
-        writer.writerow(["" if row[key] is None else row[key] for key, _ in COLUMNS])
+        writer.writerow(["" if row[c.key] is None else row[c.key] for c in COMPARE_COLUMNS])
     atomic_write_text(out / "compare.csv", buffer.getvalue())
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(c.title for c in COMPARE_COLUMNS) + " |", "|" + "---|" * len(COMPARE_COLUMNS)]
     for row in result["rows"]:
-        lines.append("| " + " | ".join(formatting.cell(key, row[key]) for key, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(c.format(row[c.key]) for c in COMPARE_COLUMNS) + " |")
     md = f"Accuracies are on the val split ({result['split_origin']}).\n\n" + "\n".join(lines) + "\n"
     atomic_write_text(out / "compare.md", md)
     report.write_compare_report(result, out / "report.html")
-

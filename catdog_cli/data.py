@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,13 +23,11 @@ import torch
 from PIL import Image, ImageOps
 
 from catdog_cli.errors import CatdogError
+from catdog_cli.folders import split_of, stratified_split, visible_dirs, walk_images
 from catdog_cli.paths import data_root
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+LABELED_SPLITS = ("train", "val", "test")
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
-# Pillow warns from 89 M pixels; catdog decides itself (MAX_PIXELS) and says so per file, once
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_ASPECT = 2.0  # train images longer than 2:1 keep their central 2:1 part
 
 
@@ -78,36 +75,12 @@ def resolve_data(data: str | Path) -> Path:
     )
 
 
-def list_images(folder: Path) -> tuple[list[Path], int]:
-    """Image files under `folder` (recursively, symlinks followed once) and the count of other files ignored."""
-    images, other, seen = [], 0, set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop or a folder linked twice
-            dirnames.clear()
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini"):
-                continue
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                images.append(Path(dirpath) / name)
-            else:
-                other += 1
-    return images, other
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _read_classes(folder: Path, notes: list[str]) -> dict[str, list[Path]]:
     found = {}
-    for d in _class_dirs(folder):
-        images, other = list_images(d)
-        if other:
-            notes.append(f"{d}: ignored {other} non-image file(s)")
+    for d in visible_dirs(folder):
+        images, others = walk_images(d)
+        if others:
+            notes.append(f"{d}: ignored {len(others)} non-image file(s)")
         if images:
             found[d.name] = images
         else:
@@ -124,17 +97,6 @@ def _labeled(by_class: dict[str, list[Path]], classes: list[str]) -> Split:
     return split
 
 
-def stratified_split(by_class: dict[str, list[Path]], fraction: float, seed: int) -> tuple[dict, dict]:
-    """Per class: the same shuffled order for the same files and seed, `fraction` of it to val."""
-    train, val = {}, {}
-    for name, paths in by_class.items():
-        order = sorted(paths)
-        random.Random(f"{seed}:{name}").shuffle(order)
-        n_val = min(len(order) - 1, max(1, round(len(order) * fraction))) if len(order) > 1 and fraction else 0
-        val[name], train[name] = order[:n_val], order[n_val:]
-    return train, val
-
-
 def shard(split: Split, rank: int, world: int, seed: int, equal: bool) -> Split:
     """This rank's part of a split under torchrun: a seeded deal of the images, disjoint across ranks.
 
@@ -149,41 +111,29 @@ def shard(split: Split, rank: int, world: int, seed: int, equal: bool) -> Split:
 
 
 def _find_split_dir(root: Path, split: str) -> Path | None:
-    return next((root / n for n in SPLIT_DIRS[split] if (root / n).is_dir()), None)
+    return next((d for d in visible_dirs(root) if split_of(d) == split), None)
 
 
-def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
-                 classes: list[str] | None = None) -> Dataset:
-    """Discover the layout. `val_split=None` keeps a folder without split folders whole (as "all").
-
-    `classes` fixes the class list (a trained model's); otherwise it is the train split's class folders.
-    """
-    root = resolve_data(data)
-    notes: list[str] = []
+def _discover(root: Path, val_split: float | None, seed: int,
+              notes: list[str]) -> tuple[dict[str, dict[str, list[Path]]], str, Path]:
+    """{split: {class: files}}, where val came from, and the folder whose class folders define the classes."""
     train_dir = _find_split_dir(root, "train")
     if train_dir is not None:
-        found = {s: _read_classes(d, notes) for s in SPLIT_DIRS if (d := _find_split_dir(root, s))}
-        origin = "folders"
-        if "val" not in found and val_split is not None:
-            found["train"], found["val"] = stratified_split(found["train"], val_split, seed)
-            origin = f"random {val_split:.0%} of train (seed {seed})"
-    else:
-        by_class = _read_classes(root, notes)
-        if val_split is None:
-            found, origin = {"all": by_class}, "whole folder"
-        else:
-            train, val = stratified_split(by_class, val_split, seed)
-            found, origin = {"train": train, "val": val}, f"random {val_split:.0%} (seed {seed})"
+        found = {s: _read_classes(d, notes) for s in LABELED_SPLITS if (d := _find_split_dir(root, s))}
+        if "val" in found or val_split is None:
+            return found, "folders", train_dir
+        found["train"], found["val"] = stratified_split(found["train"], val_split, seed)
+        return found, f"random {val_split:.0%} of train (seed {seed})", train_dir
+    by_class = _read_classes(root, notes)
+    if val_split is None:
+        return {"all": by_class}, "whole folder", root
+    train, val = stratified_split(by_class, val_split, seed)
+    return {"train": train, "val": val}, f"random {val_split:.0%} (seed {seed})", root
 
-    reference = "train" if "train" in found else "all"
-    if classes is None:
-        classes = sorted(found[reference])
-        if len(classes) < 2:
-            where = root / train_dir.name if train_dir else root
-            raise CatdogError(
-                f"{where} has {len(classes)} class folder(s) with images; a classifier needs at least 2 "
-                "(expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)"
-            )
+
+def _check_classes(found: dict[str, dict[str, list[Path]]], classes: list[str], reference: str, root: Path,
+                   notes: list[str]) -> None:
+    """Refuse reference-split classes a model cannot name; note val/test classes left out or missing."""
     for split, by_class in found.items():
         unknown = sorted(set(by_class) - set(classes))
         if unknown and split == reference:  # only with a model's classes: data it was not made for
@@ -194,6 +144,26 @@ def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
         missing = [c for c in classes if c not in by_class]
         if missing and split != reference:
             notes.append(f"{split}: no images of {', '.join(missing)}")
+
+
+def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
+                 classes: list[str] | None = None) -> Dataset:
+    """Discover the layout. `val_split=None` keeps a folder without split folders whole (as "all").
+
+    `classes` fixes the class list (a trained model's); otherwise it is the train split's class folders.
+    """
+    root = resolve_data(data)
+    notes: list[str] = []
+    found, origin, class_root = _discover(root, val_split, seed, notes)
+    reference = "train" if "train" in found else "all"
+    if classes is None:
+        classes = sorted(found[reference])
+        if len(classes) < 2:
+            raise CatdogError(
+                f"{class_root} has {len(classes)} class folder(s) with images; a classifier needs at least 2 "
+                "(expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)"
+            )
+    _check_classes(found, classes, reference, root, notes)
     splits = {s: _labeled(by_class, classes) for s, by_class in found.items()}
     if not any(len(s) for s in splits.values()):
         raise CatdogError(f"no images found in {root}")

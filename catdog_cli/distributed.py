@@ -7,7 +7,6 @@ trains alone on its rank) makes it a no-op, so the engine calls these helpers un
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -15,36 +14,29 @@ import torch
 import torch.distributed as dist
 
 from catdog_cli.errors import CatdogError
-
-TIMEOUT = timedelta(minutes=int(os.environ.get("CATDOG_DIST_TIMEOUT_MIN", "30")))
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+from catdog_cli.world import World
 
 
-def world() -> World:
-    """This process's place; initializes the process group on first use under torchrun."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
-    if not dist.is_initialized():
+def init() -> World:
+    """Join torchrun's process group (once: later calls find it joined) and return this process's World.
+
+    The entry points that train (fit, resume, compare) call it; everything else asks `current()`.
+    """
+    world = World.from_env()
+    if world.distributed and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(backend, timeout=TIMEOUT)
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(world.local_rank)
+        minutes = int(os.environ.get("CATDOG_DIST_TIMEOUT_MIN", "30"))  # how long a rank waits for the others
+        dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
+    return current()
+
+
+def current() -> World:
+    """This process's World, without side effects: the process group's ranks once joined, else torchrun's env."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), World.from_env().local_rank)
+    return World.from_env()
 
 
 def device_for(requested: str, w: World) -> str:

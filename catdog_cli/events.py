@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+
+from catdog_cli.records import CompareRow, EpochRecord
 
 
 class Events:
@@ -12,12 +14,16 @@ class Events:
 
     def advance(self, n: int = 1, **info: float) -> None: ...
 
-    def epoch(self, record: dict[str, Any]) -> None: ...
+    def epoch(self, record: EpochRecord) -> None: ...
 
     def note(self, text: str) -> None: ...
+
+    def skip(self, path: Path, reason: str) -> None:
+        """A file left out: it is named once, with the reason."""
+        self.note(f"skipped {path}: {reason}")
 
     def cell(self, index: int, total: int, name: str) -> None:
         """compare: cell `index` (0-based) of `total` starts."""
 
-    def cell_done(self, row: dict[str, Any]) -> None:
+    def cell_done(self, row: CompareRow) -> None:
         """compare: a cell finished; `row` is its line of the table."""

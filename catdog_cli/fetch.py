@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -24,26 +23,22 @@ from PIL import Image
 
 from catdog_cli.archives import FetchProgress, download, extract, sha256_file
 from catdog_cli.errors import CatdogError
-from catdog_cli.paths import data_root
+from catdog_cli.folders import ignored, is_image_name, split_of, stratified_split, walk_images
+from catdog_cli.paths import copy_new, data_root, publish_new
 
 __all__ = ["REGISTRY", "DatasetSummary", "FetchProgress", "fetch", "fetch_weights"]
 
 MARKER = ".catdog-dataset.json"
-VAL_FRACTION = 0.2
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+VAL_FRACTION = 0.2  # of each class, when the source has no val split (the same files give the same val set)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
-# Folder names that mean a split, lower-cased. Kaggle's test1/ has no labels, so it is "unlabeled".
-SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-          "test": "test", "testing": "test", "test1": "unlabeled", "unlabeled": "unlabeled",
-          "unlabelled": "unlabeled", "predict": "unlabeled"}
 SPLIT_ORDER = ("train", "val", "test", "unlabeled")
 KAGGLE_NAME = re.compile(r"([A-Za-z]+)\.\d+\.\w+")  # cat.123.jpg: the label is in the file name
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """A registry entry: where the archive lives, what it must be, and how to name its classes."""
+class Source:
+    """A registry entry: where a dataset's archive lives, what it must be, and how to name its classes."""
 
     url: str
     size: int | None  # bytes
@@ -52,20 +47,20 @@ class Dataset:
     decode: bool = False  # decode every image: for sources known to hold truncated files
 
 
-REGISTRY: dict[str, Dataset] = {
-    "hymenoptera": Dataset(
+REGISTRY: dict[str, Source] = {
+    "hymenoptera": Source(
         url="https://download.pytorch.org/tutorial/hymenoptera_data.zip",
         size=47_286_322,
         # The checksum pytorch/tutorials verifies this archive against (.jenkins/download_data.py).
         sha256="fbc41b31d544714d18dd1230b1e2b455e1557766e13e67f9f5a7a23af7c02209",
     ),
-    "catdog": Dataset(  # Google's 3,000-image cut of Kaggle Dogs vs. Cats: train/ and validation/
+    "catdog": Source(  # Google's 3,000-image cut of Kaggle Dogs vs. Cats: train/ and validation/
         url="https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip",
         size=68_606_236,  # Content-Length the server reports; the sha256 could not be established offline
         sha256=None,
         classes={"cats": "cat", "dogs": "dog"},
     ),
-    "petimages": Dataset(  # Microsoft's full Kaggle Cats and Dogs set (PetImages/{Cat,Dog}), 787 MB
+    "petimages": Source(  # Microsoft's full Kaggle Cats and Dogs set (PetImages/{Cat,Dog}), 787 MB
         url="https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/"
         "kagglecatsanddogs_5340.zip",
         size=824_887_076,  # Content-Length the server reports; the sha256 could not be established offline
@@ -221,12 +216,8 @@ def _read_marker(folder: Path) -> DatasetSummary | None:
 # --- layout: recognise what the source looks like, then rebuild it as the standard layout ---------------
 
 def _visible(folder: Path) -> list[Path]:
-    """Sorted entries, without hidden files and macOS resource forks."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX")
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """Sorted entries, without hidden files, OS litter and macOS resource forks."""
+    return sorted(p for p in folder.iterdir() if not ignored(p.name))
 
 
 def _find_root(tree: Path, work: Path, progress: FetchProgress) -> Path:
@@ -238,34 +229,28 @@ def _find_root(tree: Path, work: Path, progress: FetchProgress) -> Path:
         dirs = [p for p in kids if p.is_dir()]
         files = [p for p in kids if p.is_file()]
         inner = [p for p in files if p.name.lower().endswith(ARCHIVE_SUFFIXES)]
-        if not dirs and inner and not any(map(_is_image, files)):
+        if not dirs and inner and not any(map(is_image_name, files)):
             nested = work / "nested"
             for archive in inner:
                 extract(archive, nested, progress)
             return _find_root(nested, work / "nested2", progress)
-        if len(dirs) == 1 and dirs[0].name.lower() not in SPLITS and not any(map(_is_image, files)):
+        if len(dirs) == 1 and split_of(dirs[0]) is None and not any(map(is_image_name, files)):
             folder = dirs[0]
             continue
         return folder
 
 
 def _images(folder: Path, base: Path, skipped: list[tuple[str, str]]) -> list[Path]:
-    """Every image under folder, recursively; anything else found there is reported as skipped."""
-    found = []
-    for p in _visible(folder):
-        if p.is_dir():
-            found += _images(p, base, skipped)
-        elif _is_image(p):
-            found.append(p)
-        else:
-            skipped.append((p.relative_to(base).as_posix(), "not an image"))
-    return found
+    """Every image under folder, walked by the same rules as training data; other files are reported as skipped."""
+    images, others = walk_images(folder)
+    skipped += [(p.relative_to(base).as_posix(), "not an image") for p in others]
+    return images
 
 
 def _labeled(folder: Path, base: Path, skipped: list[tuple[str, str]]) -> dict[str, list[Path]] | None:
     """{class: images} from class folders or from Kaggle file names; None when the images carry no label."""
     kids = _visible(folder)
-    loose = [p for p in kids if p.is_file() and _is_image(p)]
+    loose = [p for p in kids if p.is_file() and is_image_name(p)]
     classes = {d.name: imgs for d in kids if d.is_dir() and (imgs := _images(d, base, skipped))}
     if classes:
         skipped += [(p.relative_to(base).as_posix(), "not in a class folder") for p in loose]
@@ -283,7 +268,7 @@ def _plan(root: Path, base: Path, skipped: list[tuple[str, str]]) -> dict[str, d
     split folders (train/, val/ or validation/, test/, test1/) holding class folders or Kaggle file names,
     or class folders alone, or Kaggle file names alone."""
     dirs = [p for p in _visible(root) if p.is_dir()]
-    split_dirs = [(SPLITS[d.name.lower()], d) for d in dirs if d.name.lower() in SPLITS]
+    split_dirs = [(split, d) for d in dirs if (split := split_of(d)) is not None]
     if not split_dirs:
         labeled = _labeled(root, base, skipped)
         if labeled is None:
@@ -291,7 +276,7 @@ def _plan(root: Path, base: Path, skipped: list[tuple[str, str]]) -> dict[str, d
                               "(cat/, dog/) or Kaggle file names (cat.1.jpg)")
         return {"train": labeled}
     skipped += [(d.relative_to(base).as_posix() + "/", "not a split folder") for d in dirs
-                if d.name.lower() not in SPLITS]
+                if split_of(d) is None]
     plan: dict[str, dict[str, list[Path]]] = {}
     for split, d in split_dirs:
         labeled = None if split == "unlabeled" else _labeled(d, base, skipped)
@@ -322,30 +307,17 @@ def _problem(path: Path, decode: bool) -> str | None:
     return None
 
 
-def _split_val(classes: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
-    """Stratified, deterministic: the same files always give the same val set, on any machine."""
-    train, val = {}, {}
-    for cls, files in classes.items():
-        files = sorted(files, key=lambda p: p.name)
-        random.Random(f"catdog-val:{cls}").shuffle(files)
-        n = min(len(files) - 1, max(1, round(len(files) * VAL_FRACTION))) if len(files) > 1 else 0
-        val[cls], train[cls] = files[:n], files[n:]
-    return train, val
-
-
 def _place(src: Path, folder: Path, move: bool) -> None:
-    """Move (or copy, from a user's folder) src into folder, never overwriting a same-named file."""
+    """Move (or copy, from a user's folder) src into folder; a same-named file (nested source folders
+    flattened into one class folder) gets -1, -2, ..., never replaced."""
     folder.mkdir(parents=True, exist_ok=True)
-    dst, n = folder / src.name, 1
-    while dst.exists():  # nested source folders flattened into one class folder
-        dst, n = folder / f"{src.stem}-{n}{src.suffix}", n + 1
     if move:
-        os.replace(src, dst)
+        publish_new(src, folder, src.name)
     else:
-        shutil.copyfile(src, dst)
+        copy_new(src, folder)
 
 
-def _build(tree: Path, out: Path, work: Path, name: str, entry: Dataset | None, *, move: bool,
+def _build(tree: Path, out: Path, work: Path, name: str, entry: Source | None, *, move: bool,
            progress: FetchProgress) -> DatasetSummary:
     """Rebuild the source tree as out/{train,val,test}/<class>/* + out/unlabeled/*, leaving bad images out."""
     skipped: list[tuple[str, str]] = []
@@ -371,7 +343,7 @@ def _build(tree: Path, out: Path, work: Path, name: str, entry: Dataset | None, 
         raise CatdogError("found no labeled training images (expected train/<class>/ folders, class folders "
                           "or Kaggle file names such as cat.1.jpg)")
     if "val" not in plan:  # e.g. Kaggle's train/ only: hold out 20 % of each class
-        plan["train"], plan["val"] = _split_val(plan["train"])
+        plan["train"], plan["val"] = stratified_split(plan["train"], VAL_FRACTION, seed=0)
 
     splits = {}
     for split in SPLIT_ORDER:

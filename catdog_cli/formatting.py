@@ -5,10 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# compare-table columns by the kind of number they hold
-COLUMN_KINDS = {"best_val_acc": "pct", "test_acc": "pct", "params_total": "params", "params_trainable": "params",
-                "best_epoch": "int", "val_loss": "num", "train_seconds": "sec", "images_per_sec": "int"}
-
 
 def fmt(value: Any, kind: str = "num") -> str:
     """pct (a 0..1 rate), int, sec, params (millions above 10k), or num (4 significant digits)."""
@@ -25,11 +21,6 @@ def fmt(value: Any, kind: str = "num") -> str:
     if kind == "params":
         return f"{value / 1e6:.2f} M" if value >= 10_000 else f"{int(value):,}"
     return f"{value:.4g}"
-
-
-def cell(key: str, value: Any) -> str:
-    """A compare-table value by column name."""
-    return fmt(value, COLUMN_KINDS[key]) if key in COLUMN_KINDS else ("—" if value is None else str(value))
 
 
 def pct(value: float | None) -> str:

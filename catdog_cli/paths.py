@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,8 +49,64 @@ def claim_out_dir(out: Path | str | None, prefix: str) -> Path:
     return Path(out)
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+def _umask() -> int:
+    """The process's umask: from /proc where it is shown, else by setting it and setting it straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def numbered(name: str) -> Iterator[str]:
+    """NAME, then NAME-1, NAME-2, ... before the suffix: the names a file may take when NAME is taken."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    yield name
+    n = 1
+    while True:
+        yield f"{stem}-{n}{suffix}"
+        n += 1
+
+
+def publish_new(tmp: Path, folder: Path, name: str) -> Path:
+    """Give a finished file (`tmp`, on the same file system) the first free name of `numbered(name)` in `folder`.
+
+    A hard link is atomic and refuses an existing name, so a file is never replaced, even in a race, and
+    nothing incomplete ever appears under a real name.
+    """
+    names = numbered(name)
+    while True:
+        target = folder / next(names)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (FAT, some network shares): create exclusively, then copy
+            try:
+                with open(tmp, "rb") as src, open(target, "xb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except FileExistsError:
+                continue
+        os.unlink(tmp)
+        return target
+
+
+def copy_new(src: Path, folder: Path) -> Path:
+    """Copy src into folder under its own name, or NAME-1, NAME-2, ... when taken; the copy is written to a
+    hidden temp file first, so an interrupted copy never leaves a truncated file under a real name."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{src.name}.", suffix=".tmp", dir=folder)
+    try:
+        with open(src, "rb") as f, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(f, dst)
+        shutil.copystat(src, tmp)
+        return publish_new(Path(tmp), folder, src.name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
@@ -58,7 +115,7 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # the permissions open() would give, not mkstemp's private 0600
+        os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -1,7 +1,8 @@
-"""Batch sources: decoded once and resident on the device when the split fits the budget, else streamed.
+"""From a dataset's splits to batches a model can take: decoded once and resident on the device when a split
+fits the memory budget, else decoded per batch; and the one place where a batch becomes model input.
 
-Both yield `ImageBatch`es of uint8 images on the device; augment.py turns them into model input, so the
-engine above is the same whichever source feeds it.
+Every source yields `ImageBatch`es of uint8 images on the device and follows one protocol (`BatchSource`),
+so the loops above never ask which kind of source feeds them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader
 
-from catdog_cli.data import Decoded, ImageBatch, ImageError, ImageSpec, Split, collate, decode_split, default_workers
+from catdog_cli.augment import normalize, train_transform
+from catdog_cli.backbones import TransferModel, preprocessing
+from catdog_cli.data import (
+    Dataset,
+    Decoded,
+    ImageBatch,
+    ImageError,
+    ImageSpec,
+    Split,
+    collate,
+    decode_split,
+    default_workers,
+    shard,
+)
+from catdog_cli.errors import CatdogError
+from catdog_cli.events import Events
+from catdog_cli.runtime import Precision
+from catdog_cli.world import World
 
 
 def memory_budget(device: torch.device, gib: float | None = None) -> int:
@@ -28,6 +47,18 @@ def memory_budget(device: torch.device, gib: float | None = None) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
+class BatchSource(Protocol):
+    """What the train and eval loops read: resident images, streamed images and cached features alike."""
+
+    skipped: list[tuple[Path, str]]  # files left out so far, with the reason
+
+    def __iter__(self) -> Iterator[ImageBatch]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
 class ResidentSource:
     """A decoded split held on the device: batches are index gathers, shuffled on the device.
 
@@ -35,8 +66,10 @@ class ResidentSource:
     same batches as an uninterrupted one.
     """
 
-    def __init__(self, batch: ImageBatch, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, batch: ImageBatch, batch_size: int, shuffle: bool, seed: int = 0,
+                 skipped: list[tuple[Path, str]] | None = None):
         self.batch, self.batch_size, self.shuffle, self.seed = batch, batch_size, shuffle, seed
+        self.skipped = list(skipped or [])
         self.epoch = 0
         self.generator = torch.Generator(device=batch.labels.device)
 
@@ -88,7 +121,8 @@ class StreamingSource:
     def __init__(self, split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
                  seed: int = 0, workers: int | None = None, on_skip: Callable[[Path, str], None] | None = None):
         self.device, self.seed, self.on_skip = device, seed, on_skip
-        self.skipped: dict[Path, str] = {}
+        self.skipped: list[tuple[Path, str]] = []
+        self._named: set[Path] = set()
         workers = default_workers() if workers is None else workers
         self.loader = DataLoader(
             _StreamedSplit(split, spec), batch_size=batch_size, shuffle=shuffle,
@@ -107,8 +141,9 @@ class StreamingSource:
     def __iter__(self) -> Iterator[ImageBatch]:
         for batch, skipped in self.loader:
             for path, reason in skipped:
-                if path not in self.skipped:
-                    self.skipped[path] = reason
+                if path not in self._named:
+                    self._named.add(path)
+                    self.skipped.append((path, reason))
                     if self.on_skip:
                         self.on_skip(path, reason)
             if batch is not None:
@@ -145,13 +180,122 @@ class DecodeCache:
 
 def batches(split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
             cache: DecodeCache, budget: int, seed: int = 0, workers: int | None = None,
-            on_image: Callable[[], None] | None = None, on_skip: Callable[[Path, str], None] | None = None,
-            ) -> tuple[ResidentSource | StreamingSource | None, DecodedSplit]:
-    """The fastest source the budget allows (None when no image could be decoded) and what was skipped."""
+            events: Events | None = None, name: str = "") -> BatchSource | None:
+    """The fastest source the budget allows, or None when no image of the split could be decoded.
+
+    Files left out are told to `events` (named once each) and listed in the source's `skipped`.
+    """
+    events = events or Events()
     workers = default_workers() if workers is None else workers
-    decoded = cache.get(split, spec, device, budget, workers, on_image)
+    events.task(f"decoding {name}", len(split))
+    decoded = cache.get(split, spec, device, budget, workers, events.advance)
     if decoded.streamed:
-        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers, on_skip), decoded
+        events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
+        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers, on_skip=events.skip)
+    for path, reason in decoded.skipped:
+        events.skip(path, reason)
     if decoded.batch is None:
-        return None, decoded
-    return ResidentSource(decoded.batch, batch_size, shuffle, seed), decoded
+        return None
+    return ResidentSource(decoded.batch, batch_size, shuffle, seed, decoded.skipped)
+
+
+# --- what the model is fed --------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """How a model wants its pixels: the eval crop and resize, and the weights' normalization."""
+
+    image_size: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_backbone(cls, backbone: str, image_size: int | None) -> Inputs:
+        pre = preprocessing(backbone)
+        size = image_size or pre.crop_size
+        return cls(size, pre.resize_for(size), pre.mean, pre.std)
+
+    def eval_spec(self) -> ImageSpec:
+        return ImageSpec(train=False, resize=self.resize, crop=self.image_size)
+
+    def train_spec(self, augment: bool) -> ImageSpec:
+        """Random crops do not depend on the weights' resize ratio: one decode serves every backbone."""
+        if not augment:
+            return self.eval_spec()
+        return ImageSpec(train=True, resize=round(self.image_size * 256 / 224), crop=self.image_size)
+
+    def model_input(self, batch: ImageBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The one place a batch of images becomes model input: augmented train images, or normalized eval crops."""
+        if batch.sizes is None:
+            return normalize(batch.images, self.mean, self.std)
+        return train_transform(batch.images, batch.sizes, batch.transposed, self.image_size, self.mean, self.std,
+                               generator)
+
+
+@dataclass
+class DataSources:
+    """This process's batch sources and the splits behind them (under torchrun: this rank's shard of each)."""
+
+    train: BatchSource
+    val: BatchSource
+    test: BatchSource | None
+    splits: dict[str, Split]
+
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        """Files left out: found while decoding up front, or while streaming."""
+        return [item for source in (self.train, self.val, self.test) if source for item in source.skipped]
+
+
+def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_size: int, seed: int,
+                 augment: bool, cache: DecodeCache, budget: int, workers: int | None, events: Events,
+                 world: World = World()) -> DataSources:
+    """Decode train, val (and test) once into the cache, or set up streaming when over the budget."""
+    found: dict[str, BatchSource | None] = {}
+    splits: dict[str, Split] = {}
+    for name in ("train", "val", "test"):
+        split = dataset.splits.get(name)
+        if not split:
+            found[name] = None
+            continue
+        if world.distributed:
+            split = shard(split, world.rank, world.size, seed, equal=name == "train")
+        splits[name] = split
+        spec = inputs.train_spec(augment) if name == "train" else inputs.eval_spec()
+        found[name] = batches(split, spec, batch_size, shuffle=name == "train", device=device, cache=cache,
+                              budget=budget, seed=seed, workers=workers, events=events, name=name)
+    if found["train"] is None:
+        raise CatdogError(f"no usable training images in {dataset.root}")
+    if found["val"] is None:
+        raise CatdogError(f"no usable validation images in {dataset.root} (add a val/ folder or use --val-split)")
+    return DataSources(found["train"], found["val"], found["test"], splits)
+
+
+def feature_source(model: TransferModel, split: Split, inputs: Inputs, device: torch.device, batch_size: int,
+                   seed: int, cache: DecodeCache, budget: int, workers: int | None,
+                   events: Events) -> ResidentSource | None:
+    """The frozen backbone's features of every training image, computed once and batched like images;
+    None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
+    images = batches(split, inputs.eval_spec(), batch_size, shuffle=False, device=device, cache=cache,
+                     budget=budget, workers=workers)  # without augmentation: the decode is already cached
+    if images is None:
+        return None
+    precision = Precision(device)
+    model.eval()
+    parts: list[ImageBatch] = []
+    events.task("backbone features (once)", len(split))
+    with torch.inference_mode():
+        for batch in images:
+            with precision.autocast():
+                features = model.features(inputs.model_input(batch))
+            if isinstance(features, tuple):
+                features = features[0]
+            if not parts and features[0].numel() * 4 * len(split) > budget:
+                events.note("backbone features are over the memory budget; running the backbone every step")
+                return None
+            parts.append(ImageBatch(features.float().clone(), batch.labels, batch.index))
+            events.advance(len(batch))
+    cat = ImageBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "labels", "index")))
+    return ResidentSource(cat, batch_size, shuffle=True, seed=seed, skipped=images.skipped)

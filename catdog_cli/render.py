@@ -19,7 +19,16 @@ from rich.progress import (
 from rich.table import Table
 
 from catdog_cli.events import Events
-from catdog_cli.formatting import cell, fmt, pct
+from catdog_cli.formatting import fmt, pct
+from catdog_cli.records import (
+    COMPARE_COLUMNS,
+    CompareResult,
+    CompareRow,
+    EpochRecord,
+    EvaluateResult,
+    Prediction,
+    TrainResult,
+)
 
 
 class RichEvents(Events):
@@ -53,7 +62,7 @@ class RichEvents(Events):
         text = "  ".join(f"{k} {v:.3f}" for k, v in info.items())
         self.progress.update(self.current, advance=n, **({"info": text} if text else {}))
 
-    def epoch(self, record: dict[str, Any]) -> None:
+    def epoch(self, record: EpochRecord) -> None:
         if not self.show_epochs:  # compare prints a line per cell instead
             return
         self.console.print(
@@ -65,7 +74,7 @@ class RichEvents(Events):
     def note(self, text: str) -> None:
         self.console.print(f"[yellow]{escape(text)}[/]", highlight=False)  # file names may hold [brackets]
 
-    def cell_done(self, row: dict[str, Any]) -> None:
+    def cell_done(self, row: CompareRow) -> None:
         self.console.print(f"{row['backbone']} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
                            f"(epoch {row['best_epoch']}), {row['train_seconds']:.1f}s")
 
@@ -76,7 +85,7 @@ class RichEvents(Events):
         self.progress.update(self.grid, completed=index, description=f"[bold]cell {index + 1}/{total}: {name}[/]")
 
 
-def train_summary(result: dict[str, Any]) -> Table:
+def train_summary(result: TrainResult) -> Table:
     config = result["config"]
     table = Table(title="training run", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -102,7 +111,7 @@ def train_summary(result: dict[str, Any]) -> Table:
     return table
 
 
-def evaluation_tables(ev: dict[str, Any]) -> list[Table]:
+def evaluation_tables(ev: EvaluateResult) -> list[Table]:
     split = ev["split"]
     model = f"{ev['backbone']} ({fmt(ev['params']['total'], 'params')} parameters) on " if "backbone" in ev else ""
     metrics = Table(title=f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
@@ -121,7 +130,7 @@ def evaluation_tables(ev: dict[str, Any]) -> list[Table]:
     return [metrics, confusion]
 
 
-def predictions_table(rows: list[dict[str, Any]]) -> Table:
+def predictions_table(rows: list[Prediction]) -> Table:
     table = Table(title=f"{len(rows)} image(s)", title_justify="left")
     table.add_column("image", overflow="fold")
     table.add_column("predicted")
@@ -134,22 +143,20 @@ def predictions_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def compare_table(result: dict[str, Any]) -> Table:
+def compare_table(result: CompareResult) -> Table:
     """Sorted by val accuracy, the best row starred; headers say which split each accuracy is on."""
-    from catdog_cli.compare import COLUMNS
-
     failed = any(row["status"] != "ok" for row in result["rows"])
-    columns = [(k, t) for k, t in COLUMNS if k != "error" and (failed or k != "status")]
+    columns = [c for c in COMPARE_COLUMNS if c.key != "error" and (failed or c.key != "status")]
     table = Table(title=f"compare on {result['config']['data']}: accuracies on the val split "
                         f"({result['split_origin']})", title_justify="left")
     table.add_column("")
-    for key, title in columns:
-        text = key in ("backbone", "strategy", "status")
-        table.add_column(title, justify="left" if text else "right", no_wrap=text)
+    for c in columns:
+        text = c.kind == "text"
+        table.add_column(c.title, justify="left" if text else "right", no_wrap=text)
     for n, row in enumerate(result["rows"]):
         ok = row["status"] == "ok"
         status = "ok" if ok else f"[red]failed: {row['error']}[/]"
-        values = [cell(k, row[k]) if k != "status" else status for k, _ in columns]
+        values = [c.format(row[c.key]) if c.key != "status" else status for c in columns]
         best = n == 0 and ok
         table.add_row("★" if best else "", *values, style="bold green" if best else None)
     return table

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from catdog_cli.formatting import fmt
 from catdog_cli.paths import atomic_write_text
+from catdog_cli.records import COMPARE_COLUMNS, CompareResult, CompareRow, EvaluateResult, TrainResult, sort_rows
 from catdog_cli.svg import Axis, Point, Series, heatmap, plot
 
 THUMB_PX = 96
@@ -305,7 +306,7 @@ def _train_cards(run: dict) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def write_train_report(run: dict, path: Path) -> Path:
+def write_train_report(run: TrainResult | EvaluateResult, path: Path) -> Path:
     """Report of a train (or evaluate) run: curves, confusion, per-class scores, top losses, setup."""
     cfg = run.get("config") or {}
     kind = run.get("kind", "train")
@@ -335,30 +336,21 @@ def write_train_report(run: dict, path: Path) -> Path:
 # ---------------------------------------------------------------- compare
 
 
-def _ranked(rows: list[dict]) -> list[dict]:
-    """Finished cells by val accuracy, best first; failed cells after them."""
-    return sorted(
-        rows,
-        key=lambda r: (r.get("status") != "ok", -(r.get("best_val_acc") if r.get("best_val_acc") is not None else -1)),
-    )
+METRIC_COLUMNS = [c for c in COMPARE_COLUMNS if c.kind != "text"]  # beside the cell's name, in table order
 
 
-def _results_table(rows: list[dict], best: dict | None) -> str:
+def _results_table(rows: list[CompareRow], best: CompareRow | None) -> str:
     """Ranked cells; a failed cell's reason spans the columns its numbers would have filled.
 
     Backbone and strategy share the first column, one above the other, so a phone shows val acc beside them.
     """
-    head = ["cell", "val acc", "best epoch", "val loss", "test acc", "trainable", "total", "train time", "images/s"]
+    head = ["cell", *(c.title for c in METRIC_COLUMNS)]
     cells = []
     for r in rows:
         mark = "★ " if r is best else ""
         row = [f'{mark}{escape(str(r.get("backbone")))}<div class="muted">{escape(str(r.get("strategy")))}</div>']
         if r.get("status") == "ok":
-            row += [
-                fmt(r.get("best_val_acc"), "pct"), fmt(r.get("best_epoch"), "int"), fmt(r.get("val_loss")),
-                fmt(r.get("test_acc"), "pct"), fmt(r.get("params_trainable"), "int"),
-                fmt(r.get("params_total"), "int"), fmt(r.get("train_seconds"), "sec"), fmt(r.get("images_per_sec")),
-            ]  # fmt: skip
+            row += [c.format(r.get(c.key)) for c in METRIC_COLUMNS]
         else:
             row.append(f'<span class="err">failed: {escape(r.get("error") or "no reason recorded")}</span>')
         cells.append(row)
@@ -403,10 +395,10 @@ def _cell_curves(rows: list[dict], colors: dict[str, int]) -> str:
     return f'<div class="figs small">{"".join(figures)}</div>'
 
 
-def write_compare_report(result: dict, path: Path) -> Path:
+def write_compare_report(result: CompareResult, path: Path) -> Path:
     """Report of a compare grid: ranked table, accuracy against trainable parameters and time, each cell's curve."""
     cfg = result.get("config") or {}
-    rows = _ranked(result.get("rows") or [])
+    rows = sort_rows(result.get("rows") or [])
     ok = [r for r in rows if r.get("status") == "ok"]
     best = ok[0] if ok and ok[0].get("best_val_acc") is not None else None
     colors = {s: i for i, s in enumerate(sorted({str(r.get("strategy")) for r in rows}))}

@@ -10,16 +10,29 @@ layout catdog reads:
     image_folder(test=2)                    -> also ROOT/test/<class>/* with 2 images per class
 
 `make_image(path, color, size)` writes one such image; `SHARED` is `../shared` (real data, may be absent).
+`catdog(*args)` runs the CLI in-process; `error_line`, `ok_json` read its result; `out_of_memory()` is the error
+torch raises when the GPU is full.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from click.testing import Result
 from PIL import Image
+from typer.testing import CliRunner
+
+from catdog_cli.backbones import TORCHVISION
+from catdog_cli.cli import app
+from catdog_cli.config import TrainConfig
+from catdog_cli.engine import fit
+from catdog_cli.events import Events
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -70,3 +83,88 @@ def image_folder(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+# --- the CLI in-process -------------------------------------------------------------------------------------
+
+TINY_CLI = ("--backbone", "squeezenet1_1", "--weights", "none", "--image-size", "32", "--device", "cpu")
+
+
+def catdog(*args: object) -> Result:
+    """The CLI in-process, on a wide console (one line per message); it must end at the error boundary."""
+    result = CliRunner(env={"COLUMNS": "1000"}).invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    return result
+
+
+def error_line(result: Result) -> str:
+    """A refused command: exit code 1, and its message is the last line of stderr."""
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), result.stderr
+    return line
+
+
+def ok_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def labeled_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 8) -> Path:
+    """root/<class>/imgN.png, one color per class (catdog splits it into train and val)."""
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            make_image(root / name / f"img{i}.png", CLASS_COLORS[k], (40 + i, 36), shade=i * 4)
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file's size and mtime: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def out_of_memory() -> torch.cuda.OutOfMemoryError:
+    """What torch raises when the GPU is full (no GPU here: tests raise it where the model would)."""
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+# --- a trained model for the tests that use one ---------------------------------------------------------------
+
+TINY = {"backbone": "resnet18", "image_size": 32, "batch_size": 4, "device": "cpu", "workers": 1}  # TrainConfig
+
+
+class Recorder(Events):
+    """Keeps what the engine said: notes, epoch records, compare cells."""
+
+    def __init__(self):
+        self.notes, self.epochs, self.cells = [], [], []
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def epoch(self, record):
+        self.epochs.append(record)
+
+    def cell(self, index, total, name):
+        self.cells.append(name)
+
+
+@pytest.fixture(scope="session")
+def frozen_run(tmp_path_factory):
+    """A freeze run from a state dict the test wrote (flat folder: 8 images per class, 2 of them val)."""
+    tmp = tmp_path_factory.mktemp("engine")
+    root = tmp / "data"
+    for k, cls in enumerate(("cat", "dog")):
+        for i in range(8):
+            make_image(root / cls / f"{i}.png", CLASS_COLORS[k], ((48, 36), (36, 48))[i % 2], shade=i * 4)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        state = TORCHVISION["resnet18"].build_full().state_dict()
+    weights = tmp / "resnet18.pth"
+    torch.save(state, weights)
+    events = Recorder()
+    config = TrainConfig(str(root), strategy="freeze", epochs=2, weights=str(weights), **TINY)
+    result = fit(config, tmp / "run", events)
+    return {"root": root, "out": tmp / "run", "state": state, "result": result, "events": events, "tmp": tmp}

@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import builtins
 import io
-import json
-import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,57 +20,25 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import Result
-from conftest import CLASS_COLORS, make_image
+from conftest import (
+    CLASS_COLORS,
+    TINY_CLI,
+    catdog,
+    error_line,
+    labeled_folder,
+    make_image,
+    ok_json,
+    out_of_memory,
+    snapshot,
+)
 from PIL import Image, ImageFile
-from typer.testing import CliRunner
 
 from catdog_cli import checkpoints
 from catdog_cli.backbones import TransferModel
-from catdog_cli.cli import app
 from catdog_cli.data import ImageError, open_rgb
-from catdog_cli.engine import sort_into_folders
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
+from catdog_cli.inference import sort_into_folders
 from catdog_cli.paths import new_run_dir
-from catdog_cli.render import RichEvents
-
-TINY = ("--backbone", "squeezenet1_1", "--weights", "none", "--image-size", "32", "--device", "cpu")
-
-
-def catdog(*args: object) -> Result:
-    """The CLI in-process, on a wide console (one line per message); it must end at the error boundary."""
-    result = CliRunner(env={"COLUMNS": "1000"}).invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    return result
-
-
-def error_line(result: Result) -> str:
-    """A refused command: exit code 1, and its message is the last line of stderr."""
-    assert result.exit_code == 1, result.output
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: "), result.stderr
-    return line
-
-
-def ok_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def labeled_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 8) -> Path:
-    """root/<class>/imgN.png, one color per class (catdog splits it into train and val)."""
-    for k, name in enumerate(classes):
-        for i in range(per_class):
-            make_image(root / name / f"img{i}.png", CLASS_COLORS[k], (40 + i, 36), shade=i * 4)
-    return root
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file's size and mtime: equal snapshots mean nothing was written."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
 
 # --- the hostile folder -----------------------------------------------------------------------------------
 
@@ -169,7 +131,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> HostileRuns:
     """train, evaluate (on train, where the bad files are) and predict, once each, on the hostile folder."""
     tmp = tmp_path_factory.mktemp("hostile")
     root = make_hostile(tmp / "data")
-    trained = catdog("train", "--data", root, *TINY, "--epochs", "1", "--batch-size", "4", "--out", tmp / "run",
+    trained = catdog("train", "--data", root, *TINY_CLI, "--epochs", "1", "--batch-size", "4", "--out", tmp / "run",
                      "--json")
     model = tmp / "run" / "best.pt"
     evaluated = catdog("evaluate", model, "--data", root, "--split", "train", "--device", "cpu", "--json")
@@ -239,7 +201,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path, monkeyp
 def test_a_dataset_with_one_class_is_refused(tmp_path: Path) -> None:
     root = labeled_folder(tmp_path / "data", classes=("cat",))
     (root / "dog").mkdir()  # an empty second class does not count
-    line = error_line(catdog("train", "--data", root, *TINY, "--out", tmp_path / "run"))
+    line = error_line(catdog("train", "--data", root, *TINY_CLI, "--out", tmp_path / "run"))
     assert line == (f"error: {root} has 1 class folder(s) with images; a classifier needs at least 2 "
                     "(expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)")
     assert not (tmp_path / "run").exists()
@@ -251,7 +213,7 @@ def test_a_dataset_without_one_decodable_training_image_is_refused(tmp_path: Pat
         for name in ("cat", "dog"):
             (root / split / name).mkdir(parents=True)
             (root / split / name / "broken.jpg").write_text("not a picture")
-    line = error_line(catdog("train", "--data", root, *TINY, "--out", tmp_path / "run"))
+    line = error_line(catdog("train", "--data", root, *TINY_CLI, "--out", tmp_path / "run"))
     assert line == f"error: no usable training images in {root}"
 
 
@@ -336,88 +298,6 @@ def test_a_checkpoint_whose_weights_are_not_its_backbone_is_refused(hostile: Hos
     assert line.startswith("error: checkpoint does not match backbone resnet18: ")
 
 
-# --- resume: only the same run, only into its own folder ------------------------------------------------------
-
-
-def interrupt_at(tmp: Path, epoch: int, step: int) -> Path:
-    """A 2-epoch run (6 steps each) that gets a real SIGINT at `step` of `epoch`, in-process: the engine's handler
-    catches it, so the run stops after that step and saves last.pt. Returns the run folder."""
-    data = labeled_folder(tmp / "data")
-    progress = {"task": "", "steps": 0}
-
-    def task(self, description: str, total: int) -> None:
-        progress.update(task=description, steps=0)
-
-    def advance(self, n: int = 1, **info: float) -> None:
-        progress["steps"] += n
-        if progress["task"].startswith(f"epoch {epoch}/") and progress["steps"] == step:
-            signal.raise_signal(signal.SIGINT)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(RichEvents, "task", task)
-        mp.setattr(RichEvents, "advance", advance)
-        result = catdog("train", "--data", data, *TINY, "--epochs", "2", "--batch-size", "2", "--out", tmp / "run")
-    assert result.exit_code == 130
-    assert f"interrupted: saved {tmp / 'run' / 'last.pt'}" in result.output
-    return tmp / "run"
-
-
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return interrupt_at(tmp_path_factory.mktemp("interrupted"), epoch=2, step=3)
-
-
-def assert_every_step_taken_once(out: Path, epochs: int, steps_per_epoch: int) -> None:
-    """The resumed run's scheduler and optimizer went on from where they stopped: not restarted, nothing redone."""
-    last = checkpoints.load(out / "last.pt")
-    assert last["scheduler"]["last_epoch"] == epochs * steps_per_epoch
-    assert all(s["step"].item() == epochs * steps_per_epoch for s in last["optimizer"]["state"].values())
-
-
-def test_resume_mid_epoch_continues_from_the_next_step(tmp_path: Path) -> None:
-    out = interrupt_at(tmp_path, epoch=2, step=3)
-    state = checkpoints.load(out / "last.pt")["state"]
-    assert (state["epoch"], state["step"], len(state["history"])) == (1, 3, 1)
-    done = ok_json(catdog("train", "--resume", out, "--device", "cpu", "--json"))
-    assert not done["interrupted"] and done["epochs"] == 2 and len(done["history"]) == 2
-    assert_every_step_taken_once(out, epochs=2, steps_per_epoch=6)
-
-
-@pytest.mark.parametrize("options, message", [
-    (("--backbone", "resnet18"), "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
-                                 "run keeps its options (only --device, --workers, --cache-gib, --compile may change)"),
-    (("--epochs", "5"), "--epochs 5 differs from the run being resumed (2)"),
-    (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
-    (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
-], ids=["backbone", "epochs", "lr", "out"])
-def test_resume_with_other_options_is_refused_before_any_work(interrupted: Path, options: tuple[str, ...],
-                                                              message: str) -> None:
-    before = snapshot(interrupted)
-    assert message in error_line(catdog("train", "--resume", interrupted, *options))
-    assert snapshot(interrupted) == before
-
-
-def test_resume_refuses_data_whose_classes_changed(interrupted: Path) -> None:
-    data = Path(checkpoints.load(interrupted / "last.pt")["data"])
-    labeled_folder(data, classes=("fox",), per_class=3)
-    try:
-        before = snapshot(interrupted)
-        line = error_line(catdog("train", "--resume", interrupted))
-    finally:
-        shutil.rmtree(data / "fox")
-    assert line == (f"error: the classes in {data} changed since the run started (now cat, dog, fox; then cat, dog); "
-                    "start a new run instead")
-    assert snapshot(interrupted) == before
-
-
-def test_resume_needs_a_last_checkpoint_and_an_unfinished_run(hostile: HostileRuns, tmp_path: Path) -> None:
-    line = error_line(catdog("train", "--resume", tmp_path))
-    assert line == f"error: nothing to resume in {tmp_path}: it has no last.pt"
-    run = hostile.model.parent
-    line = error_line(catdog("train", "--resume", run))
-    assert line == f"error: {run} already ran all 1 epoch(s); nothing to resume"
-
-
 def test_train_without_data_or_resume_says_what_it_needs() -> None:
     line = error_line(catdog("train"))
     assert line == "error: train needs --data DIR (or --resume OUT to continue an interrupted run)"
@@ -429,7 +309,7 @@ def test_train_without_data_or_resume_says_what_it_needs() -> None:
 def test_train_never_writes_into_an_existing_run(hostile: HostileRuns) -> None:
     run = hostile.model.parent
     before = snapshot(run)
-    line = error_line(catdog("train", "--data", hostile.root, *TINY, "--out", run))
+    line = error_line(catdog("train", "--data", hostile.root, *TINY_CLI, "--out", run))
     assert line == f"error: {run} already exists and is not empty; catdog never overwrites a run (pick a new --out)"
     assert snapshot(run) == before
 
@@ -497,11 +377,11 @@ def test_predict_sort_into_on_the_hostile_folder(hostile: HostileRuns, tmp_path:
 def test_cuda_out_of_memory_during_training_says_to_lower_the_batch_size(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     def oom(self, x):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise out_of_memory()
 
     monkeypatch.setattr(TransferModel, "forward", oom)
     data = labeled_folder(tmp_path / "data", per_class=4)
-    line = error_line(catdog("train", "--data", data, *TINY, "--epochs", "1", "--out", tmp_path / "run"))
+    line = error_line(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", tmp_path / "run"))
     assert line == f"error: {OUT_OF_MEMORY}"
     assert "--batch-size" in line
 
@@ -515,86 +395,3 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(hostile: HostileRuns, tmp_pa
     line = error_line(catdog(*args, "--device", "cuda"))
     assert line == "error: --device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)"
     assert not (tmp_path / "run").exists()
-
-
-# --- interruptions: signals, kill -9, a writer dying mid-way ----------------------------------------------
-
-
-@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
-def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: BaseException) -> None:
-    path = tmp_path / "last.pt"
-    path.write_bytes(b"the previous complete checkpoint")
-
-    def dies(f) -> None:
-        f.write(b"the first half of the new one")
-        raise error
-
-    with pytest.raises(type(error)):
-        checkpoints.atomic_write(path, dies)
-    assert path.read_bytes() == b"the previous complete checkpoint"
-    assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
-
-
-SIGNAL_RUN = ("--epochs", "4", "--batch-size", "2")  # 16 steps per epoch: a signal lands mid-run
-
-
-def start_training(data: Path, out: Path) -> subprocess.Popen:
-    env = {**os.environ, "CATDOG_HOME": str(out.parent / "home")}
-    cmd = [sys.executable, "-m", "catdog_cli", "train", "--data", str(data), *TINY, *SIGNAL_RUN, "--out", str(out),
-           "--json"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out.parent)
-
-
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, seconds: float = 180) -> None:
-    """Poll (bounded) until `condition`; fail with the run's output if it ends first."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc.poll() is not None:
-            pytest.fail(f"train ended early with {proc.returncode}: {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("train made no progress before the deadline")
-        time.sleep(0.002)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_saves_last_and_resume_finishes_the_same_run(tmp_path: Path, signum: int) -> None:
-    data, out = labeled_folder(tmp_path / "data", per_class=20), tmp_path / "run"
-    proc = start_training(data, out)
-    wait_for(lambda: (out / "last.pt").exists(), proc)  # epoch 1 is done: the engine's handler is installed
-    proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    note = f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`"
-    assert note in " ".join(stderr.split())  # a narrow console may wrap it
-    stopped = json.loads(stdout)
-    assert stopped["interrupted"] and 1 <= stopped["epochs"] < 4
-    state = checkpoints.load(out / "last.pt")["state"]
-    assert state["epoch"] == stopped["epochs"] and len(state["history"]) == state["epoch"]
-
-    # the same command again with --resume (typed options agree; --device may always be given)
-    done = ok_json(catdog("train", "--resume", out, "--data", data, *TINY, *SIGNAL_RUN, "--json"))
-    assert not done["interrupted"]
-    assert done["epochs"] == 4 and [h["epoch"] for h in done["history"]] == [1, 2, 3, 4]
-    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 4
-    assert_every_step_taken_once(out, epochs=4, steps_per_epoch=16)
-    checkpoints.load(out / "best.pt")
-
-
-def test_kill_9_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
-    data, out = labeled_folder(tmp_path / "data", per_class=20), tmp_path / "run"
-    proc = start_training(data, out)
-    wait_for(lambda: (out / "last.pt").exists(), proc)
-    # the next checkpoint write shows as a temp file: kill the writer while it is there, if we catch it
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline and not any(p.suffix == ".tmp" for p in out.iterdir()):
-        time.sleep(0.001)
-    proc.kill()
-    proc.communicate(timeout=60)
-    saved = sorted(out.glob("*.pt"))
-    assert out / "last.pt" in saved
-    for path in saved:
-        ckpt = checkpoints.load(path)
-        assert ckpt["classes"] == ["cat", "dog"]
-    assert all(p.name.startswith(".") for p in out.iterdir() if p.suffix == ".tmp")  # never taken for a checkpoint

@@ -20,8 +20,8 @@ from catdog_cli.cli import app
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HYMENOPTERA = SHARED / "data" / "hymenoptera_data.zip"
-TINY = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
-        "--workers", "1"]
+SMALL = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
+TINY = ["--backbone", "resnet18", *SMALL]
 runner = CliRunner()
 
 
@@ -97,13 +97,48 @@ def test_console_script_errors_in_one_line_without_traceback(tmp_path):
 def test_train_json_shape_and_files(trained):
     run, out = trained["run"], trained["out"]
     assert Path(run["out"]) == Path("runs") / "train"  # the default: a new folder under ./runs/
-    assert run["epochs"] == 2 and 0 <= run["best_val_acc"] <= 1
+    assert run["epochs"] == 2 and run["best_val_acc"] == max(h["val_acc"] for h in run["history"])
+    assert (run["best_val_acc"] * 6).is_integer()  # k of the 6 val images
     assert run["classes"] == ["cat", "dog"]
     assert run["params"]["total"] == run["params"]["trainable"] > 0
     assert run["evaluation"]["num_images"] == 6 and run["test"]["num_images"] == 4
     assert {"best.pt", "last.pt", "metrics.csv", "run.json"} <= {p.name for p in out.iterdir()}
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + one row per epoch
     assert json.loads((out / "run.json").read_text()) == run
+
+
+# The --json documents scripts parse: their keys may grow, never change or move. Pinned as they were when the
+# engine was split (issue 11).
+TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "split_origin", "params", "history",
+              "epochs", "best_epoch", "best_val_acc", "interrupted", "skipped", "out", "images", "evaluation",
+              "top_losses", "test", "report"]
+TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
+                     "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay"]
+EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec"]
+EVALUATION_KEYS = ["split", "num_images", "accuracy", "loss", "per_class", "confusion", "checkpoint"]
+COMPARE_KEYS = ["kind", "config", "device", "world_size", "classes", "split_origin", "versions", "out", "interrupted",
+                "wall_seconds", "best", "rows"]
+COMPARE_CONFIG_KEYS = ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio", "image_size",
+                       "weights", "device", "seed", "val_split", "cache_gib", "workers"]
+ROW_KEYS = ["backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
+            "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history", "cell_seconds"]
+
+
+def test_train_json_keys_are_pinned(trained):
+    run = trained["run"]
+    assert list(run) == TRAIN_KEYS and list(run["config"]) == TRAIN_CONFIG_KEYS
+    assert all(list(h) == EPOCH_KEYS for h in run["history"])
+    assert list(run["evaluation"]) == list(run["test"]) == EVALUATION_KEYS
+    assert run["evaluation"]["checkpoint"] == f"best (epoch {run['best_epoch']})"
+
+
+def test_compare_json_keys_are_pinned(trained, tmp_path):
+    result = parsed(catdog("compare", "--data", trained["data"], "--backbones", "resnet18", "--strategies", "freeze",
+                           "--epochs", "1", *SMALL,
+                           "--out", tmp_path / "cmp", "--json"))
+    assert list(result) == COMPARE_KEYS and list(result["config"]) == COMPARE_CONFIG_KEYS
+    assert [list(r) for r in result["rows"]] == [ROW_KEYS]
+    assert list(result["rows"][0]["history"][0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 
 
 def test_default_run_folder_increments_and_keeps_the_old_run(trained):
@@ -215,7 +250,9 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
     out = tmp_path / "run"
     run = parsed(catdog("train", "--data", hymenoptera, "--backbone", "resnet18", "--weights", "none",
                         "--image-size", "64", "--epochs", "1", "--device", "cpu", "--out", out, "--json"))
-    assert run["epochs"] == 1 and 0 <= run["best_val_acc"] <= 1 and Path(run["out"]) == out
+    assert run["epochs"] == 1 and Path(run["out"]) == out
+    accuracy = run["best_val_acc"]  # k of the 153 val images, and what the best weights score again at the end
+    assert accuracy * 153 == pytest.approx(round(accuracy * 153)) and run["evaluation"]["accuracy"] == accuracy
     assert run["classes"] == ["ants", "bees"]
     gif = hymenoptera / "train" / "ants" / "imageNotFound.gif"
     # the placeholder GIF is either decoded like any image or reported as skipped, by name

@@ -8,12 +8,13 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import Recorder, out_of_memory
 from PIL import Image
 
 from catdog_cli import compare as compare_mod
 from catdog_cli.compare import CompareConfig, compare
-from catdog_cli.engine import Events
-from catdog_cli.errors import CatdogError
+from catdog_cli.config import TrainConfig
+from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 
 STRATEGIES = ["finetune", "freeze", "discriminative"]
 ROW_FIELDS = {"backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
@@ -35,22 +36,10 @@ def colors(tmp_path_factory) -> Path:
     return root
 
 
-def small_grid(data: Path, **overrides) -> CompareConfig:
-    settings = dict(backbones=["resnet18", "squeezenet1_1"], strategies=STRATEGIES, epochs=1, batch_size=8,
-                    image_size=32, weights="none", device="cpu", workers=1)
-    return CompareConfig(str(data), **(settings | overrides))
-
-
-class Recorder(Events):
-    def __init__(self):
-        self.cells: list[str] = []
-        self.epochs = 0
-
-    def cell(self, index: int, total: int, name: str) -> None:
-        self.cells.append(name)
-
-    def epoch(self, record) -> None:
-        self.epochs += 1
+def small_grid(data: Path, backbones=("resnet18", "squeezenet1_1"), strategies=STRATEGIES, **train) -> CompareConfig:
+    settings = dict(epochs=1, batch_size=8, image_size=32, weights="none", device="cpu", workers=1)
+    return CompareConfig(TrainConfig(str(data), **(settings | train)), backbones=list(backbones),
+                         strategies=list(strategies))
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +55,11 @@ def test_every_cell_runs_once_with_the_full_row(grid):
     assert len(result["rows"]) == 6
     assert {(r["backbone"], r["strategy"]) for r in result["rows"]} == {
         (b, s) for b in ("resnet18", "squeezenet1_1") for s in STRATEGIES}
-    assert events.epochs == 6 and len(events.cells) == 6
+    assert len(events.epochs) == 6 and len(events.cells) == 6
     for row in result["rows"]:
         assert set(row) == ROW_FIELDS
-        assert row["status"] == "ok" and 0.0 <= row["best_val_acc"] <= 1.0
+        assert row["status"] == "ok" and row["best_val_acc"] == max(h["val_acc"] for h in row["history"])
+        assert (row["best_val_acc"] * 8).is_integer()  # k of the 8 val images
         assert row["test_acc"] is not None  # the data has a labeled test split
         assert len(row["history"]) == 1
 
@@ -131,7 +121,7 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(colors, tmp_path, monkeyp
 
     def flaky(name, *args, **kwargs):
         if name == "squeezenet1_1":
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise out_of_memory()
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(compare_mod, "build_model", flaky)
@@ -139,8 +129,18 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(colors, tmp_path, monkeyp
     status = {(r["backbone"], r["strategy"]): r for r in result["rows"]}
     assert status["resnet18", "freeze"]["status"] == status["resnet18", "finetune"]["status"] == "ok"
     failed = status["squeezenet1_1", "freeze"]
-    assert failed["status"] == "failed" and "out of memory" in failed["error"]
+    assert failed["status"] == "failed" and failed["error"] == OUT_OF_MEMORY
     assert [r["status"] for r in result["rows"]] == ["ok", "ok", "failed", "failed"]  # failures last
+
+
+def test_a_bug_in_a_cell_is_not_taken_for_a_failed_cell(colors, tmp_path, monkeypatch):
+    """Only catdog's own errors and out of memory are a cell's failure; anything else is a bug and surfaces."""
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(compare_mod, "build_model", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        compare(small_grid(colors, strategies=["freeze"]), tmp_path / "cmp")
 
 
 def test_unknown_strategy_is_refused_before_work(colors, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +16,14 @@ from catdog_cli.data import (
     ImageSpec,
     collate,
     decode_split,
-    list_images,
     load_dataset,
     load_eval_image,
     load_train_image,
     open_rgb,
     resolve_data,
-    stratified_split,
 )
 from catdog_cli.errors import CatdogError
+from catdog_cli.folders import walk_images
 
 # --- layouts ---------------------------------------------------------------------------------------------
 
@@ -57,7 +55,7 @@ def test_flat_layout_split_is_stratified_deterministic_and_complete(image_folder
     assert [val.labels.count(k) for k in range(3)] == [2, 2, 2]
     assert [train.labels.count(k) for k in range(3)] == [8, 8, 8]
     assert set(train.paths).isdisjoint(val.paths)
-    assert sorted(train.paths + val.paths) == sorted(list_images(root)[0])
+    assert sorted(train.paths + val.paths) == sorted(walk_images(root)[0])
 
     again = load_dataset(root, val_split=0.2, seed=7)
     assert again.splits["val"].paths == val.paths and again.splits["train"].paths == train.paths
@@ -73,23 +71,6 @@ def test_stratified_split_is_the_same_in_every_process(image_folder):
     other = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "1"}).stdout  # this process: a random hash seed
     assert other.strip() == str([p.name for p in load_dataset(root, 0.2, 5).splits["val"].paths])
-
-
-def test_stratified_split_keeps_class_proportions_and_one_train_image():
-    by_class = {"big": [Path(f"big/{i}.jpg") for i in range(50)], "small": [Path(f"small/{i}.jpg") for i in range(5)],
-                "two": [Path("two/0.jpg"), Path("two/1.jpg")], "one": [Path("one/0.jpg")]}
-    train, val = stratified_split(by_class, 0.2, seed=3)
-    assert {k: len(v) for k, v in val.items()} == {"big": 10, "small": 1, "two": 1, "one": 0}
-    assert {k: len(v) for k, v in train.items()} == {"big": 40, "small": 4, "two": 1, "one": 1}
-    # the order of the input lists does not matter, only the files and the seed
-    shuffled = {k: list(reversed(v)) for k, v in by_class.items()}
-    assert stratified_split(shuffled, 0.2, seed=3) == (train, val)
-
-
-def test_zero_val_fraction_holds_nothing_out():
-    by_class = {"a": [Path(f"a/{i}.jpg") for i in range(5)], "b": [Path(f"b/{i}.jpg") for i in range(5)]}
-    train, val = stratified_split(by_class, 0.0, seed=0)
-    assert val == {"a": [], "b": []} and sum(map(len, train.values())) == 10
 
 
 def test_model_classes_refuse_a_training_class_folder_the_model_cannot_name(image_folder):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from catdog_cli.data import Split, shard
-from catdog_cli.engine import evaluate_checkpoint
+from catdog_cli.inference import evaluate_checkpoint
 
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
 
@@ -49,8 +49,8 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
             captured["run"] = run
             return real(run, *args, **kwargs)
         engine.train_loop = spy
-        config = engine.TrainConfig({str(colors)!r}, "resnet18", "finetune", epochs=2, batch_size=4, image_size=32,
-                                    weights="none", device="cpu", workers=1)
+        config = engine.TrainConfig({str(colors)!r}, backbone="resnet18", strategy="finetune", epochs=2, batch_size=4,
+                                    image_size=32, weights="none", device="cpu", workers=1)
         result = engine.fit(config, {str(tmp_path / "run")!r})
         rank = os.environ["RANK"]
         torch.save(captured["run"].model.state_dict(), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
@@ -96,7 +96,7 @@ def test_a_failing_rank_ends_the_job_nonzero_in_bounded_time(colors, tmp_path):
         from catdog_cli import engine
         if os.environ["RANK"] == "1":
             raise RuntimeError("rank 1 breaks")
-        config = engine.TrainConfig({str(colors)!r}, "resnet18", epochs=50, batch_size=4, image_size=32,
+        config = engine.TrainConfig({str(colors)!r}, backbone="resnet18", epochs=50, batch_size=4, image_size=32,
                                     weights="none", device="cpu", workers=1)
         engine.fit(config, {str(tmp_path / "run")!r})
     """))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,18 @@ def test_out_dir_must_be_new_or_empty(tmp_path):
 def test_data_root_follows_catdog_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "home"))
     assert data_root() == tmp_path / "home"
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: BaseException) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"the previous complete checkpoint")
+
+    def dies(f) -> None:
+        f.write(b"the first half of the new one")
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(path, dies)
+    assert path.read_bytes() == b"the previous complete checkpoint"
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind

@@ -86,9 +86,8 @@ def test_decode_cache_decodes_each_image_once(image_folder, count_decodes):
 def test_over_budget_streams_without_decoding_up_front(image_folder, count_decodes):
     split = load_dataset(image_folder(layout="flat", train=4, val=0), val_split=None).split("all")
     cache = DecodeCache()
-    source, decoded = batches(split, EVAL, 4, shuffle=False, device=CPU, cache=cache, budget=1, workers=0)
-    assert decoded.streamed and decoded.batch is None and count_decodes == []
-    assert isinstance(source, StreamingSource)
+    source = batches(split, EVAL, 4, shuffle=False, device=CPU, cache=cache, budget=1, workers=0)
+    assert isinstance(source, StreamingSource) and count_decodes == []
     list(source)
     assert len(count_decodes) == len(split)
 
@@ -107,8 +106,8 @@ def test_budget_counts_what_is_already_cached(image_folder):
 @pytest.mark.parametrize("spec", [EVAL, TRAIN], ids=["eval", "train"])
 def test_streaming_yields_the_same_batches_as_resident(image_folder, spec):
     split = load_dataset(image_folder(layout="flat", train=5, val=0), val_split=None).split("all")
-    resident, _ = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=2**30, workers=1)
-    streaming, _ = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=1, workers=0)
+    resident = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=2**30, workers=1)
+    streaming = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=1, workers=0)
     assert isinstance(resident, ResidentSource) and isinstance(streaming, StreamingSource)
     a, b = list(resident), list(streaming)
     assert len(a) == len(b) == len(resident) == len(streaming) == 3
@@ -135,7 +134,7 @@ def test_streaming_skips_undecodable_files(image_folder):
     bad = split.paths.index(root / "cat" / "bad.jpg")
     assert sorted(seen) == [i for i in range(len(split)) if i != bad]
     assert reported == [root / "cat" / "bad.jpg"]  # named once, not once per epoch
-    assert list(source.skipped) == reported
+    assert source.skipped == [(root / "cat" / "bad.jpg", "not an image, or a format Pillow cannot read")]
 
 
 def test_streaming_shuffle_is_seeded(image_folder):

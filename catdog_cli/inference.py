@@ -1,0 +1,235 @@
+"""Using a model: the evaluation loop, and a trained checkpoint's evaluate and predict (with their outputs).
+
+`evaluate` is the one eval loop; training calls it every epoch on val, `evaluate_checkpoint` on any split.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from catdog_cli import checkpoints, distributed
+from catdog_cli import report as report_module
+from catdog_cli.backbones import TransferModel, count_params
+from catdog_cli.data import Split, decode_split, default_workers, load_dataset, resolve_data
+from catdog_cli.errors import CatdogError
+from catdog_cli.events import Events
+from catdog_cli.folders import walk_images
+from catdog_cli.metrics import confusion_matrix, per_class
+from catdog_cli.paths import copy_new
+from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
+from catdog_cli.records import EvaluateResult, Evaluation, Prediction, TopLoss
+from catdog_cli.runtime import Precision, default_batch_size, resolve_device
+from catdog_cli.world import World
+
+TOP_LOSSES = 12
+
+
+@dataclass
+class EvalOutput:
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]
+    num_images: int
+    losses: torch.Tensor  # per image, in split order (CPU)
+    preds: torch.Tensor
+    confidence: torch.Tensor
+    index: torch.Tensor
+
+
+def evaluate(model: TransferModel, source: BatchSource, inputs: Inputs, precision: Precision, num_classes: int,
+             events: Events | None = None, world: World = World()) -> EvalOutput:
+    model.eval()
+    losses, preds, confs, labels, index = [], [], [], [], []
+    with torch.inference_mode():
+        for batch in source:
+            with precision.autocast():
+                logits = model(inputs.model_input(batch))
+            logits = logits.float()
+            losses.append(F.cross_entropy(logits, batch.labels, reduction="none"))
+            conf, pred = logits.softmax(1).max(1)
+            preds.append(pred)
+            confs.append(conf)
+            labels.append(batch.labels)
+            index.append(batch.index)
+            if events:
+                events.advance(len(batch))
+    if not losses:  # every file of a streamed split was unreadable
+        raise CatdogError("no readable images to evaluate")
+    loss, pred, label = torch.cat(losses), torch.cat(preds), torch.cat(labels)
+    # under torchrun each rank saw its shard: sums over ranks give the whole split's numbers
+    confusion = distributed.all_sum(confusion_matrix(label, pred, num_classes), world)
+    loss_sum = distributed.all_sum(loss.double().sum(), world)
+    n = int(confusion.sum())
+    return EvalOutput(loss_sum.item() / n, confusion.diagonal().sum().item() / n, confusion.tolist(), n,
+                      loss.cpu(), pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu())
+
+
+def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> Evaluation:
+    return {"split": split, "num_images": out.num_images, "accuracy": out.accuracy, "loss": out.loss,
+            "per_class": per_class(out.confusion, classes), "confusion": out.confusion}
+
+
+def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = TOP_LOSSES) -> list[TopLoss]:
+    """The most confidently wrong images: what a person should look at first."""
+    wrong = (out.preds != torch.tensor([split.labels[i] for i in out.index.tolist()])).nonzero().flatten()
+    order = wrong[out.losses[wrong].argsort(descending=True)][:k]
+    return [{"path": str(split.paths[out.index[i]]), "true": classes[split.labels[out.index[i]]],
+             "pred": classes[out.preds[i]], "confidence": out.confidence[i].item(), "loss": out.losses[i].item()}
+            for i in order.tolist()]
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint ready to use: its record, the model on its device, and how to feed it."""
+
+    checkpoint: dict[str, Any]
+    model: TransferModel
+    inputs: Inputs
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: Path | str, device: str) -> TrainedModel:
+        ckpt = checkpoints.load(path)
+        dev = resolve_device(device)
+        model = checkpoints.restore_model(ckpt, dev)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+        return cls(ckpt, model, inputs, dev)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.checkpoint["classes"]
+
+
+def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
+                        batch_size: int | None = None, device: str = "auto", events: Events | None = None,
+                        workers: int | None = None, report: Path | str | None = None) -> EvaluateResult:
+    """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset.
+
+    A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
+    its val split is re-derived exactly as in training, so training images never count as validation.
+    """
+    events = events or Events()
+    trained = TrainedModel.load(checkpoint, device)
+    ckpt, classes = trained.checkpoint, trained.classes
+    data = data or ckpt["data"]
+    config = ckpt["config"]
+    trained_here = str(resolve_data(data).resolve()) == ckpt["data"]
+    val_split = config["val_split"] if trained_here else None
+    dataset = load_dataset(data, val_split, config["seed"], classes=classes)
+    for note in dataset.notes:
+        events.note(note)
+    if split != "all" and "all" in dataset.splits:
+        events.note(f"{dataset.root} has no split folders: evaluating all of it")
+        split = "all"
+    images = dataset.split(split)
+    # the same sources as training: resident when the split fits the memory budget, else decoded per batch
+    source = batches(images, trained.inputs.eval_spec(), batch_size or default_batch_size(trained.device),
+                     shuffle=False, device=trained.device, cache=DecodeCache(), budget=memory_budget(trained.device),
+                     workers=workers, events=events, name=split)
+    if source is None:
+        raise CatdogError(f"no readable images in the {split} split of {dataset.root}")
+    events.task(f"evaluating {split}", len(images))
+    out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(classes), events)
+    record = evaluation_record(out, classes, split)
+    total, trainable = count_params(trained.model)
+    result: EvaluateResult = {
+        "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
+        "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable}, "config": config,
+        "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
+        "top_losses": top_losses(out, images, classes),
+        "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped]}
+    if report is not None:
+        result["report"] = str(report_module.write_train_report(result, Path(report)))
+    return result
+
+
+def collect_images(paths: list[Path | str]) -> list[Path]:
+    """Files as given; folders recursed for image files."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += walk_images(p)[0]
+        elif p.exists():
+            found.append(p)
+        else:
+            raise CatdogError(f"no such file or folder: {p}")
+    return found
+
+
+def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
+            device: str = "auto", events: Events | None = None, workers: int | None = None) -> list[Prediction]:
+    """One row per image: label and confidence (and the top k), or the reason it could not be read."""
+    events = events or Events()
+    trained = TrainedModel.load(checkpoint, device)
+    classes, inputs = trained.classes, trained.inputs
+    files = collect_images(paths)
+    if not files:
+        raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
+    batch_size = batch_size or default_batch_size(trained.device)
+    k = max(1, min(top_k, len(classes)))
+    rows: list[Prediction] = []
+    events.task("classifying", len(files))
+    precision = Precision(trained.device)
+    for start in range(0, len(files), batch_size * 4):  # decode a few batches at a time: bounded memory
+        chunk = Split(files[start : start + batch_size * 4], [0] * len(files[start : start + batch_size * 4]))
+        decoded, skipped = decode_split(chunk, inputs.eval_spec(), workers or default_workers())
+        rows += [{"path": str(p), "error": reason} for p, reason in skipped]
+        if decoded is None:
+            continue
+        for batch in ResidentSource(decoded.to(trained.device), batch_size, shuffle=False):
+            with torch.inference_mode(), precision.autocast():
+                probs = trained.model(inputs.model_input(batch)).float().softmax(1)
+            conf, idx = probs.topk(k, dim=1)
+            for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
+                row: Prediction = {"path": str(chunk.paths[i]), "label": classes[j[0]], "confidence": c[0]}
+                if top_k > 1:
+                    row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
+                rows.append(row)
+            events.advance(len(batch))
+        events.advance(len(skipped))
+    order = {str(p): n for n, p in enumerate(files)}
+    return sorted(rows, key=lambda r: order[r["path"]])
+
+
+def write_predictions_csv(path: Path, rows: list[Prediction]) -> None:
+    """A new file only: an existing one is the user's and stays as it is."""
+    try:
+        with open(path, "x", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "confidence", "error"])
+            for r in rows:
+                writer.writerow([r["path"], r.get("label", ""), r.get("confidence", ""), r.get("error", "")])
+    except FileExistsError:
+        raise CatdogError(f"{path} already exists; choose a new --csv file") from None
+
+
+def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
+    """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read.
+
+    Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused.
+    """
+    dest = Path(dest)
+    labels = {r["label"] for r in rows if "label" in r}
+    for label in labels:
+        if label in ("", ".", "..") or Path(label).name != label or "\\" in label:
+            raise CatdogError(f"class name {label!r} is not a safe folder name; refusing to sort into {dest}")
+    if dest.exists() and not dest.is_dir():
+        raise CatdogError(f"--sort-into {dest} is a file, not a folder")
+    for row in rows:
+        if "label" not in row:
+            continue
+        folder = dest / row["label"]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            row["copied_to"] = str(copy_new(Path(row["path"]), folder))
+        except OSError as exc:
+            raise CatdogError(f"could not copy {row['path']} into {folder}: {exc.strerror or exc}") from None
+    return sum("copied_to" in r for r in rows)

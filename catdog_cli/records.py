@@ -1,0 +1,191 @@
+"""The records catdog returns and writes (run.json, evaluate and predict output, compare rows), in one place.
+
+They are plain JSON-ready dicts (TypedDicts), so `--json`, run.json and compare.json are exactly these.
+Torch-free: the CLI renders them and the report reads them without importing the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from typing_extensions import NotRequired, TypedDict
+
+from catdog_cli.formatting import fmt
+
+
+class EpochRecord(TypedDict):
+    """One line of metrics.csv: train numbers are over the epoch's steps, val numbers over the whole val split."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    images_per_sec: float
+
+
+ClassMetrics = TypedDict("ClassMetrics", {"class": str, "precision": float, "recall": float, "f1": float,
+                                          "support": int})
+
+
+class Evaluation(TypedDict):
+    split: str
+    num_images: int
+    accuracy: float
+    loss: float
+    per_class: list[ClassMetrics]
+    confusion: list[list[int]]
+    checkpoint: NotRequired[str]  # which weights: "best (epoch 3)" or a checkpoint path
+
+
+class TopLoss(TypedDict):
+    path: str
+    true: str
+    pred: str
+    confidence: float
+    loss: float
+
+
+class Skipped(TypedDict):
+    path: str
+    reason: str
+
+
+class Params(TypedDict):
+    total: int
+    trainable: int
+
+
+class TrainResult(TypedDict):
+    """run.json and `catdog train --json`."""
+
+    kind: str  # "train"
+    config: dict[str, Any]  # the TrainConfig the run really used
+    versions: dict[str, str]
+    device: str
+    precision: str
+    classes: list[str]
+    split_origin: str
+    params: Params
+    history: list[EpochRecord]
+    epochs: int
+    best_epoch: int
+    best_val_acc: float | None
+    interrupted: bool
+    skipped: list[Skipped]
+    out: str
+    images: dict[str, int]  # images used per split
+    evaluation: NotRequired[Evaluation]  # the best weights on val
+    test: NotRequired[Evaluation]  # the best weights on a labeled test split
+    top_losses: NotRequired[list[TopLoss]]
+    report: NotRequired[str]
+
+
+class EvaluateResult(Evaluation):
+    """`catdog evaluate --json`: the evaluation's numbers at the top level, and what was evaluated."""
+
+    kind: str  # "evaluate"
+    data: str
+    classes: list[str]
+    backbone: str
+    params: Params
+    config: dict[str, Any]
+    versions: dict[str, str]
+    evaluation: Evaluation
+    top_losses: list[TopLoss]
+    skipped: list[Skipped]
+    report: NotRequired[str]
+
+
+class TopClass(TypedDict):
+    label: str
+    confidence: float
+
+
+class Prediction(TypedDict, total=False):
+    """One image of `catdog predict`: a label and its confidence, or the reason it could not be read."""
+
+    path: str
+    label: str
+    confidence: float
+    top: list[TopClass]  # with --top-k K > 1
+    error: str
+    copied_to: str  # with --sort-into
+
+
+class CompareRow(TypedDict):
+    """One cell of a compare grid: compare.json's rows, compare.csv, compare.md and the table."""
+
+    backbone: str
+    strategy: str
+    status: str  # "ok" or "failed"
+    error: str | None
+    params_total: int | None
+    params_trainable: int | None
+    best_val_acc: float | None
+    best_epoch: int | None
+    val_loss: float | None
+    test_acc: float | None
+    train_seconds: float | None
+    images_per_sec: float | None
+    history: list[dict[str, Any]]
+    cell_seconds: NotRequired[float]
+
+
+class CompareResult(TypedDict):
+    kind: str  # "compare"
+    config: dict[str, Any]
+    device: str
+    world_size: int
+    classes: list[str]
+    split_origin: str
+    versions: dict[str, str]
+    out: str
+    interrupted: bool
+    wall_seconds: float
+    best: str | None
+    rows: list[CompareRow]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A compare-table column: the row key, its heading, and how its numbers read (see formatting.fmt)."""
+
+    key: str
+    title: str
+    kind: str = "text"
+
+    def format(self, value: Any) -> str:
+        if self.kind == "text":
+            return "—" if value is None else str(value)
+        return fmt(value, self.kind)
+
+
+# The one column table of compare: terminal, compare.csv, compare.md and the HTML report.
+COMPARE_COLUMNS = (
+    Column("backbone", "backbone"),
+    Column("strategy", "strategy"),
+    Column("best_val_acc", "val acc (best epoch)", "pct"),
+    Column("best_epoch", "epoch", "int"),
+    Column("val_loss", "val loss", "num"),
+    Column("test_acc", "test acc (best weights)", "pct"),
+    Column("params_trainable", "trainable", "params"),
+    Column("params_total", "params", "params"),
+    Column("train_seconds", "train time", "sec"),
+    Column("images_per_sec", "img/s", "int"),
+    Column("status", "status"),
+    Column("error", "error"),
+)
+
+
+def sort_rows(rows: list[CompareRow]) -> list[CompareRow]:
+    """Best val accuracy first (ties: by backbone, then in grid order); failed cells last."""
+
+    def key(r: CompareRow) -> tuple[bool, float, str]:
+        acc = r.get("best_val_acc")
+        return r.get("status") != "ok", -(acc if acc is not None else -1.0), str(r.get("backbone"))
+
+    return sorted(rows, key=key)

@@ -1,0 +1,70 @@
+"""Continuing a run that stopped: `catdog train --resume OUT` picks up from OUT/last.pt.
+
+The run keeps its options (only where it runs may change), its split, its optimizer, scheduler and scaler
+state, and its step count: a resumed run takes every step of the uninterrupted one exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from catdog_cli import checkpoints, distributed
+from catdog_cli.config import TrainConfig
+from catdog_cli.data import load_dataset, resolve_data
+from catdog_cli.engine import TrainState, start_run, train_loop
+from catdog_cli.errors import CatdogError
+from catdog_cli.events import Events
+from catdog_cli.records import TrainResult
+from catdog_cli.runtime import resolve_device
+
+RELOCATABLE = ("device", "workers", "cache_gib", "compile")  # where a run trains, not what: may change on resume
+
+
+def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """The interrupted run's own config. Options typed again must agree with it, except the RELOCATABLE ones."""
+    saved = {**ckpt["config"], "data": ckpt["data"]}
+    for name, value in given.items():
+        if name in RELOCATABLE:
+            continue
+        if (str(resolve_data(value).resolve()) if name == "data" else value) != saved[name]:
+            allowed = ", ".join("--" + o.replace("_", "-") for o in RELOCATABLE)
+            was = "default" if saved[name] is None else saved[name]
+            raise CatdogError(f"--{name.replace('_', '-')} {value} differs from the run being resumed ({was}); "
+                              f"a resumed run keeps its options (only {allowed} may change)")
+    return TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RELOCATABLE}})
+
+
+def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events | None = None) -> TrainResult:
+    """Continue an interrupted run in its own folder from last.pt, with its optimizer, scheduler and scaler state.
+
+    `given`: the TrainConfig fields the user typed. A changed option, or data whose classes changed, is refused
+    before anything is decoded or trained.
+    """
+    world = distributed.init()
+    events = events if events is not None and world.main else Events()
+    out = Path(out)
+    if not (out / "last.pt").is_file():
+        raise CatdogError(f"nothing to resume in {out}: it has no last.pt")
+    ckpt = checkpoints.load(out / "last.pt")
+    if any(k not in ckpt for k in ("optimizer", "scheduler", "scaler", "state", "config", "data")):
+        raise CatdogError(f"{out / 'last.pt'} holds no training state to resume from; it is not a run's last.pt")
+    config = resumed_config(ckpt, given or {})
+    state = TrainState(**ckpt["state"])
+    if state.epoch >= config.epochs:
+        raise CatdogError(f"{out} already ran all {config.epochs} epoch(s); nothing to resume")
+    dataset = load_dataset(config.data, config.val_split, config.seed)
+    if dataset.classes != ckpt["classes"]:
+        raise CatdogError(f"the classes in {dataset.root} changed since the run started (now "
+                          f"{', '.join(dataset.classes)}; then {', '.join(ckpt['classes'])}); start a new run instead")
+    model = checkpoints.restore_model(ckpt, resolve_device(config.device))
+    run = start_run(config, events, dataset=dataset, model=model, world=world)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
+        run.precision.scaler.load_state_dict(ckpt["scaler"])
+    run.state = state
+    for stale in out.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
+        stale.unlink(missing_ok=True)
+    events.note(f"resuming {out} at epoch {state.epoch + 1}/{config.epochs}, step {state.step}")
+    return train_loop(run, out, events)

@@ -1,0 +1,83 @@
+"""Where and how a model runs: the device, mixed precision, the LR schedule, and leaving cleanly on a signal."""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+import torch
+
+from catdog_cli.errors import CatdogError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CatdogError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CatdogError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 64 if device.type == "cuda" else 32
+
+
+class Precision:
+    """bf16 autocast where the GPU supports it, fp16 with loss scaling otherwise, fp32 on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.dtype = None
+        if device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+
+def warmup_cosine(total_steps: int, warmup: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class StopRequest:
+    """SIGINT/SIGTERM during training: finish the current step, save, and leave cleanly."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        def handler(signum, frame):
+            if self.requested:  # a second Ctrl-C means now
+                raise KeyboardInterrupt
+            self.requested = True
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for s in previous:
+                signal.signal(s, handler)
+        except ValueError:  # not the main thread: signals stay with whoever owns them
+            previous = {}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)

@@ -1,0 +1,45 @@
+"""config: keyword-only configs, compare cells made by replace(), and configs read back from older or newer runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from catdog_cli.config import CompareConfig, TrainConfig
+from catdog_cli.errors import CatdogError
+
+
+def test_train_config_takes_options_by_keyword_only():
+    with pytest.raises(TypeError):
+        TrainConfig("data", "resnet18")  # type: ignore[misc]
+    assert TrainConfig("data", backbone="resnet18").backbone == "resnet18"
+
+
+def test_compare_cells_share_every_setting_but_backbone_strategy_and_device():
+    grid = CompareConfig(TrainConfig("data", epochs=3, lr=0.01, seed=4), backbones=["a", "b"], strategies=["freeze"])
+    cell = grid.cell("b", "freeze", "cuda:1")
+    assert (cell.backbone, cell.strategy, cell.device) == ("b", "freeze", "cuda:1")
+    assert dataclasses.replace(cell, backbone="resnet34", strategy="finetune", device="auto") == grid.train
+    assert grid.train.strategy == "finetune" and grid.train.device == "auto"  # the grid's own config is untouched
+
+
+def test_compare_config_records_the_grid_flat_as_compare_json_did():
+    grid = CompareConfig(TrainConfig("data"), backbones=["a"], strategies=["freeze"])
+    assert list(grid.to_dict()) == ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio",
+                                    "image_size", "weights", "device", "seed", "val_split", "cache_gib", "workers"]
+    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "workers"}
+
+
+def test_a_config_saved_by_a_newer_catdog_loads_without_its_new_fields():
+    saved = {**dataclasses.asdict(TrainConfig("data", epochs=4)), "some_new_option": True}
+    assert TrainConfig.from_dict(saved) == TrainConfig("data", epochs=4)
+
+
+@pytest.mark.parametrize(("change", "match"), [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"),
+                                               ({"strategy": "thaw"}, "unknown strategy 'thaw'")])
+def test_check_refuses_what_no_run_can_do(change, match):
+    with pytest.raises(CatdogError, match=match):
+        TrainConfig("data", **change).check()
+    with pytest.raises(CatdogError, match=match):
+        CompareConfig(TrainConfig("data", **change)).check()

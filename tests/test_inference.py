@@ -1,0 +1,86 @@
+"""Using a trained model: evaluate a checkpoint on any split, predict images and folders, write the CSV."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from conftest import CLASS_COLORS, Recorder, make_image
+
+from catdog_cli import inference
+from catdog_cli.data import load_dataset
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference import evaluate_checkpoint, predict, write_predictions_csv
+
+
+def test_evaluate_rederives_the_val_split_of_the_training_folder(frozen_run):
+    result = evaluate_checkpoint(frozen_run["out"] / "best.pt", workers=1, device="cpu")
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    assert result["num_images"] == len(val) == 4  # not the 16 images of the whole folder
+    assert sum(map(sum, result["confusion"])) == 4
+    train_eval = frozen_run["result"]["evaluation"]
+    assert result["accuracy"] == pytest.approx(train_eval["accuracy"])
+    assert result["loss"] == pytest.approx(train_eval["loss"], rel=1e-4)
+    assert [r["class"] for r in result["per_class"]] == ["cat", "dog"]
+
+
+def test_evaluate_another_folder_without_splits_uses_all_of_it(frozen_run, image_folder):
+    other = image_folder(layout="flat", train=3, val=0)
+    events = Recorder()
+    result = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(other), workers=1, device="cpu", events=events)
+    assert result["split"] == "all" and result["num_images"] == 6
+    assert any("evaluating all of it" in n for n in events.notes)
+
+
+def test_predict_rows_in_input_order_with_errors_for_unreadable_files(frozen_run, tmp_path):
+    folder = tmp_path / "photos"
+    make_image(folder / "b.png", CLASS_COLORS[1])
+    make_image(folder / "sub" / "a.jpg", CLASS_COLORS[0])
+    (folder / "c.jpg").write_bytes(b"not a jpeg")
+    single = make_image(tmp_path / "single.png", CLASS_COLORS[0], (30, 70))
+    rows = predict(frozen_run["out"] / "best.pt", [single, folder], top_k=2, workers=1, device="cpu")
+    assert [r["path"] for r in rows] == [str(single), str(folder / "b.png"), str(folder / "c.jpg"),
+                                         str(folder / "sub" / "a.jpg")]
+    bad = rows[2]
+    assert set(bad) == {"path", "error"} and bad["error"]
+    for r in rows[:2] + rows[3:]:
+        assert r["label"] in ("cat", "dog") and 0.5 <= r["confidence"] <= 1
+        assert r["top"][0]["label"] == r["label"] and len(r["top"]) == 2
+        assert sum(t["confidence"] for t in r["top"]) == pytest.approx(1, abs=1e-5)
+
+    with pytest.raises(CatdogError, match="no such file"):
+        predict(frozen_run["out"] / "best.pt", [tmp_path / "missing.jpg"], device="cpu")
+
+
+def test_predict_agrees_with_evaluate(frozen_run):
+    """The same model and eval transform: predict's labels on the val images give evaluate's accuracy."""
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    rows = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu")
+    accuracy = sum(r["label"] == ("cat", "dog")[y] for r, y in zip(rows, val.labels)) / len(val)
+    assert accuracy == pytest.approx(frozen_run["result"]["evaluation"]["accuracy"])
+
+
+def test_predictions_csv_never_overwrites(tmp_path):
+    rows = [{"path": "a.jpg", "label": "cat", "confidence": 0.9}, {"path": "b.jpg", "error": "empty file"}]
+    path = tmp_path / "p.csv"
+    write_predictions_csv(path, rows)
+    assert list(csv.reader(path.open())) == [["path", "label", "confidence", "error"], ["a.jpg", "cat", "0.9", ""],
+                                             ["b.jpg", "", "", "empty file"]]
+    with pytest.raises(CatdogError, match="already exists"):
+        write_predictions_csv(path, rows)
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_evaluate_streams_a_split_over_the_memory_budget(frozen_run, monkeypatch):
+    """evaluate uses the training pipeline's sources: over the budget it decodes per batch, same numbers."""
+    resident = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(frozen_run["root"]), device="cpu", workers=1)
+    monkeypatch.setattr(inference, "memory_budget", lambda device, gib=None: 1)
+    sources = []
+    real_evaluate = inference.evaluate
+    monkeypatch.setattr(inference, "evaluate", lambda model, source, *a, **k: sources.append(type(source).__name__)
+                        or real_evaluate(model, source, *a, **k))
+    streamed = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(frozen_run["root"]), device="cpu", workers=0)
+    assert sources == ["StreamingSource"]
+    assert streamed["num_images"] == resident["num_images"]
+    assert streamed["confusion"] == resident["confusion"]
+    assert streamed["loss"] == pytest.approx(resident["loss"], abs=1e-5)

@@ -1,0 +1,169 @@
+"""Interrupted runs: SIGINT/SIGTERM save last.pt, kill -9 leaves only complete checkpoints, and
+`train --resume OUT` finishes the same run (same options, same classes, every step exactly once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import TINY_CLI, catdog, error_line, labeled_folder, ok_json, snapshot
+
+from catdog_cli import checkpoints
+from catdog_cli.render import RichEvents
+
+
+def interrupt_at(tmp: Path, epoch: int, step: int) -> Path:
+    """A 2-epoch run (6 steps each) that gets a real SIGINT at `step` of `epoch`, in-process: the engine's handler
+    catches it, so the run stops after that step and saves last.pt. Returns the run folder."""
+    data = labeled_folder(tmp / "data")
+    progress = {"task": "", "steps": 0}
+
+    def task(self, description: str, total: int) -> None:
+        progress.update(task=description, steps=0)
+
+    def advance(self, n: int = 1, **info: float) -> None:
+        progress["steps"] += n
+        if progress["task"].startswith(f"epoch {epoch}/") and progress["steps"] == step:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RichEvents, "task", task)
+        mp.setattr(RichEvents, "advance", advance)
+        result = catdog("train", "--data", data, *TINY_CLI, "--epochs", "2", "--batch-size", "2", "--out", tmp / "run")
+    assert result.exit_code == 130
+    assert f"interrupted: saved {tmp / 'run' / 'last.pt'}" in result.output
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return interrupt_at(tmp_path_factory.mktemp("interrupted"), epoch=2, step=3)
+
+
+def assert_every_step_taken_once(out: Path, epochs: int, steps_per_epoch: int) -> None:
+    """The resumed run's scheduler and optimizer went on from where they stopped: not restarted, nothing redone."""
+    last = checkpoints.load(out / "last.pt")
+    assert last["scheduler"]["last_epoch"] == epochs * steps_per_epoch
+    assert all(s["step"].item() == epochs * steps_per_epoch for s in last["optimizer"]["state"].values())
+
+
+def test_resume_mid_epoch_continues_from_the_next_step(tmp_path: Path) -> None:
+    out = interrupt_at(tmp_path, epoch=2, step=3)
+    state = checkpoints.load(out / "last.pt")["state"]
+    assert (state["epoch"], state["step"], len(state["history"])) == (1, 3, 1)
+    done = ok_json(catdog("train", "--resume", out, "--device", "cpu", "--json"))
+    assert not done["interrupted"] and done["epochs"] == 2 and len(done["history"]) == 2
+    assert_every_step_taken_once(out, epochs=2, steps_per_epoch=6)
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--backbone", "resnet18"), "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
+                                 "run keeps its options (only --device, --workers, --cache-gib, --compile may change)"),
+    (("--epochs", "5"), "--epochs 5 differs from the run being resumed (2)"),
+    (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
+    (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
+], ids=["backbone", "epochs", "lr", "out"])
+def test_resume_with_other_options_is_refused_before_any_work(interrupted: Path, options: tuple[str, ...],
+                                                              message: str) -> None:
+    before = snapshot(interrupted)
+    assert message in error_line(catdog("train", "--resume", interrupted, *options))
+    assert snapshot(interrupted) == before
+
+
+def test_resume_refuses_data_whose_classes_changed(interrupted: Path) -> None:
+    data = Path(checkpoints.load(interrupted / "last.pt")["data"])
+    labeled_folder(data, classes=("fox",), per_class=3)
+    try:
+        before = snapshot(interrupted)
+        line = error_line(catdog("train", "--resume", interrupted))
+    finally:
+        shutil.rmtree(data / "fox")
+    assert line == (f"error: the classes in {data} changed since the run started (now cat, dog, fox; then cat, dog); "
+                    "start a new run instead")
+    assert snapshot(interrupted) == before
+
+
+def test_resume_needs_a_last_checkpoint_and_an_unfinished_run(tmp_path: Path) -> None:
+    line = error_line(catdog("train", "--resume", tmp_path))
+    assert line == f"error: nothing to resume in {tmp_path}: it has no last.pt"
+    run = tmp_path / "run"
+    ok_json(catdog("train", "--data", labeled_folder(tmp_path / "data", per_class=4), *TINY_CLI, "--epochs", "1",
+                   "--out", run, "--json"))
+    line = error_line(catdog("train", "--resume", run))
+    assert line == f"error: {run} already ran all 1 epoch(s); nothing to resume"
+
+
+# --- signals and kill -9, in a real process ------------------------------------------------------------------
+
+
+SIGNAL_RUN = ("--epochs", "4", "--batch-size", "2")  # 16 steps per epoch: a signal lands mid-run
+
+
+def start_training(data: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "CATDOG_HOME": str(out.parent / "home")}
+    cmd = [sys.executable, "-m", "catdog_cli", "train", "--data", str(data), *TINY_CLI, *SIGNAL_RUN, "--out", str(out),
+           "--json"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out.parent)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, seconds: float = 180) -> None:
+    """Poll (bounded) until `condition`; fail with the run's output if it ends first."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"train ended early with {proc.returncode}: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("train made no progress before the deadline")
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_last_and_resume_finishes_the_same_run(tmp_path: Path, signum: int) -> None:
+    data, out = labeled_folder(tmp_path / "data", per_class=20), tmp_path / "run"
+    proc = start_training(data, out)
+    wait_for(lambda: (out / "last.pt").exists(), proc)  # epoch 1 is done: the engine's handler is installed
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    note = f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`"
+    assert note in " ".join(stderr.split())  # a narrow console may wrap it
+    stopped = json.loads(stdout)
+    assert stopped["interrupted"] and 1 <= stopped["epochs"] < 4
+    state = checkpoints.load(out / "last.pt")["state"]
+    assert state["epoch"] == stopped["epochs"] and len(state["history"]) == state["epoch"]
+
+    # the same command again with --resume (typed options agree; --device may always be given)
+    done = ok_json(catdog("train", "--resume", out, "--data", data, *TINY_CLI, *SIGNAL_RUN, "--json"))
+    assert not done["interrupted"]
+    assert done["epochs"] == 4 and [h["epoch"] for h in done["history"]] == [1, 2, 3, 4]
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 4
+    assert_every_step_taken_once(out, epochs=4, steps_per_epoch=16)
+    checkpoints.load(out / "best.pt")
+
+
+def test_kill_9_leaves_only_complete_checkpoints(tmp_path: Path) -> None:
+    data, out = labeled_folder(tmp_path / "data", per_class=20), tmp_path / "run"
+    proc = start_training(data, out)
+    wait_for(lambda: (out / "last.pt").exists(), proc)
+    # the next checkpoint write shows as a temp file: kill the writer while it is there, if we catch it
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not any(p.suffix == ".tmp" for p in out.iterdir()):
+        time.sleep(0.001)
+    proc.kill()
+    proc.communicate(timeout=60)
+    saved = sorted(out.glob("*.pt"))
+    assert out / "last.pt" in saved
+    for path in saved:
+        ckpt = checkpoints.load(path)
+        assert ckpt["classes"] == ["cat", "dog"]
+    assert all(p.name.startswith(".") for p in out.iterdir() if p.suffix == ".tmp")  # never taken for a checkpoint
