@@ -78,7 +78,7 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
     progress = progress or FetchProgress()
     description = description or f"downloading {dest.name}"
     if size is not None and size > limit:
-        raise CatdogError(f"{url} is {gib(size)}, over the {gib(limit)} limit; {MAX_SIZE_HINT}")
+        raise CatdogError(f"{url} is {size_text(size)}, over the {size_text(limit)} limit; {MAX_SIZE_HINT}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():  # verified by an earlier run that stopped before extracting
         digest = sha256_file(dest)
@@ -101,8 +101,9 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
     return digest
 
 
-def gib(n: int) -> str:
-    return f"{n / GIB:.3g} GiB"
+def size_text(n: int) -> str:
+    """1.5 GiB, 200 MiB: sizes in messages."""
+    return f"{n / GIB:.3g} GiB" if n >= GIB else f"{n / (1 << 20):.3g} MiB"
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class _Cap:
         if self.size is not None:
             return CatdogError(f"size mismatch for {self.url}: expected {self.size} bytes, the server sends "
                                f"{got} or more; the download was deleted")
-        return CatdogError(f"{self.url} is over the {gib(self.limit)} limit ({got} bytes or more); the download "
+        return CatdogError(f"{self.url} is over the {size_text(self.limit)} limit ({got} bytes or more); the download "
                            f"was deleted; {MAX_SIZE_HINT}")
 
 
@@ -232,11 +233,11 @@ class Budget:
 
     def __init__(self, archive_size: int, max_bytes: int | None = None) -> None:
         if max_bytes is not None:
-            self.left, self.why = max_bytes, f"the --max-size of {gib(max_bytes)}"
+            self.left, self.why = max_bytes, f"the --max-size of {size_text(max_bytes)}"
         elif MAX_RATIO * archive_size < MAX_BYTES:
             self.left, self.why = MAX_RATIO * archive_size, f"{MAX_RATIO} times the archive's size (a zip bomb?)"
         else:
-            self.left, self.why = MAX_BYTES, f"{gib(MAX_BYTES)}"
+            self.left, self.why = MAX_BYTES, f"{size_text(MAX_BYTES)}"
 
     def spend(self, n: int, label: str) -> None:
         if n > self.left:

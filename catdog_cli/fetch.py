@@ -35,8 +35,8 @@ from catdog_cli.archives import (
     FetchProgress,
     download,
     extract,
-    gib,
     sha256_file,
+    size_text,
 )
 from catdog_cli.errors import CatdogError
 from catdog_cli.folders import Walk, is_image_name, split_of, stratified_split
@@ -551,7 +551,8 @@ def _place_all(plan: Plan, out: Path, work: Path, limit: int) -> None:
     files = [p for classes in plan.values() for ps in classes.values() for p in ps]
     copied = sum(_size(p) for p in files if not p.is_relative_to(work))
     if copied > limit:
-        raise CatdogError(f"the images to copy take {gib(copied)}, over the {gib(limit)} limit; {MAX_SIZE_HINT}")
+        raise CatdogError(f"the images to copy take {size_text(copied)}, over the {size_text(limit)} limit; "
+                          f"{MAX_SIZE_HINT}")
     for split in SPLIT_ORDER:
         for cls, ps in plan.get(split, {}).items():
             for p in ps:

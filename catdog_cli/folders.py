@@ -117,7 +117,7 @@ class Walk:
             rel = os.path.relpath(folder, self.top)
         except ValueError:  # another drive (Windows)
             return True
-        return rel.startswith("..") or os.path.realpath(folder) == os.path.join(self._top_real, rel)
+        return rel.startswith("..") or os.path.realpath(folder) == os.path.normpath(os.path.join(self._top_real, rel))
 
     def _loop(self, link: Path) -> bool:
         """A link back to the top folder or above it, or to a folder it is itself inside."""
@@ -145,7 +145,7 @@ class Walk:
     def _file(self, path: Path, direct: bool, images: list[Path], others: list[tuple[Path, str]]) -> None:
         st = _stat(path)  # a broken or looping link: the link itself, and an "image" is offered, so that
         if st is not None:  # decoding names its fault
-            self._files.setdefault((st.st_dev, st.st_ino), []).append((path, direct))
+            self._files.setdefault((st.st_dev, st.st_ino), []).append((path, direct and not path.is_symlink()))
         if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
             others.append((path, "not a regular file"))
         elif is_image_name(path):
