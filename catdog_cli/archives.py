@@ -33,6 +33,8 @@ MAX_BYTES = 20 * GIB  # the most one fetch downloads, unpacks or copies, unless 
 MAX_RATIO = 100  # ...and an archive unpacks to at most this many times its own size (a zip bomb gets 1000s)
 ENTRY_COST = 4096  # what an entry costs besides its bytes (a file takes a block on disk): bounds entry counts too
 MAX_SIZE_HINT = "pass --max-size GIB if you trust it"
+MAX_DEPTH = 64  # folders in an entry's path: datasets use a handful
+MAX_NAME = 4096  # characters in an entry's path (Linux's PATH_MAX)
 
 
 class FetchProgress:
@@ -246,10 +248,14 @@ class Budget:
 
 
 def _member_path(name: str, label: str) -> PurePosixPath:
-    """The entry's path inside the target, refusing absolute paths, drive letters and '..'."""
+    """The entry's path inside the target, refusing absolute paths, drive letters, '..', and paths deeper or
+    longer than any file system takes (checking and creating those would cost without bound)."""
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts or (p.parts and p.parts[0].endswith(":")):
         raise CatdogError(f"refusing {label}: entry {name!r} would be written outside the target folder")
+    if len(p.parts) > MAX_DEPTH or len(name) > MAX_NAME:
+        raise CatdogError(f"refusing {label}: entry {name[:80]!r}... is more than {MAX_DEPTH} folders deep or "
+                          f"{MAX_NAME} characters long")
     return p
 
 

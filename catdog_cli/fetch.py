@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from PIL import Image
 
@@ -243,9 +243,22 @@ def _origin(name: str, source: str | None, entry: Source | None) -> str:
         source = entry.url
     if "://" not in source:
         return os.path.realpath(Path(source).expanduser())
-    if urlparse(source).scheme.lower() not in ("http", "https"):
-        raise CatdogError(f"--from {source}: catdog downloads http and https URLs; give a local path instead")
+    _url(source)
     return source
+
+
+def _url(source: str) -> ParseResult:
+    """An http(s) URL with a host, parsed; anything else is refused before a connection is tried."""
+    try:
+        url = urlparse(source)
+        url.port  # noqa: B018 -- parsing the port is what checks it
+    except ValueError as e:
+        raise CatdogError(f"--from {source}: not a valid URL ({e})") from None
+    if url.scheme.lower() not in ("http", "https"):
+        raise CatdogError(f"--from {source}: catdog downloads http and https URLs; give a local path instead")
+    if not url.hostname:
+        raise CatdogError(f"--from {source}: the URL names no host")
+    return url
 
 
 @contextmanager
@@ -333,7 +346,7 @@ def _download(req: _Request, url: str, entry: Source | None, dest: Path, work: P
                       size=known.size if known else None, limit=req.max_bytes or MAX_BYTES, progress=progress,
                       description=f"downloading {req.name}")
     budget = Budget(dest.stat().st_size, req.max_bytes)
-    extract(dest, work / "raw", budget, progress, f"extracting {req.name}", Path(urlparse(url).path).name or url)
+    extract(dest, work / "raw", budget, progress, f"extracting {req.name}", Path(_url(url).path).name or url)
     return work / "raw", digest, budget
 
 
@@ -362,7 +375,7 @@ def _name_from(source: str | None) -> str:
     """'.../catdog.zip' -> 'catdog', 'https://host/x/hymenoptera_data.tar.gz?dl=1' -> 'hymenoptera_data'."""
     if source is None:
         raise CatdogError(f"name a dataset ({', '.join(REGISTRY)}) or give --from PATH_OR_URL")
-    base = Path(urlparse(source).path if "://" in source else source).expanduser().name
+    base = Path(_url(source).path if "://" in source else source).expanduser().name
     for suffix in ARCHIVE_SUFFIXES:
         if base.lower().endswith(suffix):
             base = base[: -len(suffix)]

@@ -228,3 +228,10 @@ def test_an_archive_unpacked_into_another_ones_tree_never_replaces_its_files(tmp
                                           r", already unpacked from another archive"):
         extract(second, tmp_path / "out", budget)
     assert _files(tmp_path / "out") == {"train/cat.1.jpg": b"first", "train/cat.2.jpg": b"first"}
+
+
+@pytest.mark.parametrize("name", ["a/" * 1500 + "x.jpg", "a/" * 65 + "x.jpg", "x" * 5000 + ".jpg"])
+def test_an_entry_deeper_or_longer_than_a_file_system_takes_is_refused(tmp_path, name):
+    with pytest.raises(CatdogError, match="folders deep or"):
+        _unpack(tmp_path, _zip([(name, b"x")]))
+    assert not (tmp_path / "out").exists()
