@@ -154,9 +154,9 @@ def fetch(name: str | None, *, root: Path | None = None, source: str | None = No
 
     source (a URL, a local archive or a folder) replaces the registry URL; without a name it is required,
     and the dataset is named after it with its layout inferred. sha256 verifies whichever archive is used.
-    max_size (GiB) bounds what the fetch may download, unpack or copy (default: archives:MAX_BYTES, and an
-    archive at most MAX_RATIO times its own size). Any failure is a CatdogError, and leaves no dataset,
-    no temporary folder and no download that cannot be resumed.
+    max_size (GiB) bounds what the fetch may download, unpack or copy (default: archives.MAX_BYTES, and an
+    archive at most archives.MAX_RATIO times its own size). Any failure is a CatdogError, and leaves no
+    dataset, no temporary folder and no download that cannot be resumed.
     """
     progress = progress or FetchProgress()
     root, sha256, max_bytes = check_options(root, sha256, max_size)
@@ -208,6 +208,9 @@ def _fetch_locked(req: _Request, force: bool, progress: FetchProgress) -> Datase
         raise CatdogError(f"{req.final} exists but is not a dataset made by catdog fetch; move it away first")
     if problem == "damaged" and not force:
         raise CatdogError(f"{req.final} has a damaged {MARKER}; pass --force to fetch it again")
+    if problem == "damaged" and req.source is None and entry is None:
+        raise CatdogError(f"{req.final} has a damaged {MARKER}, which said where it came from; pass --force "
+                          "with --from PATH_OR_URL")
     origin = _origin(req.name, req.source if req.source is not None else done.source if done else None, entry)
     if done is not None and not force:
         if req.source is not None and done.source != origin:
@@ -324,9 +327,7 @@ def _make(req: _Request, origin: str, entry: Source | None, progress: FetchProgr
         summary = _build(tree, work, req, entry, budget, progress)
         summary.source, summary.sha256 = origin, digest
         (work / "out" / MARKER).write_text(json.dumps(summary.to_json(), indent=1), encoding="utf-8")
-        if os.path.lexists(req.final):  # --force: move the old one aside; rename cannot replace a non-empty folder
-            os.replace(req.final, work / "old")
-        os.replace(work / "out", req.final)
+        _publish(work, req.final)
     except CatdogError:  # an archive that is unsafe, damaged or unreadable will not get better: drop it
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)
@@ -336,6 +337,19 @@ def _make(req: _Request, origin: str, entry: Source | None, progress: FetchProgr
     if downloaded is not None:  # the archive was only a means, and large (petimages: 787 MB); a fetch that was
         downloaded.unlink(missing_ok=True)  # interrupted after downloading keeps it, to pick up from there
     return summary
+
+
+def _publish(work: Path, final: Path) -> None:
+    """Rename work/out to final; with --force the old dataset moves aside first (rename cannot replace a
+    non-empty folder), and back again if the new one cannot take its place."""
+    if os.path.lexists(final):
+        os.replace(final, work / "old")
+    try:
+        os.replace(work / "out", final)
+    except BaseException:
+        if os.path.lexists(work / "old"):
+            os.replace(work / "old", final)
+        raise
 
 
 def _download(req: _Request, url: str, entry: Source | None, dest: Path, work: Path,

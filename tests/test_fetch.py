@@ -1021,38 +1021,50 @@ def test_unreadable_for_real(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-WRITES = [(os, "open"), (os, "mkdir"), (os, "replace"), (os, "link")]
+class _FailingWrites:
+    """os.open (for writing), os.mkdir, os.replace and os.link, with write number `at` raising `fault`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count, self.at, self.fault = 0, -1, None
+        for module, name in ((os, "open"), (os, "mkdir"), (os, "replace"), (os, "link")):
+            monkeypatch.setattr(module, name, self._wrap(name, getattr(module, name)))
+
+    def _wrap(self, name: str, real: Callable) -> Callable:
+        def write(*args, **kwargs):
+            if name != "open" or args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):  # not rmtree's reads
+                self.count += 1
+                if self.count - 1 == self.at:
+                    raise self.fault
+            return real(*args, **kwargs)
+        return write
+
+    def arm(self, at: int, fault: BaseException | None = None) -> None:
+        self.count, self.at, self.fault = 0, at, fault
 
 
-@pytest.mark.parametrize("source", ["archive", "folder"])
+@pytest.mark.parametrize("source", ["archive", "folder", "forced"])
 def test_a_fetch_that_fails_at_any_write_leaves_nothing(tmp_path, monkeypatch, source):
     """Disk full (or Ctrl-C) at each write a fetch makes, in turn: it fails in one line, or succeeds, and leaves
-    no temporary folder, lock or half dataset behind."""
+    no temporary folder, lock or half dataset behind; a dataset replaced with --force is there, old or new."""
     archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=4, unlabeled=2))))
     if source == "folder":
         fetch.fetch("src", root=tmp_path, source=str(archive))
         archive = tmp_path / "src"
-    calls, fail_at, fault = itertools.count(), [-1], [None]
+    writes = _FailingWrites(monkeypatch)
 
-    def failing(name, real):
-        def write(*args, **kwargs):
-            writes = name != "open" or args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)  # not rmtree's reads
-            if writes and next(calls) == fail_at[0]:
-                raise fault[0]
-            return real(*args, **kwargs)
-        return write
+    def run(root: Path, at: int, fault: BaseException | None = None) -> DatasetSummary:
+        if source == "forced":
+            fetch.fetch("x", root=root, source=str(archive))  # the dataset --force replaces
+        writes.arm(at, fault)
+        return fetch.fetch("x", root=root, source=str(archive), force=source == "forced")
 
-    for module, name in WRITES:
-        monkeypatch.setattr(module, name, failing(name, getattr(module, name)))
-    fetch.fetch("x", root=tmp_path / "counting", source=str(archive))
-    writes = next(calls)
-    assert writes > 20
-    for k in range(writes):
+    run(tmp_path / "counting", -1)
+    assert writes.count > 20
+    complete = {"train/cat": 3, "train/dog": 3, "val/cat": 1, "val/dog": 1, "unlabeled": 2}
+    for k in range(writes.count):
         root = tmp_path / str(k)
-        fault[0] = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if k % 4 else KeyboardInterrupt()
-        calls, fail_at[0] = itertools.count(), k
         try:
-            s = fetch.fetch("x", root=root, source=str(archive))
+            s = run(root, k, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if k % 4 else KeyboardInterrupt())
         except CatdogError as e:
             assert str(e).endswith(os.strerror(errno.ENOSPC)) and "\n" not in str(e)
         except KeyboardInterrupt:
@@ -1060,5 +1072,13 @@ def test_a_fetch_that_fails_at_any_write_leaves_nothing(tmp_path, monkeypatch, s
         else:
             assert s.splits == {"train": 6, "val": 2, "unlabeled": 2}
         assert _leftovers(root) == [], k
-        assert not (root / "x").exists() or _tree(root / "x") == {"train/cat": 3, "train/dog": 3, "val/cat": 1,
-                                                                   "val/dog": 1, "unlabeled": 2}, k
+        if source == "forced" or (root / "x").exists():
+            assert _tree(root / "x") == complete and (root / "x" / MARKER).is_file(), k
+
+
+def test_a_damaged_marker_of_a_dataset_from_elsewhere_needs_its_source_again(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / MARKER).write_text("{")
+    with pytest.raises(CatdogError, match="which said where it came from; pass --force with --from"):
+        fetch.fetch("mine", root=tmp_path, force=True)
+    assert (tmp_path / "mine" / MARKER).read_text() == "{"
