@@ -9,6 +9,7 @@ runs at a time (a lock file in ROOT); a second one waits for it, then finds the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -290,6 +291,12 @@ def _acquire(path: Path, name: str, progress: FetchProgress) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 20, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
+        except OSError as e:  # a file system without locks (some network shares): go on, and say so
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                os.close(fd)
+                raise
+            progress.note(f"cannot lock {path} on this file system: run one fetch of {name} at a time")
+            return fd
         else:
             if _is_current(fd, path):
                 os.ftruncate(fd, 0)

@@ -665,6 +665,7 @@ def _stop(*procs: subprocess.Popen) -> None:
         p.communicate()
 
 
+@pytest.mark.skipif(fetch.fcntl is None, reason="no flock on this system")
 def test_a_second_fetch_of_a_dataset_waits_for_the_first_and_never_touches_its_files(tmp_path, monkeypatch):
     archive = tmp_path / "k.zip"
     archive.write_bytes(_zip(_kaggle(n=10, unlabeled=4)))
@@ -710,6 +711,22 @@ def test_fetches_started_together_build_the_dataset_once(tmp_path):
     cached = sorted(json.loads(out)["datasets"][0]["cached"] for out, _ in results)
     assert cached == [False, True, True]
     assert _tree(root / "catdog") == {"train/cat": 8, "train/dog": 8, "val/cat": 2, "val/dog": 2, "unlabeled": 4}
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(fetch.fcntl is None, reason="no flock on this system")
+def test_a_file_system_without_locks_fetches_and_says_so(tmp_path, monkeypatch):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fetch.fcntl, "flock", no_locks)
+    notes = []
+    progress = FetchProgress()
+    progress.note = notes.append
+    archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=4))))
+    assert fetch.fetch("catdog", root=tmp_path / "data", source=str(archive), progress=progress).splits["val"] == 2
+    assert notes == [f"cannot lock {tmp_path / 'data' / '.catdog.lock'} on this file system: run one fetch of "
+                     "catdog at a time"]
     assert _leftovers(tmp_path) == []
 
 
@@ -817,11 +834,22 @@ def test_max_size_lets_a_trusted_archive_through_and_caps_a_folder_copy(tmp_path
     assert _leftovers(tmp_path) == []
 
 
+class _Received(FetchProgress):
+    """Counts the bytes a download took in."""
+
+    def __init__(self):
+        self.bytes = 0
+
+    def advance(self, n):
+        self.bytes += n
+
+
 def test_a_download_without_length_stops_at_the_cap_and_is_deleted(fetch_server, tmp_path):
     fetch_server.streams["/endless.zip"] = 64 << 20
+    received = _Received()
     with pytest.raises(CatdogError, match=r"endless\.zip is over the 1 MiB limit .*the download was deleted"):
-        fetch.fetch("x", root=tmp_path, source=fetch_server.url("/endless.zip"), max_size=1 / 1024)
-    assert fetch_server.sent < 16 << 20  # it hung up long before the end
+        fetch.fetch("x", root=tmp_path, source=fetch_server.url("/endless.zip"), max_size=1 / 1024, progress=received)
+    assert received.bytes <= 1 << 20  # it hung up at the cap, not at the end
     assert _leftovers(tmp_path) == [] and not (tmp_path / "x").exists()
 
 
@@ -833,12 +861,13 @@ def test_a_download_announced_over_the_cap_is_not_started(fetch_server, tmp_path
 
 
 def test_a_registry_download_stops_when_it_passes_its_known_size(fetch_server, tmp_path, monkeypatch):
-    fetch_server.streams["/h.zip"] = 8 << 20
+    fetch_server.streams["/h.zip"] = 64 << 20
     monkeypatch.setitem(REGISTRY, "hymenoptera", REGISTRY["hymenoptera"].__class__(
         url=fetch_server.url("/h.zip"), size=1 << 20, sha256=None))
+    received = _Received()
     with pytest.raises(CatdogError, match=r"size mismatch .* expected 1048576 bytes, the server sends"):
-        fetch.fetch("hymenoptera", root=tmp_path)
-    assert fetch_server.sent < 8 << 20 and _leftovers(tmp_path) == []
+        fetch.fetch("hymenoptera", root=tmp_path, progress=received)
+    assert received.bytes <= 1 << 20 and _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("length", ["abc", "-5", ""])
