@@ -172,3 +172,14 @@ def test_the_same_file_under_two_names_in_one_folder_is_one_image(tmp_path):
     real = _touch(tmp_path / "b.jpg")
     (tmp_path / "a.jpg").symlink_to("b.jpg")  # sorted first, yet the real name wins
     assert walk_images(tmp_path)[0] == [real]
+
+
+def test_a_class_folder_linking_up_to_the_dataset_never_pulls_in_other_classes_or_val(tmp_path):
+    """Training walks each class folder on its own: a link from it back up (a loop) must not bring train/dog or
+    val/ in under its label."""
+    mine = [_touch(tmp_path / "train" / "cat" / f"{i}.jpg") for i in range(2)]
+    for other in ("train/dog/0.jpg", "val/cat/0.jpg", "val/dog/0.jpg"):
+        _touch(tmp_path / other)
+    for k, target in enumerate(["..", "../..", "."]):
+        (tmp_path / "train" / "cat" / f"up{k}").symlink_to(target, target_is_directory=True)
+    assert walk_images(tmp_path / "train" / "cat")[0] == mine
