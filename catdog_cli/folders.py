@@ -36,7 +36,8 @@ def split_of(folder: Path) -> str | None:
 
 
 def visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not ignored(p.name))
+    """Sub-folders, sorted, without hidden ones, OS litter and links that loop back (`train/again -> .`)."""
+    return Walk(folder).listing(folder)[0]
 
 
 def _under(path: str, folder: str) -> bool:

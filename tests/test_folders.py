@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import linked_tree
 
-from catdog_cli.folders import Walk, is_image_name, split_of, stratified_split, walk_images
+from catdog_cli.folders import Walk, is_image_name, split_of, stratified_split, visible_dirs, walk_images
 
 
 def _touch(path: Path) -> Path:
@@ -183,3 +183,12 @@ def test_a_class_folder_linking_up_to_the_dataset_never_pulls_in_other_classes_o
     for k, target in enumerate(["..", "../..", "."]):
         (tmp_path / "train" / "cat" / f"up{k}").symlink_to(target, target_is_directory=True)
     assert walk_images(tmp_path / "train" / "cat")[0] == mine
+
+
+def test_a_link_looping_back_is_no_class_folder(tmp_path):
+    for c in ("cat", "dog"):
+        _touch(tmp_path / c / "0.jpg")
+    (tmp_path / "again").symlink_to(".", target_is_directory=True)  # would hold every class as one
+    (tmp_path / "cat" / "up").symlink_to("..", target_is_directory=True)
+    assert visible_dirs(tmp_path) == [tmp_path / "cat", tmp_path / "dog"]
+    assert visible_dirs(tmp_path / "cat") == []
