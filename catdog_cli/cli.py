@@ -125,11 +125,15 @@ def fetch(
     sha256: str | None = typer.Option(None, help="Expected sha256 of the --from archive."),
     force: bool = typer.Option(False, help="Fetch again even if the dataset is already complete."),
     weights: list[str] = typer.Option(None, help="Also download torchvision ImageNet weights for these backbones."),
+    max_size: float | None = typer.Option(
+        None, "--max-size", metavar="GIB", help="The most a fetch may download, unpack or copy, in GiB (default 20, "
+        "and an archive at most 100 times its own size: a zip bomb is refused); given, it is the only limit."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Download a named dataset (or take a local archive), verify it, and lay it out for training."""
     from catdog_cli import fetch as fetching
 
+    fetching.check_options(root, sha256, max_size)
     names = list(names or [])
     backbones = [b for w in weights or [] for b in w.split(",") if b]
     if not names and source is None and not backbones:
@@ -142,7 +146,8 @@ def fetch(
     for name in names or ([None] if source is not None else []):
         bar = render.FetchBar(_progress_console())
         try:
-            summaries.append(fetching.fetch(name, root=root, source=source, sha256=sha256, force=force, progress=bar))
+            summaries.append(fetching.fetch(name, root=root, source=source, sha256=sha256, force=force,
+                                            max_size=max_size, progress=bar))
         finally:
             bar.done()
     paths = fetching.fetch_weights(backbones) if backbones else {}

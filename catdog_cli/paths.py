@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,9 +16,22 @@ from catdog_cli.errors import CatdogError
 
 
 def data_root() -> Path:
-    """Datasets fetched by `catdog fetch` live here; CATDOG_HOME overrides the platform default."""
+    """Datasets fetched by `catdog fetch` live here; CATDOG_HOME overrides the platform default. A root that is
+    a file, below a file, or that cannot be searched is refused in one line, wherever a dataset is looked up."""
     env = os.environ.get("CATDOG_HOME")
-    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("catdog"))
+    root = Path(env).expanduser() if env else Path(platformdirs.user_data_dir("catdog"))
+    what = f"$CATDOG_HOME {root}" if env else f"the data root {root}"
+    try:
+        mode = os.stat(root).st_mode
+    except FileNotFoundError:  # made by the first fetch
+        return root
+    except OSError as e:
+        raise CatdogError(f"cannot use {what}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(mode):
+        raise CatdogError(f"{what} is a file; it must be a folder")
+    if not os.access(root, os.X_OK):
+        raise CatdogError(f"cannot use {what}: permission denied")
+    return root
 
 
 def new_run_dir(parent: Path | str = "runs", prefix: str = "train") -> Path:

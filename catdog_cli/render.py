@@ -186,6 +186,9 @@ class FetchBar:
             self.task = None
         self.bar.stop()
 
+    def note(self, text: str) -> None:
+        self.bar.console.print(text, markup=False, highlight=False)
+
 
 def fetch_table(summaries: list[Any]) -> Table:
     splits = [s for s in ("train", "val", "test", "unlabeled") if any(s in d.splits for d in summaries)]

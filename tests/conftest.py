@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +171,60 @@ def frozen_run(tmp_path_factory):
     config = TrainConfig(str(root), strategy="freeze", epochs=2, weights=str(weights), **TINY)
     result = fit(config, tmp / "run", events)
     return {"root": root, "out": tmp / "run", "state": state, "result": result, "events": events, "tmp": tmp}
+
+
+# --- folders full of links, for the walking rules that fetch and training share ------------------------------
+
+@dataclass
+class LinkedTree:
+    """A dataset folder `top` (class folders a/, b/, c/) with links, FIFOs and devices in random places.
+
+    `real` maps each class to the images that really live in it (no link on the way), `outside` lists the
+    images in a folder beside `top`, which links may lead to. Every image has its own bytes."""
+
+    top: Path
+    real: dict[str, list[Path]]
+    outside: list[Path]
+    hazards: list[str]  # what was planted, for failure messages
+
+
+def linked_tree(root: Path, seed: int) -> LinkedTree:
+    rng = random.Random(seed)
+    top, outside_dir = root / "data", root / "outside"
+    counter = itertools.count()
+
+    def image(path: Path) -> Path:
+        n = next(counter)  # a width per image: no two images have the same bytes
+        return make_image(path, CLASS_COLORS[n % len(CLASS_COLORS)], (24 + n, 20))
+
+    real = {c: [image(top / c / f"{i}.png") for i in range(rng.randint(2, 3))] +
+            [image(top / c / "sub" / f"s{i}.png") for i in range(rng.randint(1, 2))] for c in ("a", "b", "c")}
+    outside = [image(outside_dir / f"o{k}" / f"{i}.png") for k in range(2) for i in range(2)]
+    folders = [top, *(top / c for c in real), *(top / c / "sub" for c in real)]
+    targets = [root, top, *folders[1:], outside_dir, outside_dir / "o0", outside_dir / "o1"]
+    images = [p for ps in real.values() for p in ps] + outside
+    hazards = []
+    for k in range(rng.randint(4, 9)):
+        where, kind = rng.choice(folders), rng.choice(["dir", "dir", "file", "broken", "loop", "fifo", "device"])
+        if kind == "dir":
+            target = rng.choice([*targets, where])
+            link = where / f"link{k}"
+            link.symlink_to(os.path.relpath(target, where), target_is_directory=True)
+        elif kind == "file":
+            target = rng.choice(images)
+            link = where / f"link{k}.png"
+            link.symlink_to(os.path.relpath(target, where))
+        elif kind == "broken":
+            target, link = where / "missing.png", where / f"broken{k}.jpg"
+            link.symlink_to("missing.png")
+        elif kind == "loop":
+            target, link = where / f"loop{k}.jpg", where / f"loop{k}.jpg"
+            link.symlink_to(link.name)
+        elif kind == "fifo" and hasattr(os, "mkfifo"):
+            target, link = where / f"pipe{k}.jpg", where / f"pipe{k}.jpg"
+            os.mkfifo(link)
+        else:  # a device named like an image: reading /dev/zero never ends (a broken link where there is none)
+            target, link = Path("/dev/zero"), where / f"device{k}.jpg"
+            link.symlink_to(target)
+        hazards.append(f"{kind}: {link.relative_to(root)} -> {target}")
+    return LinkedTree(top, real, outside, hazards)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import functools
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
+import selectors
 import socket
+import subprocess
 import sys
 import tarfile
 import threading
 import types
 import zipfile
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import catdog, error_line, linked_tree
 from PIL import Image
 
 from catdog_cli import archives, fetch
@@ -46,6 +53,14 @@ def _gif() -> bytes:
 def _zip(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _deflated(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries.items():
             zf.writestr(name, data)
     return buf.getvalue()
@@ -91,8 +106,8 @@ def _tree(root: Path) -> dict[str, int]:
 
 
 def _leftovers(root: Path) -> list[str]:
-    """Temporary folders and partial downloads a fetch must not leave behind."""
-    return sorted(p.name for p in root.rglob("*") if p.name.endswith((".tmp", ".part", ".download")))
+    """Temporary folders, partial downloads and lock files a fetch must not leave behind."""
+    return sorted(p.name for p in root.rglob("*") if p.name.endswith((".tmp", ".part", ".download", ".lock")))
 
 
 def _sha(data: bytes) -> str:
@@ -102,11 +117,15 @@ def _sha(data: bytes) -> str:
 # --- loopback server ------------------------------------------------------------------------------------
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves server.files; honours `Range: bytes=N-` unless told not to; can cut a response mid-way."""
+    """Serves server.files; honours `Range: bytes=N-` unless told not to; can cut a response mid-way, leave
+    out Content-Length (or send a wrong one), or stream server.streams[path] zero bytes with no length."""
 
     def do_GET(self):
         srv = self.server
         srv.log.append((self.path, self.headers.get("Range")))
+        if self.path in srv.streams:
+            self._stream(srv.streams[self.path])
+            return
         data = srv.files.get(self.path)
         if data is None:
             self.send_error(404)
@@ -126,13 +145,24 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if self.path not in srv.no_length:
+            self.send_header("Content-Length", srv.lengths.get(self.path, str(len(body))))
         self.end_headers()
         if srv.cuts.get(self.path, 0) > 0:  # send a third, then hang up
             srv.cuts[self.path] -= 1
             body = body[: len(body) // 3]
         self.wfile.write(body)
         srv.sent += len(body)
+
+    def _stream(self, n: int) -> None:
+        self.send_response(200)
+        self.end_headers()  # no Content-Length: the body ends when the connection closes (HTTP/1.0)
+        try:
+            for _ in range(n // 65536):
+                self.wfile.write(bytes(65536))
+                self.server.sent += 65536
+        except OSError:  # the client hung up: what a capped download does
+            pass
 
     def log_message(self, *args):
         pass
@@ -142,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
 def fetch_server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.files, srv.log, srv.cuts, srv.no_range, srv.sent = {}, [], {}, set(), 0
+    srv.streams, srv.no_length, srv.lengths = {}, set(), {}
     srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
@@ -590,3 +621,493 @@ def test_real_catdog_through_loopback(fetch_server, tmp_path):
     assert s.splits["train"] + s.splits["val"] == 2002 and s.splits["unlabeled"] == 300
     assert _tree(s.path) == {"train/cat": 801, "train/dog": 801, "val/cat": 200, "val/dog": 200, "unlabeled": 300}
     assert s.skipped == []
+
+
+# --- one fetch of a dataset at a time -----------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A fetch that stops, lock held and temp folder made, once it starts extracting, until told to go on.
+HOLDING_FETCH = """
+import sys
+from catdog_cli import fetch
+
+class Hold(fetch.FetchProgress):
+    held = False
+
+    def start(self, total, description):
+        if not self.held:
+            self.held = True
+            print("holding", flush=True)
+            sys.stdin.readline()
+
+fetch.fetch(sys.argv[1], root=sys.argv[2], source=sys.argv[3], progress=Hold())
+"""
+
+
+def _spawn(*args: str, stdin: bool = False) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "1000"}
+    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _next_line(stream, timeout: float = 120.0) -> str:
+    """The next line a child process writes; '' if it closed the stream or said nothing for `timeout` s."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        return stream.readline().strip() if sel.select(timeout) else ""
+
+
+def _stop(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+@pytest.mark.skipif(fetch.fcntl is None, reason="no flock on this system")
+def test_a_second_fetch_of_a_dataset_waits_for_the_first_and_never_touches_its_files(tmp_path, monkeypatch):
+    archive = tmp_path / "k.zip"
+    archive.write_bytes(_zip(_kaggle(n=10, unlabeled=4)))
+    root = tmp_path / "data"
+    first = _spawn("-c", HOLDING_FETCH, "catdog", str(root), str(archive), stdin=True)
+    second = None
+    try:
+        assert _next_line(first.stdout) == "holding", first.stderr.read()
+        (temp,) = root.glob(".catdog.*.tmp")
+        # told not to wait, a second fetch refuses at once, and leaves the first one's temp folder alone
+        monkeypatch.setattr(fetch, "LOCK_WAIT_S", 0.0)
+        with pytest.raises(CatdogError, match=f"another catdog fetch of catdog \\(pid {first.pid}\\) is still"):
+            fetch.fetch("catdog", root=root, source=str(archive))
+        assert temp.is_dir()
+        # a second process waits, saying so on stderr
+        second = _spawn("-m", "catdog_cli", "fetch", "catdog", "--from", str(archive), "--root", str(root), "--json")
+        assert _next_line(second.stderr) == f"waiting for another catdog fetch of catdog (pid {first.pid}) to finish"
+        assert temp.is_dir() and not (root / "catdog").exists()
+        first.stdin.write("go\n")
+        first.stdin.flush()
+        out, err = second.communicate(timeout=120)
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        _stop(first, *([second] if second else []))
+    assert second.returncode == 0, err
+    (dataset,) = json.loads(out)["datasets"]
+    assert dataset["cached"] and dataset["splits"] == {"train": 16, "val": 4, "unlabeled": 4}
+    assert _tree(root / "catdog") == {"train/cat": 8, "train/dog": 8, "val/cat": 2, "val/dog": 2, "unlabeled": 4}
+    assert _leftovers(tmp_path) == []
+
+
+def test_fetches_started_together_build_the_dataset_once(tmp_path):
+    archive = tmp_path / "k.zip"
+    archive.write_bytes(_zip(_kaggle(n=10, unlabeled=4)))
+    root = tmp_path / "data"
+    procs = [_spawn("-m", "catdog_cli", "fetch", "catdog", "--from", str(archive), "--root", str(root), "--json")
+             for _ in range(3)]
+    try:
+        results = [p.communicate(timeout=180) for p in procs]
+    finally:
+        _stop(*procs)
+    assert [p.returncode for p in procs] == [0, 0, 0], results
+    cached = sorted(json.loads(out)["datasets"][0]["cached"] for out, _ in results)
+    assert cached == [False, True, True]
+    assert _tree(root / "catdog") == {"train/cat": 8, "train/dog": 8, "val/cat": 2, "val/dog": 2, "unlabeled": 4}
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(fetch.fcntl is None, reason="no flock on this system")
+def test_a_file_system_without_locks_fetches_and_says_so(tmp_path, monkeypatch):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fetch.fcntl, "flock", no_locks)
+    notes = []
+    progress = FetchProgress()
+    progress.note = notes.append
+    archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=4))))
+    assert fetch.fetch("catdog", root=tmp_path / "data", source=str(archive), progress=progress).splits["val"] == 2
+    assert notes == [f"cannot lock {tmp_path / 'data' / '.catdog.lock'} on this file system: run one fetch of "
+                     "catdog at a time"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_counts_are_checked_before_the_dataset_is_marked_complete(tmp_path, monkeypatch):
+    archive = tmp_path / "k.zip"
+    archive.write_bytes(_zip(_kaggle(n=10, unlabeled=4)))
+    place, calls = fetch._place, itertools.count()
+    monkeypatch.setattr(fetch, "_place", lambda src, folder, move: next(calls) == 5 or place(src, folder, move))
+    with pytest.raises(CatdogError, match=r"7 of 8 images of train/\w+ arrived in the new dataset; nothing was kept"):
+        fetch.fetch("catdog", root=tmp_path / "data", source=str(archive))
+    assert not (tmp_path / "data" / "catdog").exists() and _leftovers(tmp_path) == []
+
+
+# --- fetch --from FOLDER: the walking rules of training data ------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_folder_full_of_links_gives_each_image_once_in_its_own_class(tmp_path, seed):
+    tree = linked_tree(tmp_path, seed)
+    s = fetch.fetch("linked", root=tmp_path / "fetched", source=str(tree.top))
+    got = {c: sorted(p.read_bytes() for split in ("train", "val") for p in (s.path / split / c).glob("*"))
+           for c in s.classes}
+    everything = [b for bs in got.values() for b in bs]
+    assert len(everything) == len(set(everything)), tree.hazards  # no image twice, in one class or two
+    for cls, images in tree.real.items():  # every image in its own class
+        assert {p.read_bytes() for p in images} <= set(got[cls]), tree.hazards
+    outside = {p.read_bytes() for p in tree.outside}
+    assert set(everything) - {p.read_bytes() for ps in tree.real.values() for p in ps} <= outside, tree.hazards
+
+
+def test_a_folder_linked_into_itself_is_copied_once_and_what_was_left_out_is_reported(tmp_path):
+    src = tmp_path / "src"
+    for c in ("cat", "dog"):
+        for i in range(3):
+            (src / c).mkdir(parents=True, exist_ok=True)
+            (src / c / f"{i}.jpg").write_bytes(_jpeg(i + (c == "dog") * 10))
+    (src / "cat" / "again").symlink_to("..", target_is_directory=True)  # a loop back to the top
+    (src / "cat" / "dogs").symlink_to("../dog", target_is_directory=True)  # into another class
+    (src / "kitty").symlink_to("cat", target_is_directory=True)  # a class folder under a second name
+    s = fetch.fetch("mine", root=tmp_path / "data", source=str(src))
+    assert s.classes == ["cat", "dog"] and s.splits == {"train": 4, "val": 2}
+    assert dict(s.skipped) == {"kitty/": "same folder as cat/, walked once",
+                               **{f"cat/dogs/{i}.jpg": f"same file as dog/{i}.jpg" for i in range(3)}}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_named_like_an_image_is_reported_not_read(tmp_path):
+    src = tmp_path / "src"
+    for c in ("cat", "dog"):
+        (src / c).mkdir(parents=True)
+        for i in range(3):
+            (src / c / f"{i}.jpg").write_bytes(_jpeg(i))
+    os.mkfifo(src / "cat" / "pipe.jpg")  # reading it would block forever
+    (src / "dog" / "gone.jpg").symlink_to("nowhere.jpg")
+    s = fetch.fetch("mine", root=tmp_path / "data", source=str(src))
+    assert dict(s.skipped) == {"cat/pipe.jpg": "not a regular file",
+                               "dog/gone.jpg": "cannot read (No such file or directory)"}
+    assert s.splits == {"train": 4, "val": 2}
+
+
+# --- archives inside an archive ---------------------------------------------------------------------------
+
+def test_inner_archives_that_hold_the_same_paths_are_refused_with_a_count(tmp_path):
+    k = _kaggle(n=5, unlabeled=0)
+    outer = {"train.zip": _zip({n: d for n, d in k.items() if n.startswith("train/")}),
+             "train2.zip": _zip({n: _jpeg(99) for n in list(k)[:3]} | {"train/cat.77.jpg": _jpeg(7)})}
+    archive = tmp_path / "dogs-vs-cats.zip"
+    archive.write_bytes(_zip(outer))
+    with pytest.raises(CatdogError, match=r"refusing train2\.zip: 3 of its entries would overwrite a file"):
+        fetch.fetch(None, root=tmp_path / "data", source=str(archive))
+    assert not (tmp_path / "data" / "dogs-vs-cats").exists() and _leftovers(tmp_path) == []
+
+
+def test_archives_nested_deeper_than_kaggle_are_refused(tmp_path):
+    data = _zip(_kaggle(n=3, unlabeled=0))
+    for depth in range(3):
+        data = _zip({f"level{depth}.zip": data})
+    archive = tmp_path / "deep.zip"
+    archive.write_bytes(data)
+    with pytest.raises(CatdogError, match="archives nested more than 3 deep"):
+        fetch.fetch(None, root=tmp_path / "data", source=str(archive))
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_bomb_inside_an_archive_counts_toward_the_outer_archives_budget(tmp_path):
+    inner = _deflated({f"train/cat.{i}.jpg": bytes(1 << 20) for i in range(4)})  # 4 MiB of zeros in 5 KB
+    archive = tmp_path / "outer.zip"
+    archive.write_bytes(_zip({"train.zip": inner}))  # the outer archive alone is harmless
+    with pytest.raises(CatdogError, match=r"refusing train\.zip: it unpacks to more than 100 times"):
+        fetch.fetch(None, root=tmp_path / "data", source=str(archive))
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "data" / "outer").exists()
+
+
+# --- bounded: --max-size ------------------------------------------------------------------------------------
+
+def test_max_size_lets_a_trusted_archive_through_and_caps_a_folder_copy(tmp_path):
+    bomb = {f"train/{c}.{i}.jpg": _jpeg(i) + b"\0" * (1 << 20) for c in ("cat", "dog") for i in range(3)}
+    archive = tmp_path / "big.zip"
+    archive.write_bytes(_deflated(bomb))
+    with pytest.raises(CatdogError, match="unpacks to more than 100 times"):
+        fetch.fetch(None, root=tmp_path / "data", source=str(archive))
+    s = fetch.fetch(None, root=tmp_path / "data", source=str(archive), max_size=0.01)
+    assert s.splits == {"train": 4, "val": 2}
+    with pytest.raises(CatdogError, match=r"the images to copy take 6(\.\d+)? MiB, over the 1\.02 MiB limit"):
+        fetch.fetch("copy", root=tmp_path / "data", source=str(s.path), max_size=0.001)
+    assert _leftovers(tmp_path) == []
+
+
+class _Received(FetchProgress):
+    """Counts the bytes a download took in."""
+
+    def __init__(self):
+        self.bytes = 0
+
+    def advance(self, n):
+        self.bytes += n
+
+
+def test_a_download_without_length_stops_at_the_cap_and_is_deleted(fetch_server, tmp_path):
+    fetch_server.streams["/endless.zip"] = 64 << 20
+    received = _Received()
+    with pytest.raises(CatdogError, match=r"endless\.zip is over the 1 MiB limit .*the download was deleted"):
+        fetch.fetch("x", root=tmp_path, source=fetch_server.url("/endless.zip"), max_size=1 / 1024, progress=received)
+    assert received.bytes <= 1 << 20  # it hung up at the cap, not at the end
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "x").exists()
+
+
+def test_a_download_announced_over_the_cap_is_not_started(fetch_server, tmp_path):
+    fetch_server.files["/big.zip"] = b"\0" * (2 << 20)
+    with pytest.raises(CatdogError, match="is over the 1 MiB limit"):
+        fetch.fetch("x", root=tmp_path, source=fetch_server.url("/big.zip"), max_size=1 / 1024)
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_registry_download_stops_when_it_passes_its_known_size(fetch_server, tmp_path, monkeypatch):
+    fetch_server.streams["/h.zip"] = 64 << 20
+    monkeypatch.setitem(REGISTRY, "hymenoptera", REGISTRY["hymenoptera"].__class__(
+        url=fetch_server.url("/h.zip"), size=1 << 20, sha256=None))
+    received = _Received()
+    with pytest.raises(CatdogError, match=r"size mismatch .* expected 1048576 bytes, the server sends"):
+        fetch.fetch("hymenoptera", root=tmp_path, progress=received)
+    assert received.bytes <= 1 << 20 and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", ""])
+def test_a_nonsense_content_length_is_ignored(fetch_server, tmp_path, length):
+    fetch_server.files["/h.zip"] = _zip(_hymenoptera())
+    fetch_server.lengths["/h.zip"] = length
+    assert fetch.fetch("hymenoptera", root=tmp_path, source=fetch_server.url("/h.zip")).splits["val"] == 6
+
+
+# --- no traceback, nothing left behind -----------------------------------------------------------------------
+
+def _file(path: Path, data: bytes = b"x") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def _fifo(path: Path) -> str:
+    os.mkfifo(path)
+    return str(path)
+
+
+def _encrypted_zip(path: Path) -> str:
+    data = bytearray(_zip(_kaggle(n=3)))
+    for m in re.finditer(b"PK\x03\x04|PK\x01\x02", bytes(data)):  # every entry's "encrypted" flag
+        data[m.start() + (6 if data[m.start() + 2] == 3 else 8)] |= 1
+    return _file(path, bytes(data))
+
+
+def _nested_clash(path: Path) -> str:
+    inner = _zip(_kaggle(n=3, unlabeled=0))
+    return _file(path, _zip({"a.zip": inner, "b.zip": inner}))
+
+
+KAGGLE = ("--from", "{tmp}/kaggle.zip")
+BAD_FETCHES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "an empty zip": (lambda t: ["--from", _file(t / "e.zip", _zip({}))], "e.zip is empty"),
+    "a zip of folders": (lambda t: ["--from", _file(t / "f.zip", _zip({"train/": b""}))], "f.zip is empty"),
+    "zeros for a tar": (lambda t: ["--from", _file(t / "z.tar", bytes(10240))], "z.tar is empty"),
+    "a zero-byte archive": (lambda t: ["--from", _file(t / "n.zip", b"")], "not a zip or tar"),
+    "an encrypted zip": (lambda t: ["--from", _encrypted_zip(t / "s.zip")], "is encrypted"),
+    "clashing inner zips": (lambda t: ["--from", _nested_clash(t / "c.zip")], "would overwrite"),
+    "a zip bomb": (lambda t: ["--from", _file(t / "b.zip", _deflated({"train/cat.1.jpg": bytes(4 << 20)}))],
+                   "unpacks to more than"),
+    "--root a file": (lambda t: ["catdog", "--root", _file(t / "f")], "is a file"),
+    "--root below a file": (lambda t: ["catdog", *KAGGLE, "--root", _file(t / "f") + "/sub"], "Not a directory"),
+    "--from a FIFO": (lambda t: ["x", "--from", _fifo(t / "p.zip")], "is not a file or a folder"),
+    "--from a device": (lambda t: ["x", "--from", "/dev/zero"], "is not a file or a folder"),
+    "--from nothing": (lambda t: ["x", "--from", str(t / "nope.zip")], "no such file or folder"),
+    "--from ''": (lambda t: ["--from", ""], "--from is empty"),
+    "--from file://": (lambda t: ["x", "--from", "file:///etc/passwd"], "http and https"),
+    "--from ftp://": (lambda t: ["x", "--from", "ftp://example.com/x.zip"], "http and https"),
+    "--from a URL without a host": (lambda t: ["--from", "https:///x.zip"], "names no host"),
+    "--from a broken IPv6 URL": (lambda t: ["x", "--from", "http://[::1/x.zip"], "not a valid URL"),
+    "--from a URL with a bad port": (lambda t: ["--from", "http://127.0.0.1:99999/x.zip"], "not a valid URL"),
+    "--sha256 short": (lambda t: ["catdog", "--sha256", "abc"], "64 hex digits"),
+    "--sha256 on a folder": (lambda t: ["x", "--from", str(t), "--sha256", "0" * 64], "not a folder"),
+    "a bad name": (lambda t: ["../up", *KAGGLE], "bad dataset name"),
+    "an unknown name": (lambda t: ["nosuch"], "unknown dataset"),
+    "a foreign folder, forced": (lambda t: ["mine", *KAGGLE, "--force"] if _file(t / "data" / "mine" / "x.txt")
+                                 else [], "not a dataset made by catdog fetch; move it away"),
+    **{f"--max-size {v}": (lambda t, v=v: ["catdog", *KAGGLE, "--max-size", v], "--max-size is in GiB")
+       for v in ("nan", "inf", "-inf", "-1", "0", "1e300", "1e-300")},
+    "--max-size without a dataset": (lambda t: ["--weights", "resnet18", "--max-size", "nan"], "--max-size"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FETCHES)
+def test_a_bad_fetch_is_one_line_and_leaves_nothing(tmp_path, case):
+    make, message = BAD_FETCHES[case]
+    (tmp_path / "kaggle.zip").write_bytes(_zip(_kaggle(n=3)))
+    args = [a.replace("{tmp}", str(tmp_path)) for a in make(tmp_path)]
+    before = set(tmp_path.rglob("*"))
+    line = error_line(catdog("fetch", *args, *([] if "--root" in args else ["--root", tmp_path / "data"])))
+    assert message in line
+    new = set(tmp_path.rglob("*")) - before
+    assert {p for p in new if p.is_file()} == set(), new  # nothing written
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("home", ["file", "file/below"])
+def test_catdog_home_that_is_a_file_is_one_line_wherever_a_dataset_is_looked_up(tmp_path, monkeypatch, home):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("CATDOG_HOME", str(tmp_path / home))
+    assert "$CATDOG_HOME" in error_line(catdog("fetch", "catdog"))
+    assert "$CATDOG_HOME" in error_line(catdog("train", "--data", "catdog", "--epochs", "1"))
+
+
+MARKERS: dict[str, bytes] = {
+    "not JSON": b"{",
+    "a list": b"[]",
+    "null": b"null",
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "not UTF-8": b"\xff\xfe\x00",
+    "a field missing": json.dumps({"name": "catdog"}).encode(),
+    "classes a number": json.dumps({"name": "catdog", "path": "/x", "classes": 5, "splits": {}, "skipped": [],
+                                    "cached": False, "source": "", "sha256": None}).encode(),
+    "a negative count": json.dumps({"name": "catdog", "path": "/x", "classes": ["cat"], "splits": {"train": -1},
+                                    "skipped": [], "cached": False, "source": "", "sha256": None}).encode(),
+    "skipped not pairs": json.dumps({"name": "catdog", "path": "/x", "classes": ["cat"], "splits": {"train": 1},
+                                     "skipped": [["a", "b"]], "cached": False, "source": "", "sha256": None}).encode(),
+}
+
+
+@pytest.mark.parametrize("marker", [*MARKERS, "a folder"])
+def test_a_damaged_marker_is_one_line_and_force_rebuilds(tmp_path, marker):
+    dataset = tmp_path / "data" / "catdog"
+    dataset.mkdir(parents=True)
+    if marker == "a folder":
+        (dataset / MARKER).mkdir()
+    else:
+        (dataset / MARKER).write_bytes(MARKERS[marker])
+    archive = tmp_path / "k.zip"
+    archive.write_bytes(_zip(_kaggle(n=5)))
+    line = error_line(catdog("fetch", "catdog", "--root", tmp_path / "data", "--from", archive))
+    assert line.endswith(f"has a damaged {MARKER}; pass --force to fetch it again")
+    s = fetch.fetch("catdog", root=tmp_path / "data", source=str(archive), force=True)
+    assert s.splits == {"train": 8, "val": 2, "unlabeled": 4} and _leftovers(tmp_path) == []
+
+
+def _deny(monkeypatch, module, name: str, path: Path, error: int = errno.EACCES) -> None:
+    """module.name raises `error` for path, as it would for a user who may not read (or write) it."""
+    real = getattr(module, name)
+
+    def denied(p, *args, **kwargs):
+        if isinstance(p, (str, os.PathLike)) and path in (Path(p), Path(p).parent):
+            raise OSError(error, os.strerror(error), os.fspath(p))
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, denied)
+
+
+def test_an_unreadable_source_or_unwritable_root_is_one_line(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    for c in ("cat", "dog"):
+        for i in range(3):
+            _file(src / c / f"{i}.jpg", _jpeg(i))
+    archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=3))))
+    root = tmp_path / "data"
+    with monkeypatch.context() as m:
+        _deny(m, os, "scandir", src)
+        assert error_line(catdog("fetch", "x", "--from", src, "--root", root)).endswith(
+            f"{src}: Permission denied")
+    with monkeypatch.context() as m:
+        _deny(m, builtins, "open", archive)
+        assert error_line(catdog("fetch", "x", "--from", archive, "--root", root)).endswith(
+            f"{archive}: Permission denied")
+    for error in (errno.EACCES, errno.EROFS):
+        with monkeypatch.context() as m:
+            _deny(m, os, "open", root, error)
+            assert error_line(catdog("fetch", "x", "--from", archive, "--root", root)).endswith(os.strerror(error))
+    assert _leftovers(tmp_path) == [] and list(root.iterdir()) == []
+
+
+def test_an_unreadable_class_folder_is_reported_and_the_rest_fetched(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    for c in ("cat", "dog", "fox"):
+        for i in range(3):
+            _file(src / c / f"{i}.jpg", _jpeg(i))
+    _deny(monkeypatch, os, "scandir", src / "fox")
+    s = fetch.fetch("x", root=tmp_path / "data", source=str(src))
+    assert s.classes == ["cat", "dog"] and s.skipped == [("fox/", "cannot read (Permission denied)")]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may read anything")
+def test_unreadable_for_real(tmp_path):
+    src = tmp_path / "src"
+    _file(src / "cat" / "0.jpg", _jpeg())
+    src.chmod(0)
+    archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=3))))
+    try:
+        assert "Permission denied" in error_line(catdog("fetch", "x", "--from", src, "--root", tmp_path / "d"))
+        archive.chmod(0)
+        assert "Permission denied" in error_line(catdog("fetch", "x", "--from", archive, "--root", tmp_path / "d"))
+        archive.chmod(0o600)
+        (tmp_path / "ro").mkdir(0o500)
+        assert "Permission denied" in error_line(catdog("fetch", "x", "--from", archive, "--root", tmp_path / "ro"))
+    finally:
+        src.chmod(0o700)
+    assert _leftovers(tmp_path) == []
+
+
+class _FailingWrites:
+    """os.open (for writing), os.mkdir, os.replace and os.link, with write number `at` raising `fault`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count, self.at, self.fault = 0, -1, None
+        for module, name in ((os, "open"), (os, "mkdir"), (os, "replace"), (os, "link")):
+            monkeypatch.setattr(module, name, self._wrap(name, getattr(module, name)))
+
+    def _wrap(self, name: str, real: Callable) -> Callable:
+        def write(*args, **kwargs):
+            if name != "open" or args[1] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):  # not rmtree's reads
+                self.count += 1
+                if self.count - 1 == self.at:
+                    raise self.fault
+            return real(*args, **kwargs)
+        return write
+
+    def arm(self, at: int, fault: BaseException | None = None) -> None:
+        self.count, self.at, self.fault = 0, at, fault
+
+
+@pytest.mark.parametrize("source", ["archive", "folder", "forced"])
+def test_a_fetch_that_fails_at_any_write_leaves_nothing(tmp_path, monkeypatch, source):
+    """Disk full (or Ctrl-C) at each write a fetch makes, in turn: it fails in one line, or succeeds, and leaves
+    no temporary folder, lock or half dataset behind; a dataset replaced with --force is there, old or new."""
+    archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=4, unlabeled=2))))
+    if source == "folder":
+        fetch.fetch("src", root=tmp_path, source=str(archive))
+        archive = tmp_path / "src"
+    writes = _FailingWrites(monkeypatch)
+
+    def run(root: Path, at: int, fault: BaseException | None = None) -> DatasetSummary:
+        if source == "forced":
+            fetch.fetch("x", root=root, source=str(archive))  # the dataset --force replaces
+        writes.arm(at, fault)
+        return fetch.fetch("x", root=root, source=str(archive), force=source == "forced")
+
+    run(tmp_path / "counting", -1)
+    assert writes.count > 20
+    complete = {"train/cat": 3, "train/dog": 3, "val/cat": 1, "val/dog": 1, "unlabeled": 2}
+    for k in range(writes.count):
+        root = tmp_path / str(k)
+        try:
+            s = run(root, k, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if k % 4 else KeyboardInterrupt())
+        except CatdogError as e:
+            assert str(e).endswith(os.strerror(errno.ENOSPC)) and "\n" not in str(e)
+        except KeyboardInterrupt:
+            assert not k % 4
+        else:
+            assert s.splits == {"train": 6, "val": 2, "unlabeled": 2}
+        assert _leftovers(root) == [], k
+        if source == "forced" or (root / "x").exists():
+            assert _tree(root / "x") == complete and (root / "x" / MARKER).is_file(), k
+
+
+def test_a_damaged_marker_of_a_dataset_from_elsewhere_needs_its_source_again(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / MARKER).write_text("{")
+    with pytest.raises(CatdogError, match="which said where it came from; pass --force with --from"):
+        fetch.fetch("mine", root=tmp_path, force=True)
+    assert (tmp_path / "mine" / MARKER).read_text() == "{"
