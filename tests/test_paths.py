@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from catdog_cli.errors import CatdogError
-from catdog_cli.paths import atomic_write, check_out_dir, claim_out_dir, data_root, new_run_dir
+from catdog_cli.paths import atomic_write, check_out_dir, data_root, new_run_dir, run_folder
 
 
 def test_atomic_write_leaves_only_the_file(tmp_path):
@@ -51,8 +51,9 @@ def test_new_run_dirs_count_up_and_never_reuse(tmp_path):
 def test_out_dir_must_be_new_or_empty(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert claim_out_dir(empty, "train") == empty
-    (empty / "best.pt").write_bytes(b"mine")
+    with run_folder(empty, "train") as folder:
+        assert folder == empty
+        (empty / "best.pt").write_bytes(b"mine")
     with pytest.raises(CatdogError, match="never overwrites"):
         check_out_dir(empty)
     assert (empty / "best.pt").read_bytes() == b"mine"
