@@ -229,7 +229,7 @@ def preprocessing(name: str) -> Preprocessing:
     return resolve(name).preprocessing()
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CatdogError(f"weights file not found: {path}")
     try:
@@ -335,7 +335,7 @@ def build_model(name: str, num_classes: int, weights: str = "default", device: t
             features = spec.build_features(pretrained=weights == "default")
         if weights not in ("default", "none"):
             classifier = features.pretrained_cfg.get("classifier") or "classifier"
-            _load_pretrained(features, _read_state_dict(Path(weights)), (f"{classifier}.",), source)
+            _load_pretrained(features, read_state_dict(Path(weights)), (f"{classifier}.",), source)
         head = init_head(nn.Linear(features.num_features, num_classes, device="meta").to_empty(device="cpu"), seed)
         return TransferModel(features, head).to(device)
 
@@ -343,7 +343,7 @@ def build_model(name: str, num_classes: int, weights: str = "default", device: t
         with _seeded(seed, device), torch.device(device):  # init where the model runs: a GPU initializes vgg16 fast
             full = spec.build_full()
     else:
-        state = spec.pretrained_state_dict() if weights == "default" else _read_state_dict(Path(weights))
+        state = spec.pretrained_state_dict() if weights == "default" else read_state_dict(Path(weights))
         if weights == "default":
             source = f"torchvision's {spec.weights_enum()}"
         full = spec.build_meta()

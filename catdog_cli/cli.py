@@ -34,6 +34,10 @@ def _error_line(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
 
 
+# click's base error, as the click that typer runs on defines it (typer may vendor its own copy of click)
+CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class CatdogGroup(TyperGroup):
     """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
     `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
@@ -43,11 +47,11 @@ class CatdogGroup(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as exc:  # click's own usage errors, drawn as a one-line error, not a box
+        except CLICK_ERROR as exc:  # click's own usage errors, drawn as a one-line error, not a box
             hint = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
             _error_line(" ".join(exc.format_message().split()) + hint)
             code = exc.exit_code
-        except click.Abort:
+        except typer.Abort:
             _error_line("aborted")
             code = 1
         if not standalone_mode:
@@ -138,6 +142,23 @@ DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*)
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
 
 
+def _check_fetch(names: list[str], root: Path | None, source: str | None, sha256: str | None, backbones: list[str],
+                 registry: Any) -> None:
+    """fetch's options, before any download."""
+    from catdog_cli.config import check_backbone
+    from catdog_cli.paths import check_folder_target
+
+    if root is not None:  # a file, a path below a file, a read-only place
+        check_folder_target(root, "--root")
+    for backbone in backbones:
+        check_backbone(backbone)
+    if not names and source is None and not backbones:
+        raise CatdogError(f"nothing to fetch: name a dataset ({', '.join(registry)}), "
+                          "give --from PATH_OR_URL, or --weights BACKBONE")
+    if len(names) > 1 and (source is not None or sha256 is not None):
+        raise CatdogError("--from and --sha256 describe one archive: fetch one dataset at a time with them")
+
+
 @app.command()
 def fetch(
     names: list[str] = typer.Argument(None, help="Datasets to fetch: hymenoptera, catdog, petimages."),
@@ -153,11 +174,7 @@ def fetch(
 
     names = list(names or [])
     backbones = [b for w in weights or [] for b in w.split(",") if b]
-    if not names and source is None and not backbones:
-        raise CatdogError(f"nothing to fetch: name a dataset ({', '.join(fetching.REGISTRY)}), "
-                          "give --from PATH_OR_URL, or --weights BACKBONE")
-    if len(names) > 1 and (source is not None or sha256 is not None):
-        raise CatdogError("--from and --sha256 describe one archive: fetch one dataset at a time with them")
+    _check_fetch(names, root, source, sha256, backbones, fetching.REGISTRY)
     console = _console(json_output)
     summaries = []
     for name in names or ([None] if source is not None else []):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from catdog_cli import checkpoints, distributed, report
-from catdog_cli.backbones import TransferModel, build_model
+from catdog_cli.backbones import TransferModel, build_model, read_state_dict
 from catdog_cli.config import CompareConfig
 from catdog_cli.data import Dataset, load_dataset
 from catdog_cli.engine import Events, Run, start_run, train_loop
@@ -207,6 +207,8 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
     events = events if events is not None and world.main else Events()
     config.check()
     device = resolve_device(distributed.device_for(config.train.device, world))
+    if config.train.weights not in ("default", "none"):  # a file no cell could use: refused once, up front
+        read_state_dict(Path(config.train.weights))
     with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
         folder = distributed.main_enters(stack, lambda: compare_folder(out, config), world)
         dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)

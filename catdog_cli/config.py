@@ -109,6 +109,8 @@ def check_use(model: Path | str, *, batch_size: int | None = None, device: str =
         raise CatdogError(f"{path} is a folder, not a checkpoint file (catdog train writes OUT/best.pt)")
     if not path.exists():
         raise CatdogError(f"checkpoint not found: {path}")
+    if not path.is_file():  # a FIFO would hang the read
+        raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
     check_options({"batch_size": batch_size, "device": device, "top_k": top_k})
     if split not in SPLITS:
         raise CatdogError(f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}"
@@ -120,9 +122,10 @@ def check_weights(weights: str) -> None:
     if weights in ("default", "none"):
         return
     path = Path(weights).expanduser()
-    if not path.is_file():
-        raise CatdogError(f"--weights {weights}: no such file (use default, none, or the path of a state dict)"
-                          if not path.exists() else f"--weights {weights} is a folder, not a weights file")
+    if not path.exists():
+        raise CatdogError(f"--weights {weights}: no such file (use default, none, or the path of a state dict)")
+    if not path.is_file():  # a folder, or a FIFO that would hang the read
+        raise CatdogError(f"--weights {weights} is not a regular file; give the path of a state dict")
 
 
 @dataclass
@@ -177,8 +180,10 @@ class CompareConfig:
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
 
     def check(self) -> None:
-        if not self.backbones or not self.strategies:
-            raise CatdogError("a compare grid needs at least one backbone and one strategy")
+        if not self.backbones:
+            raise CatdogError("--backbones names no backbone; give at least one (e.g. --backbones resnet34)")
+        if not self.strategies:
+            raise CatdogError(f"--strategies names no strategy; give at least one of {', '.join(STRATEGIES)}")
         for name in self.strategies:
             check_strategy(name)
         for name in self.backbones:

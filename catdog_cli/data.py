@@ -210,6 +210,10 @@ def split_summary(record: dict[str, Any]) -> dict[str, Any]:
             "train": {"count": len(train), "sha256": digest}}
 
 
+ADDED = "added since the run trained (not in its recorded split), left out"
+LIKE_TRAINING = "named like one of the run's training images (moved or copied from train?), left out of val"
+
+
 def _restore(found: dict[str, dict[str, list[Path]]], recorded: dict[str, Any], root: Path,
              val_folder: bool) -> tuple[list[tuple[Path, str]], list[str]]:
     """Set found's train and val to the recorded split, in its order, among the files there now.
@@ -235,9 +239,9 @@ def _restore(found: dict[str, dict[str, list[Path]]], recorded: dict[str, Any], 
         if rel in known:
             continue
         if path not in added_to_val:
-            left_out.append((path, "not in the run's recorded split (added since it trained): left out"))
+            left_out.append((path, ADDED))
         elif path.name in trained:
-            left_out.append((path, "named like one of the run's training images: left out of val"))
+            left_out.append((path, LIKE_TRAINING))
         else:
             restored["val"].setdefault(cls, []).append(path)
     found["train"], found["val"] = restored["train"], restored["val"]
