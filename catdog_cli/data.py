@@ -280,12 +280,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _open_regular(path: Path) -> BinaryIO:
-    """The file opened for reading if it is a regular file. Opened without blocking, then checked: a FIFO named
-    like an image would hang a read forever, a device would never end."""
+    """The file opened for reading if it is a regular file: a FIFO named like an image would hang a read forever,
+    a device would never end. Checked before opening, and again on what was opened (without blocking)."""
+    special = ImageError("not a regular file (a FIFO, device or socket is never read)")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise special
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError("not a regular file (a FIFO, device or socket is never read)")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else in between
+            raise special
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
