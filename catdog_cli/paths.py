@@ -82,6 +82,8 @@ def check_out_dir(out: Path | str | None) -> None:
         return
     if not Path(out).is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
+    if (Path(out) / LOCK).exists():
+        raise CatdogError(f"{out} is in use by another catdog run; if none is running, delete {Path(out) / LOCK}")
     if any(Path(out).iterdir()):
         raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
 

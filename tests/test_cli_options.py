@@ -11,9 +11,13 @@ option that slipped through would be caught by its exit code, and slowly.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import types
 import typing
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -122,8 +126,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "strategy": "freeze", "config": {},
             "data": str(data.resolve())}
     checkpoints.save(tmp / "model.pt", model, meta)
-    import zipfile
-
     with zipfile.ZipFile(tmp / "photos.zip", "w") as z:
         for path in sorted(data.rglob("*.png")):
             z.write(path, path.relative_to(data).as_posix())
@@ -183,3 +185,27 @@ def test_a_bad_value_is_one_line_before_any_work(world: dict, tmp_path: Path, mo
         assert any(n in lines[0] for n in named), (args, lines[0])
         assert result.stdout == ""
         assert (snapshot(tmp_path), snapshot(world["tmp"])) == before, (args, "wrote something")
+
+
+CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes seconds to import)
+    ["train", "--data", "nosuch"], ["train", "--data", ".", "--strategy", "frezee"],
+    ["train", "--data", ".", "--backbone", "resnet9"], ["train", "--data", ".", "--lr", "nan"],
+    ["train", "--data", ".", "--device", "mps"], ["train", "--data", ".", "--weights", "missing.pth"],
+    ["compare", "--data", "nosuch"], ["compare", "--data", ".", "--strategies", "freeze,thaw"],
+    ["compare", "--data", ".", "--cache-gib", "nan"], ["evaluate", "missing.pt"],
+    ["evaluate", "model.pt", "--split", "vall"], ["predict", "model.pt", "nosuch.jpg"],
+    ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
+    ["train", "--resume", ".", "--lr", "inf"],
+]
+
+
+def test_cheap_mistakes_are_answered_before_torch_is_imported(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    code = ("import json, sys; from typer.testing import CliRunner; from catdog_cli.cli import app\n"
+            "for args in json.loads(sys.argv[1]):\n"
+            "    r = CliRunner().invoke(app, args)\n"
+            "    assert r.exit_code in (1, 2) and r.stderr.startswith('error: '), (args, r.output)\n"
+            "    assert 'torch' not in sys.modules, ('torch imported by', args)\n")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(CHEAP_MISTAKES)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
