@@ -544,3 +544,11 @@ def test_a_train_json_holds_only_the_document_while_weights_download(tmp_path: P
                     "32", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "run", "--json")
     assert json.loads(result.stdout)["epochs"] == 1
     assert "Downloading: " in result.stderr
+
+
+@pytest.mark.parametrize("name", ["[red]rouge", "[bold]x", "a[b]c"])
+def test_fetch_prints_class_names_that_look_like_markup_as_they_are(tmp_path: Path, name: str) -> None:
+    source = labeled_folder(tmp_path / "photos", classes=(name, "dog"), per_class=3)
+    result = catdog("fetch", "mine", "--from", source, "--root", tmp_path / "home")
+    assert result.exit_code == 0, result.output
+    assert f"{name}, dog" in result.stdout
