@@ -130,12 +130,14 @@ LearningRate = Annotated[float | None, typer.Option(
 LrRatio = Annotated[float, typer.Option(help="discriminative: how many times slower the backbone learns.")]
 ImageSize = Annotated[int | None, typer.Option(min=16, help="Crop size fed to the model (default 224).")]
 Weights = Annotated[str, typer.Option(help="default (ImageNet, downloaded once), none (random init), or PATH.")]
-Seed = Annotated[int, typer.Option(help="Seed for the val split, the head's init, shuffling and augmentation.")]
+Seed = Annotated[int, typer.Option(
+    help="Seed for the val split, the head's init, shuffling and augmentation (0 to 4294967295).")]
 ValSplit = Annotated[float, typer.Option(min=0.0, max=0.9, help="Val fraction when the data has no val folder.")]
 CacheGib = Annotated[float | None, typer.Option(
     help="Memory for decoded images (default: half the free GPU memory or a quarter of RAM); "
-    "larger datasets are decoded per batch.")]
-Workers = Annotated[int | None, typer.Option(help="Decoding threads/processes (default: one per core).")]
+    "larger datasets are decoded per batch (0: always).")]
+Workers = Annotated[int | None, typer.Option(
+    help="Decoding threads/processes (default: one per core; 0 decodes in the main process).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
@@ -194,7 +196,7 @@ def fetch(
         for file, reason in d.skipped[:10]:
             console.print(f"[yellow]skipped[/] {render.safe(f'{d.name}: {file} ({reason})')}", highlight=False)
         if len(d.skipped) > 10:
-            console.print(f"[yellow]skipped[/] {d.name}: {len(d.skipped) - 10} more (see --json)")
+            console.print(f"[yellow]skipped[/] {render.safe(d.name)}: {len(d.skipped) - 10} more (see --json)")
     for b, p in paths.items():
         console.print(f"weights {b}: {printable(p)}", highlight=False, markup=False)
 
