@@ -18,13 +18,13 @@ from catdog_cli.errors import CatdogError
 from catdog_cli.paths import resolve_data
 from catdog_cli.strategies import STRATEGIES
 
-# What any run can use, inclusive (lr and lr_ratio must be above 0). Beyond these a value is a typo or an attack,
+# What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
 # and is refused in one line before anything is loaded, not found out hours later (or never: a NaN lr trains).
 LIMITS: dict[str, tuple[float, float]] = {
     "epochs": (1, 100_000),
     "batch_size": (1, 65_536),
     "lr": (0, 10),
-    "lr_ratio": (0, 1_000_000),
+    "lr_ratio": (0.001, 1_000_000),  # the backbone at lr / ratio: at most 1000 times faster than the head
     "image_size": (16, 2048),
     "seed": (0, 2**32 - 1),
     "val_split": (0, 0.9),
@@ -33,7 +33,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, 10),
     "top_k": (1, 1000),
 }
-ABOVE_ZERO = ("lr", "lr_ratio")
+ABOVE_ZERO = ("lr",)
 SPLITS = ("val", "test", "train", "all")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 

@@ -144,7 +144,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     result: EvaluateResult = {
         "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
         "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
-        "config": ckpt.get("config") or {},
+        "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
         "top_losses": top_losses(out, images, classes),
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
@@ -157,9 +157,9 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
 
 def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Dataset:
     """The data to evaluate on; on the folder the model was trained on, with the split its run recorded."""
-    config = ckpt.get("config") or {}
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     data = data or ckpt.get("data")
-    if not data:
+    if not isinstance(data, str) or not data:
         raise CatdogError("this checkpoint does not say what data it was trained on: pass --data")
     trained_here = str(resolve_data(data).resolve()) == ckpt.get("data")
     recorded = ckpt.get("split") if trained_here else None

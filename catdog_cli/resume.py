@@ -7,7 +7,7 @@ state, and its step count: a resumed run takes every step of the uninterrupted o
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,15 @@ def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RELOCATABLE}})
 
 
+def _resumable(ckpt: dict[str, Any]) -> bool:
+    """The training state of a last.pt has the shape this version reads (a newer one's extra fields are fine)."""
+    state = ckpt["state"]
+    return (isinstance(ckpt["config"], dict) and isinstance(ckpt["data"], str) and isinstance(state, dict)
+            and all(type(state.get(k, 0)) is int and state.get(k, 0) >= 0 for k in ("epoch", "step"))
+            and isinstance(state.get("history", []), list) and isinstance(ckpt["optimizer"], dict)
+            and isinstance(ckpt["scheduler"], dict) and isinstance(ckpt["scaler"], dict))
+
+
 def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events | None = None) -> TrainResult:
     """Continue an interrupted run in its own folder from last.pt, with its optimizer, scheduler and scaler state.
 
@@ -55,7 +64,14 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     ckpt = checkpoints.load(out / "last.pt")
     if any(k not in ckpt for k in ("optimizer", "scheduler", "scaler", "state", "config", "data")):
         raise CatdogError(f"{out / 'last.pt'} holds no training state to resume from; it is not a run's last.pt")
+    if not _resumable(ckpt):
+        raise CatdogError(f"{out / 'last.pt'} is a damaged run checkpoint (its training state makes no sense); "
+                          "start a new run instead")
     config = resumed_config(ckpt, given or {})
+    try:  # the saved options too: a damaged or forged file is refused before anything is loaded
+        check_options(asdict(config))
+    except CatdogError as exc:
+        raise CatdogError(f"{out / 'last.pt'} holds options no run can use ({exc}); start a new run instead") from None
     known = {f.name for f in fields(TrainState)}  # a newer catdog's extra state is not ours to use
     state = TrainState(**{k: v for k, v in ckpt["state"].items() if k in known})
     if state.epoch >= config.epochs:
@@ -77,10 +93,14 @@ def _continue(out: Path, ckpt: dict[str, Any], config: TrainConfig, state: Train
                           f"{', '.join(gone)} now); start a new run instead")
     model = checkpoints.restore_model(ckpt, resolve_device(config.device))
     run = start_run(config, events, dataset=dataset, model=model, world=world)
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
-        run.precision.scaler.load_state_dict(ckpt["scaler"])
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
+            run.precision.scaler.load_state_dict(ckpt["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another model's, or damaged
+        raise CatdogError(f"{out / 'last.pt'} holds optimizer state that does not fit its model "
+                          f"({type(exc).__name__}); start a new run instead") from None
     run.state = state
     for stale in out.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
         stale.unlink(missing_ok=True)

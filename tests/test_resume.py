@@ -210,3 +210,27 @@ def test_two_resumes_of_one_run_cannot_both_run(interrupted: Path) -> None:
     assert line == (f"error: {interrupted} is in use by another catdog run; if none is running, delete "
                     f"{interrupted / LOCK}")
     assert snapshot(interrupted) == before
+
+
+DAMAGED = {  # a last.pt field -> what a damaged or forged file holds there
+    "config": [["epochs", 2], {"epochs": "two"}, {"lr": float("nan")}, {"device": "mps"}],
+    "state": [None, {"epoch": "1"}, {"epoch": -1}, {"step": 2.5}, {"history": "none"}],
+    "data": [5, None],
+    "optimizer": [{}, {"state": {}, "param_groups": []}, "adam"],
+    "scheduler": [[1]],
+}
+
+
+@pytest.mark.parametrize(("field", "value"), [(f, v) for f, vs in DAMAGED.items() for v in vs],
+                         ids=[f"{f}={v!r}"[:40] for f, vs in DAMAGED.items() for v in vs])
+def test_a_damaged_last_checkpoint_is_one_line(interrupted: Path, tmp_path: Path, field: str, value) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(interrupted, copy)
+    ckpt = checkpoints.load(copy / "last.pt")
+    if field in ("config", "state") and isinstance(value, dict):
+        value = {**ckpt[field], **value}
+    torch.save({**ckpt, field: value}, copy / "last.pt")
+    before = snapshot(copy)
+    line = error_line(catdog("train", "--resume", copy))
+    assert str(copy / "last.pt") in line or "--" in line
+    assert snapshot(copy) == before
