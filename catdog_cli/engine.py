@@ -158,9 +158,12 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
 
 def _stop_if_diverged(loss: float, what: str, run: Run) -> None:
     """A loss that is not finite means the weights are lost (too high an --lr, bad data): stop now, before such
-    weights are saved or chosen as best (a NaN model still "predicts" class 0 and can even score)."""
-    if not math.isfinite(loss):
-        raise CatdogError(f"training diverged: the {what} loss became {loss} in epoch {run.state.epoch + 1}; "
+    weights are saved or chosen as best (a NaN model still "predicts" class 0 and can even score). Under torchrun
+    every rank stops together, none waits for a rank that left."""
+    here = not math.isfinite(loss)
+    if distributed.any_rank(here, run.device, run.world):
+        value = loss if here else "not finite on another rank"
+        raise CatdogError(f"training diverged: the {what} loss became {value} in epoch {run.state.epoch + 1}; "
                           "stopped without saving that epoch (try a lower --lr)")
 
 
@@ -197,8 +200,9 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest,
         seen += len(batch)
         run.state.step = i + 1
         if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers and to stop a diverged run
-            _stop_if_diverged(loss_sum.item(), "training", run)
-            events.advance(1, loss=loss_sum.item() / seen, acc=correct.item() / seen)
+            so_far = loss_sum.item()
+            _stop_if_diverged(so_far, "training", run)
+            events.advance(1, loss=so_far / seen, acc=correct.item() / seen)
         else:
             events.advance(1)
         if distributed.any_rank(stop.requested, run.device, run.world):  # every rank stops after the same step
