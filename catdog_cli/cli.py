@@ -34,6 +34,17 @@ def _error_line(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
 
 
+def _user_message(exc: Exception) -> str:
+    """One line for an error of the user's input or environment. An OSError that no check foresaw (a file that
+    cannot be read, a full disk) is the environment's, not a bug: its reason and the file it concerns."""
+    if out_of_memory(exc):
+        return OUT_OF_MEMORY
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return str(exc)
+
+
 # click's base error, as the click that typer runs on defines it (typer may vendor its own copy of click)
 CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
@@ -63,9 +74,11 @@ class CatdogGroup(TyperGroup):
             return super().invoke(ctx)
         except Exception as exc:
             debug = isinstance(ctx.obj, Session) and ctx.obj.debug
-            if debug or not (isinstance(exc, CatdogError) or out_of_memory(exc)):
+            if debug or not (isinstance(exc, (CatdogError, OSError)) or out_of_memory(exc)):
                 raise
-            _error_line(OUT_OF_MEMORY if out_of_memory(exc) else str(exc))
+            if isinstance(exc, BrokenPipeError):  # `catdog ... | head`: typer leaves quietly
+                raise
+            _error_line(_user_message(exc))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if isinstance(ctx.obj, Session) and ctx.obj.debug:

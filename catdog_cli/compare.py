@@ -11,6 +11,7 @@ import copy
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -53,7 +54,7 @@ def cell_name(backbone: str, strategy: str) -> str:
 def _earlier_compare(out: Path, config: CompareConfig) -> bool:
     """Whether OUT holds an earlier compare made with the same settings (its finished cells then count)."""
     saved = out / CONFIG_FILE
-    if not saved.is_file():
+    if not os.path.isfile(saved):  # False, not PermissionError, inside a folder that cannot be read
         return False
     try:
         settings = json.loads(saved.read_text())
@@ -66,10 +67,8 @@ def _earlier_compare(out: Path, config: CompareConfig) -> bool:
 
 @contextmanager
 def compare_folder(out: Path | str | None, config: CompareConfig) -> Iterator[Path]:
-    """A new folder, or an earlier compare's folder made with the same settings, claimed for this run."""
+    """A new or empty folder, or an earlier compare's folder made with the same settings, claimed for this run."""
     reuse = out is not None and _earlier_compare(Path(out), config)
-    if out is not None and not reuse and Path(out).is_dir() and any(Path(out).iterdir()):
-        raise CatdogError(f"{out} already exists and is not a compare folder; catdog never overwrites (new --out)")
     with run_folder(out, "compare", reuse=reuse) as folder:
         yield folder
 

@@ -29,7 +29,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),
     "val_split": (0, 0.9),
     "cache_gib": (0, 1_000_000),
-    "workers": (0, 1024),
+    "workers": (0, 256),
     "weight_decay": (0, 10),
     "top_k": (1, 1000),
 }

@@ -82,10 +82,18 @@ def check_out_dir(out: Path | str | None) -> None:
         return
     if not Path(out).is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
-    if (Path(out) / LOCK).exists():
+    names = _names(Path(out))
+    if LOCK in names:
         raise CatdogError(f"{out} is in use by another catdog run; if none is running, delete {Path(out) / LOCK}")
-    if any(Path(out).iterdir()):
+    if names:
         raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError as exc:
+        raise CatdogError(f"cannot read {folder}: {exc.strerror or exc}") from None
 
 
 LOCK = ".catdog-lock"  # in a folder a run is writing to, for as long as it runs

@@ -6,6 +6,7 @@ state, and its step count: a resumed run takes every step of the uninterrupted o
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -59,7 +60,7 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     events = events if events is not None and world.main else Events()
     out = Path(out)
     check_options(given or {})
-    if not (out / "last.pt").is_file():
+    if not os.path.isfile(out / "last.pt"):  # False, not PermissionError, in a folder that cannot be read
         raise CatdogError(f"nothing to resume in {out}: it has no last.pt")
     ckpt = checkpoints.load(out / "last.pt")
     if any(k not in ckpt for k in ("optimizer", "scheduler", "scaler", "state", "config", "data")):

@@ -552,3 +552,20 @@ def test_fetch_prints_class_names_that_look_like_markup_as_they_are(tmp_path: Pa
     result = catdog("fetch", "mine", "--from", source, "--root", tmp_path / "home")
     assert result.exit_code == 0, result.output
     assert f"{name}, dog" in result.stdout
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(13, "Permission denied", "/data/x.csv"), OSError(28, "No space left on device", "/data/x.csv"),
+    OSError(30, "Read-only file system", "/data/x.csv"), OSError(5, "Input/output error")],
+    ids=["EACCES", "ENOSPC", "EROFS", "EIO"])
+def test_an_environment_error_no_check_foresaw_is_one_line(hostile: HostileRuns, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+    from catdog_cli import inference
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(inference, "create_new", fails)
+    image = hostile.root / "train" / "dog" / "0.png"
+    line = error_line(catdog("predict", hostile.model, image, "--device", "cpu", "--csv", tmp_path / "p.csv"))
+    assert line == f"error: {error.strerror}" + (f": {error.filename}" if error.filename else "")
