@@ -8,6 +8,7 @@ files, `fit` and `resume` are the entry points. Using a trained model lives in i
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import time
@@ -90,7 +91,12 @@ class Run:
         return {"backbone": c.backbone, "classes": self.dataset.classes, "image_size": self.inputs.image_size,
                 "resize": self.inputs.resize, "mean": list(self.inputs.mean), "std": list(self.inputs.std),
                 "strategy": c.strategy, "config": asdict(c), "data": str(self.dataset.root.resolve()),
-                "split_origin": self.dataset.origin, "split": split_record(self.dataset)}
+                "split_origin": self.dataset.origin, "split": self.split}
+
+    @functools.cached_property
+    def split(self) -> dict[str, Any]:
+        """The files this run trains and validates on (recorded in every checkpoint; made once, not per save)."""
+        return split_record(self.dataset)
 
     def save(self, path: Path, with_optimizer: bool) -> None:
         meta = {**self.meta(), "state": asdict(self.state)}
@@ -291,7 +297,7 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     result = summarize(run, out, best_state, interrupted, final_splits)
     if writes:  # a train run (compare's cells have one report for the grid)
         result["report"] = str(report_module.write_train_report(result, out / "report.html"))
-    result["split"] = split_summary(split_record(run.dataset))  # last: the keys before it keep their places
+    result["split"] = split_summary(run.split)  # last: the keys before it keep their places
     if run.world.main:
         atomic_write_text(out / "run.json", to_json(result))
     return result
