@@ -6,9 +6,11 @@ classes). Strategies and the engine only ever see that split, never a model's ow
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
+from catdog_cli.config import check_backbone
 from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES  # noqa: F401 (re-exported)
 from catdog_cli.errors import CatdogError
 
@@ -122,13 +125,21 @@ class TorchvisionBackbone:
     def pretrained_state_dict(self) -> dict[str, torch.Tensor]:
         weights = self.weights_enum()
         try:
-            return weights.get_state_dict(progress=True, check_hash=True)
+            with downloads_to_stderr():
+                return weights.get_state_dict(progress=True, check_hash=True)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash is a RuntimeError
             target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
             raise CatdogError(
                 f"could not get ImageNet weights for {self.name} ({exc}); offline, download {weights.url} "
                 f"elsewhere and put it at {target}, or pass --weights PATH (or --weights none)"
             ) from None
+
+
+@contextmanager
+def downloads_to_stderr() -> Iterator[None]:
+    """torch hub announces a download on stdout ("Downloading: ..."); stdout carries only results (`--json`)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _tv(name: str, head: str, split=None, **kwargs) -> TorchvisionBackbone:
@@ -197,7 +208,8 @@ class TimmBackbone:
     def build_features(self, pretrained: bool) -> nn.Module:
         timm = self._timm()
         try:
-            return timm.create_model(self.name, pretrained=pretrained, num_classes=0)
+            with downloads_to_stderr():
+                return timm.create_model(self.name, pretrained=pretrained, num_classes=0)
         except RuntimeError as exc:
             raise CatdogError(f"timm could not build {self.name}: {exc}") from None
         except OSError as exc:
@@ -207,10 +219,9 @@ class TimmBackbone:
 
 
 def resolve(name: str) -> TorchvisionBackbone | TimmBackbone:
+    check_backbone(name)  # an unknown name gets the closest known ones
     if name.startswith("timm:"):
         return TimmBackbone(name.removeprefix("timm:"))
-    if name not in TORCHVISION:
-        raise CatdogError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(TORCHVISION))} or timm:NAME")
     return TORCHVISION[name]
 
 
@@ -218,7 +229,7 @@ def preprocessing(name: str) -> Preprocessing:
     return resolve(name).preprocessing()
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CatdogError(f"weights file not found: {path}")
     try:
@@ -232,9 +243,32 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def conform(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Tensors as the model holds them: fp16, bf16 and fp64 files (common: half-precision exports) become the
+    model's fp32, sparse and quantized tensors dense; weights that are not numbers, or not finite (a run that
+    diverged), are refused here rather than predicting NaN."""
+    reference = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if value.is_quantized:
+            value = value.dequantize()
+        if value.layout != torch.strided:
+            value = value.to_dense()
+        want = reference.get(key)
+        if want is not None and want.is_floating_point() and value.dtype != want.dtype:
+            if not value.is_floating_point():
+                raise CatdogError(f"weights from {source} hold {key} as {value.dtype}, not as numbers this model uses")
+            value = value.to(want.dtype)
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CatdogError(f"weights from {source} are not finite (NaN or infinity in {key}): the training that "
+                              "made them diverged; refusing to use them")
+        out[key] = value
+    return out
+
+
 def _load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], drop: tuple[str, ...], source: str) -> None:
     """Load everything but the ImageNet head (`drop` prefixes); any other missing or foreign key means wrong weights."""
-    state = {k: v for k, v in state.items() if not (drop and k.startswith(drop))}
+    state = conform({k: v for k, v in state.items() if not (drop and k.startswith(drop))}, model, source)
     try:
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:
@@ -301,7 +335,7 @@ def build_model(name: str, num_classes: int, weights: str = "default", device: t
             features = spec.build_features(pretrained=weights == "default")
         if weights not in ("default", "none"):
             classifier = features.pretrained_cfg.get("classifier") or "classifier"
-            _load_pretrained(features, _read_state_dict(Path(weights)), (f"{classifier}.",), source)
+            _load_pretrained(features, read_state_dict(Path(weights)), (f"{classifier}.",), source)
         head = init_head(nn.Linear(features.num_features, num_classes, device="meta").to_empty(device="cpu"), seed)
         return TransferModel(features, head).to(device)
 
@@ -309,7 +343,7 @@ def build_model(name: str, num_classes: int, weights: str = "default", device: t
         with _seeded(seed, device), torch.device(device):  # init where the model runs: a GPU initializes vgg16 fast
             full = spec.build_full()
     else:
-        state = spec.pretrained_state_dict() if weights == "default" else _read_state_dict(Path(weights))
+        state = spec.pretrained_state_dict() if weights == "default" else read_state_dict(Path(weights))
         if weights == "default":
             source = f"torchvision's {spec.weights_enum()}"
         full = spec.build_meta()
@@ -353,7 +387,7 @@ def prefetch_weights(name: str) -> Path:
     """Download torchvision's ImageNet weights into the torch hub cache so later runs work offline."""
     spec = resolve(name)
     if isinstance(spec, TimmBackbone):
-        raise CatdogError("--weights prefetch covers torchvision backbones; timm caches its own on first use")
+        raise CatdogError("fetch --weights covers torchvision backbones; timm caches its own on first use")
     spec.pretrained_state_dict()
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights_enum().url)
 

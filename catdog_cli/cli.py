@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typer.core import TyperGroup
 from catdog_cli import __version__, render
 from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
+from catdog_cli.formatting import printable
 from catdog_cli.strategies import STRATEGIES
 from catdog_cli.world import World
 
@@ -30,19 +30,55 @@ class Session:
     debug: bool = False
 
 
+def _error_line(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
+def _user_message(exc: Exception) -> str:
+    """One line for an error of the user's input or environment. An OSError that no check foresaw (a file that
+    cannot be read, a full disk) is the environment's, not a bug: its reason and the file it concerns."""
+    if out_of_memory(exc):
+        return OUT_OF_MEMORY
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return str(exc)
+
+
+# click's base error, as the click that typer runs on defines it (typer may vendor its own copy of click)
+CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 class CatdogGroup(TyperGroup):
     """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
-    `--debug` shows the traceback instead. Ctrl-C exits with 130, as shells do."""
+    `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
+    range) is one line too, with exit code 2. Ctrl-C exits with 130, as shells do."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except CLICK_ERROR as exc:  # click's own usage errors, drawn as a one-line error, not a box
+            hint = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+            _error_line(" ".join(exc.format_message().split()) + hint)
+            code = exc.exit_code
+        except typer.Abort:
+            _error_line("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except Exception as exc:
             debug = isinstance(ctx.obj, Session) and ctx.obj.debug
-            if debug or not (isinstance(exc, CatdogError) or out_of_memory(exc)):
+            if debug or not (isinstance(exc, (CatdogError, OSError)) or out_of_memory(exc)):
                 raise
-            message = OUT_OF_MEMORY if out_of_memory(exc) else str(exc)
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            if isinstance(exc, BrokenPipeError):  # `catdog ... | head`: typer leaves quietly
+                raise
+            _error_line(_user_message(exc))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if isinstance(ctx.obj, Session) and ctx.obj.debug:
@@ -95,7 +131,9 @@ def _progress_console() -> Console:
 
 def _emit_json(obj: Any) -> None:
     if _speaks():
-        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+        from catdog_cli.records import to_json
+
+        sys.stdout.write(to_json(obj) + "\n")
 
 
 # options that several commands share: one definition each
@@ -105,16 +143,35 @@ LearningRate = Annotated[float | None, typer.Option(
 LrRatio = Annotated[float, typer.Option(help="discriminative: how many times slower the backbone learns.")]
 ImageSize = Annotated[int | None, typer.Option(min=16, help="Crop size fed to the model (default 224).")]
 Weights = Annotated[str, typer.Option(help="default (ImageNet, downloaded once), none (random init), or PATH.")]
-Seed = Annotated[int, typer.Option(help="Seed for the val split, the head's init, shuffling and augmentation.")]
+Seed = Annotated[int, typer.Option(
+    help="Seed for the val split, the head's init, shuffling and augmentation (0 to 4294967295).")]
 ValSplit = Annotated[float, typer.Option(min=0.0, max=0.9, help="Val fraction when the data has no val folder.")]
 CacheGib = Annotated[float | None, typer.Option(
     help="Memory for decoded images (default: half the free GPU memory or a quarter of RAM); "
-    "larger datasets are decoded per batch.")]
-Workers = Annotated[int | None, typer.Option(help="Decoding threads/processes (default: one per core).")]
+    "larger datasets are decoded per batch (0: always).")]
+Workers = Annotated[int | None, typer.Option(
+    help="Decoding threads/processes (default: one per core; 0 decodes in the main process).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
+
+
+def _check_fetch(names: list[str], root: Path | None, source: str | None, sha256: str | None, backbones: list[str],
+                 registry: Any) -> None:
+    """fetch's options, before any download."""
+    from catdog_cli.config import check_backbone
+    from catdog_cli.paths import check_folder_target
+
+    if root is not None:  # a file, a path below a file, a read-only place
+        check_folder_target(root, "--root")
+    for backbone in backbones:
+        check_backbone(backbone)
+    if not names and source is None and not backbones:
+        raise CatdogError(f"nothing to fetch: name a dataset ({', '.join(registry)}), "
+                          "give --from PATH_OR_URL, or --weights BACKBONE")
+    if len(names) > 1 and (source is not None or sha256 is not None):
+        raise CatdogError("--from and --sha256 describe one archive: fetch one dataset at a time with them")
 
 
 @app.command()
@@ -136,11 +193,7 @@ def fetch(
     fetching.check_options(root, sha256, max_size)
     names = list(names or [])
     backbones = [b for w in weights or [] for b in w.split(",") if b]
-    if not names and source is None and not backbones:
-        raise CatdogError(f"nothing to fetch: name a dataset ({', '.join(fetching.REGISTRY)}), "
-                          "give --from PATH_OR_URL, or --weights BACKBONE")
-    if len(names) > 1 and (source is not None or sha256 is not None):
-        raise CatdogError("--from and --sha256 describe one archive: fetch one dataset at a time with them")
+    _check_fetch(names, root, source, sha256, backbones, fetching.REGISTRY)
     console = _console(json_output)
     summaries = []
     for name in names or ([None] if source is not None else []):
@@ -159,11 +212,11 @@ def fetch(
         console.print(render.fetch_table(summaries))
     for d in summaries:
         for file, reason in d.skipped[:10]:
-            console.print(f"[yellow]skipped[/] {d.name}: {file} ({reason})", highlight=False)
+            console.print(f"[yellow]skipped[/] {render.safe(f'{d.name}: {file} ({reason})')}", highlight=False)
         if len(d.skipped) > 10:
-            console.print(f"[yellow]skipped[/] {d.name}: {len(d.skipped) - 10} more (see --json)")
+            console.print(f"[yellow]skipped[/] {render.safe(d.name)}: {len(d.skipped) - 10} more (see --json)")
     for b, p in paths.items():
-        console.print(f"weights {b}: {p}", highlight=False)
+        console.print(f"weights {b}: {printable(p)}", highlight=False, markup=False)
 
 
 @app.command()
@@ -197,27 +250,35 @@ def train(
 
     Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues.
     """
-    from catdog_cli.config import TrainConfig
+    from catdog_cli.config import TrainConfig, check_options
 
     console = _console(json_output)
+    if resume is not None:  # every check here is torch-free: a mistake is answered before torch loads
+        if out is not None and out.resolve() != resume.resolve():
+            raise CatdogError(f"--out {out}: a resumed run continues in its own folder, {resume}")
+        typed = {"compile" if n == "compile_model" else n: v for n, v in ctx.params.items()  # by name: typer
+                 if ctx.get_parameter_source(n).name == "COMMANDLINE"}  # may vendor its own click
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        given = {k: v for k, v in typed.items() if k in fields}
+        check_options(given)
+    elif data is None:
+        raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
+    else:
+        config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
+                             lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
+                             seed=seed, val_split=val_split, augment=augment, compile=compile_model,
+                             cache_gib=cache_gib, workers=workers)
+        config.check()
+        if out is not None:
+            from catdog_cli.paths import check_out_dir
+
+            check_out_dir(out)
     with render.RichEvents(_progress_console()) as events:
         if resume is not None:
-            if out is not None and out.resolve() != resume.resolve():
-                raise CatdogError(f"--out {out}: a resumed run continues in its own folder, {resume}")
-            typed = {"compile" if n == "compile_model" else n: v for n, v in ctx.params.items()  # by name: typer
-                     if ctx.get_parameter_source(n).name == "COMMANDLINE"}  # may vendor its own click
-            fields = {f.name for f in dataclasses.fields(TrainConfig)}
             from catdog_cli.resume import resume as resume_run
 
-            result = resume_run(resume, {k: v for k, v in typed.items() if k in fields}, events)
-        elif data is None:
-            raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
+            result = resume_run(resume, given, events)
         else:
-            config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
-                                 lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
-                                 seed=seed, val_split=val_split, augment=augment, compile=compile_model,
-                                 cache_gib=cache_gib, workers=workers)
-            config.check()
             from catdog_cli.engine import fit
 
             result = fit(config, out, events)
@@ -226,7 +287,7 @@ def train(
     else:
         console.print(render.train_summary(result))
         if "report" in result:
-            console.print(f"report: {result['report']}", markup=False)
+            console.print(f"report: {printable(result['report'])}", markup=False)
     if result["interrupted"]:
         raise typer.Exit(130)
 
@@ -242,6 +303,14 @@ def evaluate(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split."""
+    from catdog_cli.config import check_use
+    from catdog_cli.paths import check_new_file, resolve_data
+
+    check_use(model, batch_size=batch_size, device=device, split=split)  # before torch loads, before any work
+    if data is not None:
+        resolve_data(data)
+    if report is not None:
+        check_new_file(report, "--report")
     from catdog_cli.inference import evaluate_checkpoint
 
     console = _console(json_output)
@@ -253,7 +322,7 @@ def evaluate(
         for table in render.evaluation_tables(result):
             console.print(table)
         if report is not None:
-            console.print(f"report: {report}", markup=False)
+            console.print(f"report: {printable(report)}", markup=False)
 
 
 @app.command()
@@ -269,10 +338,19 @@ def predict(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Classify images; one row per image with the predicted class and its confidence."""
+    from catdog_cli.config import check_use
+    from catdog_cli.paths import check_folder_target, check_new_file
+
+    check_use(model, batch_size=batch_size, device=device, top_k=top_k)  # before torch loads, before any work
+    for path in paths:
+        if not path.exists():
+            raise CatdogError(f"no such file or folder: {path}")
+    if csv_file is not None:
+        check_new_file(csv_file, "--csv")
+    if sort_into is not None:
+        check_folder_target(sort_into, "--sort-into")
     from catdog_cli.inference import predict as run_predict
 
-    if csv_file is not None and csv_file.exists():  # refuse before the work, not after
-        raise CatdogError(f"{csv_file} already exists; choose a new --csv file")
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         rows = run_predict(model, list(paths), top_k, batch_size, device, events)
@@ -280,12 +358,12 @@ def predict(
         from catdog_cli.inference import write_predictions_csv
 
         write_predictions_csv(csv_file, rows)
-        console.print(f"wrote {csv_file}")
+        console.print(f"wrote {printable(csv_file)}", markup=False)
     if sort_into is not None:
         from catdog_cli.inference import sort_into_folders
 
         copied = sort_into_folders(rows, sort_into)
-        console.print(f"copied {copied} image(s) into {sort_into}/<class>/", markup=False)
+        console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/", markup=False)
     if json_output:
         _emit_json(rows)
     else:
@@ -324,17 +402,32 @@ def compare(
                         workers=workers)
     config = CompareConfig(train, backbones=_csv_list(backbones), strategies=_csv_list(strategies))
     config.check()
+    if out is not None and out.exists() and not out.is_dir():
+        raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
     from catdog_cli.compare import compare as run_compare
+    from catdog_cli.compare import failures
+    from catdog_cli.records import interrupted_note
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         result = run_compare(config, out, events, keep_best)
+    failed = failures(result)
+    if failed and len(failed) == len(result["rows"]) and not result["interrupted"]:
+        raise CatdogError(f"every cell of the grid failed ({len(failed)}); {failed[0]}; "
+                          f"see {result['out']}/compare.json")
     if json_output:
         _emit_json(result)
     else:
         console.print(render.compare_table(result))
-        console.print(f"saved in {result['out']} (compare.json, compare.csv, compare.md, report.html)", markup=False)
-        console.print(f"report: {Path(result['out']) / 'report.html'}", markup=False)
+        saved = f"saved in {result['out']} (compare.json, compare.csv, compare.md, report.html)"
+        console.print(printable(saved), markup=False)
+        console.print(f"report: {printable(Path(result['out']) / 'report.html')}", markup=False)
+    notes = _progress_console()
+    for line in failed:
+        notes.print(f"[red]failed:[/] {render.safe(line)}", highlight=False)
+    if result["interrupted"]:
+        notes.print(f"[bold red]{render.safe(interrupted_note(result))}[/]", highlight=False)
+        raise typer.Exit(130)
 
 
 def main() -> None:

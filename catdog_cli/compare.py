@@ -11,21 +11,34 @@ import copy
 import csv
 import io
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from catdog_cli import checkpoints, distributed, report
-from catdog_cli.backbones import TransferModel, build_model
+from catdog_cli.backbones import TransferModel, build_model, read_state_dict
 from catdog_cli.config import CompareConfig
 from catdog_cli.data import Dataset, load_dataset
 from catdog_cli.engine import Events, Run, start_run, train_loop
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
-from catdog_cli.paths import atomic_write_text, new_run_dir
+from catdog_cli.paths import atomic_write_text, run_folder
 from catdog_cli.pipeline import DecodeCache
-from catdog_cli.records import COMPARE_COLUMNS, CompareResult, CompareRow, TrainResult, sort_rows
+from catdog_cli.records import (
+    COMPARE_COLUMNS,
+    CompareResult,
+    CompareRow,
+    TrainResult,
+    interrupted_note,
+    sort_rows,
+    to_json,
+)
 from catdog_cli.runtime import resolve_device
 from catdog_cli.world import World
 
@@ -38,21 +51,53 @@ def cell_name(backbone: str, strategy: str) -> str:
     return f"{backbone.replace(':', '_')}-{strategy}"
 
 
-def claim_compare_dir(out: Path | str | None, config: CompareConfig) -> Path:
-    """A new folder, or an earlier compare's folder made with the same settings (its finished cells count)."""
-    if out is None:
-        out = new_run_dir("runs", "compare")
-    out = Path(out)
+def _earlier_compare(out: Path, config: CompareConfig) -> bool:
+    """Whether OUT holds an earlier compare made with the same settings (its finished cells then count)."""
     saved = out / CONFIG_FILE
-    if saved.exists():
-        if json.loads(saved.read_text()) != json.loads(json.dumps(config.settings())):
-            raise CatdogError(f"{out} holds a compare with other settings; pick a new --out")
-        return out
-    if out.exists() and any(out.iterdir()):
-        raise CatdogError(f"{out} already exists and is not a compare folder; catdog never overwrites (new --out)")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, json.dumps(config.settings(), indent=2))
-    return out
+    if not os.path.isfile(saved):  # False, not PermissionError, inside a folder that cannot be read
+        return False
+    try:
+        settings = json.loads(saved.read_text())
+    except (OSError, ValueError):  # cut short or edited; UnicodeDecodeError is a ValueError
+        raise CatdogError(f"{saved} is unreadable or corrupt; pick a new --out") from None
+    if settings != json.loads(to_json(config.settings())):
+        raise CatdogError(f"{out} holds a compare with other settings; pick a new --out")
+    return True
+
+
+@contextmanager
+def compare_folder(out: Path | str | None, config: CompareConfig) -> Iterator[Path]:
+    """A new or empty folder, or an earlier compare's folder made with the same settings, claimed for this run."""
+    reuse = out is not None and _earlier_compare(Path(out), config)
+    with run_folder(out, "compare", reuse=reuse) as folder:
+        yield folder
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, Real) and not isinstance(value, bool))
+
+
+def read_row(path: Path, events: Events) -> CompareRow | None:
+    """A finished cell's row (cell.json), or None when there is none. A file cut short or edited into something
+    else is said and ignored: that cell trains again and its file is written anew."""
+    if not path.exists():
+        return None
+    try:
+        row = json.loads(path.read_text())
+        valid = (isinstance(row, dict) and CompareRow.__required_keys__ <= set(row)
+                 and row["status"] in ("ok", "failed") and isinstance(row["history"], list)
+                 and all(_is_number(row[c.key]) for c in COMPARE_COLUMNS if c.kind != "text"))
+    except (OSError, ValueError):
+        valid = False
+    if not valid:
+        events.note(f"{path} is unreadable or corrupt: that cell runs again")
+        return None
+    return row
+
+
+def failures(result: CompareResult) -> list[str]:
+    """The failed cells, one line each: "backbone / strategy: reason"."""
+    return [f"{r['backbone']} / {r['strategy']}: {r['error']}" for r in result["rows"] if r["status"] != "ok"]
 
 
 def row_from(result: TrainResult, backbone: str, strategy: str) -> CompareRow:
@@ -125,8 +170,9 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
     for index, (backbone, strategy) in cells:
         cell_json = grid.out / "cells" / cell_name(backbone, strategy) / "cell.json"
         grid.events.cell(index, total, f"{backbone} / {strategy}")
-        if cell_json.exists():
-            grid.rows.append(json.loads(cell_json.read_text()))
+        finished = read_row(cell_json, grid.events)
+        if finished is not None:
+            grid.rows.append(finished)
             continue
         start = time.perf_counter()
         try:
@@ -144,7 +190,7 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
         row = row_from(result, backbone, strategy) | {"cell_seconds": time.perf_counter() - start}
         grid.rows.append(row)
         grid.events.cell_done(row)
-        atomic_write_text(cell_json, json.dumps(row))
+        atomic_write_text(cell_json, to_json(row, indent=None))
         if grid.best is None or row["best_val_acc"] > grid.best[0]:
             grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
 
@@ -160,9 +206,20 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
     events = events if events is not None and world.main else Events()
     config.check()
     device = resolve_device(distributed.device_for(config.train.device, world))
-    dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
-    out = Path(distributed.broadcast(str(claim_compare_dir(out, config)) if world.main else None, world))
-    earlier_best = max((r["best_val_acc"] or 0.0 for r in _finished_rows(out)), default=-1.0)
+    if config.train.weights not in ("default", "none"):  # a file no cell could use: refused once, up front
+        read_state_dict(Path(config.train.weights))
+    with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
+        folder = distributed.main_enters(stack, lambda: compare_folder(out, config), world)
+        dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
+        if world.main and not (folder / CONFIG_FILE).exists():
+            atomic_write_text(folder / CONFIG_FILE, to_json(config.settings()))
+        return _run_grid(config, dataset, device, folder, events, keep_best, world)
+
+
+def _run_grid(config: CompareConfig, dataset: Dataset, device: torch.device, out: Path, events: Events,
+              keep_best: bool, world: World) -> CompareResult:
+    finished = [read_row(p, Events()) for p in sorted(out.glob("cells/*/cell.json"))]
+    earlier_best = max((r["best_val_acc"] or 0.0 for r in finished if r), default=-1.0)
     cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
     grid = Grid(config, dataset, device, out, events)
     start = time.perf_counter()
@@ -188,13 +245,9 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
     return result
 
 
-def _finished_rows(out: Path) -> list[CompareRow]:
-    return [json.loads(p.read_text()) for p in sorted(out.glob("cells/*/cell.json"))]
-
-
 def write_outputs(out: Path, result: CompareResult) -> None:
     """compare.json (everything), compare.csv and compare.md (the table), report.html."""
-    atomic_write_text(out / "compare.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "compare.json", to_json(result))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([c.key for c in COMPARE_COLUMNS])
@@ -204,6 +257,8 @@ def write_outputs(out: Path, result: CompareResult) -> None:
     lines = ["| " + " | ".join(c.title for c in COMPARE_COLUMNS) + " |", "|" + "---|" * len(COMPARE_COLUMNS)]
     for row in result["rows"]:
         lines.append("| " + " | ".join(c.format(row[c.key]) for c in COMPARE_COLUMNS) + " |")
-    md = f"Accuracies are on the val split ({result['split_origin']}).\n\n" + "\n".join(lines) + "\n"
+    note = interrupted_note(result)
+    md = (f"**{note}**\n\n" if note else "") + f"Accuracies are on the val split ({result['split_origin']}).\n\n"
+    md += "\n".join(lines) + "\n"
     atomic_write_text(out / "compare.md", md)
     report.write_compare_report(result, out / "report.html")

@@ -6,12 +6,126 @@ really used (`Run.config`: the lr, batch size and image size it resolved), never
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
 from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
-from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
+from catdog_cli.paths import resolve_data
 from catdog_cli.strategies import STRATEGIES
+
+# What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
+# and is refused in one line before anything is loaded, not found out hours later (or never: a NaN lr trains).
+LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 65_536),
+    "lr": (0, 10),
+    "lr_ratio": (0.001, 1_000_000),  # the backbone at lr / ratio: at most 1000 times faster than the head
+    "image_size": (16, 2048),
+    "seed": (0, 2**32 - 1),
+    "val_split": (0, 0.9),
+    "cache_gib": (0, 1_000_000),
+    "workers": (0, 256),
+    "weight_decay": (0, 10),
+    "top_k": (1, 1000),
+}
+ABOVE_ZERO = ("lr",)
+SPLITS = ("val", "test", "train", "all")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_number(name: str, value: float | None) -> None:
+    """One line for a number outside LIMITS[name]; NaN and infinity are never inside. None means "default"."""
+    if value is None:
+        return
+    low, high = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CatdogError(f"{option(name)} must be a number, not {value!r}")
+    above = name in ABOVE_ZERO
+    if not (math.isfinite(value) and (value > low if above else value >= low) and value <= high):
+        bound = f"above {_number(low)}" if above else f"at least {_number(low)}"
+        raise CatdogError(f"{option(name)} {value} is out of range: it must be {bound} and at most {_number(high)}")
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def check_device(device: str) -> None:
+    """auto, cpu or cuda[:N]: the devices catdog runs on (mps, xpu and meta are refused here, not mid-run)."""
+    if not isinstance(device, str) or not DEVICE.fullmatch(device):
+        raise CatdogError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+
+
+def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f"did you mean {close[0]}? " if len(close) == 1 else f"did you mean {', '.join(close[:-1])} or {close[-1]}? "
+
+
+def check_backbone(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise CatdogError("--backbone is empty; name a backbone (resnet34, ...) or timm:NAME")
+    if name.startswith("timm:"):
+        if not name.removeprefix("timm:"):
+            raise CatdogError("--backbone timm: needs a model name (timm:NAME)")
+        return
+    if name not in TORCHVISION_BACKBONES:
+        raise CatdogError(f"unknown backbone {name!r}; {did_you_mean(name, TORCHVISION_BACKBONES)}"
+                          f"(choose one of {', '.join(sorted(TORCHVISION_BACKBONES))} or timm:NAME)")
+
+
+def check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise CatdogError(f"unknown strategy {name!r}; {did_you_mean(str(name), tuple(STRATEGIES))}"
+                          f"choose one of {', '.join(STRATEGIES)}")
+
+
+def check_options(values: dict[str, Any]) -> None:
+    """A run's options, whichever of them are given: numbers in range, known names, a device catdog runs on."""
+    for name, value in values.items():
+        if name in LIMITS:
+            check_number(name, value)
+    checks = {"strategy": check_strategy, "backbone": check_backbone, "device": check_device}
+    for name, check in checks.items():
+        if name in values:
+            check(values[name])
+
+
+def check_use(model: Path | str, *, batch_size: int | None = None, device: str = "auto", top_k: int = 1,
+              split: str = "val") -> None:
+    """evaluate's and predict's options, torch-free: refused before the checkpoint is read."""
+    path = Path(model)
+    if path.is_dir():
+        raise CatdogError(f"{path} is a folder, not a checkpoint file (catdog train writes OUT/best.pt)")
+    if not path.exists():
+        raise CatdogError(f"checkpoint not found: {path}")
+    if not path.is_file():  # a FIFO would hang the read
+        raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
+    check_options({"batch_size": batch_size, "device": device, "top_k": top_k})
+    if split not in SPLITS:
+        raise CatdogError(f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}"
+                          f"choose one of {', '.join(SPLITS)}")
+
+
+def check_weights(weights: str) -> None:
+    """default, none, or a file that exists (read later, when the model is built)."""
+    if weights in ("default", "none"):
+        return
+    path = Path(weights).expanduser()
+    if not path.exists():
+        raise CatdogError(f"--weights {weights}: no such file (use default, none, or the path of a state dict)")
+    if not path.is_file():  # a folder, or a FIFO that would hang the read
+        raise CatdogError(f"--weights {weights} is not a regular file; give the path of a state dict")
 
 
 @dataclass
@@ -35,14 +149,14 @@ class TrainConfig:
     workers: int | None = None
     weight_decay: float = 0.01
 
-    def check(self) -> None:
-        """Refuse what no run can do, before anything is loaded."""
-        if self.epochs < 1:
-            raise CatdogError("--epochs must be at least 1")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CatdogError("--batch-size must be at least 1")
-        if self.strategy not in STRATEGIES:
-            raise CatdogError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    def check(self, weights: bool = True) -> None:
+        """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
+        range, known names, a device catdog runs on, data that exists and, with `weights`, a weights file that
+        exists (a resumed run has its weights already)."""
+        check_options(asdict(self))
+        if weights:
+            check_weights(self.weights)
+        resolve_data(self.data)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainConfig:
@@ -66,9 +180,14 @@ class CompareConfig:
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
 
     def check(self) -> None:
+        if not self.backbones:
+            raise CatdogError("--backbones names no backbone; give at least one (e.g. --backbones resnet34)")
+        if not self.strategies:
+            raise CatdogError(f"--strategies names no strategy; give at least one of {', '.join(STRATEGIES)}")
         for name in self.strategies:
-            if name not in STRATEGIES:
-                raise CatdogError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+            check_strategy(name)
+        for name in self.backbones:
+            check_backbone(name)
         self.train.check()
 
     def cell(self, backbone: str, strategy: str, device: str) -> TrainConfig:

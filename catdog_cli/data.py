@@ -12,23 +12,28 @@ exactly the classic Resize + CenterCrop.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import torch
 from PIL import Image, ImageOps
 
 from catdog_cli.errors import CatdogError
 from catdog_cli.folders import split_of, stratified_split, visible_dirs, walk_images
-from catdog_cli.paths import data_root
+from catdog_cli.paths import resolve_data
 
 LABELED_SPLITS = ("train", "val", "test")
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
+MAX_RATIO = 100  # longer than 100:1 is no photo (a needle, 1 x 1,000,000 px): refused before decoding
 MAX_ASPECT = 2.0  # train images longer than 2:1 keep their central 2:1 part
+FULL_RESIZE = 4  # resize a whole image only when that is at most 4x the part kept; else resize only that part
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Dataset:
     splits: dict[str, Split]  # "train", "val", "test", or "all" for a folder evaluated whole
     origin: str  # how val was made: "folders" or "random 20% (seed 0)"
     notes: list[str] = field(default_factory=list)  # what was left out and why, for the user
+    left_out: list[tuple[Path, str]] = field(default_factory=list)  # files outside a run's recorded split, and why
+    missing: list[str] = field(default_factory=list)  # files of a run's recorded split that are gone
 
     def split(self, name: str) -> Split:
         if name == "all":
@@ -60,24 +67,15 @@ class Dataset:
         return self.splits[name]
 
 
-def resolve_data(data: str | Path) -> Path:
-    """A folder path, or the name of a dataset fetched into the data root."""
-    path = Path(data).expanduser()
-    if path.is_dir():
-        return path
-    fetched = data_root() / str(data)
-    if fetched.is_dir():
-        return fetched
-    if path.exists():
-        raise CatdogError(f"{path} is a file, not a folder of images")
-    raise CatdogError(
-        f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} (try `catdog fetch {data}`)"
-    )
-
-
 def _read_classes(folder: Path, notes: list[str]) -> dict[str, list[Path]]:
     found = {}
     for d in visible_dirs(folder):
+        try:
+            with os.scandir(d):  # os.walk would pass over an unreadable folder without a word
+                pass
+        except OSError as exc:
+            notes.append(f"{d}: cannot read it ({exc.strerror or exc}), class left out")
+            continue
         images, others = walk_images(d)
         if others:
             notes.append(f"{d}: ignored {len(others)} non-image file(s)")
@@ -147,14 +145,24 @@ def _check_classes(found: dict[str, dict[str, list[Path]]], classes: list[str], 
 
 
 def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
-                 classes: list[str] | None = None) -> Dataset:
+                 classes: list[str] | None = None, recorded: dict[str, Any] | None = None) -> Dataset:
     """Discover the layout. `val_split=None` keeps a folder without split folders whole (as "all").
 
     `classes` fixes the class list (a trained model's); otherwise it is the train split's class folders.
+    `recorded`: the split a run trained on (`split_record`); train and val are then that split, among the files
+    there now (see `_restore`), not a split derived again from a file list that may have changed.
     """
     root = resolve_data(data)
     notes: list[str] = []
-    found, origin, class_root = _discover(root, val_split, seed, notes)
+    try:
+        found, origin, class_root = _discover(root, val_split, seed, notes)
+    except OSError as exc:  # a split folder that cannot be listed
+        raise CatdogError(f"cannot read {exc.filename or root}: {exc.strerror or exc}") from None
+    left_out: list[tuple[Path, str]] = []
+    missing: list[str] = []
+    if recorded is not None and "train" in found:
+        left_out, missing = _restore(found, recorded, root, origin == "folders")
+        notes += _restore_notes(left_out, missing)
     reference = "train" if "train" in found else "all"
     if classes is None:
         classes = sorted(found[reference])
@@ -167,7 +175,89 @@ def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
     splits = {s: _labeled(by_class, classes) for s, by_class in found.items()}
     if not any(len(s) for s in splits.values()):
         raise CatdogError(f"no images found in {root}")
-    return Dataset(root, list(classes), splits, origin, notes)
+    return Dataset(root, list(classes), splits, origin, notes, left_out, missing)
+
+
+def no_val_reason(dataset: Dataset) -> str:
+    """Why a run has nothing to validate on, and what will work."""
+    if dataset.origin == "folders":
+        val_dir = _find_split_dir(dataset.root, "val") or dataset.root / "val"
+        return (f"no usable validation images in {val_dir}: put images in {val_dir}/<class>/, or remove that "
+                "folder and catdog splits train into train and val (--val-split)")
+    return (f"no usable validation images in {dataset.root}: use a --val-split above 0 (each class needs at least "
+            "2 images), or add a val/<class>/ folder")
+
+
+# --- the split a run used -------------------------------------------------------------------------------
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def split_record(dataset: Dataset) -> dict[str, Any]:
+    """The files a run trained and validated on, relative to the data root and in split order: checkpoints keep
+    it, so that evaluate and resume use this split, whatever was added, removed or moved since."""
+    return {"origin": dataset.origin, **{name: [_relative(p, dataset.root) for p in dataset.splits[name].paths]
+                                         for name in ("train", "val") if name in dataset.splits}}
+
+
+def split_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """run.json's account of the split: the val files themselves, and the train files by count and digest."""
+    train = record.get("train", [])
+    digest = hashlib.sha256("\n".join(sorted(train)).encode("utf-8", "surrogatepass")).hexdigest()
+    return {"origin": record["origin"], "val": record.get("val", []),
+            "train": {"count": len(train), "sha256": digest}}
+
+
+ADDED = "added since the run trained (not in its recorded split), left out"
+LIKE_TRAINING = "named like one of the run's training images (moved or copied from train?), left out of val"
+
+
+def _restore(found: dict[str, dict[str, list[Path]]], recorded: dict[str, Any], root: Path,
+             val_folder: bool) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Set found's train and val to the recorded split, in its order, among the files there now.
+
+    A file recorded in train or val stays there. A file the run never saw is left out (it is neither the run's
+    training data nor its val data), except a file added to a val/ folder: the user put it in val, so it counts,
+    unless it bears the name of one of the run's training images (moved or copied from train/ since: a training
+    image never counts as val). Returns (left out, with why) and the recorded files that are gone.
+    """
+    here = {_relative(p, root): (cls, p) for split in ("train", "val") for cls, paths in found.get(split, {}).items()
+            for p in paths}
+    trained = {PurePosixPath(r).name for r in recorded.get("train", [])}
+    restored: dict[str, dict[str, list[Path]]] = {"train": {}, "val": {}}
+    for split in ("train", "val"):
+        for rel in recorded.get(split, []):
+            if rel in here:
+                cls, path = here[rel]
+                restored[split].setdefault(cls, []).append(path)
+    known = set(recorded.get("train", [])) | set(recorded.get("val", []))
+    added_to_val = {p for paths in found.get("val", {}).values() for p in paths} if val_folder else set()
+    left_out = []
+    for rel, (cls, path) in here.items():
+        if rel in known:
+            continue
+        if path not in added_to_val:
+            left_out.append((path, ADDED))
+        elif path.name in trained:
+            left_out.append((path, LIKE_TRAINING))
+        else:
+            restored["val"].setdefault(cls, []).append(path)
+    found["train"], found["val"] = restored["train"], restored["val"]
+    return left_out, sorted(known - set(here))
+
+
+def _restore_notes(left_out: list[tuple[Path, str]], missing: list[str], shown: int = 5) -> list[str]:
+    notes = []
+    for reason in sorted({why for _, why in left_out}):
+        paths = sorted(str(p) for p, why in left_out if why == reason)
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        notes.append(f"{len(paths)} file(s) {reason}: {', '.join(paths[:shown])}{more}")
+    if missing:
+        more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+        notes.append(f"{len(missing)} file(s) of the run's recorded split are gone: {', '.join(missing[:shown])}{more}")
+    return notes
 
 
 # --- decoding ----------------------------------------------------------------------------------------
@@ -189,12 +279,37 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """The file opened for reading if it is a regular file: a FIFO named like an image would hang a read forever,
+    a device would never end. Checked before opening, and again on what was opened (without blocking)."""
+    special = ImageError("not a regular file (a FIFO, device or socket is never read)")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise special
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else in between
+            raise special
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_size(width: int, height: int) -> None:
+    """Refuse, from the header, what decoding or resizing would need far too much memory for."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
+    if max(width, height) > MAX_RATIO * max(1, min(width, height)):
+        raise ImageError(f"{width}x{height} pixels is longer than {MAX_RATIO}:1; not a photo")
+
+
 def open_rgb(path: Path, short_side: int | None = None) -> Image.Image:
     """RGB image, EXIF-rotated; JPEGs are decoded at the smallest DCT scale that still covers `short_side`."""
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{im.width}x{im.height} pixels is over the {MAX_PIXELS:,} pixel limit")
+        with _open_regular(path) as f, Image.open(f) as im:
+            _check_size(im.width, im.height)
             if short_side and im.format == "JPEG":
                 im.draft("RGB", (short_side, short_side))
             im = ImageOps.exif_transpose(im)
@@ -227,6 +342,22 @@ def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
     return int(short * width / height), short
 
 
+def _resized_center(im: Image.Image, short: int, box: tuple[int, int],
+                    offset: Callable[[int], int]) -> Image.Image:
+    """Resize(short), then the central part of it at most `box` (w, h) large, `offset(extra)` pixels in from the
+    left or top: what a resize of the whole image then a crop gives. Memory stays about the size of the part kept:
+    when the whole resized image would be far larger (a 100:1 strip), only the source region behind it is resized."""
+    w, h = resized_size(im.width, im.height, short)
+    kept_w, kept_h = min(box[0], w), min(box[1], h)
+    left, top = offset(w - kept_w), offset(h - kept_h)
+    if w * h <= FULL_RESIZE * kept_w * kept_h:  # the classic way, exactly
+        resized = im.resize((w, h), Image.Resampling.BILINEAR)
+        return resized if (kept_w, kept_h) == (w, h) else resized.crop((left, top, left + kept_w, top + kept_h))
+    sx, sy = im.width / w, im.height / h
+    region = (left * sx, top * sy, (left + kept_w) * sx, (top + kept_h) * sy)
+    return im.resize((kept_w, kept_h), Image.Resampling.BILINEAR, box=region)
+
+
 def _pil_to_tensor(im: Image.Image) -> torch.Tensor:
     return torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(im.height, im.width, 3).permute(2, 0, 1)
 
@@ -237,24 +368,21 @@ def load_train_image(path: Path, resize: int) -> tuple[torch.Tensor, bool]:
     Portraits are stored on their side so that every train image fits one (resize, 2 * resize) canvas.
     """
     im = open_rgb(path, resize)
-    w, h = resized_size(im.width, im.height, resize)
-    t = _pil_to_tensor(im.resize((w, h), Image.Resampling.BILINEAR))
-    if h > w:
-        t = t.transpose(1, 2)
     longest = int(MAX_ASPECT * resize)
-    if t.shape[2] > longest:
-        left = (t.shape[2] - longest) // 2
-        t = t[:, :, left : left + longest]
-    return t.contiguous(), h > w
+    t = _pil_to_tensor(_resized_center(im, resize, (longest, longest), lambda extra: extra // 2))
+    portrait = t.shape[1] > t.shape[2]
+    if portrait:
+        t = t.transpose(1, 2)
+    return t.contiguous(), portrait
 
 
 def load_eval_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     """uint8 (3, crop, crop): Resize(resize) then CenterCrop(crop), the classic eval transform."""
-    im = open_rgb(path, resize)
-    w, h = resized_size(im.width, im.height, resize)
-    im = im.resize((w, h), Image.Resampling.BILINEAR)
-    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
-    return _pil_to_tensor(im.crop((left, top, left + crop, top + crop))).contiguous()
+    im = _resized_center(open_rgb(path, resize), resize, (crop, crop), lambda extra: int(round(extra / 2.0)))
+    if im.size != (crop, crop):  # smaller than the crop (crop > resize): padded, as CenterCrop pads
+        im = im.crop((-((crop - im.width) // 2), -((crop - im.height) // 2), crop - (crop - im.width) // 2,
+                      crop - (crop - im.height) // 2))
+    return _pil_to_tensor(im).contiguous()
 
 
 @dataclass

@@ -7,8 +7,10 @@ trains alone on its rank) makes it a no-op, so the engine calls these helpers un
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -82,6 +84,24 @@ def broadcast(obj: Any, w: World) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+T = TypeVar("T")
+
+
+def main_enters(stack: ExitStack, context: Callable[[], AbstractContextManager[T]], w: World) -> T:
+    """Rank 0 enters `context()` (held until `stack` closes, e.g. a claimed run folder) and every rank gets what it
+    gave, or the CatdogError it raised: no rank waits forever on a rank 0 that refused."""
+    value: Any = None
+    if w.main:
+        try:
+            value = stack.enter_context(context())
+        except CatdogError as exc:
+            value = exc
+    value = broadcast(value, w)
+    if isinstance(value, CatdogError):
+        raise value
+    return value
 
 
 def gather(obj: Any, w: World) -> list[Any]:

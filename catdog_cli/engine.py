@@ -8,10 +8,12 @@ files, `fit` and `resume` are the entry points. Using a trained model lives in i
 from __future__ import annotations
 
 import csv
+import functools
 import io
-import json
+import math
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from catdog_cli import checkpoints, distributed
 from catdog_cli import report as report_module
 from catdog_cli.backbones import TransferModel, build_model, check_image_size, count_params
 from catdog_cli.config import TrainConfig
-from catdog_cli.data import Dataset, ImageBatch, load_dataset
+from catdog_cli.data import Dataset, ImageBatch, load_dataset, no_val_reason, split_record, split_summary
+from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
 from catdog_cli.inference import (  # evaluate_checkpoint and predict: re-exported, the README's Python API
     TOP_LOSSES,
@@ -36,9 +39,9 @@ from catdog_cli.inference import (  # evaluate_checkpoint and predict: re-export
     predict,
     top_losses,
 )
-from catdog_cli.paths import atomic_write_text, check_out_dir, claim_out_dir
+from catdog_cli.paths import atomic_write_text, run_folder
 from catdog_cli.pipeline import DataSources, DecodeCache, Inputs, feature_source, memory_budget, open_sources
-from catdog_cli.records import EpochRecord, TrainResult
+from catdog_cli.records import EpochRecord, TrainResult, to_json
 from catdog_cli.runtime import Precision, StopRequest, default_batch_size, resolve_device, warmup_cosine
 from catdog_cli.strategies import param_groups
 from catdog_cli.world import World
@@ -88,7 +91,12 @@ class Run:
         return {"backbone": c.backbone, "classes": self.dataset.classes, "image_size": self.inputs.image_size,
                 "resize": self.inputs.resize, "mean": list(self.inputs.mean), "std": list(self.inputs.std),
                 "strategy": c.strategy, "config": asdict(c), "data": str(self.dataset.root.resolve()),
-                "split_origin": self.dataset.origin}
+                "split_origin": self.dataset.origin, "split": self.split}
+
+    @functools.cached_property
+    def split(self) -> dict[str, Any]:
+        """The files this run trains and validates on (recorded in every checkpoint; made once, not per save)."""
+        return split_record(self.dataset)
 
     def save(self, path: Path, with_optimizer: bool) -> None:
         meta = {**self.meta(), "state": asdict(self.state)}
@@ -119,11 +127,13 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     `world`: under torchrun (the default when launched by it) each rank trains on its shard of the data.
     """
     world = distributed.current() if world is None else world
-    config.check()
+    config.check(weights=model is None)
     device = resolve_device(distributed.device_for(config.device, world))
     dataset = dataset or load_dataset(config.data, config.val_split, config.seed)
     for note in dataset.notes:
         events.note(note)
+    if not dataset.splits.get("val"):
+        raise CatdogError(no_val_reason(dataset))
     inputs = Inputs.for_backbone(config.backbone, config.image_size)
     check_image_size(config.backbone, inputs.image_size)
     if model is None:
@@ -150,6 +160,17 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, min(100, max(1, total // 20))))
     return Run(config, dataset, device, inputs, model, _wrap(forward, config, device, world), preprocess, optimizer,
                scheduler, Precision(device), sources, steps, world)
+
+
+def _stop_if_diverged(loss: float, what: str, run: Run) -> None:
+    """A loss that is not finite means the weights are lost (too high an --lr, bad data): stop now, before such
+    weights are saved or chosen as best (a NaN model still "predicts" class 0 and can even score). Under torchrun
+    every rank stops together, none waits for a rank that left."""
+    here = not math.isfinite(loss)
+    if distributed.any_rank(here, run.device, run.world):
+        value = loss if here else "not finite on another rank"
+        raise CatdogError(f"training diverged: the {what} loss became {value} in epoch {run.state.epoch + 1}; "
+                          "stopped without saving that epoch (try a lower --lr)")
 
 
 def train_one_epoch(run: Run, events: Events, stop: StopRequest,
@@ -184,16 +205,20 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest,
         correct += (logits.argmax(1) == batch.labels).sum()
         seen += len(batch)
         run.state.step = i + 1
-        if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers
-            events.advance(1, loss=loss_sum.item() / seen, acc=correct.item() / seen)
+        if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers and to stop a diverged run
+            so_far = loss_sum.item()
+            _stop_if_diverged(so_far, "training", run)
+            events.advance(1, loss=so_far / seen, acc=correct.item() / seen)
         else:
             events.advance(1)
         if distributed.any_rank(stop.requested, run.device, run.world):  # every rank stops after the same step
             stop.requested = True
+            _stop_if_diverged(loss_sum.item(), "training", run)  # last.pt is saved next: never diverged weights
             return None
     run.state.step = 0
     totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double(),
                                               torch.tensor(seen, dtype=torch.float64, device=run.device)]), run.world)
+    _stop_if_diverged(totals[0].item(), "training", run)
     n = max(1.0, totals[2].item())
     return {"train_loss": totals[0].item() / n, "train_acc": totals[1].item() / n, "images": int(totals[2].item())}
 
@@ -212,6 +237,7 @@ def run_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Gene
         return None
     seconds = time.perf_counter() - start
     val = validate(run, events)
+    _stop_if_diverged(val.loss, "val", run)  # the epoch's last step can break the weights too
     run.state.epoch += 1
     record: EpochRecord = {
         "epoch": run.state.epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
@@ -271,8 +297,9 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     result = summarize(run, out, best_state, interrupted, final_splits)
     if writes:  # a train run (compare's cells have one report for the grid)
         result["report"] = str(report_module.write_train_report(result, out / "report.html"))
+    result["split"] = split_summary(run.split)  # last: the keys before it keep their places
     if run.world.main:
-        atomic_write_text(out / "run.json", json.dumps(result, indent=2))
+        atomic_write_text(out / "run.json", to_json(result))
     return result
 
 
@@ -313,7 +340,8 @@ def fit(config: TrainConfig, out: Path | str | None = None, events: Events | Non
     """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json)."""
     world = distributed.init()
     events = events if events is not None and world.main else Events()
-    check_out_dir(out)
-    run = start_run(config, events, cache, world=world)
-    out = distributed.broadcast(claim_out_dir(out, "train") if world.main else None, world)
-    return train_loop(run, out, events)
+    config.check()
+    with ExitStack() as stack:  # the folder is claimed before any work (two runs never share one), held to the end
+        folder = distributed.main_enters(stack, lambda: run_folder(out, "train"), world)
+        run = start_run(config, events, cache, world=world)
+        return train_loop(run, folder, events)

@@ -187,7 +187,8 @@ def stratified_split(by_class: dict[str, list[Path]], fraction: float, seed: int
     train, val = {}, {}
     for name, paths in by_class.items():
         order = sorted(paths)
-        random.Random(f"{seed}:{name}").shuffle(order)
+        # bytes: the same seed as the str for any UTF-8 name, and no crash on a name that is not UTF-8
+        random.Random(f"{seed}:{name}".encode("utf-8", "surrogateescape")).shuffle(order)
         n_val = min(len(order) - 1, max(1, round(len(order) * fraction))) if len(order) > 1 and fraction else 0
         val[name], train[name] = order[:n_val], order[n_val:]
     return train, val

@@ -1,4 +1,4 @@
-"""How numbers read, the same in the terminal, in compare.md and in the HTML report."""
+"""How numbers and names read, the same in the terminal, in compare.md, in JSON and in the HTML report."""
 
 from __future__ import annotations
 
@@ -25,3 +25,24 @@ def fmt(value: Any, kind: str = "num") -> str:
 
 def pct(value: float | None) -> str:
     return fmt(value, "pct")
+
+
+def _escaped(char: str, controls: bool) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name, as os.fsdecode keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:  # any other lone surrogate
+        return f"\\u{code:04x}"
+    if controls and not char.isprintable() and char != " ":
+        return char.encode("unicode_escape").decode("ascii")
+    return char
+
+
+def printable(text: object, controls: bool = True) -> str:
+    """`text` safe to print or encode as UTF-8: bytes of a non-UTF-8 file name (which Python keeps as lone
+    surrogates) become `\\xNN`, and with `controls` so do control characters (a newline or an escape sequence
+    in a file name must not break a line or drive the terminal)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(_escaped(c, controls) for c in text)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ import torch.nn.functional as F
 from catdog_cli import checkpoints, distributed
 from catdog_cli import report as report_module
 from catdog_cli.backbones import TransferModel, count_params
-from catdog_cli.data import Split, decode_split, default_workers, load_dataset, resolve_data
+from catdog_cli.config import check_use
+from catdog_cli.data import Dataset, Split, decode_split, default_workers, load_dataset, resolve_data
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
 from catdog_cli.folders import walk_images
+from catdog_cli.formatting import printable
 from catdog_cli.metrics import confusion_matrix, per_class
-from catdog_cli.paths import copy_new
+from catdog_cli.paths import check_folder_target, check_new_file, copy_new, create_new
 from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
 from catdog_cli.records import EvaluateResult, Evaluation, Prediction, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
@@ -114,18 +117,16 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset.
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
-    its val split is re-derived exactly as in training, so training images never count as validation.
+    train and val are the split the run recorded (files added since are left out, files gone are named), so
+    training images never count as validation.
     """
     events = events or Events()
+    check_use(checkpoint, batch_size=batch_size, device=device, split=split)
+    if report is not None:
+        check_new_file(report, "--report")
     trained = TrainedModel.load(checkpoint, device)
     ckpt, classes = trained.checkpoint, trained.classes
-    data = data or ckpt["data"]
-    config = ckpt["config"]
-    trained_here = str(resolve_data(data).resolve()) == ckpt["data"]
-    val_split = config["val_split"] if trained_here else None
-    dataset = load_dataset(data, val_split, config["seed"], classes=classes)
-    for note in dataset.notes:
-        events.note(note)
+    dataset = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
         events.note(f"{dataset.root} has no split folders: evaluating all of it")
         split = "all"
@@ -142,13 +143,35 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     total, trainable = count_params(trained.model)
     result: EvaluateResult = {
         "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
-        "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable}, "config": config,
+        "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
+        "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
         "top_losses": top_losses(out, images, classes),
-        "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped]}
-    if report is not None:
-        result["report"] = str(report_module.write_train_report(result, Path(report)))
+        "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
+        "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing}
+    if report is not None:  # a new file only, even if one appeared while this ran
+        create_new(report, lambda tmp: report_module.write_train_report(result, tmp), "--report")
+        result["report"] = str(report)
     return result
+
+
+def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Dataset:
+    """The data to evaluate on; on the folder the model was trained on, with the split its run recorded."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    data = data or ckpt.get("data")
+    if not isinstance(data, str) or not data:
+        raise CatdogError("this checkpoint does not say what data it was trained on: pass --data")
+    trained_here = str(resolve_data(data).resolve()) == ckpt.get("data")
+    recorded = ckpt.get("split") if trained_here else None
+    if trained_here and not isinstance(recorded, dict):
+        events.note("this checkpoint records no split (an older catdog made it): its val split is derived again "
+                    "from the files there now, exact only if they have not changed since it trained")
+    val_split = config.get("val_split", 0.2) if trained_here else None
+    dataset = load_dataset(data, val_split, config.get("seed", 0), classes=ckpt["classes"],
+                           recorded=recorded if isinstance(recorded, dict) else None)
+    for note in dataset.notes:
+        events.note(note)
+    return dataset
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:
@@ -166,8 +189,10 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
 
 def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
             device: str = "auto", events: Events | None = None, workers: int | None = None) -> list[Prediction]:
-    """One row per image: label and confidence (and the top k), or the reason it could not be read."""
+    """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
+    or a FIFO's too: only regular files are read)."""
     events = events or Events()
+    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k)
     trained = TrainedModel.load(checkpoint, device)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)
@@ -200,15 +225,15 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
 
 
 def write_predictions_csv(path: Path, rows: list[Prediction]) -> None:
-    """A new file only: an existing one is the user's and stays as it is."""
-    try:
-        with open(path, "x", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", "confidence", "error"])
-            for r in rows:
-                writer.writerow([r["path"], r.get("label", ""), r.get("confidence", ""), r.get("error", "")])
-    except FileExistsError:
-        raise CatdogError(f"{path} already exists; choose a new --csv file") from None
+    """A new file only, complete or not at all: an existing one is the user's and stays as it is. Names that are
+    not UTF-8 are written escaped (formatting.printable)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label", "confidence", "error"])
+    for r in rows:
+        writer.writerow([printable(r["path"], controls=False), printable(r.get("label", ""), controls=False),
+                         r.get("confidence", ""), printable(r.get("error", ""), controls=False)])
+    create_new(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""), "--csv")
 
 
 def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
@@ -221,8 +246,7 @@ def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
     for label in labels:
         if label in ("", ".", "..") or Path(label).name != label or "\\" in label:
             raise CatdogError(f"class name {label!r} is not a safe folder name; refusing to sort into {dest}")
-    if dest.exists() and not dest.is_dir():
-        raise CatdogError(f"--sort-into {dest} is a file, not a folder")
+    check_folder_target(dest, "--sort-into")
     for row in rows:
         if "label" not in row:
             continue

@@ -7,6 +7,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,10 +35,49 @@ def data_root() -> Path:
     return root
 
 
+def resolve_data(data: str | Path) -> Path:
+    """A folder path, or the name of a dataset fetched into the data root; one that cannot be read is refused
+    here, before anything is loaded."""
+    path = Path(data).expanduser()
+    if not path.is_dir():
+        fetched = data_root() / str(data)
+        if fetched.is_dir():
+            path = fetched
+        elif path.exists():
+            raise CatdogError(f"{path} is a file, not a folder of images")
+        else:
+            raise CatdogError(f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} "
+                              f"(try `catdog fetch {data}`)")
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        raise CatdogError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _mkdirs(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it made (deepest last); an OSError as one line."""
+    made = []
+    for path in reversed([folder, *folder.parents]):
+        if path.is_dir():
+            continue
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not path.is_dir():
+                raise CatdogError(f"cannot create {folder}: {path} is a file, not a folder") from None
+            continue  # made by someone else meanwhile
+        except OSError as exc:
+            raise CatdogError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        made.append(path)
+    return made
+
+
 def new_run_dir(parent: Path | str = "runs", prefix: str = "train") -> Path:
     """Create and return a fresh folder parent/prefix, parent/prefix2, ... (never an existing one)."""
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    _mkdirs(parent)
     n = 1
     while True:
         path = parent / (prefix if n == 1 else f"{prefix}{n}")
@@ -46,21 +86,117 @@ def new_run_dir(parent: Path | str = "runs", prefix: str = "train") -> Path:
             return path
         except FileExistsError:
             n += 1
+        except OSError as exc:
+            raise CatdogError(f"cannot create {path}: {exc.strerror or exc}") from None
 
 
 def check_out_dir(out: Path | str | None) -> None:
     """Refuse a non-empty --out up front, before any work is done for it."""
-    if out is not None and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+    if out is None or not Path(out).exists():
+        return
+    if not Path(out).is_dir():
+        raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
+    names = _names(Path(out))
+    if LOCK in names:
+        raise CatdogError(f"{out} is in use by another catdog run; if none is running, delete {Path(out) / LOCK}")
+    if names:
         raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
 
 
-def claim_out_dir(out: Path | str | None, prefix: str) -> Path:
-    """Use the user's --out if it is new or empty, else a fresh folder under ./runs/."""
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError as exc:
+        raise CatdogError(f"cannot read {folder}: {exc.strerror or exc}") from None
+
+
+LOCK = ".catdog-lock"  # in a folder a run is writing to, for as long as it runs
+
+
+def _lock(folder: Path) -> Path:
+    """Create folder/LOCK exclusively (O_EXCL is atomic): of two runs started into one folder, one gets it."""
+    lock = folder / LOCK
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise CatdogError(f"{folder} is in use by another catdog run; if none is running, delete {lock}") from None
+    except OSError as exc:
+        raise CatdogError(f"cannot write in {folder}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    return lock
+
+
+@contextmanager
+def run_folder(out: Path | str | None, prefix: str, reuse: bool = False) -> Iterator[Path]:
+    """The folder a run writes into, claimed before any work and held until the run ends.
+
+    `out` None: a new folder runs/PREFIX, runs/PREFIX2, ...; else the user's folder, which must be new or empty
+    (with `reuse`, it may hold the run's own earlier files: resume, compare). The folder is claimed with a lock
+    file made exclusively, so two runs started at once into one folder cannot both run. A run that fails before
+    writing anything leaves nothing behind: the folders it made are removed again.
+    """
     if out is None:
-        return new_run_dir("runs", prefix)
-    check_out_dir(out)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return Path(out)
+        made = _mkdirs(Path("runs"))
+        folder = new_run_dir("runs", prefix)
+        made.append(folder)
+    else:
+        folder = Path(out)
+        if not reuse:
+            check_out_dir(folder)
+        made = _mkdirs(folder)
+    try:
+        lock = _lock(folder)
+    except CatdogError:
+        _remove_empty(made)
+        raise
+    try:
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+        _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()  # only an empty folder goes: the run wrote nothing in it
+        except OSError:
+            return
+
+
+def _probe(folder: Path, option: str) -> None:
+    """Whether a file can be created in `folder` (read-only file systems, /proc and permissions all answer)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".catdog-probe-", dir=folder)
+    except OSError as exc:
+        raise CatdogError(f"{option}: cannot write in {folder}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_new_file(path: Path | str, option: str) -> Path:
+    """Refuse, before any work, an output file that could not be written new: one that exists (catdog never
+    overwrites), one in a folder that is missing, or one where nothing can be written."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise CatdogError(f"{path} already exists; choose a new {option} file")
+    if not path.parent.is_dir():
+        raise CatdogError(f"{option} {path}: the folder {path.parent} does not exist")
+    _probe(path.parent, option)
+    return path
+
+
+def check_folder_target(path: Path | str, option: str) -> Path:
+    """Refuse, before any work, an output folder that could not be made or written: a file, a path below a file,
+    a read-only place."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise CatdogError(f"{option} {path} is a file, not a folder" if existing == path
+                          else f"{option} {path}: {existing} is a file, not a folder")
+    _probe(existing, option)
+    return path
 
 
 def _umask() -> int:
@@ -86,27 +222,49 @@ def numbered(name: str) -> Iterator[str]:
         n += 1
 
 
-def publish_new(tmp: Path, folder: Path, name: str) -> Path:
-    """Give a finished file (`tmp`, on the same file system) the first free name of `numbered(name)` in `folder`.
-
-    A hard link is atomic and refuses an existing name, so a file is never replaced, even in a race, and
-    nothing incomplete ever appears under a real name.
-    """
-    names = numbered(name)
-    while True:
-        target = folder / next(names)
+def _link_new(tmp: Path, target: Path) -> bool:
+    """Give the finished file `tmp` the name `target` too, unless it is taken (False). A hard link is atomic and
+    refuses an existing name, so a file is never replaced, even in a race."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (FAT, some network shares): create exclusively, then copy
         try:
-            os.link(tmp, target)
+            with open(tmp, "rb") as src, open(target, "xb") as dst:
+                shutil.copyfileobj(src, dst)
         except FileExistsError:
-            continue
-        except OSError:  # no hard links here (FAT, some network shares): create exclusively, then copy
-            try:
-                with open(tmp, "rb") as src, open(target, "xb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except FileExistsError:
-                continue
-        os.unlink(tmp)
-        return target
+            return False
+    return True
+
+
+def publish_new(tmp: Path, folder: Path, name: str) -> Path:
+    """Give a finished file (`tmp`, on the same file system) the first free name of `numbered(name)` in `folder`;
+    nothing incomplete ever appears under a real name."""
+    for candidate in numbered(name):
+        target = folder / candidate
+        if _link_new(tmp, target):
+            os.unlink(tmp)
+            return target
+    raise AssertionError("numbered() never ends")
+
+
+def create_new(path: Path | str, make: Callable[[Path], object], option: str) -> Path:
+    """Write a file at `path` only if none is there: `make` writes a temp file beside it, which then takes the
+    name without replacing anything (a file that appeared meanwhile is the user's and stays)."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CatdogError(f"{option}: cannot write in {path.parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    try:
+        make(Path(tmp))
+        if not _link_new(Path(tmp), path):
+            raise CatdogError(f"{path} already exists; choose a new {option} file")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def copy_new(src: Path, folder: Path) -> Path:
@@ -146,4 +304,5 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+    """UTF-8; a name that is not (bytes of a non-UTF-8 file name) is written escaped instead of failing the write."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8", "backslashreplace")))

@@ -29,6 +29,7 @@ from catdog_cli.data import (
     collate,
     decode_split,
     default_workers,
+    no_val_reason,
     shard,
 )
 from catdog_cli.errors import CatdogError
@@ -269,7 +270,7 @@ def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_s
     if found["train"] is None:
         raise CatdogError(f"no usable training images in {dataset.root}")
     if found["val"] is None:
-        raise CatdogError(f"no usable validation images in {dataset.root} (add a val/ folder or use --val-split)")
+        raise CatdogError(no_val_reason(dataset))
     return DataSources(found["train"], found["val"], found["test"], splits)
 
 

@@ -6,12 +6,15 @@ Torch-free: the CLI renders them and the report reads them without importing the
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from typing_extensions import NotRequired, TypedDict
 
-from catdog_cli.formatting import fmt
+from catdog_cli.formatting import fmt, printable
 
 
 class EpochRecord(TypedDict):
@@ -189,3 +192,34 @@ def sort_rows(rows: list[CompareRow]) -> list[CompareRow]:
         return r.get("status") != "ok", -(acc if acc is not None else -1.0), str(r.get("backbone"))
 
     return sorted(rows, key=key)
+
+
+def interrupted_note(result: CompareResult) -> str | None:
+    """What the table, compare.md and the report say about a grid stopped before its end (None: it ran to its end)."""
+    if not result.get("interrupted"):
+        return None
+    config = result.get("config") or {}
+    total = len(config.get("backbones") or []) * len(config.get("strategies") or [])
+    return (f"interrupted: {len(result.get('rows') or [])} of {total} cells finished; the same command with the "
+            "same --out finishes the grid")
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return printable(value, controls=False)
+    if isinstance(value, dict):
+        return {_strict(str(k)): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return printable(os.fspath(value), controls=False)
+    return value
+
+
+def to_json(value: Any, indent: int | None = 2) -> str:
+    """The one way catdog writes JSON (`--json`, run.json, compare.json, cell files): strict, so any parser reads
+    it. A number that is not finite becomes null (NaN and Infinity are not JSON); a file name that is not UTF-8 is
+    escaped (`\\xNN`, see formatting.printable) instead of failing a finished run."""
+    return json.dumps(_strict(value), indent=indent, allow_nan=False, default=str)

@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from catdog_cli.events import Events
-from catdog_cli.formatting import fmt, pct
+from catdog_cli.formatting import fmt, pct, printable
 from catdog_cli.records import (
     COMPARE_COLUMNS,
     CompareResult,
@@ -28,7 +28,14 @@ from catdog_cli.records import (
     EvaluateResult,
     Prediction,
     TrainResult,
+    interrupted_note,
 )
+
+
+def safe(text: object) -> str:
+    """A name from the user's files (a class, a path, a reason quoting one) as rich prints it verbatim: markup
+    escaped (`[red]rouge` stays `[red]rouge`), non-UTF-8 bytes and control characters escaped."""
+    return escape(printable(text))
 
 
 class RichEvents(Events):
@@ -72,17 +79,18 @@ class RichEvents(Events):
         )
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]{escape(text)}[/]", highlight=False)  # file names may hold [brackets]
+        self.console.print(f"[yellow]{safe(text)}[/]", highlight=False)  # file names may hold [brackets]
 
     def cell_done(self, row: CompareRow) -> None:
-        self.console.print(f"{row['backbone']} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
+        self.console.print(f"{safe(row['backbone'])} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
                            f"(epoch {row['best_epoch']}), {row['train_seconds']:.1f}s")
 
     def cell(self, index: int, total: int, name: str) -> None:
         self.show_epochs = False
         if self.grid is None:
             self.grid = self.progress.add_task("", total=total, info="")
-        self.progress.update(self.grid, completed=index, description=f"[bold]cell {index + 1}/{total}: {name}[/]")
+        self.progress.update(self.grid, completed=index,
+                             description=f"[bold]cell {index + 1}/{total}: {safe(name)}[/]")
 
 
 def train_summary(result: TrainResult) -> Table:
@@ -92,11 +100,11 @@ def train_summary(result: TrainResult) -> Table:
     table.add_column()
     counts = result["params"]
     rows = [
-        ("backbone", f"{config['backbone']} ({config['weights']} weights)"),
+        ("backbone", safe(f"{config['backbone']} ({config['weights']} weights)")),
         ("strategy", config["strategy"]),
         ("parameters", f"{fmt(counts['total'], 'params')} total, {fmt(counts['trainable'], 'params')} trainable"),
-        ("classes", ", ".join(result["classes"])),
-        ("val split", result["split_origin"]),
+        ("classes", safe(", ".join(result["classes"]))),
+        ("val split", safe(result["split_origin"])),
         ("device", f"{result['device']} ({result['precision']})"),
         ("epochs", str(result["epochs"])),
         ("best val accuracy", f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']})"),
@@ -105,7 +113,7 @@ def train_summary(result: TrainResult) -> Table:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
     if result["skipped"]:
         rows.append(("skipped files", str(len(result["skipped"]))))
-    rows.append(("saved in", result["out"]))
+    rows.append(("saved in", safe(result["out"])))
     for row in rows:
         table.add_row(*row)
     return table
@@ -113,14 +121,17 @@ def train_summary(result: TrainResult) -> Table:
 
 def evaluation_tables(ev: EvaluateResult) -> list[Table]:
     split = ev["split"]
-    model = f"{ev['backbone']} ({fmt(ev['params']['total'], 'params')} parameters) on " if "backbone" in ev else ""
+    model = ""
+    if "backbone" in ev:
+        model = f"{safe(ev['backbone'])} ({fmt(ev['params']['total'], 'params')} parameters) on "
     metrics = Table(title=f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
                           f"{ev['num_images']} images", title_justify="left")
     for col in ("class", "precision", "recall", "F1", "images"):
         metrics.add_column(col, justify="left" if col == "class" else "right")
     for row in ev["per_class"]:
-        metrics.add_row(row["class"], pct(row["precision"]), pct(row["recall"]), pct(row["f1"]), str(row["support"]))
-    classes = [row["class"] for row in ev["per_class"]]
+        metrics.add_row(safe(row["class"]), pct(row["precision"]), pct(row["recall"]), pct(row["f1"]),
+                        str(row["support"]))
+    classes = [safe(row["class"]) for row in ev["per_class"]]
     confusion = Table(title=f"confusion on {split} (rows: true, columns: predicted)", title_justify="left")
     confusion.add_column("")
     for name in classes:
@@ -137,9 +148,9 @@ def predictions_table(rows: list[Prediction]) -> Table:
     table.add_column("confidence", justify="right")
     for row in rows:
         if "error" in row:
-            table.add_row(escape(row["path"]), "[red]unreadable[/]", escape(row["error"]))
+            table.add_row(safe(row["path"]), "[red]unreadable[/]", safe(row["error"]))
         else:
-            table.add_row(escape(row["path"]), escape(row["label"]), pct(row["confidence"]))
+            table.add_row(safe(row["path"]), safe(row["label"]), pct(row["confidence"]))
     return table
 
 
@@ -147,16 +158,18 @@ def compare_table(result: CompareResult) -> Table:
     """Sorted by val accuracy, the best row starred; headers say which split each accuracy is on."""
     failed = any(row["status"] != "ok" for row in result["rows"])
     columns = [c for c in COMPARE_COLUMNS if c.key != "error" and (failed or c.key != "status")]
-    table = Table(title=f"compare on {result['config']['data']}: accuracies on the val split "
-                        f"({result['split_origin']})", title_justify="left")
+    note = interrupted_note(result)
+    table = Table(title=f"compare on {safe(result['config']['data'])}: accuracies on the val split "
+                        f"({safe(result['split_origin'])})", title_justify="left",
+                  caption=f"[bold red]{safe(note)}[/]" if note else None)
     table.add_column("")
     for c in columns:
         text = c.kind == "text"
         table.add_column(c.title, justify="left" if text else "right", no_wrap=text)
     for n, row in enumerate(result["rows"]):
         ok = row["status"] == "ok"
-        status = "ok" if ok else f"[red]failed: {row['error']}[/]"
-        values = [c.format(row[c.key]) if c.key != "status" else status for c in columns]
+        status = "ok" if ok else f"[red]failed: {safe(row['error'])}[/]"
+        values = [safe(c.format(row[c.key])) if c.key != "status" else status for c in columns]
         best = n == 0 and ok
         table.add_row("★" if best else "", *values, style="bold green" if best else None)
     return table
@@ -200,6 +213,6 @@ def fetch_table(summaries: list[Any]) -> Table:
         table.add_column(col, justify="right")
     table.add_column("location", overflow="fold")
     for d in summaries:
-        table.add_row(d.name, ", ".join(d.classes), *(str(d.splits.get(s, "-")) for s in splits),
-                      str(len(d.skipped)), str(d.path))
+        table.add_row(safe(d.name), safe(", ".join(d.classes)), *(str(d.splits.get(s, "-")) for s in splits),
+                      str(len(d.skipped)), safe(d.path))
     return table

@@ -21,7 +21,15 @@ from PIL import Image, ImageOps
 
 from catdog_cli.formatting import fmt
 from catdog_cli.paths import atomic_write_text
-from catdog_cli.records import COMPARE_COLUMNS, CompareResult, CompareRow, EvaluateResult, TrainResult, sort_rows
+from catdog_cli.records import (
+    COMPARE_COLUMNS,
+    CompareResult,
+    CompareRow,
+    EvaluateResult,
+    TrainResult,
+    interrupted_note,
+    sort_rows,
+)
 from catdog_cli.svg import Axis, Point, Series, heatmap, plot
 
 THUMB_PX = 96
@@ -435,4 +443,6 @@ def write_compare_report(result: CompareResult, path: Path) -> Path:
         sections.append(_section("Val accuracy per epoch, each cell", _cell_curves(rows, colors)))
     sections.append(_setup(cfg.items(), result.get("versions")))
     subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code> · {fmt(len(rows), 'int')} cells"
+    if note := interrupted_note(result):
+        subtitle += f" · <strong>{escape(note)}</strong>"
     return _write(_page("catdog compare", subtitle, sections), path)

@@ -6,33 +6,48 @@ state, and its step count: a resumed run takes every step of the uninterrupted o
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from catdog_cli import checkpoints, distributed
-from catdog_cli.config import TrainConfig
+from catdog_cli.config import TrainConfig, check_options
 from catdog_cli.data import load_dataset, resolve_data
 from catdog_cli.engine import TrainState, start_run, train_loop
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
+from catdog_cli.paths import run_folder
 from catdog_cli.records import TrainResult
 from catdog_cli.runtime import resolve_device
+from catdog_cli.world import World
 
 RELOCATABLE = ("device", "workers", "cache_gib", "compile")  # where a run trains, not what: may change on resume
 
 
 def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     """The interrupted run's own config. Options typed again must agree with it, except the RELOCATABLE ones."""
-    saved = {**ckpt["config"], "data": ckpt["data"]}
+    defaults = {f.name: f.default for f in fields(TrainConfig)}  # for a field an older catdog did not save
+    saved = {**defaults, **ckpt["config"], "data": ckpt["data"]}
     for name, value in given.items():
         if name in RELOCATABLE:
             continue
-        if (str(resolve_data(value).resolve()) if name == "data" else value) != saved[name]:
+        if (str(resolve_data(value).resolve()) if name == "data" else value) != saved.get(name):
             allowed = ", ".join("--" + o.replace("_", "-") for o in RELOCATABLE)
-            was = "default" if saved[name] is None else saved[name]
+            was = "default" if saved.get(name) is None else saved[name]
             raise CatdogError(f"--{name.replace('_', '-')} {value} differs from the run being resumed ({was}); "
                               f"a resumed run keeps its options (only {allowed} may change)")
     return TrainConfig.from_dict({**saved, **{k: v for k, v in given.items() if k in RELOCATABLE}})
+
+
+def _resumable(ckpt: dict[str, Any]) -> bool:
+    """The training state of a last.pt has the shape this version reads (a newer one's extra fields are fine)."""
+    state = ckpt["state"]
+    return (isinstance(ckpt["config"], dict) and isinstance(ckpt["data"], str) and isinstance(state, dict)
+            and all(type(state.get(k, 0)) is int and state.get(k, 0) >= 0 for k in ("epoch", "step"))
+            and isinstance(state.get("history", []), list) and isinstance(ckpt["optimizer"], dict)
+            and isinstance(ckpt["scheduler"], dict) and isinstance(ckpt["scaler"], dict))
 
 
 def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events | None = None) -> TrainResult:
@@ -44,25 +59,49 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     world = distributed.init()
     events = events if events is not None and world.main else Events()
     out = Path(out)
-    if not (out / "last.pt").is_file():
+    check_options(given or {})
+    if not os.path.isfile(out / "last.pt"):  # False, not PermissionError, in a folder that cannot be read
         raise CatdogError(f"nothing to resume in {out}: it has no last.pt")
     ckpt = checkpoints.load(out / "last.pt")
     if any(k not in ckpt for k in ("optimizer", "scheduler", "scaler", "state", "config", "data")):
         raise CatdogError(f"{out / 'last.pt'} holds no training state to resume from; it is not a run's last.pt")
+    if not _resumable(ckpt):
+        raise CatdogError(f"{out / 'last.pt'} is a damaged run checkpoint (its training state makes no sense); "
+                          "start a new run instead")
     config = resumed_config(ckpt, given or {})
-    state = TrainState(**ckpt["state"])
+    try:  # the saved options too: a damaged or forged file is refused before anything is loaded
+        check_options(asdict(config))
+    except CatdogError as exc:
+        raise CatdogError(f"{out / 'last.pt'} holds options no run can use ({exc}); start a new run instead") from None
+    known = {f.name for f in fields(TrainState)}  # a newer catdog's extra state is not ours to use
+    state = TrainState(**{k: v for k, v in ckpt["state"].items() if k in known})
     if state.epoch >= config.epochs:
         raise CatdogError(f"{out} already ran all {config.epochs} epoch(s); nothing to resume")
-    dataset = load_dataset(config.data, config.val_split, config.seed)
-    if dataset.classes != ckpt["classes"]:
-        raise CatdogError(f"the classes in {dataset.root} changed since the run started (now "
-                          f"{', '.join(dataset.classes)}; then {', '.join(ckpt['classes'])}); start a new run instead")
+    with ExitStack() as stack:  # one resume at a time in a folder
+        distributed.main_enters(stack, lambda: run_folder(out, "train", reuse=True), world)
+        return _continue(out, ckpt, config, state, events, world)
+
+
+def _continue(out: Path, ckpt: dict[str, Any], config: TrainConfig, state: TrainState, events: Events,
+              world: World) -> TrainResult:
+    recorded = ckpt.get("split")  # the split the run trained on; an older catdog's last.pt has none
+    dataset = load_dataset(config.data, config.val_split, config.seed, classes=ckpt["classes"],
+                           recorded=recorded if isinstance(recorded, dict) else None)
+    present = set(dataset.splits["train"].labels)
+    gone = [name for k, name in enumerate(dataset.classes) if k not in present]
+    if gone:
+        raise CatdogError(f"the classes in {dataset.root} changed since the run started (no training images of "
+                          f"{', '.join(gone)} now); start a new run instead")
     model = checkpoints.restore_model(ckpt, resolve_device(config.device))
     run = start_run(config, events, dataset=dataset, model=model, world=world)
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
-        run.precision.scaler.load_state_dict(ckpt["scaler"])
+    try:
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
+            run.precision.scaler.load_state_dict(ckpt["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another model's, or damaged
+        raise CatdogError(f"{out / 'last.pt'} holds optimizer state that does not fit its model "
+                          f"({type(exc).__name__}); start a new run instead") from None
     run.state = state
     for stale in out.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
         stale.unlink(missing_ok=True)

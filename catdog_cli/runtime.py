@@ -9,18 +9,20 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
+from catdog_cli.config import check_device
 from catdog_cli.errors import CatdogError
 
 
 def resolve_device(name: str) -> torch.device:
+    check_device(name)  # auto, cpu or cuda[:N]: mps, xpu, meta are refused before anything is built on them
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CatdogError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise CatdogError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CatdogError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    return device
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -210,7 +210,7 @@ def test_default_weights_download_failure_is_one_line_with_offline_hint(monkeypa
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # where torchvision calls it
     with pytest.raises(CatdogError) as info:
         build_model("resnet18", 2, weights="default")
     message = str(info.value)
@@ -219,7 +219,7 @@ def test_default_weights_download_failure_is_one_line_with_offline_hint(monkeypa
 
 
 def test_build_empty_is_on_meta_and_downloads_nothing(monkeypatch):
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", pytest.fail)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", pytest.fail)
     model = build_empty("resnet34", 5)
     assert all(p.is_meta for p in model.parameters())
     assert model.head.out_features == 5
@@ -279,3 +279,52 @@ def test_shared_efficientnet_lite0_weights_load():
     assert model.head.out_features == 2 and model.head.in_features == state["classifier.weight"].shape[1]
     with torch.inference_mode():
         assert torch.isfinite(model(torch.randn(1, 3, SIZE, SIZE))).all()
+
+
+def test_the_torch_free_list_of_backbone_names_is_the_registry():
+    from catdog_cli.defaults import TORCHVISION_BACKBONES
+
+    assert tuple(TORCHVISION) == TORCHVISION_BACKBONES
+
+
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("resnet9", "resnet18"), ("resnet_18", "resnet18"), ("vgg16bn", "vgg16_bn"), ("densenet", "densenet121"),
+    ("mobilenetv2", "mobilenet_v2"), ("efficientnet-b0", "efficientnet_b0"), ("Resnet34", "resnet34")])
+def test_an_unknown_backbone_suggests_the_closest_names(typo, meant):
+    with pytest.raises(CatdogError, match=rf"unknown backbone '{typo}'; did you mean [^?]*\b{meant}\b"):
+        build_model(typo, 2, weights="none")
+
+
+@pytest.mark.parametrize("layout", ["fp16", "bf16", "fp64", "sparse"])
+def test_a_weights_file_in_another_precision_or_layout_loads_as_fp32(tmp_path, layout):
+    full = TORCHVISION["resnet18"].build_full()
+    convert = {"fp16": lambda v: v.half(), "bf16": lambda v: v.bfloat16(), "fp64": lambda v: v.double(),
+               "sparse": lambda v: v.to_sparse() if v.dim() == 2 else v}[layout]
+    path = tmp_path / "weights.pth"
+    torch.save({k: convert(v) if v.is_floating_point() else v for k, v in full.state_dict().items()}, path)
+    model = build_model("resnet18", 2, weights=str(path))
+    assert all(p.dtype == torch.float32 and p.layout == torch.strided for p in model.parameters())
+    torch.testing.assert_close(model.features.conv1.weight, full.conv1.weight, rtol=1e-2, atol=1e-2)
+
+
+def test_a_weights_file_that_is_not_finite_is_refused(tmp_path):
+    state = TORCHVISION["resnet18"].build_full().state_dict()
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CatdogError, match=r"not finite \(NaN or infinity in layer1.0.conv1.weight\)"):
+        build_model("resnet18", 2, weights=str(path))
+
+
+def test_a_weight_download_never_writes_on_stdout(monkeypatch, capsys):
+    """torch hub says "Downloading: ..." on stdout; `--json` stdout must hold the document only."""
+    state = TORCHVISION["resnet18"].build_full().state_dict()
+
+    def download(url, *args, **kwargs):
+        print(f'Downloading: "{url}" to /cache/resnet18.pth')  # what torch.hub.load_state_dict_from_url prints
+        return state
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)  # where torchvision calls it
+    build_model("resnet18", 2, weights="default")
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading: " in err

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
+import os
 import shutil
 import struct
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +40,9 @@ from catdog_cli import checkpoints
 from catdog_cli.backbones import TransferModel
 from catdog_cli.data import ImageError, open_rgb
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
+from catdog_cli.formatting import printable
 from catdog_cli.inference import sort_into_folders
-from catdog_cli.paths import new_run_dir
+from catdog_cli.paths import LOCK, new_run_dir, run_folder
 
 # --- the hostile folder -----------------------------------------------------------------------------------
 
@@ -395,3 +399,173 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(hostile: HostileRuns, tmp_pa
     line = error_line(catdog(*args, "--device", "cuda"))
     assert line == "error: --device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)"
     assert not (tmp_path / "run").exists()
+
+
+# --- issue 12: nothing lost or overwritten, names that are not text, special files, needles ----------------------
+
+
+@pytest.mark.parametrize("target", ["the checkpoint itself", "an existing file", "a folder", "in a missing folder",
+                                    "under /proc"])
+def test_evaluate_report_never_overwrites_and_is_checked_before_any_work(hostile: HostileRuns, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         target: str) -> None:
+    mine = tmp_path / "mine.html"
+    mine.write_text("the user's own file")
+    path = {"the checkpoint itself": hostile.model, "an existing file": mine, "a folder": tmp_path,
+            "in a missing folder": tmp_path / "missing" / "r.html", "under /proc": Path("/proc/catdog/r.html")}[target]
+    monkeypatch.setattr(checkpoints, "load", pytest.fail)  # refused before the model is read
+    before = snapshot(tmp_path), hostile.model.read_bytes()
+    line = error_line(catdog("evaluate", hostile.model, "--device", "cpu", "--report", path))
+    assert "--report" in line or "already exists" in line
+    assert (snapshot(tmp_path), hostile.model.read_bytes()) == before
+
+
+def test_a_report_that_appeared_while_evaluate_ran_is_kept(hostile: HostileRuns, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from catdog_cli import report
+
+    path = tmp_path / "report.html"
+    real = report.write_train_report
+
+    def meanwhile(result, where):
+        path.write_text("the user's, written while evaluate ran")
+        return real(result, where)
+
+    monkeypatch.setattr(report, "write_train_report", meanwhile)
+    line = error_line(catdog("evaluate", hostile.model, "--device", "cpu", "--report", path))
+    assert line == f"error: {path} already exists; choose a new --report file"
+    assert path.read_text() == "the user's, written while evaluate ran"
+    assert os.listdir(tmp_path) == ["report.html"]
+
+
+def test_two_trains_into_one_out_cannot_both_run(tmp_path: Path) -> None:
+    data, out = labeled_folder(tmp_path / "data", per_class=4), tmp_path / "run"
+    with run_folder(out, "train"):  # the first run holds it
+        line = error_line(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", out))
+        assert line == f"error: {out} is in use by another catdog run; if none is running, delete {out / LOCK}"
+        assert os.listdir(out) == [LOCK]
+
+
+HOSTILE_NAMES = [os.fsdecode(b"chat\xff"), os.fsdecode(b"\xe9t\xe9"), "[red]rouge", "[bold]x", "a[b]c", "tab\there"]
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A run on classes and files whose names are not UTF-8, look like markup, or hold control characters."""
+    tmp = tmp_path_factory.mktemp("names")
+    for k, name in enumerate(HOSTILE_NAMES):
+        for i in range(4):
+            make_image(tmp / "data" / name / os.fsdecode(b"img%d\xfe[i].png" % i), CLASS_COLORS[k % 5], (40 + i, 36))
+    train = catdog("train", "--data", tmp / "data", *TINY_CLI, "--epochs", "1", "--out", tmp / "run")
+    evaluate = catdog("evaluate", tmp / "run" / "best.pt", "--device", "cpu", "--report", tmp / "report.html")
+    predict = catdog("predict", tmp / "run" / "best.pt", tmp / "data", "--device", "cpu", "--csv", tmp / "p.csv",
+                     "--sort-into", tmp / "sorted", "--json")
+    return {"tmp": tmp, "train": train, "evaluate": evaluate, "predict": predict}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_names_that_are_not_plain_text_never_crash_a_finished_run(named: dict[str, Any], name: str) -> None:
+    tmp, shown = named["tmp"], printable(name)
+    for command in ("train", "evaluate", "predict"):
+        assert named[command].exit_code == 0, named[command].output
+    assert shown in named["train"].stdout and shown in named["evaluate"].stdout  # verbatim: no markup, bytes escaped
+    run = json.loads((tmp / "run" / "run.json").read_text())
+    assert printable(name, controls=False) in run["classes"]
+    rows = json.loads(named["predict"].stdout)
+    assert len(rows) == 4 * len(HOSTILE_NAMES) and all("label" in r for r in rows)
+    table = (tmp / "p.csv").read_text(encoding="utf-8")  # strictly UTF-8: readable by any tool
+    assert len(table.splitlines()) == 1 + len(rows)
+    assert name in os.listdir(tmp / "sorted") or not any(r["label"] == printable(name, controls=False) for r in rows)
+    assert "html" in (tmp / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "char device"])
+def test_predict_lists_a_special_file_as_unreadable_and_never_hangs(hostile: HostileRuns, tmp_path: Path,
+                                                                     kind: str) -> None:
+    from test_data import _special_file
+
+    path = _special_file(kind, tmp_path)
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(catdog("predict", hostile.model, path, "--device", "cpu",
+                                                                "--json")), daemon=True)
+    worker.start()
+    worker.join(timeout=120)  # a deadline for a hang, not a timing
+    assert done, "predict hung on a special file"
+    assert ok_json(done[0]) == [{"path": path, "error": "not a regular file (a FIFO, device or socket is never read)"}]
+
+
+def test_needle_images_are_skipped_by_train_and_predict(tmp_path: Path) -> None:
+    data = labeled_folder(tmp_path / "data", per_class=4)
+    for size in ((1, 1_000_000), (1_000_000, 1), (2, 60_000)):
+        (data / "cat" / f"needle-{size[0]}x{size[1]}.png").write_bytes(bomb_png(*size))
+    run = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", tmp_path / "run", "--json"))
+    assert sorted(s["reason"] for s in run["skipped"]) == sorted(
+        f"{w}x{h} pixels is longer than 100:1; not a photo" for w, h in ((1, 1_000_000), (1_000_000, 1), (2, 60_000)))
+    rows = ok_json(catdog("predict", tmp_path / "run" / "best.pt", data / "cat", "--device", "cpu", "--json"))
+    assert sum("error" in r for r in rows) == 3
+
+
+EMPTY_VAL = {  # what val/ holds -> how it is made
+    "nothing": lambda val: val.mkdir(),
+    "empty class folders": lambda val: [(val / c).mkdir(parents=True) for c in ("cat", "dog")],
+    "only non-images": lambda val: [(val / c / "notes.txt").parent.mkdir(parents=True) or
+                                    (val / c / "notes.txt").write_text("x") for c in ("cat", "dog")],
+    "only broken images": lambda val: [(val / c / "b.jpg").parent.mkdir(parents=True) or
+                                       (val / c / "b.jpg").write_bytes(b"broken") for c in ("cat", "dog")],
+}
+
+
+@pytest.mark.parametrize("case", EMPTY_VAL)
+def test_an_empty_val_folder_says_what_will_work(tmp_path: Path, case: str) -> None:
+    data = tmp_path / "data"
+    labeled_folder(data / "train", per_class=4)
+    EMPTY_VAL[case](data / "val")
+    line = error_line(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", tmp_path / "run"))
+    assert line == (f"error: no usable validation images in {data / 'val'}: put images in {data / 'val'}/<class>/, "
+                    "or remove that folder and catdog splits train into train and val (--val-split)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_train_json_holds_only_the_document_while_weights_download(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision
+
+    from catdog_cli.backbones import TORCHVISION
+
+    state = TORCHVISION["squeezenet1_1"].build_full().state_dict()
+
+    def download(url, *args, **kwargs):
+        print(f'Downloading: "{url}" to /cache/squeezenet1_1.pth')  # what torch hub prints, on stdout
+        return state
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
+    data = labeled_folder(tmp_path / "data", per_class=4)
+    result = catdog("train", "--data", data, "--backbone", "squeezenet1_1", "--weights", "default", "--image-size",
+                    "32", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "run", "--json")
+    assert json.loads(result.stdout)["epochs"] == 1
+    assert "Downloading: " in result.stderr
+
+
+@pytest.mark.parametrize("name", ["[red]rouge", "[bold]x", "a[b]c"])
+def test_fetch_prints_class_names_that_look_like_markup_as_they_are(tmp_path: Path, name: str) -> None:
+    source = labeled_folder(tmp_path / "photos", classes=(name, "dog"), per_class=3)
+    result = catdog("fetch", "mine", "--from", source, "--root", tmp_path / "home")
+    assert result.exit_code == 0, result.output
+    assert f"{name}, dog" in result.stdout
+
+
+@pytest.mark.parametrize("error", [
+    PermissionError(13, "Permission denied", "/data/x.csv"), OSError(28, "No space left on device", "/data/x.csv"),
+    OSError(30, "Read-only file system", "/data/x.csv"), OSError(5, "Input/output error")],
+    ids=["EACCES", "ENOSPC", "EROFS", "EIO"])
+def test_an_environment_error_no_check_foresaw_is_one_line(hostile: HostileRuns, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+    from catdog_cli import inference
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(inference, "create_new", fails)
+    image = hostile.root / "train" / "dog" / "0.png"
+    line = error_line(catdog("predict", hostile.model, image, "--device", "cpu", "--csv", tmp_path / "p.csv"))
+    assert line == f"error: {error.strerror}" + (f": {error.filename}" if error.filename else "")

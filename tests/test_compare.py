@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Recorder, out_of_memory
+from conftest import Recorder, catdog, out_of_memory
 from PIL import Image
 
 from catdog_cli import compare as compare_mod
@@ -147,3 +149,112 @@ def test_unknown_strategy_is_refused_before_work(colors, tmp_path):
     with pytest.raises(CatdogError, match="unknown strategy"):
         compare(small_grid(colors, strategies=["finetune", "bogus"]), tmp_path / "cmp")
     assert not (tmp_path / "cmp").exists()
+
+
+# --- exit codes, an interrupted grid, corrupt files in OUT --------------------------------------------------
+
+
+def _grid_args(colors: Path, out: Path, backbones: str = "squeezenet1_1") -> list:
+    return ["compare", "--data", colors, "--backbones", backbones, "--strategies", "freeze,finetune", "--epochs", "1",
+            "--batch-size", "8", "--image-size", "32", "--weights", "none", "--device", "cpu", "--workers", "1",
+            "--out", out]
+
+
+def _fail(cells: set[tuple[str, str]]):
+    real = compare_mod.train_cell
+
+    def train_cell(grid, backbones, cache, backbone, strategy):
+        if (backbone, strategy) in cells:
+            raise CatdogError(f"{backbone} cannot be built here")
+        return real(grid, backbones, cache, backbone, strategy)
+
+    return train_cell
+
+
+@pytest.mark.parametrize("failing", [set(), {("squeezenet1_1", "freeze")},
+                                     {("squeezenet1_1", "freeze"), ("squeezenet1_1", "finetune")}],
+                         ids=["none", "some", "all"])
+def test_compare_exit_code_says_whether_the_grid_worked(colors, tmp_path, monkeypatch, failing):
+    monkeypatch.setattr(compare_mod, "train_cell", _fail(failing))
+    result = catdog(*_grid_args(colors, tmp_path / "cmp"), "--json")
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())  # written whatever happened
+    assert {(r["backbone"], r["strategy"]) for r in saved["rows"] if r["status"] == "failed"} == failing
+    failed_lines = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
+    if len(failing) == 2:
+        assert result.exit_code == 1 and result.stdout == ""
+        assert result.stderr.strip().splitlines()[-1] == (
+            "error: every cell of the grid failed (2); squeezenet1_1 / freeze: squeezenet1_1 cannot be built here; "
+            f"see {tmp_path / 'cmp'}/compare.json")
+    else:
+        assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == saved["rows"]
+        assert failed_lines == [f"failed: {b} / {s}: {b} cannot be built here" for b, s in sorted(failing)]
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["before any cell", "after one cell"])
+def test_an_interrupted_compare_exits_130_and_says_so_everywhere(colors, tmp_path, monkeypatch, after):
+    real, started = compare_mod.train_cell, []
+
+    def interrupted(*args):
+        started.append(args[-2:])
+        if len(started) > after:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(compare_mod, "train_cell", interrupted)
+    out = tmp_path / "cmp"
+    result = catdog(*_grid_args(colors, out))
+    assert result.exit_code == 130
+    note = f"interrupted: {after} of 2 cells finished; the same command with the same --out finishes the grid"
+    assert note in " ".join(result.stdout.split()) and note in result.stderr
+    assert json.loads((out / "compare.json").read_text())["interrupted"] is True
+    assert note in (out / "compare.md").read_text() and note in (out / "report.html").read_text()
+
+    monkeypatch.setattr(compare_mod, "train_cell", real)  # the same command again finishes the grid
+    done = catdog(*_grid_args(colors, out), "--json")
+    assert done.exit_code == 0 and len(json.loads(done.stdout)["rows"]) == 2
+
+
+CORRUPT = {"empty": b"", "cut short": b'{"backbone": "squeezenet1_1", "strat', "not UTF-8": b"\xff\xfe{}",
+           "a list": b"[1, 2]", "null": b"null", "wrong types": None}
+
+
+@pytest.mark.parametrize("kind", CORRUPT)
+def test_a_corrupt_cell_file_is_said_and_that_cell_runs_again(grid, colors, tmp_path, monkeypatch, kind):
+    _, out, _ = grid
+    copy = tmp_path / "cmp"
+    shutil.copytree(out, copy)
+    cell = copy / "cells" / "resnet18-freeze" / "cell.json"
+    if CORRUPT[kind] is None:
+        cell.write_text(json.dumps({**json.loads(cell.read_text()), "best_val_acc": "high", "status": "great"}))
+    else:
+        cell.write_bytes(CORRUPT[kind])
+    trained = []
+    monkeypatch.setattr(compare_mod, "train_cell", lambda grid, b, c, backbone, strategy: trained.append(
+        (backbone, strategy)) or (_ for _ in ()).throw(CatdogError("stopped here")))
+    events = Recorder()
+    result = compare(small_grid(colors), copy, events)
+    assert trained == [("resnet18", "freeze")]  # only the corrupt cell, every other one read back
+    assert f"{cell} is unreadable or corrupt: that cell runs again" in events.notes
+    assert len(result["rows"]) == 6
+
+
+@pytest.mark.parametrize("kind", [k for k, v in CORRUPT.items() if v is not None])
+def test_a_corrupt_compare_config_is_one_line(colors, tmp_path, kind):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / compare_mod.CONFIG_FILE).write_bytes(CORRUPT[kind])
+    result = catdog(*_grid_args(colors, out))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() in ([f"error: {out / compare_mod.CONFIG_FILE} is unreadable or corrupt; "
+                                                   "pick a new --out"],
+                                                  [f"error: {out} holds a compare with other settings; pick a new "
+                                                   "--out"])
+    assert os.listdir(out) == [compare_mod.CONFIG_FILE]
+
+
+def test_compare_out_that_is_a_file_is_one_line(colors, tmp_path):
+    out = tmp_path / "cmp"
+    out.write_text("the user's")
+    result = catdog(*_grid_args(colors, out))
+    assert result.stderr.strip().splitlines() == [f"error: {out} is a file, not a folder; pick a new --out"]
+    assert out.read_text() == "the user's"

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import CLASS_COLORS, make_image
+from PIL import Image, ImageFile
+from test_bad_input import bomb_png
 
 from catdog_cli import data
 from catdog_cli.data import (
@@ -21,6 +28,7 @@ from catdog_cli.data import (
     load_train_image,
     open_rgb,
     resolve_data,
+    split_record,
 )
 from catdog_cli.errors import CatdogError
 from catdog_cli.folders import walk_images
@@ -290,3 +298,174 @@ def test_decode_split_reports_progress_per_image(image_folder):
     ticks = []
     decode_split(ds.split("all"), ImageSpec(False, 20, 16), workers=2, on_image=lambda: ticks.append(1))
     assert len(ticks) == 4
+
+
+# --- the split a run recorded holds, whatever changes in the folder -------------------------------------------
+
+
+def _relative(paths, root) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in paths}
+
+
+def _mutate(root, layout: str, rng: random.Random, trained: list[str]) -> tuple[set[str], set[str], set[str]]:
+    """Add, remove, move and copy images the way people do between runs. Returns (added outside val/, added to
+    val/ under a new name, removed) as paths relative to root."""
+    base = "" if layout == "flat" else "train/"
+    added, new_val, removed = set(), set(), set()
+    for i in range(rng.randint(1, 4)):  # new images whose names sort anywhere among the old ones
+        rel = f"{base}{rng.choice(['cat', 'dog'])}/{rng.choice(['a', 'img0', 'img05', 'zz'])}new{i}.png"
+        make_image(root / rel, CLASS_COLORS[0], (40, 30))
+        added.add(rel)
+    files = sorted(_relative(walk_images(root)[0], root) - added)
+    for rel in rng.sample(files, rng.randint(0, 3)):
+        (root / rel).unlink()
+        removed.add(rel)
+    if layout == "split":
+        for i in range(rng.randint(1, 2)):
+            rel = f"val/{rng.choice(['cat', 'dog'])}/fresh{i}.png"
+            make_image(root / rel, CLASS_COLORS[1], (40, 30))
+            new_val.add(rel)
+        still = [r for r in trained if (root / r).exists()]
+        moved, copied = rng.sample(still, 2)
+        shutil.move(root / moved, root / "val" / rng.choice(["cat", "dog"]) / Path(moved).name)  # relabeled too
+        shutil.copy(root / copied, root / "val" / Path(copied).parent.name / Path(copied).name)
+        removed.add(moved)
+    return added, new_val, removed
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("layout", ["flat", "train-only", "split"])
+def test_a_recorded_split_holds_whatever_changed_in_the_folder(image_folder, layout, seed):
+    rng = random.Random(seed)
+    root = image_folder(layout="flat" if layout == "flat" else "split", train=10, val=0 if layout != "split" else 3)
+    before = load_dataset(root, 0.2, seed)
+    record = split_record(before)
+    assert _relative(before.splits["val"].paths, root) == set(record["val"])
+    added, new_val, removed = _mutate(root, layout, rng, record["train"])
+
+    after = load_dataset(root, 0.2, seed, recorded=record)
+    here = _relative(walk_images(root)[0], root)
+    val, train = _relative(after.splits["val"].paths, root), _relative(after.splits["train"].paths, root)
+    assert train == set(record["train"]) & here  # the run's training images, as many as are left
+    assert val == (set(record["val"]) & here) | new_val  # its val images, and images put in val/ under a new name
+    trained_names = {Path(r).name for r in record["train"]}
+    assert not {Path(r).name for r in val - set(record["val"])} & trained_names  # a training image never counts
+    left_out = _relative([p for p, _ in after.left_out], root)
+    assert left_out == here - train - val and added <= left_out
+    assert after.missing == sorted(removed & (set(record["train"]) | set(record["val"])))
+    assert all(any(p.name in n or str(p) in n for n in after.notes) for p, _ in after.left_out[:5])
+
+
+def test_a_recorded_split_keeps_its_order(image_folder):
+    """A resumed run must see its training images in the same order, or its batches would differ."""
+    root = image_folder(layout="flat", train=10, val=0)
+    before = load_dataset(root, 0.2, 3)
+    make_image(root / "cat" / "a0.png", CLASS_COLORS[0])
+    after = load_dataset(root, 0.2, 3, recorded=split_record(before))
+    assert after.splits["train"].paths == before.splits["train"].paths
+    assert after.splits["val"].paths == before.splits["val"].paths
+
+
+# --- bounded decoding -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(1, 1_000_000), (1_000_000, 1), (2, 50_000), (150, 20_000), (70_000, 600)])
+def test_a_needle_image_is_refused_from_its_header(tmp_path, monkeypatch, size):
+    path = tmp_path / "needle.png"
+    path.write_bytes(bomb_png(*size))
+
+    def load(self):  # where Pillow allocates the pixels: never reached
+        raise AssertionError("the needle was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.raises(data.ImageError, match="longer than 100:1"):
+        open_rgb(path)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_resizing_allocates_about_what_is_kept_whatever_the_shape(tmp_path, monkeypatch, seed):
+    """Up to 100:1 an image is decoded; the resize then makes at most FULL_RESIZE times the part kept, and the
+    result is what a resize of the whole then a crop gives (to 1 grey level)."""
+    rng = random.Random(seed)
+    long, short = rng.randint(40, 3000), rng.randint(4, 40)
+    long = min(long, short * data.MAX_RATIO)
+    size = (long, short) if rng.random() < 0.5 else (short, long)
+    path = tmp_path / "strip.png"
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    resize = rng.randint(16, 64)
+    crop = rng.randint(8, resize)
+    made = []
+    real_resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, s, *a, **k: made.append(s) or real_resize(self, s, *a, **k))
+
+    image, _ = load_train_image(path, resize)
+    longest = int(data.MAX_ASPECT * resize)
+    assert image.shape[1] == resize and resize <= image.shape[2] <= longest
+    assert made[-1][0] * made[-1][1] <= data.FULL_RESIZE * resize * longest
+    evaluated = load_eval_image(path, resize, crop)
+    assert evaluated.shape == (3, crop, crop)
+    assert made[-1][0] * made[-1][1] <= data.FULL_RESIZE * crop * crop
+
+    with Image.open(path) as im:  # the classic way, allocating the whole resized image
+        w, h = data.resized_size(im.width, im.height, resize)
+        whole = real_resize(im.convert("RGB"), (w, h), Image.Resampling.BILINEAR)
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    classic = torch.from_numpy(np.array(whole.crop((left, top, left + crop, top + crop)))).permute(2, 0, 1)
+    assert (evaluated.int() - classic.int()).abs().max() <= 1
+
+
+def _special_file(kind: str, tmp_path) -> str:
+    if kind == "fifo":
+        path = tmp_path / "pipe.jpg"
+        os.mkfifo(path)
+        return str(path)
+    if kind == "socket":
+        path = tmp_path / "sock.jpg"
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        return str(path)
+    return {"char device": "/dev/zero", "null device": "/dev/null"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "char device", "null device"])
+def test_only_regular_files_are_read(tmp_path, kind):
+    """A FIFO named like an image would hang a read forever, /dev/zero would never end: refused, never read."""
+    path = _special_file(kind, tmp_path)
+    done = []
+
+    def attempt() -> None:
+        with pytest.raises(data.ImageError, match="not a regular file"):
+            open_rgb(Path(path))
+        done.append(True)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a deadline for a hang, not a timing
+    assert done == [True]
+
+
+def test_an_unreadable_class_folder_is_left_out_with_its_reason(image_folder, monkeypatch):
+    root = image_folder(classes=("cat", "dog", "fox"))
+    real = os.scandir
+    locked = root / "train" / "fox"
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(data.os, "scandir", scandir)
+    ds = load_dataset(root)
+    assert ds.classes == ["cat", "dog"]
+    assert f"{locked}: cannot read it (Permission denied), class left out" in ds.notes
+
+
+def test_an_unreadable_data_folder_is_one_line(tmp_path, monkeypatch):
+    from catdog_cli import paths
+
+    def scandir(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(paths.os, "scandir", scandir)
+    with pytest.raises(CatdogError, match=f"cannot read {tmp_path}: Permission denied"):
+        load_dataset(tmp_path)

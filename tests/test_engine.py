@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import types
 
 import pytest
 import torch
 from conftest import TINY, Recorder
 
-from catdog_cli import checkpoints, engine
+from catdog_cli import checkpoints, engine, inference
 from catdog_cli.backbones import build_model
 from catdog_cli.engine import Events, TrainConfig, fit, start_run
 from catdog_cli.errors import CatdogError
@@ -105,3 +106,45 @@ def test_bad_config_is_a_catdog_error(image_folder, field, value, match):
     config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", **{**TINY, field: value})
     with pytest.raises(CatdogError, match=match):
         start_run(config, Events())
+
+
+# --- a run whose loss stops being a number stops, and is never saved as best ----------------------------------
+
+
+@pytest.mark.parametrize(("epoch", "call", "where"), [(1, 1, "training"), (1, 3, "training"), (2, 2, "training"),
+                                                      (2, None, "val"), (1, None, "val")])
+def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(image_folder, tmp_path, monkeypatch,
+                                                                               epoch, call, where):
+    """The loss goes NaN at a given step (or the weights break on an epoch's last step, seen at validation)."""
+    state = {"epoch": 0, "calls": 0}
+    real_train_loss, real_eval_loss = engine.F.cross_entropy, inference.F.cross_entropy
+
+    def train_loss(logits, labels, *args, **kwargs):
+        state["calls"] += 1
+        loss = real_train_loss(logits, labels, *args, **kwargs)
+        hit = where == "training" and state["epoch"] == epoch and state["calls"] == call
+        return loss * float("nan") if hit else loss
+
+    def eval_loss(logits, labels, *args, **kwargs):
+        loss = real_eval_loss(logits, labels, *args, **kwargs)
+        return loss * float("nan") if where == "val" and state["epoch"] == epoch else loss
+
+    class Epochs(Events):
+        def task(self, description, total):
+            if description.startswith("epoch "):
+                state["epoch"], state["calls"] = int(description.split()[1].split("/")[0]), 0
+
+    monkeypatch.setattr(engine, "F", types.SimpleNamespace(cross_entropy=train_loss))  # the step's loss only
+    monkeypatch.setattr(inference, "F", types.SimpleNamespace(cross_entropy=eval_loss))  # the eval loop's only
+    config = TrainConfig(str(image_folder(train=6, val=2)), weights="none", epochs=2,
+                         **{**TINY, "backbone": "squeezenet1_1", "batch_size": 2})
+    with pytest.raises(CatdogError, match=rf"training diverged: the {where} loss became nan in epoch {epoch}"):
+        fit(config, tmp_path / "run", Epochs())
+    saved = sorted(p.name for p in (tmp_path / "run").iterdir()) if (tmp_path / "run").exists() else []
+    assert "run.json" not in saved
+    for name in ("best.pt", "last.pt"):  # from the epochs before, if any: finite, and never the diverged epoch
+        if name in saved:
+            ckpt = checkpoints.load(tmp_path / "run" / name)
+            assert ckpt["state"]["epoch"] < epoch
+            assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert bool(saved) == (epoch > 1)  # a run that diverged in its first epoch leaves no folder at all

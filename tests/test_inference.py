@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import shutil
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import CLASS_COLORS, Recorder, make_image
 
 from catdog_cli import inference
@@ -84,3 +87,47 @@ def test_evaluate_streams_a_split_over_the_memory_budget(frozen_run, monkeypatch
     assert streamed["num_images"] == resident["num_images"]
     assert streamed["confusion"] == resident["confusion"]
     assert streamed["loss"] == pytest.approx(resident["loss"], abs=1e-5)
+
+
+# --- evaluate holds a model to the split its run recorded -------------------------------------------------------
+
+
+@pytest.fixture
+def moved_run(frozen_run, tmp_path):
+    """frozen_run's data and best.pt, copied so that the test may change the folder the model was trained on."""
+    data = tmp_path / "data"
+    shutil.copytree(frozen_run["root"], data)
+    ckpt = torch.load(frozen_run["out"] / "best.pt", weights_only=True)
+    ckpt["data"] = str(data.resolve())
+    torch.save(ckpt, tmp_path / "best.pt")
+    return data, tmp_path / "best.pt", ckpt
+
+
+def test_evaluate_counts_the_recorded_val_split_whatever_was_added_or_removed(moved_run):
+    data, model, ckpt = moved_run
+    val = ckpt["split"]["val"]
+    added = [make_image(data / "cat" / f"{name}.png", CLASS_COLORS[0]) for name in ("0a", "3b", "zz")]
+    (data / val[0]).unlink()
+    # what re-deriving the split from the new file list does: training images counted as val
+    rederived = load_dataset(data, 0.2, 0).splits["val"].paths
+    assert {p.relative_to(data).as_posix() for p in rederived} & set(ckpt["split"]["train"])
+
+    events = Recorder()
+    result = evaluate_checkpoint(model, workers=1, device="cpu", events=events)
+    assert result["num_images"] == len(val) - 1
+    assert sorted(r["path"] for r in result["left_out"]) == sorted(str(p) for p in added)
+    assert result["missing"] == [val[0]]
+    assert any(n.startswith("3 file(s) added since the run trained") for n in events.notes)
+    assert any(n.startswith(f"1 file(s) of the run's recorded split are gone: {val[0]}") for n in events.notes)
+    rows = predict(model, [data / v for v in val[1:]], workers=1, device="cpu")  # the same images, one by one
+    right = sum(r["label"] == Path(r["path"]).parent.name for r in rows)
+    assert result["accuracy"] == pytest.approx(right / len(rows))
+
+
+def test_a_checkpoint_without_a_recorded_split_says_its_split_is_derived_again(moved_run):
+    _, model, ckpt = moved_run
+    del ckpt["split"]
+    torch.save(ckpt, model)
+    events = Recorder()
+    evaluate_checkpoint(model, workers=1, device="cpu", events=events)
+    assert any("records no split" in n for n in events.notes)

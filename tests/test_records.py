@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from catdog_cli.records import COMPARE_COLUMNS, sort_rows
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from catdog_cli.records import COMPARE_COLUMNS, sort_rows, to_json
 
 
 def _row(backbone: str, strategy: str, acc: float | None, status: str = "ok") -> dict:
@@ -30,3 +37,31 @@ def test_columns_format_by_kind():
     assert by_key["train_seconds"].format(12.34) == "12.3 s" and by_key["images_per_sec"].format(63.19) == "63"
     assert by_key["backbone"].format("resnet34") == "resnet34" and by_key["test_acc"].format(None) == "—"
     assert [c.key for c in COMPARE_COLUMNS][:3] == ["backbone", "strategy", "best_val_acc"]  # what matters first
+
+
+def _random_value(rng: random.Random, depth: int = 0):
+    """Anything a record can hold: numbers (NaN and infinities too), names that are not UTF-8, paths, nesting."""
+    leaves = [lambda: rng.choice([float("nan"), float("inf"), -float("inf"), rng.random(), 0.0, -0.0]),
+              lambda: rng.randint(-10**12, 10**12), lambda: None, lambda: rng.choice([True, False]),
+              lambda: os.fsdecode(bytes(rng.randrange(256) for _ in range(rng.randint(0, 6)))),
+              lambda: Path(os.fsdecode(b"runs/\xff" + bytes([rng.randrange(128, 256)]))),
+              lambda: rng.choice(["\udcff", "plain", "é 猫", "a\nb", "\x1b[31m"])]
+    if depth < 3 and rng.random() < 0.4:
+        items = [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+        if rng.random() < 0.5:
+            return items
+        return {os.fsdecode(bytes([rng.randrange(256)])) + str(i): v for i, v in enumerate(items)}
+    return rng.choice(leaves)()
+
+
+def _reject(token: str):
+    raise AssertionError(f"{token} is not JSON")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_to_json_is_strict_json_whatever_a_record_holds(seed):
+    value = {"record": _random_value(random.Random(seed)), "nan": float("nan"), "name": os.fsdecode(b"chat\xff")}
+    text = to_json(value)
+    text.encode("utf-8")  # no lone surrogates: any UTF-8 consumer reads it
+    parsed = json.loads(text, parse_constant=_reject)  # NaN, Infinity, -Infinity are refused by a strict parser
+    assert parsed["nan"] is None and parsed["name"] == "chat\\xff"
