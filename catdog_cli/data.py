@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageOps
 
 from catdog_cli.errors import CatdogError
-from catdog_cli.folders import split_of, stratified_split, visible_dirs, walk_images
+from catdog_cli.folders import Walk, split_of, stratified_split, visible_dirs
 from catdog_cli.paths import resolve_data
 
 LABELED_SPLITS = ("train", "val", "test")
@@ -67,7 +67,27 @@ class Dataset:
         return self.splits[name]
 
 
-def _read_classes(folder: Path, notes: list[str]) -> dict[str, list[Path]]:
+def _read_splits(root: Path, folders: dict[str, Path], notes: list[str]) -> dict[str, dict[str, list[Path]]]:
+    """{split: {class: images}} of each split folder's class folders, read with one `Walk` of the dataset: a file
+    reached from two class or split folders (a link from train/cat to ../dog or ../../val/cat) is taken once,
+    where it really is, so it never gets a second label or counts in train and val."""
+    walk = Walk(root)
+    read = {split: _class_images(folder, walk, notes) for split, folder in folders.items()}
+    dropped = walk.duplicates()
+    if dropped:
+        notes.append(f"{len(dropped)} file(s) reached twice (through links) taken once, where they really are")
+    found: dict[str, dict[str, list[Path]]] = {}
+    for split, by_class in read.items():
+        found[split] = {}
+        for d, images in by_class.items():
+            if kept := [p for p in images if p not in dropped]:
+                found[split][d.name] = kept
+            else:
+                notes.append(f"{d}: no images, class left out")
+    return found
+
+
+def _class_images(folder: Path, walk: Walk, notes: list[str]) -> dict[Path, list[Path]]:
     found = {}
     for d in visible_dirs(folder):
         try:
@@ -76,13 +96,10 @@ def _read_classes(folder: Path, notes: list[str]) -> dict[str, list[Path]]:
         except OSError as exc:
             notes.append(f"{d}: cannot read it ({exc.strerror or exc}), class left out")
             continue
-        images, others = walk_images(d)
+        images, others = walk.images(d)
         if others:
             notes.append(f"{d}: ignored {len(others)} non-image file(s)")
-        if images:
-            found[d.name] = images
-        else:
-            notes.append(f"{d}: no images, class left out")
+        found[d] = images
     return found
 
 
@@ -117,12 +134,12 @@ def _discover(root: Path, val_split: float | None, seed: int,
     """{split: {class: files}}, where val came from, and the folder whose class folders define the classes."""
     train_dir = _find_split_dir(root, "train")
     if train_dir is not None:
-        found = {s: _read_classes(d, notes) for s in LABELED_SPLITS if (d := _find_split_dir(root, s))}
+        found = _read_splits(root, {s: d for s in LABELED_SPLITS if (d := _find_split_dir(root, s))}, notes)
         if "val" in found or val_split is None:
             return found, "folders", train_dir
         found["train"], found["val"] = stratified_split(found["train"], val_split, seed)
         return found, f"random {val_split:.0%} of train (seed {seed})", train_dir
-    by_class = _read_classes(root, notes)
+    by_class = _read_splits(root, {"all": root}, notes)["all"]
     if val_split is None:
         return {"all": by_class}, "whole folder", root
     train, val = stratified_split(by_class, val_split, seed)

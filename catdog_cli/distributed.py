@@ -29,9 +29,20 @@ def init() -> World:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(world.local_rank)
-        minutes = int(os.environ.get("CATDOG_DIST_TIMEOUT_MIN", "30"))  # how long a rank waits for the others
-        dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
+        dist.init_process_group(backend, timeout=timedelta(minutes=_timeout_minutes()))
     return current()
+
+
+def _timeout_minutes() -> float:
+    """How long a rank waits for the others (CATDOG_DIST_TIMEOUT_MIN, default 30)."""
+    value = os.environ.get("CATDOG_DIST_TIMEOUT_MIN", "30")
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = -1.0
+    if not 0 < minutes < float("inf"):
+        raise CatdogError(f"CATDOG_DIST_TIMEOUT_MIN={value!r}: expected a number of minutes above 0")
+    return minutes
 
 
 def current() -> World:

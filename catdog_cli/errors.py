@@ -7,11 +7,18 @@ class CatdogError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
-# what a torch.cuda.OutOfMemoryError tells the user: the CLI prints it, compare records it per cell
-OUT_OF_MEMORY = "CUDA out of memory: try a smaller --batch-size (or --image-size)"
+# what running out of memory tells the user: the CLI prints it, compare records it per cell
+OUT_OF_MEMORY = "out of memory: try a smaller --batch-size (or --image-size)"
+
+# the CPU allocator has no exception type of its own: a RuntimeError that says this
+_CPU_ALLOCATOR_FAILED = "DefaultCPUAllocator: can't allocate memory"
 
 
 def out_of_memory(exc: BaseException) -> bool:
-    """torch's out-of-memory error, told apart by its type; torch is not imported for the question."""
+    """torch ran out of GPU memory (its own type) or CPU memory (the allocator's message); torch is not imported
+    for the question."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+    if torch is None:
+        return False
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and _CPU_ALLOCATOR_FAILED in str(exc))

@@ -388,7 +388,7 @@ def _local(req: _Request, path: Path, work: Path, progress: FetchProgress) -> tu
     if req.sha256 is not None and digest != req.sha256:
         raise CatdogError(f"checksum mismatch for {path}: expected sha256 {req.sha256}, got {digest}")
     budget = Budget(path.stat().st_size, req.max_bytes)
-    extract(path, work / "raw", budget, progress, f"extracting {req.name}")
+    extract(path, work / "raw", budget, progress, f"extracting {req.name}", str(req.source))  # named as typed
     return work / "raw", digest, budget
 
 

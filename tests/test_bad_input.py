@@ -378,9 +378,16 @@ def test_predict_sort_into_on_the_hostile_folder(hostile: HostileRuns, tmp_path:
 # --- resource errors ------------------------------------------------------------------------------------
 
 
-def test_cuda_out_of_memory_during_training_says_to_lower_the_batch_size(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_out_of_memory_during_training_says_to_lower_the_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    device: str) -> None:
+    forward = TransferModel.forward
+
     def oom(self, x):
+        if x.device.type == "meta":  # the shape probe before training allocates nothing
+            return forward(self, x)
+        if device == "cpu":  # the CPU allocator really failing: a RuntimeError with no type of its own
+            torch.empty(2**62, dtype=torch.uint8)
         raise out_of_memory()
 
     monkeypatch.setattr(TransferModel, "forward", oom)

@@ -48,6 +48,18 @@ def test_split_folders_layout(image_folder, val_name):
     assert all(val_name in p.parts for p in ds.splits["val"].paths)
 
 
+@pytest.mark.parametrize("target", ["../dog", "../../val/cat", "../../val"])
+def test_a_link_from_one_class_folder_to_a_sibling_never_relabels_or_leaks_val(image_folder, target):
+    root = image_folder(classes=("cat", "dog"), train=4, val=2)
+    (root / "train" / "cat" / "more").symlink_to(target, target_is_directory=True)
+    ds = load_dataset(root)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 8, "val": 4}  # every file once, where it is
+    for split in ds.splits.values():
+        assert not any("more" in p.parts for p in split.paths)
+    assert not set(map(os.path.realpath, ds.splits["train"].paths)) & set(map(os.path.realpath, ds.splits["val"].paths))
+    assert any("taken once" in n for n in ds.notes)
+
+
 def test_train_folder_without_val_is_split_stratified(image_folder):
     root = image_folder(train=10, val=0)
     ds = load_dataset(root, val_split=0.2, seed=0)

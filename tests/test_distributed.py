@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from catdog_cli import distributed
 from catdog_cli.data import Split, shard
+from catdog_cli.errors import CatdogError
 from catdog_cli.inference import evaluate_checkpoint
 
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
@@ -36,6 +38,18 @@ def test_shards_are_disjoint_cover_everything_and_train_shards_are_equal():
     assert sorted(p for s in val for p in s.paths) == sorted(split.paths)  # every val image once
     train = [shard(split, r, 3, seed=0, equal=True) for r in range(3)]
     assert {len(s) for s in train} == {3} and len({p for s in train for p in s.paths}) == 9
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_a_bad_rank_timeout_is_one_line_before_joining(monkeypatch, value):
+    monkeypatch.setenv("CATDOG_DIST_TIMEOUT_MIN", value)
+    with pytest.raises(CatdogError, match="CATDOG_DIST_TIMEOUT_MIN"):
+        distributed._timeout_minutes()
+
+
+def test_the_rank_timeout_defaults_to_30_minutes(monkeypatch):
+    monkeypatch.delenv("CATDOG_DIST_TIMEOUT_MIN", raising=False)
+    assert distributed._timeout_minutes() == 30
 
 
 def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path):
