@@ -38,6 +38,12 @@ def save(path: Path, model: TransferModel, meta: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def update(path: Path, **meta: Any) -> None:
+    """Add or replace values of a saved checkpoint (best.pt's calibration), atomically like every write."""
+    payload = load(path) | meta
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
 def load(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -17,15 +17,19 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from catdog_cli.events import Events
 from catdog_cli.formatting import fmt, pct, printable
 from catdog_cli.records import (
     COMPARE_COLUMNS,
+    Calibration,
     CompareResult,
     CompareRow,
+    Coverage,
     EpochRecord,
     EvaluateResult,
+    ExportResult,
     Prediction,
     TrainResult,
     interrupted_note,
@@ -111,6 +115,8 @@ def train_summary(result: TrainResult) -> Table:
     ]
     if "test" in result:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
+    if "calibration" in result:
+        rows.append(("calibration (val)", calibration_line(result["calibration"])))
     if result["skipped"]:
         rows.append(("skipped files", str(len(result["skipped"]))))
     rows.append(("saved in", safe(result["out"])))
@@ -119,7 +125,7 @@ def train_summary(result: TrainResult) -> Table:
     return table
 
 
-def evaluation_tables(ev: EvaluateResult) -> list[Table]:
+def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
     split = ev["split"]
     model = ""
     if "backbone" in ev:
@@ -138,19 +144,82 @@ def evaluation_tables(ev: EvaluateResult) -> list[Table]:
         confusion.add_column(name, justify="right")
     for i, (name, row) in enumerate(zip(classes, ev["confusion"])):
         confusion.add_row(name, *(f"[bold green]{n}[/]" if i == j else str(n) for j, n in enumerate(row)))
-    return [metrics, confusion]
+    return [metrics, confusion, *([confidence_table(ev)] if "calibration" in ev else [])]
+
+
+def calibration_line(cal: Calibration) -> str:
+    """'T = 1.42: expected calibration error 6.1% -> 1.3%' (or why T stayed 1)."""
+    line = (f"T = {cal['temperature']:.3g}: expected calibration error {pct(cal['ece_before'])} -> "
+            f"{pct(cal['ece_after'])}")
+    return line + (f" (T not fitted: {cal['not_fitted']})" if "not_fitted" in cal else "")
+
+
+def selective_line(c: Coverage) -> str:
+    """'99.6% on the 92.0% of images it is sure about (confidence >= 0.9)'."""
+    if c["accuracy"] is None:
+        return f"no image reaches confidence {c['threshold']:g}"
+    return (f"{pct(c['accuracy'])} on the {pct(c['coverage'])} of images it is sure about "
+            f"(confidence >= {c['threshold']:g})")
+
+
+def confidence_table(ev: EvaluateResult) -> Group:
+    """Calibration on the evaluated split, and accuracy against coverage at a few confidence thresholds."""
+    cal = ev["calibration"]
+    note = " (measured on the images T was fitted on: optimistic)" if cal.get("in_sample") else ""
+    lines: list[RenderableType] = [Text(f"confidence on {cal['split']}: {calibration_line(cal)}{note}")]
+    if "selective" in ev:
+        lines.append(Text(f"with --min-confidence {ev['selective']['threshold']:g}: accuracy "
+                          f"{selective_line(ev['selective'])}", style="bold"))
+    table = Table(title="accuracy on the images it is sure about", title_justify="left")
+    for col in ("confidence >=", "images", "coverage", "accuracy"):
+        table.add_column(col, justify="right")
+    for c in cal["coverage"]:
+        table.add_row(f"{c['threshold']:g}", str(c["images"]), pct(c["coverage"]), pct(c["accuracy"]))
+    return Group(table, *lines)
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
-    table = Table(title=f"{len(rows)} image(s)", title_justify="left")
+    """One row per image; unsure ones (--min-confidence) marked in yellow; the runners-up with --top-k."""
+    unsure = sum(bool(r.get("unsure")) for r in rows)
+    table = Table(title=f"{len(rows)} image(s)" + (f", {unsure} unsure" if unsure else ""), title_justify="left")
     table.add_column("image", overflow="fold")
     table.add_column("predicted")
     table.add_column("confidence", justify="right")
+    top = any("top" in r for r in rows)
+    if top:
+        table.add_column("next most likely")
     for row in rows:
         if "error" in row:
             table.add_row(safe(row["path"]), "[red]unreadable[/]", safe(row["error"]))
-        else:
-            table.add_row(safe(row["path"]), safe(row["label"]), pct(row["confidence"]))
+            continue
+        label = safe(row["label"]) + (" [yellow](unsure)[/]" if row.get("unsure") else "")
+        cells = [safe(row["path"]), label, pct(row["confidence"])]
+        if top:
+            cells.append(", ".join(f"{safe(t['label'])} {pct(t['confidence'])}" for t in row.get("top", [])[1:]))
+        table.add_row(*cells)
+    return table
+
+
+def export_summary(result: ExportResult) -> Table:
+    meta, parity = result["metadata"], result["parity"]
+    table = Table(title=f"exported {result['checkpoint']} ({result['format']})", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    shape = "x".join(str(d) for d in meta["input"]["shape"])
+    rows = [
+        ("file", f"{result['out']} ({fmt(result['bytes'] / 1e6)} MB)"),
+        ("input", f"{meta['input']['name']}: {meta['input']['dtype']} {meta['input']['channels']} "
+                  f"{meta['input']['layout']} ({shape})"),
+        ("before the input", meta["preprocessing"]["steps"]),
+        ("inside", meta["preprocessing"]["in_graph"] + f", T = {meta['temperature']:.3g}"),
+        ("output", f"{meta['output']['name']} ({', '.join(meta['classes'])})"),
+        ("parity", f"{parity['images']} images of {parity['source']}: largest probability difference "
+                   f"{parity['max_abs_diff']:.1e} (tolerance {parity['tolerance']:.0e}), labels agree on "
+                   f"{pct(parity['label_agreement'])}"),
+    ]
+    for row in rows:
+        table.add_row(*(safe(cell) for cell in row))
     return table
 
 

@@ -111,7 +111,7 @@ def test_train_json_shape_and_files(trained):
 # engine was split (issue 11).
 TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "split_origin", "params", "history",
               "epochs", "best_epoch", "best_val_acc", "interrupted", "skipped", "out", "images", "evaluation",
-              "top_losses", "test", "report", "split"]
+              "calibration", "top_losses", "test", "report", "split"]
 TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
                      "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay"]
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec"]
