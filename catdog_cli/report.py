@@ -262,8 +262,8 @@ def _reliability(cal: dict) -> str:
         series.append(Series(name, points, color))
     lo = min((b["lo"] for s in ("reliability_before", "reliability_after") for b in cal.get(s) or []), default=0.0)
     diagonal = Series("perfectly calibrated", [Point(lo, lo, "perfectly calibrated"), Point(1, 1, "")], 7, dashed=True)
-    svg = plot("reliability", [diagonal, *series], Axis("confidence", percent=True, include=(lo, 1)),
-               Axis("accuracy", percent=True, include=(lo, 1)))
+    svg = plot("reliability", [diagonal, *series], Axis("confidence", percent=True, include=(lo, 1), limit=(0, 1)),
+               Axis("accuracy", percent=True, include=(lo, 1), limit=(0, 1)))
     legend = [(s.name, s.color, "dash" if s.dashed else "") for s in (*series, diagonal)]
     return _figure(f"Reliability ({cal.get('split', '?')} split)", svg, legend)
 

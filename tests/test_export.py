@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,15 +36,28 @@ def calibrated(frozen_run, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def exported(calibrated, tmp_path_factory) -> Callable[[str], dict]:
+    """Each format exported once for the module (in a folder of its own), on first use."""
+    done: dict[str, dict] = {}
+
+    def get(fmt: str) -> dict:
+        if fmt not in done:
+            done[fmt] = export_model(calibrated, fmt, tmp_path_factory.mktemp(fmt) / f"model.{fmt}")
+        return done[fmt]
+
+    return get
+
+
 @pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_onnx), "torchscript"])
-def test_export_round_trip_agrees_with_predict(calibrated, frozen_run, tmp_path, fmt):
-    out = tmp_path / f"model.{fmt}"
-    result = export_model(calibrated, fmt, out)
+def test_export_round_trip_agrees_with_predict(calibrated, frozen_run, exported, tmp_path, fmt):
+    result = exported(fmt)
+    out = Path(result["out"])
     parity = result["parity"]
     assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["label_agreement"] == 1.0
     assert parity["images"] == 4 and str(frozen_run["root"]) in parity["source"]  # the model's own val split
-    assert result["out"] == str(out) and out.stat().st_size == result["bytes"]
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left beside it
+    assert out.name == f"model.{fmt}" and out.stat().st_size == result["bytes"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left beside it
 
     meta = read_metadata(out)
     assert meta == result["metadata"]
@@ -62,6 +76,20 @@ def test_export_round_trip_agrees_with_predict(calibrated, frozen_run, tmp_path,
         dog = probs[0, 1].item()
         assert dog == pytest.approx({t["label"]: t["confidence"] for t in rows[0]["top"]}["dog"], abs=1e-5)
     assert abs(dog - {t["label"]: t["confidence"] for t in plain[0]["top"]}["dog"]) > 1e-3
+
+
+@needs_onnx
+def test_the_readme_snippet_gives_predicts_answer(calibrated, exported, tmp_path, capsys):
+    """The five lines the README tells a user to paste, run as written on a file and a photo of the test's."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("Using the file without catdog")[1].split("```python\n")[1].split("```")[0]
+    assert len(snippet.strip().splitlines()) == 5
+    photo = make_image(tmp_path / "photo.jpg", CLASS_COLORS[1], (200, 150))  # large enough for JPEG draft
+    code = snippet.replace("runs/train/best.onnx", exported("onnx")["out"]).replace("photo.jpg", str(photo))
+    exec(compile(code, "README.md", "exec"), {})
+    label, probability = capsys.readouterr().out.split()
+    (row,) = predict(calibrated, [photo], device="cpu", workers=1)
+    assert label == row["label"] and float(probability) == pytest.approx(row["confidence"], abs=1e-4)
 
 
 def test_parity_failure_leaves_no_file(calibrated, tmp_path, monkeypatch):
