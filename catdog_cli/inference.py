@@ -165,9 +165,12 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
         "calibration": calibration.measure(out.logits, out.labels, trained.temperature, split)}
-    if isinstance(ckpt.get("calibration"), dict):
-        result["calibration"]["fitted_on"] = ckpt["calibration"].get("fitted_on", "val")
-        result["calibration"]["in_sample"] = _trained_on(ckpt, data) and split == "val"
+    fitted = ckpt.get("calibration") if isinstance(ckpt.get("calibration"), dict) else {}
+    if "not_fitted" in fitted:
+        result["calibration"]["not_fitted"] = fitted["not_fitted"]
+    elif fitted:
+        result["calibration"]["fitted_on"] = fitted.get("fitted_on", "val")
+        result["calibration"]["in_sample"] = _trained_on(ckpt, data) and split == result["calibration"]["fitted_on"]
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
     if report is not None:  # a new file only, even if one appeared while this ran
@@ -233,7 +236,7 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
     k = max(1, min(top_k, len(classes)))
     rows: list[Prediction] = []
     events.task("classifying", len(files))
-    precision = Precision(trained.device)
+    precision, temperature = Precision(trained.device), trained.temperature
     for start in range(0, len(files), batch_size * 4):  # decode a few batches at a time: bounded memory
         chunk = Split(files[start : start + batch_size * 4], [0] * len(files[start : start + batch_size * 4]))
         decoded, skipped = decode_split(chunk, inputs.eval_spec(), workers or default_workers())
@@ -242,7 +245,7 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
             continue
         for batch in ResidentSource(decoded.to(trained.device), batch_size, shuffle=False):
             with torch.inference_mode(), precision.autocast():
-                probs = (trained.model(inputs.model_input(batch)).float() / trained.temperature).softmax(1)
+                probs = (trained.model(inputs.model_input(batch)).float() / temperature).softmax(1)
             conf, idx = probs.topk(k, dim=1)
             for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
                 row: Prediction = {"path": str(chunk.paths[i]), "label": classes[j[0]], "confidence": c[0]}

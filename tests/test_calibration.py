@@ -28,11 +28,14 @@ def test_fit_recovers_the_temperature_the_labels_were_drawn_with(true_t: float) 
     assert best <= calibration.nll(logits, labels, fitted / 1.01)
 
 
-def test_fit_keeps_t_1_when_val_has_no_mistakes() -> None:
-    logits = torch.tensor([[3.0, 0.0], [0.0, 2.0], [5.0, 1.0]])
-    labels = torch.tensor([0, 1, 0])
-    assert calibration.fit_temperature(logits, labels) == (1.0, "every val image is right: no mistakes to fit a "
-                                                                "temperature on")
+def test_fit_keeps_t_1_without_mistakes_or_with_too_few_images() -> None:
+    logits, labels = sampled(1.0, n=40, seed=2)
+    right = logits.argmax(1)  # every prediction right: the NLL falls without end as T -> 0
+    assert calibration.fit_temperature(logits, right) == (1.0, "every val image is right: no mistakes to fit a "
+                                                               "temperature on")
+    assert calibration.fit_temperature(logits[:19], labels[:19]) == (
+        1.0, "19 val images are too few to fit a temperature on (it takes 20)")
+    assert calibration.fit_temperature(logits[:20], labels[:20])[1] is None
 
 
 def test_temperature_lowers_the_ece_of_an_over_confident_model() -> None:
