@@ -2,7 +2,7 @@
 
     python benchmarks/export_calibration.py --data /tmp/data/catdog /tmp/data/hymenoptera \
         --weights ../shared/weights/tf_efficientnet_lite0_imagenet.pth --image-size 160 --epochs 2 \
-        --strategies freeze,finetune --seeds 0,1,2 --out /tmp/bench13
+        --strategies freeze,finetune --seeds 0,1,2 --out /tmp/bench13 [--reuse]
 
 For every dataset x strategy x seed, `catdog_cli.engine.fit` trains timm:tf_efficientnet_lite0 from the given
 ImageNet weights (the temperature is fitted on val at the end, as `catdog train` does). Then, from best.pt:
@@ -16,6 +16,9 @@ ImageNet weights (the temperature is fitted on val at the end, as `catdog train`
 - once (the same architecture throughout): images per second on the first dataset's val split, end to end
   (catdog `predict` vs catdog's decode + onnxruntime) and model only (pre-decoded uint8 crops, batch 32:
   catdog's eager model with its normalization, the ONNX file in onnxruntime, the TorchScript file).
+
+With --reuse, a run folder that already holds best.pt and run.json (an earlier invocation's) is measured
+again without training it again (its train_seconds is then the sum of its metrics.csv epochs).
 
 Prints one JSON document and writes it to OUT/results.json.
 """
@@ -101,12 +104,21 @@ def readme_snippet_parity(onnx_file: str, paths: list[Path], checkpoint: Path) -
     return {"images": len(paths), "max_abs_diff_top_prob": max(diffs), "label_agreement": agree / len(paths)}
 
 
+def free_name(folder: Path, stem: str, suffix: str) -> Path:
+    """stem+suffix, or stem-1+suffix, ...: export never replaces a file, and a reused run folder has one."""
+    path, n = folder / f"{stem}{suffix}", 0
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}{suffix}"
+    return path
+
+
 def parity(checkpoint: Path, paths: list[Path], out: Path) -> dict[str, Any]:
     """Both formats: the export's own check (32 images), then every val image; and the README snippet."""
     trained = TrainedModel.load(checkpoint, "cpu")
     found: dict[str, Any] = {}
     for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".torchscript")):
-        result = export_model(checkpoint, fmt, out / f"model{suffix}")
+        result = export_model(checkpoint, fmt, free_name(out, "model", suffix))
         whole = check_parity(fmt, Path(result["out"]), trained, checkpoint, paths, "val", Events())
         found[fmt] = {"export_check": result["parity"], "whole_val": whole, "file": result["out"]}
     found["readme_snippet"] = readme_snippet_parity(found["onnx"]["file"], paths, checkpoint)
@@ -193,10 +205,16 @@ def train_and_measure(data: str, strategy: str, seed: int, args: argparse.Namesp
     config = TrainConfig(data, backbone=BACKBONE, strategy=strategy, epochs=args.epochs, weights=args.weights,
                          image_size=args.image_size, seed=seed, device="cpu")
     start = time.perf_counter()
-    result = fit(config, out)
+    reused = args.reuse and (out / "best.pt").is_file() and (out / "run.json").is_file()
+    if reused:
+        result = json.loads((out / "run.json").read_text())
+        train_seconds = sum(h["seconds"] for h in result["history"])
+    else:
+        result = fit(config, out)
+        train_seconds = time.perf_counter() - start
     logits, labels, paths = val_logits(out / "best.pt")
     record = {"data": Path(data).name, "strategy": strategy, "seed": seed, "best_val_acc": result["best_val_acc"],
-              "train_seconds": time.perf_counter() - start, "val_images": len(labels),
+              "train_seconds": train_seconds, "reused": reused, "val_images": len(labels),
               "in_sample": {k: result["calibration"].get(k) for k in ("temperature", "ece_before", "ece_after",
                                                                      "nll_before", "nll_after", "not_fitted")},
               "cross_fitted": cross_fitted(logits, labels, args.thresholds), "load_average": load()}
@@ -215,6 +233,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--thresholds", default="0.9,0.99")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--reuse", action="store_true", help="measure run folders an earlier invocation trained")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.thresholds = [float(t) for t in args.thresholds.split(",")]
