@@ -91,6 +91,10 @@ def _odd_field(ckpt: dict[str, Any]) -> str | None:
     state = ckpt["state_dict"]
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         return "its weights are not a mapping of names to tensors"
+    calibration = ckpt.get("calibration", {})  # a checkpoint written before catdog calibrated has none: T = 1
+    temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    if not (_numbers([temperature], 1) and temperature > 0):
+        return f"its calibration temperature {temperature!r} is not a positive number"
     return None
 
 

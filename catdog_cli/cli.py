@@ -319,7 +319,8 @@ def evaluate(
     from catdog_cli.config import check_use
     from catdog_cli.paths import check_new_file, resolve_data
 
-    check_use(model, batch_size=batch_size, device=device, split=split)  # before torch loads, before any work
+    # before torch loads, before any work
+    check_use(model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
     if data is not None:
         resolve_data(data)
     if report is not None:
@@ -360,7 +361,8 @@ def predict(
     from catdog_cli.config import check_use
     from catdog_cli.paths import check_folder_target, check_new_file
 
-    check_use(model, batch_size=batch_size, device=device, top_k=top_k)  # before torch loads, before any work
+    # before torch loads, before any work
+    check_use(model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
     for path in paths:
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
@@ -410,6 +412,9 @@ def export(
     file's metadata. Parity: the file and catdog predict on the same real images, on the CPU in fp32; any
     probability more than 1e-4 apart, or any label different, fails the export and leaves no file.
     """
+    from catdog_cli.config import check_export
+
+    check_export(model, fmt, out, parity_images)  # before torch loads, before any work
     from catdog_cli.export import export_model
 
     console = _console(json_output)

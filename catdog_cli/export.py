@@ -14,7 +14,6 @@ any probability differs by more than the tolerance or any label differs.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import shutil
 import sys
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from catdog_cli import __version__
+from catdog_cli.config import EXPORT_FORMATS, check_export
 from catdog_cli.data import ImageError, ImageSpec, Split, load_dataset
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
@@ -36,8 +36,6 @@ from catdog_cli.paths import publish_new
 from catdog_cli.pipeline import Inputs
 from catdog_cli.records import ExportResult, Parity
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}  # format -> the default file's suffix
-ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 TOLERANCE = 1e-4  # largest |probability difference| allowed between the file and catdog (fp32 on the CPU)
 PARITY_IMAGES = 32  # real images the parity check runs on
 METADATA_FILE = "catdog.json"  # TorchScript: the metadata's name among the file's extra files
@@ -139,15 +137,6 @@ WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript}
 RUNNERS = {"onnx": run_onnx, "torchscript": run_torchscript}
 
 
-def require(fmt: str) -> None:
-    """Refuse an unknown format, or ONNX without its optional packages, in one line and before any work."""
-    if fmt not in FORMATS:
-        raise CatdogError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None] if fmt == "onnx" else []
-    if missing:
-        raise CatdogError(f"ONNX export needs {', '.join(missing)}: pip install 'catdog-cli[export]'")
-
-
 def spread(paths: list[Path], k: int) -> list[Path]:
     """k paths spread evenly over the list (a folder's files come class by class: every class gets its share)."""
     if len(paths) <= k:
@@ -206,10 +195,6 @@ def check_parity(fmt: str, path: Path, trained: TrainedModel, checkpoint: Path, 
             "tolerance": tolerance, "passed": diff <= tolerance and agreement == 1.0}
 
 
-def default_out(checkpoint: Path, fmt: str) -> Path:
-    return checkpoint.with_suffix(FORMATS[fmt])
-
-
 def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | None = None,
                  parity_folder: Path | str | None = None, events: Events | None = None,
                  tolerance: float = TOLERANCE) -> ExportResult:
@@ -219,13 +204,8 @@ def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | No
     check, or an error, leaves nothing behind.
     """
     events = events or Events()
-    require(fmt)
+    out = check_export(checkpoint, fmt, out, parity_folder)
     checkpoint = Path(checkpoint)
-    out = Path(out) if out is not None else default_out(checkpoint, fmt)
-    if out.exists():
-        raise CatdogError(f"{out} already exists; choose a new --out")
-    if not out.parent.is_dir():
-        raise CatdogError(f"--out {out}: the folder {out.parent} does not exist")
     trained = TrainedModel.load(checkpoint, "cpu")
     images, source = parity_images(trained, parity_folder)
     meta = metadata(trained, checkpoint)
@@ -254,7 +234,7 @@ def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | No
 def read_metadata(path: Path | str) -> dict[str, Any]:
     """The metadata of a file catdog exported (either format)."""
     path = Path(path)
-    if path.suffix == FORMATS["onnx"]:
+    if path.suffix == EXPORT_FORMATS["onnx"]:
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)

@@ -135,7 +135,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     training images never count as validation.
     """
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, split=split)
+    check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
     if report is not None:
         check_new_file(report, "--report")
     trained = TrainedModel.load(checkpoint, device)
@@ -226,7 +226,7 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
     `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
     """
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k)
+    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
     trained = TrainedModel.load(checkpoint, device)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)

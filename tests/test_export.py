@@ -13,12 +13,13 @@ import torch
 from conftest import CLASS_COLORS, catdog, error_line, make_image, ok_json, snapshot
 
 from catdog_cli import checkpoints, export
+from catdog_cli.config import ONNX_PACKAGES
 from catdog_cli.data import ImageSpec, Split
 from catdog_cli.errors import CatdogError
 from catdog_cli.export import export_model, read_metadata
 from catdog_cli.inference import predict
 
-HAVE_ONNX = all(importlib.util.find_spec(m) for m in export.ONNX_PACKAGES)
+HAVE_ONNX = all(importlib.util.find_spec(m) for m in ONNX_PACKAGES)
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="pip install 'catdog-cli[export]' for the ONNX tests")
 
 
@@ -106,7 +107,7 @@ def test_export_never_replaces_a_file_and_says_so_in_one_line(calibrated, tmp_pa
     taken.write_text("the user's")
     before = snapshot(tmp_path)
     line = error_line(catdog("export", calibrated, "--format", "torchscript", "--out", taken))
-    assert line == f"error: {taken} already exists; choose a new --out"
+    assert line == f"error: {taken} already exists; choose a new --out file"
     assert snapshot(tmp_path) == before
 
 
