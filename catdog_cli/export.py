@@ -153,8 +153,10 @@ def parity_images(trained: TrainedModel, folder: Path | str | None, k: int = PAR
     if not ckpt.get("data") or not data.is_dir():
         raise CatdogError(f"the data the model was trained on ({ckpt.get('data') or 'not recorded'}) is not there "
                           "to prove parity on: pass --parity-images DIR")
-    config = ckpt.get("config") or {}
-    dataset = load_dataset(data, config.get("val_split", 0.2), config.get("seed", 0), classes=trained.classes)
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    recorded = ckpt.get("split")  # the run's own split where it recorded one: its val images are real val images
+    dataset = load_dataset(data, config.get("val_split", 0.2), config.get("seed", 0), classes=trained.classes,
+                           recorded=recorded if isinstance(recorded, dict) else None)
     split = "val" if "val" in dataset.splits else "all"
     return spread(dataset.split(split).paths, k), f"the {split} split of {dataset.root}"
 
