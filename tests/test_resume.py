@@ -256,7 +256,8 @@ def test_two_resumes_of_one_run_cannot_both_run(interrupted: Path) -> None:
 
 DAMAGED = {  # a last.pt field -> what a damaged or forged file holds there
     "config": [["epochs", 2], {"epochs": "two"}, {"lr": float("nan")}, {"device": "mps"}],
-    "state": [None, {"epoch": "1"}, {"epoch": -1}, {"step": 2.5}, {"history": "none"}],
+    "state": [None, {"epoch": "1"}, {"epoch": -1}, {"step": 2.5}, {"history": "none"}, {"schedule_from": -3},
+              {"schedule_from": "0"}],
     "data": [5, None],
     "optimizer": [{}, {"state": {}, "param_groups": []}, "adam"],
     "scheduler": [[1]],
