@@ -202,7 +202,7 @@ def predictions_table(rows: list[Prediction]) -> Table:
 
 def export_summary(result: ExportResult) -> Table:
     meta, parity = result["metadata"], result["parity"]
-    table = Table(title=f"exported {result['checkpoint']} ({result['format']})", show_header=False,
+    table = Table(title=f"exported {safe(result['checkpoint'])} ({result['format']})", show_header=False,
                   title_justify="left")
     table.add_column(style="bold")
     table.add_column(overflow="fold")
