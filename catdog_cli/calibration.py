@@ -1,7 +1,7 @@
 """Calibrated confidence: one temperature fitted on the val split, and how well confidence matches accuracy.
 
-A network's softmax is not a probability you can act on: finetuned models tend to be over-confident, a frozen
-head trained for a few epochs under-confident. Temperature scaling (Guo et al., 2017) divides the logits by
+A network's softmax is not a probability you can act on: trained to convergence it tends to be over-confident,
+trained for a few epochs under-confident. Temperature scaling (Guo et al., 2017) divides the logits by
 one number T, fitted to minimise the val split's negative log-likelihood. The argmax, and so every label and
 accuracy, stays the same; only the confidence changes. A checkpoint without a temperature (written before
 catdog fitted one) means T = 1.
