@@ -342,9 +342,9 @@ def test_compare_report_charts_and_table(compare_result: dict, tmp_path: Path) -
     assert [row[0] for row in table] == ["★ " + names[0], *names[1:]]  # best first and marked, failed last
     for row, r in zip(table, ranked, strict=False):
         assert row[1:] == [
-            fmt(r["best_val_acc"], "pct"), fmt(r["best_epoch"], "int"), fmt(r["val_loss"]), fmt(r["test_acc"], "pct"),
-            fmt(r["params_trainable"], "params"), fmt(r["params_total"], "params"), fmt(r["train_seconds"], "sec"),
-            fmt(r["images_per_sec"], "int"),
+            fmt(r["best_val_acc"], "pct"), fmt(r["test_acc"], "pct"), fmt(r["best_epoch"], "int"),
+            fmt(r["train_seconds"], "sec"), fmt(r["params_trainable"], "params"), fmt(r["val_loss"]),
+            fmt(r["params_total"], "params"), fmt(r["images_per_sec"], "rate"),
         ]
     assert table[-2][1:] == ["failed: CUDA out of memory <tried 2.00 GiB>"]  # spans the metric columns
     assert table[-1][1:] == ["failed: no reason recorded"]
