@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from catdog_cli.defaults import TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
 
 SUFFIXES = (".pth", ".pt")
@@ -58,14 +59,16 @@ def from_folder(folder: Path, backbone: str, backbones: Sequence[str] = ()) -> P
     """The one weights file in `folder` named after `backbone` (timm's without the `timm:` prefix).
 
     Closest name first: NAME.pth, then NAME-*.pth (torchvision's cache: resnet18-f37072fd.pth), then NAME_*.pth
-    or NAME.*.pth; so vgg16 takes vgg16-397923af.pth, not vgg16_bn-6c64b313.pth.
+    or NAME.*.pth; a file named after a longer backbone name is never taken (vgg16 never takes vgg16_bn-*.pth).
     """
     key = backbone.removeprefix("timm:")
     twins = [b for b in backbones if b != backbone and b.removeprefix("timm:") == key]
     if twins:
         raise CatdogError(f"--weights {folder}: {backbone} and {twins[0]} would take the same file; "
                           "give each its file with NAME=PATH")
-    files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    longer = [n for n in TORCHVISION_BACKBONES if n != key and n.startswith(key)]  # vgg16_bn for vgg16
+    files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file()
+                   and not any(_named_after(p, n) for n in longer))
     tiers = ([p for p in files if p.stem == key], [p for p in files if p.stem.startswith(key + "-")],
              [p for p in files if p.stem.startswith((key + "_", key + "."))])
     found = next((tier for tier in tiers if tier), [])
@@ -76,3 +79,7 @@ def from_folder(folder: Path, backbone: str, backbones: Sequence[str] = ()) -> P
         raise CatdogError(f"--weights {folder}: {len(found)} files could be {backbone}'s ({found[0].name}, "
                           f"{found[1].name}); keep one or give {backbone}=PATH")
     return found[0]
+
+
+def _named_after(path: Path, backbone: str) -> bool:
+    return path.stem == backbone or path.stem.startswith((backbone + "-", backbone + "_", backbone + "."))

@@ -57,6 +57,7 @@ def test_folder_matches_files_by_backbone_name_closest_first(tmp_path):
 
 @pytest.mark.parametrize("files, backbones, fragment", [
     (["resnet18.pth"], ["resnet18", "resnet34"], "no weights file for resnet34"),
+    (["vgg16_bn-6c64b313.pth"], ["vgg16"], "no weights file for vgg16"),  # another backbone's, not vgg16's
     (["resnet18-a.pth", "resnet18-b.pth"], ["resnet18"], "2 files could be resnet18's"),
     (["resnet18.pth"], ["resnet18", "timm:resnet18"], "would take the same file"),
 ])
@@ -76,7 +77,7 @@ def test_one_file_fits_a_grid_of_one_backbone_only(tmp_path):
 
 def test_each_cell_records_its_own_backbones_weights(tmp_path):
     r18 = _files(tmp_path, "r18.pth") / "r18.pth"
-    config = CompareConfig(TrainConfig("data", weights=f"resnet18={r18},timm:tf_efficientnet_lite0=none"),
+    config = CompareConfig(TrainConfig(str(tmp_path), weights=f"resnet18={r18},timm:tf_efficientnet_lite0=none"),
                            backbones=GRID)
     config.check()
     assert config.cell("resnet18", "freeze", "cpu").weights == str(r18)
