@@ -9,7 +9,8 @@ from typing import Any
 
 def fmt(value: Any, kind: str = "num") -> str:
     """pct (a 0..1 rate), int, sec, params (millions above 10k), rate (per second: one decimal below 100,
-    so 6.1 and 63.2 read alike), or num (4 significant digits)."""
+    so 6.1 and 63.2 read alike), loss (4 decimals, as the epoch lines print it: 0.5170 above 0.7481, not
+    0.517), or num (4 significant digits)."""
     if value is None:
         return "—"
     if isinstance(value, float) and not math.isfinite(value):
@@ -22,6 +23,8 @@ def fmt(value: Any, kind: str = "num") -> str:
         return f"{value:.1f} s"
     if kind == "params":
         return f"{value / 1e6:.2f} M" if value >= 10_000 else f"{int(value):,}"
+    if kind == "loss":
+        return f"{value:.4f}"
     if kind == "rate":
         return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
     return f"{value:.4g}"

@@ -218,7 +218,7 @@ COMPARE_COLUMNS = (
     Column("best_epoch", "epoch", "int"),
     Column("train_seconds", "train time", "sec", "time"),
     Column("params_trainable", "trainable", "params"),
-    Column("val_loss", "val loss", "num"),
+    Column("val_loss", "val loss", "loss"),
     Column("params_total", "params", "params"),
     Column("images_per_sec", "img/s", "rate"),
     Column("status", "status"),

@@ -217,6 +217,7 @@ def test_fmt_is_the_one_way_numbers_are_shown() -> None:
     assert fmt(None, "pct") == "—" and fmt(float("nan")) == "nan"
     # a rate: one decimal below 100, so 6.1 and 63.2 read alike (not 6.084 beside 63.19); whole above
     assert [fmt(6.084, "rate"), fmt(63.19, "rate"), fmt(1234.7, "rate")] == ["6.1", "63.2", "1,235"]
+    assert [fmt(0.517, "loss"), fmt(0.74812, "loss")] == ["0.5170", "0.7481"]  # losses line up in a column
 
 
 def test_train_report_has_one_chart_per_figure_with_a_mark_per_number(train_run: dict, tmp_path: Path) -> None:
@@ -345,7 +346,7 @@ def test_compare_report_charts_and_table(compare_result: dict, tmp_path: Path) -
     for row, r in zip(table, ranked, strict=False):
         assert row[1:] == [
             fmt(r["best_val_acc"], "pct"), fmt(r["test_acc"], "pct"), fmt(r["best_epoch"], "int"),
-            fmt(r["train_seconds"], "sec"), fmt(r["params_trainable"], "params"), fmt(r["val_loss"]),
+            fmt(r["train_seconds"], "sec"), fmt(r["params_trainable"], "params"), fmt(r["val_loss"], "loss"),
             fmt(r["params_total"], "params"), fmt(r["images_per_sec"], "rate"),
         ]
     assert table[-2][1:] == ["failed: CUDA out of memory <tried 2.00 GiB>"]  # spans the metric columns
