@@ -260,6 +260,8 @@ def test_compare_out_that_is_a_file_is_one_line(colors, tmp_path):
     result = catdog(*_grid_args(colors, out))
     assert result.stderr.strip().splitlines() == [f"error: {out} is a file, not a folder; pick a new --out"]
     assert out.read_text() == "the user's"
+
+
 def test_offline_grid_takes_each_backbones_weights_from_a_folder(colors, tmp_path):
     """Two backbones, each its own weights file, found by name in one folder; the summary before the cells, and
     off a terminal a line per cell and the whole table."""
