@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -328,3 +329,13 @@ def test_a_weight_download_never_writes_on_stdout(monkeypatch, capsys):
     build_model("resnet18", 2, weights="default")
     out, err = capsys.readouterr()
     assert out == "" and "Downloading: " in err
+
+
+def test_without_timm_the_hint_names_what_can_be_installed(monkeypatch):
+    """catdog is not on PyPI: the hint names timm itself, and the extra as a clone installs it."""
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
+    with pytest.raises(CatdogError) as refused:
+        backbones.build_model("timm:resnet18", 2, "none")
+    assert str(refused.value) == ("timm backbones need timm: pip install timm (in a clone of catdog: "
+                                  "pip install -e '.[timm]')")
+    assert "catdog-cli" not in str(refused.value)
