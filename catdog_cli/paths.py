@@ -283,7 +283,13 @@ def write_new(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
 
 def copy_new(src: Path, folder: Path) -> Path:
     """Copy src (its bytes, times and permissions) into folder under its own name, or NAME-1, NAME-2, ..."""
-    return write_new(folder, src.name, lambda tmp: shutil.copy2(src, tmp))
+
+    def copy(tmp: Path) -> None:
+        with open(src, "rb") as f, open(tmp, "wb") as dst:
+            shutil.copyfileobj(f, dst)
+        shutil.copystat(src, tmp)
+
+    return write_new(folder, src.name, copy)
 
 
 def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
