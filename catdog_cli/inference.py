@@ -22,13 +22,15 @@ from catdog_cli.config import check_use
 from catdog_cli.data import Dataset, Split, decode_split, default_workers, load_dataset, resolve_data
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
+from catdog_cli.explain import add_heatmaps
 from catdog_cli.folders import walk_images
-from catdog_cli.formatting import printable
+from catdog_cli.formatting import natural_key, printable
 from catdog_cli.metrics import confusion_matrix, per_class
-from catdog_cli.paths import check_folder_target, check_new_file, copy_new, create_new
+from catdog_cli.paths import atomic_write_text, check_folder_target, check_new_file, copy_new, create_new
 from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
-from catdog_cli.records import EvaluateResult, Evaluation, Prediction, TopLoss
+from catdog_cli.records import Calibration, EvaluateResult, Evaluation, Prediction, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
+from catdog_cli.strategies import STRATEGIES, param_groups
 from catdog_cli.world import World
 
 TOP_LOSSES = 12
@@ -144,6 +146,9 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     if split != "all" and "all" in dataset.splits:
         events.note(f"{dataset.root} has no split folders: evaluating all of it")
         split = "all"
+    if split == "all" and "train" in dataset.splits:
+        events.note(f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
+                    "an estimate on unseen images (use --split val or test for that)")
     images = dataset.split(split)
     # the same sources as training: resident when the split fits the memory budget, else decoded per batch
     source = batches(images, trained.inputs.eval_spec(), batch_size or default_batch_size(trained.device),
@@ -155,22 +160,21 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(classes), events,
                    temperature=trained.temperature)
     record = evaluation_record(out, classes, split)
+    worst = top_losses(out, images, classes)
+    if report is not None:  # where the model looked in each, for the report's thumbnails
+        add_heatmaps(trained.model, worst, classes, trained.inputs, trained.device)
+    if ckpt.get("strategy") in STRATEGIES:  # trainable: what its strategy trained (freeze: the head alone)
+        param_groups(ckpt["strategy"], trained.model)
     total, trainable = count_params(trained.model)
     result: EvaluateResult = {
         "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
         "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
-        "top_losses": top_losses(out, images, classes),
+        "top_losses": worst,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
-        "calibration": calibration.measure(out.logits, out.labels, trained.temperature, split)}
-    fitted = ckpt.get("calibration") if isinstance(ckpt.get("calibration"), dict) else {}
-    if "not_fitted" in fitted:
-        result["calibration"]["not_fitted"] = fitted["not_fitted"]
-    elif fitted:
-        result["calibration"]["fitted_on"] = fitted.get("fitted_on", "val")
-        result["calibration"]["in_sample"] = _trained_on(ckpt, data) and split == result["calibration"]["fitted_on"]
+        "calibration": _calibration_of(out, ckpt, data, split, trained.temperature)}
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
     if report is not None:  # a new file only, even if one appeared while this ran
@@ -198,17 +202,30 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Datas
     return dataset
 
 
+def _calibration_of(out: EvalOutput, ckpt: dict[str, Any], data: str | None, split: str,
+                    temperature: float) -> Calibration:
+    """The split's calibration with the checkpoint's temperature, and where that temperature came from."""
+    cal = calibration.measure(out.logits, out.labels, temperature, split)
+    fitted = ckpt.get("calibration") if isinstance(ckpt.get("calibration"), dict) else {}
+    if "not_fitted" in fitted:
+        cal["not_fitted"] = fitted["not_fitted"]
+    elif fitted:
+        cal["fitted_on"] = fitted.get("fitted_on", "val")
+        cal["in_sample"] = _trained_on(ckpt, data) and split == cal["fitted_on"]
+    return cal
+
+
 def _trained_on(ckpt: dict[str, Any], data: str | None) -> bool:
     """Whether `data` (None: the checkpoint's own) is the folder the model was trained on."""
     return data is None or str(resolve_data(data).resolve()) == ckpt.get("data")
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:
-    """Files as given; folders recursed for image files."""
+    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += walk_images(p)[0]
+            found += sorted(walk_images(p)[0], key=lambda f: natural_key(str(f)))
         elif p.exists():
             found.append(p)
         else:
@@ -274,15 +291,19 @@ def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Pred
     return [*columns, ("error", lambda r: r.get("error", ""))]
 
 
-def write_predictions_csv(path: Path, rows: list[Prediction]) -> None:
-    """A new file only, complete or not at all: an existing one is the user's and stays as it is. Names that are
-    not UTF-8 are written escaped (formatting.printable)."""
+def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = False) -> None:
+    """A new file only, complete or not at all: an existing one is the user's and stays as it is, unless they
+    asked to replace it (`--overwrite`: replaced whole, atomically). Names that are not UTF-8 are written escaped
+    (formatting.printable)."""
     columns = prediction_columns(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([name for name, _ in columns])
     for r in rows:
         writer.writerow([printable(v, controls=False) if isinstance(v, str) else v for v in (f(r) for _, f in columns)])
+    if overwrite:
+        atomic_write_text(path, buffer.getvalue())
+        return
     create_new(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""), "--csv")
 
 

@@ -106,7 +106,7 @@ def _continue(out: Path, ckpt: dict[str, Any], config: TrainConfig, state: Train
                           f"{', '.join(gone)} now); start a new run instead")
     extend = config.epochs != ckpt["config"].get("epochs", config.epochs)
     model = checkpoints.restore_model(ckpt, resolve_device(config.device))
-    run = start_run(config, events, dataset=dataset, model=model, world=world)
+    run = start_run(config, events, dataset=dataset, model=model, world=world, out=out)
     try:
         _restore_training_state(run, ckpt, state, extend)
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another model's, or damaged

@@ -36,7 +36,7 @@ ROLES = {
     "data": "data", "backbone": "backbone", "strategy": "strategy", "device": "device", "out": "out-folder",
     "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
     "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
-    "fmt": "export-format", "parity_images": "images",
+    "fmt": "export-format", "parity_images": "images", "explain": "write-folder",
 }
 COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
 ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "min_confidence"}  # every other number must be above zero
