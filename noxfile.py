@@ -12,7 +12,7 @@ TORCH = ["torch>=2.2", "torchvision>=0.17"]
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(*TORCH)
-    session.install("-e", ".[test,timm]")
+    session.install("-e", ".[test,timm,export]")  # export: the ONNX tests run in CI (they skip without it)
     session.run("pytest", "-q", *session.posargs)
 
 

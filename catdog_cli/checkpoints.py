@@ -38,6 +38,12 @@ def save(path: Path, model: TransferModel, meta: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def update(path: Path, **meta: Any) -> None:
+    """Add or replace values of a saved checkpoint (best.pt's calibration), atomically like every write."""
+    payload = load(path) | meta
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
 def load(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -85,6 +91,10 @@ def _odd_field(ckpt: dict[str, Any]) -> str | None:
     state = ckpt["state_dict"]
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         return "its weights are not a mapping of names to tensors"
+    calibration = ckpt.get("calibration", {})  # a checkpoint written before catdog calibrated has none: T = 1
+    temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    if not (_numbers([temperature], 1) and temperature > 0):
+        return f"its calibration temperature {temperature!r} is not a positive number"
     return None
 
 

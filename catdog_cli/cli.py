@@ -142,7 +142,8 @@ LearningRate = Annotated[float | None, typer.Option(
     help="Learning rate of the new head (default: 1e-4 for finetune, 1e-3 for freeze and discriminative).")]
 LrRatio = Annotated[float, typer.Option(help="discriminative: how many times slower the backbone learns.")]
 ImageSize = Annotated[int | None, typer.Option(min=16, help="Crop size fed to the model (default 224).")]
-Weights = Annotated[str, typer.Option(help="default (ImageNet, downloaded once), none (random init), or PATH.")]
+Weights = Annotated[str, typer.Option(help="default (ImageNet, downloaded once), none (random init), or PATH: a "
+                                      "state dict, or a catdog checkpoint (runs/x/best.pt) to start a new run from.")]
 Seed = Annotated[int, typer.Option(
     help="Seed for the val split, the head's init, shuffling and augmentation (0 to 4294967295).")]
 ValSplit = Annotated[float, typer.Option(min=0.0, max=0.9, help="Val fraction when the data has no val folder.")]
@@ -152,6 +153,8 @@ CacheGib = Annotated[float | None, typer.Option(
 Workers = Annotated[int | None, typer.Option(
     help="Decoding threads/processes (default: one per core; 0 decodes in the main process).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
+MinConfidence = Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
+    "A calibrated confidence (0-1) below which a prediction counts as unsure."))]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
@@ -241,14 +244,18 @@ def train(
     cache_gib: CacheGib = None,
     workers: Workers = None,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
-    resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder from its last.pt; "
-                                       "options typed again must match (only --device, --workers, --cache-gib, "
-                                       "--compile may change)."),
+    resume: Path | None = typer.Option(None, help="Continue the run in this folder from its last.pt; options "
+                                       "typed again must match (only --device, --workers, --cache-gib, --compile may "
+                                       "change), except --epochs: more epochs extend the run, finished or not, with "
+                                       "the learning-rate schedule restarted for the added epochs."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv.
 
-    Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues.
+    Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues,
+    `--resume OUT --epochs N` trains a run longer. `--weights runs/x/best.pt` starts a new run from a trained
+    model (same backbone; with other classes its head is new). At the end a temperature is fitted on the val
+    split, so that confidences are calibrated; best.pt keeps it.
     """
     from catdog_cli.config import TrainConfig, check_options
 
@@ -299,14 +306,21 @@ def evaluate(
     split: str = typer.Option("val", help="val, test, train, or all."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
-    report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses) here."),
+    report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses, "
+                                       "reliability diagram) here."),
+    min_confidence: MinConfidence = None,
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split."""
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split, and how
+    well its confidence is calibrated (expected calibration error without and with its temperature).
+
+    With --min-confidence P: the accuracy on the images it is at least P sure about, and what share they are.
+    """
     from catdog_cli.config import check_use
     from catdog_cli.paths import check_new_file, resolve_data
 
-    check_use(model, batch_size=batch_size, device=device, split=split)  # before torch loads, before any work
+    # before torch loads, before any work
+    check_use(model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
     if data is not None:
         resolve_data(data)
     if report is not None:
@@ -315,7 +329,8 @@ def evaluate(
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report)
+        result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report,
+                                     min_confidence=min_confidence)
     if json_output:
         _emit_json(result)
     else:
@@ -329,23 +344,29 @@ def evaluate(
 def predict(
     model: Path = typer.Argument(..., help="A checkpoint written by train (best.pt)."),
     paths: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
-    top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes."),
+    top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes (table, CSV and JSON)."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
     overwrite: bool = typer.Option(False, help="Replace the --csv file if it exists (without it, an existing "
                                    "file is refused and left as it is)."),
     sort_into: Path | None = typer.Option(None, help="Copy each image into DIR/<predicted class>/ (originals are "
-                                          "untouched; a taken name gets -1, -2, ...)."),
+                                          "untouched; a taken name gets -1, -2, ...); unsure ones into "
+                                          "DIR/_unsure/<predicted class>/."),
+    min_confidence: MinConfidence = None,
     explain: Path | None = typer.Option(None, help="Write a heat-map picture per image into DIR: the crop the model "
                                         "saw, colored by where it looked for its prediction (Grad-CAM); a taken "
                                         "name gets -1, -2, ..."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Classify images; one row per image with the predicted class and its confidence."""
+    """Classify images; one row per image with the predicted class and its calibrated confidence.
+
+    With --min-confidence P, rows below P are marked unsure (the label is kept), in the table, CSV and JSON.
+    """
     from catdog_cli.config import check_use
 
-    check_use(model, batch_size=batch_size, device=device, top_k=top_k)  # before torch loads, before any work
+    # before torch loads, before any work
+    check_use(model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
     for path in paths:
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
@@ -354,7 +375,7 @@ def predict(
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        rows = run_predict(model, list(paths), top_k, batch_size, device, events)
+        rows = run_predict(model, list(paths), top_k, batch_size, device, events, min_confidence=min_confidence)
         if explain is not None:
             _explain(model, rows, explain, batch_size, device, events)
     if csv_file is not None:
@@ -369,11 +390,46 @@ def predict(
         from catdog_cli.inference import sort_into_folders
 
         copied = sort_into_folders(rows, sort_into)
-        console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/", markup=False)
+        unsure = sum(bool(r.get("unsure")) for r in rows if "copied_to" in r)
+        also = f" ({unsure} unsure ones into {printable(sort_into)}/_unsure/<class>/)" if unsure else ""
+        console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/{also}", markup=False)
     if json_output:
         _emit_json(rows)
     else:
         console.print(render.predictions_table(rows))
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="A checkpoint written by train (best.pt)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (runs anywhere onnxruntime does; needs pip install "
+                            "'catdog-cli\\[export]') or torchscript (torch.jit, libtorch)."),
+    out: Path | None = typer.Option(None, help="The file to write; never replaced (default: beside MODEL, "
+                                    "best.onnx or best.torchscript)."),
+    parity_images: Path | None = typer.Option(None, help="Images or a folder of them to prove parity on (up to "
+                                              "32, spread over it); default: the model's own val split."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Write the model as one file that runs without catdog, and prove it agrees with catdog predict.
+
+    The file takes uint8 RGB images, NHWC (N, C, C, 3), at the model's crop size C, any batch size N; it scales,
+    normalizes and applies the calibrated temperature inside, and returns class probabilities (N, classes).
+    Resize the shorter side and center-crop first: the sizes, the class names and the normalization are in the
+    file's metadata. Parity: the file and catdog predict on the same real images, on the CPU in fp32; any
+    probability more than 1e-4 apart, or any label different, fails the export and leaves no file.
+    """
+    from catdog_cli.config import check_export
+
+    check_export(model, fmt, out, parity_images)  # before torch loads, before any work
+    from catdog_cli.export import export_model
+
+    console = _console(json_output)
+    with render.RichEvents(_progress_console()) as events:
+        result = export_model(model, fmt, out, parity_images, events)
+    if json_output:
+        _emit_json(result)
+    else:
+        console.print(render.export_summary(result))
 
 
 def _check_predict_outputs(csv_file: Path | None, overwrite: bool, folders: dict[str, Path | None]) -> None:

@@ -7,6 +7,7 @@ really used (`Run.config`: the lr, batch size and image size it resolved), never
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import re
 from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
@@ -15,7 +16,7 @@ from typing import Any
 
 from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
-from catdog_cli.paths import resolve_data
+from catdog_cli.paths import check_new_file, resolve_data
 from catdog_cli.strategies import STRATEGIES
 from catdog_cli.weightfiles import weights_by_backbone
 
@@ -33,10 +34,13 @@ LIMITS: dict[str, tuple[float, float]] = {
     "workers": (0, 256),
     "weight_decay": (0, 10),
     "top_k": (1, 1000),
+    "min_confidence": (0, 1),
 }
 ABOVE_ZERO = ("lr",)
 SPLITS = ("val", "test", "train", "all")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}  # catdog export: format -> the file's suffix
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the [export] extra
 
 
 def option(name: str) -> str:
@@ -103,7 +107,7 @@ def check_options(values: dict[str, Any]) -> None:
 
 
 def check_use(model: Path | str, *, batch_size: int | None = None, device: str = "auto", top_k: int = 1,
-              split: str = "val") -> None:
+              split: str = "val", min_confidence: float | None = None) -> None:
     """evaluate's and predict's options, torch-free: refused before the checkpoint is read."""
     path = Path(model)
     if path.is_dir():
@@ -112,10 +116,26 @@ def check_use(model: Path | str, *, batch_size: int | None = None, device: str =
         raise CatdogError(f"checkpoint not found: {path}")
     if not path.is_file():  # a FIFO would hang the read
         raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
-    check_options({"batch_size": batch_size, "device": device, "top_k": top_k})
+    check_options({"batch_size": batch_size, "device": device, "top_k": top_k, "min_confidence": min_confidence})
     if split not in SPLITS:
         raise CatdogError(f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}"
                           f"choose one of {', '.join(SPLITS)}")
+
+
+def check_export(model: Path | str, fmt: str, out: Path | str | None = None,
+                 parity_images: Path | str | None = None) -> Path:
+    """export's options, torch-free and before any work: the checkpoint, a known format (ONNX with its
+    packages), a new file to write (returned: `out`, or MODEL with the format's suffix), images that exist."""
+    check_use(model)
+    if fmt not in EXPORT_FORMATS:
+        raise CatdogError(f"unknown export format {fmt!r}; {did_you_mean(str(fmt), tuple(EXPORT_FORMATS))}"
+                          f"choose one of {', '.join(EXPORT_FORMATS)}")
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None] if fmt == "onnx" else []
+    if missing:
+        raise CatdogError(f"ONNX export needs {', '.join(missing)}: pip install 'catdog-cli[export]'")
+    if parity_images is not None and not Path(parity_images).exists():
+        raise CatdogError(f"--parity-images {parity_images}: no such file or folder")
+    return check_new_file(Path(out) if out is not None else Path(model).with_suffix(EXPORT_FORMATS[fmt]), "--out")
 
 
 def check_weights(weights: str) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from catdog_cli import checkpoints, distributed
+from catdog_cli import calibration, checkpoints, distributed, warm_start
 from catdog_cli import report as report_module
 from catdog_cli.backbones import TransferModel, build_model, check_image_size, count_params
 from catdog_cli.config import TrainConfig
@@ -43,7 +43,7 @@ from catdog_cli.inference import (  # evaluate_checkpoint and predict: re-export
 from catdog_cli.paths import atomic_write_text, run_folder
 from catdog_cli.pipeline import DataSources, DecodeCache, Inputs, feature_source, memory_budget, open_sources
 from catdog_cli.records import EpochRecord, RunSummary, TrainResult, to_json
-from catdog_cli.runtime import Precision, StopRequest, default_batch_size, resolve_device, warmup_cosine
+from catdog_cli.runtime import Precision, StopRequest, default_batch_size, lr_schedule, resolve_device
 from catdog_cli.strategies import param_groups
 from catdog_cli.world import World
 
@@ -62,6 +62,7 @@ class TrainState:
     history: list[EpochRecord] = field(default_factory=list)
     best_val_acc: float = -1.0
     best_epoch: int = 0
+    schedule_from: int = 0  # the step the LR schedule (re)started at: > 0 once `--resume --epochs` extended the run
 
 
 @dataclass
@@ -155,6 +156,9 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
         raise CatdogError(no_val_reason(dataset))
     inputs = Inputs.for_backbone(config.backbone, config.image_size)
     check_image_size(config.backbone, inputs.image_size)
+    if model is None and warm_start.is_catdog_checkpoint(config.weights):  # a new run from a trained model
+        model = warm_start.from_checkpoint(Path(config.weights), config.backbone, dataset.classes, device,
+                                           config.seed, events)
     if model is None:
         model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
@@ -176,8 +180,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
             sources.train, forward, preprocess = features, model.head, cached_features
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    total = config.epochs * steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, min(100, max(1, total // 20))))
+    scheduler = lr_schedule(optimizer, config.epochs * steps)
     return Run(config, dataset, device, inputs, model, _wrap(forward, config, device, world), preprocess, optimizer,
                scheduler, Precision(device), sources, steps, world)
 
@@ -315,6 +318,8 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
         best_state = checkpoints.load(out / "best.pt")["state_dict"]  # on every rank: all evaluate it together
     result = summarize(run, out, best_state, interrupted, final_splits)
+    if writes and "calibration" in result:  # best.pt carries the temperature evaluate, predict and export use
+        checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]))
     if writes:  # a train run (compare's cells have one report for the grid)
         result["report"] = str(report_module.write_train_report(result, out / "report.html"))
     result["split"] = split_summary(run.split)  # last: the keys before it keep their places
@@ -349,6 +354,8 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
         result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
                                                               "checkpoint": f"best (epoch {state.best_epoch})"}
         if name == "val":  # each rank names its shard's worst; rank 0 keeps the worst overall
+            result["calibration"] = calibration.calibrate(ev.logits, ev.labels, run.world)
+            ev.confidence = calibration.confidence(ev.logits, result["calibration"]["temperature"])  # as predict
             shards = distributed.gather(top_losses(ev, run.sources.splits["val"], classes), run.world)
             found = [t for part in shards for t in part]
             result["top_losses"] = sorted(found, key=lambda t: -t["loss"])[:TOP_LOSSES]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from catdog_cli import checkpoints, distributed
+from catdog_cli import calibration, checkpoints, distributed
 from catdog_cli import report as report_module
 from catdog_cli.backbones import TransferModel, count_params
 from catdog_cli.config import check_use
@@ -27,12 +28,13 @@ from catdog_cli.formatting import natural_key, printable
 from catdog_cli.metrics import confusion_matrix, per_class
 from catdog_cli.paths import atomic_write_text, check_folder_target, check_new_file, copy_new, create_new
 from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
-from catdog_cli.records import EvaluateResult, Evaluation, Prediction, TopLoss
+from catdog_cli.records import Calibration, EvaluateResult, Evaluation, Prediction, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
 from catdog_cli.strategies import STRATEGIES, param_groups
 from catdog_cli.world import World
 
 TOP_LOSSES = 12
+UNSURE = "_unsure"  # predict --sort-into: the folder of images below --min-confidence
 
 
 @dataclass
@@ -43,21 +45,26 @@ class EvalOutput:
     num_images: int
     losses: torch.Tensor  # per image, in split order (CPU)
     preds: torch.Tensor
-    confidence: torch.Tensor
+    confidence: torch.Tensor  # with the temperature evaluate was given
     index: torch.Tensor
+    logits: torch.Tensor  # float32, before any temperature: what calibration fits and measures
+    labels: torch.Tensor
 
 
 def evaluate(model: TransferModel, source: BatchSource, inputs: Inputs, precision: Precision, num_classes: int,
-             events: Events | None = None, world: World = World()) -> EvalOutput:
+             events: Events | None = None, world: World = World(), temperature: float = 1.0) -> EvalOutput:
+    """The eval loop. The loss is the model's own cross-entropy (training's val loss); confidences are
+    softmax(logits / temperature), as predict shows them."""
     model.eval()
-    losses, preds, confs, labels, index = [], [], [], [], []
+    losses, preds, confs, labels, index, all_logits = [], [], [], [], [], []
     with torch.inference_mode():
         for batch in source:
             with precision.autocast():
                 logits = model(inputs.model_input(batch))
             logits = logits.float()
             losses.append(F.cross_entropy(logits, batch.labels, reduction="none"))
-            conf, pred = logits.softmax(1).max(1)
+            all_logits.append(logits)
+            conf, pred = (logits / temperature).softmax(1).max(1)
             preds.append(pred)
             confs.append(conf)
             labels.append(batch.labels)
@@ -72,7 +79,8 @@ def evaluate(model: TransferModel, source: BatchSource, inputs: Inputs, precisio
     loss_sum = distributed.all_sum(loss.double().sum(), world)
     n = int(confusion.sum())
     return EvalOutput(loss_sum.item() / n, confusion.diagonal().sum().item() / n, confusion.tolist(), n,
-                      loss.cpu(), pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu())
+                      loss.cpu(), pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu(),
+                      torch.cat(all_logits).cpu(), label.cpu())
 
 
 def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> Evaluation:
@@ -112,18 +120,24 @@ class TrainedModel:
     def classes(self) -> list[str]:
         return self.checkpoint["classes"]
 
+    @property
+    def temperature(self) -> float:
+        return calibration.temperature_of(self.checkpoint)
+
 
 def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
                         batch_size: int | None = None, device: str = "auto", events: Events | None = None,
-                        workers: int | None = None, report: Path | str | None = None) -> EvaluateResult:
-    """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset.
+                        workers: int | None = None, report: Path | str | None = None,
+                        min_confidence: float | None = None) -> EvaluateResult:
+    """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
+    with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about.
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
     train and val are the split the run recorded (files added since are left out, files gone are named), so
     training images never count as validation.
     """
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, split=split)
+    check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
     if report is not None:
         check_new_file(report, "--report")
     trained = TrainedModel.load(checkpoint, device)
@@ -143,7 +157,8 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     if source is None:
         raise CatdogError(f"no readable images in the {split} split of {dataset.root}")
     events.task(f"evaluating {split}", len(images))
-    out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(classes), events)
+    out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(classes), events,
+                   temperature=trained.temperature)
     record = evaluation_record(out, classes, split)
     worst = top_losses(out, images, classes)
     if report is not None:  # where the model looked in each, for the report's thumbnails
@@ -158,7 +173,10 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
         "top_losses": worst,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
-        "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing}
+        "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
+        "calibration": _calibration_of(out, ckpt, data, split, trained.temperature)}
+    if min_confidence is not None:
+        result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
     if report is not None:  # a new file only, even if one appeared while this ran
         create_new(report, lambda tmp: report_module.write_train_report(result, tmp), "--report")
         result["report"] = str(report)
@@ -171,7 +189,7 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Datas
     data = data or ckpt.get("data")
     if not isinstance(data, str) or not data:
         raise CatdogError("this checkpoint does not say what data it was trained on: pass --data")
-    trained_here = str(resolve_data(data).resolve()) == ckpt.get("data")
+    trained_here = _trained_on(ckpt, data)
     recorded = ckpt.get("split") if trained_here else None
     if trained_here and not isinstance(recorded, dict):
         events.note("this checkpoint records no split (an older catdog made it): its val split is derived again "
@@ -182,6 +200,24 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Datas
     for note in dataset.notes:
         events.note(note)
     return dataset
+
+
+def _calibration_of(out: EvalOutput, ckpt: dict[str, Any], data: str | None, split: str,
+                    temperature: float) -> Calibration:
+    """The split's calibration with the checkpoint's temperature, and where that temperature came from."""
+    cal = calibration.measure(out.logits, out.labels, temperature, split)
+    fitted = ckpt.get("calibration") if isinstance(ckpt.get("calibration"), dict) else {}
+    if "not_fitted" in fitted:
+        cal["not_fitted"] = fitted["not_fitted"]
+    elif fitted:
+        cal["fitted_on"] = fitted.get("fitted_on", "val")
+        cal["in_sample"] = _trained_on(ckpt, data) and split == cal["fitted_on"]
+    return cal
+
+
+def _trained_on(ckpt: dict[str, Any], data: str | None) -> bool:
+    """Whether `data` (None: the checkpoint's own) is the folder the model was trained on."""
+    return data is None or str(resolve_data(data).resolve()) == ckpt.get("data")
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:
@@ -198,11 +234,16 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
 
 
 def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
-            device: str = "auto", events: Events | None = None, workers: int | None = None) -> list[Prediction]:
+            device: str = "auto", events: Events | None = None, workers: int | None = None,
+            min_confidence: float | None = None) -> list[Prediction]:
     """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
-    or a FIFO's too: only regular files are read)."""
+    or a FIFO's too: only regular files are read).
+
+    Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
+    `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
+    """
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k)
+    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
     trained = TrainedModel.load(checkpoint, device)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)
@@ -212,7 +253,7 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
     k = max(1, min(top_k, len(classes)))
     rows: list[Prediction] = []
     events.task("classifying", len(files))
-    precision = Precision(trained.device)
+    precision, temperature = Precision(trained.device), trained.temperature
     for start in range(0, len(files), batch_size * 4):  # decode a few batches at a time: bounded memory
         chunk = Split(files[start : start + batch_size * 4], [0] * len(files[start : start + batch_size * 4]))
         decoded, skipped = decode_split(chunk, inputs.eval_spec(), workers or default_workers())
@@ -221,12 +262,14 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
             continue
         for batch in ResidentSource(decoded.to(trained.device), batch_size, shuffle=False):
             with torch.inference_mode(), precision.autocast():
-                probs = trained.model(inputs.model_input(batch)).float().softmax(1)
+                probs = (trained.model(inputs.model_input(batch)).float() / temperature).softmax(1)
             conf, idx = probs.topk(k, dim=1)
             for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
                 row: Prediction = {"path": str(chunk.paths[i]), "label": classes[j[0]], "confidence": c[0]}
                 if top_k > 1:
                     row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
+                if min_confidence is not None:
+                    row["unsure"] = c[0] < min_confidence
                 rows.append(row)
             events.advance(len(batch))
         events.advance(len(skipped))
@@ -234,16 +277,30 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
     return sorted(rows, key=lambda r: order[r["path"]])
 
 
+def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Prediction], Any]]]:
+    """The CSV's columns: path, label, confidence, then `unsure` (with --min-confidence) and the 2nd..kth
+    classes (with --top-k), then error; each with how a row fills it."""
+    columns: list[tuple[str, Callable[[Prediction], Any]]] = [
+        ("path", lambda r: r["path"]), ("label", lambda r: r.get("label", "")),
+        ("confidence", lambda r: r.get("confidence", ""))]
+    if any("unsure" in r for r in rows):
+        columns.append(("unsure", lambda r: r.get("unsure", "")))
+    for n in range(1, max((len(r.get("top", ())) for r in rows), default=0)):
+        columns += [(f"label_{n + 1}", lambda r, n=n: r["top"][n]["label"] if "top" in r else ""),
+                    (f"confidence_{n + 1}", lambda r, n=n: r["top"][n]["confidence"] if "top" in r else "")]
+    return [*columns, ("error", lambda r: r.get("error", ""))]
+
+
 def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = False) -> None:
     """A new file only, complete or not at all: an existing one is the user's and stays as it is, unless they
     asked to replace it (`--overwrite`: replaced whole, atomically). Names that are not UTF-8 are written escaped
     (formatting.printable)."""
+    columns = prediction_columns(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["path", "label", "confidence", "error"])
+    writer.writerow([name for name, _ in columns])
     for r in rows:
-        writer.writerow([printable(r["path"], controls=False), printable(r.get("label", ""), controls=False),
-                         r.get("confidence", ""), printable(r.get("error", ""), controls=False)])
+        writer.writerow([printable(v, controls=False) if isinstance(v, str) else v for v in (f(r) for _, f in columns)])
     if overwrite:
         atomic_write_text(path, buffer.getvalue())
         return
@@ -251,7 +308,8 @@ def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = 
 
 
 def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
-    """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read.
+    """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read. Rows
+    marked unsure (predict's min_confidence) go to dest/_unsure/<label>/ instead, for a person to look at.
 
     Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused.
     """
@@ -260,11 +318,13 @@ def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
     for label in labels:
         if label in ("", ".", "..") or Path(label).name != label or "\\" in label:
             raise CatdogError(f"class name {label!r} is not a safe folder name; refusing to sort into {dest}")
+    if UNSURE in labels and any(r.get("unsure") for r in rows):
+        raise CatdogError(f"a class is named {UNSURE}, the folder unsure images go to; sort without --min-confidence")
     check_folder_target(dest, "--sort-into")
     for row in rows:
         if "label" not in row:
             continue
-        folder = dest / row["label"]
+        folder = dest / UNSURE / row["label"] if row.get("unsure") else dest / row["label"]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             row["copied_to"] = str(copy_new(Path(row["path"]), folder))

@@ -64,6 +64,44 @@ class TopLoss(TypedDict):
     heatmap: NotRequired[Heatmap]  # for the predicted class
 
 
+class ReliabilityBin(TypedDict):
+    """One confidence bin of a reliability diagram: [lo, hi), its images, mean confidence and accuracy."""
+
+    lo: float
+    hi: float
+    count: int
+    confidence: float
+    accuracy: float
+
+
+class Coverage(TypedDict):
+    """Accuracy on the images with confidence >= threshold, and the share of images that is (coverage)."""
+
+    threshold: float
+    coverage: float
+    accuracy: float | None  # None when no image reaches the threshold
+    images: int
+
+
+class Calibration(TypedDict):
+    """How well confidence matches accuracy on one split, before (T = 1) and after the model's temperature."""
+
+    temperature: float
+    split: str
+    images: int
+    bins: int
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    reliability_before: list[ReliabilityBin]
+    reliability_after: list[ReliabilityBin]
+    coverage: list[Coverage]  # at calibration.THRESHOLDS, with the calibrated confidence
+    fitted_on: NotRequired[str]  # "val": the split the temperature was fitted on
+    in_sample: NotRequired[bool]  # measured on the very images T was fitted on: "after" is optimistic
+    not_fitted: NotRequired[str]  # why T stayed 1
+
+
 class Skipped(TypedDict):
     path: str
     reason: str
@@ -96,6 +134,7 @@ class TrainResult(TypedDict):
     evaluation: NotRequired[Evaluation]  # the best weights on val
     test: NotRequired[Evaluation]  # the best weights on a labeled test split
     top_losses: NotRequired[list[TopLoss]]
+    calibration: NotRequired[Calibration]  # the temperature fitted on val with the best weights (kept in best.pt)
     report: NotRequired[str]
 
 
@@ -112,6 +151,8 @@ class EvaluateResult(Evaluation):
     evaluation: Evaluation
     top_losses: list[TopLoss]
     skipped: list[Skipped]
+    calibration: Calibration  # this split, with the checkpoint's temperature
+    selective: NotRequired[Coverage]  # with --min-confidence
     report: NotRequired[str]
 
 
@@ -128,8 +169,32 @@ class Prediction(TypedDict, total=False):
     confidence: float
     top: list[TopClass]  # with --top-k K > 1
     error: str
+    unsure: bool  # with --min-confidence: confidence below it (the label is kept)
     copied_to: str  # with --sort-into
     explanation: str  # with --explain: the heat-map image written for it
+
+
+class Parity(TypedDict):
+    """An exported file against catdog's own predict, on the same images."""
+
+    images: int
+    source: str  # the folder the images came from
+    max_abs_diff: float  # largest |probability difference| over every image and class
+    label_agreement: float  # share of images with the same top label
+    tolerance: float
+    passed: bool
+
+
+class ExportResult(TypedDict):
+    """`catdog export --json`."""
+
+    kind: str  # "export"
+    checkpoint: str
+    format: str  # "onnx" or "torchscript"
+    out: str
+    bytes: int
+    metadata: dict[str, Any]  # what the file carries: classes, the preprocessing contract, temperature
+    parity: Parity
 
 
 class CompareRow(TypedDict):

@@ -32,11 +32,14 @@ from catdog_cli.events import Events
 from catdog_cli.formatting import fmt, pct, printable, weights_text
 from catdog_cli.records import (
     COMPARE_COLUMNS,
+    Calibration,
     Column,
     CompareResult,
     CompareRow,
+    Coverage,
     EpochRecord,
     EvaluateResult,
+    ExportResult,
     Prediction,
     RunSummary,
     TrainResult,
@@ -221,6 +224,8 @@ def train_summary(result: TrainResult) -> Table:
     ]
     if "test" in result:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
+    if "calibration" in result:
+        rows.append(("calibration (val)", calibration_line(result["calibration"])))
     if result["skipped"]:
         rows.append(("skipped files", str(len(result["skipped"]))))
     rows.append(("saved in", printable(result["out"])))
@@ -250,19 +255,86 @@ def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
         confusion.add_row(Text(name), *(Text(str(n), style="bold green" if i == j else "") for j, n in enumerate(row)))
     return [Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
                  f"{ev['num_images']} images"), metrics,
-            Text(f"confusion on {split} (rows: true, columns: predicted)"), confusion]
+            Text(f"confusion on {split} (rows: true, columns: predicted)"), confusion,
+            *([confidence_table(ev)] if "calibration" in ev else [])]
+
+
+def calibration_line(cal: Calibration) -> str:
+    """'T = 1.42: expected calibration error 6.1% -> 1.3%' (or why T stayed 1)."""
+    line = (f"T = {cal['temperature']:.3g}: expected calibration error {pct(cal['ece_before'])} -> "
+            f"{pct(cal['ece_after'])}")
+    return line + (f" (T not fitted: {cal['not_fitted']})" if "not_fitted" in cal else "")
+
+
+def selective_line(c: Coverage) -> str:
+    """'99.6% on the 92.0% of images it is sure about (confidence >= 0.9)'."""
+    if c["accuracy"] is None:
+        return f"no image reaches confidence {c['threshold']:g}"
+    return (f"{pct(c['accuracy'])} on the {pct(c['coverage'])} of images it is sure about "
+            f"(confidence >= {c['threshold']:g})")
+
+
+def confidence_table(ev: EvaluateResult) -> Group:
+    """Calibration on the evaluated split, and accuracy against coverage at a few confidence thresholds."""
+    cal = ev["calibration"]
+    note = " (measured on the images T was fitted on: optimistic)" if cal.get("in_sample") else ""
+    lines: list[RenderableType] = [Text(f"confidence on {cal['split']}: {calibration_line(cal)}{note}")]
+    if "selective" in ev:
+        lines.append(Text(f"with --min-confidence {ev['selective']['threshold']:g}: accuracy "
+                          f"{selective_line(ev['selective'])}", style="bold"))
+    table = Table(title="accuracy on the images it is sure about", title_justify="left")
+    for col in ("confidence >=", "images", "coverage", "accuracy"):
+        table.add_column(col, justify="right")
+    for c in cal["coverage"]:
+        table.add_row(f"{c['threshold']:g}", str(c["images"]), pct(c["coverage"]), pct(c["accuracy"]))
+    return Group(table, *lines)
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
-    table = Table(title=f"{len(rows)} image(s)", title_justify="left")
+    """One row per image; unsure ones (--min-confidence) marked in yellow; the runners-up with --top-k."""
+    unsure = sum(bool(r.get("unsure")) for r in rows)
+    table = Table(title=f"{len(rows)} image(s)" + (f", {unsure} unsure" if unsure else ""), title_justify="left")
     table.add_column("image", overflow="fold")
     table.add_column("predicted")
     table.add_column("confidence", justify="right")
+    top = any("top" in r for r in rows)
+    if top:
+        table.add_column("next most likely")
     for row in rows:
         if "error" in row:
             table.add_row(Text(printable(row["path"])), Text("unreadable", style="red"), Text(printable(row["error"])))
-        else:
-            table.add_row(Text(printable(row["path"])), Text(printable(row["label"])), pct(row["confidence"]))
+            continue
+        label = Text(printable(row["label"]))
+        if row.get("unsure"):
+            label.append(" (unsure)", style="yellow")
+        cells: list[RenderableType] = [Text(printable(row["path"])), label, pct(row["confidence"])]
+        if top:
+            runners_up = row.get("top", [])[1:]
+            cells.append(Text(", ".join(f"{printable(t['label'])} {pct(t['confidence'])}" for t in runners_up)))
+        table.add_row(*cells)
+    return table
+
+
+def export_summary(result: ExportResult) -> Table:
+    meta, parity = result["metadata"], result["parity"]
+    table = Table(title=Text(f"exported {printable(result['checkpoint'])} ({result['format']})"), show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    shape = "x".join(str(d) for d in meta["input"]["shape"])
+    rows = [
+        ("file", f"{result['out']} ({fmt(result['bytes'] / 1e6)} MB)"),
+        ("input", f"{meta['input']['name']}: {meta['input']['dtype']} {meta['input']['channels']} "
+                  f"{meta['input']['layout']} ({shape})"),
+        ("before the input", meta["preprocessing"]["steps"]),
+        ("inside", meta["preprocessing"]["in_graph"] + f", T = {meta['temperature']:.3g}"),
+        ("output", f"{meta['output']['name']} ({', '.join(meta['classes'])})"),
+        ("parity", f"{parity['images']} images of {parity['source']}: largest probability difference "
+                   f"{parity['max_abs_diff']:.1e} (tolerance {parity['tolerance']:.0e}), labels agree on "
+                   f"{pct(parity['label_agreement'])}"),
+    ]
+    for row in rows:
+        table.add_row(*(Text(printable(cell)) for cell in row))
     return table
 
 

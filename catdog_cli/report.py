@@ -273,6 +273,53 @@ def _evaluation(run: dict) -> str:
     return _section("Where it goes wrong", f'<div class="figs">{"".join(parts)}</div>')
 
 
+def _reliability(cal: dict) -> str:
+    """Reliability diagram: each confidence bin's accuracy against its mean confidence, before and after the
+    temperature; on the diagonal, confidence means what it says."""
+    series = []
+    for key, name, color in (("reliability_before", "softmax (T = 1)", 1),
+                             ("reliability_after", f"calibrated (T = {fmt(cal['temperature'])})", 0)):
+        points = [Point(b["confidence"], b["accuracy"],
+                        f"{name}, confidence {fmt(b['lo'], 'pct')}–{fmt(b['hi'], 'pct')}: {fmt(b['count'], 'int')} "
+                        f"images, mean confidence {fmt(b['confidence'], 'pct')}, accuracy {fmt(b['accuracy'], 'pct')}")
+                  for b in cal.get(key) or []]
+        series.append(Series(name, points, color))
+    lo = min((b["lo"] for s in ("reliability_before", "reliability_after") for b in cal.get(s) or []), default=0.0)
+    diagonal = Series("perfectly calibrated", [Point(lo, lo, "perfectly calibrated"), Point(1, 1, "")], 7, dashed=True)
+    svg = plot("reliability", [diagonal, *series], Axis("confidence", percent=True, include=(lo, 1), limit=(0, 1)),
+               Axis("accuracy", percent=True, include=(lo, 1), limit=(0, 1)))
+    legend = [(s.name, s.color, "dash" if s.dashed else "") for s in (*series, diagonal)]
+    return _figure(f"Reliability ({cal.get('split', '?')} split)", svg, legend)
+
+
+def _calibration(run: dict) -> str:
+    """How far confidence can be trusted: ECE before and after the temperature, the reliability diagram, and
+    accuracy against coverage at a few confidence thresholds (what --min-confidence trades)."""
+    cal = run["calibration"]
+    split = cal.get("split", "?")
+    cards = [_card("expected calibration error", f"{fmt(cal['ece_before'], 'pct')} → {fmt(cal['ece_after'], 'pct')}",
+                   f"{split} split, {fmt(cal.get('bins'), 'int')} bins, without → with the temperature"),
+             _card("temperature", fmt(cal["temperature"]), cal.get("not_fitted") or f"fitted on {cal.get('fitted_on')}"
+                   f" split · NLL {fmt(cal.get('nll_before'))} → {fmt(cal.get('nll_after'))}")]
+    coverage = _table(
+        ["confidence ≥", "images", "coverage", "accuracy"],
+        ([fmt(c["threshold"]), fmt(c["images"], "int"), fmt(c["coverage"], "pct"), fmt(c["accuracy"], "pct")]
+         for c in cal.get("coverage") or []),
+        [True] * 4,
+    )
+    note = ("Measured on the images the temperature was fitted on, so the calibrated figure is optimistic; "
+            "evaluate a test split for an unbiased one." if cal.get("in_sample") else "")
+    return _section(
+        "Confidence",
+        f'<div class="cards">{"".join(cards)}</div>',
+        f'<p class="muted">{escape(note)}</p>' if note else "",
+        '<div class="figs">',
+        _reliability(cal),
+        _figure(f"Accuracy on the images it is sure about ({split} split)", coverage),
+        "</div>",
+    )
+
+
 def _img(uri: str | None, path: str, alt: str) -> str:
     if uri is None:
         return f'<div class="missing">cannot read {escape(path)}</div>'
@@ -361,6 +408,8 @@ def write_train_report(run: TrainResult | EvaluateResult, path: Path) -> Path:
         sections.append(_evaluation(run))
     else:
         sections.append(_section("Evaluation", '<p class="muted">This run holds no evaluation.</p>'))
+    if run.get("calibration"):
+        sections.append(_calibration(run))
     if run.get("top_losses"):
         sections.append(_top_losses(run))
     params = run.get("params") or {}

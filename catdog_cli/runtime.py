@@ -59,6 +59,11 @@ def warmup_cosine(total_steps: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up over 5 % of the steps (at most 100), then cosine decay to zero at `total_steps`."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, min(100, max(1, total_steps // 20))))
+
+
 class StopRequest:
     """SIGINT/SIGTERM during training: finish the current step, save, and leave cleanly."""
 

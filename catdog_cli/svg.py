@@ -47,6 +47,7 @@ class Axis:
     percent: bool = False
     integer: bool = False
     include: tuple[float, ...] = ()
+    limit: tuple[float, float] | None = None  # values the axis never reaches past (a rate: 0 and 1), padding included
 
 
 def _n(v: float) -> str:
@@ -115,7 +116,10 @@ class _Scale:
             self.decimals = 0
         else:
             pad = 0 if axis.integer else (hi - lo) * 0.05
-            self.ticks, step = _linear_ticks(lo - pad if lo < 0 else max(0.0, lo - pad), hi + pad, axis.integer)
+            lo, hi = lo - pad if lo < 0 else max(0.0, lo - pad), hi + pad
+            if axis.limit:
+                lo, hi = max(lo, axis.limit[0]), min(hi, axis.limit[1])
+            self.ticks, step = _linear_ticks(lo, hi, axis.integer)
             self.decimals = max(0, -math.floor(math.log10(step * (100 if axis.percent else 1)) + 1e-9))
         self.start, self.stop = start, stop
 

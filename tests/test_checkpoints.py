@@ -171,6 +171,8 @@ ODD = {  # a field of the checkpoint -> values no model can be used with
     "std": [[0.0, 1.0, 1.0], [-0.2, 0.2, 0.2], [float("inf")] * 3, [1, 1], None],
     "backbone": ["resnet9000", "", 5, None],
     "state_dict": [{}, [1, 2], {"head.weight": [1.0]}, None],
+    "calibration": [{"temperature": 0.0}, {"temperature": -1.0}, {"temperature": float("nan")},
+                    {"temperature": "2"}, 1.5, None],
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -113,7 +114,7 @@ def test_train_json_shape_and_files(trained):
 # engine was split (issue 11).
 TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "split_origin", "params", "history",
               "epochs", "best_epoch", "best_val_acc", "interrupted", "skipped", "out", "images", "evaluation",
-              "top_losses", "test", "report", "split"]
+              "calibration", "top_losses", "test", "report", "split"]
 TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
                      "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay"]
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec"]
@@ -195,6 +196,24 @@ def test_predict_json_and_csv(trained, tmp_path):
     bad = [r for r in rows if "error" in r]
     assert [Path(r["path"]).name for r in bad] == ["zz_broken.png"]
     assert len(csv_path.read_text().strip().splitlines()) == 4
+
+
+def test_predict_top_k_and_unsure_in_the_table_csv_and_folders(trained, tmp_path, monkeypatch):
+    """--top-k shows the runner-up beside the label, --min-confidence 1 marks every row unsure (a softmax is
+    below 1): the table, the CSV and --sort-into all say so, and the labels stay."""
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per image
+    images = [make_image(tmp_path / "in" / f"{i}.png", CLASS_COLORS[i % 2]) for i in range(2)]
+    args = ("predict", trained["out"] / "best.pt", *images, "--device", "cpu", "--top-k", "2",
+            "--min-confidence", "1")
+    result = catdog(*args, "--csv", tmp_path / "p.csv", "--sort-into", tmp_path / "sorted")
+    assert result.exit_code == 0, result.output
+    assert "next most likely" in result.stdout and result.stdout.count("(unsure)") == 2
+    assert "(2 unsure ones into" in result.stdout
+    header, *rows = list(csv.reader((tmp_path / "p.csv").open()))
+    assert header == ["path", "label", "confidence", "unsure", "label_2", "confidence_2", "error"]
+    assert [r[3] for r in rows] == ["True", "True"] and all({r[1], r[4]} == {"cat", "dog"} for r in rows)
+    assert sorted(p.relative_to(tmp_path / "sorted").parts[:2] for p in (tmp_path / "sorted").rglob("*.png")) == \
+        sorted(("_unsure", r[1]) for r in rows)
 
 
 def test_predict_human_output_lists_unreadable(trained, tmp_path):

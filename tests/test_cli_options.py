@@ -36,9 +36,10 @@ ROLES = {
     "data": "data", "backbone": "backbone", "strategy": "strategy", "device": "device", "out": "out-folder",
     "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
     "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
-    "explain": "write-folder",
+    "fmt": "export-format", "parity_images": "images", "explain": "write-folder",
 }
-ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib"}  # every other number must be above zero
+COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
+ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "min_confidence"}  # every other number must be above zero
 AS_USER = os.geteuid() != 0  # root reads and writes whatever the permissions say
 NUMBERS = ("-1", "0", "nan", "inf", "-inf", "1e30", "99999999999999999999")
 
@@ -79,7 +80,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "dataset-name": ["../escape", "a/b"], "hex": ["zz", "12"], "backbone": ["resnet9000", "", "timm:"],
         "strategy": ["frezee", ""], "device": ["mps", "xpu", "meta", "cuda:x", ""], "split": ["vall", ""],
         "backbones": ["resnet9000", ",", "resnet18,bogus"], "strategies": ["bogus", ",", "freeze,thaw"],
-        "weights": ["bogus"],
+        "weights": ["bogus"], "export-format": ["onnxx", ""],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -107,6 +108,10 @@ def _cases() -> list[tuple[str, str, str]]:
             else:
                 cases.append((command, param.name, "<role>"))
     return cases
+
+
+def role(command: str, name: str) -> str:
+    return COMMAND_ROLES.get((command, name), ROLES[name])
 
 
 def test_every_option_has_a_role():
@@ -143,6 +148,8 @@ def valid_command(command: str, world: dict, work: Path) -> list[str]:
         "train": ["train", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny, "--out", str(work / "run")],
         "evaluate": ["evaluate", world["model"], "--data", world["data"], "--device", "cpu"],
         "predict": ["predict", world["model"], world["image"], "--device", "cpu"],
+        "export": ["export", world["model"], "--format", "torchscript", "--out", str(work / "m.torchscript"),
+                   "--parity-images", world["image"]],
         "compare": ["compare", "--data", world["data"], "--backbones", "squeezenet1_1", "--strategies", "freeze",
                     *tiny, "--out", str(work / "cmp")],
     }[command]
@@ -172,7 +179,7 @@ def test_a_bad_value_is_one_line_before_any_work(world: dict, tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)  # a run folder made by mistake would show here (runs/...)
     monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "home"))
     paths = _bad_paths(tmp_path)
-    values = [value] if value != "<role>" else bad_values(ROLES[name], paths)
+    values = [value] if value != "<role>" else bad_values(role(command, name), paths)
     assert values, f"no bad values for {command} --{name}"
     for bad in values:
         before = snapshot(tmp_path), snapshot(world["tmp"])
@@ -196,7 +203,8 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["compare", "--data", ".", "--cache-gib", "nan"], ["evaluate", "missing.pt"],
     ["evaluate", "model.pt", "--split", "vall"], ["predict", "model.pt", "nosuch.jpg"],
     ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
-    ["train", "--resume", ".", "--lr", "inf"],
+    ["train", "--resume", ".", "--lr", "inf"], ["export", "missing.pt"], ["export", "model.pt", "--format", "onnxx"],
+    ["export", "model.pt", "--parity-images", "nosuch"], ["predict", "model.pt", ".", "--min-confidence", "2"],
 ]
 
 

@@ -8,7 +8,7 @@ import types
 
 import pytest
 import torch
-from conftest import TINY, Recorder
+from conftest import TINY, Recorder, labeled_folder
 
 from catdog_cli import checkpoints, engine, inference
 from catdog_cli.backbones import build_model
@@ -151,3 +151,16 @@ def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(
             assert ckpt["state"]["epoch"] < epoch
             assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert bool(saved) == (epoch > 1)  # a run that diverged in its first epoch leaves no folder at all
+
+
+def test_the_temperature_is_fitted_on_val_and_kept_in_best_pt(tmp_path):
+    """Enough val images with mistakes among them: T is fitted, lowers the val NLL, and best.pt carries it."""
+    root = labeled_folder(tmp_path / "data", per_class=50)  # 20 val images
+    result = fit(TrainConfig(str(root), epochs=1, weights="none", lr=1e-5, **TINY), tmp_path / "run")
+    cal = result["calibration"]
+    assert "not_fitted" not in cal and cal["images"] == 20 and cal["split"] == "val"
+    assert cal["nll_after"] < cal["nll_before"] and cal["temperature"] != 1.0
+    saved = checkpoints.load(tmp_path / "run" / "best.pt")["calibration"]
+    assert saved == {k: cal[k] for k in ("temperature", "fitted_on", "images", "ece_before", "ece_after",
+                                         "nll_before", "nll_after")}
+    assert "calibration" not in checkpoints.load(tmp_path / "run" / "last.pt")  # last.pt's weights are not best's

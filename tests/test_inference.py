@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 from conftest import CLASS_COLORS, Recorder, make_image
 
-from catdog_cli import inference
+from catdog_cli import checkpoints, inference
 from catdog_cli.data import load_dataset
 from catdog_cli.errors import CatdogError
-from catdog_cli.inference import evaluate_checkpoint, predict, write_predictions_csv
+from catdog_cli.inference import evaluate_checkpoint, predict, sort_into_folders, write_predictions_csv
 
 
 def test_evaluate_rederives_the_val_split_of_the_training_folder(frozen_run):
@@ -131,3 +132,61 @@ def test_a_checkpoint_without_a_recorded_split_says_its_split_is_derived_again(m
     events = Recorder()
     evaluate_checkpoint(model, workers=1, device="cpu", events=events)
     assert any("records no split" in n for n in events.notes)
+
+
+def test_unsure_rows_keep_their_label_and_sort_into_their_own_folder(frozen_run, tmp_path):
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    plain = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu")
+    threshold = sorted(r["confidence"] for r in plain)[len(plain) // 2]  # about half below it
+    rows = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu", min_confidence=threshold)
+    assert [r["label"] for r in rows] == [r["label"] for r in plain]
+    assert [r["unsure"] for r in rows] == [r["confidence"] < threshold for r in plain]
+    assert 0 < sum(r["unsure"] for r in rows) < len(rows)
+
+    assert sort_into_folders(rows, tmp_path / "sorted") == len(rows)
+    for r in rows:
+        where = tmp_path / "sorted" / ("_unsure/" if r["unsure"] else "") / r["label"]
+        assert Path(r["copied_to"]).parent == where
+
+
+def test_a_class_named_like_the_unsure_folder_is_refused(tmp_path):
+    rows = [{"path": str(make_image(tmp_path / "a.png", CLASS_COLORS[0])), "label": "_unsure", "confidence": 0.4,
+             "unsure": True}]
+    with pytest.raises(CatdogError, match="a class is named _unsure"):
+        sort_into_folders(rows, tmp_path / "sorted")
+    assert not (tmp_path / "sorted").exists()
+
+
+def test_predictions_csv_with_unsure_and_top_k_columns(tmp_path):
+    rows = [{"path": "a.jpg", "label": "cat", "confidence": 0.6, "unsure": True,
+             "top": [{"label": "cat", "confidence": 0.6}, {"label": "dog", "confidence": 0.3},
+                     {"label": "fox", "confidence": 0.1}]},
+            {"path": "b.jpg", "error": "empty file"}]
+    write_predictions_csv(tmp_path / "p.csv", rows)
+    assert list(csv.reader((tmp_path / "p.csv").open())) == [
+        ["path", "label", "confidence", "unsure", "label_2", "confidence_2", "label_3", "confidence_3", "error"],
+        ["a.jpg", "cat", "0.6", "True", "dog", "0.3", "fox", "0.1", ""],
+        ["b.jpg", "", "", "", "", "", "", "", "empty file"]]
+
+
+def test_predict_and_evaluate_apply_the_checkpoints_temperature(frozen_run, tmp_path):
+    """softmax(logits / T): for two classes the log-odds shrink by T; labels and accuracy do not change."""
+    hot = tmp_path / "best.pt"
+    shutil.copy(frozen_run["out"] / "best.pt", hot)
+    checkpoints.update(hot, calibration={"temperature": 2.0, "fitted_on": "val"})
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    plain = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu")
+    calibrated = predict(hot, val.paths, workers=1, device="cpu")
+    for p, c in zip(plain, calibrated):
+        assert c["label"] == p["label"]
+        assert math.log(c["confidence"] / (1 - c["confidence"])) == pytest.approx(
+            math.log(p["confidence"] / (1 - p["confidence"])) / 2, rel=1e-3)
+
+    result = evaluate_checkpoint(hot, workers=1, device="cpu", min_confidence=0.55)
+    cal = result["calibration"]
+    assert cal["temperature"] == 2.0 and cal["split"] == "val" and cal["in_sample"]
+    sure = [(c["label"] == ("cat", "dog")[y]) for c, y in zip(calibrated, val.labels) if c["confidence"] >= 0.55]
+    assert result["selective"]["images"] == len(sure)
+    assert result["selective"]["coverage"] == len(sure) / len(val)
+    assert result["selective"]["accuracy"] == (sum(sure) / len(sure) if sure else None)
+    assert result["accuracy"] == frozen_run["result"]["evaluation"]["accuracy"]

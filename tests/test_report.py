@@ -11,8 +11,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from catdog_cli import calibration
 from catdog_cli.report import METRIC_COLUMNS, fmt, write_compare_report, write_train_report
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -262,6 +264,27 @@ def test_train_report_numbers_equal_the_json(train_run: dict, tmp_path: Path) ->
         *(f"confidence {fmt(t['confidence'], 'pct')} · loss {fmt(t['loss'])}" for t in train_run["top_losses"]),
     ):
         assert shown in text
+
+
+def test_train_report_shows_calibration_with_a_reliability_diagram(train_run: dict, tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 3, generator=generator) * 5  # over-confident: labels drawn at T = 2.5
+    labels = torch.multinomial((logits / 2.5).softmax(1), 1, generator=generator).squeeze(1)
+    cal = calibration.calibrate(logits, labels)
+    page = parse(write_train_report({**train_run, "calibration": cal}, tmp_path / "report.html"))
+    chart = page.chart("reliability")
+    bins = len(cal["reliability_before"]) + len(cal["reliability_after"])
+    assert len(marks(chart, "circle", "pt")) == bins + 2  # each bin before and after, and the diagonal's ends
+    assert len(marks(chart, "path", "line")) == 3
+    first = cal["reliability_after"][0]
+    assert (f"calibrated (T = {fmt(cal['temperature'])}), confidence {fmt(first['lo'], 'pct')}–"
+            f"{fmt(first['hi'], 'pct')}: {first['count']} images") in " ".join(texts(chart, "title"))
+    assert page.table_with("confidence ≥") == [
+        [fmt(c["threshold"]), fmt(c["images"], "int"), fmt(c["coverage"], "pct"), fmt(c["accuracy"], "pct")]
+        for c in cal["coverage"]]
+    text = " ".join(" ".join(page.text).split())
+    assert f"expected calibration error {fmt(cal['ece_before'], 'pct')} → {fmt(cal['ece_after'], 'pct')}" in text
+    assert "the calibrated figure is optimistic" in text  # measured on the images T was fitted on
 
 
 def test_thumbnails_are_small_upright_embedded_jpegs(train_run: dict, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,13 @@ from conftest import TINY_CLI, catdog, error_line, labeled_folder, ok_json, snap
 from catdog_cli import checkpoints
 from catdog_cli.paths import LOCK, run_folder
 from catdog_cli.render import RichEvents
+from catdog_cli.runtime import warmup_cosine
 
 
-def interrupt_at(tmp: Path, epoch: int, step: int) -> Path:
-    """A 2-epoch run (6 steps each) that gets a real SIGINT at `step` of `epoch`, in-process: the engine's handler
-    catches it, so the run stops after that step and saves last.pt. Returns the run folder."""
-    data = labeled_folder(tmp / "data")
+@contextmanager
+def sigint_at(epoch: int, step: int) -> Iterator[None]:
+    """A real SIGINT at `step` of `epoch` of the CLI run inside, in-process: the engine's handler catches it, so
+    the run stops after that step and saves last.pt."""
     progress = {"task": "", "steps": 0}
 
     def task(self, description: str, total: int) -> None:
@@ -39,6 +41,13 @@ def interrupt_at(tmp: Path, epoch: int, step: int) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(RichEvents, "task", task)
         mp.setattr(RichEvents, "advance", advance)
+        yield
+
+
+def interrupt_at(tmp: Path, epoch: int, step: int) -> Path:
+    """A 2-epoch run (6 steps each) stopped by SIGINT at `step` of `epoch`. Returns the run folder."""
+    data = labeled_folder(tmp / "data")
+    with sigint_at(epoch, step):
         result = catdog("train", "--data", data, *TINY_CLI, "--epochs", "2", "--batch-size", "2", "--out", tmp / "run")
     assert result.exit_code == 130
     assert f"interrupted: saved {tmp / 'run' / 'last.pt'}" in result.output
@@ -69,7 +78,7 @@ def test_resume_mid_epoch_continues_from_the_next_step(tmp_path: Path) -> None:
 @pytest.mark.parametrize("options, message", [
     (("--backbone", "resnet18"), "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
                                  "run keeps its options (only --device, --workers, --cache-gib, --compile may change)"),
-    (("--epochs", "5"), "--epochs 5 differs from the run being resumed (2)"),
+    (("--epochs", "1"), "--epochs 1 is fewer than the run being resumed (2); a run can be extended, not shortened"),
     (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
     (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
 ], ids=["backbone", "epochs", "lr", "out"])
@@ -100,7 +109,40 @@ def test_resume_needs_a_last_checkpoint_and_an_unfinished_run(tmp_path: Path) ->
     ok_json(catdog("train", "--data", labeled_folder(tmp_path / "data", per_class=4), *TINY_CLI, "--epochs", "1",
                    "--out", run, "--json"))
     line = error_line(catdog("train", "--resume", run))
-    assert line == f"error: {run} already ran all 1 epoch(s); nothing to resume"
+    assert line == f"error: {run} already ran all 1 epoch(s); to train it longer, pass --epochs N (more than 1)"
+
+
+def test_more_epochs_extend_a_finished_run_with_a_restarted_schedule(tmp_path: Path) -> None:
+    data, out = labeled_folder(tmp_path / "data"), tmp_path / "run"
+    first = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--batch-size", "2", "--out", out,
+                           "--json"))
+    result = catdog("train", "--resume", out, "--epochs", "3", "--json")
+    done = ok_json(result)
+    assert (f"extending {out} from 1 to 3 epochs: the learning-rate schedule restarts (warm-up, cosine) for the "
+            "added steps") in " ".join(result.stderr.split())
+    assert done["epochs"] == 3 and [h["epoch"] for h in done["history"]] == [1, 2, 3]
+    assert done["history"][0] == first["history"][0]
+    # 6 steps per epoch: the first schedule ended at 0; a new one over the 12 added steps (1 warm-up step)
+    base = first["config"]["lr"]
+    assert [h["lr"] for h in done["history"]] == pytest.approx([0.0, base * warmup_cosine(12, 1)(6), 0.0])
+    last = checkpoints.load(out / "last.pt")
+    assert last["state"]["schedule_from"] == 6 and last["scheduler"]["last_epoch"] == 12
+    assert all(s["step"].item() == 3 * 6 for s in last["optimizer"]["state"].values())  # Adam's state went on
+
+
+def test_an_extension_stopped_again_resumes_on_its_own_schedule(tmp_path: Path) -> None:
+    data = labeled_folder(tmp_path / "data")
+    for name in ("straight", "stopped"):
+        ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--batch-size", "2", "--out",
+                       tmp_path / name, "--json"))
+    straight = ok_json(catdog("train", "--resume", tmp_path / "straight", "--epochs", "3", "--json"))
+    with sigint_at(epoch=2, step=3):
+        assert catdog("train", "--resume", tmp_path / "stopped", "--epochs", "3").exit_code == 130
+    again = ok_json(catdog("train", "--resume", tmp_path / "stopped", "--json"))
+    assert [h["lr"] for h in again["history"]] == pytest.approx([h["lr"] for h in straight["history"]])
+    last = checkpoints.load(tmp_path / "stopped" / "last.pt")
+    assert last["scheduler"]["last_epoch"] == 12  # the restarted schedule's steps, each taken once
+    assert all(s["step"].item() == 3 * 6 for s in last["optimizer"]["state"].values())
 
 
 # --- signals and kill -9, in a real process ------------------------------------------------------------------
@@ -214,7 +256,8 @@ def test_two_resumes_of_one_run_cannot_both_run(interrupted: Path) -> None:
 
 DAMAGED = {  # a last.pt field -> what a damaged or forged file holds there
     "config": [["epochs", 2], {"epochs": "two"}, {"lr": float("nan")}, {"device": "mps"}],
-    "state": [None, {"epoch": "1"}, {"epoch": -1}, {"step": 2.5}, {"history": "none"}],
+    "state": [None, {"epoch": "1"}, {"epoch": -1}, {"step": 2.5}, {"history": "none"}, {"schedule_from": -3},
+              {"schedule_from": "0"}],
     "data": [5, None],
     "optimizer": [{}, {"state": {}, "param_groups": []}, "adam"],
     "scheduler": [[1]],
