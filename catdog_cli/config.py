@@ -16,7 +16,9 @@ from typing import Any
 from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
 from catdog_cli.paths import resolve_data
-from catdog_cli.strategies import STRATEGIES
+from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
+
+BALANCE = ("none", "loss", "sampler")
 
 # What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
 # and is refused in one line before anything is loaded, not found out hours later (or never: a NaN lr trains).
@@ -148,6 +150,15 @@ class TrainConfig:
     cache_gib: float | None = None
     workers: int | None = None
     weight_decay: float = 0.01
+    # the training recipe; benchmarks/README.md has what each did on real data
+    freeze_epochs: int = 1  # freeze-unfreeze: head-only epochs before the whole model trains
+    patience: int | None = None  # stop after this many epochs without a better val accuracy (ties: val loss)
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of the mixing weight; 0: off
+    cutmix: float = 0.0  # the same for CutMix; with both on, each batch uses one of them
+    ema: bool = False  # also keep an exponential moving average of the weights, evaluated each epoch
+    ema_decay: float = 0.999
+    balance: str = "none"  # imbalanced classes: "loss" (class-weighted loss) or "sampler"
 
     def check(self, weights: bool = True) -> None:
         """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
@@ -157,6 +168,24 @@ class TrainConfig:
         if weights:
             check_weights(self.weights)
         resolve_data(self.data)
+        self.check_recipe()
+
+    def check_recipe(self) -> None:
+        if self.freeze_epochs < 1:
+            raise CatdogError("--freeze-epochs must be at least 1")
+        if self.strategy == "freeze-unfreeze" and self.freeze_epochs >= self.epochs:
+            raise CatdogError(f"freeze-unfreeze: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
+                              f"({self.epochs}), or nothing is ever unfrozen")
+        if self.patience is not None and self.patience < 1:
+            raise CatdogError("--patience must be at least 1")
+        if not 0 <= self.label_smoothing < 1:
+            raise CatdogError("--label-smoothing must be in [0, 1)")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise CatdogError("--mixup and --cutmix take a Beta alpha >= 0 (0: off)")
+        if not 0 < self.ema_decay < 1:
+            raise CatdogError("--ema-decay must be between 0 and 1")
+        if self.balance not in BALANCE:
+            raise CatdogError(f"unknown --balance {self.balance!r}; choose one of {', '.join(BALANCE)}")
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainConfig:
@@ -166,8 +195,9 @@ class TrainConfig:
 
 
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
+RECIPE_FIELDS = ("freeze_epochs", "patience", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "balance")
 GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "seed", "val_split",
-               "cache_gib", "workers")
+               "cache_gib", "workers", *RECIPE_FIELDS)
 
 
 @dataclass
@@ -177,7 +207,7 @@ class CompareConfig:
     train: TrainConfig
     _: KW_ONLY
     backbones: list[str] = field(default_factory=lambda: list(SEED_BACKBONES))
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    strategies: list[str] = field(default_factory=lambda: list(GRID_STRATEGIES))
 
     def check(self) -> None:
         if not self.backbones:
@@ -200,5 +230,8 @@ class CompareConfig:
                 **{k: train[k] for k in GRID_FIELDS}}
 
     def settings(self) -> dict[str, Any]:
-        """What must match for an earlier OUT's finished cells to count (the grid itself may grow)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "workers")}
+        """What must match for an earlier OUT's finished cells to count (the grid itself may grow). Recipe options
+        at their defaults are left out, so a compare made before they existed can still be finished."""
+        defaults = TrainConfig("")
+        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "workers")
+                and not (k in RECIPE_FIELDS and v == getattr(defaults, k))}

@@ -26,8 +26,11 @@ class EpochRecord(TypedDict):
     val_loss: float
     val_acc: float
     lr: float
-    seconds: float
-    images_per_sec: float
+    seconds: float  # training only; val_seconds apart
+    images_per_sec: float  # training images over the training seconds
+    ema_val_loss: NotRequired[float]  # --ema: the averaged weights on val
+    ema_val_acc: NotRequired[float]
+    val_seconds: float  # validation (of the EMA weights too, with --ema)
 
 
 ClassMetrics = TypedDict("ClassMetrics", {"class": str, "precision": float, "recall": float, "f1": float,
@@ -78,6 +81,9 @@ class TrainResult(TypedDict):
     best_epoch: int
     best_val_acc: float | None
     interrupted: bool
+    ended: str  # why training ended: all epochs done, early stopping, interrupted
+    best_weights: str  # "trained", or "ema" when the EMA's weights did better (--ema)
+    train_counts: dict[str, int]  # training images per class (an imbalance is noted above 3x)
     skipped: list[Skipped]
     out: str
     images: dict[str, int]  # images used per split

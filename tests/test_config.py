@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from catdog_cli.config import CompareConfig, TrainConfig
+from catdog_cli.config import RECIPE_FIELDS, CompareConfig, TrainConfig
 from catdog_cli.errors import CatdogError
 
 
@@ -27,8 +27,13 @@ def test_compare_cells_share_every_setting_but_backbone_strategy_and_device():
 def test_compare_config_records_the_grid_flat_as_compare_json_did():
     grid = CompareConfig(TrainConfig("data"), backbones=["a"], strategies=["freeze"])
     assert list(grid.to_dict()) == ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio",
-                                    "image_size", "weights", "device", "seed", "val_split", "cache_gib", "workers"]
-    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "workers"}
+                                    "image_size", "weights", "device", "seed", "val_split", "cache_gib", "workers",
+                                    *RECIPE_FIELDS]
+    # recipe options at their defaults are not settings: a compare folder from before they existed still counts
+    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "workers",
+                                                          *RECIPE_FIELDS}
+    mixed = CompareConfig(TrainConfig("data", mixup=0.2), backbones=["a"], strategies=["freeze"])
+    assert mixed.settings() == {**grid.settings(), "mixup": 0.2}
 
 
 def test_a_config_saved_by_a_newer_catdog_loads_without_its_new_fields():
