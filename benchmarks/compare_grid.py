@@ -44,7 +44,7 @@ from catdog_cli.events import Events
 from catdog_cli.inference import evaluate
 from catdog_cli.pipeline import DecodeCache, Inputs, batches, memory_budget
 from catdog_cli.runtime import Precision, resolve_device, warmup_cosine
-from catdog_cli.strategies import STRATEGIES, param_groups
+from catdog_cli.strategies import GRID_STRATEGIES, param_groups
 
 
 class Timeline(Events):
@@ -237,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a folder with train/ and val/ (e.g. catdog, fetched)")
     parser.add_argument("--backbones", type=_list, default=list(SEED_BACKBONES))
-    parser.add_argument("--strategies", type=_list, default=list(STRATEGIES))
+    parser.add_argument("--strategies", type=_list, default=list(GRID_STRATEGIES))
     parser.add_argument("--epochs", type=int, default=5, help="epochs per cell")
     parser.add_argument("--batch-size", type=int, default=128, help="catdog's batch size")
     parser.add_argument("--tutorial-batch-size", type=int, default=32)

@@ -56,7 +56,8 @@ def test_freeze_run_leaves_the_given_backbone_untouched(frozen_run):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-def test_freeze_runs_the_backbone_once_over_val_and_without_augmentation_over_train(image_folder, tmp_path, monkeypatch, augment):
+def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(image_folder, tmp_path, monkeypatch,
+                                                                             augment):
     seen: list[int] = []
     real_build = engine.build_model
 
