@@ -217,6 +217,8 @@ def grid_cells(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any],
                                   {"strategy": strategy, "seed": seed, **overrides}, option == "base"))
             cells.append((f"{data}-freeze-2x epochs-s{seed}", data,
                           {"strategy": "freeze", "seed": seed, "epochs": 2 * args.epochs}, False))
+            cells.append((f"{data}-freeze-lr 0.001 (old default)-s{seed}", data,
+                          {"strategy": "freeze", "seed": seed, "lr": 1e-3}, False))
             cells.append((f"{data}-freeze-unfreeze-base-s{seed}", data, {"strategy": "freeze-unfreeze", "seed": seed},
                           False))
         for data in ("hymenoptera-imb", "catdog-imb"):
@@ -265,9 +267,32 @@ def _runs(results: Path) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
+def probe_table(results: Path) -> list[str]:
+    """freeze --no-augment per (lr, epochs): val acc of the best epoch and of the last, vs the exact head."""
+    lines = []
+    for data in ("catdog", "hymenoptera"):
+        runs = {k.removeprefix(f"{data}-"): v for k, v in _runs(results).items() if k.startswith(f"{data}-lr")}
+        exact_file = results / f"{data}-lbfgs.json"
+        if not runs or not exact_file.exists():
+            continue
+        exact = json.loads(exact_file.read_text())
+        lines += [f"**{data}** (head solved exactly, L-BFGS, val acc %: "
+                  + ", ".join(f"{k}: {100 * v['val_acc']:.2f}" for k, v in exact.items()) + ")", "",
+                  "| lr | epochs | val acc % (best epoch) | val acc % (last epoch) | val loss (last epoch) |",
+                  "|---|---|---|---|---|"]
+        for key, records in sorted(runs.items(), key=lambda kv: (float(kv[0][2:].split("-")[0]),
+                                                                 int(kv[0].split("-e")[1]))):
+            lr, epochs = key[2:].split("-e")
+            lines.append(f"| {lr} | {epochs} | {mean_sd([100 * r['best_val_acc'] for r in records])} | "
+                         f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | "
+                         f"{mean_sd([r['history'][-1]['val_loss'] for r in records])} |")
+        lines.append("")
+    return lines
+
+
 def table(args: argparse.Namespace) -> None:
     root = Path(args.results)
-    lines = []
+    lines = probe_table(root / "probe")
     runs = _runs(root / "grid")
     if runs:
         lines += ["| data | strategy | option | val acc % (best epoch), mean ± sd | Δ vs base | last-epoch val acc % | "

@@ -55,7 +55,8 @@ STRATEGIES: dict[str, Callable[[TransferModel, float, float], ParamGroups]] = {
 GRID_STRATEGIES = ("finetune", "freeze", "discriminative")
 
 # With AdamW: the head of a frozen backbone takes a large step; updating pretrained weights needs a small one.
-DEFAULT_LR = {"finetune": 1e-4, "freeze": 1e-3, "discriminative": 1e-3, "freeze-unfreeze": 1e-3}
+# freeze: 3e-3 converges within compare's 3 epochs too (1e-3 needed 10: benchmarks/README.md, the probe)
+DEFAULT_LR = {"finetune": 1e-4, "freeze": 3e-3, "discriminative": 1e-3, "freeze-unfreeze": 1e-3}
 
 
 def unfreeze_epoch(strategy: str, freeze_epochs: int) -> int | None:

@@ -24,7 +24,7 @@ def test_fit_writes_checkpoints_metrics_and_run_record(frozen_run):
     assert result["epochs"] == 2 and result["out"] == str(out)
     confusion = result["evaluation"]["confusion"]  # the best weights on the 4 val images: accuracy is k of 4
     assert result["best_val_acc"] * 4 == sum(confusion[i][i] for i in range(2)) and sum(map(sum, confusion)) == 4
-    assert (result["config"]["lr"], result["config"]["image_size"]) == (1e-3, 32)  # what ran, not "default"
+    assert (result["config"]["lr"], result["config"]["image_size"]) == (3e-3, 32)  # what ran, not "default"
     assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(result))
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
