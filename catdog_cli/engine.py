@@ -244,10 +244,29 @@ def _stop_if_diverged(loss: float, what: str, run: Run) -> None:
                           "stopped without saving that epoch (try a lower --lr)")
 
 
+def train_step(run: Run, batch: ImageBatch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch: its mean loss and how many images it got right (device tensors, no sync)."""
+    x, target, labels = run.preprocess(batch, generator), batch.labels, batch.labels
+    if run.mixing is not None:  # MixUp/CutMix: pixels and labels mixed with the same weight
+        mixed = run.mixing(x, batch.labels, generator)
+        x, target, labels = mixed.images, mixed.targets, mixed.labels
+    with run.precision.autocast():
+        logits = run.forward(x)
+        loss = run.criterion(logits.float(), target)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.precision.scaler.scale(loss).backward()
+    run.precision.scaler.step(run.optimizer)
+    run.precision.scaler.update()
+    run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update()
+    return loss.detach(), (logits.argmax(1) == labels).sum()
+
+
 def train_one_epoch(run: Run, events: Events, stop: StopRequest,
                     generator: torch.Generator) -> dict[str, float] | None:
     """One pass over train; None if a stop was requested (the run's state then says where it stopped)."""
-    opt, epoch = run.optimizer, run.state.epoch
+    epoch = run.state.epoch
     run.model.train()
     # shuffle, augmentation and dropout depend on (seed, epoch, rank) only: a resumed run or a compare cell draws
     # the same numbers whatever ran before it. Dropout can only use torch's global generator: seed that too.
@@ -263,22 +282,9 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest,
         if i < run.state.step:  # resuming inside an epoch: these steps were already taken
             events.advance(1)
             continue
-        x, target, labels = run.preprocess(batch, generator), batch.labels, batch.labels
-        if run.mixing is not None:  # MixUp/CutMix: pixels and labels mixed with the same weight
-            mixed = run.mixing(x, batch.labels, generator)
-            x, target, labels = mixed.images, mixed.targets, mixed.labels
-        with run.precision.autocast():
-            logits = run.forward(x)
-            loss = run.criterion(logits.float(), target)
-        opt.zero_grad(set_to_none=True)
-        run.precision.scaler.scale(loss).backward()
-        run.precision.scaler.step(opt)
-        run.precision.scaler.update()
-        run.scheduler.step()
-        if run.ema is not None:
-            run.ema.update()
-        loss_sum += loss.detach() * len(batch)
-        correct += (logits.argmax(1) == labels).sum()
+        loss, right = train_step(run, batch, generator)
+        loss_sum += loss * len(batch)
+        correct += right
         seen += len(batch)
         run.state.step = i + 1
         if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers and to stop a diverged run

@@ -28,6 +28,7 @@ from catdog_cli.paths import check_folder_target, check_new_file, copy_new, crea
 from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
 from catdog_cli.records import EvaluateResult, Evaluation, Prediction, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
+from catdog_cli.tta import with_tta
 from catdog_cli.world import World
 
 TOP_LOSSES = 12
@@ -97,13 +98,16 @@ class TrainedModel:
     device: torch.device
 
     @classmethod
-    def load(cls, path: Path | str, device: str) -> TrainedModel:
+    def load(cls, path: Path | str, device: str, tta: str | None = None) -> TrainedModel:
+        """`tta`: a view set of tta.TTA_VIEWS; the model then averages its probabilities over those views."""
         ckpt = checkpoints.load(path)
         dev = resolve_device(device)
         model = checkpoints.restore_model(ckpt, dev)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+        if tta is not None:
+            model, inputs = with_tta(model, inputs, tta)
         return cls(ckpt, model, inputs, dev)
 
     @property
@@ -113,7 +117,8 @@ class TrainedModel:
 
 def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
                         batch_size: int | None = None, device: str = "auto", events: Events | None = None,
-                        workers: int | None = None, report: Path | str | None = None) -> EvaluateResult:
+                        workers: int | None = None, report: Path | str | None = None,
+                        tta: str | None = None) -> EvaluateResult:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset.
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
@@ -124,7 +129,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     check_use(checkpoint, batch_size=batch_size, device=device, split=split)
     if report is not None:
         check_new_file(report, "--report")
-    trained = TrainedModel.load(checkpoint, device)
+    trained = TrainedModel.load(checkpoint, device, tta)
     ckpt, classes = trained.checkpoint, trained.classes
     dataset = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
@@ -146,7 +151,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
-        "top_losses": top_losses(out, images, classes),
+        "top_losses": top_losses(out, images, classes), "tta": tta,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing}
     if report is not None:  # a new file only, even if one appeared while this ran
@@ -188,12 +193,13 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
 
 
 def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
-            device: str = "auto", events: Events | None = None, workers: int | None = None) -> list[Prediction]:
+            device: str = "auto", events: Events | None = None, workers: int | None = None,
+            tta: str | None = None) -> list[Prediction]:
     """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
     or a FIFO's too: only regular files are read)."""
     events = events or Events()
     check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k)
-    trained = TrainedModel.load(checkpoint, device)
+    trained = TrainedModel.load(checkpoint, device, tta)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)
     if not files:

@@ -106,6 +106,7 @@ class EvaluateResult(Evaluation):
     evaluation: Evaluation
     top_losses: list[TopLoss]
     skipped: list[Skipped]
+    tta: str | None  # the test-time augmentation views, or None
     report: NotRequired[str]
 
 
@@ -229,3 +230,36 @@ def to_json(value: Any, indent: int | None = 2) -> str:
     it. A number that is not finite becomes null (NaN and Infinity are not JSON); a file name that is not UTF-8 is
     escaped (`\\xNN`, see formatting.printable) instead of failing a finished run."""
     return json.dumps(_strict(value), indent=indent, allow_nan=False, default=str)
+
+
+class LrCurve(TypedDict):
+    """One strategy's learning-rate range test: the head's lr and the loss at each step."""
+
+    strategy: str
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]  # centred moving average of the losses: what the suggestion reads
+    suggested_lr: float | None  # steepest descent before the minimum; None when the loss never fell
+    min_loss_lr: float
+    lr_ratio: float  # the backbone's lr is the head's / lr_ratio (discriminative, freeze-unfreeze)
+    ended: str
+
+
+def shown_steps(curve: LrCurve) -> list[int]:
+    """The steps a plot of the curve shows: those whose loss stays within 1.5x where the test began (the blown-up
+    tail would flatten the rest)."""
+    smoothed = curve["smoothed"]
+    ceiling = 1.5 * max(smoothed[: max(1, len(smoothed) // 10)])
+    return [i for i, v in enumerate(smoothed) if v <= ceiling and curve["losses"][i] <= 2 * ceiling]
+
+
+class LrFindResult(TypedDict):
+    """`catdog lr-find --json` and OUT/lr_find.json."""
+
+    kind: str  # "lr_find"
+    config: dict[str, Any]
+    classes: list[str]
+    device: str
+    curves: list[LrCurve]
+    out: str
+    report: str

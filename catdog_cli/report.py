@@ -26,8 +26,11 @@ from catdog_cli.records import (
     CompareResult,
     CompareRow,
     EvaluateResult,
+    LrCurve,
+    LrFindResult,
     TrainResult,
     interrupted_note,
+    shown_steps,
     sort_rows,
 )
 from catdog_cli.svg import Axis, Point, Series, heatmap, plot
@@ -446,3 +449,39 @@ def write_compare_report(result: CompareResult, path: Path) -> Path:
     if note := interrupted_note(result):
         subtitle += f" · <strong>{escape(note)}</strong>"
     return _write(_page("catdog compare", subtitle, sections), path)
+
+
+# ---------------------------------------------------------------- lr-find
+
+
+def _lr_chart(curve: LrCurve) -> str:
+    """Loss against the head's lr (log scale): each step's loss dashed, the smoothed curve solid, the suggestion
+    marked; the blown-up tail is left off (records.shown_steps)."""
+    kept, lrs = shown_steps(curve), curve["lrs"]
+    raw = Series("loss", [Point(lrs[i], curve["losses"][i], f"lr {fmt(lrs[i])}: loss {fmt(curve['losses'][i])}")
+                          for i in kept], 7, dashed=True)
+    smooth = Series("smoothed", [Point(lrs[i], curve["smoothed"][i], f"lr {fmt(lrs[i])}: smoothed loss "
+                                       f"{fmt(curve['smoothed'][i])}") for i in kept], 0)
+    suggested = curve.get("suggested_lr")
+    rule = (suggested, f"suggested {fmt(suggested)}") if suggested else None
+    return plot(f"lr-{curve['strategy']}", [raw, smooth], Axis("learning rate (head)", log=True), Axis("loss"),
+                rule=rule)
+
+
+def write_lr_find_report(result: LrFindResult, path: Path) -> Path:
+    """lr-find's curves, one chart per strategy, with the suggested --lr of each."""
+    cfg = result.get("config") or {}
+    rows = [[escape(c["strategy"]), fmt(c.get("suggested_lr")), fmt(c.get("min_loss_lr")), escape(c["ended"])]
+            for c in result["curves"]]
+    table = _table(["strategy", "suggested --lr", "lowest loss at", "ended"], rows, [False, True, True, False])
+    charts = [_figure(f"{c['strategy']}", _lr_chart(c), [("loss per step", 7, "dash"), ("smoothed", 0, "")])
+              for c in result["curves"]]
+    sections = [
+        _section("Suggested learning rates", table,
+                 '<p class="muted">Where the smoothed loss falls fastest, before its minimum. With discriminative '
+                 "and freeze-unfreeze the backbone learns at this rate / --lr-ratio.</p>"),
+        _section("Loss against learning rate", f'<div class="figs">{"".join(charts)}</div>'),
+        _setup(cfg.items(), None),
+    ]
+    subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code> · {escape(str(cfg.get('backbone', '')))}"
+    return _write(_page("catdog lr-find", subtitle, sections), path)

@@ -77,6 +77,8 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     state = TrainState(**{k: v for k, v in ckpt["state"].items() if k in known})
     if state.epoch >= config.epochs:
         raise CatdogError(f"{out} already ran all {config.epochs} epoch(s); nothing to resume")
+    if state.ended:
+        raise CatdogError(f"{out} already finished ({state.ended}); nothing to resume")
     with ExitStack() as stack:  # one resume at a time in a folder
         distributed.main_enters(stack, lambda: run_folder(out, "train", reuse=True), world)
         return _continue(out, ckpt, config, state, events, world)
@@ -99,6 +101,8 @@ def _continue(out: Path, ckpt: dict[str, Any], config: TrainConfig, state: Train
         run.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
             run.precision.scaler.load_state_dict(ckpt["scaler"])
+        if run.ema is not None and "ema" in ckpt:
+            run.ema.load_state_dict(ckpt["ema"])
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another model's, or damaged
         raise CatdogError(f"{out / 'last.pt'} holds optimizer state that does not fit its model "
                           f"({type(exc).__name__}); start a new run instead") from None
