@@ -23,6 +23,7 @@ class EMA:
         self.model.eval()
         self.decay = decay
         self.updates = 0
+        self._tracked: set[str] = set()
         self.track(model)
 
     def track(self, model: TransferModel) -> None:
@@ -32,11 +33,12 @@ class EMA:
         prefix = "head." if model.frozen else ""
         trained |= {prefix + name for name, b in moving.named_buffers() if b.is_floating_point()}
         live, averaged = model.state_dict(keep_vars=True), self.model.state_dict(keep_vars=True)
+        for n in set(live) - self._tracked:  # not averaged so far: it starts (again) from the model's values
+            averaged[n].data.copy_(live[n].data)
+        self._tracked = trained
         names = sorted(trained)
         self._live = [live[n] for n in names]
         self._averaged = [averaged[n] for n in names]
-        for n in set(live) - trained:  # not averaged: the same values as the model (a frozen backbone)
-            averaged[n].data.copy_(live[n].data)
 
     def decay_at(self, updates: int) -> float:
         return min(self.decay, (1 + updates) / (10 + updates))

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from catdog_cli.balance import imbalance_note
 from catdog_cli.formatting import fmt
 from catdog_cli.paths import atomic_write_text
 from catdog_cli.records import (
@@ -89,8 +90,10 @@ EPOCH_COLUMNS = [
     ("train_acc", "train acc", "pct"),
     ("val_loss", "val loss", "num"),
     ("val_acc", "val acc", "pct"),
+    ("ema_val_acc", "EMA val acc", "pct"),
     ("lr", "lr", "num"),
-    ("seconds", "time", "sec"),
+    ("seconds", "train time", "sec"),
+    ("val_seconds", "val time", "sec"),
 ]
 
 
@@ -314,7 +317,17 @@ def _train_cards(run: dict) -> str:
         cards.append(
             _card("trainable parameters", fmt(params.get("trainable"), "int"), f"of {fmt(params.get('total'), 'int')}")
         )
-    return f'<div class="cards">{"".join(cards)}</div>'
+    return f'<div class="cards">{"".join(cards)}</div>' + _run_notes(run)
+
+
+def _run_notes(run: dict) -> str:
+    """Why training ended, and an imbalance of the training classes worth knowing about."""
+    notes = [f"Training ended: {run['ended']}."] if run.get("ended") else []
+    counts = run.get("train_counts")
+    note = imbalance_note(list(counts), list(counts.values())) if counts else None
+    if note:
+        notes.append(note[0].upper() + note[1:] + ": per-class recall is below.")
+    return "".join(f'<p class="muted">{escape(n)}</p>' for n in notes)
 
 
 def write_train_report(run: TrainResult | EvaluateResult, path: Path) -> Path:
