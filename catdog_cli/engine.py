@@ -436,12 +436,22 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
         best_state = checkpoints.load(out / "best.pt")["state_dict"]  # on every rank: all evaluate it together
     result = summarize(run, out, best_state, interrupted, final_splits)
+    recipe = recipe_record(run, interrupted)
     if writes:  # a train run (compare's cells have one report for the grid)
-        result["report"] = str(report_module.write_train_report(result, out / "report.html"))
+        result["report"] = str(report_module.write_train_report({**result, **recipe}, out / "report.html"))
     result["split"] = split_summary(run.split)  # last: the keys before it keep their places
+    result |= recipe  # after the keys scripts already read: those keep their places
     if run.world.main:
         atomic_write_text(out / "run.json", to_json(result))
     return result
+
+
+def recipe_record(run: Run, interrupted: bool) -> dict[str, Any]:
+    """How the run ended, which weights are best.pt, and the training images per class."""
+    state, classes = run.state, run.dataset.classes
+    return {"ended": "interrupted" if interrupted else state.ended or f"completed all {run.config.epochs} epochs",
+            "best_weights": "ema" if state.best_is_ema else "trained",
+            "train_counts": dict(zip(classes, class_counts(run.dataset.splits["train"].labels, len(classes))))}
 
 
 def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool,
@@ -457,11 +467,8 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
         "split_origin": run.dataset.origin, "params": {"total": total, "trainable": trainable},
         "history": state.history, "epochs": state.epoch, "best_epoch": state.best_epoch,
         "best_val_acc": state.best_val_acc if state.history else None, "interrupted": interrupted,
-        "ended": "interrupted" if interrupted else state.ended or f"completed all {run.config.epochs} epochs",
-        "best_weights": "ema" if state.best_is_ema else "trained",
         "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "out": str(out),
         "images": {name: sum(p not in left_out for p in split.paths) for name, split in run.dataset.splits.items()},
-        "train_counts": dict(zip(classes, class_counts(run.dataset.splits["train"].labels, len(classes)))),
     }
     if best_state is None:
         return result

@@ -81,9 +81,6 @@ class TrainResult(TypedDict):
     best_epoch: int
     best_val_acc: float | None
     interrupted: bool
-    ended: str  # why training ended: all epochs done, early stopping, interrupted
-    best_weights: str  # "trained", or "ema" when the EMA's weights did better (--ema)
-    train_counts: dict[str, int]  # training images per class (an imbalance is noted above 3x)
     skipped: list[Skipped]
     out: str
     images: dict[str, int]  # images used per split
@@ -91,6 +88,9 @@ class TrainResult(TypedDict):
     test: NotRequired[Evaluation]  # the best weights on a labeled test split
     top_losses: NotRequired[list[TopLoss]]
     report: NotRequired[str]
+    ended: str  # why training ended: all epochs done, early stopping, interrupted
+    best_weights: str  # "trained", or "ema" when the EMA's weights did better (--ema)
+    train_counts: dict[str, int]  # training images per class (an imbalance is noted above 3x)
 
 
 class EvaluateResult(Evaluation):

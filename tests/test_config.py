@@ -36,6 +36,11 @@ def test_compare_config_records_the_grid_flat_as_compare_json_did():
     assert mixed.settings() == {**grid.settings(), "mixup": 0.2}
 
 
+def test_the_default_grid_leaves_freeze_unfreeze_out_but_takes_it_when_named():
+    assert CompareConfig(TrainConfig("data")).strategies == ["finetune", "freeze", "discriminative"]
+    CompareConfig(TrainConfig("data"), strategies=["freeze-unfreeze"]).check()
+
+
 def test_a_config_saved_by_a_newer_catdog_loads_without_its_new_fields():
     saved = {**dataclasses.asdict(TrainConfig("data", epochs=4)), "some_new_option": True}
     assert TrainConfig.from_dict(saved) == TrainConfig("data", epochs=4)

@@ -65,3 +65,20 @@ def test_cli_lr_find_prints_plots_and_a_table_and_refuses_a_used_out(tmp_path):
     assert result["kind"] == "lr_find" and result["curves"][0]["strategy"] == "freeze"
     again = catdog(*args, "--out", tmp_path / "one")
     assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_terminal_plot_marks_the_suggestion_and_spans_the_shown_lrs():
+    from catdog_cli.render import lr_plot
+
+    lrs = [1e-7 * (1e8) ** (i / 99) for i in range(100)]
+    losses = synthetic(lrs)
+    smoothed = centred_average(losses)
+    curve = {"strategy": "freeze", "lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": 1e-3,
+             "min_loss_lr": 1e-2, "lr_ratio": 10.0, "ended": "all 100 steps"}
+    lines = lr_plot(curve, width=40, height=8).splitlines()
+    rows = [line.split("┤", 1)[1] for line in lines if "┤" in line]
+    assert len(rows) == 8 and all(len(r) == 40 for r in rows)
+    bars = {r.index("|") for r in rows if "|" in r}
+    assert len(bars) == 1 and 18 < bars.pop() < 32  # 1e-3: between 1e-7 and where the shown curve ends
+    assert "•" in rows[0] and "•" in rows[-1]  # the highest and the lowest loss are drawn
+    assert lines[-1].split() == ["1e-07", f"{lrs[max(i for i, s in enumerate(smoothed) if s <= 1.5)]:.0e}"]
