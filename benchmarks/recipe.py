@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -45,7 +46,9 @@ from catdog_cli import engine
 from catdog_cli.config import TrainConfig
 from catdog_cli.data import load_dataset
 from catdog_cli.events import Events
+from catdog_cli.inference import evaluate_checkpoint
 from catdog_cli.pipeline import DecodeCache, ResidentSource
+from catdog_cli.tta import TTA_VIEWS
 
 BACKBONE = "timm:tf_efficientnet_lite0"
 SEEDS = (0, 1, 2)
@@ -238,6 +241,25 @@ def grid(args: argparse.Namespace) -> None:
         train(sets, results, runs, cache, name, data, keep, **{**common(args), "epochs": args.epochs, **overrides})
 
 
+def tta(args: argparse.Namespace) -> None:
+    """Each base run's best.pt on val without TTA, with flips, and with flips and corner crops."""
+    results, runs = Path(args.results) / "tta", Path(args.runs)
+    results.mkdir(parents=True, exist_ok=True)
+    for best in sorted(runs.glob("*-base-s*/best.pt")):
+        target = results / f"{best.parent.name}.json"
+        if target.exists():
+            continue
+        record: dict[str, Any] = {"name": best.parent.name, "load_before": load()}
+        for views in (None, *TTA_VIEWS):
+            start = time.perf_counter()
+            ev = evaluate_checkpoint(best, split="val", device="cpu", workers=1, tta=views)
+            record[views or "none"] = {"accuracy": ev["accuracy"], "loss": ev["loss"],
+                                       "seconds": time.perf_counter() - start}
+        record["load_after"] = load()
+        target.write_text(json.dumps(record, indent=1))
+        print(best.parent.name, {k: v for k, v in record.items() if isinstance(v, dict)}, flush=True)
+
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 
@@ -256,15 +278,6 @@ def verdict(base: list[float], other: list[float]) -> str:
     spread = max(statistics.stdev(base), statistics.stdev(other))
     word = "no effect" if abs(diff) <= spread else "better" if diff > 0 else "worse"
     return f"{diff:+.2f} ({word})"
-
-
-def _runs(results: Path) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(results.glob("*.json")):
-        record = json.loads(path.read_text())
-        if "name" in record:
-            grouped.setdefault(record["name"].rsplit("-s", 1)[0], []).append(record)
-    return grouped
 
 
 def probe_table(results: Path) -> list[str]:
@@ -290,32 +303,123 @@ def probe_table(results: Path) -> list[str]:
     return lines
 
 
-def table(args: argparse.Namespace) -> None:
-    root = Path(args.results)
-    lines = probe_table(root / "probe")
-    runs = _runs(root / "grid")
-    if runs:
-        lines += ["| data | strategy | option | val acc % (best epoch), mean ± sd | Δ vs base | last-epoch val acc % | "
-                  "train s/run | seeds |", "|---|---|---|---|---|---|---|---|"]
-        for key, records in runs.items():
-            data, strategy, option = _split_key(key)
-            base = runs.get(f"{data}-{'freeze' if strategy == 'freeze-unfreeze' else strategy}-"
-                            f"{'balance none' if option.startswith('balance') else 'base'}", [])
-            acc = [100 * r["best_val_acc"] for r in records]
-            last = [100 * r["history"][-1]["val_acc"] for r in records]
-            seconds = statistics.mean(sum(h["seconds"] + h["val_seconds"] for h in r["history"]) for r in records)
-            compare_to = verdict([100 * r["best_val_acc"] for r in base], acc) if records is not base else ""
-            lines.append(f"| {data} | {strategy} | {option} | {mean_sd(acc)} | {compare_to} | {mean_sd(last)} | "
-                         f"{seconds:.0f} | {len(records)} |")
-    print("\n".join(lines))
+def _runs(results: Path) -> dict[str, list[dict[str, Any]]]:
+    """Records grouped by cell name without the seed suffix."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(results.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "name" in record:
+            grouped.setdefault(record["name"].rsplit("-s", 1)[0], []).append(record)
+    return grouped
 
 
 def _split_key(key: str) -> tuple[str, str, str]:
-    data, rest = key.split("-freeze-", 1) if "-freeze-" in key else key.split("-finetune-", 1)
-    strategy = "freeze" if key.startswith(f"{data}-freeze-") else "finetune"
-    if rest.startswith("unfreeze-"):
-        strategy, rest = "freeze-unfreeze", rest.removeprefix("unfreeze-")
-    return data, strategy, rest
+    """'catdog-sub-freeze-unfreeze-base' -> ('catdog-sub', 'freeze-unfreeze', 'base')."""
+    for strategy in ("freeze-unfreeze", "finetune", "freeze"):
+        data, sep, option = key.partition(f"-{strategy}-")
+        if sep:
+            return data, strategy, option
+    raise ValueError(key)
+
+
+def _acc(records: list[dict[str, Any]]) -> list[float]:
+    return [100 * r["best_val_acc"] for r in records]
+
+
+def options_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| data | strategy | option | val acc % (best epoch) | Δ vs base (verdict) | val acc % (last epoch) | "
+             "s per run (train + val) | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for key, records in runs.items():
+        data, strategy, option = _split_key(key)
+        if option.startswith("balance"):
+            continue
+        base = runs.get(f"{data}-{'finetune' if strategy == 'freeze-unfreeze' else strategy}-base", [])
+        seconds = statistics.mean(sum(h["seconds"] + h["val_seconds"] for h in r["history"]) for r in records)
+        versus = "" if records is base else verdict(_acc(base), _acc(records))
+        if strategy == "freeze-unfreeze":
+            versus += " vs finetune"
+        lines.append(f"| {data} | {strategy} | {option} | {mean_sd(_acc(records))} | {versus} | "
+                     f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | {seconds:.0f} | "
+                     f"{len(records)} |")
+    return lines
+
+
+def _recall(records: list[dict[str, Any]], name: str) -> list[float]:
+    return [100 * next(c["recall"] for c in r["per_class"] if c["class"] == name) for r in records]
+
+
+def balance_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """On the imbalanced sets val is balanced: accuracy is the mean recall; the minority's recall apart."""
+    lines = ["| data (train counts) | strategy | --balance | val acc % | Δ vs none (verdict) | minority recall % | "
+             "majority recall % |", "|---|---|---|---|---|---|---|"]
+    for key, records in runs.items():
+        data, strategy, option = _split_key(key)
+        if not option.startswith("balance"):
+            continue
+        counts = records[0]["train_counts"]
+        minority, majority = min(counts, key=counts.get), max(counts, key=counts.get)
+        base = runs.get(f"{data}-{strategy}-balance none", [])
+        versus = "" if records is base else verdict(_acc(base), _acc(records))
+        lines.append(f"| {data} ({', '.join(f'{k} {v}' for k, v in counts.items())}) | {strategy} | "
+                     f"{option.removeprefix('balance ')} | {mean_sd(_acc(records))} | {versus} | "
+                     f"{mean_sd(_recall(records, minority))} | {mean_sd(_recall(records, majority))} |")
+    return lines
+
+
+def stopped(history: list[dict[str, Any]], patience: int) -> tuple[int, float]:
+    """(epochs run, best val acc) had --patience stopped the run: the engine's rule replayed on its history."""
+    best_acc, best_loss, best_epoch = -1.0, math.inf, 0
+    for h in history:
+        if engine.better(h["val_acc"], h["val_loss"], best_acc, best_loss):
+            best_acc, best_loss, best_epoch = h["val_acc"], h["val_loss"], h["epoch"]
+        if h["epoch"] - best_epoch >= patience:
+            return h["epoch"], best_acc
+    return len(history), best_acc
+
+
+def early_stopping_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| data | run | epochs run | val acc % (best epoch) |", "|---|---|---|---|"]
+    for key, records in runs.items():
+        data, strategy, option = _split_key(key)
+        if option not in ("base", "2x epochs") or strategy == "freeze-unfreeze":
+            continue
+        name = f"{strategy}, {len(records[0]['history'])} epochs"
+        lines.append(f"| {data} | {name} | {len(records[0]['history'])} | {mean_sd(_acc(records))} |")
+        for patience in (1, 2):
+            ends = [stopped(r["history"], patience) for r in records]
+            lines.append(f"| {data} | {name}, --patience {patience} | {mean_sd([float(e) for e, _ in ends])} | "
+                         f"{mean_sd([100 * a for _, a in ends])} |")
+    return lines
+
+
+def tta_table(results: Path) -> list[str]:
+    grouped = _runs(results)
+    lines = ["| data | strategy | views | val acc % | Δ vs none (verdict) | val loss | s per val pass |",
+             "|---|---|---|---|---|---|---|"]
+    for key, records in grouped.items():
+        data, strategy, _ = _split_key(key)
+        none = [100 * r["none"]["accuracy"] for r in records]
+        for views in ("none", *TTA_VIEWS):
+            acc = [100 * r[views]["accuracy"] for r in records]
+            lines.append(f"| {data} | {strategy} | {views} | {mean_sd(acc)} | "
+                         f"{'' if views == 'none' else verdict(none, acc)} | "
+                         f"{mean_sd([r[views]['loss'] for r in records])} | "
+                         f"{statistics.mean(r[views]['seconds'] for r in records):.1f} |")
+    return lines
+
+
+def table(args: argparse.Namespace) -> None:
+    root = Path(args.results)
+    runs = _runs(root / "grid")
+    sections = [("freeze's convergence (probe)", probe_table(root / "probe")),
+                ("each option on alone", options_table(runs) if runs else []),
+                ("class imbalance", balance_table(runs) if runs else []),
+                ("early stopping (replayed on the runs' histories)", early_stopping_table(runs) if runs else []),
+                ("test-time augmentation (base runs' best.pt, val)", tta_table(root / "tta"))]
+    for title, lines in sections:
+        if lines:
+            print(f"### {title}\n")
+            print("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -332,7 +436,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    {"prepare": prepare, "probe": probe, "grid": grid, "table": table}[args.phase](args)
+    {"prepare": prepare, "probe": probe, "grid": grid, "tta": tta, "table": table}[args.phase](args)
 
 
 if __name__ == "__main__":

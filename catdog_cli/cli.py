@@ -496,7 +496,7 @@ def lr_find(
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Learning-rate range test: train briefly while the lr grows exponentially, plot the loss against it, and
-    suggest an --lr per strategy (where the loss falls fastest). Nothing is trained for keeps."""
+    suggest an --lr per strategy (halfway down the longest fall of the loss). Nothing is trained for keeps."""
     from catdog_cli.config import TrainConfig
 
     config = TrainConfig(data, backbone=backbone, batch_size=batch_size, lr_ratio=lr_ratio, image_size=image_size,

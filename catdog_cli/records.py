@@ -239,7 +239,7 @@ class LrCurve(TypedDict):
     lrs: list[float]
     losses: list[float]
     smoothed: list[float]  # centred moving average of the losses: what the suggestion reads
-    suggested_lr: float | None  # steepest descent before the minimum; None when the loss never fell
+    suggested_lr: float | None  # halfway down the longest fall of the smoothed loss; None when it never fell
     min_loss_lr: float
     lr_ratio: float  # the backbone's lr is the head's / lr_ratio (discriminative, freeze-unfreeze)
     ended: str

@@ -491,7 +491,7 @@ def write_lr_find_report(result: LrFindResult, path: Path) -> Path:
               for c in result["curves"]]
     sections = [
         _section("Suggested learning rates", table,
-                 '<p class="muted">Where the smoothed loss falls fastest, before its minimum. With discriminative '
+                 '<p class="muted">Halfway down the longest fall of the smoothed loss. With discriminative '
                  "and freeze-unfreeze the backbone learns at this rate / --lr-ratio.</p>"),
         _section("Loss against learning rate", f'<div class="figs">{"".join(charts)}</div>'),
         _setup(cfg.items(), None),
