@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from catdog_cli import report
+from catdog_cli import checkpoints, report
 from catdog_cli.backbones import build_model
 from catdog_cli.config import TrainConfig
 from catdog_cli.data import ImageBatch, load_dataset
@@ -101,8 +101,10 @@ def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None =
         raise CatdogError(f"--start-lr {start:g} and --end-lr {end:g}: need 0 < start < end")
     if steps < 2 * WINDOW + 3:
         raise CatdogError(f"--steps must be at least {2 * WINDOW + 3}")
+    if not strategies:
+        raise CatdogError("--strategies: name at least one strategy")
     for strategy in strategies:
-        replace(config, strategy=strategy).check()
+        replace(config, strategy=strategy, epochs=2).check()
     check_out_dir(out)
     dataset = load_dataset(config.data, config.val_split, config.seed)
     device = resolve_device(config.device)
@@ -113,10 +115,12 @@ def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None =
         run = start_run(cell, events, cache, dataset, copy.deepcopy(model))
         curves.append(_curve(run, events, start, end, steps))
     folder = claim_out_dir(out, "lr-find")
-    result: LrFindResult = {"kind": "lr_find", "config": {**_settings(config), "start_lr": start, "end_lr": end,
+    settings = {k: getattr(run.config, k) for k in ("data", "backbone", "weights", "batch_size", "image_size",
+                                                    "augment", "lr_ratio", "seed")}  # as the runs resolved them
+    result: LrFindResult = {"kind": "lr_find", "config": {**settings, "start_lr": start, "end_lr": end,
                                                           "steps": steps},
-                            "classes": dataset.classes, "device": str(device), "curves": curves,
-                            "out": str(folder), "report": str(folder / "lr_find.html")}
+                            "classes": dataset.classes, "device": str(device), "versions": checkpoints.versions(),
+                            "curves": curves, "out": str(folder), "report": str(folder / "lr_find.html")}
     report.write_lr_find_report(result, folder / "lr_find.html")
     atomic_write_text(folder / "lr_find.json", json.dumps(result, indent=2))
     return result
@@ -127,8 +131,3 @@ def _curve(run: Run, events: Events, start: float, end: float, steps: int) -> Lr
     return {"strategy": run.config.strategy, "lrs": lrs, "losses": losses, "smoothed": centred_average(losses),
             "suggested_lr": suggest(lrs, losses), "min_loss_lr": lrs[min(range(len(losses)), key=losses.__getitem__)],
             "lr_ratio": run.config.lr_ratio, "ended": ended}
-
-
-def _settings(config: TrainConfig) -> dict:
-    return {k: getattr(config, k) for k in ("data", "backbone", "weights", "batch_size", "image_size", "augment",
-                                            "lr_ratio", "seed", "device")}

@@ -260,6 +260,7 @@ class LrFindResult(TypedDict):
     config: dict[str, Any]
     classes: list[str]
     device: str
+    versions: dict[str, str]
     curves: list[LrCurve]
     out: str
     report: str

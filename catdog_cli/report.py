@@ -494,7 +494,7 @@ def write_lr_find_report(result: LrFindResult, path: Path) -> Path:
                  '<p class="muted">Halfway down the longest fall of the smoothed loss. With discriminative '
                  "and freeze-unfreeze the backbone learns at this rate / --lr-ratio.</p>"),
         _section("Loss against learning rate", f'<div class="figs">{"".join(charts)}</div>'),
-        _setup(cfg.items(), None),
+        _setup(cfg.items(), result.get("versions")),
     ]
     subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code> · {escape(str(cfg.get('backbone', '')))}"
     return _write(_page("catdog lr-find", subtitle, sections), path)

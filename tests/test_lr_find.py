@@ -65,6 +65,7 @@ def test_cli_lr_find_prints_plots_and_a_table_and_refuses_a_used_out(tmp_path):
     assert result["kind"] == "lr_find" and result["curves"][0]["strategy"] == "freeze"
     again = catdog(*args, "--out", tmp_path / "one")
     assert again.exit_code == 1 and "already exists" in again.stderr
+    assert "unknown strategy 'thaw'" in catdog(*args[:-4], "--strategies", "thaw", "--steps", "12").stderr
 
 
 def test_terminal_plot_marks_the_suggestion_and_spans_the_shown_lrs():
