@@ -133,8 +133,6 @@ class Run:
         return (model.head, CachedFeatures()) if self.val_features else (model, self.inputs)
 
 
-cached_features = CachedFeatures().model_input
-
 
 def _wrap(forward: nn.Module, config: TrainConfig, device: torch.device, world: World) -> nn.Module:
     """DDP averages gradients over ranks (and starts every rank from rank 0's weights); --compile compiles."""
@@ -207,8 +205,8 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     loss_weights = torch.tensor(weights, device=device) if config.balance == "loss" else None
     criterion = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=config.label_smoothing)
     return Run(config, dataset, device, inputs, model, _wrap(forward, config, device, world), preprocess, optimizer,
-               scheduler, Precision(device), sources, steps, criterion, mixing,
-               EMA(model, config.ema_decay) if config.ema else None, val_features, world)
+               scheduler, Precision(device), sources, steps, criterion=criterion, mixing=mixing,
+               ema=EMA(model, config.ema_decay) if config.ema else None, val_features=val_features, world=world)
 
 
 def _cache_features(config: TrainConfig, model: TransferModel, sources: DataSources, inputs: Inputs,
@@ -223,13 +221,13 @@ def _cache_features(config: TrainConfig, model: TransferModel, sources: DataSour
                                   cache, budget, config.workers, events,
                                   class_weights=weights if config.balance == "sampler" else None)
         if features is not None:
-            sources.train, forward, preprocess = features, model.head, cached_features
+            sources.train, forward, preprocess = features, model.head, CachedFeatures().model_input
     val = feature_source(model, sources.splits["val"], inputs, device, config.batch_size, config.seed, cache, budget,
                          config.workers, events, shuffle=False, name="val")
     if val is not None:
         sources.val = val
-    events.note(f"backbone features computed once in {time.perf_counter() - start:.1f}s "
-                f"({'train and val' if forward is not model and val else 'val' if val else 'none: over budget'})")
+        cached = "train and val" if forward is model.head else "val"
+        events.note(f"backbone features of {cached} computed once in {time.perf_counter() - start:.1f}s")
     return forward, preprocess, val is not None
 
 
@@ -371,16 +369,13 @@ def update_best(run: Run) -> TransferModel | None:
     """After an epoch: the weights that beat the best so far (the trained ones, or the EMA's when they did
     better still), with the state updated; None when neither did."""
     record, state = run.state.history[-1], run.state
-    candidates = [(record["val_acc"], record["val_loss"], run.model, False)]
-    if run.ema is not None:
-        candidates.append((record["ema_val_acc"], record["ema_val_loss"], run.ema.model, True))
-    acc, loss, model, is_ema = candidates[0]
-    for other in candidates[1:]:
-        if better(other[0], other[1], acc, loss):
-            acc, loss, model, is_ema = other
+    acc, loss, model = record["val_acc"], record["val_loss"], run.model
+    if run.ema is not None and better(record["ema_val_acc"], record["ema_val_loss"], acc, loss):
+        acc, loss, model = record["ema_val_acc"], record["ema_val_loss"], run.ema.model
     if not better(acc, loss, state.best_val_acc, state.best_val_loss):
         return None
-    state.best_val_acc, state.best_val_loss, state.best_epoch, state.best_is_ema = acc, loss, state.epoch, is_ema
+    state.best_val_acc, state.best_val_loss, state.best_epoch = acc, loss, state.epoch
+    state.best_is_ema = model is not run.model
     return model
 
 
