@@ -160,8 +160,8 @@ def class_weights(config: TrainConfig, dataset: Dataset, events: Events) -> list
     """Notes an imbalance of the training classes; the inverse-frequency weights when --balance asks for them."""
     counts = class_counts(dataset.splits["train"].labels, len(dataset.classes))
     note = imbalance_note(dataset.classes, counts)
-    if note and config.balance == "none":
-        events.note(note)
+    if note:
+        events.note(note if config.balance == "none" else f"{note}: --balance {config.balance} is on")
     return inverse_frequency(counts) if config.balance != "none" else None
 
 

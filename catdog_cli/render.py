@@ -127,7 +127,7 @@ def train_summary(result: TrainResult) -> Table:
     note = imbalance_note(result["classes"], list(counts.values())) if counts else None
     if note:
         balance = config.get("balance", "none")
-        rows.append(("class balance", safe(note) + (f"; --balance {balance} was on" if balance != "none" else "")))
+        rows.append(("class balance", safe(note) + (f": --balance {balance} was on" if balance != "none" else "")))
     if "test" in result:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
     if result["skipped"]:
