@@ -322,6 +322,19 @@ def _split_key(key: str) -> tuple[str, str, str]:
     raise ValueError(key)
 
 
+ORDER = ["base", "2x epochs", "lr 0.001 (old default)", *OPTIONS, "balance none", "balance loss", "balance sampler"]
+
+
+def _ordered(runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Data set, then strategy, then base first and the options in the grid's order."""
+
+    def key(item: tuple[str, list[dict[str, Any]]]) -> tuple[str, int, int]:
+        data, strategy, option = _split_key(item[0])
+        return data, ["freeze", "finetune", "freeze-unfreeze"].index(strategy), ORDER.index(option)
+
+    return sorted(runs.items(), key=key)
+
+
 def _acc(records: list[dict[str, Any]]) -> list[float]:
     return [100 * r["best_val_acc"] for r in records]
 
@@ -329,7 +342,7 @@ def _acc(records: list[dict[str, Any]]) -> list[float]:
 def options_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = ["| data | strategy | option | val acc % (best epoch) | Δ vs base (verdict) | val acc % (last epoch) | "
              "s per run (train + val) | seeds |", "|---|---|---|---|---|---|---|---|"]
-    for key, records in runs.items():
+    for key, records in _ordered(runs):
         data, strategy, option = _split_key(key)
         if option.startswith("balance"):
             continue
@@ -352,7 +365,7 @@ def balance_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     """On the imbalanced sets val is balanced: accuracy is the mean recall; the minority's recall apart."""
     lines = ["| data (train counts) | strategy | --balance | val acc % | Δ vs none (verdict) | minority recall % | "
              "majority recall % |", "|---|---|---|---|---|---|---|"]
-    for key, records in runs.items():
+    for key, records in _ordered(runs):
         data, strategy, option = _split_key(key)
         if not option.startswith("balance"):
             continue
@@ -379,7 +392,7 @@ def stopped(history: list[dict[str, Any]], patience: int) -> tuple[int, float]:
 
 def early_stopping_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = ["| data | run | epochs run | val acc % (best epoch) |", "|---|---|---|---|"]
-    for key, records in runs.items():
+    for key, records in _ordered(runs):
         data, strategy, option = _split_key(key)
         if option not in ("base", "2x epochs") or strategy == "freeze-unfreeze":
             continue
