@@ -21,7 +21,8 @@ Phases:
   The frozen backbone's features are the same in every run: they are computed once per data set and image
   size and handed to each run (the engine's `feature_source`, memoized here).
 - grid: freeze and finetune on hymenoptera and catdog-sub with each option on alone (label smoothing 0.1,
-  MixUp 0.2, CutMix 1.0, EMA), freeze with twice the epochs, freeze-unfreeze, and none/loss/sampler
+  MixUp 0.2, CutMix 1.0, EMA), freeze with twice the epochs and with the old lr, freeze-unfreeze beside
+  discriminative (the same rates without the frozen start), and none/loss/sampler
   balance on the imbalanced sets. Early stopping is read off the base runs' histories (a run that stops
   early is the same run cut short: the schedule does not depend on where it stops).
 - tta: the base runs' best.pt evaluated on val with and without test-time augmentation.
@@ -222,8 +223,8 @@ def grid_cells(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any],
                           {"strategy": "freeze", "seed": seed, "epochs": 2 * args.epochs}, False))
             cells.append((f"{data}-freeze-lr 0.001 (old default)-s{seed}", data,
                           {"strategy": "freeze", "seed": seed, "lr": 1e-3}, False))
-            cells.append((f"{data}-freeze-unfreeze-base-s{seed}", data, {"strategy": "freeze-unfreeze", "seed": seed},
-                          False))
+            for strategy in ("freeze-unfreeze", "discriminative"):  # the same rates, with and without a frozen start
+                cells.append((f"{data}-{strategy}-base-s{seed}", data, {"strategy": strategy, "seed": seed}, False))
         for data in ("hymenoptera-imb", "catdog-imb"):
             for strategy in ("freeze", "finetune"):
                 for balance in ("none", "loss", "sampler"):
@@ -315,7 +316,7 @@ def _runs(results: Path) -> dict[str, list[dict[str, Any]]]:
 
 def _split_key(key: str) -> tuple[str, str, str]:
     """'catdog-sub-freeze-unfreeze-base' -> ('catdog-sub', 'freeze-unfreeze', 'base')."""
-    for strategy in ("freeze-unfreeze", "finetune", "freeze"):
+    for strategy in ("freeze-unfreeze", "discriminative", "finetune", "freeze"):
         data, sep, option = key.partition(f"-{strategy}-")
         if sep:
             return data, strategy, option
@@ -330,7 +331,7 @@ def _ordered(runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict
 
     def key(item: tuple[str, list[dict[str, Any]]]) -> tuple[str, int, int]:
         data, strategy, option = _split_key(item[0])
-        return data, ["freeze", "finetune", "freeze-unfreeze"].index(strategy), ORDER.index(option)
+        return data, ["freeze", "finetune", "discriminative", "freeze-unfreeze"].index(strategy), ORDER.index(option)
 
     return sorted(runs.items(), key=key)
 
@@ -346,11 +347,12 @@ def options_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         data, strategy, option = _split_key(key)
         if option.startswith("balance"):
             continue
-        base = runs.get(f"{data}-{'finetune' if strategy == 'freeze-unfreeze' else strategy}-base", [])
+        reference = {"freeze-unfreeze": "discriminative", "discriminative": "finetune"}.get(strategy, strategy)
+        base = runs.get(f"{data}-{reference}-base", [])
         seconds = statistics.mean(sum(h["seconds"] + h["val_seconds"] for h in r["history"]) for r in records)
         versus = "" if records is base else verdict(_acc(base), _acc(records))
-        if strategy == "freeze-unfreeze":
-            versus += " vs finetune"
+        if reference != strategy:
+            versus += f" vs {reference}"
         lines.append(f"| {data} | {strategy} | {option} | {mean_sd(_acc(records))} | {versus} | "
                      f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | {seconds:.0f} | "
                      f"{len(records)} |")
