@@ -223,6 +223,10 @@ def grid_cells(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any],
                           {"strategy": "freeze", "seed": seed, "epochs": 2 * args.epochs}, False))
             cells.append((f"{data}-freeze-lr 0.001 (old default)-s{seed}", data,
                           {"strategy": "freeze", "seed": seed, "lr": 1e-3}, False))
+            cells.append((f"{data}-freeze-lr 0.01-s{seed}", data, {"strategy": "freeze", "seed": seed, "lr": 1e-2},
+                          False))
+            cells.append((f"{data}-freeze-4x epochs-s{seed}", data,
+                          {"strategy": "freeze", "seed": seed, "epochs": 4 * args.epochs}, False))
             for strategy in ("freeze-unfreeze", "discriminative"):  # the same rates, with and without a frozen start
                 cells.append((f"{data}-{strategy}-base-s{seed}", data, {"strategy": strategy, "seed": seed}, False))
         for data in ("hymenoptera-imb", "catdog-imb"):
@@ -323,7 +327,8 @@ def _split_key(key: str) -> tuple[str, str, str]:
     raise ValueError(key)
 
 
-ORDER = ["base", "2x epochs", "lr 0.001 (old default)", *OPTIONS, "balance none", "balance loss", "balance sampler"]
+ORDER = ["base", "2x epochs", "4x epochs", "lr 0.001 (old default)", "lr 0.01", *OPTIONS, "balance none",
+         "balance loss", "balance sampler"]
 
 
 def _ordered(runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -396,7 +401,7 @@ def early_stopping_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = ["| data | run | epochs run | val acc % (best epoch) |", "|---|---|---|---|"]
     for key, records in _ordered(runs):
         data, strategy, option = _split_key(key)
-        if option not in ("base", "2x epochs") or strategy == "freeze-unfreeze":
+        if option not in ("base", "2x epochs", "4x epochs") or strategy in ("freeze-unfreeze", "discriminative"):
             continue
         name = f"{strategy}, {len(records[0]['history'])} epochs"
         lines.append(f"| {data} | {name} | {len(records[0]['history'])} | {mean_sd(_acc(records))} |")
