@@ -165,9 +165,9 @@ Cutmix = Annotated[float, typer.Option(
 Ema = Annotated[bool, typer.Option(
     help="Also keep an exponential moving average of the weights; best.pt takes it when it scores better on val.")]
 EmaDecay = Annotated[float, typer.Option(help="--ema: decay per step (warmed up: min(decay, (1+n)/(10+n))).")]
-Balance = Annotated[str, typer.Option(
-    help="Imbalanced classes: none, loss (inverse-frequency class weights in the loss), or sampler "
-    "(draw training images by those weights).")]
+Balance = Annotated[bool, typer.Option(
+    help="Imbalanced classes: draw training images with inverse-frequency class weights, so each class comes "
+    "about equally often.")]
 Tta = Annotated[bool, typer.Option(
     help=f"Test-time augmentation: average the probabilities over several views ({DEFAULT_TTA}).")]
 
@@ -266,7 +266,7 @@ def train(
     cutmix: Cutmix = 0.0,
     ema: Ema = False,
     ema_decay: EmaDecay = 0.999,
-    balance: Balance = "none",
+    balance: Balance = False,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
     resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder from its last.pt; "
                                        "options typed again must match (only --device, --workers, --cache-gib, "
@@ -430,7 +430,7 @@ def compare(
     cutmix: Cutmix = 0.0,
     ema: Ema = False,
     ema_decay: EmaDecay = 0.999,
-    balance: Balance = "none",
+    balance: Balance = False,
     out: Path | None = typer.Option(None, help="Output folder: new, or an earlier compare's to finish it."),
     keep_best: bool = typer.Option(False, help="Save the winning cell's model as OUT/best.pt."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),

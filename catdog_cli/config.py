@@ -18,8 +18,6 @@ from catdog_cli.errors import CatdogError
 from catdog_cli.paths import resolve_data
 from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
 
-BALANCE = ("none", "loss", "sampler")
-
 # What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
 # and is refused in one line before anything is loaded, not found out hours later (or never: a NaN lr trains).
 LIMITS: dict[str, tuple[float, float]] = {
@@ -158,7 +156,7 @@ class TrainConfig:
     cutmix: float = 0.0  # the same for CutMix; with both on, each batch uses one of them
     ema: bool = False  # also keep an exponential moving average of the weights, evaluated each epoch
     ema_decay: float = 0.999
-    balance: str = "none"  # imbalanced classes: "loss" (class-weighted loss) or "sampler"
+    balance: bool = False  # draw training images by inverse class frequency (beat a class-weighted loss)
 
     def check(self, weights: bool = True) -> None:
         """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
@@ -184,8 +182,6 @@ class TrainConfig:
             raise CatdogError("--mixup and --cutmix take a Beta alpha >= 0 (0: off)")
         if not 0 < self.ema_decay < 1:
             raise CatdogError("--ema-decay must be between 0 and 1")
-        if self.balance not in BALANCE:
-            raise CatdogError(f"unknown --balance {self.balance!r}; choose one of {', '.join(BALANCE)}")
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainConfig:

@@ -157,12 +157,12 @@ def lr_schedule(config: TrainConfig, steps: int) -> Callable[[int], float]:
 
 
 def class_weights(config: TrainConfig, dataset: Dataset, events: Events) -> list[float] | None:
-    """Notes an imbalance of the training classes; the inverse-frequency weights when --balance asks for them."""
+    """Notes an imbalance of the training classes; the inverse-frequency weights the sampler draws by (--balance)."""
     counts = class_counts(dataset.splits["train"].labels, len(dataset.classes))
     note = imbalance_note(dataset.classes, counts)
     if note:
-        events.note(note if config.balance == "none" else f"{note}: --balance {config.balance} is on")
-    return inverse_frequency(counts) if config.balance != "none" else None
+        events.note(f"{note}: --balance is on" if config.balance else note)
+    return inverse_frequency(counts) if config.balance else None
 
 
 def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,
@@ -193,7 +193,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
     weights = class_weights(config, dataset, events)
     sources = open_sources(dataset, inputs, device, config.batch_size, config.seed, config.augment, cache, budget,
-                           config.workers, events, world, weights if config.balance == "sampler" else None)
+                           config.workers, events, world, weights)
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, inputs.model_input, False
     if config.strategy == "freeze":  # the backbone never changes: its features of an image are computed once
@@ -202,8 +202,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(config, steps))
-    loss_weights = torch.tensor(weights, device=device) if config.balance == "loss" else None
-    criterion = nn.CrossEntropyLoss(weight=loss_weights, label_smoothing=config.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return Run(config, dataset, device, inputs, model, _wrap(forward, config, device, world), preprocess, optimizer,
                scheduler, Precision(device), sources, steps, criterion=criterion, mixing=mixing,
                ema=EMA(model, config.ema_decay) if config.ema else None, val_features=val_features, world=world)
@@ -219,7 +218,7 @@ def _cache_features(config: TrainConfig, model: TransferModel, sources: DataSour
     if not config.augment and mixing is None:
         features = feature_source(model, sources.splits["train"], inputs, device, config.batch_size, config.seed,
                                   cache, budget, config.workers, events,
-                                  class_weights=weights if config.balance == "sampler" else None)
+                                  class_weights=weights)
         if features is not None:
             sources.train, forward, preprocess = features, model.head, CachedFeatures().model_input
     val = feature_source(model, sources.splits["val"], inputs, device, config.batch_size, config.seed, cache, budget,

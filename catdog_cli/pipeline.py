@@ -64,7 +64,7 @@ class ResidentSource:
     """A decoded split held on the device: batches are index gathers, shuffled on the device.
 
     Epoch e's order depends only on (seed, e), as with DistributedSampler.set_epoch: a resumed run sees the
-    same batches as an uninterrupted one. With `class_weights` (--balance sampler) an epoch draws its images
+    same batches as an uninterrupted one. With `class_weights` (--balance) an epoch draws its images
     with replacement, each with its class's weight, instead of a permutation.
     """
 
@@ -135,7 +135,7 @@ class StreamingSource:
         workers = default_workers() if workers is None else workers
         self.generator = torch.Generator().manual_seed(seed)
         sampler = None
-        if shuffle and class_weights is not None:  # --balance sampler: draws with replacement, by class weight
+        if shuffle and class_weights is not None:  # --balance: draws with replacement, by class weight
             sampler = WeightedRandomSampler([class_weights[y] for y in split.labels], len(split),
                                             generator=self.generator)
         self.loader = DataLoader(
@@ -269,7 +269,7 @@ def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_s
                  world: World = World(), class_weights: list[float] | None = None) -> DataSources:
     """Decode train, val (and test) once into the cache, or set up streaming when over the budget.
 
-    `class_weights`: train draws its images by class weight (--balance sampler)."""
+    `class_weights`: train draws its images by class weight (--balance)."""
     found: dict[str, BatchSource | None] = {}
     splits: dict[str, Split] = {}
     for name in ("train", "val", "test"):

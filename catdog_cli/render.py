@@ -126,8 +126,7 @@ def train_summary(result: TrainResult) -> Table:
     counts = result.get("train_counts")
     note = imbalance_note(result["classes"], list(counts.values())) if counts else None
     if note:
-        balance = config.get("balance", "none")
-        rows.append(("class balance", safe(note) + (f": --balance {balance} was on" if balance != "none" else "")))
+        rows.append(("class balance", safe(note) + (": --balance was on" if config.get("balance") else "")))
     if "test" in result:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
     if result["skipped"]:

@@ -240,12 +240,12 @@ def test_json_train_still_shows_epoch_lines_on_stderr(trained):
 def test_train_recipe_options_reach_the_run_and_the_summary(trained, tmp_path):
     result = catdog("train", "--data", trained["data"], "--epochs", "3", *TINY, "--strategy", "freeze-unfreeze",
                     "--freeze-epochs", "2", "--patience", "1", "--label-smoothing", "0.1", "--mixup", "0.2",
-                    "--cutmix", "1.0", "--ema", "--ema-decay", "0.99", "--balance", "loss", "--out", tmp_path / "r")
+                    "--cutmix", "1.0", "--ema", "--ema-decay", "0.99", "--balance", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert {k: run["config"][k] for k in RECIPE_FIELDS} == {
         "freeze_epochs": 2, "patience": 1, "label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "ema": True,
-        "ema_decay": 0.99, "balance": "loss"}
+        "ema_decay": 0.99, "balance": True}
     assert "EMA val acc" in result.stderr and "backbone unfrozen" in result.stderr
     assert run["ended"] in result.stdout and "val recall per class" in result.stdout
     assert "EMA val acc" in (tmp_path / "r" / "report.html").read_text()

@@ -247,9 +247,9 @@ def test_start_run_decides_the_loss_and_the_mixing_once(tmp_path):
     assert run.criterion.label_smoothing == 0.1 and run.criterion.weight is None
     assert run.mixing is not None and run.mixing.mixup == 0.2 and run.mixing.cutmix == 0.0
     assert any("imbalanced training classes: cat has 8 images, dog 2 (4.0x)" in n for n in events.notes)
-    weighted = start_run(TrainConfig(str(root), weights="none", balance="loss", **TINY), Recorder())
-    assert weighted.criterion.weight.tolist() == pytest.approx([10 / 16, 10 / 4])
-    assert weighted.mixing is None
+    balanced = start_run(TrainConfig(str(root), weights="none", balance=True, **TINY), Recorder())
+    assert balanced.sources.train.sample_weights.tolist() == pytest.approx([10 / 16] * 8 + [10 / 4] * 2)
+    assert balanced.mixing is None and balanced.criterion.weight is None
 
 
 def test_ema_run_evaluates_both_weights_and_says_which_are_best(image_folder, tmp_path):
@@ -272,7 +272,7 @@ def test_epoch_record_times_training_and_validation_apart(frozen_run):
 
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("patience", 0, "--patience"), ("label_smoothing", 1.0, "--label-smoothing"), ("mixup", -1.0, "--mixup"),
-    ("ema_decay", 1.0, "--ema-decay"), ("balance", "both", "--balance"), ("freeze_epochs", 0, "--freeze-epochs"),
+    ("ema_decay", 1.0, "--ema-decay"), ("freeze_epochs", 0, "--freeze-epochs"),
     ("strategy", "freeze-unfreeze", "fewer than --epochs")])
 def test_bad_recipe_option_is_refused_before_any_work(field, value, match):
     with pytest.raises(CatdogError, match=match):
