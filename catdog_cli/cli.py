@@ -169,7 +169,8 @@ Balance = Annotated[bool, typer.Option(
     help="Imbalanced classes: draw training images with inverse-frequency class weights, so each class comes "
     "about equally often.")]
 Tta = Annotated[bool, typer.Option(
-    help=f"Test-time augmentation: average the probabilities over several views ({DEFAULT_TTA}).")]
+    help=f"Test-time augmentation ({DEFAULT_TTA}): average the probabilities over the centre and four corner "
+    "crops of the eval resize, each also mirrored (10 passes: slower).")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."

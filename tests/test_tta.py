@@ -60,5 +60,5 @@ def test_evaluate_and_predict_with_tta(frozen_run):
 def test_cli_tta_flag(frozen_run):
     best = frozen_run["out"] / "best.pt"
     result = ok_json(catdog("evaluate", best, "--device", "cpu", "--tta", "--json"))
-    assert result["tta"] == "flip"
+    assert result["tta"] == "flip+crops"
     assert "--tta" in catdog("predict", "--help").output
