@@ -32,6 +32,11 @@ LIMITS: dict[str, tuple[float, float]] = {
     "workers": (0, 256),
     "weight_decay": (0, 10),
     "top_k": (1, 1000),
+    "freeze_epochs": (1, 100_000),
+    "patience": (1, 100_000),
+    "label_smoothing": (0, 0.99),
+    "mixup": (0, 100),  # a Beta(A, A) alpha: beyond a few, every mix is near half and half
+    "cutmix": (0, 100),
 }
 ABOVE_ZERO = ("lr",)
 SPLITS = ("val", "test", "train", "all")
@@ -165,22 +170,15 @@ class TrainConfig:
         check_options(asdict(self))
         if weights:
             check_weights(self.weights)
-        resolve_data(self.data)
         self.check_recipe()
+        resolve_data(self.data)
 
     def check_recipe(self) -> None:
-        if self.freeze_epochs < 1:
-            raise CatdogError("--freeze-epochs must be at least 1")
+        """What the recipe's options mean together (their ranges are in LIMITS)."""
         if self.strategy == "freeze-unfreeze" and self.freeze_epochs >= self.epochs:
             raise CatdogError(f"freeze-unfreeze: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
                               f"({self.epochs}), or nothing is ever unfrozen")
-        if self.patience is not None and self.patience < 1:
-            raise CatdogError("--patience must be at least 1")
-        if not 0 <= self.label_smoothing < 1:
-            raise CatdogError("--label-smoothing must be in [0, 1)")
-        if self.mixup < 0 or self.cutmix < 0:
-            raise CatdogError("--mixup and --cutmix take a Beta alpha >= 0 (0: off)")
-        if not 0 < self.ema_decay < 1:
+        if not (isinstance(self.ema_decay, (int, float)) and 0 < self.ema_decay < 1):  # NaN too
             raise CatdogError("--ema-decay must be between 0 and 1")
 
     @classmethod

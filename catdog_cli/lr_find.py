@@ -12,7 +12,6 @@ from the same weights.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,9 +26,9 @@ from catdog_cli.data import ImageBatch, load_dataset
 from catdog_cli.engine import Run, start_run, train_step
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
-from catdog_cli.paths import atomic_write_text, check_out_dir, claim_out_dir
+from catdog_cli.paths import atomic_write_text, run_folder
 from catdog_cli.pipeline import BatchSource, DecodeCache
-from catdog_cli.records import LrCurve, LrFindResult
+from catdog_cli.records import LrCurve, LrFindResult, to_json
 from catdog_cli.runtime import resolve_device
 
 START_LR, END_LR, STEPS = 1e-7, 10.0, 100
@@ -105,24 +104,24 @@ def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None =
         raise CatdogError("--strategies: name at least one strategy")
     for strategy in strategies:
         replace(config, strategy=strategy, epochs=2).check()
-    check_out_dir(out)
-    dataset = load_dataset(config.data, config.val_split, config.seed)
-    device = resolve_device(config.device)
-    model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
-    cache, curves = DecodeCache(), []
-    for strategy in strategies:
-        cell = replace(config, strategy=strategy, lr=1.0, epochs=1, ema=False, patience=None)
-        run = start_run(cell, events, cache, dataset, copy.deepcopy(model))
-        curves.append(_curve(run, events, start, end, steps))
-    folder = claim_out_dir(out, "lr-find")
-    settings = {k: getattr(run.config, k) for k in ("data", "backbone", "weights", "batch_size", "image_size",
-                                                    "augment", "lr_ratio", "seed")}  # as the runs resolved them
-    result: LrFindResult = {"kind": "lr_find", "config": {**settings, "start_lr": start, "end_lr": end,
-                                                          "steps": steps},
-                            "classes": dataset.classes, "device": str(device), "versions": checkpoints.versions(),
-                            "curves": curves, "out": str(folder), "report": str(folder / "lr_find.html")}
-    report.write_lr_find_report(result, folder / "lr_find.html")
-    atomic_write_text(folder / "lr_find.json", json.dumps(result, indent=2))
+    with run_folder(out, "lr-find") as folder:  # claimed before any work, as train's
+        dataset = load_dataset(config.data, config.val_split, config.seed)
+        device = resolve_device(config.device)
+        model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
+        cache, curves = DecodeCache(), []
+        for strategy in strategies:
+            cell = replace(config, strategy=strategy, lr=1.0, epochs=1, ema=False, patience=None)
+            run = start_run(cell, events, cache, dataset, copy.deepcopy(model))
+            curves.append(_curve(run, events, start, end, steps))
+        settings = {k: getattr(run.config, k) for k in ("data", "backbone", "weights", "batch_size", "image_size",
+                                                        "augment", "lr_ratio", "seed")}  # as the runs resolved them
+        result: LrFindResult = {"kind": "lr_find", "config": {**settings, "start_lr": start, "end_lr": end,
+                                                              "steps": steps},
+                                "classes": dataset.classes, "device": str(device),
+                                "versions": checkpoints.versions(), "curves": curves, "out": str(folder),
+                                "report": str(folder / "lr_find.html")}
+        report.write_lr_find_report(result, folder / "lr_find.html")
+        atomic_write_text(folder / "lr_find.json", to_json(result))
     return result
 
 

@@ -36,9 +36,9 @@ def test_compare_config_records_the_grid_flat_as_compare_json_did():
     assert mixed.settings() == {**grid.settings(), "mixup": 0.2}
 
 
-def test_the_default_grid_leaves_freeze_unfreeze_out_but_takes_it_when_named():
+def test_the_default_grid_leaves_freeze_unfreeze_out_but_takes_it_when_named(tmp_path):
     assert CompareConfig(TrainConfig("data")).strategies == ["finetune", "freeze", "discriminative"]
-    CompareConfig(TrainConfig("data"), strategies=["freeze-unfreeze"]).check()
+    CompareConfig(TrainConfig(str(tmp_path)), strategies=["freeze-unfreeze"]).check()
 
 
 def test_a_config_saved_by_a_newer_catdog_loads_without_its_new_fields():
