@@ -16,7 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
-from catdog_cli.defaults import DEFAULT_BACKBONE, DEFAULT_TTA, SEED_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, DEFAULT_TTA, LR_FIND_MIN_STEPS, SEED_BACKBONES
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.formatting import printable
 from catdog_cli.strategies import GRID_STRATEGIES
@@ -487,9 +487,11 @@ def lr_find(
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images, as train would."),
-    steps: int = typer.Option(100, min=11, help="Steps of the test (a small dataset is cycled through)."),
+    steps: int = typer.Option(100, min=LR_FIND_MIN_STEPS,
+                              help="Steps of the test (a small dataset is cycled through)."),
     start_lr: float = typer.Option(1e-7, help="The head's learning rate at the first step."),
-    end_lr: float = typer.Option(10.0, help="...and at the last (the test stops sooner when the loss blows up)."),
+    end_lr: float = typer.Option(
+        10.0, help="...and at the last, at most 10 (the test stops sooner when the loss blows up)."),
     cache_gib: CacheGib = None,
     workers: Workers = None,
     out: Path | None = typer.Option(None, help="Output folder for lr_find.html and lr_find.json (new or empty; "
@@ -498,11 +500,15 @@ def lr_find(
 ) -> None:
     """Learning-rate range test: train briefly while the lr grows exponentially, plot the loss against it, and
     suggest an --lr per strategy (halfway down the longest fall of the loss). Nothing is trained for keeps."""
-    from catdog_cli.config import TrainConfig
+    from catdog_cli.config import TrainConfig, check_lr_find
+    from catdog_cli.paths import check_out_dir
 
     config = TrainConfig(data, backbone=backbone, batch_size=batch_size, lr_ratio=lr_ratio, image_size=image_size,
                          weights=weights, device=device, seed=seed, val_split=val_split, augment=augment,
                          cache_gib=cache_gib, workers=workers)
+    check_lr_find(config, _csv_list(strategies), start_lr, end_lr, steps)  # before torch loads
+    if out is not None:
+        check_out_dir(out)
     from catdog_cli.lr_find import find_lr
 
     console = _console(json_output)

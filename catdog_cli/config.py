@@ -13,7 +13,7 @@ from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES, TORCHVISION_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, LR_FIND_MIN_STEPS, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
 from catdog_cli.paths import resolve_data
 from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
@@ -187,6 +187,19 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in known})
 
+
+
+def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end: float, steps: int) -> None:
+    """lr-find's options, torch-free: the CLI refuses them before torch loads, `find_lr` again for the API."""
+    high = LIMITS["lr"][1]
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and 0 < start < end <= high):
+        raise CatdogError(f"--start-lr {start:g} and --end-lr {end:g}: need 0 < start < end <= {high:g}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not LR_FIND_MIN_STEPS <= steps <= 100_000:
+        raise CatdogError(f"--steps {steps}: must be at least {LR_FIND_MIN_STEPS} and at most 100,000")
+    if not strategies:
+        raise CatdogError("--strategies: name at least one strategy")
+    for strategy in strategies:
+        replace(config, strategy=strategy, epochs=2).check()
 
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
 RECIPE_FIELDS = ("freeze_epochs", "patience", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "balance")

@@ -13,3 +13,4 @@ TORCHVISION_BACKBONES = (
     "convnext_small", "vit_b_16", "swin_t",
 )
 DEFAULT_TTA = "flip+crops"  # what --tta averages over (tta.TTA_VIEWS): benchmarks/README.md, it beat "flip"
+LR_FIND_MIN_STEPS = 11  # lr_find's smoothing window (2 * 4 + 1 steps) and a step either side

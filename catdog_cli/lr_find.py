@@ -21,10 +21,10 @@ import torch
 
 from catdog_cli import checkpoints, report
 from catdog_cli.backbones import build_model
-from catdog_cli.config import TrainConfig
+from catdog_cli.config import TrainConfig, check_lr_find
 from catdog_cli.data import ImageBatch, load_dataset
+from catdog_cli.defaults import LR_FIND_MIN_STEPS
 from catdog_cli.engine import Run, start_run, train_step
-from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
 from catdog_cli.paths import atomic_write_text, run_folder
 from catdog_cli.pipeline import BatchSource, DecodeCache
@@ -34,7 +34,8 @@ from catdog_cli.runtime import resolve_device
 START_LR, END_LR, STEPS = 1e-7, 10.0, 100
 BETA = 0.9  # the running loss that stops a blown-up test: short memory, so it reacts within a few steps
 BLOWN_UP = 4.0  # stop when the running loss is this many times its minimum
-WINDOW = 4  # the suggestion reads a centred moving average over 2 * WINDOW + 1 steps: smooth, and not late
+# the suggestion reads a centred moving average over 2 * WINDOW + 1 steps: smooth, and not late
+WINDOW = (LR_FIND_MIN_STEPS - 3) // 2
 
 
 def endless(source: BatchSource) -> Iterator[ImageBatch]:
@@ -96,14 +97,7 @@ def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None =
     """The range test for each strategy from the same starting weights; the curves and a suggested --lr each,
     saved as OUT/lr_find.json and OUT/lr_find.html (a new folder, runs/lr-findN by default)."""
     events = events or Events()
-    if not 0 < start < end:
-        raise CatdogError(f"--start-lr {start:g} and --end-lr {end:g}: need 0 < start < end")
-    if steps < 2 * WINDOW + 3:
-        raise CatdogError(f"--steps must be at least {2 * WINDOW + 3}")
-    if not strategies:
-        raise CatdogError("--strategies: name at least one strategy")
-    for strategy in strategies:
-        replace(config, strategy=strategy, epochs=2).check()
+    check_lr_find(config, strategies, start, end, steps)
     with run_folder(out, "lr-find") as folder:  # claimed before any work, as train's
         dataset = load_dataset(config.data, config.val_split, config.seed)
         device = resolve_device(config.device)

@@ -37,7 +37,8 @@ ROLES = {
     "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
     "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
 }
-ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib"}  # every other number must be above zero
+# every other number must be above zero (the recipe's 0 is "off")
+ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "label_smoothing", "mixup", "cutmix"}
 AS_USER = os.geteuid() != 0  # root reads and writes whatever the permissions say
 NUMBERS = ("-1", "0", "nan", "inf", "-inf", "1e30", "99999999999999999999")
 
@@ -144,6 +145,8 @@ def valid_command(command: str, world: dict, work: Path) -> list[str]:
         "predict": ["predict", world["model"], world["image"], "--device", "cpu"],
         "compare": ["compare", "--data", world["data"], "--backbones", "squeezenet1_1", "--strategies", "freeze",
                     *tiny, "--out", str(work / "cmp")],
+        "lr-find": ["lr-find", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny[:4], *tiny[6:],
+                    "--strategies", "freeze", "--steps", "11", "--out", str(work / "lr")],
     }[command]
 
 
@@ -195,7 +198,9 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["compare", "--data", ".", "--cache-gib", "nan"], ["evaluate", "missing.pt"],
     ["evaluate", "model.pt", "--split", "vall"], ["predict", "model.pt", "nosuch.jpg"],
     ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
-    ["train", "--resume", ".", "--lr", "inf"],
+    ["train", "--resume", ".", "--lr", "inf"], ["train", "--data", ".", "--mixup", "nan"],
+    ["train", "--data", ".", "--strategy", "freeze-unfreeze", "--epochs", "1"],
+    ["lr-find", "--data", ".", "--strategies", "thaw"], ["lr-find", "--data", ".", "--end-lr", "inf"],
 ]
 
 
