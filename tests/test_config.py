@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from catdog_cli.config import RECIPE_FIELDS, CompareConfig, TrainConfig
+from catdog_cli.config import RECIPE_FIELDS, CompareConfig, TrainConfig, check_lr_find
 from catdog_cli.errors import CatdogError
 
 
@@ -53,3 +53,20 @@ def test_check_refuses_what_no_run_can_do(change, match):
         TrainConfig("data", **change).check()
     with pytest.raises(CatdogError, match=match):
         CompareConfig(TrainConfig("data", **change)).check()
+
+
+@pytest.mark.parametrize("field", ["mixup", "cutmix", "label_smoothing", "ema_decay", "patience", "freeze_epochs"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1])
+def test_a_recipe_number_out_of_range_or_not_finite_is_refused(tmp_path, field, value):
+    with pytest.raises(CatdogError, match="--" + field.replace("_", "-")):
+        TrainConfig(str(tmp_path), **{field: value}).check()
+
+
+@pytest.mark.parametrize(("start", "end", "steps", "strategies", "match"), [
+    (1e-7, float("inf"), 100, ["freeze"], "--end-lr"), (float("nan"), 10.0, 100, ["freeze"], "--start-lr"),
+    (1e-3, 1e-4, 100, ["freeze"], "start < end"), (1e-7, 100.0, 100, ["freeze"], "end <= 10"),
+    (1e-7, 10.0, 10, ["freeze"], "--steps 10"), (1e-7, 10.0, 100, [], "--strategies"),
+    (1e-7, 10.0, 100, ["thaw"], "unknown strategy 'thaw'")])
+def test_lr_find_options_are_refused_before_any_work(tmp_path, start, end, steps, strategies, match):
+    with pytest.raises(CatdogError, match=match):
+        check_lr_find(TrainConfig(str(tmp_path)), strategies, start, end, steps)
