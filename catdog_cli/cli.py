@@ -491,7 +491,7 @@ def lr_find(
                               help="Steps of the test (a small dataset is cycled through)."),
     start_lr: float = typer.Option(1e-7, help="The head's learning rate at the first step."),
     end_lr: float = typer.Option(
-        10.0, help="...and at the last, at most 10 (the test stops sooner when the loss blows up)."),
+        10.0, help="...and at the last, at most 1e6 (the test stops sooner when the loss blows up)."),
     cache_gib: CacheGib = None,
     workers: Workers = None,
     out: Path | None = typer.Option(None, help="Output folder for lr_find.html and lr_find.json (new or empty; "
