@@ -201,7 +201,8 @@ class TimmBackbone:
         try:
             import timm
         except ImportError:
-            raise CatdogError("timm backbones need timm: pip install 'catdog-cli[timm]'") from None
+            raise CatdogError("timm backbones need timm: pip install timm (in a clone of catdog: "
+                              "pip install -e '.[timm]')") from None
         return timm
 
     def preprocessing(self) -> Preprocessing:
@@ -222,6 +223,11 @@ class TimmBackbone:
             raise CatdogError(
                 f"could not download timm weights for {self.name} ({exc}); offline, pass --weights PATH"
             ) from None
+
+
+def _timm_width(features: nn.Module) -> int:
+    """What a timm model without its classifier outputs: MobileNetV3's head conv makes it wider than num_features."""
+    return getattr(features, "head_hidden_size", None) or features.num_features
 
 
 def resolve(name: str) -> TorchvisionBackbone | TimmBackbone:
@@ -342,7 +348,7 @@ def build_model(name: str, num_classes: int, weights: str = "default", device: t
         if weights not in ("default", "none"):
             classifier = features.pretrained_cfg.get("classifier") or "classifier"
             _load_pretrained(features, read_state_dict(Path(weights)), (f"{classifier}.",), source)
-        head = init_head(nn.Linear(features.num_features, num_classes, device="meta").to_empty(device="cpu"), seed)
+        head = init_head(nn.Linear(_timm_width(features), num_classes, device="meta").to_empty(device="cpu"), seed)
         return TransferModel(features, head).to(device)
 
     if weights == "none":
@@ -366,7 +372,7 @@ def build_empty(name: str, num_classes: int) -> TransferModel:
     if isinstance(spec, TimmBackbone):
         with torch.device("meta"):
             features = spec.build_features(pretrained=False)
-            return TransferModel(features, nn.Linear(features.num_features, num_classes))
+            return TransferModel(features, nn.Linear(_timm_width(features), num_classes))
     full = spec.build_meta()
     with torch.device("meta"):
         return TransferModel(*spec.split(full, num_classes))

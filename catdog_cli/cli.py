@@ -16,7 +16,14 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
-from catdog_cli.defaults import DEFAULT_BACKBONE, DEFAULT_TTA, LR_FIND_MIN_STEPS, SEED_BACKBONES
+from catdog_cli.defaults import (
+    BACKBONE_PRESETS,
+    DEFAULT_BACKBONE,
+    DEFAULT_TTA,
+    GRID_TIME_HELP,
+    LR_FIND_MIN_STEPS,
+    expand_backbones,
+)
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.formatting import printable
 from catdog_cli.strategies import GRID_STRATEGIES
@@ -121,12 +128,12 @@ def _speaks() -> bool:
 
 def _console(json_output: bool) -> Console:
     """Human output goes to stderr when stdout carries JSON, so scripts can parse stdout."""
-    return Console(stderr=json_output, quiet=not _speaks())
+    return render.console(stderr=json_output, quiet=not _speaks())
 
 
 def _progress_console() -> Console:
     """Progress bars, per-epoch lines and warnings go to stderr; stdout carries only the results."""
-    return Console(stderr=True, quiet=not _speaks())
+    return render.console(stderr=True, quiet=not _speaks())
 
 
 def _emit_json(obj: Any) -> None:
@@ -365,33 +372,39 @@ def predict(
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
+    overwrite: bool = typer.Option(False, help="Replace the --csv file if it exists (without it, an existing "
+                                   "file is refused and left as it is)."),
     sort_into: Path | None = typer.Option(None, help="Copy each image into DIR/<predicted class>/ (originals are "
                                           "untouched; a taken name gets -1, -2, ...)."),
     tta: Tta = False,
+    explain: Path | None = typer.Option(None, help="Write a heat-map picture per image into DIR: the crop the model "
+                                        "saw, colored by where it looked for its prediction (Grad-CAM); a taken "
+                                        "name gets -1, -2, ..."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Classify images; one row per image with the predicted class and its confidence."""
     from catdog_cli.config import check_use
-    from catdog_cli.paths import check_folder_target, check_new_file
 
     check_use(model, batch_size=batch_size, device=device, top_k=top_k)  # before torch loads, before any work
     for path in paths:
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
-    if csv_file is not None:
-        check_new_file(csv_file, "--csv")
-    if sort_into is not None:
-        check_folder_target(sort_into, "--sort-into")
+    _check_predict_outputs(csv_file, overwrite, {"--sort-into": sort_into, "--explain": explain})
     from catdog_cli.inference import predict as run_predict
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         rows = run_predict(model, list(paths), top_k, batch_size, device, events, tta=DEFAULT_TTA if tta else None)
+        if explain is not None:
+            _explain(model, rows, explain, batch_size, device, events)
     if csv_file is not None:
         from catdog_cli.inference import write_predictions_csv
 
-        write_predictions_csv(csv_file, rows)
+        write_predictions_csv(csv_file, rows, overwrite=overwrite)
         console.print(f"wrote {printable(csv_file)}", markup=False)
+    if explain is not None:
+        console.print(f"heat maps of {sum('explanation' in r for r in rows)} image(s) in {printable(explain)}",
+                      markup=False)
     if sort_into is not None:
         from catdog_cli.inference import sort_into_folders
 
@@ -403,14 +416,51 @@ def predict(
         console.print(render.predictions_table(rows))
 
 
+def _check_predict_outputs(csv_file: Path | None, overwrite: bool, folders: dict[str, Path | None]) -> None:
+    """predict's output files and folders, refused before any work: an existing CSV stays unless --overwrite."""
+    from catdog_cli.paths import check_folder_target, check_new_file
+
+    if overwrite and csv_file is None:
+        raise CatdogError("--overwrite replaces a --csv file; give --csv FILE with it")
+    if csv_file is not None and csv_file.exists() and not overwrite:
+        raise CatdogError(f"{csv_file} already exists; choose a new --csv file (or add --overwrite to replace it)")
+    if csv_file is not None and not csv_file.exists():
+        check_new_file(csv_file, "--csv")
+    for option, folder in folders.items():
+        if folder is not None:
+            check_folder_target(folder, option)
+
+
+def _explain(checkpoint: Path, rows: list, folder: Path, batch_size: int | None, device: str,
+             events: render.RichEvents) -> None:
+    from catdog_cli.explain import explain_predictions
+    from catdog_cli.inference import TrainedModel
+
+    explain_predictions(TrainedModel.load(checkpoint, device), rows, folder, batch_size, events)
+
+
 def _csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-@app.command()
+COMPARE_HELP = (
+    "Train every strategy on several backbones back to back and print one table to choose from.\n\n"
+    "Backbone presets (--backbones): "
+    + "; ".join(f"{name}: {', '.join(names)}" for name, names in BACKBONE_PRESETS.items()) + ".\n\n"
+    + GRID_TIME_HELP
+)
+COMPARE_WEIGHTS_HELP = (
+    "default (ImageNet, downloaded once), none (random init), one PATH (a grid of one backbone), "
+    "NAME=PATH,NAME=PATH (one file per backbone; NAME=default or NAME=none also work), or a folder of files "
+    "named after their backbones (resnet18.pth, or resnet18-f37072fd.pth as torchvision caches it): offline grids."
+)
+
+
+@app.command(help=COMPARE_HELP)
 def compare(
     data: str = typer.Option(..., help=DATA_HELP),
-    backbones: str = typer.Option(",".join(SEED_BACKBONES), help="Comma-separated backbones (any of train's)."),
+    backbones: str = typer.Option("seed", help="Comma-separated backbones (any of train's) and/or presets: "
+                                  f"{', '.join(BACKBONE_PRESETS)} (listed above)."),
     strategies: str = typer.Option(",".join(GRID_STRATEGIES),
                                    help="Comma-separated strategies (freeze-unfreeze too, when named)."),
     epochs: int = typer.Option(3, min=1, help="Epochs per cell (the same for every cell)."),
@@ -418,7 +468,7 @@ def compare(
     lr: LearningRate = None,
     lr_ratio: LrRatio = 10.0,
     image_size: ImageSize = None,
-    weights: Weights = "default",
+    weights: str = typer.Option("default", help=COMPARE_WEIGHTS_HELP),
     device: Device = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
@@ -436,7 +486,7 @@ def compare(
     keep_best: bool = typer.Option(False, help="Save the winning cell's model as OUT/best.pt."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Train every strategy on several backbones back to back and print one table to choose from."""
+    """The grid; its --help (COMPARE_HELP) lists the presets and what a grid costs."""
     from catdog_cli.config import CompareConfig, TrainConfig
 
     train = TrainConfig(data, epochs=epochs, batch_size=batch_size, lr=lr, lr_ratio=lr_ratio, image_size=image_size,
@@ -444,7 +494,7 @@ def compare(
                         workers=workers, freeze_epochs=freeze_epochs, patience=patience,
                         label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema, ema_decay=ema_decay,
                         balance=balance)
-    config = CompareConfig(train, backbones=_csv_list(backbones), strategies=_csv_list(strategies))
+    config = CompareConfig(train, backbones=expand_backbones(_csv_list(backbones)), strategies=_csv_list(strategies))
     config.check()
     if out is not None and out.exists() and not out.is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
@@ -467,7 +517,7 @@ def compare(
         console.print(printable(saved), markup=False)
         console.print(f"report: {printable(Path(result['out']) / 'report.html')}", markup=False)
     notes = _progress_console()
-    for line in failed:
+    for line in failed if json_output else ():  # the table lists them under it; with --json, stderr does
         notes.print(f"[red]failed:[/] {render.safe(line)}", highlight=False)
     if result["interrupted"]:
         notes.print(f"[bold red]{render.safe(interrupted_note(result))}[/]", highlight=False)

@@ -26,7 +26,7 @@ from catdog_cli import checkpoints, distributed, report
 from catdog_cli.backbones import TransferModel, build_model, read_state_dict
 from catdog_cli.config import CompareConfig
 from catdog_cli.data import Dataset, load_dataset
-from catdog_cli.engine import Events, Run, start_run, train_loop
+from catdog_cli.engine import Events, Run, run_summary, start_run, train_loop
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.paths import atomic_write_text, run_folder
 from catdog_cli.pipeline import DecodeCache
@@ -34,6 +34,7 @@ from catdog_cli.records import (
     COMPARE_COLUMNS,
     CompareResult,
     CompareRow,
+    RunSummary,
     TrainResult,
     interrupted_note,
     sort_rows,
@@ -147,7 +148,7 @@ class Backbones:
     def copy(self, backbone: str) -> TransferModel:
         if self.name != backbone:
             self.name, self.model = None, None  # free the last backbone before building the next
-            self.model = build_model(backbone, self.num_classes, self.config.train.weights, self.device,
+            self.model = build_model(backbone, self.num_classes, self.config.weights_for(backbone), self.device,
                                      seed=self.config.train.seed)
             self.name = backbone
         return copy.deepcopy(self.model)
@@ -206,13 +207,15 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
     events = events if events is not None and world.main else Events()
     config.check()
     device = resolve_device(distributed.device_for(config.train.device, world))
-    if config.train.weights not in ("default", "none"):  # a file no cell could use: refused once, up front
-        read_state_dict(Path(config.train.weights))
+    files = {config.weights_for(b) for b in config.backbones} - {"default", "none"}
+    for file in sorted(files):  # a file no cell could use: refused once, up front
+        read_state_dict(Path(file))
     with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
         folder = distributed.main_enters(stack, lambda: compare_folder(out, config), world)
         dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
         if world.main and not (folder / CONFIG_FILE).exists():
             atomic_write_text(folder / CONFIG_FILE, to_json(config.settings()))
+        events.summary(grid_summary(config, dataset, device, folder))
         return _run_grid(config, dataset, device, folder, events, keep_best, world)
 
 
@@ -243,6 +246,12 @@ def _run_grid(config: CompareConfig, dataset: Dataset, device: torch.device, out
     if world.main:
         write_outputs(out, result)
     return result
+
+
+def grid_summary(config: CompareConfig, dataset: Dataset, device: torch.device, out: Path) -> RunSummary:
+    """The summary before a grid: a cell's, with every backbone and strategy and each backbone's weights."""
+    return {**run_summary(config.train, dataset, device, out), "kind": "compare", "backbones": config.backbones,
+            "strategies": config.strategies, "weights": {b: config.weights_for(b) for b in config.backbones}}
 
 
 def write_outputs(out: Path, result: CompareResult) -> None:

@@ -17,6 +17,7 @@ from catdog_cli.defaults import DEFAULT_BACKBONE, LR_FIND_MIN_STEPS, SEED_BACKBO
 from catdog_cli.errors import CatdogError
 from catdog_cli.paths import resolve_data
 from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
+from catdog_cli.weightfiles import weights_by_backbone
 
 # What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
 # and is refused in one line before anything is loaded, not found out hours later (or never: a NaN lr trains).
@@ -225,10 +226,17 @@ class CompareConfig:
             check_strategy(name)
         for name in self.backbones:
             check_backbone(name)
-        self.train.check()
+        self.train.check(weights=False)  # --weights of a grid may name a file per backbone
+        for weights in set(weights_by_backbone(self.train.weights, self.backbones).values()):
+            check_weights(weights)
+
+    def weights_for(self, backbone: str) -> str:
+        """The backbone's own weights: --weights may be a mapping or a folder (see weightfiles.py)."""
+        return weights_by_backbone(self.train.weights, self.backbones)[backbone]
 
     def cell(self, backbone: str, strategy: str, device: str) -> TrainConfig:
-        return replace(self.train, backbone=backbone, strategy=strategy, device=device)
+        return replace(self.train, backbone=backbone, strategy=strategy, device=device,
+                       weights=self.weights_for(backbone))
 
     def to_dict(self) -> dict[str, Any]:
         """The grid as compare.json records it: data, backbones, strategies and the settings every cell shares."""

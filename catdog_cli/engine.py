@@ -33,6 +33,7 @@ from catdog_cli.data import Dataset, ImageBatch, load_dataset, no_val_reason, sp
 from catdog_cli.ema import EMA
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
+from catdog_cli.explain import add_heatmaps
 from catdog_cli.inference import (  # evaluate_checkpoint and predict: re-exported, the README's Python API
     TOP_LOSSES,
     EvalOutput,
@@ -52,7 +53,7 @@ from catdog_cli.pipeline import (
     memory_budget,
     open_sources,
 )
-from catdog_cli.records import EpochRecord, TrainResult, to_json
+from catdog_cli.records import EpochRecord, RunSummary, TrainResult, to_json
 from catdog_cli.runtime import Precision, StopRequest, default_batch_size, resolve_device, warmup_cosine
 from catdog_cli.strategies import param_groups, unfreeze_epoch
 from catdog_cli.world import World
@@ -165,11 +166,29 @@ def class_weights(config: TrainConfig, dataset: Dataset, events: Events) -> list
     return inverse_frequency(counts) if config.balance else None
 
 
+def run_summary(config: TrainConfig, dataset: Dataset, device: torch.device, out: Path | str | None,
+                model: TransferModel | None = None) -> RunSummary:
+    """What a run is about to do, for Events.summary (compare puts its grid over a cell's)."""
+    params = {}
+    if model is not None:
+        total, trainable = count_params(model)
+        params[config.backbone] = {"total": total, "trainable": trainable}
+    return {"kind": "train", "data": str(dataset.root), "classes": dataset.classes,
+            "images": {name: len(split) for name, split in dataset.splits.items()}, "split_origin": dataset.origin,
+            "backbones": [config.backbone], "strategies": [config.strategy],
+            "weights": {config.backbone: config.weights}, "params": params, "lr": config.lr, "epochs": config.epochs,
+            "batch_size": config.batch_size or default_batch_size(device), "image_size": config.image_size,
+            "augment": config.augment, "device": str(device), "precision": Precision(device).name,
+            "out": str(out) if out is not None else "not saved"}
+
+
 def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,
-              dataset: Dataset | None = None, model: TransferModel | None = None, world: World | None = None) -> Run:
+              dataset: Dataset | None = None, model: TransferModel | None = None, world: World | None = None,
+              out: Path | str | None = None) -> Run:
     """Data, model, optimizer, loss; `model` may be prebuilt (compare copies one per strategy).
 
     `world`: under torchrun (the default when launched by it) each rank trains on its shard of the data.
+    `out`: where the run will be saved, for the summary told before the work starts.
     """
     world = distributed.current() if world is None else world
     config.check(weights=model is None)
@@ -187,6 +206,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     # record what the run really uses, not "default"
     config = replace(config, batch_size=config.batch_size or default_batch_size(device), lr=groups[-1]["lr"],
                      image_size=inputs.image_size)
+    events.summary(run_summary(config, dataset, device, out, model))
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
@@ -479,6 +499,8 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
             shards = distributed.gather(top_losses(ev, run.sources.splits["val"], classes), run.world)
             found = [t for part in shards for t in part]
             result["top_losses"] = sorted(found, key=lambda t: -t["loss"])[:TOP_LOSSES]
+            if run.world.main:  # where the model looked in each, for the report
+                add_heatmaps(run.model, result["top_losses"], classes, run.inputs, run.device)
     return result
 
 
@@ -490,5 +512,5 @@ def fit(config: TrainConfig, out: Path | str | None = None, events: Events | Non
     config.check()
     with ExitStack() as stack:  # the folder is claimed before any work (two runs never share one), held to the end
         folder = distributed.main_enters(stack, lambda: run_folder(out, "train"), world)
-        run = start_run(config, events, cache, world=world)
+        run = start_run(config, events, cache, world=world, out=folder)
         return train_loop(run, folder, events)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catdog_cli.records import CompareRow, EpochRecord
+from catdog_cli.records import CompareRow, EpochRecord, RunSummary
 
 
 class Events:
     """What the engine tells its caller; the CLI draws progress bars from it. Does nothing by default."""
+
+    def summary(self, summary: RunSummary) -> None:
+        """What the run is about to do (data, model, strategy, device, output folder), before the work starts."""
 
     def task(self, description: str, total: int) -> None: ...
 

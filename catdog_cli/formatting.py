@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 
 def fmt(value: Any, kind: str = "num") -> str:
-    """pct (a 0..1 rate), int, sec, params (millions above 10k), or num (4 significant digits)."""
+    """pct (a 0..1 rate), int, sec, params (millions above 10k), rate (per second: one decimal below 100,
+    so 6.1 and 63.2 read alike), loss (4 decimals, as the epoch lines print it: 0.5170 above 0.7481, not
+    0.517), or num (4 significant digits)."""
     if value is None:
         return "—"
     if isinstance(value, float) and not math.isfinite(value):
@@ -20,6 +23,10 @@ def fmt(value: Any, kind: str = "num") -> str:
         return f"{value:.1f} s"
     if kind == "params":
         return f"{value / 1e6:.2f} M" if value >= 10_000 else f"{int(value):,}"
+    if kind == "loss":
+        return f"{value:.4f}"
+    if kind == "rate":
+        return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
     return f"{value:.4g}"
 
 
@@ -46,3 +53,11 @@ def printable(text: object, controls: bool = True) -> str:
     if text.isprintable():
         return text
     return "".join(_escaped(c, controls) for c in text)
+def weights_text(weights: str) -> str:
+    """What `--weights` means, in words: "default" and "none" are not names a reader should have to know."""
+    return {"default": "ImageNet weights", "none": "random init"}.get(weights, f"weights from {weights}")
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that reads digit runs as numbers: img2 before img10, as a person would list them."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part)

@@ -21,14 +21,16 @@ from catdog_cli.config import check_use
 from catdog_cli.data import Dataset, Split, decode_split, default_workers, load_dataset, resolve_data
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
+from catdog_cli.explain import add_heatmaps
 from catdog_cli.folders import walk_images
-from catdog_cli.formatting import printable
+from catdog_cli.formatting import natural_key, printable
 from catdog_cli.metrics import confusion_matrix, per_class
-from catdog_cli.paths import check_folder_target, check_new_file, copy_new, create_new
+from catdog_cli.paths import atomic_write_text, check_folder_target, check_new_file, copy_new, create_new
 from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
 from catdog_cli.records import EvaluateResult, Evaluation, Prediction, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
-from catdog_cli.tta import with_tta
+from catdog_cli.strategies import STRATEGIES, param_groups
+from catdog_cli.tta import TTAModel, with_tta
 from catdog_cli.world import World
 
 TOP_LOSSES = 12
@@ -114,6 +116,11 @@ class TrainedModel:
     def classes(self) -> list[str]:
         return self.checkpoint["classes"]
 
+    @property
+    def base(self) -> TransferModel:
+        """The trained model itself, without test-time augmentation around it (Grad-CAM, parameter counts)."""
+        return self.model.model if isinstance(self.model, TTAModel) else self.model
+
 
 def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
                         batch_size: int | None = None, device: str = "auto", events: Events | None = None,
@@ -135,6 +142,9 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     if split != "all" and "all" in dataset.splits:
         events.note(f"{dataset.root} has no split folders: evaluating all of it")
         split = "all"
+    if split == "all" and "train" in dataset.splits:
+        events.note(f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
+                    "an estimate on unseen images (use --split val or test for that)")
     images = dataset.split(split)
     # the same sources as training: resident when the split fits the memory budget, else decoded per batch
     source = batches(images, trained.inputs.eval_spec(), batch_size or default_batch_size(trained.device),
@@ -145,13 +155,18 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     events.task(f"evaluating {split}", len(images))
     out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(classes), events)
     record = evaluation_record(out, classes, split)
-    total, trainable = count_params(trained.model)
+    worst = top_losses(out, images, classes)
+    if report is not None:  # where the model looked in each, for the report's thumbnails
+        add_heatmaps(trained.base, worst, classes, trained.inputs, trained.device)
+    if ckpt.get("strategy") in STRATEGIES:  # trainable: what its strategy trained (freeze: the head alone)
+        param_groups(ckpt["strategy"], trained.base)
+    total, trainable = count_params(trained.base)
     result: EvaluateResult = {
         "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
         "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
-        "top_losses": top_losses(out, images, classes), "tta": tta,
+        "top_losses": worst, "tta": tta,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing}
     if report is not None:  # a new file only, even if one appeared while this ran
@@ -180,11 +195,11 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Datas
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:
-    """Files as given; folders recursed for image files."""
+    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += walk_images(p)[0]
+            found += sorted(walk_images(p)[0], key=lambda f: natural_key(str(f)))
         elif p.exists():
             found.append(p)
         else:
@@ -230,15 +245,19 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
     return sorted(rows, key=lambda r: order[r["path"]])
 
 
-def write_predictions_csv(path: Path, rows: list[Prediction]) -> None:
-    """A new file only, complete or not at all: an existing one is the user's and stays as it is. Names that are
-    not UTF-8 are written escaped (formatting.printable)."""
+def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = False) -> None:
+    """A new file only, complete or not at all: an existing one is the user's and stays as it is, unless they
+    asked to replace it (`--overwrite`: replaced whole, atomically). Names that are not UTF-8 are written escaped
+    (formatting.printable)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "label", "confidence", "error"])
     for r in rows:
         writer.writerow([printable(r["path"], controls=False), printable(r.get("label", ""), controls=False),
                          r.get("confidence", ""), printable(r.get("error", ""), controls=False)])
+    if overwrite:
+        atomic_write_text(path, buffer.getvalue())
+        return
     create_new(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""), "--csv")
 
 

@@ -267,18 +267,29 @@ def create_new(path: Path | str, make: Callable[[Path], object], option: str) ->
     return path
 
 
-def copy_new(src: Path, folder: Path) -> Path:
-    """Copy src into folder under its own name, or NAME-1, NAME-2, ... when taken; the copy is written to a
-    hidden temp file first, so an interrupted copy never leaves a truncated file under a real name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{src.name}.", suffix=".tmp", dir=folder)
+def write_new(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
+    """A new file in folder named NAME, or NAME-1, NAME-2, ... when taken; `write` fills a hidden temp file
+    first, so an interrupted write never leaves a truncated file under a real name."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
-        with open(src, "rb") as f, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(f, dst)
-        shutil.copystat(src, tmp)
-        return publish_new(Path(tmp), folder, src.name)
+        os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
+        os.close(fd)
+        write(Path(tmp))
+        return publish_new(Path(tmp), folder, name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def copy_new(src: Path, folder: Path) -> Path:
+    """Copy src (its bytes, times and permissions) into folder under its own name, or NAME-1, NAME-2, ..."""
+
+    def copy(tmp: Path) -> None:
+        with open(src, "rb") as f, open(tmp, "wb") as dst:
+            shutil.copyfileobj(f, dst)
+        shutil.copystat(src, tmp)
+
+    return write_new(folder, src.name, copy)
 
 
 def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:

@@ -47,12 +47,24 @@ class Evaluation(TypedDict):
     checkpoint: NotRequired[str]  # which weights: "best (epoch 3)" or a checkpoint path
 
 
+class Heatmap(TypedDict):
+    """Where the model looked for its prediction (explain.py): a class-activation map over what it saw.
+
+    `grid` is the map at the feature map's resolution (rows top to bottom, 0..1); `crop` is the share of the
+    image's short side that the model saw, as a centered square (the eval resize and center crop).
+    """
+
+    grid: list[list[float]]
+    crop: float
+
+
 class TopLoss(TypedDict):
     path: str
     true: str
     pred: str
     confidence: float
     loss: float
+    heatmap: NotRequired[Heatmap]  # for the predicted class
 
 
 class Skipped(TypedDict):
@@ -124,6 +136,7 @@ class Prediction(TypedDict, total=False):
     top: list[TopClass]  # with --top-k K > 1
     error: str
     copied_to: str  # with --sort-into
+    explanation: str  # with --explain: the heat-map image written for it
 
 
 class CompareRow(TypedDict):
@@ -160,13 +173,41 @@ class CompareResult(TypedDict):
     rows: list[CompareRow]
 
 
+class RunSummary(TypedDict):
+    """What a run is about to do, told before the work starts (Events.summary): train, or a compare grid."""
+
+    kind: str  # "train" or "compare"
+    data: str
+    classes: list[str]
+    images: dict[str, int]  # image files found per split, before any is decoded
+    split_origin: str
+    backbones: list[str]
+    strategies: list[str]
+    weights: dict[str, str]  # per backbone: "default", "none" or a file
+    params: dict[str, Params]  # per backbone built so far (train: its one model)
+    lr: float | None  # the new head's; None: each strategy's default
+    epochs: int
+    batch_size: int
+    image_size: int | None  # None: each backbone's own
+    augment: bool
+    device: str
+    precision: str
+    out: str
+
+
 @dataclass(frozen=True)
 class Column:
-    """A compare-table column: the row key, its heading, and how its numbers read (see formatting.fmt)."""
+    """A compare-table column: the row key, its heading, how its numbers read (see formatting.fmt), and the
+    short heading a terminal shows (the table's caption says what each means)."""
 
     key: str
     title: str
     kind: str = "text"
+    short: str = ""
+
+    @property
+    def heading(self) -> str:
+        return self.short or self.title
 
     def format(self, value: Any) -> str:
         if self.kind == "text":
@@ -174,18 +215,19 @@ class Column:
         return fmt(value, self.kind)
 
 
-# The one column table of compare: terminal, compare.csv, compare.md and the HTML report.
+# The one column table of compare: terminal, compare.csv, compare.md and the HTML report, what matters first
+# (a narrow terminal leaves out the last ones).
 COMPARE_COLUMNS = (
     Column("backbone", "backbone"),
     Column("strategy", "strategy"),
-    Column("best_val_acc", "val acc (best epoch)", "pct"),
+    Column("best_val_acc", "val acc (best epoch)", "pct", "val acc"),
+    Column("test_acc", "test acc (best weights)", "pct", "test acc"),
     Column("best_epoch", "epoch", "int"),
-    Column("val_loss", "val loss", "num"),
-    Column("test_acc", "test acc (best weights)", "pct"),
+    Column("train_seconds", "train time", "sec", "time"),
     Column("params_trainable", "trainable", "params"),
+    Column("val_loss", "val loss", "loss"),
     Column("params_total", "params", "params"),
-    Column("train_seconds", "train time", "sec"),
-    Column("images_per_sec", "img/s", "int"),
+    Column("images_per_sec", "img/s", "rate"),
     Column("status", "status"),
     Column("error", "error"),
 )

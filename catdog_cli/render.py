@@ -1,12 +1,20 @@
-"""Rich rendering of what the engine returns: progress bars, per-epoch lines, tables."""
+"""Rich rendering of what the engine returns: the summary before a run, progress bars, per-epoch lines, tables.
+
+Off a terminal (a pipe, a file, a CI log) there are no progress bars and every event is one line, never
+wrapped; tables take their natural width there unless COLUMNS says otherwise.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -17,13 +25,16 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
 from catdog_cli.balance import imbalance_note
 from catdog_cli.events import Events
-from catdog_cli.formatting import fmt, pct, printable
+from catdog_cli.formatting import fmt, pct, printable, weights_text
 from catdog_cli.records import (
     COMPARE_COLUMNS,
+    Column,
     CompareResult,
     CompareRow,
     EpochRecord,
@@ -31,10 +42,39 @@ from catdog_cli.records import (
     LrCurve,
     LrFindResult,
     Prediction,
+    RunSummary,
     TrainResult,
     interrupted_note,
     shown_steps,
 )
+
+UNWRAPPED = 10_000  # a console's width off a terminal: wide enough that no line is ever broken
+
+
+class Trimmed:
+    """A renderable without the spaces that pad its lines to its width: in a log they are noise, and on a
+    terminal narrower than a pipe's line they would wrap into blank lines."""
+
+    def __init__(self, renderable: RenderableType):
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for line in console.render_lines(self.renderable, options, pad=False):
+            while line and not line[-1].control and not line[-1].text.strip():  # trailing blank segments
+                line.pop()
+            if line and not line[-1].control:
+                last = line.pop()
+                line.append(Segment(last.text.rstrip(), last.style))
+            yield from line
+            yield Segment.line()
+
+
+def console(stderr: bool = False, quiet: bool = False) -> Console:
+    """A console that wraps only on a terminal: rich would break lines at 80 columns in a pipe or a log file."""
+    made = Console(stderr=stderr, quiet=quiet)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = UNWRAPPED
+    return made
 
 
 def safe(text: object) -> str:
@@ -44,17 +84,20 @@ def safe(text: object) -> str:
 
 
 class RichEvents(Events):
-    """Engine events as a transient progress bar, one line per epoch, and yellow notes."""
+    """Engine events as the summary block, a transient progress bar (on a terminal only), one line per epoch,
+    and yellow notes."""
 
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+            disable=not console.is_terminal,
         )
         self.current = None
         self.grid = None
         self.show_epochs = True
+        self.summarized = False
 
     def __enter__(self) -> RichEvents:
         self.progress.start()
@@ -62,6 +105,17 @@ class RichEvents(Events):
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()
+
+    def line(self, text: str | Text) -> None:
+        """One event: word-wrapped on a terminal, one unbroken line anywhere else (even with COLUMNS set)."""
+        text = Text(text) if isinstance(text, str) else text  # never markup: names may hold [brackets]
+        self.console.print(text, soft_wrap=not self.console.is_terminal, highlight=False)
+
+    def summary(self, summary: RunSummary) -> None:
+        if self.summarized and summary["kind"] == "train":  # compare said it once for the grid; not per cell
+            return
+        self.summarized = True
+        self.console.print(run_summary(summary))
 
     def task(self, description: str, total: int) -> None:
         if self.current is not None:
@@ -77,17 +131,19 @@ class RichEvents(Events):
     def epoch(self, record: EpochRecord) -> None:
         if not self.show_epochs:  # compare prints a line per cell instead
             return
-        self.console.print(epoch_line(record))
+        self.line(Text.from_markup(epoch_line(record)))
 
     def note(self, text: str) -> None:
-        self.console.print(f"[yellow]{safe(text)}[/]", highlight=False)  # file names may hold [brackets]
+        self.line(Text(printable(text), style="yellow"))
 
     def cell_done(self, row: CompareRow) -> None:
-        self.console.print(f"{safe(row['backbone'])} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
-                           f"(epoch {row['best_epoch']}), {row['train_seconds']:.1f}s")
+        self.line(f"{printable(row['backbone'])} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
+                  f"(epoch {row['best_epoch']}), {fmt(row['train_seconds'], 'sec')}")
 
     def cell(self, index: int, total: int, name: str) -> None:
         self.show_epochs = False
+        if not self.console.is_terminal:  # the progress bar is not drawn: say which cell starts
+            self.line(f"cell {index + 1}/{total}: {printable(name)}")
         if self.grid is None:
             self.grid = self.progress.add_task("", total=total, info="")
         self.progress.update(self.grid, completed=index,
@@ -99,8 +155,60 @@ def epoch_line(record: EpochRecord) -> str:
     ema = f"  EMA val acc {pct(record['ema_val_acc'])}" if "ema_val_acc" in record else ""
     return (f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
             f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]{ema}  "
-            f"train {record['seconds']:.1f}s ({record['images_per_sec']:.0f} img/s) + val "
+            f"train {record['seconds']:.1f}s ({fmt(record['images_per_sec'], 'rate')} img/s) + val "
             f"{record.get('val_seconds', 0.0):.1f}s")
+
+
+MAX_CLASSES_SHOWN = 12
+
+
+def _classes(classes: list[str]) -> str:
+    shown = ", ".join(classes[:MAX_CLASSES_SHOWN])
+    return shown + (f", ... ({len(classes)} classes)" if len(classes) > MAX_CLASSES_SHOWN else "")
+
+
+def _weights(summary: RunSummary) -> list[tuple[str, str]]:
+    """One line for weights every backbone shares; otherwise one per backbone."""
+    per_backbone = summary["weights"]
+    if len(set(per_backbone.values())) <= 1:
+        return [("weights", weights_text(next(iter(per_backbone.values()), "default")))]
+    return [("weights" if n == 0 else "", f"{b}: {weights_text(w)}") for n, (b, w) in enumerate(per_backbone.items())]
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def run_summary(summary: RunSummary) -> RenderableType:
+    """The block before the work: what is trained on what, how, where, and where the results go."""
+    s = summary
+    counts = ", ".join(f"{split} {fmt(n, 'int')}" for split, n in s["images"].items())
+    rows = [("data", s["data"]), ("", f"{len(s['classes'])} classes: {_classes(s['classes'])}"),
+            ("", f"images: {counts} (val split: {s['split_origin']})")]
+    size = f"{s['image_size']} px" if s["image_size"] else "each backbone's own image size"
+    lr = f"lr {s['lr']:g}" if s["lr"] is not None else "each strategy's default lr"
+    augment = "augmented" if s["augment"] else "no augmentation"
+    if s["kind"] == "train":
+        backbone, strategy = s["backbones"][0], s["strategies"][0]
+        params = s["params"].get(backbone)
+        counted = (f": {fmt(params['total'], 'params')} parameters, {fmt(params['trainable'], 'params')} trainable"
+                   if params else "")
+        title = f"catdog train: {backbone}, {strategy}"
+        rows += [("model", f"{backbone}, {weights_text(s['weights'][backbone])}{counted}"),
+                 ("training", f"{strategy}, {lr}, {_epochs(s['epochs'])}, batch {s['batch_size']}, {size}, {augment}")]
+    else:
+        cells = len(s["backbones"]) * len(s["strategies"])
+        title = f"catdog compare: {len(s['backbones'])} backbones x {len(s['strategies'])} strategies = {cells} cells"
+        rows += [("backbones", ", ".join(s["backbones"])), *_weights(s),
+                 ("training", f"{', '.join(s['strategies'])}; {lr}, {_epochs(s['epochs'])} per cell, "
+                              f"batch {s['batch_size']}, {size}, {augment}")]
+    rows += [("device", f"{s['device']}, {s['precision']}"), ("output", s["out"])]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in rows:
+        grid.add_row(name, Text(printable(value)))
+    return Trimmed(Group(Text(printable(title), style="bold"), grid))
 
 
 def train_summary(result: TrainResult) -> Table:
@@ -109,54 +217,57 @@ def train_summary(result: TrainResult) -> Table:
     table.add_column(style="bold")
     table.add_column()
     counts = result["params"]
+    best = (f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']})" if result["best_val_acc"] is not None
+            else "none: stopped before the first epoch ended")
     rows = [
-        ("backbone", safe(f"{config['backbone']} ({config['weights']} weights)")),
+        ("backbone", printable(f"{config['backbone']} ({weights_text(config['weights'])})")),
         ("strategy", config["strategy"]),
         ("parameters", f"{fmt(counts['total'], 'params')} total, {fmt(counts['trainable'], 'params')} trainable"),
-        ("classes", safe(", ".join(result["classes"]))),
-        ("val split", safe(result["split_origin"])),
+        ("classes", printable(", ".join(result["classes"]))),
+        ("val split", printable(result["split_origin"])),
         ("device", f"{result['device']} ({result['precision']})"),
         ("epochs", f"{result['epochs']} ({result['ended']})" if "ended" in result else str(result["epochs"])),
-        ("best val accuracy", f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']}"
-                              f"{', EMA weights' if result.get('best_weights') == 'ema' else ''})"),
+        ("best val accuracy", best + (", EMA weights" if result.get("best_weights") == "ema" else "")),
     ]
     if "evaluation" in result:  # each class's recall: what an imbalanced folder hides behind accuracy
-        rows.append(("val recall per class", safe(", ".join(f"{c['class']} {pct(c['recall'])}"
+        rows.append(("val recall per class", printable(", ".join(f"{c['class']} {pct(c['recall'])}"
                                                              for c in result["evaluation"]["per_class"]))))
     counts = result.get("train_counts")
     note = imbalance_note(result["classes"], list(counts.values())) if counts else None
     if note:
-        rows.append(("class balance", safe(note) + (": --balance was on" if config.get("balance") else "")))
+        rows.append(("class balance", printable(note) + (": --balance was on" if config.get("balance") else "")))
     if "test" in result:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
     if result["skipped"]:
         rows.append(("skipped files", str(len(result["skipped"]))))
-    rows.append(("saved in", safe(result["out"])))
-    for row in rows:
-        table.add_row(*row)
+    rows.append(("saved in", printable(result["out"])))
+    for name, value in rows:
+        table.add_row(name, Text(value))
     return table
 
 
-def evaluation_tables(ev: EvaluateResult) -> list[Table]:
+def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
+    """A title line (never squeezed into a table's width) above each table."""
     split = ev["split"]
     model = ""
     if "backbone" in ev:
-        model = f"{safe(ev['backbone'])} ({fmt(ev['params']['total'], 'params')} parameters) on "
-    metrics = Table(title=f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
-                          f"{ev['num_images']} images", title_justify="left")
+        model = f"{printable(ev['backbone'])} ({fmt(ev['params']['total'], 'params')} parameters) on "
+    metrics = Table()
     for col in ("class", "precision", "recall", "F1", "images"):
         metrics.add_column(col, justify="left" if col == "class" else "right")
     for row in ev["per_class"]:
-        metrics.add_row(safe(row["class"]), pct(row["precision"]), pct(row["recall"]), pct(row["f1"]),
+        metrics.add_row(Text(printable(row["class"])), pct(row["precision"]), pct(row["recall"]), pct(row["f1"]),
                         str(row["support"]))
-    classes = [safe(row["class"]) for row in ev["per_class"]]
-    confusion = Table(title=f"confusion on {split} (rows: true, columns: predicted)", title_justify="left")
+    classes = [printable(row["class"]) for row in ev["per_class"]]
+    confusion = Table()
     confusion.add_column("")
     for name in classes:
-        confusion.add_column(name, justify="right")
+        confusion.add_column(Text(name), justify="right")
     for i, (name, row) in enumerate(zip(classes, ev["confusion"])):
-        confusion.add_row(name, *(f"[bold green]{n}[/]" if i == j else str(n) for j, n in enumerate(row)))
-    return [metrics, confusion]
+        confusion.add_row(Text(name), *(Text(str(n), style="bold green" if i == j else "") for j, n in enumerate(row)))
+    return [Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
+                 f"{ev['num_images']} images"), metrics,
+            Text(f"confusion on {split} (rows: true, columns: predicted)"), confusion]
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
@@ -166,31 +277,83 @@ def predictions_table(rows: list[Prediction]) -> Table:
     table.add_column("confidence", justify="right")
     for row in rows:
         if "error" in row:
-            table.add_row(safe(row["path"]), "[red]unreadable[/]", safe(row["error"]))
+            table.add_row(Text(printable(row["path"])), Text("unreadable", style="red"), Text(printable(row["error"])))
         else:
-            table.add_row(safe(row["path"]), safe(row["label"]), pct(row["confidence"]))
+            table.add_row(Text(printable(row["path"])), Text(printable(row["label"])), pct(row["confidence"]))
     return table
 
 
-def compare_table(result: CompareResult) -> Table:
-    """Sorted by val accuracy, the best row starred; headers say which split each accuracy is on."""
-    failed = any(row["status"] != "ok" for row in result["rows"])
-    columns = [c for c in COMPARE_COLUMNS if c.key != "error" and (failed or c.key != "status")]
-    note = interrupted_note(result)
-    table = Table(title=f"compare on {safe(result['config']['data'])}: accuracies on the val split "
-                        f"({safe(result['split_origin'])})", title_justify="left",
-                  caption=f"[bold red]{safe(note)}[/]" if note else None)
-    table.add_column("")
-    for c in columns:
-        text = c.kind == "text"
-        table.add_column(c.title, justify="left" if text else "right", no_wrap=text)
-    for n, row in enumerate(result["rows"]):
-        ok = row["status"] == "ok"
-        status = "ok" if ok else f"[red]failed: {safe(row['error'])}[/]"
-        values = [safe(c.format(row[c.key])) if c.key != "status" else status for c in columns]
-        best = n == 0 and ok
-        table.add_row("★" if best else "", *values, style="bold green" if best else None)
-    return table
+# --- compare ------------------------------------------------------------------------------------------------
+
+# what a failed cell's status column says; its whole reason is listed under the table
+FAILURE_WORDS = (("out of memory", "OOM"), ("cannot take", "size"), ("weights", "weights"), ("timm", "backbone"),
+                 ("backbone", "backbone"))  # first match wins: a size refusal also names the weights' size
+
+
+def failure_word(error: str | None) -> str:
+    """A failed cell's reason in one word ("OOM", "weights", "size", "backbone"), "failed" if none fits."""
+    text = (error or "").lower()
+    return next((word for fragment, word in FAILURE_WORDS if fragment in text), "failed")
+
+
+class CompareTable:
+    """The compare table, fitted to the console it is printed on: columns that do not fit are left out from
+    the last (the least telling), never squeezed, so numbers never wrap. A failed cell shows one status word
+    where its val accuracy would be; the reasons are listed under the table."""
+
+    def __init__(self, result: CompareResult):
+        self.result = result
+        has_test = any(r.get("test_acc") is not None for r in result["rows"])
+        self.columns = [c for c in COMPARE_COLUMNS
+                        if c.key not in ("status", "error") and (has_test or c.key != "test_acc")]
+        self.kept = 3  # backbone, strategy, val acc: always shown
+
+    def table(self, columns: list[Column]) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("", no_wrap=True)
+        for c in columns:
+            text = c.kind == "text"
+            table.add_column(c.heading, justify="left" if text else "right", no_wrap=not text,
+                             overflow="fold" if text else "ellipsis")
+        for n, row in enumerate(self.result["rows"]):
+            ok = row["status"] == "ok"
+            best = n == 0 and ok
+            cells = [Text(failure_word(row["error"]), style="red") if c.key == "best_val_acc" and not ok
+                     else Text(printable(c.format(row[c.key]))) for c in columns]
+            table.add_row("★" if best else "", *cells, style="bold green" if best else None)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        columns = list(self.columns)
+        table = self.table(columns)
+        unbounded = options.update(max_width=UNWRAPPED)  # the table's natural width, not what rich would squeeze
+        while len(columns) > self.kept and Measurement.get(console, unbounded, table).maximum > options.max_width:
+            columns.pop()
+            table = self.table(columns)
+        result = self.result
+        shown = {c.key for c in columns}
+        test = "; test acc: those weights on the test split" if "test_acc" in shown else ""
+        yield Text(printable(f"compare on {result['config']['data']}: val acc is on the val split "
+                             f"({result['split_origin']}) at each cell's best epoch{test}"))
+        yield Trimmed(table)
+        note = interrupted_note(result)
+        if note:
+            yield Text(printable(note), style="bold red")
+        reasons: dict[tuple[str, str], list[str]] = {}  # a backbone's cells that failed alike: one line
+        for row in result["rows"]:
+            if row["status"] != "ok":
+                reasons.setdefault((row["backbone"], row["error"] or "no reason recorded"), []).append(row["strategy"])
+        for (backbone, error), strategies in reasons.items():
+            yield Text.assemble((f"{failure_word(error)}: ", "red"),
+                                printable(f"{backbone} / {', '.join(strategies)}: {error}"))
+        hidden = [c.heading for c in self.columns if c.key not in shown]
+        if hidden:
+            yield Text(f"not shown at this width: {', '.join(hidden)} (compare.md has every column)", style="dim")
+
+
+def compare_table(result: CompareResult) -> CompareTable:
+    """Sorted by val accuracy, the best row starred; the line above it says which split each accuracy is on."""
+    return CompareTable(result)
 
 
 class FetchBar:

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from catdog_cli import overlays
 from catdog_cli.balance import imbalance_note
 from catdog_cli.formatting import fmt
 from catdog_cli.paths import atomic_write_text
@@ -27,6 +28,7 @@ from catdog_cli.records import (
     CompareResult,
     CompareRow,
     EvaluateResult,
+    Heatmap,
     LrCurve,
     LrFindResult,
     TrainResult,
@@ -69,15 +71,17 @@ svg .tick{fill:var(--muted)}
 .sw{display:inline-block;width:14px;height:4px;background:var(--c);margin-right:5px;vertical-align:middle}
 .sw.dash{background:repeating-linear-gradient(90deg,var(--c) 0 6px,transparent 6px 10px)}
 .sw.dot{width:10px;height:10px;border-radius:50%}
-.scroll{overflow-x:auto;max-width:100%}
+.scroll{overflow-x:auto;max-width:100%}.kv td:first-child{white-space:nowrap}.kv td+td{overflow-wrap:anywhere}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92rem}
 th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{color:var(--muted);font-weight:600}td.num,th.num{text-align:right;white-space:nowrap}
 tr.best td{background:var(--hi);font-weight:600}.err{color:#dc2626}
 details{margin-top:10px}summary{cursor:pointer;color:var(--muted)}
 .thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
+.thumbs.heat{grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}
 .thumb{margin:0;background:var(--card);border:1px solid var(--line);border-radius:8px;padding:8px;font-size:.85rem}
-.thumb img,.thumb .missing{display:block;width:96px;min-height:96px;object-fit:contain;margin:0 auto 6px}
+.pair{display:flex;gap:6px;justify-content:center;margin-bottom:6px}
+.thumb img,.thumb .missing{display:block;width:96px;min-height:96px;object-fit:contain}
 .thumb .missing{border:1px dashed var(--muted);color:var(--muted);font-size:.7rem;padding:4px;overflow:hidden;
 overflow-wrap:anywhere}
 .thumb .wrong{color:#dc2626;font-weight:600}
@@ -128,8 +132,9 @@ def _table(
 
 
 def _key_values(pairs: Iterable[tuple[str, Any]]) -> str:
-    """Two-column table for config and versions."""
-    return _table(None, ([escape(k), escape(_value(v))] for k, v in pairs), [False, False])
+    """Two-column table for config and versions; a long value (a weights path) wraps instead of being cut."""
+    return f'<div class="kv">{_table(None, ([escape(k), escape(_value(v))] for k, v in pairs), [False, False])}</div>'
+
 
 
 def _card(title: str, value: str, note: str = "") -> str:
@@ -168,18 +173,37 @@ def _write(html: str, path: Path) -> Path:
     return Path(path)
 
 
-def thumbnail_uri(path: str | Path) -> str | None:
-    """A few-KB JPEG data: URI of the image, upright and RGB; None when the file cannot be read as an image."""
+def _open_upright(path: str | Path) -> Image.Image | None:
+    """The image, upright and RGB, decoded at about thumbnail size; None when it cannot be read as an image."""
     try:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB_PX, THUMB_PX))
-            small = ImageOps.exif_transpose(im).convert("RGB")
-        small.thumbnail((THUMB_PX, THUMB_PX))
-        buf = io.BytesIO()
-        small.save(buf, "JPEG", quality=70, optimize=True)
+            return ImageOps.exif_transpose(im).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
+
+
+def _jpeg_uri(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=70, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail_uri(path: str | Path) -> str | None:
+    """A few-KB JPEG data: URI of the image, upright and RGB; None when the file cannot be read as an image."""
+    image = _open_upright(path)
+    if image is None:
+        return None
+    image.thumbnail((THUMB_PX, THUMB_PX))
+    return _jpeg_uri(image)
+
+
+def heatmap_uri(path: str | Path, heatmap: Heatmap) -> str | None:
+    """The crop the model saw, colored by where it looked (overlays.py), as a few-KB JPEG data: URI."""
+    image = _open_upright(path)
+    if image is None:
+        return None
+    return _jpeg_uri(overlays.overlay(overlays.model_view(image, heatmap["crop"]), heatmap["grid"], THUMB_PX))
 
 
 # ---------------------------------------------------------------- train / evaluate
@@ -255,29 +279,37 @@ def _evaluation(run: dict) -> str:
     return _section("Where it goes wrong", f'<div class="figs">{"".join(parts)}</div>')
 
 
+def _img(uri: str | None, path: str, alt: str) -> str:
+    if uri is None:
+        return f'<div class="missing">cannot read {escape(path)}</div>'
+    return f'<img src="{uri}" alt="{escape(alt)}" width="{THUMB_PX}" height="{THUMB_PX}">'
+
+
 def _top_losses(run: dict) -> str:
-    """The most confidently wrong images, small and embedded; an unreadable file becomes a labeled placeholder."""
+    """The most confidently wrong images, small and embedded, each beside the heat map of where the model looked
+    for its wrong answer; an unreadable file becomes a labeled placeholder."""
     split = (run.get("evaluation") or {}).get("split", "val")
     cards = []
     for t in run["top_losses"]:
-        uri = thumbnail_uri(t["path"])
-        img = (
-            f'<img src="{uri}" alt="{escape(Path(t["path"]).name)}" width="{THUMB_PX}" height="{THUMB_PX}">'
-            if uri
-            else f'<div class="missing">cannot read {escape(str(t["path"]))}</div>'
-        )
+        path, name = str(t["path"]), Path(t["path"]).name
+        pictures = _img(thumbnail_uri(path), path, name)
+        if t.get("heatmap"):
+            pictures += _img(heatmap_uri(path, t["heatmap"]), path, f"where the model looked in {name}")
         cards.append(
-            f'<figure class="thumb" title="{escape(str(t["path"]))}">{img}'
+            f'<figure class="thumb" title="{escape(path)}"><div class="pair">{pictures}</div>'
             f"<div>true <b>{escape(str(t['true']))}</b></div>"
             f'<div class="wrong">predicted {escape(str(t["pred"]))}</div>'
             f'<div class="muted">confidence {fmt(t.get("confidence"), "pct")} · loss {fmt(t.get("loss"))}</div>'
             "</figure>"
         )
+    heat = any(t.get("heatmap") for t in run["top_losses"])
+    legend = (" Beside each, the part the model saw, colored by where it looked for its answer (Grad-CAM: red "
+              "most, blue least).") if heat else ""
     return _section(
         "Top losses",
         f'<p class="muted">The {len(cards)} most confidently wrong images of the {escape(str(split))} split, '
-        "worst first.</p>",
-        f'<div class="thumbs">{"".join(cards)}</div>',
+        f"worst first.{legend}</p>",
+        f'<div class="thumbs{" heat" if heat else ""}">{"".join(cards)}</div>',
     )
 
 
@@ -367,14 +399,17 @@ def _results_table(rows: list[CompareRow], best: CompareRow | None) -> str:
     """Ranked cells; a failed cell's reason spans the columns its numbers would have filled.
 
     Backbone and strategy share the first column, one above the other, so a phone shows val acc beside them.
+    Without a labeled test split there is no test column (it would be a column of dashes).
     """
-    head = ["cell", *(c.title for c in METRIC_COLUMNS)]
+    has_test = any(r.get("test_acc") is not None for r in rows)
+    columns = [c for c in METRIC_COLUMNS if has_test or c.key != "test_acc"]
+    head = ["cell", *(c.title for c in columns)]
     cells = []
     for r in rows:
         mark = "★ " if r is best else ""
         row = [f'{mark}{escape(str(r.get("backbone")))}<div class="muted">{escape(str(r.get("strategy")))}</div>']
         if r.get("status") == "ok":
-            row += [c.format(r.get(c.key)) for c in METRIC_COLUMNS]
+            row += [c.format(r.get(c.key)) for c in columns]
         else:
             row.append(f'<span class="err">failed: {escape(r.get("error") or "no reason recorded")}</span>')
         cells.append(row)
@@ -384,15 +419,17 @@ def _results_table(rows: list[CompareRow], best: CompareRow | None) -> str:
 def _scatter(
     caption: str, figure: str, ok: list[dict], best: dict | None, cost: tuple[str, str, Axis], colors: dict[str, int]
 ) -> str:
-    """Val accuracy of each finished cell against a cost (key, fmt kind, axis); color: strategy, label: backbone."""
+    """Val accuracy of each finished cell against a cost (key, fmt kind, axis); color: strategy, label: backbone
+    (when there are several: with one, the title says which)."""
     key, kind, x = cost
+    named = len({str(r.get("backbone")) for r in ok}) > 1
     series = []
     for strategy, color in colors.items():
         cells = [
             r for r in ok if str(r.get("strategy")) == strategy and None not in (r.get(key), r.get("best_val_acc"))
         ]
         points = [
-            Point(r[key], r["best_val_acc"], label=str(r["backbone"]), best=r is best,
+            Point(r[key], r["best_val_acc"], label=str(r["backbone"]) if named else "", best=r is best,
                   tip=f"{r['backbone']} · {strategy}: val acc {fmt(r['best_val_acc'], 'pct')}, {fmt(r[key], kind)}")
             for r in cells
         ]  # fmt: skip

@@ -95,7 +95,7 @@ def _continue(out: Path, ckpt: dict[str, Any], config: TrainConfig, state: Train
         raise CatdogError(f"the classes in {dataset.root} changed since the run started (no training images of "
                           f"{', '.join(gone)} now); start a new run instead")
     model = checkpoints.restore_model(ckpt, resolve_device(config.device))
-    run = start_run(config, events, dataset=dataset, model=model, world=world)
+    run = start_run(config, events, dataset=dataset, model=model, world=world, out=out)
     try:
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])

@@ -330,7 +330,7 @@ def test_predict_never_overwrites_a_csv(hostile: HostileRuns, tmp_path: Path) ->
     existing.write_text("the user's own file")
     image = hostile.root / "train" / "dog" / "0.png"
     line = error_line(catdog("predict", hostile.model, image, "--device", "cpu", "--csv", existing))
-    assert line == f"error: {existing} already exists; choose a new --csv file"
+    assert line == f"error: {existing} already exists; choose a new --csv file (or add --overwrite to replace it)"
     assert existing.read_text() == "the user's own file"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CLASS_COLORS, make_image
+from PIL import Image
 from typer.testing import CliRunner
 
 from catdog_cli.cli import app
@@ -249,6 +251,97 @@ def test_train_recipe_options_reach_the_run_and_the_summary(trained, tmp_path):
     assert "EMA val acc" in result.stderr and "backbone unfrozen" in result.stderr
     assert run["ended"] in result.stdout and "val recall per class" in result.stdout
     assert "EMA val acc" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_summary_comes_before_the_first_epoch(trained):
+    stderr = trained["stderr"]
+    summary = stderr.index("catdog train: resnet18, finetune")
+    assert summary < stderr.index("epoch   1")
+    block = stderr[summary : stderr.index("epoch   1")]
+    for expected in ("2 classes: cat, dog", "images: train 12, val 6, test 4 (val split: folders)",
+                     "resnet18, random init: 11.18 M parameters, 11.18 M trainable", "cpu, fp32"):
+        assert expected in block
+    assert re.search(rf"^output +{re.escape(str(Path('runs') / 'train'))}\b", block, re.MULTILINE)
+
+
+def test_off_a_terminal_nothing_is_wrapped(trained, tmp_path, monkeypatch):
+    """A pipe or a log file gets one line per event, however long: rich would otherwise break lines at 80."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    data = tmp_path / ("a-folder-with-a-long-name-" * 4) / "data"
+    shutil.copytree(trained["data"], data)
+    (data / "val" / "cat" / ("truncated-" * 6 + ".png")).write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    result = catdog("evaluate", trained["out"] / "best.pt", "--data", data, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and skipped[0].endswith(".png: not an image, or a format Pillow cannot read")
+    assert len(skipped[0]) > 150
+    title = next(line for line in result.stdout.splitlines() if "val split: accuracy" in line)
+    assert title.endswith("images")  # the table's title line too
+
+
+def test_evaluate_counts_a_freeze_models_trainable_parameters_as_train_did(frozen_run):
+    ev = parsed(catdog("evaluate", frozen_run["out"] / "best.pt", "--device", "cpu", "--json"))
+    assert ev["params"] == frozen_run["result"]["params"]
+    assert ev["params"]["trainable"] == 2 * 512 + 2  # the new head alone
+
+
+def test_evaluating_all_says_training_images_are_in_the_number(trained):
+    result = catdog("evaluate", trained["out"] / "best.pt", "--split", "all", "--device", "cpu", "--json")
+    assert parsed(result)["num_images"] == 12 + 6 + 4
+    assert "--split all includes the 12 training images" in result.stderr
+
+
+def test_predict_lists_images_in_natural_order(trained, tmp_path):
+    for n in (100, 2, 10, 1):
+        make_image(tmp_path / "photos" / f"{n}.png", CLASS_COLORS[n % 2])
+    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu", "--json"))
+    assert [Path(r["path"]).name for r in rows] == ["1.png", "2.png", "10.png", "100.png"]
+
+
+def test_csv_is_replaced_only_when_asked(trained, tmp_path):
+    image = make_image(tmp_path / "a.png", CLASS_COLORS[0])
+    csv_path = tmp_path / "out.csv"
+    csv_path.write_text("mine\n")
+    refused = catdog("predict", trained["out"] / "best.pt", image, "--device", "cpu", "--csv", csv_path)
+    assert_one_line_error(refused, "already exists", "--overwrite")
+    assert csv_path.read_text() == "mine\n"
+    assert_one_line_error(catdog("predict", trained["out"] / "best.pt", image, "--overwrite"), "--csv")
+    done = catdog("predict", trained["out"] / "best.pt", image, "--device", "cpu", "--csv", csv_path, "--overwrite")
+    assert done.exit_code == 0 and csv_path.read_text().splitlines()[1].startswith(str(image))
+
+
+def test_predict_explain_writes_a_picture_per_image_and_never_replaces_one(trained, tmp_path):
+    images = [make_image(tmp_path / "in" / name, CLASS_COLORS[k], (60, 40)) for k, name in enumerate(("a.png",
+                                                                                                        "b.jpg"))]
+    (tmp_path / "in" / "broken.png").write_bytes(b"")
+    out = tmp_path / "explained"
+    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "in", "--device", "cpu", "--explain", out,
+                         "--json"))
+    pictures = {Path(r["path"]).name: Path(r["explanation"]) for r in rows if "explanation" in r}
+    assert pictures == {"a.png": out / "a.jpg", "b.jpg": out / "b.jpg"}
+    for picture in pictures.values():
+        with Image.open(picture) as im:
+            assert im.format == "JPEG" and im.width == 320 and im.height > 320  # the view, and its caption
+    again = parsed(catdog("predict", trained["out"] / "best.pt", images[0], "--device", "cpu", "--explain", out,
+                          "--json"))
+    assert Path(again[0]["explanation"]) == out / "a-1.jpg" and sorted(p.name for p in out.iterdir()) == [
+        "a-1.jpg", "a.jpg", "b.jpg"]
+
+
+def test_evaluate_report_shows_where_the_model_looked_in_its_mistakes(trained, tmp_path):
+    swapped = tmp_path / "swapped"  # each class folder holds the other class's images: every one is a mistake
+    for k, name in enumerate(("dog", "cat")):
+        for i in range(3):
+            make_image(swapped / name / f"{i}.png", CLASS_COLORS[k], (48, 36), shade=4 * i)
+    report = tmp_path / "report.html"
+    ev = parsed(catdog("evaluate", trained["out"] / "best.pt", "--data", swapped, "--device", "cpu",
+                       "--report", report, "--json"))
+    top = ev["top_losses"]
+    assert top and all(len(t["heatmap"]["grid"]) == 2 for t in top)  # resnet18 at 32 px: a 2 x 2 map
+    assert all(t["heatmap"]["crop"] == pytest.approx(32 / 37) for t in top)  # the eval crop of a 37 px resize
+    assert report.read_text().count('alt="where the model looked in') == len(top)
+    plain = parsed(catdog("evaluate", trained["out"] / "best.pt", "--data", swapped, "--device", "cpu", "--json"))
+    assert not any("heatmap" in t for t in plain["top_losses"])  # without a report, no time spent on maps
 
 
 # --- real data (skipped without ../shared) -----------------------------------------------------------------

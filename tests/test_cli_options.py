@@ -36,6 +36,7 @@ ROLES = {
     "data": "data", "backbone": "backbone", "strategy": "strategy", "device": "device", "out": "out-folder",
     "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
     "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
+    "explain": "write-folder",
 }
 # every other number must be above zero (the recipe's 0 is "off")
 ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "label_smoothing", "mixup", "cutmix"}

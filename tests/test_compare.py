@@ -10,10 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Recorder, catdog, out_of_memory
+import torch
+from conftest import Recorder, catdog, error_line, out_of_memory
 from PIL import Image
 
 from catdog_cli import compare as compare_mod
+from catdog_cli.backbones import TORCHVISION
 from catdog_cli.compare import CompareConfig, compare
 from catdog_cli.config import TrainConfig
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
@@ -268,3 +270,34 @@ def test_freeze_unfreeze_and_recipe_options_in_a_grid(colors, tmp_path):
     assert result["config"]["label_smoothing"] == 0.1 and result["config"]["ema"] is True
     saved = json.loads((tmp_path / "cmp" / "compare-config.json").read_text())
     assert saved["label_smoothing"] == 0.1 and "mixup" not in saved  # options at their defaults are not settings
+
+
+def test_offline_grid_takes_each_backbones_weights_from_a_folder(colors, tmp_path):
+    """Two backbones, each its own weights file, found by name in one folder; the summary before the cells, and
+    off a terminal a line per cell and the whole table."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name, file in (("resnet18", "resnet18-f37072fd.pth"), ("squeezenet1_1", "squeezenet1_1.pth")):
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            torch.save(TORCHVISION[name].build_full().state_dict(), folder / file)
+    result = catdog("compare", "--data", colors, "--backbones", "resnet18,squeezenet1_1", "--strategies", "freeze",
+                    "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--workers", "1",
+                    "--weights", folder, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    summary = result.stderr.index("catdog compare: 2 backbones x 1 strategies = 2 cells")
+    assert summary < result.stderr.index("cell 1/2: resnet18 / freeze")
+    assert f"resnet18: weights from {folder / 'resnet18-f37072fd.pth'}" in result.stderr
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    header = next(line for line in result.stdout.splitlines() if "backbone" in line)
+    assert header.split()[-2:] == ["params", "img/s"]  # off a terminal the table is whole
+
+
+def test_one_weights_file_for_several_backbones_is_refused_before_work(colors, tmp_path):
+    weights = tmp_path / "r18.pth"
+    weights.write_bytes(b"")
+    result = catdog("compare", "--data", colors, "--backbones", "fast", "--weights", weights, "--out",
+                    tmp_path / "cmp")
+    assert "one file, which fits one architecture" in error_line(result)
+    assert not (tmp_path / "cmp").exists()

@@ -913,7 +913,7 @@ BAD_FETCHES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "a zip bomb": (lambda t: ["--from", _file(t / "b.zip", _deflated({"train/cat.1.jpg": bytes(4 << 20)}))],
                    "unpacks to more than"),
     "--root a file": (lambda t: ["catdog", "--root", _file(t / "f")], "is a file"),
-    "--root below a file": (lambda t: ["catdog", *KAGGLE, "--root", _file(t / "f") + "/sub"], "is a file, not a folder"),
+    "--root below a file": (lambda t: ["catdog", *KAGGLE, "--root", _file(t / "f") + "/sub"], "is a file"),
     "--from a FIFO": (lambda t: ["x", "--from", _fifo(t / "p.zip")], "is not a file or a folder"),
     "--from a device": (lambda t: ["x", "--from", "/dev/zero"], "is not a file or a folder"),
     "--from nothing": (lambda t: ["x", "--from", str(t / "nope.zip")], "no such file or folder"),

@@ -34,7 +34,9 @@ def test_columns_format_by_kind():
     assert by_key["best_val_acc"].format(0.9755) == "97.5%"
     assert by_key["params_total"].format(21_285_698) == "21.29 M"
     assert by_key["params_trainable"].format(1_539) == "1,539"
-    assert by_key["train_seconds"].format(12.34) == "12.3 s" and by_key["images_per_sec"].format(63.19) == "63"
+    assert by_key["train_seconds"].format(12.34) == "12.3 s"
+    # img/s read alike whatever their size: one decimal below 100 (6.1 next to 63.2), whole above
+    assert [by_key["images_per_sec"].format(v) for v in (6.084, 63.19, 1234.5)] == ["6.1", "63.2", "1,234"]
     assert by_key["backbone"].format("resnet34") == "resnet34" and by_key["test_acc"].format(None) == "—"
     assert [c.key for c in COMPARE_COLUMNS][:3] == ["backbone", "strategy", "best_val_acc"]  # what matters first
 

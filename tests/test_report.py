@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from catdog_cli.report import fmt, write_compare_report, write_train_report
+from catdog_cli.report import METRIC_COLUMNS, fmt, write_compare_report, write_train_report
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 CLASSES = ["ants", "bees", "<wasps & co>"]
@@ -215,6 +215,9 @@ def test_fmt_is_the_one_way_numbers_are_shown() -> None:
         "91.2%", "21,285,698", "12.5 s", "0.001", "3.615",
     ]  # fmt: skip
     assert fmt(None, "pct") == "—" and fmt(float("nan")) == "nan"
+    # a rate: one decimal below 100, so 6.1 and 63.2 read alike (not 6.084 beside 63.19); whole above
+    assert [fmt(6.084, "rate"), fmt(63.19, "rate"), fmt(1234.7, "rate")] == ["6.1", "63.2", "1,235"]
+    assert [fmt(0.517, "loss"), fmt(0.74812, "loss")] == ["0.5170", "0.7481"]  # losses line up in a column
 
 
 def test_train_report_has_one_chart_per_figure_with_a_mark_per_number(train_run: dict, tmp_path: Path) -> None:
@@ -342,15 +345,27 @@ def test_compare_report_charts_and_table(compare_result: dict, tmp_path: Path) -
     assert [row[0] for row in table] == ["★ " + names[0], *names[1:]]  # best first and marked, failed last
     for row, r in zip(table, ranked, strict=False):
         assert row[1:] == [
-            fmt(r["best_val_acc"], "pct"), fmt(r["best_epoch"], "int"), fmt(r["val_loss"]), fmt(r["test_acc"], "pct"),
-            fmt(r["params_trainable"], "params"), fmt(r["params_total"], "params"), fmt(r["train_seconds"], "sec"),
-            fmt(r["images_per_sec"], "int"),
+            fmt(r["best_val_acc"], "pct"), fmt(r["test_acc"], "pct"), fmt(r["best_epoch"], "int"),
+            fmt(r["train_seconds"], "sec"), fmt(r["params_trainable"], "params"), fmt(r["val_loss"], "loss"),
+            fmt(r["params_total"], "params"), fmt(r["images_per_sec"], "rate"),
         ]
     assert table[-2][1:] == ["failed: CUDA out of memory <tried 2.00 GiB>"]  # spans the metric columns
     assert table[-1][1:] == ["failed: no reason recorded"]
     assert dict(map(tuple, page.tables[-2])) == {
         k: v if isinstance(v, str) else fmt(v, "int") for k, v in compare_result["config"].items()
     }
+
+
+def test_compare_report_of_one_backbone_without_a_test_split(compare_result: dict, tmp_path: Path) -> None:
+    """One backbone: its name is the title's, not a label on every point; no test split: no column of dashes."""
+    rows = [{**r, "test_acc": None} for r in compare_result["rows"] if r["backbone"] == "resnet18"]
+    page = parse(write_compare_report({**compare_result, "rows": rows}, tmp_path / "report.html"))
+    for figure in ("params", "time"):
+        assert len(marks(page.chart(figure), "circle", "pt")) == 2
+        assert texts(page.chart(figure), "text", "pt-label") == []
+    (header,) = [t[0] for t in page.tables if t and t[0] and t[0][0] == "cell"]
+    assert header == ["cell", *(c.title for c in METRIC_COLUMNS if c.key != "test_acc")]
+    assert all(len(row) == len(header) for row in page.table_with("cell"))
 
 
 def test_compare_report_with_every_cell_failed(compare_result: dict, tmp_path: Path) -> None:
