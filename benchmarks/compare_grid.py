@@ -44,7 +44,7 @@ from catdog_cli.events import Events
 from catdog_cli.inference import evaluate
 from catdog_cli.pipeline import DecodeCache, Inputs, batches, memory_budget
 from catdog_cli.runtime import Precision, resolve_device, warmup_cosine
-from catdog_cli.strategies import STRATEGIES, param_groups
+from catdog_cli.strategies import GRID_STRATEGIES, param_groups
 
 
 class Timeline(Events):
@@ -188,7 +188,7 @@ def tutorial_cell(args: argparse.Namespace, device: torch.device, backbone: str,
     model = build_model(backbone, len(train.dataset.classes), args.weights, device, seed=args.seed)
     opt = torch.optim.AdamW(param_groups(strategy, model), weight_decay=0.01)
     total = args.epochs * len(train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, min(100, max(1, total // 20))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
     best, train_seconds = 0.0, 0.0
     for _ in range(args.epochs):
         sync(device)
@@ -237,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a folder with train/ and val/ (e.g. catdog, fetched)")
     parser.add_argument("--backbones", type=_list, default=list(SEED_BACKBONES))
-    parser.add_argument("--strategies", type=_list, default=list(STRATEGIES))
+    parser.add_argument("--strategies", type=_list, default=list(GRID_STRATEGIES))
     parser.add_argument("--epochs", type=int, default=5, help="epochs per cell")
     parser.add_argument("--batch-size", type=int, default=128, help="catdog's batch size")
     parser.add_argument("--tutorial-batch-size", type=int, default=32)

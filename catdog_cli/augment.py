@@ -1,4 +1,4 @@
-"""The classic transforms, per sample, on whole batches on the device.
+"""The classic transforms, per sample, on whole batches on the device; and MixUp/CutMix, per batch.
 
 RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3)) + horizontal flip + normalize for training, with the
 same box distribution as torchvision's `RandomResizedCrop.get_params`, sampled for a whole batch at once
@@ -9,8 +9,10 @@ same box distribution as torchvision's `RandomResizedCrop.get_params`, sampled f
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 SCALE = (0.08, 1.0)
@@ -67,3 +69,71 @@ def train_transform(images: torch.Tensor, sizes: torch.Tensor, transposed: torch
     flip = torch.rand(len(crops), generator=generator, device=crops.device) < 0.5
     crops = torch.where(flip[:, None, None, None], crops.flip(3), crops)
     return normalize(crops, mean, std)
+
+
+# --- batch-level: MixUp and CutMix ----------------------------------------------------------------------------
+
+
+def sample_beta(alpha: float, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Beta(alpha, alpha) draw as a 0-d tensor on `device`, from `generator`: X / (X + Y) of two Gamma draws
+    (torch.distributions cannot take a generator; its own sampler, `_standard_gamma`, can)."""
+    gammas = torch._standard_gamma(torch.full((2,), float(alpha), device=device), generator=generator)
+    gammas = gammas.clamp_min(1e-12)  # tiny alphas can underflow both to 0
+    return gammas[0] / gammas.sum()
+
+
+def cutmix_mask(height: int, width: int, lam: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (H, W) mask of one box covering about 1 - lam of the image, centred uniformly (clipped at the border,
+    as in the CutMix paper), and the weight of the original image that the clipped box really leaves."""
+    device = lam.device
+    cut = torch.sqrt(1 - lam)
+    centre = torch.rand(2, generator=generator, device=device) * torch.tensor([height, width], device=device)
+    half = cut * torch.tensor([height, width], device=device) / 2
+    low, high = (centre - half).round().clamp_min(0), (centre + half).round()
+    rows = torch.arange(height, device=device)
+    cols = torch.arange(width, device=device)
+    inside_rows = (rows >= low[0]) & (rows < high[0])
+    inside_cols = (cols >= low[1]) & (cols < high[1])
+    mask = inside_rows[:, None] & inside_cols[None, :]
+    return mask, 1 - mask.sum() / (height * width)
+
+
+@dataclass(frozen=True)
+class Mixing:
+    """MixUp and/or CutMix of a whole batch on the device, without a host sync: each image is mixed with the
+    batch's mirror image (batch order is already random), with one weight `lam` per batch drawn from
+    Beta(alpha, alpha); the labels are mixed with the same `lam` as the pixels. With both on, each batch uses one
+    of the two (even odds), as timm does."""
+
+    num_classes: int
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator | None = None) -> MixedBatch:
+        device = images.device
+        partner = images.flip(0)
+        if self.mixup > 0:
+            lam = sample_beta(self.mixup, device, generator)
+            mixed = lam * images + (1 - lam) * partner
+        if self.cutmix > 0:
+            mask, lam_cut = cutmix_mask(images.shape[2], images.shape[3], sample_beta(self.cutmix, device, generator),
+                                        generator)
+            pasted = torch.where(mask, partner, images)
+            if self.mixup > 0:  # one of the two, chosen on the device
+                use_cut = torch.rand((), generator=generator, device=device) < 0.5
+                mixed, lam = torch.where(use_cut, pasted, mixed), torch.where(use_cut, lam_cut, lam)
+            else:
+                mixed, lam = pasted, lam_cut
+        one_hot = F.one_hot(labels, self.num_classes).float()
+        targets = lam * one_hot + (1 - lam) * one_hot.flip(0)
+        majority = torch.where(lam >= 0.5, labels, labels.flip(0))
+        return MixedBatch(mixed.contiguous(memory_format=torch.channels_last), targets, majority)
+
+
+@dataclass
+class MixedBatch:
+    images: torch.Tensor
+    targets: torch.Tensor  # (B, classes) class probabilities
+    labels: torch.Tensor  # the class with the larger weight in each image: what train accuracy counts

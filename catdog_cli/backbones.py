@@ -42,6 +42,12 @@ class TransferModel(nn.Module):
         self.features.requires_grad_(False)
         self.features.eval()
 
+    def unfreeze_features(self) -> None:
+        """The whole model trains from here on (freeze-unfreeze after its frozen epochs)."""
+        self.frozen = False
+        self.features.requires_grad_(True)
+        self.features.train(self.training)
+
     def train(self, mode: bool = True) -> TransferModel:
         super().train(mode)
         if self.frozen:

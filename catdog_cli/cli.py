@@ -16,10 +16,17 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
-from catdog_cli.defaults import BACKBONE_PRESETS, DEFAULT_BACKBONE, GRID_TIME_HELP, expand_backbones
+from catdog_cli.defaults import (
+    BACKBONE_PRESETS,
+    DEFAULT_BACKBONE,
+    DEFAULT_TTA,
+    GRID_TIME_HELP,
+    LR_FIND_MIN_STEPS,
+    expand_backbones,
+)
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.formatting import printable
-from catdog_cli.strategies import STRATEGIES
+from catdog_cli.strategies import GRID_STRATEGIES
 from catdog_cli.world import World
 
 
@@ -155,6 +162,25 @@ Workers = Annotated[int | None, typer.Option(
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
 MinConfidence = Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
     "A calibrated confidence (0-1) below which a prediction counts as unsure."))]
+# the training recipe (benchmarks/README.md: what each did on real data)
+FreezeEpochs = Annotated[int, typer.Option(min=1, help="freeze-unfreeze: epochs that train the head alone.")]
+Patience = Annotated[int | None, typer.Option(
+    min=1, help="Stop after N epochs without a better val accuracy (ties: lower val loss); default: never.")]
+LabelSmoothing = Annotated[float, typer.Option(min=0.0, max=0.99, help="Label smoothing of the loss (e.g. 0.1).")]
+Mixup = Annotated[float, typer.Option(
+    min=0.0, help="MixUp: blend image pairs and their labels, weight ~ Beta(A, A) (e.g. 0.2); 0: off.")]
+Cutmix = Annotated[float, typer.Option(
+    min=0.0, help="CutMix: paste a box of another image, labels by area, ~ Beta(A, A) (e.g. 1.0); 0: off. "
+    "With --mixup too, each batch uses one of them.")]
+Ema = Annotated[bool, typer.Option(
+    help="Also keep an exponential moving average of the weights; best.pt takes it when it scores better on val.")]
+EmaDecay = Annotated[float, typer.Option(help="--ema: decay per step (warmed up: min(decay, (1+n)/(10+n))).")]
+Balance = Annotated[bool, typer.Option(
+    help="Imbalanced classes: draw training images with inverse-frequency class weights, so each class comes "
+    "about equally often.")]
+Tta = Annotated[bool, typer.Option(
+    help=f"Test-time augmentation ({DEFAULT_TTA}): average the probabilities over the centre and four corner "
+    "crops of the eval resize, each also mirrored (10 passes: slower).")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
@@ -229,7 +255,8 @@ def train(
     backbone: str = typer.Option(DEFAULT_BACKBONE, help="A torchvision model (resnet34, vgg16_bn, ...) or timm:NAME."),
     strategy: str = typer.Option(
         "finetune", help="finetune (all layers, one LR), freeze (only the new head), "
-        "discriminative (backbone at --lr / --lr-ratio, head at --lr)."),
+        "discriminative (backbone at --lr / --lr-ratio, head at --lr), freeze-unfreeze (--freeze-epochs head "
+        "only, then as discriminative)."),
     epochs: int = typer.Option(10, min=1, help="Passes over the training images."),
     batch_size: BatchSize = None,
     lr: LearningRate = None,
@@ -243,6 +270,14 @@ def train(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (slow start, faster steps)."),
     cache_gib: CacheGib = None,
     workers: Workers = None,
+    freeze_epochs: FreezeEpochs = 1,
+    patience: Patience = None,
+    label_smoothing: LabelSmoothing = 0.0,
+    mixup: Mixup = 0.0,
+    cutmix: Cutmix = 0.0,
+    ema: Ema = False,
+    ema_decay: EmaDecay = 0.999,
+    balance: Balance = False,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder from its last.pt; options "
                                        "typed again must match (only --device, --workers, --cache-gib, --compile may "
@@ -274,7 +309,9 @@ def train(
         config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
                              lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
                              seed=seed, val_split=val_split, augment=augment, compile=compile_model,
-                             cache_gib=cache_gib, workers=workers)
+                             cache_gib=cache_gib, workers=workers, freeze_epochs=freeze_epochs, patience=patience,
+                             label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema,
+                             ema_decay=ema_decay, balance=balance)
         config.check()
         if out is not None:
             from catdog_cli.paths import check_out_dir
@@ -309,6 +346,7 @@ def evaluate(
     report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses, "
                                        "reliability diagram) here."),
     min_confidence: MinConfidence = None,
+    tta: Tta = False,
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split, and how
@@ -330,7 +368,7 @@ def evaluate(
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report,
-                                     min_confidence=min_confidence)
+                                     min_confidence=min_confidence, tta=DEFAULT_TTA if tta else None)
     if json_output:
         _emit_json(result)
     else:
@@ -354,6 +392,7 @@ def predict(
                                           "untouched; a taken name gets -1, -2, ...); unsure ones into "
                                           "DIR/_unsure/<predicted class>/."),
     min_confidence: MinConfidence = None,
+    tta: Tta = False,
     explain: Path | None = typer.Option(None, help="Write a heat-map picture per image into DIR: the crop the model "
                                         "saw, colored by where it looked for its prediction (Grad-CAM); a taken "
                                         "name gets -1, -2, ..."),
@@ -375,7 +414,8 @@ def predict(
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        rows = run_predict(model, list(paths), top_k, batch_size, device, events, min_confidence=min_confidence)
+        rows = run_predict(model, list(paths), top_k, batch_size, device, events, min_confidence=min_confidence,
+                           tta=DEFAULT_TTA if tta else None)
         if explain is not None:
             _explain(model, rows, explain, batch_size, device, events)
     if csv_file is not None:
@@ -477,7 +517,8 @@ def compare(
     data: str = typer.Option(..., help=DATA_HELP),
     backbones: str = typer.Option("seed", help="Comma-separated backbones (any of train's) and/or presets: "
                                   f"{', '.join(BACKBONE_PRESETS)} (listed above)."),
-    strategies: str = typer.Option(",".join(STRATEGIES), help="Comma-separated strategies."),
+    strategies: str = typer.Option(",".join(GRID_STRATEGIES),
+                                   help="Comma-separated strategies (freeze-unfreeze too, when named)."),
     epochs: int = typer.Option(3, min=1, help="Epochs per cell (the same for every cell)."),
     batch_size: BatchSize = None,
     lr: LearningRate = None,
@@ -489,6 +530,14 @@ def compare(
     val_split: ValSplit = 0.2,
     cache_gib: CacheGib = None,
     workers: Workers = None,
+    freeze_epochs: FreezeEpochs = 1,
+    patience: Patience = None,
+    label_smoothing: LabelSmoothing = 0.0,
+    mixup: Mixup = 0.0,
+    cutmix: Cutmix = 0.0,
+    ema: Ema = False,
+    ema_decay: EmaDecay = 0.999,
+    balance: Balance = False,
     out: Path | None = typer.Option(None, help="Output folder: new, or an earlier compare's to finish it."),
     keep_best: bool = typer.Option(False, help="Save the winning cell's model as OUT/best.pt."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -498,7 +547,9 @@ def compare(
 
     train = TrainConfig(data, epochs=epochs, batch_size=batch_size, lr=lr, lr_ratio=lr_ratio, image_size=image_size,
                         weights=weights, device=device, seed=seed, val_split=val_split, cache_gib=cache_gib,
-                        workers=workers)
+                        workers=workers, freeze_epochs=freeze_epochs, patience=patience,
+                        label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema, ema_decay=ema_decay,
+                        balance=balance)
     config = CompareConfig(train, backbones=expand_backbones(_csv_list(backbones)), strategies=_csv_list(strategies))
     config.check()
     if out is not None and out.exists() and not out.is_dir():
@@ -527,6 +578,56 @@ def compare(
     if result["interrupted"]:
         notes.print(f"[bold red]{render.safe(interrupted_note(result))}[/]", highlight=False)
         raise typer.Exit(130)
+
+
+@app.command("lr-find")
+def lr_find(
+    data: str = typer.Option(..., help=DATA_HELP),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="A torchvision model (resnet34, vgg16_bn, ...) or timm:NAME."),
+    strategies: str = typer.Option(",".join(GRID_STRATEGIES), help="Comma-separated strategies to test."),
+    batch_size: BatchSize = None,
+    lr_ratio: LrRatio = 10.0,
+    image_size: ImageSize = None,
+    weights: Weights = "default",
+    device: Device = "auto",
+    seed: Seed = 0,
+    val_split: ValSplit = 0.2,
+    augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images, as train would."),
+    steps: int = typer.Option(100, min=LR_FIND_MIN_STEPS,
+                              help="Steps of the test (a small dataset is cycled through)."),
+    start_lr: float = typer.Option(1e-7, help="The head's learning rate at the first step."),
+    end_lr: float = typer.Option(
+        10.0, help="...and at the last, at most 1e6 (the test stops sooner when the loss blows up)."),
+    cache_gib: CacheGib = None,
+    workers: Workers = None,
+    out: Path | None = typer.Option(None, help="Output folder for lr_find.html and lr_find.json (new or empty; "
+                                    "default runs/lr-findN)."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Learning-rate range test: train briefly while the lr grows exponentially, plot the loss against it, and
+    suggest an --lr per strategy (halfway down the longest fall of the loss). Nothing is trained for keeps."""
+    from catdog_cli.config import TrainConfig, check_lr_find
+    from catdog_cli.paths import check_out_dir
+
+    config = TrainConfig(data, backbone=backbone, batch_size=batch_size, lr_ratio=lr_ratio, image_size=image_size,
+                         weights=weights, device=device, seed=seed, val_split=val_split, augment=augment,
+                         cache_gib=cache_gib, workers=workers)
+    check_lr_find(config, _csv_list(strategies), start_lr, end_lr, steps)  # before torch loads
+    if out is not None:
+        check_out_dir(out)
+    from catdog_cli.lr_find import find_lr
+
+    console = _console(json_output)
+    with render.RichEvents(_progress_console()) as events:
+        result = find_lr(config, _csv_list(strategies), out, events, start_lr, end_lr, steps)
+    if json_output:
+        _emit_json(result)
+        return
+    for curve in result["curves"]:
+        console.print(f"[bold]{curve['strategy']}[/]: loss against the head's lr", highlight=False)
+        console.print(render.lr_plot(curve), markup=False, highlight=False)
+    console.print(render.lr_find_table(result))
+    console.print(f"report: {result['report']}", markup=False)
 
 
 def main() -> None:

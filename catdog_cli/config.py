@@ -14,10 +14,10 @@ from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES, TORCHVISION_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, LR_FIND_MIN_STEPS, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
 from catdog_cli.paths import check_new_file, resolve_data
-from catdog_cli.strategies import STRATEGIES
+from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
 from catdog_cli.weightfiles import weights_by_backbone
 
 # What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
@@ -35,6 +35,11 @@ LIMITS: dict[str, tuple[float, float]] = {
     "weight_decay": (0, 10),
     "top_k": (1, 1000),
     "min_confidence": (0, 1),
+    "freeze_epochs": (1, 100_000),
+    "patience": (1, 100_000),
+    "label_smoothing": (0, 0.99),
+    "mixup": (0, 100),  # a Beta(A, A) alpha: beyond a few, every mix is near half and half
+    "cutmix": (0, 100),
 }
 ABOVE_ZERO = ("lr",)
 SPLITS = ("val", "test", "train", "all")
@@ -169,6 +174,15 @@ class TrainConfig:
     cache_gib: float | None = None
     workers: int | None = None
     weight_decay: float = 0.01
+    # the training recipe; benchmarks/README.md has what each did on real data
+    freeze_epochs: int = 1  # freeze-unfreeze: head-only epochs before the whole model trains
+    patience: int | None = None  # stop after this many epochs without a better val accuracy (ties: val loss)
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of the mixing weight; 0: off
+    cutmix: float = 0.0  # the same for CutMix; with both on, each batch uses one of them
+    ema: bool = False  # also keep an exponential moving average of the weights, evaluated each epoch
+    ema_decay: float = 0.999
+    balance: bool = False  # draw training images by inverse class frequency (beat a class-weighted loss)
 
     def check(self, weights: bool = True) -> None:
         """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
@@ -177,7 +191,16 @@ class TrainConfig:
         check_options(asdict(self))
         if weights:
             check_weights(self.weights)
+        self.check_recipe()
         resolve_data(self.data)
+
+    def check_recipe(self) -> None:
+        """What the recipe's options mean together (their ranges are in LIMITS)."""
+        if self.strategy == "freeze-unfreeze" and self.freeze_epochs >= self.epochs:
+            raise CatdogError(f"freeze-unfreeze: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
+                              f"({self.epochs}), or nothing is ever unfrozen")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 < self.ema_decay < 1):  # NaN too
+            raise CatdogError("--ema-decay must be between 0 and 1")
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainConfig:
@@ -186,9 +209,23 @@ class TrainConfig:
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 
+
+def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end: float, steps: int) -> None:
+    """lr-find's options, torch-free: the CLI refuses them before torch loads, `find_lr` again for the API."""
+    high = 1e6  # far past any rate that trains: the test stops once the loss blows up
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and 0 < start < end <= high):
+        raise CatdogError(f"--start-lr {start:g} and --end-lr {end:g}: need 0 < start < end <= {high:g}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not LR_FIND_MIN_STEPS <= steps <= 100_000:
+        raise CatdogError(f"--steps {steps}: must be at least {LR_FIND_MIN_STEPS} and at most 100,000")
+    if not strategies:
+        raise CatdogError("--strategies: name at least one strategy")
+    for strategy in strategies:
+        replace(config, strategy=strategy, epochs=2).check()
+
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
+RECIPE_FIELDS = ("freeze_epochs", "patience", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "balance")
 GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "seed", "val_split",
-               "cache_gib", "workers")
+               "cache_gib", "workers", *RECIPE_FIELDS)
 
 
 @dataclass
@@ -198,7 +235,7 @@ class CompareConfig:
     train: TrainConfig
     _: KW_ONLY
     backbones: list[str] = field(default_factory=lambda: list(SEED_BACKBONES))
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    strategies: list[str] = field(default_factory=lambda: list(GRID_STRATEGIES))
 
     def check(self) -> None:
         if not self.backbones:
@@ -228,5 +265,8 @@ class CompareConfig:
                 **{k: train[k] for k in GRID_FIELDS}}
 
     def settings(self) -> dict[str, Any]:
-        """What must match for an earlier OUT's finished cells to count (the grid itself may grow)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "workers")}
+        """What must match for an earlier OUT's finished cells to count (the grid itself may grow). Recipe options
+        at their defaults are left out, so a compare made before they existed can still be finished."""
+        defaults = TrainConfig("")
+        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "workers")
+                and not (k in RECIPE_FIELDS and v == getattr(defaults, k))}

@@ -16,6 +16,8 @@ TORCHVISION_BACKBONES = (
     "efficientnet_b2", "efficientnet_v2_s", "regnet_y_400mf", "shufflenet_v2_x1_0", "convnext_tiny",
     "convnext_small", "vit_b_16", "swin_t",
 )
+DEFAULT_TTA = "flip+crops"  # what --tta averages over (tta.TTA_VIEWS): benchmarks/README.md, it beat "flip"
+LR_FIND_MIN_STEPS = 11  # lr_find's smoothing window (2 * 4 + 1 steps) and a step either side
 
 # `catdog compare --backbones PRESET`: named lists of backbones, usable alone or among names
 BACKBONE_PRESETS: dict[str, tuple[str, ...]] = {

@@ -199,7 +199,7 @@ def explain_predictions(trained: TrainedModel, rows: list[Prediction], folder: P
     inputs, classes = trained.inputs, trained.classes
     batch_size = batch_size or default_batch_size(trained.device)
     todo = [r for r in rows if "label" in r]
-    explainer = Explainer(trained.model)
+    explainer = Explainer(trained.base)
     events.task("explaining", len(todo))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]

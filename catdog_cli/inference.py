@@ -31,6 +31,7 @@ from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource
 from catdog_cli.records import Calibration, EvaluateResult, Evaluation, Prediction, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
 from catdog_cli.strategies import STRATEGIES, param_groups
+from catdog_cli.tta import TTAModel, with_tta
 from catdog_cli.world import World
 
 TOP_LOSSES = 12
@@ -107,13 +108,16 @@ class TrainedModel:
     device: torch.device
 
     @classmethod
-    def load(cls, path: Path | str, device: str) -> TrainedModel:
+    def load(cls, path: Path | str, device: str, tta: str | None = None) -> TrainedModel:
+        """`tta`: a view set of tta.TTA_VIEWS; the model then averages its probabilities over those views."""
         ckpt = checkpoints.load(path)
         dev = resolve_device(device)
         model = checkpoints.restore_model(ckpt, dev)
         if dev.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+        if tta is not None:
+            model, inputs = with_tta(model, inputs, tta)
         return cls(ckpt, model, inputs, dev)
 
     @property
@@ -124,13 +128,19 @@ class TrainedModel:
     def temperature(self) -> float:
         return calibration.temperature_of(self.checkpoint)
 
+    @property
+    def base(self) -> TransferModel:
+        """The trained model itself, without test-time augmentation around it (Grad-CAM, parameter counts)."""
+        return self.model.model if isinstance(self.model, TTAModel) else self.model
+
 
 def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
                         batch_size: int | None = None, device: str = "auto", events: Events | None = None,
                         workers: int | None = None, report: Path | str | None = None,
-                        min_confidence: float | None = None) -> EvaluateResult:
+                        min_confidence: float | None = None, tta: str | None = None) -> EvaluateResult:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
-    with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about.
+    with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about;
+    `tta`: test-time augmentation views.
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
     train and val are the split the run recorded (files added since are left out, files gone are named), so
@@ -140,7 +150,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
     if report is not None:
         check_new_file(report, "--report")
-    trained = TrainedModel.load(checkpoint, device)
+    trained = TrainedModel.load(checkpoint, device, tta)
     ckpt, classes = trained.checkpoint, trained.classes
     dataset = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
@@ -162,16 +172,16 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     record = evaluation_record(out, classes, split)
     worst = top_losses(out, images, classes)
     if report is not None:  # where the model looked in each, for the report's thumbnails
-        add_heatmaps(trained.model, worst, classes, trained.inputs, trained.device)
+        add_heatmaps(trained.base, worst, classes, trained.inputs, trained.device)
     if ckpt.get("strategy") in STRATEGIES:  # trainable: what its strategy trained (freeze: the head alone)
-        param_groups(ckpt["strategy"], trained.model)
-    total, trainable = count_params(trained.model)
+        param_groups(ckpt["strategy"], trained.base)
+    total, trainable = count_params(trained.base)
     result: EvaluateResult = {
         "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
         "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
-        "top_losses": worst,
+        "top_losses": worst, "tta": tta,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
         "calibration": _calibration_of(out, ckpt, data, split, trained.temperature)}
@@ -235,7 +245,7 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
 
 def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
             device: str = "auto", events: Events | None = None, workers: int | None = None,
-            min_confidence: float | None = None) -> list[Prediction]:
+            min_confidence: float | None = None, tta: str | None = None) -> list[Prediction]:
     """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
     or a FIFO's too: only regular files are read).
 
@@ -244,7 +254,7 @@ def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, bat
     """
     events = events or Events()
     check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
-    trained = TrainedModel.load(checkpoint, device)
+    trained = TrainedModel.load(checkpoint, device, tta)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)
     if not files:

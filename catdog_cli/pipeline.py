@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from catdog_cli.augment import normalize, train_transform
 from catdog_cli.backbones import TransferModel, preprocessing
@@ -64,13 +64,17 @@ class ResidentSource:
     """A decoded split held on the device: batches are index gathers, shuffled on the device.
 
     Epoch e's order depends only on (seed, e), as with DistributedSampler.set_epoch: a resumed run sees the
-    same batches as an uninterrupted one.
+    same batches as an uninterrupted one. With `class_weights` (--balance) an epoch draws its images
+    with replacement, each with its class's weight, instead of a permutation.
     """
 
     def __init__(self, batch: ImageBatch, batch_size: int, shuffle: bool, seed: int = 0,
-                 skipped: list[tuple[Path, str]] | None = None):
+                 skipped: list[tuple[Path, str]] | None = None, class_weights: list[float] | None = None):
         self.batch, self.batch_size, self.shuffle, self.seed = batch, batch_size, shuffle, seed
         self.skipped = list(skipped or [])
+        self.sample_weights = None
+        if class_weights is not None:
+            self.sample_weights = torch.tensor(class_weights, device=batch.labels.device)[batch.labels]
         self.epoch = 0
         self.generator = torch.Generator(device=batch.labels.device)
 
@@ -85,7 +89,10 @@ class ResidentSource:
         n, device = len(self.batch), self.batch.labels.device
         if self.shuffle:
             self.generator.manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=self.generator, device=device)
+            if self.sample_weights is not None:
+                order = torch.multinomial(self.sample_weights, n, replacement=True, generator=self.generator)
+            else:
+                order = torch.randperm(n, generator=self.generator, device=device)
         else:
             order = torch.arange(n, device=device)
         for i in range(len(self)):
@@ -120,21 +127,26 @@ class StreamingSource:
     """
 
     def __init__(self, split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
-                 seed: int = 0, workers: int | None = None, on_skip: Callable[[Path, str], None] | None = None):
+                 seed: int = 0, workers: int | None = None, on_skip: Callable[[Path, str], None] | None = None,
+                 class_weights: list[float] | None = None):
         self.device, self.seed, self.on_skip = device, seed, on_skip
         self.skipped: list[tuple[Path, str]] = []
         self._named: set[Path] = set()
         workers = default_workers() if workers is None else workers
+        self.generator = torch.Generator().manual_seed(seed)
+        sampler = None
+        if shuffle and class_weights is not None:  # --balance: draws with replacement, by class weight
+            sampler = WeightedRandomSampler([class_weights[y] for y in split.labels], len(split),
+                                            generator=self.generator)
         self.loader = DataLoader(
-            _StreamedSplit(split, spec), batch_size=batch_size, shuffle=shuffle,
+            _StreamedSplit(split, spec), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             drop_last=shuffle and len(split) > batch_size, num_workers=workers,
             collate_fn=partial(_collate_streamed, train=spec.train), pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-            generator=torch.Generator().manual_seed(seed),
+            persistent_workers=workers > 0, prefetch_factor=4 if workers else None, generator=self.generator,
         )
 
     def set_epoch(self, epoch: int) -> None:
-        self.loader.generator.manual_seed(self.seed + epoch)
+        self.generator.manual_seed(self.seed + epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -181,7 +193,8 @@ class DecodeCache:
 
 def batches(split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
             cache: DecodeCache, budget: int, seed: int = 0, workers: int | None = None,
-            events: Events | None = None, name: str = "") -> BatchSource | None:
+            events: Events | None = None, name: str = "",
+            class_weights: list[float] | None = None) -> BatchSource | None:
     """The fastest source the budget allows, or None when no image of the split could be decoded.
 
     Files left out are told to `events` (named once each) and listed in the source's `skipped`.
@@ -192,12 +205,13 @@ def batches(split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, devic
     decoded = cache.get(split, spec, device, budget, workers, events.advance)
     if decoded.streamed:
         events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
-        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers, on_skip=events.skip)
+        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers, on_skip=events.skip,
+                               class_weights=class_weights)
     for path, reason in decoded.skipped:
         events.skip(path, reason)
     if decoded.batch is None:
         return None
-    return ResidentSource(decoded.batch, batch_size, shuffle, seed, decoded.skipped)
+    return ResidentSource(decoded.batch, batch_size, shuffle, seed, decoded.skipped, class_weights)
 
 
 # --- what the model is fed --------------------------------------------------------------------------------
@@ -252,8 +266,10 @@ class DataSources:
 
 def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_size: int, seed: int,
                  augment: bool, cache: DecodeCache, budget: int, workers: int | None, events: Events,
-                 world: World = World()) -> DataSources:
-    """Decode train, val (and test) once into the cache, or set up streaming when over the budget."""
+                 world: World = World(), class_weights: list[float] | None = None) -> DataSources:
+    """Decode train, val (and test) once into the cache, or set up streaming when over the budget.
+
+    `class_weights`: train draws its images by class weight (--balance)."""
     found: dict[str, BatchSource | None] = {}
     splits: dict[str, Split] = {}
     for name in ("train", "val", "test"):
@@ -266,7 +282,8 @@ def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_s
         splits[name] = split
         spec = inputs.train_spec(augment) if name == "train" else inputs.eval_spec()
         found[name] = batches(split, spec, batch_size, shuffle=name == "train", device=device, cache=cache,
-                              budget=budget, seed=seed, workers=workers, events=events, name=name)
+                              budget=budget, seed=seed, workers=workers, events=events, name=name,
+                              class_weights=class_weights if name == "train" else None)
     if found["train"] is None:
         raise CatdogError(f"no usable training images in {dataset.root}")
     if found["val"] is None:
@@ -275,10 +292,11 @@ def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_s
 
 
 def feature_source(model: TransferModel, split: Split, inputs: Inputs, device: torch.device, batch_size: int,
-                   seed: int, cache: DecodeCache, budget: int, workers: int | None,
-                   events: Events) -> ResidentSource | None:
-    """The frozen backbone's features of every training image, computed once and batched like images;
-    None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
+                   seed: int, cache: DecodeCache, budget: int, workers: int | None, events: Events,
+                   shuffle: bool = True, name: str = "train",
+                   class_weights: list[float] | None = None) -> ResidentSource | None:
+    """The frozen backbone's features of every image of a split (eval crops), computed once and batched like
+    images; None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
     images = batches(split, inputs.eval_spec(), batch_size, shuffle=False, device=device, cache=cache,
                      budget=budget, workers=workers)  # without augmentation: the decode is already cached
     if images is None:
@@ -286,7 +304,7 @@ def feature_source(model: TransferModel, split: Split, inputs: Inputs, device: t
     precision = Precision(device)
     model.eval()
     parts: list[ImageBatch] = []
-    events.task("backbone features (once)", len(split))
+    events.task(f"backbone features of {name} (once)", len(split))
     with torch.inference_mode():
         for batch in images:
             with precision.autocast():
@@ -299,4 +317,12 @@ def feature_source(model: TransferModel, split: Split, inputs: Inputs, device: t
             parts.append(ImageBatch(features.float().clone(), batch.labels, batch.index))
             events.advance(len(batch))
     cat = ImageBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "labels", "index")))
-    return ResidentSource(cat, batch_size, shuffle=True, seed=seed, skipped=images.skipped)
+    return ResidentSource(cat, batch_size, shuffle=shuffle, seed=seed, skipped=images.skipped,
+                          class_weights=class_weights)
+
+
+class CachedFeatures:
+    """The `Inputs` of a feature source: a batch of backbone features computed once is already the head's input."""
+
+    def model_input(self, batch: ImageBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+        return batch.images

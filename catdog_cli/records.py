@@ -26,8 +26,11 @@ class EpochRecord(TypedDict):
     val_loss: float
     val_acc: float
     lr: float
-    seconds: float
-    images_per_sec: float
+    seconds: float  # training only; val_seconds apart
+    images_per_sec: float  # training images over the training seconds
+    ema_val_loss: NotRequired[float]  # --ema: the averaged weights on val
+    ema_val_acc: NotRequired[float]
+    val_seconds: float  # validation (of the EMA weights too, with --ema)
 
 
 ClassMetrics = TypedDict("ClassMetrics", {"class": str, "precision": float, "recall": float, "f1": float,
@@ -136,6 +139,9 @@ class TrainResult(TypedDict):
     top_losses: NotRequired[list[TopLoss]]
     calibration: NotRequired[Calibration]  # the temperature fitted on val with the best weights (kept in best.pt)
     report: NotRequired[str]
+    ended: str  # why training ended: all epochs done, early stopping, interrupted
+    best_weights: str  # "trained", or "ema" when the EMA's weights did better (--ema)
+    train_counts: dict[str, int]  # training images per class (an imbalance is noted above 3x)
 
 
 class EvaluateResult(Evaluation):
@@ -153,6 +159,7 @@ class EvaluateResult(Evaluation):
     skipped: list[Skipped]
     calibration: Calibration  # this split, with the checkpoint's temperature
     selective: NotRequired[Coverage]  # with --min-confidence
+    tta: str | None  # the test-time augmentation views, or None
     report: NotRequired[str]
 
 
@@ -330,3 +337,37 @@ def to_json(value: Any, indent: int | None = 2) -> str:
     it. A number that is not finite becomes null (NaN and Infinity are not JSON); a file name that is not UTF-8 is
     escaped (`\\xNN`, see formatting.printable) instead of failing a finished run."""
     return json.dumps(_strict(value), indent=indent, allow_nan=False, default=str)
+
+
+class LrCurve(TypedDict):
+    """One strategy's learning-rate range test: the head's lr and the loss at each step."""
+
+    strategy: str
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]  # centred moving average of the losses: what the suggestion reads
+    suggested_lr: float | None  # halfway down the longest fall of the smoothed loss; None when it never fell
+    min_loss_lr: float
+    lr_ratio: float  # the backbone's lr is the head's / lr_ratio (discriminative, freeze-unfreeze)
+    ended: str
+
+
+def shown_steps(curve: LrCurve) -> list[int]:
+    """The steps a plot of the curve shows: those whose loss stays within 1.5x where the test began (the blown-up
+    tail would flatten the rest)."""
+    smoothed = curve["smoothed"]
+    ceiling = 1.5 * max(smoothed[: max(1, len(smoothed) // 10)])
+    return [i for i, v in enumerate(smoothed) if v <= ceiling and curve["losses"][i] <= 2 * ceiling]
+
+
+class LrFindResult(TypedDict):
+    """`catdog lr-find --json` and OUT/lr_find.json."""
+
+    kind: str  # "lr_find"
+    config: dict[str, Any]
+    classes: list[str]
+    device: str
+    versions: dict[str, str]
+    curves: list[LrCurve]
+    out: str
+    report: str

@@ -6,6 +6,7 @@ wrapped; tables take their natural width there unless COLUMNS says otherwise.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from catdog_cli.balance import imbalance_note
 from catdog_cli.events import Events
 from catdog_cli.formatting import fmt, pct, printable, weights_text
 from catdog_cli.records import (
@@ -40,10 +42,13 @@ from catdog_cli.records import (
     EpochRecord,
     EvaluateResult,
     ExportResult,
+    LrCurve,
+    LrFindResult,
     Prediction,
     RunSummary,
     TrainResult,
     interrupted_note,
+    shown_steps,
 )
 
 UNWRAPPED = 10_000  # a console's width off a terminal: wide enough that no line is ever broken
@@ -129,11 +134,7 @@ class RichEvents(Events):
     def epoch(self, record: EpochRecord) -> None:
         if not self.show_epochs:  # compare prints a line per cell instead
             return
-        self.line(Text.from_markup(
-            f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
-            f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]  "
-            f"{record['seconds']:.1f}s {fmt(record['images_per_sec'], 'rate')} img/s"
-        ))
+        self.line(Text.from_markup(epoch_line(record)))
 
     def note(self, text: str) -> None:
         self.line(Text(printable(text), style="yellow"))
@@ -150,6 +151,15 @@ class RichEvents(Events):
             self.grid = self.progress.add_task("", total=total, info="")
         self.progress.update(self.grid, completed=index,
                              description=f"[bold]cell {index + 1}/{total}: {safe(name)}[/]")
+
+
+def epoch_line(record: EpochRecord) -> str:
+    """Training and validation timed apart: img/s is training images over training time only."""
+    ema = f"  EMA val acc {pct(record['ema_val_acc'])}" if "ema_val_acc" in record else ""
+    return (f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
+            f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]{ema}  "
+            f"train {record['seconds']:.1f}s ({fmt(record['images_per_sec'], 'rate')} img/s) + val "
+            f"{record.get('val_seconds', 0.0):.1f}s")
 
 
 MAX_CLASSES_SHOWN = 12
@@ -219,9 +229,16 @@ def train_summary(result: TrainResult) -> Table:
         ("classes", printable(", ".join(result["classes"]))),
         ("val split", printable(result["split_origin"])),
         ("device", f"{result['device']} ({result['precision']})"),
-        ("epochs", str(result["epochs"])),
-        ("best val accuracy", best),
+        ("epochs", f"{result['epochs']} ({result['ended']})" if "ended" in result else str(result["epochs"])),
+        ("best val accuracy", best + (", EMA weights" if result.get("best_weights") == "ema" else "")),
     ]
+    if "evaluation" in result:  # each class's recall: what an imbalanced folder hides behind accuracy
+        rows.append(("val recall per class", printable(", ".join(f"{c['class']} {pct(c['recall'])}"
+                                                             for c in result["evaluation"]["per_class"]))))
+    counts = result.get("train_counts")
+    note = imbalance_note(result["classes"], list(counts.values())) if counts else None
+    if note:
+        rows.append(("class balance", printable(note) + (": --balance was on" if config.get("balance") else "")))
     if "test" in result:
         rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
     if "calibration" in result:
@@ -451,4 +468,42 @@ def fetch_table(summaries: list[Any]) -> Table:
     for d in summaries:
         table.add_row(safe(d.name), safe(", ".join(d.classes)), *(str(d.splits.get(s, "-")) for s in splits),
                       str(len(d.skipped)), safe(d.path))
+    return table
+
+
+def lr_plot(curve: LrCurve, width: int = 60, height: int = 12) -> str:
+    """The smoothed loss against the head's lr (log scale) in text, the suggested lr marked with a column of |."""
+    kept = shown_steps(curve)
+    xs = [math.log10(curve["lrs"][i]) for i in kept]
+    ys = [curve["smoothed"][i] for i in kept]
+    if len(xs) < 2:
+        return "(too few steps to plot)"
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    grid = [[" "] * width for _ in range(height)]
+
+    def column(x: float) -> int:
+        return round((x - x0) / ((x1 - x0) or 1) * (width - 1))
+
+    if curve["suggested_lr"]:
+        col = column(math.log10(curve["suggested_lr"]))
+        for row in grid:
+            row[min(width - 1, max(0, col))] = "|"
+    for x, y in zip(xs, ys):
+        grid[round((y1 - y) / ((y1 - y0) or 1) * (height - 1))][column(x)] = "•"
+    label = max(len(f"{y1:.3g}"), len(f"{y0:.3g}"))
+    lines = [f"{(f'{y1:.3g}' if r == 0 else f'{y0:.3g}' if r == height - 1 else ''):>{label}} ┤{''.join(row)}"
+             for r, row in enumerate(grid)]
+    ticks = f"{10 ** x0:.0e}".ljust(width // 2) + f"{10 ** x1:.0e}".rjust(width - width // 2)
+    lines.append(" " * label + " └" + "─" * width)
+    lines.append(" " * (label + 2) + ticks)
+    return "\n".join(lines)
+
+
+def lr_find_table(result: LrFindResult) -> Table:
+    table = Table(title=safe(f"lr-find on {result['config']['data']} ({result['config']['backbone']})"),
+                  title_justify="left")
+    for col in ("strategy", "suggested --lr", "lowest loss at", "ended"):
+        table.add_column(col, justify="left" if col in ("strategy", "ended") else "right")
+    for curve in result["curves"]:
+        table.add_row(curve["strategy"], fmt(curve["suggested_lr"]), fmt(curve["min_loss_lr"]), curve["ended"])
     return table

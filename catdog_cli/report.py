@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from catdog_cli import overlays
+from catdog_cli.balance import imbalance_note
 from catdog_cli.formatting import fmt
 from catdog_cli.paths import atomic_write_text
 from catdog_cli.records import (
@@ -28,8 +29,11 @@ from catdog_cli.records import (
     CompareRow,
     EvaluateResult,
     Heatmap,
+    LrCurve,
+    LrFindResult,
     TrainResult,
     interrupted_note,
+    shown_steps,
     sort_rows,
 )
 from catdog_cli.svg import Axis, Point, Series, heatmap, plot
@@ -90,8 +94,10 @@ EPOCH_COLUMNS = [
     ("train_acc", "train acc", "pct"),
     ("val_loss", "val loss", "num"),
     ("val_acc", "val acc", "pct"),
+    ("ema_val_acc", "EMA val acc", "pct"),
     ("lr", "lr", "num"),
-    ("seconds", "time", "sec"),
+    ("seconds", "train time", "sec"),
+    ("val_seconds", "val time", "sec"),
 ]
 
 
@@ -390,7 +396,17 @@ def _train_cards(run: dict) -> str:
         cards.append(
             _card("trainable parameters", fmt(params.get("trainable"), "int"), f"of {fmt(params.get('total'), 'int')}")
         )
-    return f'<div class="cards">{"".join(cards)}</div>'
+    return f'<div class="cards">{"".join(cards)}</div>' + _run_notes(run)
+
+
+def _run_notes(run: dict) -> str:
+    """Why training ended, and an imbalance of the training classes worth knowing about."""
+    notes = [f"Training ended: {run['ended']}."] if run.get("ended") else []
+    counts = run.get("train_counts")
+    note = imbalance_note(list(counts), list(counts.values())) if counts else None
+    if note:
+        notes.append(note[0].upper() + note[1:] + ": per-class recall is below.")
+    return "".join(f'<p class="muted">{escape(n)}</p>' for n in notes)
 
 
 def write_train_report(run: TrainResult | EvaluateResult, path: Path) -> Path:
@@ -532,3 +548,39 @@ def write_compare_report(result: CompareResult, path: Path) -> Path:
     if note := interrupted_note(result):
         subtitle += f" · <strong>{escape(note)}</strong>"
     return _write(_page("catdog compare", subtitle, sections), path)
+
+
+# ---------------------------------------------------------------- lr-find
+
+
+def _lr_chart(curve: LrCurve) -> str:
+    """Loss against the head's lr (log scale): each step's loss dashed, the smoothed curve solid, the suggestion
+    marked; the blown-up tail is left off (records.shown_steps)."""
+    kept, lrs = shown_steps(curve), curve["lrs"]
+    raw = Series("loss", [Point(lrs[i], curve["losses"][i], f"lr {fmt(lrs[i])}: loss {fmt(curve['losses'][i])}")
+                          for i in kept], 7, dashed=True)
+    smooth = Series("smoothed", [Point(lrs[i], curve["smoothed"][i], f"lr {fmt(lrs[i])}: smoothed loss "
+                                       f"{fmt(curve['smoothed'][i])}") for i in kept], 0)
+    suggested = curve.get("suggested_lr")
+    rule = (suggested, f"suggested {fmt(suggested)}") if suggested else None
+    return plot(f"lr-{curve['strategy']}", [raw, smooth], Axis("learning rate (head)", log=True), Axis("loss"),
+                rule=rule)
+
+
+def write_lr_find_report(result: LrFindResult, path: Path) -> Path:
+    """lr-find's curves, one chart per strategy, with the suggested --lr of each."""
+    cfg = result.get("config") or {}
+    rows = [[escape(c["strategy"]), fmt(c.get("suggested_lr")), fmt(c.get("min_loss_lr")), escape(c["ended"])]
+            for c in result["curves"]]
+    table = _table(["strategy", "suggested --lr", "lowest loss at", "ended"], rows, [False, True, True, False])
+    charts = [_figure(f"{c['strategy']}", _lr_chart(c), [("loss per step", 7, "dash"), ("smoothed", 0, "")])
+              for c in result["curves"]]
+    sections = [
+        _section("Suggested learning rates", table,
+                 '<p class="muted">Halfway down the longest fall of the smoothed loss. With discriminative '
+                 "and freeze-unfreeze the backbone learns at this rate / --lr-ratio.</p>"),
+        _section("Loss against learning rate", f'<div class="figs">{"".join(charts)}</div>'),
+        _setup(cfg.items(), result.get("versions")),
+    ]
+    subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code> · {escape(str(cfg.get('backbone', '')))}"
+    return _write(_page("catdog lr-find", subtitle, sections), path)

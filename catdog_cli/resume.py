@@ -89,6 +89,9 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     if state.epoch >= config.epochs:
         raise CatdogError(f"{out} already ran all {config.epochs} epoch(s); to train it longer, pass --epochs N "
                           f"(more than {config.epochs})")
+    if state.ended and config.epochs == ckpt["config"].get("epochs"):
+        raise CatdogError(f"{out} already finished ({state.ended}); to train it longer, pass --epochs N "
+                          f"(more than {config.epochs})")
     with ExitStack() as stack:  # one resume at a time in a folder
         distributed.main_enters(stack, lambda: run_folder(out, "train", reuse=True), world)
         return _continue(out, ckpt, config, state, events, world)
@@ -134,3 +137,7 @@ def _restore_training_state(run: Run, ckpt: dict[str, Any], state: TrainState, e
         run.scheduler.load_state_dict(ckpt["scheduler"])
     if ckpt["scaler"]:  # empty when it was saved without fp16 loss scaling (CPU, bf16)
         run.precision.scaler.load_state_dict(ckpt["scaler"])
+    if run.ema is not None and "ema" in ckpt:
+        run.ema.load_state_dict(ckpt["ema"])
+    if extend:  # an early-stopped run given more epochs goes on
+        state.ended = ""

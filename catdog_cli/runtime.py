@@ -47,8 +47,10 @@ class Precision:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
 
 
-def warmup_cosine(total_steps: int, warmup: int) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up, then cosine decay to zero."""
+def warmup_cosine(total_steps: int, warmup: int | None = None) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up (by default over 5 % of the steps, at most 100), then cosine decay to zero."""
+    if warmup is None:
+        warmup = min(100, max(1, total_steps // 20))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -59,9 +61,11 @@ def warmup_cosine(total_steps: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
-def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up over 5 % of the steps (at most 100), then cosine decay to zero at `total_steps`."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, min(100, max(1, total_steps // 20))))
+def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int | Callable[[int], float]
+                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then cosine decay to zero at `total_steps` (or the LR multiplier given)."""
+    factor = total_steps if callable(total_steps) else warmup_cosine(total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class StopRequest:

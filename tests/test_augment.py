@@ -172,3 +172,61 @@ def test_same_generator_same_augmentation():
     b = train_transform(images, sizes, transposed, 8, *IDENTITY, generator=torch.Generator().manual_seed(5))
     c = train_transform(images, sizes, transposed, 8, *IDENTITY, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# --- MixUp / CutMix ---------------------------------------------------------------------------------------------
+
+
+def _constant_images(values: list[float], size: int = 16) -> torch.Tensor:
+    """Image i is filled with values[i]: a mixed image's mean tells how much of each it holds."""
+    return torch.tensor(values).view(-1, 1, 1, 1).expand(-1, 3, size, size).contiguous()
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0])
+def test_mixup_mixes_labels_with_the_same_weight_as_the_images(alpha):
+    images, labels = _constant_images([0.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1])
+    mixed = augment.Mixing(2, mixup=alpha)(images, labels, torch.Generator().manual_seed(3))
+    # image i is lam * images[i] + (1 - lam) * its mirror partner: its value is its share of class 1
+    share_of_class_1 = mixed.images.mean(dim=(1, 2, 3))
+    assert torch.allclose(mixed.targets[:, 1], share_of_class_1, atol=1e-6)
+    assert torch.allclose(mixed.targets.sum(1), torch.ones(4))
+    lam = mixed.targets[0, 0]
+    assert 0 < lam < 1 and not torch.isclose(lam, torch.tensor(0.5))  # really mixed, not a no-op
+    assert torch.equal(mixed.labels, labels if lam >= 0.5 else labels.flip(0))  # the larger share counts
+
+
+def test_cutmix_labels_follow_the_area_really_pasted():
+    images, labels = _constant_images([0.0, 0.0, 1.0, 1.0], size=20), torch.tensor([0, 0, 1, 1])
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # boxes of every size, clipped at the border or not
+        mixed = augment.Mixing(2, cutmix=1.0)(images, labels, gen)
+        pasted = (mixed.images[0, 0] == 1.0).float().mean()  # image 0 shows image 3 inside the box
+        assert torch.isclose(mixed.targets[0, 1], pasted) and torch.isclose(mixed.targets[3, 0], pasted)
+        assert set(mixed.images.unique().tolist()) <= {0.0, 1.0}  # pasted, never blended
+
+
+def test_mixup_and_cutmix_together_use_one_of_them_per_batch_and_labels_still_match():
+    images, labels = _constant_images([0.0, 1.0], size=12), torch.tensor([0, 1])
+    gen, kinds = torch.Generator().manual_seed(1), set()
+    for _ in range(30):
+        mixed = augment.Mixing(2, mixup=1.0, cutmix=1.0)(images, labels, gen)
+        values = set(mixed.images[0, 0].unique().tolist())
+        kinds.add("cutmix" if values <= {0.0, 1.0} else "mixup")
+        assert torch.isclose(mixed.targets[0, 1], mixed.images[0].mean(), atol=1e-6)
+    assert kinds == {"cutmix", "mixup"}
+
+
+def test_mixing_draws_only_from_its_generator():
+    images, labels = torch.rand(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    mixing = augment.Mixing(3, mixup=0.4, cutmix=1.0)
+    first = mixing(images, labels, torch.Generator().manual_seed(7))
+    torch.manual_seed(123)  # the global generator does not matter
+    again = mixing(images, labels, torch.Generator().manual_seed(7))
+    assert torch.equal(first.images, again.images) and torch.equal(first.targets, again.targets)
+
+
+def test_beta_draws_have_the_beta_mean_and_spread():
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([augment.sample_beta(0.4, torch.device("cpu"), gen) for _ in range(4000)])
+    assert abs(draws.mean().item() - 0.5) < 0.02
+    assert abs(draws.var().item() - 1 / (4 * (2 * 0.4 + 1))) < 0.01  # Beta(a, a): var = 1 / (4 (2a + 1))

@@ -24,7 +24,7 @@ from catdog_cli.backbones import (
     preprocessing,
 )
 from catdog_cli.errors import CatdogError
-from catdog_cli.strategies import STRATEGIES, param_groups
+from catdog_cli.strategies import GRID_STRATEGIES, param_groups
 
 NUM_CLASSES = 3
 SIZE = 64  # AlexNet needs >= 63 px
@@ -47,7 +47,7 @@ def _bn_stats(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.features.state_dict().items() if "running_" in k}
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("strategy", GRID_STRATEGIES)  # freeze-unfreeze: test_strategies.py
 @pytest.mark.parametrize("name", SEED_BACKBONES)
 def test_seed_backbone_trains_one_step_and_predicts(seed_model, name, strategy):
     model = seed_model(name)

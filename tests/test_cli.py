@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from catdog_cli.cli import app
+from catdog_cli.config import RECIPE_FIELDS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 HYMENOPTERA = SHARED / "data" / "hymenoptera_data.zip"
@@ -114,15 +115,17 @@ def test_train_json_shape_and_files(trained):
 # engine was split (issue 11).
 TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "split_origin", "params", "history",
               "epochs", "best_epoch", "best_val_acc", "interrupted", "skipped", "out", "images", "evaluation",
-              "calibration", "top_losses", "test", "report", "split"]
+              "calibration", "top_losses", "test", "report", "split", "ended", "best_weights", "train_counts"]
 TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
-                     "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay"]
-EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec"]
+                     "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay",
+                     *RECIPE_FIELDS]
+EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
+              "val_seconds"]
 EVALUATION_KEYS = ["split", "num_images", "accuracy", "loss", "per_class", "confusion", "checkpoint"]
 COMPARE_KEYS = ["kind", "config", "device", "world_size", "classes", "split_origin", "versions", "out", "interrupted",
                 "wall_seconds", "best", "rows"]
 COMPARE_CONFIG_KEYS = ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio", "image_size",
-                       "weights", "device", "seed", "val_split", "cache_gib", "workers"]
+                       "weights", "device", "seed", "val_split", "cache_gib", "workers", *RECIPE_FIELDS]
 ROW_KEYS = ["backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
             "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history", "cell_seconds"]
 
@@ -252,6 +255,21 @@ def test_user_errors_are_one_line_with_exit_code_1(case, tmp_path, trained, monk
 
 def test_json_train_still_shows_epoch_lines_on_stderr(trained):
     assert "epoch   1" in trained["stderr"] and "epoch   2" in trained["stderr"]
+    assert "img/s) + val " in trained["stderr"]  # training and validation timed apart
+
+
+def test_train_recipe_options_reach_the_run_and_the_summary(trained, tmp_path):
+    result = catdog("train", "--data", trained["data"], "--epochs", "3", *TINY, "--strategy", "freeze-unfreeze",
+                    "--freeze-epochs", "2", "--patience", "1", "--label-smoothing", "0.1", "--mixup", "0.2",
+                    "--cutmix", "1.0", "--ema", "--ema-decay", "0.99", "--balance", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert {k: run["config"][k] for k in RECIPE_FIELDS} == {
+        "freeze_epochs": 2, "patience": 1, "label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "ema": True,
+        "ema_decay": 0.99, "balance": True}
+    assert "EMA val acc" in result.stderr and "backbone unfrozen" in result.stderr
+    assert run["ended"] in result.stdout and "val recall per class" in result.stdout
+    assert "EMA val acc" in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_summary_comes_before_the_first_epoch(trained):

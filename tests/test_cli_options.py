@@ -39,7 +39,8 @@ ROLES = {
     "fmt": "export-format", "parity_images": "images", "explain": "write-folder",
 }
 COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
-ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "min_confidence"}  # every other number must be above zero
+# every other number must be above zero (the recipe's 0 is "off")
+ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "min_confidence", "label_smoothing", "mixup", "cutmix"}
 AS_USER = os.geteuid() != 0  # root reads and writes whatever the permissions say
 NUMBERS = ("-1", "0", "nan", "inf", "-inf", "1e30", "99999999999999999999")
 
@@ -152,6 +153,8 @@ def valid_command(command: str, world: dict, work: Path) -> list[str]:
                    "--parity-images", world["image"]],
         "compare": ["compare", "--data", world["data"], "--backbones", "squeezenet1_1", "--strategies", "freeze",
                     *tiny, "--out", str(work / "cmp")],
+        "lr-find": ["lr-find", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny[:4], *tiny[6:],
+                    "--strategies", "freeze", "--steps", "11", "--out", str(work / "lr")],
     }[command]
 
 
@@ -205,6 +208,9 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
     ["train", "--resume", ".", "--lr", "inf"], ["export", "missing.pt"], ["export", "model.pt", "--format", "onnxx"],
     ["export", "model.pt", "--parity-images", "nosuch"], ["predict", "model.pt", ".", "--min-confidence", "2"],
+    ["train", "--resume", ".", "--lr", "inf"], ["train", "--data", ".", "--mixup", "nan"],
+    ["train", "--data", ".", "--strategy", "freeze-unfreeze", "--epochs", "1"],
+    ["lr-find", "--data", ".", "--strategies", "thaw"], ["lr-find", "--data", ".", "--end-lr", "inf"],
 ]
 
 

@@ -262,6 +262,16 @@ def test_compare_out_that_is_a_file_is_one_line(colors, tmp_path):
     assert out.read_text() == "the user's"
 
 
+def test_freeze_unfreeze_and_recipe_options_in_a_grid(colors, tmp_path):
+    config = small_grid(colors, backbones=("resnet18",), strategies=["freeze-unfreeze"], epochs=2,
+                        label_smoothing=0.1, ema=True)
+    result = compare(config, tmp_path / "cmp", Recorder())
+    assert [(r["strategy"], r["status"]) for r in result["rows"]] == [("freeze-unfreeze", "ok")]
+    assert result["config"]["label_smoothing"] == 0.1 and result["config"]["ema"] is True
+    saved = json.loads((tmp_path / "cmp" / "compare-config.json").read_text())
+    assert saved["label_smoothing"] == 0.1 and "mixup" not in saved  # options at their defaults are not settings
+
+
 def test_offline_grid_takes_each_backbones_weights_from_a_folder(colors, tmp_path):
     """Two backbones, each its own weights file, found by name in one folder; the summary before the cells, and
     off a terminal a line per cell and the whole table."""

@@ -52,7 +52,9 @@ def test_the_rank_timeout_defaults_to_30_minutes(monkeypatch):
     assert distributed._timeout_minutes() == 30
 
 
-def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path):
+# freeze-unfreeze: DDP must be set up again when the backbone joins, or the ranks' backbones drift apart
+@pytest.mark.parametrize("recipe", ['strategy="finetune"', 'strategy="freeze-unfreeze", freeze_epochs=1, ema=True'])
+def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path, recipe):
     script = tmp_path / "train_ddp.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
@@ -63,11 +65,17 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
             captured["run"] = run
             return real(run, *args, **kwargs)
         engine.train_loop = spy
-        config = engine.TrainConfig({str(colors)!r}, backbone="resnet18", strategy="finetune", epochs=2, batch_size=4,
+        real_summarize = engine.summarize
+        def last_weights(run, *args, **kwargs):  # before the best weights are loaded back
+            captured["last"] = {{k: v.clone() for k, v in run.model.state_dict().items()}}
+            return real_summarize(run, *args, **kwargs)
+        engine.summarize = last_weights
+        config = engine.TrainConfig({str(colors)!r}, backbone="resnet18", {recipe}, epochs=2, batch_size=4,
                                     image_size=32, weights="none", device="cpu", workers=1)
         result = engine.fit(config, {str(tmp_path / "run")!r})
         rank = os.environ["RANK"]
         torch.save(captured["run"].model.state_dict(), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
+        torch.save(captured["last"], {str(tmp_path)!r} + f"/last{{rank}}.pt")
         if rank == "0":
             import json
             print("RESULT " + json.dumps(result))
@@ -79,10 +87,11 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
     run = tmp_path / "run"
     assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
     assert not list(tmp_path.glob("runs*"))  # no second folder from another rank
-    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    assert states[0].keys() == states[1].keys()
-    for key in states[0]:
-        assert torch.equal(states[0][key], states[1][key]), key
+    for name in ("rank", "last"):  # the best weights, and the last epoch's
+        states = [torch.load(tmp_path / f"{name}{r}.pt", weights_only=True) for r in (0, 1)]
+        assert states[0].keys() == states[1].keys()
+        for key in states[0]:
+            assert torch.equal(states[0][key], states[1][key]), key
     # the val accuracy rank 0 reports is over the whole val set: a single process agrees
     single = evaluate_checkpoint(run / "best.pt", str(colors), "val", device="cpu", workers=1)
     assert result["evaluation"]["num_images"] == single["num_images"] == 6

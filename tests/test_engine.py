@@ -24,7 +24,7 @@ def test_fit_writes_checkpoints_metrics_and_run_record(frozen_run):
     assert result["epochs"] == 2 and result["out"] == str(out)
     confusion = result["evaluation"]["confusion"]  # the best weights on the 4 val images: accuracy is k of 4
     assert result["best_val_acc"] * 4 == sum(confusion[i][i] for i in range(2)) and sum(map(sum, confusion)) == 4
-    assert (result["config"]["lr"], result["config"]["image_size"]) == (1e-3, 32)  # what ran, not "default"
+    assert (result["config"]["lr"], result["config"]["image_size"]) == (3e-3, 32)  # what ran, not "default"
     assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(result))
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -56,7 +56,8 @@ def test_freeze_run_leaves_the_given_backbone_untouched(frozen_run):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-def test_freeze_without_augmentation_runs_the_backbone_once(image_folder, tmp_path, monkeypatch, augment):
+def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(image_folder, tmp_path, monkeypatch,
+                                                                             augment):
     seen: list[int] = []
     real_build = engine.build_model
 
@@ -72,8 +73,7 @@ def test_freeze_without_augmentation_runs_the_backbone_once(image_folder, tmp_pa
     train_images = 3 * 16 if augment else 16  # new crops every epoch, or the same pixels: features once
     mistakes = len(result["top_losses"])  # their heat maps: one image to find the map, then all of them
     heatmaps = 1 + mistakes if mistakes else 0
-    # + val every epoch and the best weights once more
-    assert sum(seen) == train_images + 4 * (3 + 1) + heatmaps
+    assert sum(seen) == train_images + 4 + heatmaps  # val's features once: every epoch and the best weights use them
     assert len(result["history"]) == 3 and all(h["images_per_sec"] > 0 for h in result["history"])
 
 
@@ -120,7 +120,7 @@ def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(
                                                                                epoch, call, where):
     """The loss goes NaN at a given step (or the weights break on an epoch's last step, seen at validation)."""
     state = {"epoch": 0, "calls": 0}
-    real_train_loss, real_eval_loss = engine.F.cross_entropy, inference.F.cross_entropy
+    real_train_loss, real_eval_loss = torch.nn.functional.cross_entropy, inference.F.cross_entropy
 
     def train_loss(logits, labels, *args, **kwargs):
         state["calls"] += 1
@@ -137,7 +137,8 @@ def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(
             if description.startswith("epoch "):
                 state["epoch"], state["calls"] = int(description.split()[1].split("/")[0]), 0
 
-    monkeypatch.setattr(engine, "F", types.SimpleNamespace(cross_entropy=train_loss))  # the step's loss only
+    # the step's loss only (run.criterion, an nn.CrossEntropyLoss)
+    monkeypatch.setattr(torch.nn.modules.loss, "F", types.SimpleNamespace(cross_entropy=train_loss))
     monkeypatch.setattr(inference, "F", types.SimpleNamespace(cross_entropy=eval_loss))  # the eval loop's only
     config = TrainConfig(str(image_folder(train=6, val=2)), weights="none", epochs=2,
                          **{**TINY, "backbone": "squeezenet1_1", "batch_size": 2})
@@ -164,3 +165,131 @@ def test_the_temperature_is_fitted_on_val_and_kept_in_best_pt(tmp_path):
     assert saved == {k: cal[k] for k in ("temperature", "fitted_on", "images", "ece_before", "ece_after",
                                          "nll_before", "nll_after")}
     assert "calibration" not in checkpoints.load(tmp_path / "run" / "last.pt")  # last.pt's weights are not best's
+
+
+# --- the training recipe ----------------------------------------------------------------------------------------
+
+
+def _scripted(monkeypatch, scores: list[tuple[float, float]]) -> None:
+    """run_epoch replaced by a history: (val acc, val loss) per epoch, no training."""
+
+    def scripted_epoch(run, events, stop, generator):
+        acc, loss = scores[run.state.epoch]
+        run.state.epoch += 1
+        record = {"epoch": run.state.epoch, "train_loss": 1.0, "train_acc": 0.5, "val_loss": loss, "val_acc": acc,
+                  "lr": 0.1, "seconds": 0.0, "images_per_sec": 0.0, "val_seconds": 0.0}
+        run.state.history.append(record)
+        return record
+
+    monkeypatch.setattr(engine, "run_epoch", scripted_epoch)
+
+
+@pytest.mark.parametrize(("patience", "epochs", "best"), [(2, 5, 3), (3, 6, 3), (None, 7, 3)])
+def test_early_stopping_stops_at_the_right_epoch_of_a_scripted_history(image_folder, tmp_path, monkeypatch,
+                                                                          patience, epochs, best):
+    # epoch 3 ties epoch 2's accuracy with a lower loss: it is the best, and the patience counts from it
+    _scripted(monkeypatch, [(0.5, 0.9), (0.7, 0.6), (0.7, 0.5), (0.6, 0.4), (0.7, 0.7), (0.65, 0.3), (0.7, 0.8)])
+    config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=7, patience=patience, **TINY)
+    run = start_run(config, Events())
+    result = engine.train_loop(run, tmp_path / "run", Events())
+    assert (result["epochs"], result["best_epoch"], result["best_val_acc"]) == (epochs, best, 0.7)
+    assert not result["interrupted"]
+    if patience:
+        assert result["ended"].startswith("early stopping") and f"{patience} epoch(s) after epoch 3" in result["ended"]
+        assert checkpoints.load(tmp_path / "run" / "last.pt")["state"]["ended"] == result["ended"]
+    else:
+        assert result["ended"] == "completed all 7 epochs"
+
+
+def test_an_early_stopped_run_is_not_resumed(image_folder, tmp_path, monkeypatch):
+    from catdog_cli.resume import resume
+
+    _scripted(monkeypatch, [(0.5, 0.9), (0.4, 0.9), (0.4, 0.9)])
+    config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=3, patience=1, **TINY)
+    engine.train_loop(start_run(config, Events()), tmp_path / "run", Events())
+    with pytest.raises(CatdogError, match="already finished"):
+        resume(tmp_path / "run")
+
+
+def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everything(image_folder, tmp_path,
+                                                                                       monkeypatch):
+    built = {}
+    real_build = engine.build_model
+
+    def keep(*args, **kwargs):
+        built["model"] = real_build(*args, **kwargs)
+        built["start"] = {k: v.clone() for k, v in built["model"].state_dict().items()}
+        return built["model"]
+
+    class Watch(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.moved: list[tuple[bool, bool]] = []
+
+        def epoch(self, record):
+            now = built["model"].state_dict()
+            changed = {k for k, v in built["start"].items() if not torch.equal(v, now[k])}
+            self.moved.append((any(k.startswith("head.") for k in changed),
+                               any(k.startswith("features.") for k in changed)))  # weights or BN statistics
+
+    monkeypatch.setattr(engine, "build_model", keep)
+    events = Watch()
+    config = TrainConfig(str(image_folder(train=4, val=2)), strategy="freeze-unfreeze", epochs=3, freeze_epochs=2,
+                         weights="none", **TINY)
+    result = fit(config, tmp_path / "run", events)
+    assert events.moved == [(True, False), (True, False), (True, True)]
+    assert any("epoch 3: backbone unfrozen" in n for n in events.notes)
+    assert result["params"]["trainable"] == result["params"]["total"]
+
+
+def test_freeze_unfreeze_schedule_restarts_when_the_backbone_joins():
+    config = TrainConfig("data", strategy="freeze-unfreeze", epochs=4, freeze_epochs=1)
+    factor = engine.lr_factor(config, steps=100)
+    assert factor(99) < 0.01 and factor(100) < factor(150) and factor(150) == pytest.approx(1.0, abs=0.05)
+    plain = engine.lr_factor(TrainConfig("data", epochs=4), steps=100)
+    assert plain(100) > plain(150) and plain(399) < 0.01  # one warm-up and one decay
+
+
+def test_start_run_decides_the_loss_and_the_mixing_once(tmp_path):
+    from conftest import labeled_folder
+
+    root = tmp_path / "data"
+    labeled_folder(root / "train", per_class=2)
+    labeled_folder(root / "val", per_class=2)
+    for i in range(6):  # cat: 8 training images, dog: 2 -> imbalanced (4x)
+        (root / "train" / "cat" / f"extra{i}.png").write_bytes((root / "train" / "cat" / "img0.png").read_bytes())
+    events = Recorder()
+    run = start_run(TrainConfig(str(root), weights="none", label_smoothing=0.1, mixup=0.2, **TINY), events)
+    assert run.criterion.label_smoothing == 0.1 and run.criterion.weight is None
+    assert run.mixing is not None and run.mixing.mixup == 0.2 and run.mixing.cutmix == 0.0
+    assert any("imbalanced training classes: cat has 8 images, dog 2 (4.0x)" in n for n in events.notes)
+    balanced = start_run(TrainConfig(str(root), weights="none", balance=True, **TINY), Recorder())
+    assert balanced.sources.train.sample_weights.tolist() == pytest.approx([10 / 16] * 8 + [10 / 4] * 2)
+    assert balanced.mixing is None and balanced.criterion.weight is None
+
+
+def test_ema_run_evaluates_both_weights_and_says_which_are_best(image_folder, tmp_path):
+    root = image_folder(train=4, val=2)
+    result = fit(TrainConfig(str(root), strategy="freeze", epochs=2, ema=True, weights="none", augment=False, **TINY),
+                 tmp_path / "run")
+    assert all("ema_val_acc" in h and "ema_val_loss" in h for h in result["history"])
+    best = result["history"][result["best_epoch"] - 1]
+    chosen = (best["ema_val_acc"], best["ema_val_loss"]) if result["best_weights"] == "ema" else (best["val_acc"],
+                                                                                                   best["val_loss"])
+    assert result["best_val_acc"] == chosen[0] == result["evaluation"]["accuracy"]
+    assert "ema" in checkpoints.load(tmp_path / "run" / "last.pt")
+
+
+def test_epoch_record_times_training_and_validation_apart(frozen_run):
+    for h in frozen_run["result"]["history"]:
+        assert h["seconds"] > 0 and h["val_seconds"] > 0
+        assert h["images_per_sec"] == pytest.approx(12 / h["seconds"])  # 12 training images over training time
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("patience", 0, "--patience"), ("label_smoothing", 1.0, "--label-smoothing"), ("mixup", -1.0, "--mixup"),
+    ("ema_decay", 1.0, "--ema-decay"), ("freeze_epochs", 0, "--freeze-epochs"),
+    ("strategy", "freeze-unfreeze", "fewer than --epochs")])
+def test_bad_recipe_option_is_refused_before_any_work(field, value, match):
+    with pytest.raises(CatdogError, match=match):
+        TrainConfig("data", epochs=1, **{field: value}).check()

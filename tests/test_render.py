@@ -170,10 +170,11 @@ def test_off_a_terminal_each_event_is_one_unbroken_line(monkeypatch):
         events.advance(5)
         events.note(f"skipped {long_name}: truncated file")
         events.epoch({"epoch": 1, "train_loss": 0.5, "train_acc": 0.75, "val_loss": 0.25, "val_acc": 0.875,
-                      "lr": 0.001, "seconds": 16.9, "images_per_sec": 13.25})
+                      "lr": 0.001, "seconds": 16.9, "images_per_sec": 13.25, "val_seconds": 2.1})
     lines = buffer.getvalue().splitlines()
     assert lines == [f"skipped {long_name}: truncated file",
-                     "epoch   1  train loss 0.5000 acc 75.0%  val loss 0.2500 acc 87.5%  16.9s 13.2 img/s"]
+                     "epoch   1  train loss 0.5000 acc 75.0%  val loss 0.2500 acc 87.5%  "
+                     "train 16.9s (13.2 img/s) + val 2.1s"]
 
 
 def test_columns_decide_a_tables_width_off_a_terminal_but_never_break_a_line(monkeypatch):

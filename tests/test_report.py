@@ -449,3 +449,34 @@ def test_browser_renders_the_report(kind: str, train_run: dict, compare_result: 
     assert len(colors) > 50  # text, charts and images, not a blank or single-color page
     assert sum(n for n, rgb in colors if min(rgb) < 235) > total * 0.02
     assert sum(n for n, rgb in colors if max(rgb) - min(rgb) > 120) > 300  # the charts' colored marks drew
+
+
+# ---------------------------------------------------------------- recipe: why training ended, imbalance, lr-find
+
+
+def test_train_report_says_why_training_ended_and_notes_an_imbalance(train_run: dict, tmp_path: Path) -> None:
+    run = {**train_run, "ended": "early stopping: no better val accuracy in the 2 epoch(s) after epoch 6",
+           "train_counts": {"ants": 124, "bees": 24, "<wasps & co>": 30}}
+    html = write_train_report(run, tmp_path / "report.html").read_text()
+    assert "Training ended: early stopping" in html
+    assert "Imbalanced training classes: ants has 124 images, bees 24 (5.2x)" in html
+    even = write_train_report({**run, "train_counts": {"ants": 30, "bees": 24}}, tmp_path / "even.html").read_text()
+    assert "mbalanced" not in even
+
+
+def test_lr_find_report_has_a_chart_per_strategy_with_the_suggestion_marked(tmp_path: Path) -> None:
+    from catdog_cli.report import write_lr_find_report
+
+    lrs = [1e-6 * 10 ** (i / 10) for i in range(60)]
+    losses = [0.7 if i < 20 else max(0.1, 0.7 - 0.03 * (i - 20)) if i < 50 else 0.1 * 3 ** (i - 50) for i in range(60)]
+    curve = {"strategy": "freeze", "lrs": lrs, "losses": losses, "smoothed": losses, "suggested_lr": lrs[30],
+             "min_loss_lr": lrs[45], "lr_ratio": 10.0, "ended": "the loss blew up"}
+    result = {"kind": "lr_find", "config": {"data": "/data/x", "backbone": "resnet18"}, "classes": ["a", "b"],
+              "device": "cpu", "curves": [curve, {**curve, "strategy": "finetune"}], "out": "o", "report": "r"}
+    page = parse(write_lr_find_report(result, tmp_path / "lr.html"))
+    html = (tmp_path / "lr.html").read_text()
+    assert 'data-figure="lr-freeze"' in html and 'data-figure="lr-finetune"' in html
+    assert f"suggested {fmt(lrs[30])}" in html and html.count('class="rule"') == 2
+    shown = sum(1 for v in losses if v <= 1.05)  # the blown-up tail is left off the chart
+    assert html.count("<circle") == 2 * 2 * shown  # loss and smoothed, two charts
+    assert ["freeze", fmt(lrs[30]), fmt(lrs[45]), "the loss blew up"] in page.table_with("strategy")

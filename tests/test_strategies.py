@@ -10,7 +10,7 @@ from torch import nn
 
 from catdog_cli.backbones import build_model
 from catdog_cli.errors import CatdogError
-from catdog_cli.strategies import DEFAULT_LR, param_groups
+from catdog_cli.strategies import DEFAULT_LR, GRID_STRATEGIES, STRATEGIES, param_groups, unfreeze_epoch
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_finetune_trains_everything_at_one_rate(model):
 
 
 def test_default_learning_rates_per_strategy(model):
-    for strategy in ("finetune", "freeze", "discriminative"):
+    for strategy in STRATEGIES:
         groups = param_groups(strategy, copy.deepcopy(model))
         assert groups[-1]["lr"] == DEFAULT_LR[strategy]
 
@@ -99,3 +99,31 @@ def test_bad_strategy_or_ratio_is_a_catdog_error(model):
         param_groups("thaw", model)
     with pytest.raises(CatdogError, match="lr-ratio"):
         param_groups("discriminative", model, lr_ratio=0)
+
+
+def test_freeze_unfreeze_starts_frozen_with_both_groups_and_unfreezes_at_discriminative_rates(model):
+    groups = param_groups("freeze-unfreeze", model, lr=0.1, lr_ratio=10)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["backbone"]["lr"] == pytest.approx(0.01) and by_name["head"]["lr"] == 0.1
+    assert model.frozen and not any(p.requires_grad for p in model.features.parameters())
+    optimizer = torch.optim.AdamW(groups)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 1, 0])
+    before = copy.deepcopy(model.state_dict())
+
+    def step() -> set[str]:
+        model.train()
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        now = model.state_dict()
+        return {k.split(".")[0] for k in before if not torch.equal(before[k], now[k])}
+
+    assert step() == {"head"}  # frozen: no weight decay, no BatchNorm statistics, nothing in the backbone moves
+    model.unfreeze_features()
+    assert step() == {"head", "features"} and all(p.requires_grad for p in model.parameters())
+
+
+def test_unfreeze_epoch_only_for_freeze_unfreeze():
+    assert unfreeze_epoch("freeze-unfreeze", 2) == 2
+    assert all(unfreeze_epoch(s, 2) is None for s in ("finetune", "freeze", "discriminative"))
+    assert "freeze-unfreeze" in STRATEGIES and "freeze-unfreeze" not in GRID_STRATEGIES
