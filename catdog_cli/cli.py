@@ -16,7 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__, render
-from catdog_cli.defaults import BACKBONE_PRESETS, DEFAULT_BACKBONE, GRID_TIME_HELP, expand_backbones
+from catdog_cli.defaults import BACKBONE_PRESETS, DEFAULT_BACKBONE, GRID_TIME_HELP, PRECISIONS, expand_backbones
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.formatting import printable
 from catdog_cli.strategies import STRATEGIES
@@ -152,6 +152,9 @@ CacheGib = Annotated[float | None, typer.Option(
 Workers = Annotated[int | None, typer.Option(
     help="Decoding threads/processes (default: one per core; 0 decodes in the main process).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help=f"{', '.join(PRECISIONS)}. auto: bf16 autocast + channels_last on GPUs and on CPUs that "
+    "do bf16 natively (AVX512-BF16, AMX), else fp32 (fp16 on GPUs without bf16).")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
@@ -234,6 +237,7 @@ def train(
     image_size: ImageSize = None,
     weights: Weights = "default",
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images."),
@@ -242,8 +246,8 @@ def train(
     workers: Workers = None,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
     resume: Path | None = typer.Option(None, help="Continue the interrupted run in this folder from its last.pt; "
-                                       "options typed again must match (only --device, --workers, --cache-gib, "
-                                       "--compile may change)."),
+                                       "options typed again must match (only --device, --precision, --workers, "
+                                       "--cache-gib, --compile may change)."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv.
@@ -266,8 +270,8 @@ def train(
     else:
         config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
                              lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
-                             seed=seed, val_split=val_split, augment=augment, compile=compile_model,
-                             cache_gib=cache_gib, workers=workers)
+                             precision=precision, seed=seed, val_split=val_split, augment=augment,
+                             compile=compile_model, cache_gib=cache_gib, workers=workers)
         config.check()
         if out is not None:
             from catdog_cli.paths import check_out_dir
@@ -299,6 +303,7 @@ def evaluate(
     split: str = typer.Option("val", help="val, test, train, or all."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses) here."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -306,7 +311,7 @@ def evaluate(
     from catdog_cli.config import check_use
     from catdog_cli.paths import check_new_file, resolve_data
 
-    check_use(model, batch_size=batch_size, device=device, split=split)  # before torch loads, before any work
+    check_use(model, batch_size=batch_size, device=device, split=split, precision=precision)  # before torch loads
     if data is not None:
         resolve_data(data)
     if report is not None:
@@ -315,12 +320,14 @@ def evaluate(
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report)
+        result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report,
+                                     precision=precision)
     if json_output:
         _emit_json(result)
     else:
         for table in render.evaluation_tables(result):
             console.print(table)
+        console.print(render.throughput_line(result), markup=False)
         if report is not None:
             console.print(f"report: {printable(report)}", markup=False)
 
@@ -332,6 +339,7 @@ def predict(
     top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
     overwrite: bool = typer.Option(False, help="Replace the --csv file if it exists (without it, an existing "
                                    "file is refused and left as it is)."),
@@ -345,16 +353,17 @@ def predict(
     """Classify images; one row per image with the predicted class and its confidence."""
     from catdog_cli.config import check_use
 
-    check_use(model, batch_size=batch_size, device=device, top_k=top_k)  # before torch loads, before any work
+    check_use(model, batch_size=batch_size, device=device, top_k=top_k, precision=precision)  # before torch loads
     for path in paths:
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
     _check_predict_outputs(csv_file, overwrite, {"--sort-into": sort_into, "--explain": explain})
-    from catdog_cli.inference import predict as run_predict
+    from catdog_cli.inference import classify
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        rows = run_predict(model, list(paths), top_k, batch_size, device, events)
+        result = classify(model, list(paths), top_k, batch_size, device, events, precision=precision)
+        rows = result["predictions"]
         if explain is not None:
             _explain(model, rows, explain, batch_size, device, events)
     if csv_file is not None:
@@ -371,9 +380,10 @@ def predict(
         copied = sort_into_folders(rows, sort_into)
         console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/", markup=False)
     if json_output:
-        _emit_json(rows)
+        _emit_json(result)
     else:
         console.print(render.predictions_table(rows))
+        console.print(render.throughput_line(result), markup=False)
 
 
 def _check_predict_outputs(csv_file: Path | None, overwrite: bool, folders: dict[str, Path | None]) -> None:
@@ -429,6 +439,7 @@ def compare(
     image_size: ImageSize = None,
     weights: str = typer.Option("default", help=COMPARE_WEIGHTS_HELP),
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     cache_gib: CacheGib = None,
@@ -441,8 +452,8 @@ def compare(
     from catdog_cli.config import CompareConfig, TrainConfig
 
     train = TrainConfig(data, epochs=epochs, batch_size=batch_size, lr=lr, lr_ratio=lr_ratio, image_size=image_size,
-                        weights=weights, device=device, seed=seed, val_split=val_split, cache_gib=cache_gib,
-                        workers=workers)
+                        weights=weights, device=device, precision=precision, seed=seed, val_split=val_split,
+                        cache_gib=cache_gib, workers=workers)
     config = CompareConfig(train, backbones=expand_backbones(_csv_list(backbones)), strategies=_csv_list(strategies))
     config.check()
     if out is not None and out.exists() and not out.is_dir():

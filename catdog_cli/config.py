@@ -13,7 +13,7 @@ from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.defaults import DEFAULT_BACKBONE, SEED_BACKBONES, TORCHVISION_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, PRECISIONS, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
 from catdog_cli.paths import resolve_data
 from catdog_cli.strategies import STRATEGIES
@@ -91,19 +91,26 @@ def check_strategy(name: str) -> None:
                           f"choose one of {', '.join(STRATEGIES)}")
 
 
+def check_precision(name: str) -> None:
+    if name not in PRECISIONS:
+        raise CatdogError(f"unknown precision {name!r}; {did_you_mean(str(name), PRECISIONS)}"
+                          f"choose one of {', '.join(PRECISIONS)}")
+
+
 def check_options(values: dict[str, Any]) -> None:
     """A run's options, whichever of them are given: numbers in range, known names, a device catdog runs on."""
     for name, value in values.items():
         if name in LIMITS:
             check_number(name, value)
-    checks = {"strategy": check_strategy, "backbone": check_backbone, "device": check_device}
+    checks = {"strategy": check_strategy, "backbone": check_backbone, "device": check_device,
+              "precision": check_precision}
     for name, check in checks.items():
         if name in values:
             check(values[name])
 
 
 def check_use(model: Path | str, *, batch_size: int | None = None, device: str = "auto", top_k: int = 1,
-              split: str = "val") -> None:
+              split: str = "val", precision: str = "auto") -> None:
     """evaluate's and predict's options, torch-free: refused before the checkpoint is read."""
     path = Path(model)
     if path.is_dir():
@@ -112,7 +119,7 @@ def check_use(model: Path | str, *, batch_size: int | None = None, device: str =
         raise CatdogError(f"checkpoint not found: {path}")
     if not path.is_file():  # a FIFO would hang the read
         raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
-    check_options({"batch_size": batch_size, "device": device, "top_k": top_k})
+    check_options({"batch_size": batch_size, "device": device, "top_k": top_k, "precision": precision})
     if split not in SPLITS:
         raise CatdogError(f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}"
                           f"choose one of {', '.join(SPLITS)}")
@@ -142,6 +149,7 @@ class TrainConfig:
     image_size: int | None = None  # the weights' crop size (224 for most)
     weights: str = "default"
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on GPUs and on CPUs that do bf16 natively, else fp32 (runtime.Precision)
     seed: int = 0
     val_split: float = 0.2
     augment: bool = True
@@ -167,8 +175,8 @@ class TrainConfig:
 
 
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
-GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "seed", "val_split",
-               "cache_gib", "workers")
+GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "precision", "seed",
+               "val_split", "cache_gib", "workers")
 
 
 @dataclass
@@ -209,4 +217,5 @@ class CompareConfig:
 
     def settings(self) -> dict[str, Any]:
         """What must match for an earlier OUT's finished cells to count (the grid itself may grow)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "workers")}
+        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "precision",
+                                                                  "workers")}

@@ -133,7 +133,7 @@ def run_summary(config: TrainConfig, dataset: Dataset, device: torch.device, out
             "backbones": [config.backbone], "strategies": [config.strategy],
             "weights": {config.backbone: config.weights}, "params": params, "lr": config.lr, "epochs": config.epochs,
             "batch_size": config.batch_size or default_batch_size(device), "image_size": config.image_size,
-            "augment": config.augment, "device": str(device), "precision": Precision(device).name,
+            "augment": config.augment, "device": str(device), "precision": Precision(device, config.precision).name,
             "out": str(out) if out is not None else "not saved"}
 
 
@@ -161,16 +161,17 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     # record what the run really uses, not "default"
     config = replace(config, batch_size=config.batch_size or default_batch_size(device), lr=groups[-1]["lr"],
                      image_size=inputs.image_size)
+    precision = Precision(device, config.precision)
+    model = precision.prepare(model)
     events.summary(run_summary(config, dataset, device, out, model))
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
     cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
     sources = open_sources(dataset, inputs, device, config.batch_size, config.seed, config.augment, cache, budget,
                            config.workers, events, world)
     forward, preprocess = model, inputs.model_input
     if model.frozen and not config.augment:  # the same pixels every epoch: run the backbone once, train the head
-        features = feature_source(model, sources.splits["train"], inputs, device, config.batch_size, config.seed,
+        features = feature_source(model, sources.splits["train"], inputs, precision, config.batch_size, config.seed,
                                   cache, budget, config.workers, events)
         if features is not None:
             sources.train, forward, preprocess = features, model.head, cached_features
@@ -179,7 +180,7 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     total = config.epochs * steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, min(100, max(1, total // 20))))
     return Run(config, dataset, device, inputs, model, _wrap(forward, config, device, world), preprocess, optimizer,
-               scheduler, Precision(device), sources, steps, world)
+               scheduler, precision, sources, steps, world)
 
 
 def _stop_if_diverged(loss: float, what: str, run: Run) -> None:

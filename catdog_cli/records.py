@@ -99,7 +99,16 @@ class TrainResult(TypedDict):
     report: NotRequired[str]
 
 
-class EvaluateResult(Evaluation):
+class Throughput(TypedDict):
+    """How a pass of evaluate or predict ran: wall time of decoding and computing, and images per second."""
+
+    device: str
+    precision: str  # "bf16", "fp16" or "fp32"
+    seconds: float
+    images_per_sec: float
+
+
+class EvaluateResult(Evaluation, Throughput):
     """`catdog evaluate --json`: the evaluation's numbers at the top level, and what was evaluated."""
 
     kind: str  # "evaluate"
@@ -130,6 +139,15 @@ class Prediction(TypedDict, total=False):
     error: str
     copied_to: str  # with --sort-into
     explanation: str  # with --explain: the heat-map image written for it
+
+
+class PredictResult(Throughput):
+    """`catdog predict --json`: the predictions in input order, and how fast they came."""
+
+    kind: str  # "predict"
+    checkpoint: str
+    backbone: str
+    predictions: list[Prediction]
 
 
 class CompareRow(TypedDict):

@@ -39,6 +39,7 @@ from catdog_cli.records import (
     EvaluateResult,
     Prediction,
     RunSummary,
+    Throughput,
     TrainResult,
     interrupted_note,
 )
@@ -251,6 +252,12 @@ def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
     return [Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
                  f"{ev['num_images']} images"), metrics,
             Text(f"confusion on {split} (rows: true, columns: predicted)"), confusion]
+
+
+def throughput_line(result: Throughput) -> str:
+    """How fast evaluate or predict went, and on what: the figure a user compares machines by."""
+    return (f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
+            f"{result['device']}, {result['precision']})")
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
