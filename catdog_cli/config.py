@@ -149,7 +149,6 @@ class TrainConfig:
     image_size: int | None = None  # the weights' crop size (224 for most)
     weights: str = "default"
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on GPUs and on CPUs that do bf16 natively, else fp32 (runtime.Precision)
     seed: int = 0
     val_split: float = 0.2
     augment: bool = True
@@ -157,6 +156,7 @@ class TrainConfig:
     cache_gib: float | None = None
     workers: int | None = None
     weight_decay: float = 0.01
+    precision: str = "auto"  # auto: bf16 on GPUs and on CPUs that do bf16 natively, else fp32 (runtime.Precision)
 
     def check(self, weights: bool = True) -> None:
         """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
@@ -175,8 +175,8 @@ class TrainConfig:
 
 
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
-GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "precision", "seed",
-               "val_split", "cache_gib", "workers")
+GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "seed", "val_split",
+               "cache_gib", "workers", "precision")
 
 
 @dataclass

@@ -140,8 +140,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> HostileRuns:
     model = tmp / "run" / "best.pt"
     evaluated = catdog("evaluate", model, "--data", root, "--split", "train", "--device", "cpu", "--json")
     predicted = catdog("predict", model, root / "train", "--device", "cpu", "--json")
-    return HostileRuns(root, ok_json(trained), trained.stderr.splitlines(), ok_json(evaluated), ok_json(predicted),
-                       model)
+    return HostileRuns(root, ok_json(trained), trained.stderr.splitlines(), ok_json(evaluated),
+                       ok_json(predicted)["predictions"], model)
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -364,7 +364,7 @@ def test_predict_sort_into_on_the_hostile_folder(hostile: HostileRuns, tmp_path:
     dest = tmp_path / "sorted"
     originals = snapshot(hostile.root)
     rows = ok_json(catdog("predict", hostile.model, hostile.root / "train", "--device", "cpu", "--sort-into", dest,
-                          "--json"))
+                          "--json"))["predictions"]
     labeled = [r for r in rows if "label" in r]
     assert len(labeled) == 20  # train/{cat,dog,fox}/0.png clash when they share a label: none is lost
     for row in labeled:

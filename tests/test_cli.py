@@ -115,13 +115,14 @@ TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "s
               "epochs", "best_epoch", "best_val_acc", "interrupted", "skipped", "out", "images", "evaluation",
               "top_losses", "test", "report", "split"]
 TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
-                     "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay"]
+                     "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay",
+                     "precision"]
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec"]
 EVALUATION_KEYS = ["split", "num_images", "accuracy", "loss", "per_class", "confusion", "checkpoint"]
 COMPARE_KEYS = ["kind", "config", "device", "world_size", "classes", "split_origin", "versions", "out", "interrupted",
                 "wall_seconds", "best", "rows"]
 COMPARE_CONFIG_KEYS = ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio", "image_size",
-                       "weights", "device", "seed", "val_split", "cache_gib", "workers"]
+                       "weights", "device", "seed", "val_split", "cache_gib", "workers", "precision"]
 ROW_KEYS = ["backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
             "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history", "cell_seconds"]
 
@@ -185,8 +186,10 @@ def test_predict_json_and_csv(trained, tmp_path):
     make_image(images / "deeper" / "b.jpg", CLASS_COLORS[1], (30, 60))
     (images / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n nope")
     csv_path = tmp_path / "predictions.csv"
-    rows = parsed(catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path,
-                         "--json"))
+    result = parsed(catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path,
+                           "--json"))
+    assert result["kind"] == "predict" and result["device"] == "cpu" and result["images_per_sec"] > 0
+    rows = result["predictions"]
     assert isinstance(rows, list) and len(rows) == 3
     good = [r for r in rows if "error" not in r]
     assert {Path(r["path"]).name for r in good} == {"a.png", "b.jpg"}
@@ -355,7 +358,7 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
     assert ev["num_images"] == 153 and len(ev["per_class"]) == 2 and sum(map(sum, ev["confusion"])) == 153
 
     rows = parsed(catdog("predict", out / "best.pt", hymenoptera / "val" / "bees", gif, "--device", "cpu",
-                         "--json"))
+                         "--json"))["predictions"]
     assert len(rows) == len(list((hymenoptera / "val" / "bees").iterdir())) + 1
     assert all(("label" in r and "confidence" in r) or r["path"] == str(gif) for r in rows)
     assert any(r["path"] == str(gif) for r in rows)
