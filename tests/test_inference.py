@@ -102,7 +102,8 @@ def test_predict_reports_throughput_and_precision(frozen_run, tmp_path):
     assert (result["kind"], result["backbone"], result["device"], result["precision"]) == (
         "predict", "resnet18", "cpu", "fp32")
     assert result["images_per_sec"] == pytest.approx(6 / result["seconds"])  # every file, read or not
-    assert [r.get("error") for r in result["predictions"]] == ["empty file"] + [None] * 5
+    assert {Path(r["path"]).name: r.get("error") for r in result["predictions"]} == {
+        "broken.jpg": "empty file", **{f"{i}.png": None for i in range(5)}}
     bf16 = classify(frozen_run["out"] / "best.pt", [folder], batch_size=4, device="cpu", precision="bf16")
     assert bf16["precision"] == "bf16"
     assert [r.get("label") for r in bf16["predictions"]] == [r.get("label") for r in result["predictions"]]
