@@ -114,7 +114,8 @@ def summary(out: Path) -> dict[str, Any]:
             "grid": grid.get("grid"), "catdog_wall_s": _pick(grid, "catdog", "wall_s"),
             "tutorial_wall_s": _pick(grid, "tutorial", "wall_s"), "speedup": grid.get("speedup"),
             "complete": "load_average_at_end" in grid},
-        "train": {name: _train_figures(_load(out / f"{name}.json")) for name in ("train", "train_compiled", "torchrun")},
+        "train": {name: _train_figures(_load(out / f"{name}.json"))
+                  for name in ("train", "train_compiled", "torchrun")},
         "evaluate": {name: None if ev is None else {k: ev.get(k) for k in ("precision", "accuracy", "seconds",
                                                                            "images_per_sec")}
                      for name, ev in evaluations.items()},
