@@ -121,11 +121,12 @@ def tutorial_img_per_s(data: str, backbone: str, batch_size: int, workers: int, 
 
 
 def catdog_img_per_s(data: str, backbone: str, strategy: str, batch_size: int, image_size: int,
-                     device: torch.device, epochs: int, cache: DecodeCache,
-                     precision: str = "auto") -> tuple[float, float, str]:
-    """Training img/s of the engine, its decode + setup seconds, and the precision it chose."""
+                     device: torch.device, epochs: int, cache: DecodeCache, precision: str = "auto",
+                     **options: Any) -> tuple[float, float, str]:
+    """Training img/s of the engine, its decode + setup seconds, and the precision it chose; `options` are
+    further TrainConfig fields (workers, cache_gib)."""
     config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs + 1, batch_size=batch_size,
-                         image_size=image_size, weights="none", device=str(device), precision=precision)
+                         image_size=image_size, weights="none", device=str(device), precision=precision, **options)
     start = time.perf_counter()
     run = start_run(config, Events(), cache)
     setup = time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""Where and how a model runs: the device, its precision (bf16 on CPUs too), CPU threads, the LR schedule,
-and leaving cleanly on a signal."""
+"""Where and how a model runs: the device, its precision (bf16 on CPUs too), the LR schedule, and leaving
+cleanly on a signal."""
 
 from __future__ import annotations
 
