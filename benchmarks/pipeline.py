@@ -12,6 +12,8 @@ after one warm-up epoch.
 predict:  a plain loop (DataLoader workers running the tutorial's eval transforms, the fp32 model as saved)
           vs `catdog predict`'s path (`inference.classify`: decode in threads overlapping compute, the
           precision above), the same checkpoint, files and batch size; timed passes alternate.
+--baseline-precision fp32: catdog's training and predict again at that precision, in the same run, so that
+          bf16's gain is measured side by side too (`catdog_baseline`, `predict.baseline`).
 """
 
 from __future__ import annotations
@@ -189,21 +191,32 @@ def plain_predict_pass(checkpoint: Path, files: list[Path], batch_size: int, wor
 
 
 def predict_img_per_s(checkpoint: Path, folder: Path, batch_size: int, workers: int, device: torch.device,
-                      passes: int, precision: str) -> dict[str, Any]:
-    """Both ways over the same files, alternating, after one untimed pass each (page cache, kernels)."""
+                      passes: int, precision: str, baseline: str | None = None) -> dict[str, Any]:
+    """Both ways over the same files, alternating, after one untimed pass each (page cache, kernels); with
+    `baseline`, catdog's path at that precision too, in the same alternation."""
     files = walk_images(folder)[0]
-    plain, catdog = [], []
+    plain, catdog, other = [], [], []
     for i in range(passes + 1):
         p = plain_predict_pass(checkpoint, files, batch_size, workers, device)
         result = classify(checkpoint, files, batch_size=batch_size, device=str(device), workers=workers,
                           precision=precision)
+        if baseline:
+            base = classify(checkpoint, files, batch_size=batch_size, device=str(device), workers=workers,
+                            precision=baseline)
         if i:
             plain.append(p)
             catdog.append(result["images_per_sec"])
-    return {"images": len(files), "folder": str(folder), "batch_size": batch_size, "workers": workers,
-            "passes": passes, "plain_dataloader_img_per_s": [round(x, 1) for x in plain],
-            "catdog_img_per_s": [round(x, 1) for x in catdog], "catdog_precision": result["precision"],
-            "speedup": round(statistics.mean(catdog) / statistics.mean(plain), 2)}
+            if baseline:
+                other.append(base["images_per_sec"])
+    found = {"images": len(files), "folder": str(folder), "batch_size": batch_size, "workers": workers,
+             "passes": passes, "plain_dataloader_img_per_s": [round(x, 1) for x in plain],
+             "catdog_img_per_s": [round(x, 1) for x in catdog], "catdog_precision": result["precision"],
+             "speedup": round(statistics.mean(catdog) / statistics.mean(plain), 2)}
+    if baseline:
+        found["baseline"] = {"precision": base["precision"], "catdog_img_per_s": [round(x, 1) for x in other],
+                             "speedup": round(statistics.mean(other) / statistics.mean(plain), 2),
+                             "precision_speedup": round(statistics.mean(catdog) / statistics.mean(other), 2)}
+    return found
 
 
 def main() -> None:
@@ -218,6 +231,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="catdog's (the tutorial: fp32)")
+    parser.add_argument("--baseline-precision", default=None, choices=PRECISIONS,
+                        help="catdog again at this precision, side by side (e.g. fp32 against auto's bf16)")
     parser.add_argument("--predict", type=Path, default=None,
                         help="folder of images for the predict comparison (default: DATA/val); 'none' skips it")
     parser.add_argument("--predict-passes", type=int, default=2, help="timed passes each way (after one warm-up)")
@@ -243,12 +258,22 @@ def main() -> None:
                    "freeze_img_per_s": round(freeze, 1), "decode_and_setup_s": round(decode_s, 2)},
         "speedup_finetune": round(finetune / tutorial, 2), "freeze_over_finetune": round(freeze / finetune, 2),
     }
+    if args.baseline_precision:
+        base = {strategy: catdog_img_per_s(args.data, args.backbone, strategy, catdog_bs, args.image_size, device,
+                                           args.epochs, cache, args.baseline_precision)
+                for strategy in ("finetune", "freeze")}
+        result["catdog_baseline"] = {
+            "precision": base["finetune"][2], "finetune_img_per_s": round(base["finetune"][0], 1),
+            "freeze_img_per_s": round(base["freeze"][0], 1),
+            "speedup_finetune": round(base["finetune"][0] / tutorial, 2),
+            "precision_speedup_finetune": round(finetune / base["finetune"][0], 2),
+            "precision_speedup_freeze": round(freeze / base["freeze"][0], 2)}
     if str(args.predict) != "none":
         folder = args.predict or resolve_data(args.data) / "val"
         with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp:
             checkpoint = save_untrained(args.backbone, 2, args.image_size, Path(tmp) / "model.pt")
             result["predict"] = predict_img_per_s(checkpoint, folder, args.batch_size, args.workers, device,
-                                                  args.predict_passes, args.precision)
+                                                  args.predict_passes, args.precision, args.baseline_precision)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 
