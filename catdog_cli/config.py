@@ -94,7 +94,7 @@ def check_strategy(name: str) -> None:
 def check_precision(name: str) -> None:
     if name not in PRECISIONS:
         raise CatdogError(f"unknown precision {name!r}; {did_you_mean(str(name), PRECISIONS)}"
-                          f"choose one of {', '.join(PRECISIONS)}")
+                          f"use {', '.join(PRECISIONS)}")
 
 
 def check_options(values: dict[str, Any]) -> None:

@@ -12,8 +12,7 @@ from typing import TypeVar
 
 import torch
 
-from catdog_cli.config import check_device
-from catdog_cli.defaults import PRECISIONS
+from catdog_cli.config import check_device, check_precision
 from catdog_cli.errors import CatdogError
 
 M = TypeVar("M", bound=torch.nn.Module)
@@ -57,8 +56,7 @@ class Precision:
     """
 
     def __init__(self, device: torch.device, requested: str = "auto"):
-        if requested not in PRECISIONS:
-            raise CatdogError(f"unknown precision {requested!r}; use {', '.join(PRECISIONS)}")
+        check_precision(requested)
         self.device = device
         self.dtype = None
         if device.type == "cuda" and requested != "fp32":
