@@ -8,6 +8,10 @@ with native bf16 is the last, fp32 is the first), each its own random-init model
 every variant in turn, `--steps` training steps (forward, loss, backward, optimizer) and `--steps` inference
 batches (`inference_mode`), after one untimed step of each; the median over `--rounds` rounds is reported, and
 each variant's ratio to fp32. Interleaving the variants spreads the noise of a shared machine over all of them.
+
+Besides wall-clock img/s, `cpu_img_per_s` divides by the process's CPU time (all its threads): on a machine
+that others load, wall time measures the contention, while CPU time at `--threads 1` still measures the work
+(with more threads it also counts OpenMP's spinning at barriers).
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ VARIANTS = {"fp32": (None, False), "fp32_channels_last": (None, True), "bf16": (
             "bf16_channels_last": (torch.bfloat16, True)}
 
 
-def _timed(fn: Callable[[], None], steps: int, batch: int) -> float:
+def _timed(fn: Callable[[], None], steps: int, batch: int) -> tuple[float, float]:
+    """Images per second of wall time and of the process's CPU time."""
     fn()  # untimed: kernels, allocator
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
-    return steps * batch / (time.perf_counter() - start)
+    return steps * batch / (time.perf_counter() - wall), steps * batch / (time.process_time() - cpu)
 
 
 def variant_steps(backbone: str, dtype: torch.dtype | None, channels_last: bool, x: torch.Tensor,
@@ -72,8 +77,8 @@ def measure(backbone: str, args: argparse.Namespace, device: torch.device) -> di
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
     y = torch.randint(0, 2, (args.batch_size,), device=device)
     steps = {name: variant_steps(backbone, dtype, cl, x, y, device) for name, (dtype, cl) in VARIANTS.items()}
-    train: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    infer: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    train: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    infer: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
     loads = []
     for _ in range(args.rounds):
         for name, (train_step, infer_step) in steps.items():
@@ -82,9 +87,11 @@ def measure(backbone: str, args: argparse.Namespace, device: torch.device) -> di
         loads.append(round(os.getloadavg()[0], 2))
     row: dict[str, Any] = {"backbone": backbone, "load_1min_per_round": loads}
     for what, table in (("train", train), ("infer", infer)):
-        median = {name: statistics.median(v) for name, v in table.items()}
-        row[what] = {name: {"img_per_s": round(median[name], 1), "x_fp32": round(median[name] / median["fp32"], 2),
-                            "rounds": [round(v, 1) for v in table[name]]} for name in VARIANTS}
+        wall = {name: statistics.median(w for w, _ in v) for name, v in table.items()}
+        cpu = {name: statistics.median(c for _, c in v) for name, v in table.items()}
+        row[what] = {name: {"img_per_s": round(wall[name], 1), "x_fp32": round(wall[name] / wall["fp32"], 2),
+                            "cpu_img_per_s": round(cpu[name], 1), "cpu_x_fp32": round(cpu[name] / cpu["fp32"], 2),
+                            "rounds": [round(w, 1) for w, _ in table[name]]} for name in VARIANTS}
     return row
 
 
@@ -97,7 +104,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: PyTorch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     result: dict[str, Any] = {
         "device": args.device, "cpu_bf16_native": cpu_bf16_native(), "cores": len(os.sched_getaffinity(0)),
