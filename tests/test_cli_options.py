@@ -36,7 +36,7 @@ ROLES = {
     "data": "data", "backbone": "backbone", "strategy": "strategy", "device": "device", "out": "out-folder",
     "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
     "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
-    "explain": "write-folder",
+    "explain": "write-folder", "precision": "precision",
 }
 ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib"}  # every other number must be above zero
 AS_USER = os.geteuid() != 0  # root reads and writes whatever the permissions say
@@ -79,7 +79,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "dataset-name": ["../escape", "a/b"], "hex": ["zz", "12"], "backbone": ["resnet9000", "", "timm:"],
         "strategy": ["frezee", ""], "device": ["mps", "xpu", "meta", "cuda:x", ""], "split": ["vall", ""],
         "backbones": ["resnet9000", ",", "resnet18,bogus"], "strategies": ["bogus", ",", "freeze,thaw"],
-        "weights": ["bogus"],
+        "weights": ["bogus"], "precision": ["fp8", "", "BF16"],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -196,7 +196,8 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["compare", "--data", ".", "--cache-gib", "nan"], ["evaluate", "missing.pt"],
     ["evaluate", "model.pt", "--split", "vall"], ["predict", "model.pt", "nosuch.jpg"],
     ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
-    ["train", "--resume", ".", "--lr", "inf"],
+    ["train", "--resume", ".", "--lr", "inf"], ["train", "--data", ".", "--precision", "fp8"],
+    ["predict", "model.pt", ".", "--precision", "half"],
 ]
 
 
