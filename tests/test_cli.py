@@ -244,7 +244,8 @@ def test_summary_comes_before_the_first_epoch(trained):
     assert summary < stderr.index("epoch   1")
     block = stderr[summary : stderr.index("epoch   1")]
     for expected in ("2 classes: cat, dog", "images: train 12, val 6, test 4 (val split: folders)",
-                     "resnet18, random init: 11.18 M parameters, 11.18 M trainable", "cpu, fp32"):
+                     "resnet18, random init: 11.18 M parameters, 11.18 M trainable",
+                     f"cpu, {trained['run']['precision']}"):  # bf16 on a CPU with native bf16 (--precision auto)
         assert expected in block
     assert re.search(rf"^output +{re.escape(str(Path('runs') / 'train'))}\b", block, re.MULTILINE)
 
