@@ -280,7 +280,8 @@ def test_evaluating_all_says_training_images_are_in_the_number(trained):
 def test_predict_lists_images_in_natural_order(trained, tmp_path):
     for n in (100, 2, 10, 1):
         make_image(tmp_path / "photos" / f"{n}.png", CLASS_COLORS[n % 2])
-    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu", "--json"))
+    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu",
+                         "--json"))["predictions"]
     assert [Path(r["path"]).name for r in rows] == ["1.png", "2.png", "10.png", "100.png"]
 
 
@@ -302,14 +303,14 @@ def test_predict_explain_writes_a_picture_per_image_and_never_replaces_one(train
     (tmp_path / "in" / "broken.png").write_bytes(b"")
     out = tmp_path / "explained"
     rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "in", "--device", "cpu", "--explain", out,
-                         "--json"))
+                         "--json"))["predictions"]
     pictures = {Path(r["path"]).name: Path(r["explanation"]) for r in rows if "explanation" in r}
     assert pictures == {"a.png": out / "a.jpg", "b.jpg": out / "b.jpg"}
     for picture in pictures.values():
         with Image.open(picture) as im:
             assert im.format == "JPEG" and im.width == 320 and im.height > 320  # the view, and its caption
     again = parsed(catdog("predict", trained["out"] / "best.pt", images[0], "--device", "cpu", "--explain", out,
-                          "--json"))
+                          "--json"))["predictions"]
     assert Path(again[0]["explanation"]) == out / "a-1.jpg" and sorted(p.name for p in out.iterdir()) == [
         "a-1.jpg", "a.jpg", "b.jpg"]
 
