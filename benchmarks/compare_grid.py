@@ -3,7 +3,8 @@
     python benchmarks/compare_grid.py --data path/to/catdog --epochs 5
 
 catdog:   `catdog_cli.compare.compare` as `catdog compare` runs it: images decoded once for the whole grid,
-          resident on the device, augmented there, bf16 autocast and channels_last on CUDA, batch 128.
+          resident on the device, augmented there, bf16 autocast and channels_last on CUDA and on
+          CPUs with native bf16 (`--precision`), batch 128.
 tutorial: per cell, ImageFolder + PIL RandomResizedCrop/flip/ToTensor/Normalize in DataLoader workers, fp32,
           batch 32, val with Resize + CenterCrop every epoch; the model from `build_model` and the optimizer
           groups from `param_groups` (AdamW, catdog's warm-up + cosine schedule), so heads and strategies match.
@@ -39,6 +40,7 @@ from catdog_cli.backbones import SEED_BACKBONES, build_model
 from catdog_cli.compare import compare
 from catdog_cli.config import CompareConfig, TrainConfig
 from catdog_cli.data import default_workers, load_dataset, resolve_data
+from catdog_cli.defaults import PRECISIONS
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
 from catdog_cli.inference import evaluate
@@ -101,16 +103,14 @@ def warm_device(device: torch.device) -> None:
 
 
 def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """One val pass of each backbone as compare's cells run it (resident source, autocast, channels_last)."""
+    """One val pass of each backbone as compare's cells run it (resident source, its precision)."""
     dataset = load_dataset(data, seed=args.seed)
-    cache, precision, found = DecodeCache(), Precision(device), {}
+    cache, precision, found = DecodeCache(), Precision(device, args.precision), {}
     for backbone in backbones:
         inputs = Inputs.for_backbone(backbone, args.image_size)
-        source, _ = batches(dataset.splits["val"], inputs.eval_spec(), args.batch_size, shuffle=False, device=device,
-                            cache=cache, budget=memory_budget(device), workers=args.workers)
-        model = build_model(backbone, len(dataset.classes), args.weights, device, seed=args.seed)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        source = batches(dataset.splits["val"], inputs.eval_spec(), args.batch_size, shuffle=False, device=device,
+                         cache=cache, budget=memory_budget(device), workers=args.workers)
+        model = precision.prepare(build_model(backbone, len(dataset.classes), args.weights, device, seed=args.seed))
         evaluate(model, source, inputs, precision, len(dataset.classes))  # warm-up
         times = []
         for _ in range(3):
@@ -126,7 +126,8 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
 
 def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     train = TrainConfig(args.data, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-                        weights=args.weights, device=str(device), seed=args.seed, workers=args.workers)
+                        weights=args.weights, device=str(device), seed=args.seed, workers=args.workers,
+                        precision=args.precision)
     config = CompareConfig(train, backbones=args.backbones, strategies=args.strategies)
     timeline = Timeline()
     with tempfile.TemporaryDirectory(prefix="compare-grid-") as out:
@@ -165,7 +166,8 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
     return {
         "interrupted": result["interrupted"],
         "wall_s": round(wall, 2), "compare_wall_seconds": round(result["wall_seconds"], 2),
-        "batch_size": args.batch_size, "decode_s": _round(timeline.decode_seconds),
+        "batch_size": args.batch_size, "precision": Precision(device, args.precision).name,
+        "decode_s": _round(timeline.decode_seconds),
         "per_cell_overhead_s": {
             "mean": _mean(overheads), "max": _round(max(overheads, default=None)),
             "first_cell_of_backbone_mean": _mean(first_of_backbone), "other_cells_mean": _mean(others),
@@ -229,6 +231,13 @@ def _mean(xs: list[float]) -> float | None:
     return _round(statistics.mean(xs)) if xs else None
 
 
+def _write(path: Path | None, result: dict[str, Any]) -> None:
+    if path is not None:
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(json.dumps(result, indent=2))
+        partial.replace(path)
+
+
 def _list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -247,7 +256,10 @@ def main() -> None:
     parser.add_argument("--weights", default="none", help="none (random init), default (torchvision's) or a path")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="catdog's (the tutorial: fp32)")
     parser.add_argument("--skip-tutorial", action="store_true")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the JSON here, after each half (a run cut short keeps catdog's figures)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     result: dict[str, Any] = {
@@ -261,6 +273,7 @@ def main() -> None:
     warm_device(device)
     benchmark_flag = torch.backends.cudnn.benchmark
     result["catdog"] = run_catdog(args, device)
+    _write(args.out, result)
     torch.backends.cudnn.benchmark = benchmark_flag  # catdog turns autotuning on; the tutorial as written does not
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -268,6 +281,7 @@ def main() -> None:
         result["tutorial"] = run_tutorial(args, device)
         result["speedup"] = round(result["tutorial"]["wall_s"] / result["catdog"]["wall_s"], 2)
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    _write(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -44,7 +44,6 @@ from catdog_cli.events import Events
 from catdog_cli.export import RUNNERS, check_parity, export_model
 from catdog_cli.inference import TrainedModel, evaluate, predict
 from catdog_cli.pipeline import DecodeCache, batches, memory_budget
-from catdog_cli.runtime import Precision
 
 BACKBONE = "timm:tf_efficientnet_lite0"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -56,13 +55,13 @@ def load() -> str:
 
 def val_logits(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
     """best.pt's logits on its own val split (re-derived as evaluate does), with labels and paths in order."""
-    trained = TrainedModel.load(checkpoint, "cpu")
+    trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     config = trained.checkpoint["config"]
     split = load_dataset(trained.checkpoint["data"], config["val_split"], config["seed"],
                          classes=trained.classes).splits["val"]
     source = batches(split, trained.inputs.eval_spec(), 64, shuffle=False, device=trained.device,
                      cache=DecodeCache(), budget=memory_budget(trained.device))
-    out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(trained.classes))
+    out = evaluate(trained.model, source, trained.inputs, trained.precision, len(trained.classes))
     order = out.index.argsort()
     return out.logits[order], out.labels[order], [split.paths[i] for i in out.index[order].tolist()]
 
@@ -91,7 +90,7 @@ def cross_fitted(logits: torch.Tensor, labels: torch.Tensor, thresholds: list[fl
 def readme_snippet_parity(onnx_file: str, paths: list[Path], checkpoint: Path) -> dict[str, Any]:
     """The README's five lines, run per image as a user would, against catdog predict (top label and prob)."""
     snippet = README.read_text().split("Using the file without catdog")[1].split("```python\n")[1].split("```")[0]
-    rows = {r["path"]: r for r in predict(checkpoint, paths, device="cpu")}
+    rows = {r["path"]: r for r in predict(checkpoint, paths, device="cpu", precision="fp32")}
     code = compile(snippet.replace("runs/train/best.onnx", onnx_file).replace('"photo.jpg"', "PHOTO"), "README", "exec")
     diffs, agree = [], 0
     for path in paths:
@@ -115,7 +114,7 @@ def free_name(folder: Path, stem: str, suffix: str) -> Path:
 
 def parity(checkpoint: Path, paths: list[Path], out: Path) -> dict[str, Any]:
     """Both formats: the export's own check (32 images), then every val image; and the README snippet."""
-    trained = TrainedModel.load(checkpoint, "cpu")
+    trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     found: dict[str, Any] = {}
     for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".torchscript")):
         result = export_model(checkpoint, fmt, free_name(out, "model", suffix))
@@ -138,7 +137,7 @@ def timed(fn, repeats: int = 3) -> float:
 
 def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int = 32) -> dict[str, Any]:
     """Images per second on the same images: end to end (decode included) and model only (batch `batch`)."""
-    trained = TrainedModel.load(checkpoint, "cpu")
+    trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     inputs, n = trained.inputs, len(paths)
     split = Split(paths, [0] * n)
     decoded, _ = decode_split(split, inputs.eval_spec(), default_workers())
@@ -163,7 +162,8 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
             session(crops[i : i + batch])
 
     figures = {
-        "end_to_end": {"catdog_predict": timed(lambda: predict(checkpoint, paths, batch_size=batch, device="cpu")),
+        "end_to_end": {"catdog_predict": timed(lambda: predict(checkpoint, paths, batch_size=batch, device="cpu",
+                                                               precision="fp32")),
                        "catdog_decode_then_onnxruntime": timed(ort_end_to_end)},
         "model_only": {"catdog_eager": timed(eager), "onnxruntime": timed(lambda: chunks(ort)),
                        "torchscript": timed(lambda: chunks(script))},

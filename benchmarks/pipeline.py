@@ -1,29 +1,46 @@
-"""Training throughput: the PyTorch tutorial's input pipeline vs catdog's, in one process, on one device.
+"""Throughput, the PyTorch tutorial's way vs catdog's, in one process, on one device: training images per
+second, and predict's images per second.
 
     python benchmarks/pipeline.py --data path/to/hymenoptera_data --backbone resnet34 --batch-size 32
 
 tutorial: ImageFolder + PIL RandomResizedCrop/flip/ToTensor/Normalize in DataLoader workers, fp32, SGD.
 catdog:   the engine as `catdog train` runs it: decoded once, resident on the device, augmented there,
-          bf16 autocast and channels_last on CUDA. Decoding is reported separately (paid once per process).
+          bf16 autocast and channels_last on CUDA and on CPUs with native bf16 (`--precision`). Decoding is
+          reported separately (paid once per process).
 Both train the same backbone from random init; img/s counts training images per second over timed epochs
 after one warm-up epoch.
+predict:  a plain loop (DataLoader workers running the tutorial's eval transforms, the fp32 model as saved)
+          vs `catdog predict`'s path (`inference.classify`: decode in threads overlapping compute, the
+          precision above), the same checkpoint, files and batch size; timed passes alternate.
+--baseline-precision fp32: catdog's training and predict again at that precision, in the same run, so that
+          bf16's gain is measured side by side too (`catdog_baseline`, `predict.baseline`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from catdog_cli import checkpoints
 from catdog_cli.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model
 from catdog_cli.data import default_workers, resolve_data
+from catdog_cli.defaults import PRECISIONS
 from catdog_cli.engine import Events, TrainConfig, start_run, train_one_epoch
-from catdog_cli.pipeline import DecodeCache
+from catdog_cli.folders import walk_images
+from catdog_cli.inference import classify
+from catdog_cli.pipeline import DecodeCache, Inputs
 from catdog_cli.runtime import StopRequest, resolve_device
 
 
@@ -106,9 +123,12 @@ def tutorial_img_per_s(data: str, backbone: str, batch_size: int, workers: int, 
 
 
 def catdog_img_per_s(data: str, backbone: str, strategy: str, batch_size: int, image_size: int,
-                     device: torch.device, epochs: int, cache: DecodeCache) -> tuple[float, float]:
+                     device: torch.device, epochs: int, cache: DecodeCache, precision: str = "auto",
+                     **options: Any) -> tuple[float, float, str]:
+    """Training img/s of the engine, its decode + setup seconds, and the precision it chose; `options` are
+    further TrainConfig fields (workers, cache_gib)."""
     config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs + 1, batch_size=batch_size,
-                         image_size=image_size, weights="none", device=str(device))
+                         image_size=image_size, weights="none", device=str(device), precision=precision, **options)
     start = time.perf_counter()
     run = start_run(config, Events(), cache)
     setup = time.perf_counter() - start
@@ -121,7 +141,82 @@ def catdog_img_per_s(data: str, backbone: str, strategy: str, batch_size: int, i
         seen += train_one_epoch(run, Events(), StopRequest(), generator)["images"]
         run.state.epoch += 1
     sync(device)
-    return seen / (time.perf_counter() - start), setup
+    return seen / (time.perf_counter() - start), setup, run.precision.name
+
+
+# --- predict: a plain DataLoader loop vs `catdog predict`'s path --------------------------------------------
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Unlabeled image files through the tutorial's eval transforms, as a plain predict script reads them."""
+
+    def __init__(self, files: list[Path], transform: transforms.Compose):
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.files[i]) as im:
+            return self.transform(im.convert("RGB"))
+
+
+def save_untrained(backbone: str, classes: int, image_size: int, path: Path) -> Path:
+    """A checkpoint of a random-init model: predict's speed does not depend on what the weights learned."""
+    inputs = Inputs.for_backbone(backbone, image_size)
+    model = build_model(backbone, classes, "none", "cpu", seed=0)
+    checkpoints.save(path, model, {"backbone": backbone, "classes": [f"class{i}" for i in range(classes)],
+                                   "image_size": inputs.image_size, "resize": inputs.resize,
+                                   "mean": list(inputs.mean), "std": list(inputs.std), "config": {}})
+    return path
+
+
+def plain_predict_pass(checkpoint: Path, files: list[Path], batch_size: int, workers: int,
+                       device: torch.device) -> float:
+    """img/s of the plain loop: DataLoader workers decoding with PIL + torchvision transforms, the fp32 model
+    as saved (no autocast, no channels_last), softmax and top-1 per batch."""
+    ckpt = checkpoints.load(checkpoint)
+    model = checkpoints.restore_model(ckpt, device)
+    transform = tutorial_eval_transforms(ckpt["resize"], ckpt["image_size"], ckpt["mean"], ckpt["std"])
+    rows = []
+    sync(device)
+    start = time.perf_counter()
+    loader = DataLoader(ImageFiles(files, transform), batch_size=batch_size, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    with torch.no_grad():
+        for x in loader:
+            conf, idx = model(x.to(device)).softmax(1).max(1)
+            rows += zip(idx.tolist(), conf.tolist())
+    return len(rows) / (time.perf_counter() - start)
+
+
+def predict_img_per_s(checkpoint: Path, folder: Path, batch_size: int, workers: int, device: torch.device,
+                      passes: int, precision: str, baseline: str | None = None) -> dict[str, Any]:
+    """Both ways over the same files, alternating, after one untimed pass each (page cache, kernels); with
+    `baseline`, catdog's path at that precision too, in the same alternation."""
+    files = walk_images(folder)[0]
+    plain, catdog, other = [], [], []
+    for i in range(passes + 1):
+        p = plain_predict_pass(checkpoint, files, batch_size, workers, device)
+        result = classify(checkpoint, files, batch_size=batch_size, device=str(device), workers=workers,
+                          precision=precision)
+        if baseline:
+            base = classify(checkpoint, files, batch_size=batch_size, device=str(device), workers=workers,
+                            precision=baseline)
+        if i:
+            plain.append(p)
+            catdog.append(result["images_per_sec"])
+            if baseline:
+                other.append(base["images_per_sec"])
+    found = {"images": len(files), "folder": str(folder), "batch_size": batch_size, "workers": workers,
+             "passes": passes, "plain_dataloader_img_per_s": [round(x, 1) for x in plain],
+             "catdog_img_per_s": [round(x, 1) for x in catdog], "catdog_precision": result["precision"],
+             "speedup": round(statistics.mean(catdog) / statistics.mean(plain), 2)}
+    if baseline:
+        found["baseline"] = {"precision": base["precision"], "catdog_img_per_s": [round(x, 1) for x in other],
+                             "speedup": round(statistics.mean(other) / statistics.mean(plain), 2),
+                             "precision_speedup": round(statistics.mean(catdog) / statistics.mean(other), 2)}
+    return found
 
 
 def main() -> None:
@@ -130,28 +225,56 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet34")
     parser.add_argument("--batch-size", type=int, default=32, help="tutorial pipeline batch size")
     parser.add_argument("--catdog-batch-size", type=int, default=None, help="default: --batch-size")
-    parser.add_argument("--workers", type=int, default=min(8, default_workers()))
+    parser.add_argument("--workers", type=int, default=min(8, default_workers()),
+                        help="DataLoader workers of the tutorial and the plain predict loop; catdog's decode threads")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="catdog's (the tutorial: fp32)")
+    parser.add_argument("--baseline-precision", default=None, choices=PRECISIONS,
+                        help="catdog again at this precision, side by side (e.g. fp32 against auto's bf16)")
+    parser.add_argument("--predict", type=Path, default=None,
+                        help="folder of images for the predict comparison (default: DATA/val); 'none' skips it")
+    parser.add_argument("--predict-passes", type=int, default=2, help="timed passes each way (after one warm-up)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = device_name(device)
     cache = DecodeCache()
     catdog_bs = args.catdog_batch_size or args.batch_size
+    result: dict[str, Any] = {
+        "device": device_name(device), "cores": default_workers(), "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": {"torch": torch.__version__}, "backbone": args.backbone, "image_size": args.image_size,
+    }
     tutorial = tutorial_img_per_s(args.data, args.backbone, args.batch_size, args.workers, args.image_size,
                                   device, args.epochs)
-    finetune, decode_s = catdog_img_per_s(args.data, args.backbone, "finetune", catdog_bs, args.image_size,
-                                          device, args.epochs, cache)
-    freeze, _ = catdog_img_per_s(args.data, args.backbone, "freeze", catdog_bs, args.image_size, device,
-                                 args.epochs, cache)
-    result = {
-        "device": name, "date": time.strftime("%Y-%m-%d"), "backbone": args.backbone, "image_size": args.image_size,
-        "tutorial": {"batch_size": args.batch_size, "workers": args.workers, "img_per_s": round(tutorial, 1)},
-        "catdog": {"batch_size": catdog_bs, "finetune_img_per_s": round(finetune, 1),
+    finetune, decode_s, precision = catdog_img_per_s(args.data, args.backbone, "finetune", catdog_bs,
+                                                     args.image_size, device, args.epochs, cache, args.precision)
+    freeze, _, _ = catdog_img_per_s(args.data, args.backbone, "freeze", catdog_bs, args.image_size, device,
+                                    args.epochs, cache, args.precision)
+    result |= {
+        "tutorial": {"batch_size": args.batch_size, "workers": args.workers, "precision": "fp32",
+                     "img_per_s": round(tutorial, 1)},
+        "catdog": {"batch_size": catdog_bs, "precision": precision, "finetune_img_per_s": round(finetune, 1),
                    "freeze_img_per_s": round(freeze, 1), "decode_and_setup_s": round(decode_s, 2)},
         "speedup_finetune": round(finetune / tutorial, 2), "freeze_over_finetune": round(freeze / finetune, 2),
     }
+    if args.baseline_precision:
+        base = {strategy: catdog_img_per_s(args.data, args.backbone, strategy, catdog_bs, args.image_size, device,
+                                           args.epochs, cache, args.baseline_precision)
+                for strategy in ("finetune", "freeze")}
+        result["catdog_baseline"] = {
+            "precision": base["finetune"][2], "finetune_img_per_s": round(base["finetune"][0], 1),
+            "freeze_img_per_s": round(base["freeze"][0], 1),
+            "speedup_finetune": round(base["finetune"][0] / tutorial, 2),
+            "precision_speedup_finetune": round(finetune / base["finetune"][0], 2),
+            "precision_speedup_freeze": round(freeze / base["freeze"][0], 2)}
+    if str(args.predict) != "none":
+        folder = args.predict or resolve_data(args.data) / "val"
+        with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp:
+            checkpoint = save_untrained(args.backbone, 2, args.image_size, Path(tmp) / "model.pt")
+            result["predict"] = predict_img_per_s(checkpoint, folder, args.batch_size, args.workers, device,
+                                                  args.predict_passes, args.precision, args.baseline_precision)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 
 

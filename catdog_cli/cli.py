@@ -22,6 +22,7 @@ from catdog_cli.defaults import (
     DEFAULT_TTA,
     GRID_TIME_HELP,
     LR_FIND_MIN_STEPS,
+    PRECISIONS,
     expand_backbones,
 )
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
@@ -181,6 +182,9 @@ Balance = Annotated[bool, typer.Option(
 Tta = Annotated[bool, typer.Option(
     help=f"Test-time augmentation ({DEFAULT_TTA}): average the probabilities over the centre and four corner "
     "crops of the eval resize, each also mirrored (10 passes: slower).")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help=f"{', '.join(PRECISIONS)}. auto: bf16 autocast + channels_last on GPUs and on CPUs that "
+    "do bf16 natively (AVX512-BF16, AMX), else fp32 (fp16 on GPUs without bf16).")]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
@@ -264,6 +268,7 @@ def train(
     image_size: ImageSize = None,
     weights: Weights = "default",
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images."),
@@ -280,9 +285,9 @@ def train(
     balance: Balance = False,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder from its last.pt; options "
-                                       "typed again must match (only --device, --workers, --cache-gib, --compile may "
-                                       "change), except --epochs: more epochs extend the run, finished or not, with "
-                                       "the learning-rate schedule restarted for the added epochs."),
+                                       "typed again must match (only --device, --precision, --workers, --cache-gib, "
+                                       "--compile may change), except --epochs: more epochs extend the run, finished "
+                                       "or not, with the learning-rate schedule restarted for the added epochs."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv.
@@ -308,9 +313,9 @@ def train(
     else:
         config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
                              lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
-                             seed=seed, val_split=val_split, augment=augment, compile=compile_model,
-                             cache_gib=cache_gib, workers=workers, freeze_epochs=freeze_epochs, patience=patience,
-                             label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema,
+                             precision=precision, seed=seed, val_split=val_split, augment=augment,
+                             compile=compile_model, cache_gib=cache_gib, workers=workers, freeze_epochs=freeze_epochs,
+                             patience=patience, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema,
                              ema_decay=ema_decay, balance=balance)
         config.check()
         if out is not None:
@@ -343,6 +348,7 @@ def evaluate(
     split: str = typer.Option("val", help="val, test, train, or all."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses, "
                                        "reliability diagram) here."),
     min_confidence: MinConfidence = None,
@@ -358,7 +364,8 @@ def evaluate(
     from catdog_cli.paths import check_new_file, resolve_data
 
     # before torch loads, before any work
-    check_use(model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
+    check_use(model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence,
+              precision=precision)
     if data is not None:
         resolve_data(data)
     if report is not None:
@@ -368,12 +375,14 @@ def evaluate(
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
         result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report,
-                                     min_confidence=min_confidence, tta=DEFAULT_TTA if tta else None)
+                                     min_confidence=min_confidence, tta=DEFAULT_TTA if tta else None,
+                                     precision=precision)
     if json_output:
         _emit_json(result)
     else:
         for table in render.evaluation_tables(result):
             console.print(table)
+        console.print(render.throughput_line(result), markup=False)
         if report is not None:
             console.print(f"report: {printable(report)}", markup=False)
 
@@ -385,6 +394,7 @@ def predict(
     top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes (table, CSV and JSON)."),
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
     overwrite: bool = typer.Option(False, help="Replace the --csv file if it exists (without it, an existing "
                                    "file is refused and left as it is)."),
@@ -405,17 +415,19 @@ def predict(
     from catdog_cli.config import check_use
 
     # before torch loads, before any work
-    check_use(model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
+    check_use(model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence,
+              precision=precision)
     for path in paths:
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
     _check_predict_outputs(csv_file, overwrite, {"--sort-into": sort_into, "--explain": explain})
-    from catdog_cli.inference import predict as run_predict
+    from catdog_cli.inference import classify
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        rows = run_predict(model, list(paths), top_k, batch_size, device, events, min_confidence=min_confidence,
-                           tta=DEFAULT_TTA if tta else None)
+        result = classify(model, list(paths), top_k, batch_size, device, events, min_confidence=min_confidence,
+                          tta=DEFAULT_TTA if tta else None, precision=precision)
+        rows = result["predictions"]
         if explain is not None:
             _explain(model, rows, explain, batch_size, device, events)
     if csv_file is not None:
@@ -434,9 +446,10 @@ def predict(
         also = f" ({unsure} unsure ones into {printable(sort_into)}/_unsure/<class>/)" if unsure else ""
         console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/{also}", markup=False)
     if json_output:
-        _emit_json(rows)
+        _emit_json(result)
     else:
         console.print(render.predictions_table(rows))
+        console.print(render.throughput_line(result), markup=False)
 
 
 @app.command()
@@ -526,6 +539,7 @@ def compare(
     image_size: ImageSize = None,
     weights: str = typer.Option("default", help=COMPARE_WEIGHTS_HELP),
     device: Device = "auto",
+    precision: PrecisionOption = "auto",
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     cache_gib: CacheGib = None,
@@ -546,8 +560,8 @@ def compare(
     from catdog_cli.config import CompareConfig, TrainConfig
 
     train = TrainConfig(data, epochs=epochs, batch_size=batch_size, lr=lr, lr_ratio=lr_ratio, image_size=image_size,
-                        weights=weights, device=device, seed=seed, val_split=val_split, cache_gib=cache_gib,
-                        workers=workers, freeze_epochs=freeze_epochs, patience=patience,
+                        weights=weights, device=device, precision=precision, seed=seed, val_split=val_split,
+                        cache_gib=cache_gib, workers=workers, freeze_epochs=freeze_epochs, patience=patience,
                         label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema, ema_decay=ema_decay,
                         balance=balance)
     config = CompareConfig(train, backbones=expand_backbones(_csv_list(backbones)), strategies=_csv_list(strategies))

@@ -14,7 +14,7 @@ from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.defaults import DEFAULT_BACKBONE, LR_FIND_MIN_STEPS, SEED_BACKBONES, TORCHVISION_BACKBONES
+from catdog_cli.defaults import DEFAULT_BACKBONE, LR_FIND_MIN_STEPS, PRECISIONS, SEED_BACKBONES, TORCHVISION_BACKBONES
 from catdog_cli.errors import CatdogError
 from catdog_cli.paths import check_new_file, resolve_data
 from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
@@ -100,19 +100,26 @@ def check_strategy(name: str) -> None:
                           f"choose one of {', '.join(STRATEGIES)}")
 
 
+def check_precision(name: str) -> None:
+    if name not in PRECISIONS:
+        raise CatdogError(f"unknown precision {name!r}; {did_you_mean(str(name), PRECISIONS)}"
+                          f"use {', '.join(PRECISIONS)}")
+
+
 def check_options(values: dict[str, Any]) -> None:
     """A run's options, whichever of them are given: numbers in range, known names, a device catdog runs on."""
     for name, value in values.items():
         if name in LIMITS:
             check_number(name, value)
-    checks = {"strategy": check_strategy, "backbone": check_backbone, "device": check_device}
+    checks = {"strategy": check_strategy, "backbone": check_backbone, "device": check_device,
+              "precision": check_precision}
     for name, check in checks.items():
         if name in values:
             check(values[name])
 
 
 def check_use(model: Path | str, *, batch_size: int | None = None, device: str = "auto", top_k: int = 1,
-              split: str = "val", min_confidence: float | None = None) -> None:
+              split: str = "val", min_confidence: float | None = None, precision: str = "auto") -> None:
     """evaluate's and predict's options, torch-free: refused before the checkpoint is read."""
     path = Path(model)
     if path.is_dir():
@@ -121,7 +128,8 @@ def check_use(model: Path | str, *, batch_size: int | None = None, device: str =
         raise CatdogError(f"checkpoint not found: {path}")
     if not path.is_file():  # a FIFO would hang the read
         raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
-    check_options({"batch_size": batch_size, "device": device, "top_k": top_k, "min_confidence": min_confidence})
+    check_options({"batch_size": batch_size, "device": device, "top_k": top_k, "min_confidence": min_confidence,
+                   "precision": precision})
     if split not in SPLITS:
         raise CatdogError(f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}"
                           f"choose one of {', '.join(SPLITS)}")
@@ -174,6 +182,7 @@ class TrainConfig:
     cache_gib: float | None = None
     workers: int | None = None
     weight_decay: float = 0.01
+    precision: str = "auto"  # auto: bf16 on GPUs and on CPUs that do bf16 natively, else fp32 (runtime.Precision)
     # the training recipe; benchmarks/README.md has what each did on real data
     freeze_epochs: int = 1  # freeze-unfreeze: head-only epochs before the whole model trains
     patience: int | None = None  # stop after this many epochs without a better val accuracy (ties: val loss)
@@ -225,7 +234,7 @@ def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end:
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
 RECIPE_FIELDS = ("freeze_epochs", "patience", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "balance")
 GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "seed", "val_split",
-               "cache_gib", "workers", *RECIPE_FIELDS)
+               "cache_gib", "workers", "precision", *RECIPE_FIELDS)
 
 
 @dataclass
@@ -268,5 +277,6 @@ class CompareConfig:
         """What must match for an earlier OUT's finished cells to count (the grid itself may grow). Recipe options
         at their defaults are left out, so a compare made before they existed can still be finished."""
         defaults = TrainConfig("")
-        return {k: v for k, v in self.to_dict().items() if k not in ("backbones", "strategies", "device", "workers")
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("backbones", "strategies", "device", "precision", "workers")
                 and not (k in RECIPE_FIELDS and v == getattr(defaults, k))}

@@ -39,3 +39,4 @@ GRID_TIME_HELP = (
     "measured on a busy 2-core machine; a quiet one is faster); on one GPU, a minute or two, mostly each cell's "
     "setup (estimated from the grid's 0.3 PFLOP; not measured)."
 )
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32/fp16

@@ -178,7 +178,7 @@ def run_summary(config: TrainConfig, dataset: Dataset, device: torch.device, out
             "backbones": [config.backbone], "strategies": [config.strategy],
             "weights": {config.backbone: config.weights}, "params": params, "lr": config.lr, "epochs": config.epochs,
             "batch_size": config.batch_size or default_batch_size(device), "image_size": config.image_size,
-            "augment": config.augment, "device": str(device), "precision": Precision(device).name,
+            "augment": config.augment, "device": str(device), "precision": Precision(device, config.precision).name,
             "out": str(out) if out is not None else "not saved"}
 
 
@@ -209,9 +209,10 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     # record what the run really uses, not "default"
     config = replace(config, batch_size=config.batch_size or default_batch_size(device), lr=groups[-1]["lr"],
                      image_size=inputs.image_size)
+    precision = Precision(device, config.precision)
+    model = precision.prepare(model)
     events.summary(run_summary(config, dataset, device, out, model))
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
     cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
     weights = class_weights(config, dataset, events)
@@ -220,31 +221,31 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, inputs.model_input, False
     if config.strategy == "freeze":  # the backbone never changes: its features of an image are computed once
-        forward, preprocess, val_features = _cache_features(config, model, sources, inputs, device, cache, budget,
+        forward, preprocess, val_features = _cache_features(config, model, sources, inputs, precision, cache, budget,
                                                             events, mixing, weights)
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = lr_schedule(optimizer, lr_factor(config, steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return Run(config, dataset, device, inputs, model, _wrap(forward, config, device, world), preprocess, optimizer,
-               scheduler, Precision(device), sources, steps, criterion=criterion, mixing=mixing,
+               scheduler, precision, sources, steps, criterion=criterion, mixing=mixing,
                ema=EMA(model, config.ema_decay) if config.ema else None, val_features=val_features, world=world)
 
 
 def _cache_features(config: TrainConfig, model: TransferModel, sources: DataSources, inputs: Inputs,
-                    device: torch.device, cache: DecodeCache, budget: int, events: Events, mixing: Mixing | None,
+                    precision: Precision, cache: DecodeCache, budget: int, events: Events, mixing: Mixing | None,
                     weights: list[float] | None) -> tuple[nn.Module, Preprocess, bool]:
     """freeze: val's features once (they never change), and train's too when every epoch sees the same pixels
     (no augmentation, no mixing): then a step trains the head alone. What a step runs, and whether val is cached."""
     forward, preprocess = model, inputs.model_input
     start = time.perf_counter()
     if not config.augment and mixing is None:
-        features = feature_source(model, sources.splits["train"], inputs, device, config.batch_size, config.seed,
+        features = feature_source(model, sources.splits["train"], inputs, precision, config.batch_size, config.seed,
                                   cache, budget, config.workers, events,
                                   class_weights=weights)
         if features is not None:
             sources.train, forward, preprocess = features, model.head, CachedFeatures().model_input
-    val = feature_source(model, sources.splits["val"], inputs, device, config.batch_size, config.seed, cache, budget,
+    val = feature_source(model, sources.splits["val"], inputs, precision, config.batch_size, config.seed, cache, budget,
                          config.workers, events, shuffle=False, name="val")
     if val is not None:
         sources.val = val

@@ -169,7 +169,7 @@ def check_parity(fmt: str, path: Path, trained: TrainedModel, checkpoint: Path, 
     (so a dynamic batch size is exercised too).
     """
     classes = trained.classes
-    rows = predict(checkpoint, images, top_k=len(classes), device="cpu", workers=1)
+    rows = predict(checkpoint, images, top_k=len(classes), device="cpu", workers=1, precision="fp32")
     rows = [r for r in rows if "label" in r]
     if not rows:
         raise CatdogError(f"no readable images in {source} to prove parity on")
@@ -208,7 +208,7 @@ def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | No
     events = events or Events()
     out = check_export(checkpoint, fmt, out, parity_folder)
     checkpoint = Path(checkpoint)
-    trained = TrainedModel.load(checkpoint, "cpu")
+    trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     images, source = parity_images(trained, parity_folder)
     meta = metadata(trained, checkpoint)
     module = Exportable(trained.model, trained.inputs, trained.temperature).eval()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from catdog_cli import calibration, checkpoints, distributed
 from catdog_cli import report as report_module
 from catdog_cli.backbones import TransferModel, count_params
 from catdog_cli.config import check_use
-from catdog_cli.data import Dataset, Split, decode_split, default_workers, load_dataset, resolve_data
+from catdog_cli.data import Dataset, Split, default_workers, load_dataset, resolve_data
 from catdog_cli.errors import CatdogError
 from catdog_cli.events import Events
 from catdog_cli.explain import add_heatmaps
@@ -27,8 +29,8 @@ from catdog_cli.folders import walk_images
 from catdog_cli.formatting import natural_key, printable
 from catdog_cli.metrics import confusion_matrix, per_class
 from catdog_cli.paths import atomic_write_text, check_folder_target, check_new_file, copy_new, create_new
-from catdog_cli.pipeline import BatchSource, DecodeCache, Inputs, ResidentSource, batches, memory_budget
-from catdog_cli.records import Calibration, EvaluateResult, Evaluation, Prediction, TopLoss
+from catdog_cli.pipeline import BatchSource, Inputs, ThreadedSource
+from catdog_cli.records import Calibration, EvaluateResult, Evaluation, Prediction, PredictResult, Throughput, TopLoss
 from catdog_cli.runtime import Precision, default_batch_size, resolve_device
 from catdog_cli.strategies import STRATEGIES, param_groups
 from catdog_cli.tta import TTAModel, with_tta
@@ -106,19 +108,20 @@ class TrainedModel:
     model: TransferModel
     inputs: Inputs
     device: torch.device
+    precision: Precision
 
     @classmethod
-    def load(cls, path: Path | str, device: str, tta: str | None = None) -> TrainedModel:
-        """`tta`: a view set of tta.TTA_VIEWS; the model then averages its probabilities over those views."""
-        ckpt = checkpoints.load(path)
+    def load(cls, path: Path | str, device: str, precision: str = "auto", tta: str | None = None) -> TrainedModel:
+        """`precision`: auto, fp32 or bf16 (runtime.Precision); `tta`: a view set of tta.TTA_VIEWS, the model then
+        averages its probabilities over those views."""
         dev = resolve_device(device)
-        model = checkpoints.restore_model(ckpt, dev)
-        if dev.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        how = Precision(dev, precision)
+        ckpt = checkpoints.load(path)
+        model = how.prepare(checkpoints.restore_model(ckpt, dev))
         inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
         if tta is not None:
             model, inputs = with_tta(model, inputs, tta)
-        return cls(ckpt, model, inputs, dev)
+        return cls(ckpt, model, inputs, dev, how)
 
     @property
     def classes(self) -> list[str]:
@@ -133,11 +136,31 @@ class TrainedModel:
         """The trained model itself, without test-time augmentation around it (Grad-CAM, parameter counts)."""
         return self.model.model if isinstance(self.model, TTAModel) else self.model
 
+    def one_pass(self, split: Split, batch_size: int | None, workers: int | None,
+                 on_skip: Callable[[Path, str], None] | None = None) -> ThreadedSource:
+        """The split in order, decoded in threads while the model computes: one pass keeps nothing resident."""
+        return ThreadedSource(split, self.inputs.eval_spec(), batch_size or default_batch_size(self.device),
+                              self.device, default_workers() if workers is None else workers, on_skip=on_skip)
+
+
+@contextmanager
+def throughput(trained: TrainedModel, images: int) -> Iterator[Throughput]:
+    """How a pass over `images` images ran: device, precision, wall time (decode and compute), img/s."""
+    found: Throughput = {"device": str(trained.device), "precision": trained.precision.name, "seconds": 0.0,
+                         "images_per_sec": 0.0}
+    start = time.perf_counter()
+    yield found
+    if trained.device.type == "cuda":
+        torch.cuda.synchronize(trained.device)
+    found["seconds"] = time.perf_counter() - start
+    found["images_per_sec"] = images / found["seconds"] if found["seconds"] else 0.0
+
 
 def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
                         batch_size: int | None = None, device: str = "auto", events: Events | None = None,
                         workers: int | None = None, report: Path | str | None = None,
-                        min_confidence: float | None = None, tta: str | None = None) -> EvaluateResult:
+                        min_confidence: float | None = None, tta: str | None = None,
+                        precision: str = "auto") -> EvaluateResult:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
     with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about;
     `tta`: test-time augmentation views.
@@ -147,10 +170,11 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     training images never count as validation.
     """
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence)
+    check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence,
+              precision=precision)
     if report is not None:
         check_new_file(report, "--report")
-    trained = TrainedModel.load(checkpoint, device, tta)
+    trained = TrainedModel.load(checkpoint, device, precision, tta)
     ckpt, classes = trained.checkpoint, trained.classes
     dataset = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
@@ -160,15 +184,11 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         events.note(f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
                     "an estimate on unseen images (use --split val or test for that)")
     images = dataset.split(split)
-    # the same sources as training: resident when the split fits the memory budget, else decoded per batch
-    source = batches(images, trained.inputs.eval_spec(), batch_size or default_batch_size(trained.device),
-                     shuffle=False, device=trained.device, cache=DecodeCache(), budget=memory_budget(trained.device),
-                     workers=workers, events=events, name=split)
-    if source is None:
-        raise CatdogError(f"no readable images in the {split} split of {dataset.root}")
+    source = trained.one_pass(images, batch_size, workers, on_skip=events.skip)
     events.task(f"evaluating {split}", len(images))
-    out = evaluate(trained.model, source, trained.inputs, Precision(trained.device), len(classes), events,
-                   temperature=trained.temperature)
+    with throughput(trained, len(images)) as speed:
+        out = evaluate(trained.model, source, trained.inputs, trained.precision, len(classes), events,
+                       temperature=trained.temperature)
     record = evaluation_record(out, classes, split)
     worst = top_losses(out, images, classes)
     if report is not None:  # where the model looked in each, for the report's thumbnails
@@ -181,6 +201,7 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
+        **speed,
         "top_losses": worst, "tta": tta,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
@@ -243,48 +264,54 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
     return found
 
 
-def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
-            device: str = "auto", events: Events | None = None, workers: int | None = None,
-            min_confidence: float | None = None, tta: str | None = None) -> list[Prediction]:
-    """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
-    or a FIFO's too: only regular files are read).
-
-    Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
-    `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
-    """
+def classify(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
+             device: str = "auto", events: Events | None = None, workers: int | None = None,
+             min_confidence: float | None = None, tta: str | None = None, precision: str = "auto") -> PredictResult:
+    """`catdog predict`: the predictions (see `predict`) and how fast they came."""
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence)
-    trained = TrainedModel.load(checkpoint, device, tta)
+    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence,
+              precision=precision)
+    trained = TrainedModel.load(checkpoint, device, precision, tta)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)
     if not files:
         raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
-    batch_size = batch_size or default_batch_size(trained.device)
     k = max(1, min(top_k, len(classes)))
     rows: list[Prediction] = []
     events.task("classifying", len(files))
-    precision, temperature = Precision(trained.device), trained.temperature
-    for start in range(0, len(files), batch_size * 4):  # decode a few batches at a time: bounded memory
-        chunk = Split(files[start : start + batch_size * 4], [0] * len(files[start : start + batch_size * 4]))
-        decoded, skipped = decode_split(chunk, inputs.eval_spec(), workers or default_workers())
-        rows += [{"path": str(p), "error": reason} for p, reason in skipped]
-        if decoded is None:
-            continue
-        for batch in ResidentSource(decoded.to(trained.device), batch_size, shuffle=False):
-            with torch.inference_mode(), precision.autocast():
-                probs = (trained.model(inputs.model_input(batch)).float() / temperature).softmax(1)
+    unlabeled = Split(files, [0] * len(files))
+    source = trained.one_pass(unlabeled, batch_size, workers, on_skip=lambda path, reason: events.advance())
+    with throughput(trained, len(files)) as speed, torch.inference_mode():
+        for batch in source:
+            with trained.precision.autocast():
+                logits = trained.model(inputs.model_input(batch)).float()
+            probs = (logits / trained.temperature).softmax(1)
             conf, idx = probs.topk(k, dim=1)
             for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
-                row: Prediction = {"path": str(chunk.paths[i]), "label": classes[j[0]], "confidence": c[0]}
+                row: Prediction = {"path": str(files[i]), "label": classes[j[0]], "confidence": c[0]}
                 if top_k > 1:
                     row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
                 if min_confidence is not None:
                     row["unsure"] = c[0] < min_confidence
                 rows.append(row)
             events.advance(len(batch))
-        events.advance(len(skipped))
+    rows += [{"path": str(p), "error": reason} for p, reason in source.skipped]
     order = {str(p): n for n, p in enumerate(files)}
-    return sorted(rows, key=lambda r: order[r["path"]])
+    return {"kind": "predict", "checkpoint": str(checkpoint), "backbone": trained.checkpoint["backbone"],
+            **speed, "predictions": sorted(rows, key=lambda r: order[r["path"]])}
+
+
+def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
+            device: str = "auto", events: Events | None = None, workers: int | None = None,
+            min_confidence: float | None = None, tta: str | None = None, precision: str = "auto") -> list[Prediction]:
+    """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
+    or a FIFO's too: only regular files are read).
+
+    Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
+    `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
+    """
+    return classify(checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta,
+                    precision)["predictions"]
 
 
 def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Prediction], Any]]]:

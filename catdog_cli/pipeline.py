@@ -8,9 +8,12 @@ so the loops above never ask which kind of source feeds them.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -120,18 +123,38 @@ def _collate_streamed(items, train: bool) -> tuple[ImageBatch | None, list[tuple
     return (collate(decoded, train) if decoded else None), skipped
 
 
-class StreamingSource:
-    """Decode per batch in DataLoader workers (one per core), prefetching, for splits over the budget.
+class _PerBatchSource:
+    """What the sources that decode per batch share: unreadable files are dropped from their batch, listed in
+    `skipped` and told to `on_skip` once each; batches go to the device."""
 
-    Undecodable files are dropped from their batch and reported once each through `on_skip`.
-    """
+    def __init__(self, device: torch.device, on_skip: Callable[[Path, str], None] | None):
+        self.device, self.on_skip = device, on_skip
+        self.skipped: list[tuple[Path, str]] = []
+        self._named: set[Path] = set()
+
+    def _decoded(self) -> Iterator[tuple[ImageBatch | None, list[tuple[Path, str]]]]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        for batch, skipped in self._decoded():
+            for path, reason in skipped:
+                if path not in self._named:
+                    self._named.add(path)
+                    self.skipped.append((path, reason))
+                    if self.on_skip:
+                        self.on_skip(path, reason)
+            if batch is not None:
+                yield batch.to(self.device)
+
+
+class StreamingSource(_PerBatchSource):
+    """Decode per batch in DataLoader workers, prefetching, for training splits over the budget."""
 
     def __init__(self, split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
                  seed: int = 0, workers: int | None = None, on_skip: Callable[[Path, str], None] | None = None,
                  class_weights: list[float] | None = None):
-        self.device, self.seed, self.on_skip = device, seed, on_skip
-        self.skipped: list[tuple[Path, str]] = []
-        self._named: set[Path] = set()
+        super().__init__(device, on_skip)
+        self.seed = seed
         workers = default_workers() if workers is None else workers
         self.generator = torch.Generator().manual_seed(seed)
         sampler = None
@@ -151,16 +174,42 @@ class StreamingSource:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[ImageBatch]:
-        for batch, skipped in self.loader:
-            for path, reason in skipped:
-                if path not in self._named:
-                    self._named.add(path)
-                    self.skipped.append((path, reason))
-                    if self.on_skip:
-                        self.on_skip(path, reason)
-            if batch is not None:
-                yield batch.to(self.device)
+    def _decoded(self) -> Iterator[tuple[ImageBatch | None, list[tuple[Path, str]]]]:
+        yield from self.loader
+
+
+class ThreadedSource(_PerBatchSource):
+    """One pass over a split in order (evaluating a checkpoint, predicting), decoded in threads a few batches
+    ahead while the model computes the current one: decode and compute overlap, memory stays bounded.
+
+    Threads rather than DataLoader processes: PIL releases the GIL while it decodes and resizes, and a thread
+    pool starts at once and copies nothing between processes.
+    """
+
+    def __init__(self, split: Split, spec: ImageSpec, batch_size: int, device: torch.device, workers: int = 1,
+                 ahead: int = 2, on_skip: Callable[[Path, str], None] | None = None):
+        super().__init__(device, on_skip)
+        self.images, self.batch_size = _StreamedSplit(split, spec), batch_size
+        self.workers, self.ahead = max(1, workers), max(1, ahead)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass  # always in split order
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def _batch(self, start: int) -> tuple[ImageBatch | None, list[tuple[Path, str]]]:
+        end = min(start + self.batch_size, len(self.images))
+        return _collate_streamed([self.images[i] for i in range(start, end)], self.images.spec.train)
+
+    def _decoded(self) -> Iterator[tuple[ImageBatch | None, list[tuple[Path, str]]]]:
+        starts = iter(range(0, len(self.images), self.batch_size))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="catdog-decode") as pool:
+            pending = deque(pool.submit(self._batch, start) for start in islice(starts, self.workers + self.ahead))
+            while pending:
+                done = pending.popleft().result()
+                pending.extend(pool.submit(self._batch, start) for start in islice(starts, 1))
+                yield done
 
 
 @dataclass
@@ -291,17 +340,16 @@ def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_s
     return DataSources(found["train"], found["val"], found["test"], splits)
 
 
-def feature_source(model: TransferModel, split: Split, inputs: Inputs, device: torch.device, batch_size: int,
+def feature_source(model: TransferModel, split: Split, inputs: Inputs, precision: Precision, batch_size: int,
                    seed: int, cache: DecodeCache, budget: int, workers: int | None, events: Events,
                    shuffle: bool = True, name: str = "train",
                    class_weights: list[float] | None = None) -> ResidentSource | None:
     """The frozen backbone's features of every image of a split (eval crops), computed once and batched like
     images; None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
-    images = batches(split, inputs.eval_spec(), batch_size, shuffle=False, device=device, cache=cache,
+    images = batches(split, inputs.eval_spec(), batch_size, shuffle=False, device=precision.device, cache=cache,
                      budget=budget, workers=workers)  # without augmentation: the decode is already cached
     if images is None:
         return None
-    precision = Precision(device)
     model.eval()
     parts: list[ImageBatch] = []
     events.task(f"backbone features of {name} (once)", len(split))

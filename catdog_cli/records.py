@@ -144,7 +144,16 @@ class TrainResult(TypedDict):
     train_counts: dict[str, int]  # training images per class (an imbalance is noted above 3x)
 
 
-class EvaluateResult(Evaluation):
+class Throughput(TypedDict):
+    """How a pass of evaluate or predict ran: wall time of decoding and computing, and images per second."""
+
+    device: str
+    precision: str  # "bf16", "fp16" or "fp32"
+    seconds: float
+    images_per_sec: float
+
+
+class EvaluateResult(Evaluation, Throughput):
     """`catdog evaluate --json`: the evaluation's numbers at the top level, and what was evaluated."""
 
     kind: str  # "evaluate"
@@ -202,6 +211,15 @@ class ExportResult(TypedDict):
     bytes: int
     metadata: dict[str, Any]  # what the file carries: classes, the preprocessing contract, temperature
     parity: Parity
+
+
+class PredictResult(Throughput):
+    """`catdog predict --json`: the predictions in input order, and how fast they came."""
+
+    kind: str  # "predict"
+    checkpoint: str
+    backbone: str
+    predictions: list[Prediction]
 
 
 class CompareRow(TypedDict):

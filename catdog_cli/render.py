@@ -46,6 +46,7 @@ from catdog_cli.records import (
     LrFindResult,
     Prediction,
     RunSummary,
+    Throughput,
     TrainResult,
     interrupted_note,
     shown_steps,
@@ -305,6 +306,12 @@ def confidence_table(ev: EvaluateResult) -> Group:
     for c in cal["coverage"]:
         table.add_row(f"{c['threshold']:g}", str(c["images"]), pct(c["coverage"]), pct(c["accuracy"]))
     return Group(table, *lines)
+
+
+def throughput_line(result: Throughput) -> str:
+    """How fast evaluate or predict went, and on what: the figure a user compares machines by."""
+    return (f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
+            f"{result['device']}, {result['precision']})")
 
 
 def predictions_table(rows: list[Prediction]) -> Table:

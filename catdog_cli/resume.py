@@ -28,7 +28,8 @@ from catdog_cli.records import TrainResult
 from catdog_cli.runtime import lr_schedule, resolve_device
 from catdog_cli.world import World
 
-RELOCATABLE = ("device", "workers", "cache_gib", "compile")  # where a run trains, not what: may change on resume
+# where and how a run computes, not what it learns: may change on resume
+RELOCATABLE = ("device", "precision", "workers", "cache_gib", "compile")
 
 
 def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:

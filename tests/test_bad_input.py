@@ -140,8 +140,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> HostileRuns:
     model = tmp / "run" / "best.pt"
     evaluated = catdog("evaluate", model, "--data", root, "--split", "train", "--device", "cpu", "--json")
     predicted = catdog("predict", model, root / "train", "--device", "cpu", "--json")
-    return HostileRuns(root, ok_json(trained), trained.stderr.splitlines(), ok_json(evaluated), ok_json(predicted),
-                       model)
+    return HostileRuns(root, ok_json(trained), trained.stderr.splitlines(), ok_json(evaluated),
+                       ok_json(predicted)["predictions"], model)
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -364,7 +364,7 @@ def test_predict_sort_into_on_the_hostile_folder(hostile: HostileRuns, tmp_path:
     dest = tmp_path / "sorted"
     originals = snapshot(hostile.root)
     rows = ok_json(catdog("predict", hostile.model, hostile.root / "train", "--device", "cpu", "--sort-into", dest,
-                          "--json"))
+                          "--json"))["predictions"]
     labeled = [r for r in rows if "label" in r]
     assert len(labeled) == 20  # train/{cat,dog,fox}/0.png clash when they share a label: none is lost
     for row in labeled:
@@ -478,7 +478,7 @@ def test_names_that_are_not_plain_text_never_crash_a_finished_run(named: dict[st
     assert shown in named["train"].stdout and shown in named["evaluate"].stdout  # verbatim: no markup, bytes escaped
     run = json.loads((tmp / "run" / "run.json").read_text())
     assert printable(name, controls=False) in run["classes"]
-    rows = json.loads(named["predict"].stdout)
+    rows = json.loads(named["predict"].stdout)["predictions"]
     assert len(rows) == 4 * len(HOSTILE_NAMES) and all("label" in r for r in rows)
     table = (tmp / "p.csv").read_text(encoding="utf-8")  # strictly UTF-8: readable by any tool
     assert len(table.splitlines()) == 1 + len(rows)
@@ -498,7 +498,8 @@ def test_predict_lists_a_special_file_as_unreadable_and_never_hangs(hostile: Hos
     worker.start()
     worker.join(timeout=120)  # a deadline for a hang, not a timing
     assert done, "predict hung on a special file"
-    assert ok_json(done[0]) == [{"path": path, "error": "not a regular file (a FIFO, device or socket is never read)"}]
+    assert ok_json(done[0])["predictions"] == [
+        {"path": path, "error": "not a regular file (a FIFO, device or socket is never read)"}]
 
 
 def test_needle_images_are_skipped_by_train_and_predict(tmp_path: Path) -> None:
@@ -508,7 +509,8 @@ def test_needle_images_are_skipped_by_train_and_predict(tmp_path: Path) -> None:
     run = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", tmp_path / "run", "--json"))
     assert sorted(s["reason"] for s in run["skipped"]) == sorted(
         f"{w}x{h} pixels is longer than 100:1; not a photo" for w, h in ((1, 1_000_000), (1_000_000, 1), (2, 60_000)))
-    rows = ok_json(catdog("predict", tmp_path / "run" / "best.pt", data / "cat", "--device", "cpu", "--json"))
+    rows = ok_json(catdog("predict", tmp_path / "run" / "best.pt", data / "cat", "--device", "cpu",
+                          "--json"))["predictions"]
     assert sum("error" in r for r in rows) == 3
 
 

@@ -118,14 +118,14 @@ TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "s
               "calibration", "top_losses", "test", "report", "split", "ended", "best_weights", "train_counts"]
 TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
                      "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay",
-                     *RECIPE_FIELDS]
+                     "precision", *RECIPE_FIELDS]
 EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
               "val_seconds"]
 EVALUATION_KEYS = ["split", "num_images", "accuracy", "loss", "per_class", "confusion", "checkpoint"]
 COMPARE_KEYS = ["kind", "config", "device", "world_size", "classes", "split_origin", "versions", "out", "interrupted",
                 "wall_seconds", "best", "rows"]
 COMPARE_CONFIG_KEYS = ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio", "image_size",
-                       "weights", "device", "seed", "val_split", "cache_gib", "workers", *RECIPE_FIELDS]
+                       "weights", "device", "seed", "val_split", "cache_gib", "workers", "precision", *RECIPE_FIELDS]
 ROW_KEYS = ["backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
             "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history", "cell_seconds"]
 
@@ -189,8 +189,10 @@ def test_predict_json_and_csv(trained, tmp_path):
     make_image(images / "deeper" / "b.jpg", CLASS_COLORS[1], (30, 60))
     (images / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n nope")
     csv_path = tmp_path / "predictions.csv"
-    rows = parsed(catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path,
-                         "--json"))
+    result = parsed(catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path,
+                           "--json"))
+    assert result["kind"] == "predict" and result["device"] == "cpu" and result["images_per_sec"] > 0
+    rows = result["predictions"]
     assert isinstance(rows, list) and len(rows) == 3
     good = [r for r in rows if "error" not in r]
     assert {Path(r["path"]).name for r in good} == {"a.png", "b.jpg"}
@@ -278,7 +280,8 @@ def test_summary_comes_before_the_first_epoch(trained):
     assert summary < stderr.index("epoch   1")
     block = stderr[summary : stderr.index("epoch   1")]
     for expected in ("2 classes: cat, dog", "images: train 12, val 6, test 4 (val split: folders)",
-                     "resnet18, random init: 11.18 M parameters, 11.18 M trainable", "cpu, fp32"):
+                     "resnet18, random init: 11.18 M parameters, 11.18 M trainable",
+                     f"cpu, {trained['run']['precision']}"):  # bf16 on a CPU with native bf16 (--precision auto)
         assert expected in block
     assert re.search(rf"^output +{re.escape(str(Path('runs') / 'train'))}\b", block, re.MULTILINE)
 
@@ -313,7 +316,8 @@ def test_evaluating_all_says_training_images_are_in_the_number(trained):
 def test_predict_lists_images_in_natural_order(trained, tmp_path):
     for n in (100, 2, 10, 1):
         make_image(tmp_path / "photos" / f"{n}.png", CLASS_COLORS[n % 2])
-    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu", "--json"))
+    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu",
+                         "--json"))["predictions"]
     assert [Path(r["path"]).name for r in rows] == ["1.png", "2.png", "10.png", "100.png"]
 
 
@@ -335,14 +339,14 @@ def test_predict_explain_writes_a_picture_per_image_and_never_replaces_one(train
     (tmp_path / "in" / "broken.png").write_bytes(b"")
     out = tmp_path / "explained"
     rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "in", "--device", "cpu", "--explain", out,
-                         "--json"))
+                         "--json"))["predictions"]
     pictures = {Path(r["path"]).name: Path(r["explanation"]) for r in rows if "explanation" in r}
     assert pictures == {"a.png": out / "a.jpg", "b.jpg": out / "b.jpg"}
     for picture in pictures.values():
         with Image.open(picture) as im:
             assert im.format == "JPEG" and im.width == 320 and im.height > 320  # the view, and its caption
     again = parsed(catdog("predict", trained["out"] / "best.pt", images[0], "--device", "cpu", "--explain", out,
-                          "--json"))
+                          "--json"))["predictions"]
     assert Path(again[0]["explanation"]) == out / "a-1.jpg" and sorted(p.name for p in out.iterdir()) == [
         "a-1.jpg", "a.jpg", "b.jpg"]
 
@@ -392,7 +396,7 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
     assert ev["num_images"] == 153 and len(ev["per_class"]) == 2 and sum(map(sum, ev["confusion"])) == 153
 
     rows = parsed(catdog("predict", out / "best.pt", hymenoptera / "val" / "bees", gif, "--device", "cpu",
-                         "--json"))
+                         "--json"))["predictions"]
     assert len(rows) == len(list((hymenoptera / "val" / "bees").iterdir())) + 1
     assert all(("label" in r and "confidence" in r) or r["path"] == str(gif) for r in rows)
     assert any(r["path"] == str(gif) for r in rows)

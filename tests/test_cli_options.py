@@ -36,7 +36,7 @@ ROLES = {
     "data": "data", "backbone": "backbone", "strategy": "strategy", "device": "device", "out": "out-folder",
     "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
     "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
-    "fmt": "export-format", "parity_images": "images", "explain": "write-folder",
+    "fmt": "export-format", "parity_images": "images", "explain": "write-folder", "precision": "precision",
 }
 COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
 # every other number must be above zero (the recipe's 0 is "off")
@@ -81,7 +81,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "dataset-name": ["../escape", "a/b"], "hex": ["zz", "12"], "backbone": ["resnet9000", "", "timm:"],
         "strategy": ["frezee", ""], "device": ["mps", "xpu", "meta", "cuda:x", ""], "split": ["vall", ""],
         "backbones": ["resnet9000", ",", "resnet18,bogus"], "strategies": ["bogus", ",", "freeze,thaw"],
-        "weights": ["bogus"], "export-format": ["onnxx", ""],
+        "weights": ["bogus"], "export-format": ["onnxx", ""], "precision": ["fp8", "", "BF16"],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -208,9 +208,10 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
     ["train", "--resume", ".", "--lr", "inf"], ["export", "missing.pt"], ["export", "model.pt", "--format", "onnxx"],
     ["export", "model.pt", "--parity-images", "nosuch"], ["predict", "model.pt", ".", "--min-confidence", "2"],
-    ["train", "--resume", ".", "--lr", "inf"], ["train", "--data", ".", "--mixup", "nan"],
+    ["train", "--data", ".", "--mixup", "nan"],
     ["train", "--data", ".", "--strategy", "freeze-unfreeze", "--epochs", "1"],
     ["lr-find", "--data", ".", "--strategies", "thaw"], ["lr-find", "--data", ".", "--end-lr", "inf"],
+    ["train", "--data", ".", "--precision", "fp8"], ["predict", "model.pt", ".", "--precision", "half"],
 ]
 
 

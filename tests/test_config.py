@@ -28,9 +28,10 @@ def test_compare_config_records_the_grid_flat_as_compare_json_did():
     grid = CompareConfig(TrainConfig("data"), backbones=["a"], strategies=["freeze"])
     assert list(grid.to_dict()) == ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio",
                                     "image_size", "weights", "device", "seed", "val_split", "cache_gib", "workers",
-                                    *RECIPE_FIELDS]
-    # recipe options at their defaults are not settings: a compare folder from before they existed still counts
-    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "workers",
+                                    "precision", *RECIPE_FIELDS]
+    # recipe options at their defaults are not settings: a compare folder from before they existed still counts;
+    # where and how a cell computes may change when an earlier grid is finished
+    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "precision", "workers",
                                                           *RECIPE_FIELDS}
     mixed = CompareConfig(TrainConfig("data", mixup=0.2), backbones=["a"], strategies=["freeze"])
     assert mixed.settings() == {**grid.settings(), "mixup": 0.2}
@@ -46,8 +47,15 @@ def test_a_config_saved_by_a_newer_catdog_loads_without_its_new_fields():
     assert TrainConfig.from_dict(saved) == TrainConfig("data", epochs=4)
 
 
+def test_a_config_saved_before_precision_existed_runs_at_auto():
+    saved = dataclasses.asdict(TrainConfig("data", epochs=4))
+    del saved["precision"]
+    assert TrainConfig.from_dict(saved).precision == "auto"
+
+
 @pytest.mark.parametrize(("change", "match"), [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"),
-                                               ({"strategy": "thaw"}, "unknown strategy 'thaw'")])
+                                               ({"strategy": "thaw"}, "unknown strategy 'thaw'"),
+                                               ({"precision": "fp16"}, "unknown precision 'fp16'")])
 def test_check_refuses_what_no_run_can_do(change, match):
     with pytest.raises(CatdogError, match=match):
         TrainConfig("data", **change).check()

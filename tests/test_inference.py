@@ -14,7 +14,7 @@ from conftest import CLASS_COLORS, Recorder, make_image
 from catdog_cli import checkpoints, inference
 from catdog_cli.data import load_dataset
 from catdog_cli.errors import CatdogError
-from catdog_cli.inference import evaluate_checkpoint, predict, sort_into_folders, write_predictions_csv
+from catdog_cli.inference import classify, evaluate_checkpoint, predict, sort_into_folders, write_predictions_csv
 
 
 def test_evaluate_rederives_the_val_split_of_the_training_folder(frozen_run):
@@ -75,19 +75,39 @@ def test_predictions_csv_never_overwrites(tmp_path):
     assert len(path.read_text().splitlines()) == 3
 
 
-def test_evaluate_streams_a_split_over_the_memory_budget(frozen_run, monkeypatch):
-    """evaluate uses the training pipeline's sources: over the budget it decodes per batch, same numbers."""
-    resident = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(frozen_run["root"]), device="cpu", workers=1)
-    monkeypatch.setattr(inference, "memory_budget", lambda device, gib=None: 1)
+def test_evaluate_reads_its_split_in_one_threaded_pass(frozen_run, monkeypatch):
+    """evaluate decodes per batch in threads while the model computes (nothing held whole): the numbers are the
+    training run's, whatever the number of decode threads; it says how fast it went and at what precision."""
     sources = []
     real_evaluate = inference.evaluate
     monkeypatch.setattr(inference, "evaluate", lambda model, source, *a, **k: sources.append(type(source).__name__)
                         or real_evaluate(model, source, *a, **k))
-    streamed = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(frozen_run["root"]), device="cpu", workers=0)
-    assert sources == ["StreamingSource"]
-    assert streamed["num_images"] == resident["num_images"]
-    assert streamed["confusion"] == resident["confusion"]
-    assert streamed["loss"] == pytest.approx(resident["loss"], abs=1e-5)
+    one = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=1)
+    three = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=3, batch_size=3)
+    assert sources == ["ThreadedSource", "ThreadedSource"]
+    trained = frozen_run["result"]["evaluation"]
+    for result in (one, three):
+        assert result["confusion"] == trained["confusion"]
+        assert result["loss"] == pytest.approx(trained["loss"], rel=1e-2)  # batches of 3 or 4: same math
+        assert result["precision"] == frozen_run["result"]["precision"] and result["device"] == "cpu"
+        assert result["seconds"] > 0 and result["images_per_sec"] == pytest.approx(4 / result["seconds"])
+
+
+def test_predict_reports_throughput_and_precision(frozen_run, tmp_path):
+    folder = tmp_path / "photos"
+    for i in range(5):
+        make_image(folder / f"{i}.png", CLASS_COLORS[i % 2])
+    (folder / "broken.jpg").write_bytes(b"")
+    result = classify(frozen_run["out"] / "best.pt", [folder], batch_size=2, workers=2, device="cpu",
+                      precision="fp32")
+    assert (result["kind"], result["backbone"], result["device"], result["precision"]) == (
+        "predict", "resnet18", "cpu", "fp32")
+    assert result["images_per_sec"] == pytest.approx(6 / result["seconds"])  # every file, read or not
+    assert {Path(r["path"]).name: r.get("error") for r in result["predictions"]} == {
+        "broken.jpg": "empty file", **{f"{i}.png": None for i in range(5)}}
+    bf16 = classify(frozen_run["out"] / "best.pt", [folder], batch_size=4, device="cpu", precision="bf16")
+    assert bf16["precision"] == "bf16"
+    assert [r.get("label") for r in bf16["predictions"]] == [r.get("label") for r in result["predictions"]]
 
 
 # --- evaluate holds a model to the split its run recorded -------------------------------------------------------

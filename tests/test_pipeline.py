@@ -11,7 +11,7 @@ import torch
 from catdog_cli import data
 from catdog_cli.data import ImageBatch, ImageSpec, decode_split, load_dataset
 from catdog_cli.engine import Events, TrainConfig, fit
-from catdog_cli.pipeline import DecodeCache, ResidentSource, StreamingSource, batches, memory_budget
+from catdog_cli.pipeline import DecodeCache, ResidentSource, StreamingSource, ThreadedSource, batches, memory_budget
 
 CPU = torch.device("cpu")
 EVAL = ImageSpec(train=False, resize=20, crop=16)
@@ -179,3 +179,51 @@ def test_training_runs_on_the_streaming_path(image_folder, tmp_path):
     assert all(math.isfinite(r["train_loss"]) and r["images_per_sec"] > 0 for r in result["history"])
     assert result["evaluation"]["num_images"] == 4
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("spec", [EVAL, TRAIN], ids=["eval", "train"])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_threaded_yields_the_resident_batches_in_split_order(image_folder, spec, workers):
+    split = load_dataset(image_folder(layout="flat", train=5, val=0), val_split=None).split("all")
+    resident = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=2**30, workers=1)
+    threaded = ThreadedSource(split, spec, 4, CPU, workers=workers, ahead=1)
+    a, b = list(resident), list(threaded)
+    assert len(a) == len(b) == len(threaded) == 3
+    for x, y in zip(a, b):
+        assert torch.equal(x.labels, y.labels) and torch.equal(x.index, y.index)
+        if spec.train:
+            for i, (h, w) in enumerate(x.sizes.tolist()):
+                assert torch.equal(x.images[i, :, :h, :w], y.images[i, :, :h, :w])
+        else:
+            assert torch.equal(x.images, y.images)
+
+
+def test_threaded_skips_undecodable_files_once_each(image_folder):
+    root = image_folder(layout="flat", train=3, val=0)
+    (root / "dog" / "empty.jpg").write_bytes(b"")
+    split = load_dataset(root, val_split=None).split("all")
+    reported = []
+    source = ThreadedSource(split, EVAL, 2, CPU, workers=2, on_skip=lambda path, reason: reported.append(path))
+    for _ in range(2):
+        seen = torch.cat([b.index for b in source]).tolist()
+    bad = split.paths.index(root / "dog" / "empty.jpg")
+    assert seen == [i for i in range(len(split)) if i != bad]
+    assert reported == [root / "dog" / "empty.jpg"] and source.skipped == [(root / "dog" / "empty.jpg", "empty file")]
+
+
+def test_threaded_decodes_only_a_few_batches_ahead_of_the_model(image_folder, monkeypatch):
+    """Memory stays bounded however long the list: image i is decoded only once the consumer has taken all but
+    the last `workers + ahead` batches before it (batch size 1 here)."""
+    split = load_dataset(image_folder(layout="flat", train=10, val=0), val_split=None).split("all")
+    consumed, leads, lock, real = [0], [], threading.Lock(), data.open_rgb
+
+    def decode(path, *args, **kwargs):
+        with lock:
+            leads.append(split.paths.index(path) - consumed[0])
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "open_rgb", decode)
+    for _ in ThreadedSource(split, EVAL, 1, CPU, workers=2, ahead=1):
+        with lock:
+            consumed[0] += 1
+    assert len(leads) == len(split) == 20 and max(leads) <= 3

@@ -77,7 +77,8 @@ def test_resume_mid_epoch_continues_from_the_next_step(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("options, message", [
     (("--backbone", "resnet18"), "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
-                                 "run keeps its options (only --device, --workers, --cache-gib, --compile may change)"),
+                                 "run keeps its options (only --device, --precision, --workers, --cache-gib, --compile "
+                                 "may change)"),
     (("--epochs", "1"), "--epochs 1 is fewer than the run being resumed (2); a run can be extended, not shortened"),
     (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
     (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
