@@ -68,8 +68,8 @@ def test_export_round_trip_agrees_with_predict(calibrated, frozen_run, exported,
 
     # any batch size; calibrated probabilities equal to predict's, which are not the plain softmax's
     image = make_image(tmp_path / "extra" / "x.png", CLASS_COLORS[1], (40, 40))
-    rows = predict(calibrated, [image], top_k=2, device="cpu", workers=1)
-    plain = predict(frozen_run["out"] / "best.pt", [image], top_k=2, device="cpu", workers=1)
+    rows = predict(calibrated, [image], top_k=2, device="cpu", workers=1, precision="fp32")
+    plain = predict(frozen_run["out"] / "best.pt", [image], top_k=2, device="cpu", workers=1, precision="fp32")
     crop = ImageSpec(train=False, resize=37, crop=32).decode(Split([image], [0]), 0).image
     for n in (1, 3):
         probs = run_file(out, crop.permute(1, 2, 0).unsqueeze(0).expand(n, -1, -1, -1).contiguous())
@@ -89,7 +89,7 @@ def test_the_readme_snippet_gives_predicts_answer(calibrated, exported, tmp_path
     code = snippet.replace("runs/train/best.onnx", exported("onnx")["out"]).replace("photo.jpg", str(photo))
     exec(compile(code, "README.md", "exec"), {})
     label, probability = capsys.readouterr().out.split()
-    (row,) = predict(calibrated, [photo], device="cpu", workers=1)
+    (row,) = predict(calibrated, [photo], device="cpu", workers=1, precision="fp32")
     assert label == row["label"] and float(probability) == pytest.approx(row["confidence"], abs=1e-4)
 
 

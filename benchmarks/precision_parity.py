@@ -1,0 +1,47 @@
+"""How far `catdog predict` at `--precision auto` (bf16 on a CPU with native bf16) is from fp32 on real images.
+
+An exported file computes in fp32, so this is also the gap between an export and predict's default there.
+
+    python benchmarks/precision_parity.py runs/a/best.pt runs/b/best.pt [--split val] [--precision bf16]
+
+Prints one JSON line per checkpoint: images, largest |probability difference| over every image and class,
+mean of it, and the share of images with the same top label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from catdog_cli.events import Events
+from catdog_cli.inference import TrainedModel, _dataset_of, predict
+
+
+def gap(checkpoint: str, split: str, precision: str) -> dict[str, float | int | str]:
+    trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
+    paths = _dataset_of(trained.checkpoint, None, Events()).split(split).paths  # the run's own split
+    probs = {}
+    for name in ("fp32", precision):
+        rows = predict(checkpoint, paths, top_k=len(trained.classes), device="cpu", precision=name)
+        probs[name] = torch.tensor([[{t["label"]: t["confidence"] for t in r["top"]}[c] for c in trained.classes]
+                                    for r in rows if "top" in r])
+    diff = (probs["fp32"] - probs[precision]).abs()
+    same = (probs["fp32"].argmax(1) == probs[precision].argmax(1)).float().mean().item()
+    return {"checkpoint": checkpoint, "split": split, "precision": precision, "images": len(diff),
+            "max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(), "label_agreement": same}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16"])
+    args = parser.parse_args()
+    for checkpoint in args.checkpoints:
+        print(json.dumps(gap(checkpoint, args.split, args.precision)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
