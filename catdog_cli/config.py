@@ -193,6 +193,12 @@ class TrainConfig:
     ema_decay: float = 0.999
     balance: bool = False  # draw training images by inverse class frequency (beat a class-weighted loss)
 
+    def recipe(self) -> list[str]:
+        """The recipe options this run sets away from their defaults, as typed (`--mixup 0.2`, `--ema`)."""
+        defaults = TrainConfig(self.data)
+        changed = [(name, value) for name in RECIPE_FIELDS if (value := getattr(self, name)) != getattr(defaults, name)]
+        return [f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}") for name, value in changed]
+
     def check(self, weights: bool = True) -> None:
         """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
         range, known names, a device catdog runs on, data that exists and, with `weights`, a weights file that

@@ -179,7 +179,7 @@ def run_summary(config: TrainConfig, dataset: Dataset, device: torch.device, out
             "weights": {config.backbone: config.weights}, "params": params, "lr": config.lr, "epochs": config.epochs,
             "batch_size": config.batch_size or default_batch_size(device), "image_size": config.image_size,
             "augment": config.augment, "device": str(device), "precision": Precision(device, config.precision).name,
-            "out": str(out) if out is not None else "not saved"}
+            "out": str(out) if out is not None else "not saved", "recipe": config.recipe()}
 
 
 def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,

@@ -276,6 +276,7 @@ class RunSummary(TypedDict):
     device: str
     precision: str
     out: str
+    recipe: list[str]  # recipe options set away from their defaults, as typed
 
 
 @dataclass(frozen=True)

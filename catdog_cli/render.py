@@ -206,6 +206,8 @@ def run_summary(summary: RunSummary) -> RenderableType:
         rows += [("backbones", ", ".join(s["backbones"])), *_weights(s),
                  ("training", f"{', '.join(s['strategies'])}; {lr}, {_epochs(s['epochs'])} per cell, "
                               f"batch {s['batch_size']}, {size}, {augment}")]
+    if s["recipe"]:
+        rows.append(("recipe", ", ".join(s["recipe"])))
     rows += [("device", f"{s['device']}, {s['precision']}"), ("output", s["out"])]
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)

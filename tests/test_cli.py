@@ -270,6 +270,10 @@ def test_train_recipe_options_reach_the_run_and_the_summary(trained, tmp_path):
         "freeze_epochs": 2, "patience": 1, "label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "ema": True,
         "ema_decay": 0.99, "balance": True}
     assert "EMA val acc" in result.stderr and "backbone unfrozen" in result.stderr
+    block = result.stderr[: result.stderr.index("epoch   1")]  # the summary before the work says so too
+    recipe = next(line for line in block.splitlines() if line.startswith("recipe"))
+    assert recipe.split(None, 1)[1] == ("--freeze-epochs 2, --patience 1, --label-smoothing 0.1, --mixup 0.2, "
+                                        "--cutmix 1.0, --ema, --ema-decay 0.99, --balance")
     assert run["ended"] in result.stdout and "val recall per class" in result.stdout
     assert "EMA val acc" in (tmp_path / "r" / "report.html").read_text()
 

@@ -110,7 +110,7 @@ def _summary(**changes) -> RunSummary:
         "strategies": ["freeze"], "weights": {"resnet34": "none"},
         "params": {"resnet34": {"total": 21_285_698, "trainable": 1_026}}, "lr": 0.001, "epochs": 5,
         "batch_size": 32, "image_size": 224, "augment": True, "device": "cpu", "precision": "fp32",
-        "out": "runs/train3"}
+        "out": "runs/train3", "recipe": []}
     return {**summary, **changes}
 
 
