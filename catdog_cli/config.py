@@ -145,7 +145,8 @@ def check_export(model: Path | str, fmt: str, out: Path | str | None = None,
                           f"choose one of {', '.join(EXPORT_FORMATS)}")
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None] if fmt == "onnx" else []
     if missing:
-        raise CatdogError(f"ONNX export needs {', '.join(missing)}: pip install 'catdog-cli[export]'")
+        raise CatdogError(f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript onnxruntime "
+                          "(in a clone of catdog: pip install -e '.[export]')")
     if parity_images is not None and not Path(parity_images).exists():
         raise CatdogError(f"--parity-images {parity_images}: no such file or folder")
     return check_new_file(Path(out) if out is not None else Path(model).with_suffix(EXPORT_FORMATS[fmt]), "--out")

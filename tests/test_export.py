@@ -20,7 +20,7 @@ from catdog_cli.export import export_model, read_metadata
 from catdog_cli.inference import predict
 
 HAVE_ONNX = all(importlib.util.find_spec(m) for m in ONNX_PACKAGES)
-needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="pip install 'catdog-cli[export]' for the ONNX tests")
+needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="pip install -e '.[export]' for the ONNX tests")
 
 
 def run_file(path: Path, images: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,8 @@ def test_missing_onnx_packages_name_the_extra(calibrated, tmp_path, monkeypatch)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name))
     line = error_line(catdog("export", calibrated, "--out", tmp_path / "m.onnx"))
-    assert line == "error: ONNX export needs onnxruntime: pip install 'catdog-cli[export]'"
+    assert line == ("error: ONNX export needs onnxruntime: pip install onnx onnxscript onnxruntime (in a clone of "
+                    "catdog: pip install -e '.[export]')")
     assert list(tmp_path.iterdir()) == []
 
 
