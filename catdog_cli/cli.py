@@ -450,6 +450,9 @@ def predict(
     else:
         console.print(render.predictions_table(rows))
         console.print(render.throughput_line(result), markup=False)
+    if rows and not any("label" in r for r in rows):  # like a compare whose every cell failed: a failure
+        raise CatdogError(f"none of the {len(rows)} file(s) could be classified; the reasons are listed "
+                          + ("in the JSON" if json_output else "above"))
 
 
 @app.command()

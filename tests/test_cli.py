@@ -221,10 +221,18 @@ def test_predict_top_k_and_unsure_in_the_table_csv_and_folders(trained, tmp_path
         sorted(("_unsure", r[1]) for r in rows)
 
 
-def test_predict_human_output_lists_unreadable(trained, tmp_path):
+@pytest.mark.parametrize("json_output", [False, True])
+def test_predict_lists_unreadable_files_and_fails_only_when_none_could_be_read(trained, tmp_path, json_output):
     (tmp_path / "broken.jpg").write_bytes(b"")
-    result = catdog("predict", trained["out"] / "best.pt", tmp_path / "broken.jpg", "--device", "cpu")
-    assert result.exit_code == 0 and "unreadable" in result.stdout
+    model, flags = trained["out"] / "best.pt", ["--device", "cpu", *(["--json"] if json_output else [])]
+    good = next(Path(trained["data"]).rglob("*.png"))
+    some = catdog("predict", model, tmp_path / "broken.jpg", good, *flags)
+    assert some.exit_code == 0 and ("unreadable" in some.stdout or '"error"' in some.stdout)
+    none = catdog("predict", model, tmp_path / "broken.jpg", *flags)
+    assert none.exit_code == 1 and ("unreadable" in none.stdout or '"error"' in none.stdout)
+    assert none.stderr.strip().splitlines()[-1].startswith("error: none of the 1 file(s) could be classified")
+    if json_output:
+        assert json.loads(none.stdout)["predictions"][0]["path"].endswith("broken.jpg")
 
 
 @pytest.mark.parametrize("case", ["missing data", "unknown backbone", "one class", "foreign checkpoint",
