@@ -19,6 +19,7 @@ from catdog_cli.errors import CatdogError
 from catdog_cli.paths import check_new_file, resolve_data
 from catdog_cli.strategies import GRID_STRATEGIES, STRATEGIES
 from catdog_cli.weightfiles import weights_by_backbone
+from catdog_cli.world import World
 
 # What any run can use, inclusive (lr must be above 0). Beyond these a value is a typo or an attack,
 # and is refused in one line before anything is loaded, not found out hours later (or never: a NaN lr trains).
@@ -228,6 +229,8 @@ class TrainConfig:
 
 def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end: float, steps: int) -> None:
     """lr-find's options, torch-free: the CLI refuses them before torch loads, `find_lr` again for the API."""
+    if World.from_env().distributed:  # every rank would run its own test and write the same folder
+        raise CatdogError("lr-find runs on one process: start it with python -m catdog_cli or catdog, not torchrun")
     high = 1e6  # far past any rate that trains: the test stops once the loss blows up
     if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and 0 < start < end <= high):
         raise CatdogError(f"--start-lr {start:g} and --end-lr {end:g}: need 0 < start < end <= {high:g}")

@@ -78,3 +78,13 @@ def test_a_recipe_number_out_of_range_or_not_finite_is_refused(tmp_path, field, 
 def test_lr_find_options_are_refused_before_any_work(tmp_path, start, end, steps, strategies, match):
     with pytest.raises(CatdogError, match=match):
         check_lr_find(TrainConfig(str(tmp_path)), strategies, start, end, steps)
+
+
+def test_lr_find_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(CatdogError, match="not torchrun"):
+        check_lr_find(TrainConfig(str(tmp_path)), ["freeze"], 1e-7, 10.0, 100)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    check_lr_find(TrainConfig(str(tmp_path)), ["freeze"], 1e-7, 10.0, 100)
