@@ -131,6 +131,21 @@ def test_more_epochs_extend_a_finished_run_with_a_restarted_schedule(tmp_path: P
     assert all(s["step"].item() == 3 * 6 for s in last["optimizer"]["state"].values())  # Adam's state went on
 
 
+def test_an_early_stopped_run_is_finished_unless_more_epochs_extend_it(tmp_path: Path) -> None:
+    data, out = labeled_folder(tmp_path / "data"), tmp_path / "run"
+    ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "3", "--batch-size", "2", "--patience", "1",
+                   "--out", out, "--json"))
+    last = torch.load(out / "last.pt", weights_only=True)  # as --patience leaves it after stopping at epoch 2
+    last["state"] |= {"epoch": 2, "history": last["state"]["history"][:2], "best_epoch": 1,
+                      "ended": "early stopping: no better val accuracy in the 1 epoch(s) after epoch 1"}
+    torch.save(last, out / "last.pt")
+    line = error_line(catdog("train", "--resume", out))
+    assert line == (f"error: {out} already finished (early stopping: no better val accuracy in the 1 epoch(s) after "
+                    "epoch 1); to train it longer, pass --epochs N (more than 3)")
+    done = ok_json(catdog("train", "--resume", out, "--epochs", "5", "--patience", "1", "--json"))
+    assert [h["epoch"] for h in done["history"]][:3] == [1, 2, 3]  # it went on past where it had stopped
+
+
 def test_an_extension_stopped_again_resumes_on_its_own_schedule(tmp_path: Path) -> None:
     data = labeled_folder(tmp_path / "data")
     for name in ("straight", "stopped"):
