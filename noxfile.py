@@ -1,4 +1,5 @@
-"""`nox -s tests` is the one test command (README and .ci/run use it); `nox -s lint` runs ruff."""
+"""`nox -s tests` is the one test command (README and .ci/run use it); `nox -s lint` runs ruff, the format
+check and the import-direction check (catdog_cli/layers.py)."""
 
 import nox
 
@@ -20,3 +21,5 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", "catdog_cli", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "catdog_cli", "tests", "benchmarks", "noxfile.py")
+    session.run("python", "-m", "catdog_cli.layers", env={"PYTHONPATH": "."})  # stdlib only: no install needed

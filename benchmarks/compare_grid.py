@@ -2,7 +2,7 @@
 
     python benchmarks/compare_grid.py --data path/to/catdog --epochs 5
 
-catdog:   `catdog_cli.compare.compare` as `catdog compare` runs it: images decoded once for the whole grid,
+catdog:   `catdog_cli.training.compare.compare` as `catdog compare` runs it: images decoded once for the whole grid,
           resident on the device, augmented there, bf16 autocast and channels_last on CUDA and on
           CPUs with native bf16 (`--precision`), batch 128.
 tutorial: per cell, ImageFolder + PIL RandomResizedCrop/flip/ToTensor/Normalize in DataLoader workers, fp32,
@@ -36,17 +36,20 @@ from pipeline import (
     tutorial_transforms,
 )
 
-from catdog_cli.backbones import SEED_BACKBONES, build_model
-from catdog_cli.compare import compare
-from catdog_cli.config import CompareConfig, TrainConfig
-from catdog_cli.data import default_workers, load_dataset, resolve_data
-from catdog_cli.defaults import PRECISIONS
+from catdog_cli.core.config import CompareConfig, TrainConfig
+from catdog_cli.core.defaults import GRID_STRATEGIES, PRECISIONS, SEED_BACKBONES
+from catdog_cli.core.events import Events
+from catdog_cli.core.paths import resolve_data
+from catdog_cli.data.dataset import load_dataset
+from catdog_cli.data.decode import default_workers
+from catdog_cli.data.sources import DecodeCache, batches, memory_budget
 from catdog_cli.errors import CatdogError
-from catdog_cli.events import Events
-from catdog_cli.inference import evaluate
-from catdog_cli.pipeline import DecodeCache, Inputs, batches, memory_budget
-from catdog_cli.runtime import Precision, resolve_device, warmup_cosine
-from catdog_cli.strategies import GRID_STRATEGIES, param_groups
+from catdog_cli.inference.evaluate import evaluate
+from catdog_cli.models.backbones import build_model, inputs_for
+from catdog_cli.models.strategies import param_groups
+from catdog_cli.runtime.device import Precision, resolve_device
+from catdog_cli.training.compare import compare
+from catdog_cli.training.schedule import warmup_cosine
 
 
 class Timeline(Events):
@@ -107,7 +110,7 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
     dataset = load_dataset(data, seed=args.seed)
     cache, precision, found = DecodeCache(), Precision(device, args.precision), {}
     for backbone in backbones:
-        inputs = Inputs.for_backbone(backbone, args.image_size)
+        inputs = inputs_for(backbone, args.image_size)
         source = batches(dataset.splits["val"], inputs.eval_spec(), args.batch_size, shuffle=False, device=device,
                          cache=cache, budget=memory_budget(device), workers=args.workers)
         model = precision.prepare(build_model(backbone, len(dataset.classes), args.weights, device, seed=args.seed))
@@ -180,7 +183,7 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
 
 def tutorial_cell(args: argparse.Namespace, device: torch.device, backbone: str, strategy: str) -> dict[str, Any]:
     root = resolve_data(args.data)
-    inputs = Inputs.for_backbone(backbone, args.image_size)
+    inputs = inputs_for(backbone, args.image_size)
     train = tutorial_loader(root / "train", tutorial_transforms(inputs.image_size, inputs.mean, inputs.std),
                             args.tutorial_batch_size, args.workers, device)
     val = tutorial_loader(root / "val", tutorial_eval_transforms(inputs.resize, inputs.image_size, inputs.mean,

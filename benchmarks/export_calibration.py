@@ -4,7 +4,7 @@
         --weights ../shared/weights/tf_efficientnet_lite0_imagenet.pth --image-size 160 --epochs 2 \
         --strategies freeze,finetune --seeds 0,1,2 --out /tmp/bench13 [--reuse]
 
-For every dataset x strategy x seed, `catdog_cli.engine.fit` trains timm:tf_efficientnet_lite0 from the given
+For every dataset x strategy x seed, `catdog_cli.training.loop.fit` trains timm:tf_efficientnet_lite0 from the given
 ImageNet weights (the temperature is fitted on val at the end, as `catdog train` does). Then, from best.pt:
 
 - calibration on the val split, two ways: in-sample (T fitted and measured on all of val, what train reports)
@@ -36,14 +36,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from catdog_cli import calibration
-from catdog_cli.config import TrainConfig
-from catdog_cli.data import Split, decode_split, default_workers, load_dataset
-from catdog_cli.engine import fit
-from catdog_cli.events import Events
-from catdog_cli.export import RUNNERS, check_parity, export_model
-from catdog_cli.inference import TrainedModel, evaluate, predict
-from catdog_cli.pipeline import DecodeCache, batches, memory_budget
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.events import Events
+from catdog_cli.data.dataset import Split, load_dataset
+from catdog_cli.data.decode import decode_split, default_workers
+from catdog_cli.data.sources import DecodeCache, batches, memory_budget
+from catdog_cli.inference import calibration
+from catdog_cli.inference.evaluate import evaluate
+from catdog_cli.inference.export import RUNNERS, check_parity, export_model
+from catdog_cli.inference.predict import predict
+from catdog_cli.inference.trained import TrainedModel
+from catdog_cli.training.loop import fit
 
 BACKBONE = "timm:tf_efficientnet_lite0"
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -42,7 +42,7 @@ def _version(package: str) -> str | None:
 def env() -> dict[str, Any]:
     import torch
 
-    from catdog_cli.runtime import Precision, cpu_bf16_native
+    from catdog_cli.runtime.device import Precision, cpu_bf16_native
 
     cuda = torch.cuda.is_available()
     return {

@@ -33,15 +33,20 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from catdog_cli import checkpoints
-from catdog_cli.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model
-from catdog_cli.data import default_workers, resolve_data
-from catdog_cli.defaults import PRECISIONS
-from catdog_cli.engine import Events, TrainConfig, start_run, train_one_epoch
-from catdog_cli.folders import walk_images
-from catdog_cli.inference import classify
-from catdog_cli.pipeline import DecodeCache, Inputs
-from catdog_cli.runtime import StopRequest, resolve_device
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.defaults import PRECISIONS
+from catdog_cli.core.events import Events
+from catdog_cli.core.paths import resolve_data
+from catdog_cli.data.decode import default_workers
+from catdog_cli.data.folders import walk_images
+from catdog_cli.data.sources import DecodeCache
+from catdog_cli.inference.predict import classify
+from catdog_cli.models import checkpoints
+from catdog_cli.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model, inputs_for
+from catdog_cli.runtime.device import resolve_device
+from catdog_cli.runtime.signals import StopRequest
+from catdog_cli.training.loop import train_one_epoch
+from catdog_cli.training.setup import start_run
 
 
 def sync(device: torch.device) -> None:
@@ -163,7 +168,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def save_untrained(backbone: str, classes: int, image_size: int, path: Path) -> Path:
     """A checkpoint of a random-init model: predict's speed does not depend on what the weights learned."""
-    inputs = Inputs.for_backbone(backbone, image_size)
+    inputs = inputs_for(backbone, image_size)
     model = build_model(backbone, classes, "none", "cpu", seed=0)
     checkpoints.save(path, model, {"backbone": backbone, "classes": [f"class{i}" for i in range(classes)],
                                    "image_size": inputs.image_size, "resize": inputs.resize,

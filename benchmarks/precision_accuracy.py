@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 
-from catdog_cli.config import TrainConfig
-from catdog_cli.engine import Events, fit
-from catdog_cli.pipeline import DecodeCache
-from catdog_cli.runtime import cpu_bf16_native
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.events import Events
+from catdog_cli.data.sources import DecodeCache
+from catdog_cli.runtime.device import cpu_bf16_native
+from catdog_cli.training.loop import fit
 
 
 def _list(text: str) -> list[str]:

@@ -15,8 +15,10 @@ import json
 
 import torch
 
-from catdog_cli.events import Events
-from catdog_cli.inference import TrainedModel, _dataset_of, predict
+from catdog_cli.core.events import Events
+from catdog_cli.inference.evaluate import _dataset_of
+from catdog_cli.inference.predict import predict
+from catdog_cli.inference.trained import TrainedModel
 
 
 def gap(checkpoint: str, split: str, precision: str) -> dict[str, float | int | str]:

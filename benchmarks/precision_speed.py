@@ -29,8 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from catdog_cli.backbones import build_model
-from catdog_cli.runtime import cpu_bf16_native
+from catdog_cli.models.backbones import build_model
+from catdog_cli.runtime.device import cpu_bf16_native
 
 VARIANTS = {"fp32": (None, False), "fp32_channels_last": (None, True), "bf16": (torch.bfloat16, False),
             "bf16_channels_last": (torch.bfloat16, True)}

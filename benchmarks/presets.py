@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from catdog_cli.backbones import build_model
-from catdog_cli.defaults import BACKBONE_PRESETS
-from catdog_cli.runtime import Precision
-from catdog_cli.strategies import param_groups
+from catdog_cli.core.defaults import BACKBONE_PRESETS
+from catdog_cli.models.backbones import build_model
+from catdog_cli.models.strategies import param_groups
+from catdog_cli.runtime.device import Precision
 
 
 def timed(step, steps: int, device: torch.device) -> float:

@@ -6,7 +6,7 @@
     nice -n 10 python benchmarks/recipe.py tta   --sets SETS --results RES
     python benchmarks/recipe.py table --results RES          # markdown, mean +- sd over seeds
 
-Every run is `catdog_cli.engine.fit` as `catdog train` runs it and writes one JSON file into RES, so an
+Every run is `catdog_cli.training.loop.fit` as `catdog train` runs it and writes one JSON file into RES, so an
 interrupted phase resumes where it stopped. The data sets (`prepare`):
 
 - hymenoptera: the tutorial's ants/bees as they are (245 train, 153 val);
@@ -43,13 +43,14 @@ from typing import Any
 
 import torch
 
-from catdog_cli import engine
-from catdog_cli.config import TrainConfig
-from catdog_cli.data import load_dataset
-from catdog_cli.events import Events
-from catdog_cli.inference import evaluate_checkpoint
-from catdog_cli.pipeline import DecodeCache, ResidentSource
-from catdog_cli.tta import TTA_VIEWS
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.events import Events
+from catdog_cli.data.dataset import load_dataset
+from catdog_cli.data.sources import DecodeCache, ResidentSource
+from catdog_cli.inference.evaluate import evaluate_checkpoint
+from catdog_cli.inference.tta import TTA_VIEWS
+from catdog_cli.training import features
+from catdog_cli.training import loop as engine
 
 BACKBONE = "timm:tf_efficientnet_lite0"
 SEEDS = (0, 1, 2)
@@ -104,11 +105,11 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 class FeatureMemo:
-    """engine.feature_source, computed once per (files, image size): the frozen backbone is the same pretrained
+    """features.feature_source, computed once per (files, image size): the frozen backbone is the same pretrained
     network in every run, so its eval-crop features are too. Each run gets a fresh source of its own seed."""
 
     def __init__(self):
-        self.real = engine.feature_source
+        self.real = features.feature_source
         self.found: dict[tuple, ResidentSource | None] = {}
 
     def __call__(self, model, split, inputs, device, batch_size, seed, cache, budget, workers, events, shuffle=True,
@@ -160,7 +161,7 @@ def probe(args: argparse.Namespace) -> None:
     results, runs, sets = Path(args.results) / "probe", Path(args.runs), Path(args.sets)
     results.mkdir(parents=True, exist_ok=True)
     memo = FeatureMemo()
-    engine.feature_source = memo
+    features.feature_source = memo
     cache = DecodeCache()
     for data in ("catdog", "hymenoptera"):
         for seed in SEEDS:
@@ -242,7 +243,7 @@ def grid_cells(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any],
 def grid(args: argparse.Namespace) -> None:
     results, runs, sets = Path(args.results) / "grid", Path(args.runs), Path(args.sets)
     results.mkdir(parents=True, exist_ok=True)
-    engine.feature_source = FeatureMemo()  # freeze's val features: the same frozen backbone in every run
+    features.feature_source = FeatureMemo()  # freeze's val features: the same frozen backbone in every run
     cache = DecodeCache()
     for name, data, overrides, keep in grid_cells(args):
         train(sets, results, runs, cache, name, data, keep, **{**common(args), "epochs": args.epochs, **overrides})

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from pipeline import catdog_img_per_s, save_untrained
 
-from catdog_cli.data import default_workers
-from catdog_cli.inference import classify
-from catdog_cli.pipeline import DecodeCache
+from catdog_cli.data.decode import default_workers
+from catdog_cli.data.sources import DecodeCache
+from catdog_cli.inference.predict import classify
 
 
 def _counts(text: str) -> list[int]:

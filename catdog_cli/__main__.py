@@ -1,3 +1,3 @@
-from catdog_cli.cli import main
+from catdog_cli.cli.app import main
 
 main()

@@ -1,0 +1,2 @@
+"""Parse, call, render: the Typer app and rich output. Imports the packages below lazily, inside each command,
+so that `--help` never loads torch."""

@@ -1,0 +1,518 @@
+"""Rich rendering of what the engine returns: the summary before a run, progress bars, per-epoch lines, tables.
+
+Off a terminal (a pipe, a file, a CI log) there are no progress bars and every event is one line, never
+wrapped; tables take their natural width there unless COLUMNS says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
+
+from catdog_cli.core.events import Events
+from catdog_cli.core.formatting import fmt, pct, printable, weights_text
+from catdog_cli.core.records import (
+    COMPARE_COLUMNS,
+    Calibration,
+    Column,
+    CompareResult,
+    CompareRow,
+    Coverage,
+    EpochRecord,
+    EvaluateResult,
+    ExportResult,
+    LrCurve,
+    LrFindResult,
+    Prediction,
+    RunSummary,
+    Throughput,
+    TrainResult,
+    interrupted_note,
+    shown_steps,
+)
+from catdog_cli.data.balance import imbalance_note
+
+UNWRAPPED = 10_000  # a console's width off a terminal: wide enough that no line is ever broken
+
+
+class Trimmed:
+    """A renderable without the spaces that pad its lines to its width: in a log they are noise, and on a
+    terminal narrower than a pipe's line they would wrap into blank lines."""
+
+    def __init__(self, renderable: RenderableType):
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for line in console.render_lines(self.renderable, options, pad=False):
+            while line and not line[-1].control and not line[-1].text.strip():  # trailing blank segments
+                line.pop()
+            if line and not line[-1].control:
+                last = line.pop()
+                line.append(Segment(last.text.rstrip(), last.style))
+            yield from line
+            yield Segment.line()
+
+
+def console(stderr: bool = False, quiet: bool = False) -> Console:
+    """A console that wraps only on a terminal: rich would break lines at 80 columns in a pipe or a log file."""
+    made = Console(stderr=stderr, quiet=quiet)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = UNWRAPPED
+    return made
+
+
+def safe(text: object) -> str:
+    """A name from the user's files (a class, a path, a reason quoting one) as rich prints it verbatim: markup
+    escaped (`[red]rouge` stays `[red]rouge`), non-UTF-8 bytes and control characters escaped."""
+    return escape(printable(text))
+
+
+class RichEvents(Events):
+    """Engine events as the summary block, a transient progress bar (on a terminal only), one line per epoch,
+    and yellow notes."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+            disable=not console.is_terminal,
+        )
+        self.current = None
+        self.grid = None
+        self.show_epochs = True
+        self.summarized = False
+
+    def __enter__(self) -> RichEvents:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def line(self, text: str | Text) -> None:
+        """One event: word-wrapped on a terminal, one unbroken line anywhere else (even with COLUMNS set)."""
+        text = Text(text) if isinstance(text, str) else text  # never markup: names may hold [brackets]
+        self.console.print(text, soft_wrap=not self.console.is_terminal, highlight=False)
+
+    def summary(self, summary: RunSummary) -> None:
+        if self.summarized and summary["kind"] == "train":  # compare said it once for the grid; not per cell
+            return
+        self.summarized = True
+        self.console.print(run_summary(summary))
+
+    def task(self, description: str, total: int) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.current = self.progress.add_task(description, total=total, info="")
+
+    def advance(self, n: int = 1, **info: float) -> None:
+        if self.current is None:
+            return
+        text = "  ".join(f"{k} {v:.3f}" for k, v in info.items())
+        self.progress.update(self.current, advance=n, **({"info": text} if text else {}))
+
+    def epoch(self, record: EpochRecord) -> None:
+        if not self.show_epochs:  # compare prints a line per cell instead
+            return
+        self.line(Text.from_markup(epoch_line(record)))
+
+    def note(self, text: str) -> None:
+        self.line(Text(printable(text), style="yellow"))
+
+    def cell_done(self, row: CompareRow) -> None:
+        self.line(f"{printable(row['backbone'])} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
+                  f"(epoch {row['best_epoch']}), {fmt(row['train_seconds'], 'sec')}")
+
+    def cell(self, index: int, total: int, name: str) -> None:
+        self.show_epochs = False
+        if not self.console.is_terminal:  # the progress bar is not drawn: say which cell starts
+            self.line(f"cell {index + 1}/{total}: {printable(name)}")
+        if self.grid is None:
+            self.grid = self.progress.add_task("", total=total, info="")
+        self.progress.update(self.grid, completed=index,
+                             description=f"[bold]cell {index + 1}/{total}: {safe(name)}[/]")
+
+
+def epoch_line(record: EpochRecord) -> str:
+    """Training and validation timed apart: img/s is training images over training time only."""
+    ema = f"  EMA val acc {pct(record['ema_val_acc'])}" if "ema_val_acc" in record else ""
+    return (f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
+            f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]{ema}  "
+            f"train {record['seconds']:.1f}s ({fmt(record['images_per_sec'], 'rate')} img/s) + val "
+            f"{record.get('val_seconds', 0.0):.1f}s")
+
+
+MAX_CLASSES_SHOWN = 12
+
+
+def _classes(classes: list[str]) -> str:
+    shown = ", ".join(classes[:MAX_CLASSES_SHOWN])
+    return shown + (f", ... ({len(classes)} classes)" if len(classes) > MAX_CLASSES_SHOWN else "")
+
+
+def _weights(summary: RunSummary) -> list[tuple[str, str]]:
+    """One line for weights every backbone shares; otherwise one per backbone."""
+    per_backbone = summary["weights"]
+    if len(set(per_backbone.values())) <= 1:
+        return [("weights", weights_text(next(iter(per_backbone.values()), "default")))]
+    return [("weights" if n == 0 else "", f"{b}: {weights_text(w)}") for n, (b, w) in enumerate(per_backbone.items())]
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def run_summary(summary: RunSummary) -> RenderableType:
+    """The block before the work: what is trained on what, how, where, and where the results go."""
+    s = summary
+    counts = ", ".join(f"{split} {fmt(n, 'int')}" for split, n in s["images"].items())
+    rows = [("data", s["data"]), ("", f"{len(s['classes'])} classes: {_classes(s['classes'])}"),
+            ("", f"images: {counts} (val split: {s['split_origin']})")]
+    size = f"{s['image_size']} px" if s["image_size"] else "each backbone's own image size"
+    lr = f"lr {s['lr']:g}" if s["lr"] is not None else "each strategy's default lr"
+    augment = "augmented" if s["augment"] else "no augmentation"
+    if s["kind"] == "train":
+        backbone, strategy = s["backbones"][0], s["strategies"][0]
+        params = s["params"].get(backbone)
+        counted = (f": {fmt(params['total'], 'params')} parameters, {fmt(params['trainable'], 'params')} trainable"
+                   if params else "")
+        title = f"catdog train: {backbone}, {strategy}"
+        rows += [("model", f"{backbone}, {weights_text(s['weights'][backbone])}{counted}"),
+                 ("training", f"{strategy}, {lr}, {_epochs(s['epochs'])}, batch {s['batch_size']}, {size}, {augment}")]
+    else:
+        cells = len(s["backbones"]) * len(s["strategies"])
+        title = f"catdog compare: {len(s['backbones'])} backbones x {len(s['strategies'])} strategies = {cells} cells"
+        rows += [("backbones", ", ".join(s["backbones"])), *_weights(s),
+                 ("training", f"{', '.join(s['strategies'])}; {lr}, {_epochs(s['epochs'])} per cell, "
+                              f"batch {s['batch_size']}, {size}, {augment}")]
+    if s["recipe"]:
+        rows.append(("recipe", ", ".join(s["recipe"])))
+    rows += [("device", f"{s['device']}, {s['precision']}"), ("output", s["out"])]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in rows:
+        grid.add_row(name, Text(printable(value)))
+    return Trimmed(Group(Text(printable(title), style="bold"), grid))
+
+
+def train_summary(result: TrainResult) -> Table:
+    config = result["config"]
+    table = Table(title="training run", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    counts = result["params"]
+    best = (f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']})" if result["best_val_acc"] is not None
+            else "none: stopped before the first epoch ended")
+    rows = [
+        ("backbone", printable(f"{config['backbone']} ({weights_text(config['weights'])})")),
+        ("strategy", config["strategy"]),
+        ("parameters", f"{fmt(counts['total'], 'params')} total, {fmt(counts['trainable'], 'params')} trainable"),
+        ("classes", printable(", ".join(result["classes"]))),
+        ("val split", printable(result["split_origin"])),
+        ("device", f"{result['device']} ({result['precision']})"),
+        ("epochs", f"{result['epochs']} ({result['ended']})" if "ended" in result else str(result["epochs"])),
+        ("best val accuracy", best + (", EMA weights" if result.get("best_weights") == "ema" else "")),
+    ]
+    if "evaluation" in result:  # each class's recall: what an imbalanced folder hides behind accuracy
+        rows.append(("val recall per class", printable(", ".join(f"{c['class']} {pct(c['recall'])}"
+                                                             for c in result["evaluation"]["per_class"]))))
+    counts = result.get("train_counts")
+    note = imbalance_note(result["classes"], list(counts.values())) if counts else None
+    if note:
+        rows.append(("class balance", printable(note) + (": --balance was on" if config.get("balance") else "")))
+    if "test" in result:
+        rows.append(("test accuracy (best.pt)", pct(result["test"]["accuracy"])))
+    if "calibration" in result:
+        rows.append(("calibration (val)", calibration_line(result["calibration"])))
+    if result["skipped"]:
+        rows.append(("skipped files", str(len(result["skipped"]))))
+    rows.append(("saved in", printable(result["out"])))
+    for name, value in rows:
+        table.add_row(name, Text(value))
+    return table
+
+
+def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
+    """A title line (never squeezed into a table's width) above each table."""
+    split = ev["split"]
+    model = ""
+    if "backbone" in ev:
+        model = f"{printable(ev['backbone'])} ({fmt(ev['params']['total'], 'params')} parameters) on "
+    metrics = Table()
+    for col in ("class", "precision", "recall", "F1", "images"):
+        metrics.add_column(col, justify="left" if col == "class" else "right")
+    for row in ev["per_class"]:
+        metrics.add_row(Text(printable(row["class"])), pct(row["precision"]), pct(row["recall"]), pct(row["f1"]),
+                        str(row["support"]))
+    classes = [printable(row["class"]) for row in ev["per_class"]]
+    confusion = Table()
+    confusion.add_column("")
+    for name in classes:
+        confusion.add_column(Text(name), justify="right")
+    for i, (name, row) in enumerate(zip(classes, ev["confusion"])):
+        confusion.add_row(Text(name), *(Text(str(n), style="bold green" if i == j else "") for j, n in enumerate(row)))
+    return [Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
+                 f"{ev['num_images']} images"), metrics,
+            Text(f"confusion on {split} (rows: true, columns: predicted)"), confusion,
+            *([confidence_table(ev)] if "calibration" in ev else [])]
+
+
+def calibration_line(cal: Calibration) -> str:
+    """'T = 1.42: expected calibration error 6.1% -> 1.3%' (or why T stayed 1)."""
+    line = (f"T = {cal['temperature']:.3g}: expected calibration error {pct(cal['ece_before'])} -> "
+            f"{pct(cal['ece_after'])}")
+    return line + (f" (T not fitted: {cal['not_fitted']})" if "not_fitted" in cal else "")
+
+
+def selective_line(c: Coverage) -> str:
+    """'99.6% on the 92.0% of images it is sure about (confidence >= 0.9)'."""
+    if c["accuracy"] is None:
+        return f"no image reaches confidence {c['threshold']:g}"
+    return (f"{pct(c['accuracy'])} on the {pct(c['coverage'])} of images it is sure about "
+            f"(confidence >= {c['threshold']:g})")
+
+
+def confidence_table(ev: EvaluateResult) -> Group:
+    """Calibration on the evaluated split, and accuracy against coverage at a few confidence thresholds."""
+    cal = ev["calibration"]
+    note = " (measured on the images T was fitted on: optimistic)" if cal.get("in_sample") else ""
+    lines: list[RenderableType] = [Text(f"confidence on {cal['split']}: {calibration_line(cal)}{note}")]
+    if "selective" in ev:
+        lines.append(Text(f"with --min-confidence {ev['selective']['threshold']:g}: accuracy "
+                          f"{selective_line(ev['selective'])}", style="bold"))
+    table = Table(title="accuracy on the images it is sure about", title_justify="left")
+    for col in ("confidence >=", "images", "coverage", "accuracy"):
+        table.add_column(col, justify="right")
+    for c in cal["coverage"]:
+        table.add_row(f"{c['threshold']:g}", str(c["images"]), pct(c["coverage"]), pct(c["accuracy"]))
+    return Group(table, *lines)
+
+
+def throughput_line(result: Throughput) -> str:
+    """How fast evaluate or predict went, and on what: the figure a user compares machines by."""
+    return (f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
+            f"{result['device']}, {result['precision']})")
+
+
+def predictions_table(rows: list[Prediction]) -> Table:
+    """One row per image; unsure ones (--min-confidence) marked in yellow; the runners-up with --top-k."""
+    unsure = sum(bool(r.get("unsure")) for r in rows)
+    table = Table(title=f"{len(rows)} image(s)" + (f", {unsure} unsure" if unsure else ""), title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("predicted")
+    table.add_column("confidence", justify="right")
+    top = any("top" in r for r in rows)
+    if top:
+        table.add_column("next most likely")
+    for row in rows:
+        if "error" in row:
+            table.add_row(Text(printable(row["path"])), Text("unreadable", style="red"), Text(printable(row["error"])))
+            continue
+        label = Text(printable(row["label"]))
+        if row.get("unsure"):
+            label.append(" (unsure)", style="yellow")
+        cells: list[RenderableType] = [Text(printable(row["path"])), label, pct(row["confidence"])]
+        if top:
+            runners_up = row.get("top", [])[1:]
+            cells.append(Text(", ".join(f"{printable(t['label'])} {pct(t['confidence'])}" for t in runners_up)))
+        table.add_row(*cells)
+    return table
+
+
+def export_summary(result: ExportResult) -> Table:
+    meta, parity = result["metadata"], result["parity"]
+    table = Table(title=Text(f"exported {printable(result['checkpoint'])} ({result['format']})"), show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    shape = "x".join(str(d) for d in meta["input"]["shape"])
+    rows = [
+        ("file", f"{result['out']} ({fmt(result['bytes'] / 1e6)} MB)"),
+        ("input", f"{meta['input']['name']}: {meta['input']['dtype']} {meta['input']['channels']} "
+                  f"{meta['input']['layout']} ({shape})"),
+        ("before the input", meta["preprocessing"]["steps"]),
+        ("inside", meta["preprocessing"]["in_graph"] + f", T = {meta['temperature']:.3g}"),
+        ("output", f"{meta['output']['name']} ({', '.join(meta['classes'])})"),
+        ("parity", f"{parity['images']} images of {parity['source']}: largest probability difference "
+                   f"{parity['max_abs_diff']:.1e} (tolerance {parity['tolerance']:.0e}), labels agree on "
+                   f"{pct(parity['label_agreement'])}"),
+    ]
+    for row in rows:
+        table.add_row(*(Text(printable(cell)) for cell in row))
+    return table
+
+
+# --- compare ------------------------------------------------------------------------------------------------
+
+# what a failed cell's status column says; its whole reason is listed under the table
+FAILURE_WORDS = (("out of memory", "OOM"), ("cannot take", "size"), ("weights", "weights"), ("timm", "backbone"),
+                 ("backbone", "backbone"))  # first match wins: a size refusal also names the weights' size
+
+
+def failure_word(error: str | None) -> str:
+    """A failed cell's reason in one word ("OOM", "weights", "size", "backbone"), "failed" if none fits."""
+    text = (error or "").lower()
+    return next((word for fragment, word in FAILURE_WORDS if fragment in text), "failed")
+
+
+class CompareTable:
+    """The compare table, fitted to the console it is printed on: columns that do not fit are left out from
+    the last (the least telling), never squeezed, so numbers never wrap. A failed cell shows one status word
+    where its val accuracy would be; the reasons are listed under the table."""
+
+    def __init__(self, result: CompareResult):
+        self.result = result
+        has_test = any(r.get("test_acc") is not None for r in result["rows"])
+        self.columns = [c for c in COMPARE_COLUMNS
+                        if c.key not in ("status", "error") and (has_test or c.key != "test_acc")]
+        self.kept = 3  # backbone, strategy, val acc: always shown
+
+    def table(self, columns: list[Column]) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("", no_wrap=True)
+        for c in columns:
+            text = c.kind == "text"
+            table.add_column(c.heading, justify="left" if text else "right", no_wrap=not text,
+                             overflow="fold" if text else "ellipsis")
+        for n, row in enumerate(self.result["rows"]):
+            ok = row["status"] == "ok"
+            best = n == 0 and ok
+            cells = [Text(failure_word(row["error"]), style="red") if c.key == "best_val_acc" and not ok
+                     else Text(printable(c.format(row[c.key]))) for c in columns]
+            table.add_row("★" if best else "", *cells, style="bold green" if best else None)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[RenderableType]:
+        columns = list(self.columns)
+        table = self.table(columns)
+        unbounded = options.update(max_width=UNWRAPPED)  # the table's natural width, not what rich would squeeze
+        while len(columns) > self.kept and Measurement.get(console, unbounded, table).maximum > options.max_width:
+            columns.pop()
+            table = self.table(columns)
+        result = self.result
+        shown = {c.key for c in columns}
+        test = "; test acc: those weights on the test split" if "test_acc" in shown else ""
+        yield Text(printable(f"compare on {result['config']['data']}: val acc is on the val split "
+                             f"({result['split_origin']}) at each cell's best epoch{test}"))
+        yield Trimmed(table)
+        note = interrupted_note(result)
+        if note:
+            yield Text(printable(note), style="bold red")
+        reasons: dict[tuple[str, str], list[str]] = {}  # a backbone's cells that failed alike: one line
+        for row in result["rows"]:
+            if row["status"] != "ok":
+                reasons.setdefault((row["backbone"], row["error"] or "no reason recorded"), []).append(row["strategy"])
+        for (backbone, error), strategies in reasons.items():
+            yield Text.assemble((f"{failure_word(error)}: ", "red"),
+                                printable(f"{backbone} / {', '.join(strategies)}: {error}"))
+        hidden = [c.heading for c in self.columns if c.key not in shown]
+        if hidden:
+            yield Text(f"not shown at this width: {', '.join(hidden)} (compare.md has every column)", style="dim")
+
+
+def compare_table(result: CompareResult) -> CompareTable:
+    """Sorted by val accuracy, the best row starred; the line above it says which split each accuracy is on."""
+    return CompareTable(result)
+
+
+class FetchBar:
+    """fetch's progress callbacks (fetch.FetchProgress) drawn as a rich bar: bytes, speed, time left."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal)
+        self.task: Any = None
+
+    def start(self, total: int | None, description: str) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task(description, total=total)
+        else:  # the next step, or a download that restarts from zero
+            self.bar.reset(self.task, total=total, description=description)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+    def done(self) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
+        self.bar.stop()
+
+    def note(self, text: str) -> None:
+        self.bar.console.print(text, markup=False, highlight=False)
+
+
+def fetch_table(summaries: list[Any]) -> Table:
+    splits = [s for s in ("train", "val", "test", "unlabeled") if any(s in d.splits for d in summaries)]
+    cached = [d.name for d in summaries if d.cached]
+    table = Table(title="datasets", caption=f"already complete, nothing done: {', '.join(cached)}" if cached else None)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("classes")
+    for col in (*splits, "skipped"):
+        table.add_column(col, justify="right")
+    table.add_column("location", overflow="fold")
+    for d in summaries:
+        table.add_row(safe(d.name), safe(", ".join(d.classes)), *(str(d.splits.get(s, "-")) for s in splits),
+                      str(len(d.skipped)), safe(d.path))
+    return table
+
+
+def lr_plot(curve: LrCurve, width: int = 60, height: int = 12) -> str:
+    """The smoothed loss against the head's lr (log scale) in text, the suggested lr marked with a column of |."""
+    kept = shown_steps(curve)
+    xs = [math.log10(curve["lrs"][i]) for i in kept]
+    ys = [curve["smoothed"][i] for i in kept]
+    if len(xs) < 2:
+        return "(too few steps to plot)"
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    grid = [[" "] * width for _ in range(height)]
+
+    def column(x: float) -> int:
+        return round((x - x0) / ((x1 - x0) or 1) * (width - 1))
+
+    if curve["suggested_lr"]:
+        col = column(math.log10(curve["suggested_lr"]))
+        for row in grid:
+            row[min(width - 1, max(0, col))] = "|"
+    for x, y in zip(xs, ys):
+        grid[round((y1 - y) / ((y1 - y0) or 1) * (height - 1))][column(x)] = "•"
+    label = max(len(f"{y1:.3g}"), len(f"{y0:.3g}"))
+    lines = [f"{(f'{y1:.3g}' if r == 0 else f'{y0:.3g}' if r == height - 1 else ''):>{label}} ┤{''.join(row)}"
+             for r, row in enumerate(grid)]
+    ticks = f"{10 ** x0:.0e}".ljust(width // 2) + f"{10 ** x1:.0e}".rjust(width - width // 2)
+    lines.append(" " * label + " └" + "─" * width)
+    lines.append(" " * (label + 2) + ticks)
+    return "\n".join(lines)
+
+
+def lr_find_table(result: LrFindResult) -> Table:
+    table = Table(title=safe(f"lr-find on {result['config']['data']} ({result['config']['backbone']})"),
+                  title_justify="left")
+    for col in ("strategy", "suggested --lr", "lowest loss at", "ended"):
+        table.add_column(col, justify="left" if col in ("strategy", "ended") else "right")
+    for curve in result["curves"]:
+        table.add_row(curve["strategy"], fmt(curve["suggested_lr"]), fmt(curve["min_loss_lr"]), curve["ended"])
+    return table

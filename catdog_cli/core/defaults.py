@@ -1,0 +1,52 @@
+"""Defaults that --help shows, importable without torch (so `catdog --help` and `catdog fetch` start fast)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+DEFAULT_BACKBONE = "resnet34"
+SEED_BACKBONES = ("alexnet", "vgg16_bn", "resnet34", "densenet121", "squeezenet1_1", "googlenet")
+
+# every torchvision backbone catdog knows (backbones.TORCHVISION builds them), named here so that a typo in
+# --backbone is answered before torch is imported
+TORCHVISION_BACKBONES = (
+    "alexnet", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn", "resnet18", "resnet34", "resnet50", "resnet101",
+    "resnext50_32x4d", "wide_resnet50_2", "densenet121", "densenet169", "squeezenet1_0", "squeezenet1_1",
+    "googlenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1",
+    "efficientnet_b2", "efficientnet_v2_s", "regnet_y_400mf", "shufflenet_v2_x1_0", "convnext_tiny",
+    "convnext_small", "vit_b_16", "swin_t",
+)
+DEFAULT_TTA = "flip+crops"  # what --tta averages over (tta.TTA_VIEWS): benchmarks/README.md, it beat "flip"
+LR_FIND_MIN_STEPS = 11  # lr_find's smoothing window (2 * 4 + 1 steps) and a step either side
+
+# `catdog compare --backbones PRESET`: named lists of backbones, usable alone or among names
+BACKBONE_PRESETS: dict[str, tuple[str, ...]] = {
+    "seed": SEED_BACKBONES,  # the six of the course the project started from
+    "modern": ("resnet50", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_large", "regnet_y_400mf", "vit_b_16"),
+    "fast": ("mobilenet_v3_small", "shufflenet_v2_x1_0", "mobilenet_v3_large", "regnet_y_400mf"),  # for CPUs
+}
+
+
+def expand_backbones(names: Iterable[str]) -> list[str]:
+    """Backbone names with each preset replaced by its list, in order, each backbone once."""
+    expanded = [b for name in names for b in BACKBONE_PRESETS.get(name, (name,))]
+    return list(dict.fromkeys(expanded))
+
+# what `catdog compare --help` says a grid costs: an estimate, from benchmarks/presets.py (see benchmarks/README.md)
+GRID_TIME_HELP = (
+    "Rough time of a grid at 224 px, 3 strategies x 3 epochs on hymenoptera's 397 images (it grows with images x "
+    "epochs): on a 2-core CPU, fast about 25 min, seed or modern about 3 h (estimated from per-image speeds "
+    "measured on a busy 2-core machine; a quiet one is faster); on one GPU, a minute or two, mostly each cell's "
+    "setup (estimated from the grid's 0.3 PFLOP; not measured)."
+)
+# the transfer strategies (models/strategies.py makes their parameter groups), named here so that the torch-free
+# config can check --strategy
+STRATEGY_NAMES = ("finetune", "freeze", "discriminative", "freeze-unfreeze")
+# compare's default grid: freeze-unfreeze is there for whoever names it (benchmarks/README.md: it did not earn
+# a place in every grid)
+GRID_STRATEGIES = ("finetune", "freeze", "discriminative")
+
+# With AdamW: the head of a frozen backbone takes a large step; updating pretrained weights needs a small one.
+# freeze: 3e-3 converges within compare's 3 epochs too (1e-3 needed 10: benchmarks/README.md, the probe)
+DEFAULT_LR = {"finetune": 1e-4, "freeze": 3e-3, "discriminative": 1e-3, "freeze-unfreeze": 1e-3}
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32/fp16

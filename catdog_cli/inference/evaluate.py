@@ -1,0 +1,196 @@
+"""The eval loop (`evaluate`: training calls it every epoch on val) and `evaluate_checkpoint` on any split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from catdog_cli.core.config import check_use
+from catdog_cli.core.events import Events
+from catdog_cli.core.paths import (
+    check_new_file,
+    create_new,
+    resolve_data,
+)
+from catdog_cli.core.records import (
+    Calibration,
+    EvaluateResult,
+    Evaluation,
+    TopLoss,
+)
+from catdog_cli.core.world import World
+from catdog_cli.data.dataset import Dataset, Split, load_dataset
+from catdog_cli.data.presets import Inputs
+from catdog_cli.data.sources import BatchSource
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference import calibration
+from catdog_cli.inference.explain import add_heatmaps
+from catdog_cli.inference.metrics import confusion_matrix, per_class
+from catdog_cli.inference.trained import TrainedModel, throughput
+from catdog_cli.models import checkpoints
+from catdog_cli.models.backbones import TransferModel, count_params
+from catdog_cli.models.strategies import STRATEGIES, param_groups
+from catdog_cli.reporting import html as report_module
+from catdog_cli.runtime import distributed
+from catdog_cli.runtime.device import Precision
+
+TOP_LOSSES = 12
+
+
+@dataclass
+class EvalOutput:
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]
+    num_images: int
+    losses: torch.Tensor  # per image, in split order (CPU)
+    preds: torch.Tensor
+    confidence: torch.Tensor  # with the temperature evaluate was given
+    index: torch.Tensor
+    logits: torch.Tensor  # float32, before any temperature: what calibration fits and measures
+    labels: torch.Tensor
+
+
+def evaluate(model: TransferModel, source: BatchSource, inputs: Inputs, precision: Precision, num_classes: int,
+             events: Events | None = None, world: World = World(), temperature: float = 1.0) -> EvalOutput:
+    """The eval loop. The loss is the model's own cross-entropy (training's val loss); confidences are
+    softmax(logits / temperature), as predict shows them."""
+    model.eval()
+    losses, preds, confs, labels, index, all_logits = [], [], [], [], [], []
+    with torch.inference_mode():
+        for batch in source:
+            with precision.autocast():
+                logits = model(inputs.model_input(batch))
+            logits = logits.float()
+            losses.append(F.cross_entropy(logits, batch.labels, reduction="none"))
+            all_logits.append(logits)
+            conf, pred = (logits / temperature).softmax(1).max(1)
+            preds.append(pred)
+            confs.append(conf)
+            labels.append(batch.labels)
+            index.append(batch.index)
+            if events:
+                events.advance(len(batch))
+    if not losses:  # every file of a streamed split was unreadable
+        raise CatdogError("no readable images to evaluate")
+    loss, pred, label = torch.cat(losses), torch.cat(preds), torch.cat(labels)
+    # under torchrun each rank saw its shard: sums over ranks give the whole split's numbers
+    confusion = distributed.all_sum(confusion_matrix(label, pred, num_classes), world)
+    loss_sum = distributed.all_sum(loss.double().sum(), world)
+    n = int(confusion.sum())
+    return EvalOutput(loss_sum.item() / n, confusion.diagonal().sum().item() / n, confusion.tolist(), n,
+                      loss.cpu(), pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu(),
+                      torch.cat(all_logits).cpu(), label.cpu())
+
+
+def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> Evaluation:
+    return {"split": split, "num_images": out.num_images, "accuracy": out.accuracy, "loss": out.loss,
+            "per_class": per_class(out.confusion, classes), "confusion": out.confusion}
+
+
+def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = TOP_LOSSES) -> list[TopLoss]:
+    """The most confidently wrong images: what a person should look at first."""
+    wrong = (out.preds != torch.tensor([split.labels[i] for i in out.index.tolist()])).nonzero().flatten()
+    order = wrong[out.losses[wrong].argsort(descending=True)][:k]
+    return [{"path": str(split.paths[out.index[i]]), "true": classes[split.labels[out.index[i]]],
+             "pred": classes[out.preds[i]], "confidence": out.confidence[i].item(), "loss": out.losses[i].item()}
+            for i in order.tolist()]
+
+
+def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
+                        batch_size: int | None = None, device: str = "auto", events: Events | None = None,
+                        workers: int | None = None, report: Path | str | None = None,
+                        min_confidence: float | None = None, tta: str | None = None,
+                        precision: str = "auto") -> EvaluateResult:
+    """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
+    with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about;
+    `tta`: test-time augmentation views.
+
+    A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
+    train and val are the split the run recorded (files added since are left out, files gone are named), so
+    training images never count as validation.
+    """
+    events = events or Events()
+    check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence,
+              precision=precision)
+    if report is not None:
+        check_new_file(report, "--report")
+    trained = TrainedModel.load(checkpoint, device, precision, tta)
+    ckpt, classes = trained.checkpoint, trained.classes
+    dataset = _dataset_of(ckpt, data, events)
+    if split != "all" and "all" in dataset.splits:
+        events.note(f"{dataset.root} has no split folders: evaluating all of it")
+        split = "all"
+    if split == "all" and "train" in dataset.splits:
+        events.note(f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
+                    "an estimate on unseen images (use --split val or test for that)")
+    images = dataset.split(split)
+    source = trained.one_pass(images, batch_size, workers, on_skip=events.skip)
+    events.task(f"evaluating {split}", len(images))
+    with throughput(trained, len(images)) as speed:
+        out = evaluate(trained.model, source, trained.inputs, trained.precision, len(classes), events,
+                       temperature=trained.temperature)
+    record = evaluation_record(out, classes, split)
+    worst = top_losses(out, images, classes)
+    if report is not None:  # where the model looked in each, for the report's thumbnails
+        add_heatmaps(trained.base, worst, classes, trained.inputs, trained.device)
+    if ckpt.get("strategy") in STRATEGIES:  # trainable: what its strategy trained (freeze: the head alone)
+        param_groups(ckpt["strategy"], trained.base)
+    total, trainable = count_params(trained.base)
+    result: EvaluateResult = {
+        "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
+        "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
+        "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
+        "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
+        **speed,
+        "top_losses": worst, "tta": tta,
+        "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
+        "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
+        "calibration": _calibration_of(out, ckpt, data, split, trained.temperature)}
+    if min_confidence is not None:
+        result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
+    if report is not None:  # a new file only, even if one appeared while this ran
+        create_new(report, lambda tmp: report_module.write_train_report(result, tmp), "--report")
+        result["report"] = str(report)
+    return result
+
+
+def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Dataset:
+    """The data to evaluate on; on the folder the model was trained on, with the split its run recorded."""
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    data = data or ckpt.get("data")
+    if not isinstance(data, str) or not data:
+        raise CatdogError("this checkpoint does not say what data it was trained on: pass --data")
+    trained_here = _trained_on(ckpt, data)
+    recorded = ckpt.get("split") if trained_here else None
+    if trained_here and not isinstance(recorded, dict):
+        events.note("this checkpoint records no split (an older catdog made it): its val split is derived again "
+                    "from the files there now, exact only if they have not changed since it trained")
+    val_split = config.get("val_split", 0.2) if trained_here else None
+    dataset = load_dataset(data, val_split, config.get("seed", 0), classes=ckpt["classes"],
+                           recorded=recorded if isinstance(recorded, dict) else None)
+    for note in dataset.notes:
+        events.note(note)
+    return dataset
+
+
+def _calibration_of(out: EvalOutput, ckpt: dict[str, Any], data: str | None, split: str,
+                    temperature: float) -> Calibration:
+    """The split's calibration with the checkpoint's temperature, and where that temperature came from."""
+    cal = calibration.measure(out.logits, out.labels, temperature, split)
+    fitted = ckpt.get("calibration") if isinstance(ckpt.get("calibration"), dict) else {}
+    if "not_fitted" in fitted:
+        cal["not_fitted"] = fitted["not_fitted"]
+    elif fitted:
+        cal["fitted_on"] = fitted.get("fitted_on", "val")
+        cal["in_sample"] = _trained_on(ckpt, data) and split == cal["fitted_on"]
+    return cal
+
+
+def _trained_on(ckpt: dict[str, Any], data: str | None) -> bool:
+    """Whether `data` (None: the checkpoint's own) is the folder the model was trained on."""
+    return data is None or str(resolve_data(data).resolve()) == ckpt.get("data")

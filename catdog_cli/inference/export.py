@@ -1,0 +1,250 @@
+"""`catdog export`: a trained model as one file that runs without catdog (ONNX or TorchScript), proven to agree.
+
+Exported models usually disagree with the framework they came from because the preprocessing is left for the
+user to rewrite. Here the graph takes what an image library hands over: uint8 RGB in NHWC layout, (N, C, C, 3)
+at the model's crop size C, any batch size N. Inside it: scale and normalize as the weights expect, the model,
+the calibrated temperature, softmax; out come probabilities (N, classes). What stays outside is resizing and
+cropping (the user's image library does it); the file's metadata spells that contract out, with the class names.
+
+After writing, catdog proves parity: the exported file (onnxruntime for ONNX, torch.jit for TorchScript) and
+catdog's own predict run on the same real images, on the CPU in fp32, and the export fails, leaving no file, if
+any probability differs by more than the tolerance or any label differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from catdog_cli import __version__
+from catdog_cli.core.config import EXPORT_FORMATS, check_export
+from catdog_cli.core.events import Events
+from catdog_cli.core.paths import publish_new
+from catdog_cli.core.records import ExportResult, Parity
+from catdog_cli.data.dataset import Split, load_dataset
+from catdog_cli.data.decode import ImageError, ImageSpec
+from catdog_cli.data.presets import Inputs
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference.predict import collect_images, predict
+from catdog_cli.inference.trained import TrainedModel
+
+TOLERANCE = 1e-4  # largest |probability difference| allowed between the file and catdog (fp32 on the CPU)
+PARITY_IMAGES = 32  # real images the parity check runs on
+METADATA_FILE = "catdog.json"  # TorchScript: the metadata's name among the file's extra files
+INPUT, OUTPUT = "images", "probabilities"
+
+
+class Exportable(nn.Module):
+    """uint8 NHWC RGB crops -> calibrated class probabilities: everything between the crop and the answer."""
+
+    def __init__(self, model: nn.Module, inputs: Inputs, temperature: float):
+        super().__init__()
+        self.model = model
+        # the same arithmetic as augment.normalize, so the file computes what catdog computes
+        self.register_buffer("mean", torch.tensor(inputs.mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(inputs.std).view(1, 3, 1, 1) * 255)
+        self.temperature = temperature
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        return (self.model(x).float() / self.temperature).softmax(1)
+
+
+def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
+    """What the file carries besides the graph: enough to use it right without catdog."""
+    inputs = trained.inputs
+    return {
+        "classes": trained.classes,
+        "input": {"name": INPUT, "layout": "NHWC", "dtype": "uint8", "channels": "RGB",
+                  "shape": ["batch", inputs.image_size, inputs.image_size, 3]},
+        "output": {"name": OUTPUT, "shape": ["batch", len(trained.classes)],
+                   "meaning": "calibrated class probabilities, in the order of classes"},
+        "preprocessing": {"resize": inputs.resize, "crop": inputs.image_size,
+                          "steps": f"RGB, EXIF rotation applied; resize the shorter side to {inputs.resize} px "
+                                   f"(bilinear, aspect kept); center-crop {inputs.image_size}x{inputs.image_size}",
+                          "in_graph": "x / 255, (x - mean) / std, softmax(logits / temperature)",
+                          "mean": list(inputs.mean), "std": list(inputs.std)},
+        "temperature": trained.temperature,
+        "backbone": trained.checkpoint["backbone"],
+        "checkpoint": str(checkpoint),
+        "catdog": __version__,
+    }
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The exporters print progress to stdout (which --json keeps for its document) and warn that TorchScript is
+    deprecated: to stderr with the first, away with the second."""
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def _example(size: int) -> torch.Tensor:
+    """A batch of two: a batch of one would let the exporters fix the batch size at 1."""
+    return torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def write_onnx(module: Exportable, size: int, path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+
+    with _quiet():
+        program = torch.onnx.export(module, (_example(size),), dynamo=True, input_names=[INPUT],
+                                    output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    verbose=False)
+    proto = program.model_proto
+    for key, value in meta.items():  # one entry per key, each a JSON value: json.loads(meta["classes"])
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save_model(proto, str(path))
+
+
+def write_torchscript(module: Exportable, size: int, path: Path, meta: dict[str, Any]) -> None:
+    with _quiet():
+        traced = torch.jit.trace(module, _example(size))
+        traced.save(str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+
+
+def run_onnx(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda images: torch.from_numpy(session.run([OUTPUT], {INPUT: images.numpy()})[0])
+
+
+def run_torchscript(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    with _quiet():
+        module = torch.jit.load(str(path), map_location="cpu")
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return module(images)
+
+    return run
+
+
+WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript}
+RUNNERS = {"onnx": run_onnx, "torchscript": run_torchscript}
+
+
+def spread(paths: list[Path], k: int) -> list[Path]:
+    """k paths spread evenly over the list (a folder's files come class by class: every class gets its share)."""
+    if len(paths) <= k:
+        return paths
+    return [paths[i * len(paths) // k] for i in range(k)]
+
+
+def parity_images(trained: TrainedModel, folder: Path | str | None, k: int = PARITY_IMAGES) -> tuple[list[Path], str]:
+    """Up to k real images to prove parity on: the given folder's, else the model's own val split."""
+    if folder is not None:
+        return spread(collect_images([folder]), k), str(folder)
+    ckpt = trained.checkpoint
+    data = Path(ckpt.get("data", ""))
+    if not ckpt.get("data") or not data.is_dir():
+        raise CatdogError(f"the data the model was trained on ({ckpt.get('data') or 'not recorded'}) is not there "
+                          "to prove parity on: pass --parity-images DIR")
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    recorded = ckpt.get("split")  # the run's own split where it recorded one: its val images are real val images
+    dataset = load_dataset(data, config.get("val_split", 0.2), config.get("seed", 0), classes=trained.classes,
+                           recorded=recorded if isinstance(recorded, dict) else None)
+    split = "val" if "val" in dataset.splits else "all"
+    return spread(dataset.split(split).paths, k), f"the {split} split of {dataset.root}"
+
+
+def check_parity(fmt: str, path: Path, trained: TrainedModel, checkpoint: Path, images: list[Path], source: str,
+                 events: Events, tolerance: float = TOLERANCE, batch_size: int = 8) -> Parity:
+    """The file and catdog's predict on the same images: the largest probability difference, label agreement.
+
+    The file gets the crops catdog's own eval decode makes, in batches of `batch_size` and a smaller last one
+    (so a dynamic batch size is exercised too).
+    """
+    classes = trained.classes
+    rows = predict(checkpoint, images, top_k=len(classes), device="cpu", workers=1, precision="fp32")
+    rows = [r for r in rows if "label" in r]
+    if not rows:
+        raise CatdogError(f"no readable images in {source} to prove parity on")
+    index = {name: i for i, name in enumerate(classes)}
+    expected = torch.zeros(len(rows), len(classes), dtype=torch.float64)
+    for n, row in enumerate(rows):
+        for top in row["top"]:  # every class: a classifier has at least two
+            expected[n, index[top["label"]]] = top["confidence"]
+    spec: ImageSpec = trained.inputs.eval_spec()
+    split = Split([Path(r["path"]) for r in rows], [0] * len(rows))
+    try:
+        crops = torch.stack([spec.decode(split, i).image for i in range(len(split))]).permute(0, 2, 3, 1)
+    except ImageError as exc:  # predict read it a moment ago
+        raise CatdogError(f"an image changed while checking parity: {exc}") from None
+    run = RUNNERS[fmt](path)
+    events.task(f"parity ({fmt} vs catdog predict)", len(rows))
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        parts.append(run(crops[start : start + batch_size].contiguous()).double())
+        events.advance(len(parts[-1]))
+    got = torch.cat(parts)
+    diff = (got - expected).abs().max().item()
+    agreement = (got.argmax(1) == expected.argmax(1)).double().mean().item()
+    return {"images": len(rows), "source": source, "max_abs_diff": diff, "label_agreement": agreement,
+            "tolerance": tolerance, "passed": diff <= tolerance and agreement == 1.0}
+
+
+def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | None = None,
+                 parity_folder: Path | str | None = None, events: Events | None = None,
+                 tolerance: float = TOLERANCE) -> ExportResult:
+    """Write the model to `out` (default: beside the checkpoint) and prove parity; never replaces a file.
+
+    The file is written under a hidden temporary name and given its real name only once parity holds: a failed
+    check, or an error, leaves nothing behind.
+    """
+    events = events or Events()
+    out = check_export(checkpoint, fmt, out, parity_folder)
+    checkpoint = Path(checkpoint)
+    trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
+    images, source = parity_images(trained, parity_folder)
+    meta = metadata(trained, checkpoint)
+    module = Exportable(trained.model, trained.inputs, trained.temperature).eval()
+    # a hidden folder beside OUT: the exporters create the file as open() would (the user's umask), and the
+    # finished file is then linked to its name on the same file system
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = workdir / out.name
+    try:
+        events.note(f"exporting {checkpoint} to {fmt}")
+        WRITERS[fmt](module, trained.inputs.image_size, tmp, meta)
+        parity = check_parity(fmt, tmp, trained, checkpoint, images, source, events, tolerance)
+        if not parity["passed"]:
+            raise CatdogError(
+                f"the exported {fmt} model disagrees with catdog predict on {parity['images']} images of {source} "
+                f"(largest probability difference {parity['max_abs_diff']:.2e}, tolerance {tolerance:.0e}; labels "
+                f"agree on {parity['label_agreement']:.1%}); nothing was written")
+        size = tmp.stat().st_size
+        final = publish_new(tmp, out.parent, out.name)  # in a race for the name, the next free one: never replaced
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"kind": "export", "checkpoint": str(checkpoint), "format": fmt, "out": str(final), "bytes": size,
+            "metadata": meta, "parity": parity}
+
+
+def read_metadata(path: Path | str) -> dict[str, Any]:
+    """The metadata of a file catdog exported (either format)."""
+    path = Path(path)
+    if path.suffix == EXPORT_FORMATS["onnx"]:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        return {p.key: json.loads(p.value) for p in model.metadata_props}
+    files = {METADATA_FILE: ""}
+    with _quiet():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    return json.loads(files[METADATA_FILE])
+

@@ -1,0 +1,150 @@
+"""`catdog predict`: classify images or folders with a trained model; the CSV and `--sort-into`."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catdog_cli.core.config import check_use
+from catdog_cli.core.events import Events
+from catdog_cli.core.formatting import natural_key, printable
+from catdog_cli.core.paths import (
+    atomic_write_text,
+    check_folder_target,
+    copy_new,
+    create_new,
+)
+from catdog_cli.core.records import (
+    Prediction,
+    PredictResult,
+)
+from catdog_cli.data.dataset import Split
+from catdog_cli.data.folders import walk_images
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference.trained import TrainedModel, throughput
+
+UNSURE = "_unsure"  # predict --sort-into: the folder of images below --min-confidence
+
+
+def collect_images(paths: list[Path | str]) -> list[Path]:
+    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(walk_images(p)[0], key=lambda f: natural_key(str(f)))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise CatdogError(f"no such file or folder: {p}")
+    return found
+
+
+def classify(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
+             device: str = "auto", events: Events | None = None, workers: int | None = None,
+             min_confidence: float | None = None, tta: str | None = None, precision: str = "auto") -> PredictResult:
+    """`catdog predict`: the predictions (see `predict`) and how fast they came."""
+    events = events or Events()
+    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence,
+              precision=precision)
+    trained = TrainedModel.load(checkpoint, device, precision, tta)
+    classes, inputs = trained.classes, trained.inputs
+    files = collect_images(paths)
+    if not files:
+        raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
+    k = max(1, min(top_k, len(classes)))
+    rows: list[Prediction] = []
+    events.task("classifying", len(files))
+    unlabeled = Split(files, [0] * len(files))
+    source = trained.one_pass(unlabeled, batch_size, workers, on_skip=lambda path, reason: events.advance())
+    with throughput(trained, len(files)) as speed, torch.inference_mode():
+        for batch in source:
+            with trained.precision.autocast():
+                logits = trained.model(inputs.model_input(batch)).float()
+            probs = (logits / trained.temperature).softmax(1)
+            conf, idx = probs.topk(k, dim=1)
+            for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
+                row: Prediction = {"path": str(files[i]), "label": classes[j[0]], "confidence": c[0]}
+                if top_k > 1:
+                    row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
+                if min_confidence is not None:
+                    row["unsure"] = c[0] < min_confidence
+                rows.append(row)
+            events.advance(len(batch))
+    rows += [{"path": str(p), "error": reason} for p, reason in source.skipped]
+    order = {str(p): n for n, p in enumerate(files)}
+    return {"kind": "predict", "checkpoint": str(checkpoint), "backbone": trained.checkpoint["backbone"],
+            **speed, "predictions": sorted(rows, key=lambda r: order[r["path"]])}
+
+
+def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
+            device: str = "auto", events: Events | None = None, workers: int | None = None,
+            min_confidence: float | None = None, tta: str | None = None, precision: str = "auto") -> list[Prediction]:
+    """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
+    or a FIFO's too: only regular files are read).
+
+    Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
+    `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
+    """
+    return classify(checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta,
+                    precision)["predictions"]
+
+
+def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Prediction], Any]]]:
+    """The CSV's columns: path, label, confidence, then `unsure` (with --min-confidence) and the 2nd..kth
+    classes (with --top-k), then error; each with how a row fills it."""
+    columns: list[tuple[str, Callable[[Prediction], Any]]] = [
+        ("path", lambda r: r["path"]), ("label", lambda r: r.get("label", "")),
+        ("confidence", lambda r: r.get("confidence", ""))]
+    if any("unsure" in r for r in rows):
+        columns.append(("unsure", lambda r: r.get("unsure", "")))
+    for n in range(1, max((len(r.get("top", ())) for r in rows), default=0)):
+        columns += [(f"label_{n + 1}", lambda r, n=n: r["top"][n]["label"] if "top" in r else ""),
+                    (f"confidence_{n + 1}", lambda r, n=n: r["top"][n]["confidence"] if "top" in r else "")]
+    return [*columns, ("error", lambda r: r.get("error", ""))]
+
+
+def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = False) -> None:
+    """A new file only, complete or not at all: an existing one is the user's and stays as it is, unless they
+    asked to replace it (`--overwrite`: replaced whole, atomically). Names that are not UTF-8 are written escaped
+    (formatting.printable)."""
+    columns = prediction_columns(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([name for name, _ in columns])
+    for r in rows:
+        writer.writerow([printable(v, controls=False) if isinstance(v, str) else v for v in (f(r) for _, f in columns)])
+    if overwrite:
+        atomic_write_text(path, buffer.getvalue())
+        return
+    create_new(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""), "--csv")
+
+
+def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
+    """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read. Rows
+    marked unsure (predict's min_confidence) go to dest/_unsure/<label>/ instead, for a person to look at.
+
+    Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused.
+    """
+    dest = Path(dest)
+    labels = {r["label"] for r in rows if "label" in r}
+    for label in labels:
+        if label in ("", ".", "..") or Path(label).name != label or "\\" in label:
+            raise CatdogError(f"class name {label!r} is not a safe folder name; refusing to sort into {dest}")
+    if UNSURE in labels and any(r.get("unsure") for r in rows):
+        raise CatdogError(f"a class is named {UNSURE}, the folder unsure images go to; sort without --min-confidence")
+    check_folder_target(dest, "--sort-into")
+    for row in rows:
+        if "label" not in row:
+            continue
+        folder = dest / UNSURE / row["label"] if row.get("unsure") else dest / row["label"]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            row["copied_to"] = str(copy_new(Path(row["path"]), folder))
+        except OSError as exc:
+            raise CatdogError(f"could not copy {row['path']} into {folder}: {exc.strerror or exc}") from None
+    return sum("copied_to" in r for r in rows)

@@ -1,0 +1,83 @@
+"""A trained model loaded once (Ultralytics' `Model`): its checkpoint record, the model on its device, how to
+feed it, and the throughput of a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catdog_cli.core.records import (
+    Throughput,
+)
+from catdog_cli.data.dataset import Split
+from catdog_cli.data.decode import default_workers
+from catdog_cli.data.presets import Inputs
+from catdog_cli.data.sources import ThreadedSource
+from catdog_cli.inference import calibration
+from catdog_cli.inference.tta import TTAModel, with_tta
+from catdog_cli.models import checkpoints
+from catdog_cli.models.backbones import TransferModel
+from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint ready to use: its record, the model on its device, and how to feed it."""
+
+    checkpoint: dict[str, Any]
+    model: TransferModel
+    inputs: Inputs
+    device: torch.device
+    precision: Precision
+
+    @classmethod
+    def load(cls, path: Path | str, device: str, precision: str = "auto", tta: str | None = None) -> TrainedModel:
+        """`precision`: auto, fp32 or bf16 (runtime.Precision); `tta`: a view set of tta.TTA_VIEWS, the model then
+        averages its probabilities over those views."""
+        dev = resolve_device(device)
+        how = Precision(dev, precision)
+        ckpt = checkpoints.load(path)
+        model = how.prepare(checkpoints.restore_model(ckpt, dev))
+        inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+        if tta is not None:
+            model, inputs = with_tta(model, inputs, tta)
+        return cls(ckpt, model, inputs, dev, how)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.checkpoint["classes"]
+
+    @property
+    def temperature(self) -> float:
+        return calibration.temperature_of(self.checkpoint)
+
+    @property
+    def base(self) -> TransferModel:
+        """The trained model itself, without test-time augmentation around it (Grad-CAM, parameter counts)."""
+        return self.model.model if isinstance(self.model, TTAModel) else self.model
+
+    def one_pass(self, split: Split, batch_size: int | None, workers: int | None,
+                 on_skip: Callable[[Path, str], None] | None = None) -> ThreadedSource:
+        """The split in order, decoded in threads while the model computes: one pass keeps nothing resident."""
+        return ThreadedSource(split, self.inputs.eval_spec(), batch_size or default_batch_size(self.device),
+                              self.device, default_workers() if workers is None else workers, on_skip=on_skip)
+
+
+@contextmanager
+def throughput(trained: TrainedModel, images: int) -> Iterator[Throughput]:
+    """How a pass over `images` images ran: device, precision, wall time (decode and compute), img/s."""
+    found: Throughput = {"device": str(trained.device), "precision": trained.precision.name, "seconds": 0.0,
+                         "images_per_sec": 0.0}
+    start = time.perf_counter()
+    yield found
+    if trained.device.type == "cuda":
+        torch.cuda.synchronize(trained.device)
+    found["seconds"] = time.perf_counter() - start
+    found["images_per_sec"] = images / found["seconds"] if found["seconds"] else 0.0

@@ -1,0 +1,417 @@
+"""One registry of ImageNet backbones: how to build each, cut off its head, and feed it.
+
+Every backbone becomes a `TransferModel`: `features` (the pretrained part) and `head` (a new layer for N
+classes). Strategies and the engine only ever see that split, never a model's own attribute names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from catdog_cli.core.config import check_backbone
+from catdog_cli.data.presets import Inputs
+from catdog_cli.errors import CatdogError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TransferModel(nn.Module):
+    """features -> head. With a frozen backbone the features run without autograd (no backward through them)."""
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.frozen = False
+
+    def freeze_features(self) -> None:
+        self.frozen = True
+        self.features.requires_grad_(False)
+        self.features.eval()
+
+    def unfreeze_features(self) -> None:
+        """The whole model trains from here on (freeze-unfreeze after its frozen epochs)."""
+        self.frozen = False
+        self.features.requires_grad_(True)
+        self.features.train(self.training)
+
+    def train(self, mode: bool = True) -> TransferModel:
+        super().train(mode)
+        if self.frozen:
+            self.features.eval()  # BatchNorm statistics stay those of the pretrained weights
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            with torch.no_grad():
+                x = self.features(x)
+        else:
+            x = self.features(x)
+        if isinstance(x, tuple):  # models with auxiliary outputs (GoogLeNet, Inception) in train mode
+            x = x[0]
+        return self.head(x)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the weights were trained on: normalization and the eval resize/crop ratio."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_size: int = 224
+    resize_size: int = 256
+
+    def resize_for(self, image_size: int) -> int:
+        """Eval resize for a given crop, keeping the weights' resize/crop ratio (256/224 classically)."""
+        return int(round(image_size * self.resize_size / self.crop_size))
+
+
+def _replace_linear(path: str) -> Callable[[nn.Module, int], tuple[nn.Module, nn.Module]]:
+    """Head = the Linear at `path`; features = the model with that Linear swapped for Identity."""
+
+    def split(model: nn.Module, num_classes: int) -> tuple[nn.Module, nn.Module]:
+        parent_path, _, leaf = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        old = parent.get_submodule(leaf)
+        setattr(parent, leaf, nn.Identity())  # also right for nn.Sequential, whose children are named "0", "1", ...
+        return model, nn.Linear(old.in_features, num_classes)
+
+    return split
+
+
+def _split_squeezenet(model: nn.Module, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """SqueezeNet classifies with a 1x1 conv over a feature map, then pools."""
+    head = nn.Sequential(
+        nn.Dropout(p=0.5), nn.Conv2d(512, num_classes, kernel_size=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    return model.features, head
+
+
+@dataclass(frozen=True)
+class TorchvisionBackbone:
+    name: str
+    head: str  # state-dict prefix of the ImageNet head, dropped when loading pretrained weights
+    split: Callable[[nn.Module, int], tuple[nn.Module, nn.Module]]
+    build_kwargs: tuple[tuple[str, object], ...] = ()
+    ignore: tuple[str, ...] = ()  # pretrained keys we do not use (auxiliary heads)
+
+    def weights_enum(self):
+        return torchvision.models.get_model_weights(self.name).DEFAULT
+
+    def preprocessing(self) -> Preprocessing:
+        t = self.weights_enum().transforms()
+        return Preprocessing(tuple(t.mean), tuple(t.std), t.crop_size[0], t.resize_size[0])
+
+    def build_full(self) -> nn.Module:
+        return torchvision.models.get_model(self.name, weights=None, **dict(self.build_kwargs))
+
+    def build_meta(self) -> nn.Module:
+        """The architecture on the meta device, no init spent. RegNet's constructor computes its widths with
+        tensors, which meta cannot: it is built on the CPU (global RNG untouched) and moved to meta."""
+        try:
+            with torch.device("meta"):
+                return self.build_full()
+        except NotImplementedError:
+            with torch.random.fork_rng(devices=[]):
+                return self.build_full().to("meta")
+
+    def pretrained_state_dict(self) -> dict[str, torch.Tensor]:
+        weights = self.weights_enum()
+        try:
+            with downloads_to_stderr():
+                return weights.get_state_dict(progress=True, check_hash=True)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash is a RuntimeError
+            target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+            raise CatdogError(
+                f"could not get ImageNet weights for {self.name} ({exc}); offline, download {weights.url} "
+                f"elsewhere and put it at {target}, or pass --weights PATH (or --weights none)"
+            ) from None
+
+
+@contextmanager
+def downloads_to_stderr() -> Iterator[None]:
+    """torch hub announces a download on stdout ("Downloading: ..."); stdout carries only results (`--json`)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _tv(name: str, head: str, split=None, **kwargs) -> TorchvisionBackbone:
+    ignore = ("aux1.", "aux2.") if name == "googlenet" else ()
+    return TorchvisionBackbone(name, head, split or _replace_linear(head.rstrip(".")), tuple(kwargs.items()), ignore)
+
+
+TORCHVISION = {
+    b.name: b
+    for b in [
+        _tv("alexnet", "classifier.6."),
+        _tv("vgg11_bn", "classifier.6."),
+        _tv("vgg16", "classifier.6."),
+        _tv("vgg16_bn", "classifier.6."),
+        _tv("vgg19_bn", "classifier.6."),
+        _tv("resnet18", "fc."),
+        _tv("resnet34", "fc."),
+        _tv("resnet50", "fc."),
+        _tv("resnet101", "fc."),
+        _tv("resnext50_32x4d", "fc."),
+        _tv("wide_resnet50_2", "fc."),
+        _tv("densenet121", "classifier."),
+        _tv("densenet169", "classifier."),
+        _tv("squeezenet1_0", "classifier.1.", _split_squeezenet),
+        _tv("squeezenet1_1", "classifier.1.", _split_squeezenet),
+        # transform_input: torchvision's ImageNet GoogLeNet expects it (it sets it when loading its weights)
+        _tv("googlenet", "fc.", aux_logits=False, init_weights=True, transform_input=True),
+        _tv("mobilenet_v2", "classifier.1."),
+        _tv("mobilenet_v3_small", "classifier.3."),
+        _tv("mobilenet_v3_large", "classifier.3."),
+        _tv("efficientnet_b0", "classifier.1."),
+        _tv("efficientnet_b1", "classifier.1."),
+        _tv("efficientnet_b2", "classifier.1."),
+        _tv("efficientnet_v2_s", "classifier.1."),
+        _tv("regnet_y_400mf", "fc."),
+        _tv("shufflenet_v2_x1_0", "fc."),
+        _tv("convnext_tiny", "classifier.2."),
+        _tv("convnext_small", "classifier.2."),
+        _tv("vit_b_16", "heads.head."),
+        _tv("swin_t", "head."),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class TimmBackbone:
+    """`timm:NAME`: any timm model; its pretrained config, not ImageNet constants, gives the normalization."""
+
+    name: str  # without the "timm:" prefix
+
+    @staticmethod
+    def _timm():
+        try:
+            import timm
+        except ImportError:
+            raise CatdogError("timm backbones need timm: pip install timm (in a clone of catdog: "
+                              "pip install -e '.[timm]')") from None
+        return timm
+
+    def preprocessing(self) -> Preprocessing:
+        cfg = self._timm().get_pretrained_cfg(self.name)
+        if cfg is None:
+            raise CatdogError(f"timm has no model named {self.name!r}")
+        crop = cfg.input_size[-1]
+        return Preprocessing(tuple(cfg.mean), tuple(cfg.std), crop, int(round(crop / cfg.crop_pct)))
+
+    def build_features(self, pretrained: bool) -> nn.Module:
+        timm = self._timm()
+        try:
+            with downloads_to_stderr():
+                return timm.create_model(self.name, pretrained=pretrained, num_classes=0)
+        except RuntimeError as exc:
+            raise CatdogError(f"timm could not build {self.name}: {exc}") from None
+        except OSError as exc:
+            raise CatdogError(
+                f"could not download timm weights for {self.name} ({exc}); offline, pass --weights PATH"
+            ) from None
+
+
+def _timm_width(features: nn.Module) -> int:
+    """What a timm model without its classifier outputs: MobileNetV3's head conv makes it wider than num_features."""
+    return getattr(features, "head_hidden_size", None) or features.num_features
+
+
+def resolve(name: str) -> TorchvisionBackbone | TimmBackbone:
+    check_backbone(name)  # an unknown name gets the closest known ones
+    if name.startswith("timm:"):
+        return TimmBackbone(name.removeprefix("timm:"))
+    return TORCHVISION[name]
+
+
+def preprocessing(name: str) -> Preprocessing:
+    return resolve(name).preprocessing()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CatdogError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure means: not a plain state dict we can trust
+        raise CatdogError(f"{path} is not a loadable state dict ({type(exc).__name__}); refusing to load it") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CatdogError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def conform(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Tensors as the model holds them: fp16, bf16 and fp64 files (common: half-precision exports) become the
+    model's fp32, sparse and quantized tensors dense; weights that are not numbers, or not finite (a run that
+    diverged), are refused here rather than predicting NaN."""
+    reference = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if value.is_quantized:
+            value = value.dequantize()
+        if value.layout != torch.strided:
+            value = value.to_dense()
+        want = reference.get(key)
+        if want is not None and want.is_floating_point() and value.dtype != want.dtype:
+            if not value.is_floating_point():
+                raise CatdogError(f"weights from {source} hold {key} as {value.dtype}, not as numbers this model uses")
+            value = value.to(want.dtype)
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CatdogError(f"weights from {source} are not finite (NaN or infinity in {key}): the training that "
+                              "made them diverged; refusing to use them")
+        out[key] = value
+    return out
+
+
+def _load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], drop: tuple[str, ...], source: str) -> None:
+    """Load everything but the ImageNet head (`drop` prefixes); any other missing or foreign key means wrong weights."""
+    state = conform({k: v for k, v in state.items() if not (drop and k.startswith(drop))}, model, source)
+    try:
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CatdogError(f"weights from {source} do not fit this backbone: {first}") from None
+    missing = [k for k in result.missing_keys if not (drop and k.startswith(drop))]
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[0]
+        raise CatdogError(
+            f"weights from {source} do not fit this backbone: {len(missing)} missing and "
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {bad!r})"
+        )
+
+
+def _on_meta(module: nn.Module) -> bool:
+    return any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """torch's global RNG seeded inside and restored after: a random init that is the same for a seed, without
+    changing the random numbers of anything that runs later."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def init_head(head: nn.Module, seed: int | None) -> nn.Module:
+    """PyTorch's default init for Linear and Conv layers (uniform in +-1/sqrt(fan_in)), drawn from a generator
+    of the head's own: the same new head for the same seed on every rank and in every compare cell."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for layer in head.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                bound = 1 / math.sqrt(layer.weight[0].numel())
+                for p in (layer.weight, layer.bias):
+                    if p is not None:
+                        p.uniform_(-bound, bound, generator=generator)
+    return head
+
+
+def _new_head(make: Callable[[], tuple[nn.Module, nn.Module]], seed: int | None) -> tuple[nn.Module, nn.Module]:
+    """Split off the ImageNet head; the new one is made on meta (no init spent), then initialized on the CPU."""
+    with torch.device("meta"):
+        features, head = make()
+    return features, init_head(head.to_empty(device="cpu"), seed)
+
+
+def build_model(name: str, num_classes: int, weights: str = "default", device: torch.device | str = "cpu",
+                seed: int | None = None) -> TransferModel:
+    """Backbone with pretrained weights ('default'), random init ('none') or a local state dict (a path).
+
+    Pretrained backbones are built on the meta device and the weights assigned straight in, so no time is
+    spent on a random init that would be overwritten. Random init and the new head are seeded for fair
+    comparisons, without touching torch's global random state.
+    """
+    spec = resolve(name)
+    device, source = torch.device(device), weights
+    if isinstance(spec, TimmBackbone):
+        with _seeded(seed, device), torch.device(device):
+            features = spec.build_features(pretrained=weights == "default")
+        if weights not in ("default", "none"):
+            classifier = features.pretrained_cfg.get("classifier") or "classifier"
+            _load_pretrained(features, read_state_dict(Path(weights)), (f"{classifier}.",), source)
+        head = init_head(nn.Linear(_timm_width(features), num_classes, device="meta").to_empty(device="cpu"), seed)
+        return TransferModel(features, head).to(device)
+
+    if weights == "none":
+        with _seeded(seed, device), torch.device(device):  # init where the model runs: a GPU initializes vgg16 fast
+            full = spec.build_full()
+    else:
+        state = spec.pretrained_state_dict() if weights == "default" else read_state_dict(Path(weights))
+        if weights == "default":
+            source = f"torchvision's {spec.weights_enum()}"
+        full = spec.build_meta()
+        _load_pretrained(full, state, (spec.head, *spec.ignore), source)
+    features, head = _new_head(lambda: spec.split(full, num_classes), seed)
+    if _on_meta(features):  # a buffer that no state dict carries; none of the registry's models has one
+        raise CatdogError(f"weights from {source} left parts of {name} uninitialized")
+    return TransferModel(features, head).to(device)
+
+
+def build_empty(name: str, num_classes: int) -> TransferModel:
+    """The architecture only, on the meta device: for loading a catdog checkpoint without any init."""
+    spec = resolve(name)
+    if isinstance(spec, TimmBackbone):
+        with torch.device("meta"):
+            features = spec.build_features(pretrained=False)
+            return TransferModel(features, nn.Linear(_timm_width(features), num_classes))
+    full = spec.build_meta()
+    with torch.device("meta"):
+        return TransferModel(*spec.split(full, num_classes))
+
+
+@functools.cache
+def check_image_size(name: str, size: int) -> None:
+    """Refuse a crop size the architecture cannot take (AlexNet below 63 px, ViT at anything but 224), found by
+    a shape-only pass on the meta device: no weights, no compute, before any data is decoded."""
+    crop = preprocessing(name).crop_size
+    if size == crop:
+        return
+    model = build_empty(name, 2).eval()
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, size, size, device="meta"))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # the architecture's own shape checks
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CatdogError(f"{name} cannot take {size} px images ({reason}); choose another --image-size "
+                          f"(its weights were made for {crop} px)") from None
+
+
+def prefetch_weights(name: str) -> Path:
+    """Download torchvision's ImageNet weights into the torch hub cache so later runs work offline."""
+    spec = resolve(name)
+    if isinstance(spec, TimmBackbone):
+        raise CatdogError("fetch --weights covers torchvision backbones; timm caches its own on first use")
+    spec.pretrained_state_dict()
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights_enum().url)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def inputs_for(backbone: str, image_size: int | None) -> Inputs:
+    """How `backbone`'s pretrained weights want their pixels, at `image_size` (default: the weights' own)."""
+    pre = preprocessing(backbone)
+    size = image_size or pre.crop_size
+    return Inputs(size, pre.resize_for(size), pre.mean, pre.std)

@@ -1,0 +1,83 @@
+"""Where and how a model runs: the device, the default batch size, and its precision (bf16 on CPUs too)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from catdog_cli.core.config import check_device, check_precision
+from catdog_cli.errors import CatdogError
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def resolve_device(name: str) -> torch.device:
+    check_device(name)  # auto, cpu or cuda[:N]: mps, xpu, meta are refused before anything is built on them
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CatdogError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CatdogError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    return device
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 64 if device.type == "cuda" else 32
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 autocast about doubles
+    convolution throughput; elsewhere oneDNN emulates bf16 and fp32 is faster."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is not None for probe in probes):
+        return any(probe() for probe in probes if probe is not None)
+    try:  # a torch without the probes: ask the kernel
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+class Precision:
+    """How a model computes on its device: `requested` is auto, fp32 or bf16 (PRECISIONS).
+
+    auto: on CUDA bf16 autocast where the GPU supports it, fp16 with loss scaling otherwise; on the CPU bf16
+    where the hardware does bf16 natively (`cpu_bf16_native`), fp32 elsewhere. The model is channels_last at
+    every precision, as catdog's batches are: oneDNN's and cuDNN's fast convolutions want it.
+    """
+
+    def __init__(self, device: torch.device, requested: str = "auto"):
+        check_precision(requested)
+        self.device = device
+        self.dtype = None
+        if device.type == "cuda" and requested != "fp32":
+            bf16 = torch.cuda.is_bf16_supported()
+            if requested == "bf16" and not bf16:
+                raise CatdogError("--precision bf16: this GPU has no bf16 (use auto for fp16, or fp32)")
+            self.dtype = torch.bfloat16 if bf16 else torch.float16
+        elif device.type == "cpu" and (requested == "bf16" or (requested == "auto" and cpu_bf16_native())):
+            self.dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
+
+    @staticmethod
+    def prepare(model: M) -> M:
+        """The model in the memory format its convolutions run fastest in (channels_last, at every precision)."""
+        return model.to(memory_format=torch.channels_last)
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+
+
+
+
+

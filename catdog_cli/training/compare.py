@@ -1,0 +1,277 @@
+"""compare: every strategy on every backbone, back to back, fairly, into one table.
+
+Fair: one dataset split, images decoded once for the whole grid, and each backbone's cells start from one
+model built once (pretrained weights read once, the head seeded) and copied per strategy. Cheap cells:
+no per-cell checkpoint files, cuDNN autotuning shared by a backbone's cells, no host sync inside a step.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catdog_cli.core.config import CompareConfig
+from catdog_cli.core.events import Events
+from catdog_cli.core.paths import atomic_write_text, run_folder
+from catdog_cli.core.records import (
+    COMPARE_COLUMNS,
+    CompareResult,
+    CompareRow,
+    RunSummary,
+    TrainResult,
+    interrupted_note,
+    sort_rows,
+    to_json,
+)
+from catdog_cli.core.world import World
+from catdog_cli.data.dataset import Dataset, load_dataset
+from catdog_cli.data.sources import DecodeCache
+from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
+from catdog_cli.models import checkpoints
+from catdog_cli.models.backbones import TransferModel, build_model, read_state_dict
+from catdog_cli.reporting import html as report
+from catdog_cli.runtime import distributed
+from catdog_cli.runtime.device import resolve_device
+from catdog_cli.training.loop import train_loop
+from catdog_cli.training.setup import Run, run_summary, start_run
+
+__all__ = ["CompareConfig", "compare"]
+
+CONFIG_FILE = "compare-config.json"
+
+
+def cell_name(backbone: str, strategy: str) -> str:
+    return f"{backbone.replace(':', '_')}-{strategy}"
+
+
+def _earlier_compare(out: Path, config: CompareConfig) -> bool:
+    """Whether OUT holds an earlier compare made with the same settings (its finished cells then count)."""
+    saved = out / CONFIG_FILE
+    if not os.path.isfile(saved):  # False, not PermissionError, inside a folder that cannot be read
+        return False
+    try:
+        settings = json.loads(saved.read_text())
+    except (OSError, ValueError):  # cut short or edited; UnicodeDecodeError is a ValueError
+        raise CatdogError(f"{saved} is unreadable or corrupt; pick a new --out") from None
+    if settings != json.loads(to_json(config.settings())):
+        raise CatdogError(f"{out} holds a compare with other settings; pick a new --out")
+    return True
+
+
+@contextmanager
+def compare_folder(out: Path | str | None, config: CompareConfig) -> Iterator[Path]:
+    """A new or empty folder, or an earlier compare's folder made with the same settings, claimed for this run."""
+    reuse = out is not None and _earlier_compare(Path(out), config)
+    with run_folder(out, "compare", reuse=reuse) as folder:
+        yield folder
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, Real) and not isinstance(value, bool))
+
+
+def read_row(path: Path, events: Events) -> CompareRow | None:
+    """A finished cell's row (cell.json), or None when there is none. A file cut short or edited into something
+    else is said and ignored: that cell trains again and its file is written anew."""
+    if not path.exists():
+        return None
+    try:
+        row = json.loads(path.read_text())
+        valid = (isinstance(row, dict) and CompareRow.__required_keys__ <= set(row)
+                 and row["status"] in ("ok", "failed") and isinstance(row["history"], list)
+                 and all(_is_number(row[c.key]) for c in COMPARE_COLUMNS if c.kind != "text"))
+    except (OSError, ValueError):
+        valid = False
+    if not valid:
+        events.note(f"{path} is unreadable or corrupt: that cell runs again")
+        return None
+    return row
+
+
+def failures(result: CompareResult) -> list[str]:
+    """The failed cells, one line each: "backbone / strategy: reason"."""
+    return [f"{r['backbone']} / {r['strategy']}: {r['error']}" for r in result["rows"] if r["status"] != "ok"]
+
+
+def row_from(result: TrainResult, backbone: str, strategy: str) -> CompareRow:
+    history = result["history"]
+    best = next((h for h in history if h["epoch"] == result["best_epoch"]), None)
+    seconds = sum(h["seconds"] for h in history)
+    return {
+        "backbone": backbone, "strategy": strategy, "status": "ok", "error": None,
+        "params_total": result["params"]["total"], "params_trainable": result["params"]["trainable"],
+        "best_val_acc": result["best_val_acc"], "best_epoch": result["best_epoch"],
+        "val_loss": best["val_loss"] if best else None,
+        "test_acc": result["test"]["accuracy"] if "test" in result else None,
+        "train_seconds": seconds,
+        "images_per_sec": sum(h["images_per_sec"] * h["seconds"] for h in history) / seconds if seconds else None,
+        "history": [{k: h[k] for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")} for h in history],
+    }
+
+
+def failed_row(backbone: str, strategy: str, reason: str) -> CompareRow:
+    return {"backbone": backbone, "strategy": strategy, "status": "failed", "error": reason, "params_total": None,
+            "params_trainable": None, "best_val_acc": None, "best_epoch": None, "val_loss": None, "test_acc": None,
+            "train_seconds": None, "images_per_sec": None, "history": []}
+
+
+@dataclass
+class Grid:
+    """One process's share of the grid and what it has found so far."""
+
+    config: CompareConfig
+    dataset: Dataset
+    device: torch.device
+    out: Path
+    events: Events
+    rows: list[CompareRow] = field(default_factory=list)
+    best: tuple[float, Run] | None = None  # this process's best new cell, for --keep-best
+    interrupted: bool = False
+
+
+class Backbones:
+    """Each backbone built once (pretrained weights read once, head seeded) and copied for each of its cells."""
+
+    def __init__(self, config: CompareConfig, num_classes: int, device: torch.device):
+        self.config, self.num_classes, self.device = config, num_classes, device
+        self.name: str | None = None
+        self.model: TransferModel | None = None
+
+    def copy(self, backbone: str) -> TransferModel:
+        if self.name != backbone:
+            self.name, self.model = None, None  # free the last backbone before building the next
+            self.model = build_model(backbone, self.num_classes, self.config.weights_for(backbone), self.device,
+                                     seed=self.config.train.seed)
+            self.name = backbone
+        return copy.deepcopy(self.model)
+
+
+def train_cell(grid: Grid, backbones: Backbones, cache: DecodeCache, backbone: str,
+               strategy: str) -> tuple[Run, TrainResult]:
+    cell = grid.config.cell(backbone, strategy, str(grid.device))
+    run = start_run(cell, grid.events, cache, grid.dataset, backbones.copy(backbone), world=World())
+    cell_dir = grid.out / "cells" / cell_name(backbone, strategy)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    # the row's val numbers come from the history; only the test split needs the best weights again
+    return run, train_loop(run, cell_dir, grid.events, save_checkpoints=False, final_splits=("test",))
+
+
+def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) -> None:
+    """Train each (backbone, strategy) cell; a cell that fails for a reason of the user's (catdog's own errors,
+    out of memory) is recorded with it and the grid goes on; any other error is a bug and surfaces."""
+    cache, backbones = DecodeCache(), Backbones(grid.config, len(grid.dataset.classes), grid.device)
+    for index, (backbone, strategy) in cells:
+        cell_json = grid.out / "cells" / cell_name(backbone, strategy) / "cell.json"
+        grid.events.cell(index, total, f"{backbone} / {strategy}")
+        finished = read_row(cell_json, grid.events)
+        if finished is not None:
+            grid.rows.append(finished)
+            continue
+        start = time.perf_counter()
+        try:
+            run, result = train_cell(grid, backbones, cache, backbone, strategy)
+        except (CatdogError, torch.cuda.OutOfMemoryError) as exc:
+            reason = OUT_OF_MEMORY if out_of_memory(exc) else str(exc)
+            grid.rows.append(failed_row(backbone, strategy, reason))
+            grid.events.note(f"{backbone} / {strategy} failed: {reason}")
+            if grid.device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        if result["interrupted"]:
+            grid.interrupted = True
+            return
+        row = row_from(result, backbone, strategy) | {"cell_seconds": time.perf_counter() - start}
+        grid.rows.append(row)
+        grid.events.cell_done(row)
+        atomic_write_text(cell_json, to_json(row, indent=None))
+        if grid.best is None or row["best_val_acc"] > grid.best[0]:
+            grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
+
+
+def compare(config: CompareConfig, out: Path | str | None = None, events: Events | None = None,
+            keep_best: bool = False) -> CompareResult:
+    """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained.
+
+    Under torchrun the cells are dealt round-robin to the ranks, each training its cells on its own device;
+    rank 0 gathers the rows and writes the outputs.
+    """
+    world = distributed.init()
+    events = events if events is not None and world.main else Events()
+    config.check()
+    device = resolve_device(distributed.device_for(config.train.device, world))
+    files = {config.weights_for(b) for b in config.backbones} - {"default", "none"}
+    for file in sorted(files):  # a file no cell could use: refused once, up front
+        read_state_dict(Path(file))
+    with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
+        folder = distributed.main_enters(stack, lambda: compare_folder(out, config), world)
+        dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
+        if world.main and not (folder / CONFIG_FILE).exists():
+            atomic_write_text(folder / CONFIG_FILE, to_json(config.settings()))
+        events.summary(grid_summary(config, dataset, device, folder))
+        return _run_grid(config, dataset, device, folder, events, keep_best, world)
+
+
+def _run_grid(config: CompareConfig, dataset: Dataset, device: torch.device, out: Path, events: Events,
+              keep_best: bool, world: World) -> CompareResult:
+    finished = [read_row(p, Events()) for p in sorted(out.glob("cells/*/cell.json"))]
+    earlier_best = max((r["best_val_acc"] or 0.0 for r in finished if r), default=-1.0)
+    cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
+    grid = Grid(config, dataset, device, out, events)
+    start = time.perf_counter()
+    try:
+        run_cells(grid, cells[world.rank :: world.size], len(cells))
+    except KeyboardInterrupt:  # between cells: stop, and report what finished
+        grid.interrupted = True
+    rows = [row for part in distributed.gather(grid.rows, world) for row in part]
+    new_best = distributed.gather(grid.best[0] if grid.best else -1.0, world)
+    winner = max(range(len(new_best)), key=new_best.__getitem__)
+    if keep_best and new_best[winner] > earlier_best and world.rank == winner:
+        grid.best[1].save(out / "best.pt", with_optimizer=False)
+    result: CompareResult = {
+        "kind": "compare", "config": config.to_dict(), "device": str(device), "world_size": world.size,
+        "classes": dataset.classes, "split_origin": dataset.origin, "versions": checkpoints.versions(),
+        "out": str(out), "interrupted": any(distributed.gather(grid.interrupted, world)),
+        "wall_seconds": time.perf_counter() - start,
+        "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
+        "rows": sort_rows(rows),
+    }
+    if world.main:
+        write_outputs(out, result)
+    return result
+
+
+def grid_summary(config: CompareConfig, dataset: Dataset, device: torch.device, out: Path) -> RunSummary:
+    """The summary before a grid: a cell's, with every backbone and strategy and each backbone's weights."""
+    return {**run_summary(config.train, dataset, device, out), "kind": "compare", "backbones": config.backbones,
+            "strategies": config.strategies, "weights": {b: config.weights_for(b) for b in config.backbones}}
+
+
+def write_outputs(out: Path, result: CompareResult) -> None:
+    """compare.json (everything), compare.csv and compare.md (the table), report.html."""
+    atomic_write_text(out / "compare.json", to_json(result))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([c.key for c in COMPARE_COLUMNS])
+    for row in result["rows"]:
+        writer.writerow(["" if row[c.key] is None else row[c.key] for c in COMPARE_COLUMNS])
+    atomic_write_text(out / "compare.csv", buffer.getvalue())
+    lines = ["| " + " | ".join(c.title for c in COMPARE_COLUMNS) + " |", "|" + "---|" * len(COMPARE_COLUMNS)]
+    for row in result["rows"]:
+        lines.append("| " + " | ".join(c.format(row[c.key]) for c in COMPARE_COLUMNS) + " |")
+    note = interrupted_note(result)
+    md = (f"**{note}**\n\n" if note else "") + f"Accuracies are on the val split ({result['split_origin']}).\n\n"
+    md += "\n".join(lines) + "\n"
+    atomic_write_text(out / "compare.md", md)
+    report.write_compare_report(result, out / "report.html")

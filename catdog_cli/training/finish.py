@@ -1,0 +1,83 @@
+"""What follows the last epoch (Ultralytics' `final_eval`): the best weights evaluated, calibrated, reported."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catdog_cli.core.paths import atomic_write_text
+from catdog_cli.core.records import EpochRecord, TrainResult
+from catdog_cli.data.balance import class_counts
+from catdog_cli.inference import calibration
+from catdog_cli.inference.evaluate import (
+    TOP_LOSSES,
+    evaluate,
+    evaluation_record,
+    top_losses,
+)
+from catdog_cli.inference.explain import add_heatmaps
+from catdog_cli.models import checkpoints
+from catdog_cli.models.backbones import count_params
+from catdog_cli.runtime import distributed
+from catdog_cli.training.setup import Run
+
+
+def write_metrics_csv(path: Path, history: list[EpochRecord]) -> None:
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def recipe_record(run: Run, interrupted: bool) -> dict[str, Any]:
+    """How the run ended, which weights are best.pt, and the training images per class."""
+    state, classes = run.state, run.dataset.classes
+    return {"ended": "interrupted" if interrupted else state.ended or f"completed all {run.config.epochs} epochs",
+            "best_weights": "ema" if state.best_is_ema else "trained",
+            "train_counts": dict(zip(classes, class_counts(run.dataset.splits["train"].labels, len(classes))))}
+
+
+def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool,
+              final_splits: tuple[str, ...] = ("val", "test")) -> TrainResult:
+    """Evaluate the best weights on val (and test), with the top losses: the numbers a person decides from."""
+    classes, state = run.dataset.classes, run.state
+    total, trainable = count_params(run.model)
+    skipped = run.sources.skipped
+    left_out = {p for p, _ in skipped}
+    result: TrainResult = {
+        "kind": "train", "config": asdict(run.config), "versions": checkpoints.versions(),
+        "device": str(run.device), "precision": run.precision.name, "classes": classes,
+        "split_origin": run.dataset.origin, "params": {"total": total, "trainable": trainable},
+        "history": state.history, "epochs": state.epoch, "best_epoch": state.best_epoch,
+        "best_val_acc": state.best_val_acc if state.history else None, "interrupted": interrupted,
+        "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "out": str(out),
+        "images": {name: sum(p not in left_out for p in split.paths) for name, split in run.dataset.splits.items()},
+    }
+    if best_state is None:
+        return result
+    run.model.load_state_dict(best_state)
+    which = f"best (epoch {state.best_epoch}{', EMA weights' if state.best_is_ema else ''})"
+    for name, source in (("val", run.sources.val), ("test", run.sources.test)):
+        if source is None or name not in final_splits:
+            continue
+        net, inputs = run.evaluable(run.model) if name == "val" else (run.model, run.inputs)
+        ev = evaluate(net, source, inputs, run.precision, len(classes), world=run.world)
+        result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
+                                                              "checkpoint": which}
+        if name == "val":  # each rank names its shard's worst; rank 0 keeps the worst overall
+            result["calibration"] = calibration.calibrate(ev.logits, ev.labels, run.world)
+            ev.confidence = calibration.confidence(ev.logits, result["calibration"]["temperature"])  # as predict
+            shards = distributed.gather(top_losses(ev, run.sources.splits["val"], classes), run.world)
+            found = [t for part in shards for t in part]
+            result["top_losses"] = sorted(found, key=lambda t: -t["loss"])[:TOP_LOSSES]
+            if run.world.main:  # where the model looked in each, for the report
+                add_heatmaps(run.model, result["top_losses"], classes, run.inputs, run.device)
+    return result

@@ -1,0 +1,191 @@
+"""A run's setup: data, model, strategy's parameter groups, optimizer, loss, decided once in `start_run`.
+
+`Run` holds what the loop needs; nothing in the loop asks which strategy or source it has.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.events import Events
+from catdog_cli.core.records import EpochRecord, RunSummary
+from catdog_cli.core.world import World
+from catdog_cli.data.augment import Mixing
+from catdog_cli.data.balance import class_counts, imbalance_note, inverse_frequency
+from catdog_cli.data.dataset import Dataset, load_dataset, no_val_reason, split_record
+from catdog_cli.data.presets import Inputs, Preprocess
+from catdog_cli.data.sources import DataSources, DecodeCache, memory_budget, open_sources
+from catdog_cli.errors import CatdogError
+from catdog_cli.models import checkpoints, warm_start
+from catdog_cli.models.backbones import TransferModel, build_model, check_image_size, count_params, inputs_for
+from catdog_cli.models.strategies import param_groups
+from catdog_cli.runtime import distributed
+from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
+from catdog_cli.training.ema import EMA
+from catdog_cli.training.features import CachedFeatures, cache_features
+from catdog_cli.training.schedule import lr_factor, lr_schedule
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the config."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps done inside the epoch in progress (after an interruption)
+    history: list[EpochRecord] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    best_val_loss: float = math.inf  # breaks ties of val accuracy
+    best_epoch: int = 0
+    schedule_from: int = 0  # the step the LR schedule (re)started at: > 0 once `--resume --epochs` extended the run
+    best_is_ema: bool = False  # the best weights are the EMA's (--ema)
+    ended: str = ""  # why the run finished before its last epoch (early stopping); "" while it may go on
+
+
+@dataclass
+class Run:
+    """A training run in the making: the pieces `fit` and `compare` share.
+
+    `forward` and `preprocess` are what a step runs: the model on augmented images, or (freeze without
+    augmentation) the head alone on backbone features computed once; DDP and --compile wrap `forward`.
+    `mixing` (MixUp/CutMix) then mixes the batch, `criterion` is the loss, `ema` follows each step.
+    `val_features`: val is a source of backbone features computed once (freeze), evaluated by the head alone.
+    """
+
+    config: TrainConfig  # as resolved for this run: lr, batch size and image size filled in
+    dataset: Dataset
+    device: torch.device
+    inputs: Inputs
+    model: TransferModel
+    forward: nn.Module
+    preprocess: Preprocess
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    precision: Precision
+    sources: DataSources
+    steps: int  # per epoch; under torchrun the same on every rank
+    criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    mixing: Mixing | None = None
+    ema: EMA | None = None
+    val_features: bool = False
+    world: World = field(default_factory=World)
+    state: TrainState = field(default_factory=TrainState)
+
+    def meta(self) -> dict[str, Any]:
+        c = self.config
+        return {"backbone": c.backbone, "classes": self.dataset.classes, "image_size": self.inputs.image_size,
+                "resize": self.inputs.resize, "mean": list(self.inputs.mean), "std": list(self.inputs.std),
+                "strategy": c.strategy, "config": asdict(c), "data": str(self.dataset.root.resolve()),
+                "split_origin": self.dataset.origin, "split": self.split}
+
+    @functools.cached_property
+    def split(self) -> dict[str, Any]:
+        """The files this run trains and validates on (recorded in every checkpoint; made once, not per save)."""
+        return split_record(self.dataset)
+
+    def save(self, path: Path, with_optimizer: bool, model: TransferModel | None = None) -> None:
+        """`model`: other weights of this run's model to save (the EMA's), by default the trained ones."""
+        meta = {**self.meta(), "state": asdict(self.state)}
+        if with_optimizer:
+            meta |= {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "scaler": self.precision.scaler.state_dict()}
+            if self.ema is not None:
+                meta["ema"] = self.ema.state_dict()
+        checkpoints.save(path, model or self.model, meta)
+
+    def evaluable(self, model: TransferModel) -> tuple[nn.Module, Inputs | CachedFeatures]:
+        """What evaluates `model` on the val source: its head on cached features, or the model on images."""
+        return (model.head, CachedFeatures()) if self.val_features else (model, self.inputs)
+
+
+
+def wrap(forward: nn.Module, config: TrainConfig, device: torch.device, world: World) -> nn.Module:
+    """DDP averages gradients over ranks (and starts every rank from rank 0's weights); --compile compiles."""
+    if world.distributed:
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        forward = torch.compile(forward)
+    return forward
+
+
+def class_weights(config: TrainConfig, dataset: Dataset, events: Events) -> list[float] | None:
+    """Notes an imbalance of the training classes; the inverse-frequency weights the sampler draws by (--balance)."""
+    counts = class_counts(dataset.splits["train"].labels, len(dataset.classes))
+    note = imbalance_note(dataset.classes, counts)
+    if note:
+        events.note(f"{note}: --balance is on" if config.balance else note)
+    return inverse_frequency(counts) if config.balance else None
+
+
+def run_summary(config: TrainConfig, dataset: Dataset, device: torch.device, out: Path | str | None,
+                model: TransferModel | None = None) -> RunSummary:
+    """What a run is about to do, for Events.summary (compare puts its grid over a cell's)."""
+    params = {}
+    if model is not None:
+        total, trainable = count_params(model)
+        params[config.backbone] = {"total": total, "trainable": trainable}
+    return {"kind": "train", "data": str(dataset.root), "classes": dataset.classes,
+            "images": {name: len(split) for name, split in dataset.splits.items()}, "split_origin": dataset.origin,
+            "backbones": [config.backbone], "strategies": [config.strategy],
+            "weights": {config.backbone: config.weights}, "params": params, "lr": config.lr, "epochs": config.epochs,
+            "batch_size": config.batch_size or default_batch_size(device), "image_size": config.image_size,
+            "augment": config.augment, "device": str(device), "precision": Precision(device, config.precision).name,
+            "out": str(out) if out is not None else "not saved", "recipe": config.recipe()}
+
+
+def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,
+              dataset: Dataset | None = None, model: TransferModel | None = None, world: World | None = None,
+              out: Path | str | None = None) -> Run:
+    """Data, model, optimizer, loss; `model` may be prebuilt (compare copies one per strategy).
+
+    `world`: under torchrun (the default when launched by it) each rank trains on its shard of the data.
+    `out`: where the run will be saved, for the summary told before the work starts.
+    """
+    world = distributed.current() if world is None else world
+    config.check(weights=model is None)
+    device = resolve_device(distributed.device_for(config.device, world))
+    dataset = dataset or load_dataset(config.data, config.val_split, config.seed)
+    for note in dataset.notes:
+        events.note(note)
+    if not dataset.splits.get("val"):
+        raise CatdogError(no_val_reason(dataset))
+    inputs = inputs_for(config.backbone, config.image_size)
+    check_image_size(config.backbone, inputs.image_size)
+    if model is None and warm_start.is_catdog_checkpoint(config.weights):  # a new run from a trained model
+        model = warm_start.from_checkpoint(Path(config.weights), config.backbone, dataset.classes, device,
+                                           config.seed, events)
+    if model is None:
+        model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
+    groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
+    # record what the run really uses, not "default"
+    config = replace(config, batch_size=config.batch_size or default_batch_size(device), lr=groups[-1]["lr"],
+                     image_size=inputs.image_size)
+    precision = Precision(device, config.precision)
+    model = precision.prepare(model)
+    events.summary(run_summary(config, dataset, device, out, model))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
+    cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
+    weights = class_weights(config, dataset, events)
+    sources = open_sources(dataset, inputs, device, config.batch_size, config.seed, config.augment, cache, budget,
+                           config.workers, events, world, weights)
+    mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
+    forward, preprocess, val_features = model, inputs.model_input, False
+    if config.strategy == "freeze":  # the backbone never changes: its features of an image are computed once
+        forward, preprocess, val_features = cache_features(config, model, sources, inputs, precision, cache, budget,
+                                                            events, mixing, weights)
+    steps = distributed.all_min(len(sources.train), device, world)
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    scheduler = lr_schedule(optimizer, lr_factor(config, steps))
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return Run(config, dataset, device, inputs, model, wrap(forward, config, device, world), preprocess, optimizer,
+               scheduler, precision, sources, steps, criterion=criterion, mixing=mixing,
+               ema=EMA(model, config.ema_decay) if config.ema else None, val_features=val_features, world=world)

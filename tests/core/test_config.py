@@ -1,0 +1,90 @@
+"""config: keyword-only configs, compare cells made by replace(), and configs read back from older or newer runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from catdog_cli.core.config import RECIPE_FIELDS, CompareConfig, TrainConfig, check_lr_find
+from catdog_cli.errors import CatdogError
+
+
+def test_train_config_takes_options_by_keyword_only():
+    with pytest.raises(TypeError):
+        TrainConfig("data", "resnet18")  # type: ignore[misc]
+    assert TrainConfig("data", backbone="resnet18").backbone == "resnet18"
+
+
+def test_compare_cells_share_every_setting_but_backbone_strategy_and_device():
+    grid = CompareConfig(TrainConfig("data", epochs=3, lr=0.01, seed=4), backbones=["a", "b"], strategies=["freeze"])
+    cell = grid.cell("b", "freeze", "cuda:1")
+    assert (cell.backbone, cell.strategy, cell.device) == ("b", "freeze", "cuda:1")
+    assert dataclasses.replace(cell, backbone="resnet34", strategy="finetune", device="auto") == grid.train
+    assert grid.train.strategy == "finetune" and grid.train.device == "auto"  # the grid's own config is untouched
+
+
+def test_compare_config_records_the_grid_flat_as_compare_json_did():
+    grid = CompareConfig(TrainConfig("data"), backbones=["a"], strategies=["freeze"])
+    assert list(grid.to_dict()) == ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio",
+                                    "image_size", "weights", "device", "seed", "val_split", "cache_gib", "workers",
+                                    "precision", *RECIPE_FIELDS]
+    # recipe options at their defaults are not settings: a compare folder from before they existed still counts;
+    # where and how a cell computes may change when an earlier grid is finished
+    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "precision", "workers",
+                                                          *RECIPE_FIELDS}
+    mixed = CompareConfig(TrainConfig("data", mixup=0.2), backbones=["a"], strategies=["freeze"])
+    assert mixed.settings() == {**grid.settings(), "mixup": 0.2}
+
+
+def test_the_default_grid_leaves_freeze_unfreeze_out_but_takes_it_when_named(tmp_path):
+    assert CompareConfig(TrainConfig("data")).strategies == ["finetune", "freeze", "discriminative"]
+    CompareConfig(TrainConfig(str(tmp_path)), strategies=["freeze-unfreeze"]).check()
+
+
+def test_a_config_saved_by_a_newer_catdog_loads_without_its_new_fields():
+    saved = {**dataclasses.asdict(TrainConfig("data", epochs=4)), "some_new_option": True}
+    assert TrainConfig.from_dict(saved) == TrainConfig("data", epochs=4)
+
+
+def test_a_config_saved_before_precision_existed_runs_at_auto():
+    saved = dataclasses.asdict(TrainConfig("data", epochs=4))
+    del saved["precision"]
+    assert TrainConfig.from_dict(saved).precision == "auto"
+
+
+@pytest.mark.parametrize(("change", "match"), [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"),
+                                               ({"strategy": "thaw"}, "unknown strategy 'thaw'"),
+                                               ({"precision": "fp16"}, "unknown precision 'fp16'")])
+def test_check_refuses_what_no_run_can_do(change, match):
+    with pytest.raises(CatdogError, match=match):
+        TrainConfig("data", **change).check()
+    with pytest.raises(CatdogError, match=match):
+        CompareConfig(TrainConfig("data", **change)).check()
+
+
+@pytest.mark.parametrize("field", ["mixup", "cutmix", "label_smoothing", "ema_decay", "patience", "freeze_epochs"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1])
+def test_a_recipe_number_out_of_range_or_not_finite_is_refused(tmp_path, field, value):
+    with pytest.raises(CatdogError, match="--" + field.replace("_", "-")):
+        TrainConfig(str(tmp_path), **{field: value}).check()
+
+
+@pytest.mark.parametrize(("start", "end", "steps", "strategies", "match"), [
+    (1e-7, float("inf"), 100, ["freeze"], "--end-lr"), (float("nan"), 10.0, 100, ["freeze"], "--start-lr"),
+    (1e-3, 1e-4, 100, ["freeze"], "start < end"), (1e-7, 1e7, 100, ["freeze"], "end <= 1e\\+06"),
+    (1e-7, 10.0, 10, ["freeze"], "--steps 10"), (1e-7, 10.0, 100, [], "--strategies"),
+    (1e-7, 10.0, 100, ["thaw"], "unknown strategy 'thaw'")])
+def test_lr_find_options_are_refused_before_any_work(tmp_path, start, end, steps, strategies, match):
+    with pytest.raises(CatdogError, match=match):
+        check_lr_find(TrainConfig(str(tmp_path)), strategies, start, end, steps)
+
+
+def test_lr_find_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(CatdogError, match="not torchrun"):
+        check_lr_find(TrainConfig(str(tmp_path)), ["freeze"], 1e-7, 10.0, 100)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    check_lr_find(TrainConfig(str(tmp_path)), ["freeze"], 1e-7, 10.0, 100)

@@ -1,0 +1,211 @@
+"""paths: run folders are never reused, and files are replaced atomically with ordinary permissions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from catdog_cli.core.paths import (
+    LOCK,
+    atomic_write,
+    check_folder_target,
+    check_new_file,
+    check_out_dir,
+    copy_new,
+    create_new,
+    data_root,
+    new_run_dir,
+    run_folder,
+)
+from catdog_cli.errors import CatdogError
+
+
+def test_atomic_write_leaves_only_the_file(tmp_path):
+    target = tmp_path / "out.bin"
+    atomic_write(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "best.pt"
+    target.write_bytes(b"old")
+
+    def half_then_crash(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, half_then_crash)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+    target = tmp_path / "report.html"
+    atomic_write(target, lambda f: f.write(b"<html>"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_new_run_dirs_count_up_and_never_reuse(tmp_path):
+    first, second = new_run_dir(tmp_path, "train"), new_run_dir(tmp_path, "train")
+    assert (first.name, second.name) == ("train", "train2")
+    (tmp_path / "train3").mkdir()  # made by someone else meanwhile
+    assert new_run_dir(tmp_path, "train").name == "train4"
+
+
+def test_out_dir_must_be_new_or_empty(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with run_folder(empty, "train") as folder:
+        assert folder == empty
+        (empty / "best.pt").write_bytes(b"mine")
+    with pytest.raises(CatdogError, match="never overwrites"):
+        check_out_dir(empty)
+    assert (empty / "best.pt").read_bytes() == b"mine"
+
+
+def test_data_root_follows_catdog_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "home"))
+    assert data_root() == tmp_path / "home"
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: BaseException) -> None:
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"the previous complete checkpoint")
+
+    def dies(f) -> None:
+        f.write(b"the first half of the new one")
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(path, dies)
+    assert path.read_bytes() == b"the previous complete checkpoint"
+    assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
+
+
+# --- a run's folder is claimed before any work, by one run only ------------------------------------------------
+
+
+@pytest.mark.parametrize("racers", [2, 4, 8])
+@pytest.mark.parametrize("exists", [True, False], ids=["empty folder", "new folder"])
+def test_of_runs_racing_for_one_out_exactly_one_gets_it(tmp_path, racers, exists):
+    out = tmp_path / "out"
+    if exists:
+        out.mkdir()
+    barrier, results = threading.Barrier(racers), []
+    release = threading.Event()
+
+    def claim() -> None:
+        barrier.wait()
+        try:
+            with run_folder(out, "train"):
+                results.append("claimed")
+                release.wait(timeout=60)  # hold it while the others try
+        except CatdogError as exc:
+            results.append(str(exc))
+            if sum(r != "claimed" for r in results) == racers - 1:  # every other racer has tried
+                release.set()
+
+    threads = [threading.Thread(target=claim) for _ in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results.count("claimed") == 1, results
+    assert all("in use by another catdog run" in r or "not empty" in r for r in results if r != "claimed")
+
+
+@pytest.mark.parametrize("out", ["new", "new/nested/deep"])
+@pytest.mark.parametrize("error", [CatdogError("no images"), KeyboardInterrupt()], ids=["error", "interrupt"])
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, out, error):
+    with pytest.raises(type(error)), run_folder(tmp_path / out, "train"):
+        raise error
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_existing_empty_out_is_left_as_it_was_and_a_written_one_keeps_its_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CatdogError), run_folder(empty, "train"):
+        raise CatdogError("failed early")
+    assert empty.is_dir() and os.listdir(empty) == []
+    with pytest.raises(CatdogError), run_folder(tmp_path / "run", "train") as folder:
+        (folder / "best.pt").write_bytes(b"epoch 1")
+        raise CatdogError("diverged in epoch 2")
+    assert os.listdir(tmp_path / "run") == ["best.pt"]  # the lock is gone, the work is kept
+
+
+def test_default_run_folder_failing_early_leaves_no_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CatdogError), run_folder(None, "train") as folder:
+        assert folder == Path("runs") / "train" and (folder / LOCK).is_file()
+        raise CatdogError("one class")
+    assert os.listdir(tmp_path) == []
+
+
+def _places(tmp_path: Path) -> dict[str, Path]:
+    a_file = tmp_path / "file"
+    a_file.write_text("the user's")
+    return {"below a file": a_file / "x", "a file": a_file, "under /proc": Path("/proc/catdog-test/x"),
+            "missing parent": tmp_path / "missing" / "x"}
+
+
+@pytest.mark.parametrize("place", ["below a file", "a file", "under /proc"])
+def test_an_out_nothing_can_be_created_in_is_one_line(tmp_path, place):
+    target = _places(tmp_path)[place]
+    with pytest.raises(CatdogError), run_folder(target, "train"):
+        pytest.fail("claimed")
+    with pytest.raises(CatdogError):
+        check_folder_target(target, "--sort-into")
+    assert (tmp_path / "file").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("place", ["below a file", "a file", "under /proc", "missing parent", "a folder"])
+def test_a_new_file_target_is_checked_before_any_work(tmp_path, place):
+    target = tmp_path if place == "a folder" else _places(tmp_path)[place]
+    with pytest.raises(CatdogError, match="--report"):
+        check_new_file(target, "--report")
+
+
+def test_create_new_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
+    target = tmp_path / "report.html"
+
+    def make(tmp: Path) -> None:
+        tmp.write_text("ours")
+        target.write_text("the user's, written while we worked")
+
+    with pytest.raises(CatdogError, match="already exists"):
+        create_new(target, make, "--report")
+    assert target.read_text() == "the user's, written while we worked"
+    assert os.listdir(tmp_path) == ["report.html"]  # no temp file left
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(28, "No space left on device")],
+                         ids=["interrupt", "disk full"])
+def test_an_interrupted_copy_leaves_no_file_under_a_real_name(tmp_path, monkeypatch, error):
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(b"x" * 100_000)
+    dest = tmp_path / "sorted"
+    dest.mkdir()
+    real = shutil.copyfileobj
+
+    def half_then_fail(fsrc, fdst, *args):
+        fdst.write(fsrc.read(50_000))
+        raise error
+
+    monkeypatch.setattr(shutil, "copyfileobj", half_then_fail)
+    with pytest.raises(type(error)):
+        copy_new(src, dest)
+    assert os.listdir(dest) == []  # neither a truncated photo.jpg nor a temp file
+    monkeypatch.setattr(shutil, "copyfileobj", real)
+    assert copy_new(src, dest) == dest / "photo.jpg"  # the re-run takes the real name, not photo-1.jpg
+    assert (dest / "photo.jpg").read_bytes() == src.read_bytes()

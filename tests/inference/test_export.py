@@ -1,0 +1,142 @@
+"""`catdog export`: round trip and parity of both formats on a small model, metadata, dynamic batch, the
+calibrated temperature inside the graph, and never a file left behind or replaced."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CLASS_COLORS, catdog, error_line, make_image, ok_json, snapshot
+
+from catdog_cli.core.config import ONNX_PACKAGES
+from catdog_cli.data.dataset import Split
+from catdog_cli.data.decode import ImageSpec
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference import export
+from catdog_cli.inference.export import export_model, read_metadata
+from catdog_cli.inference.predict import predict
+from catdog_cli.models import checkpoints
+
+HAVE_ONNX = all(importlib.util.find_spec(m) for m in ONNX_PACKAGES)
+needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="pip install -e '.[export]' for the ONNX tests")
+
+
+def run_file(path: Path, images: torch.Tensor) -> torch.Tensor:
+    fmt = "onnx" if path.suffix == ".onnx" else "torchscript"
+    return export.RUNNERS[fmt](path)(images)
+
+
+@pytest.fixture(scope="module")
+def calibrated(frozen_run, tmp_path_factory) -> Path:
+    """frozen_run's best.pt with a temperature far from 1, so the graph shows whether it applies it."""
+    path = tmp_path_factory.mktemp("calibrated") / "best.pt"
+    shutil.copy(frozen_run["out"] / "best.pt", path)
+    checkpoints.update(path, calibration={"temperature": 3.0, "fitted_on": "val"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(calibrated, tmp_path_factory) -> Callable[[str], dict]:
+    """Each format exported once for the module (in a folder of its own), on first use."""
+    done: dict[str, dict] = {}
+
+    def get(fmt: str) -> dict:
+        if fmt not in done:
+            done[fmt] = export_model(calibrated, fmt, tmp_path_factory.mktemp(fmt) / f"model.{fmt}")
+        return done[fmt]
+
+    return get
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_onnx), "torchscript"])
+def test_export_round_trip_agrees_with_predict(calibrated, frozen_run, exported, tmp_path, fmt):
+    result = exported(fmt)
+    out = Path(result["out"])
+    parity = result["parity"]
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4 and parity["label_agreement"] == 1.0
+    assert parity["images"] == 4 and str(frozen_run["root"]) in parity["source"]  # the model's own val split
+    assert out.name == f"model.{fmt}" and out.stat().st_size == result["bytes"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left beside it
+
+    meta = read_metadata(out)
+    assert meta == result["metadata"]
+    assert meta["classes"] == ["cat", "dog"] and meta["temperature"] == 3.0
+    assert meta["input"]["layout"] == "NHWC" and meta["input"]["shape"] == ["batch", 32, 32, 3]
+    assert (meta["preprocessing"]["resize"], meta["preprocessing"]["crop"]) == (37, 32)
+
+    # any batch size; calibrated probabilities equal to predict's, which are not the plain softmax's
+    image = make_image(tmp_path / "extra" / "x.png", CLASS_COLORS[1], (40, 40))
+    rows = predict(calibrated, [image], top_k=2, device="cpu", workers=1, precision="fp32")
+    plain = predict(frozen_run["out"] / "best.pt", [image], top_k=2, device="cpu", workers=1, precision="fp32")
+    crop = ImageSpec(train=False, resize=37, crop=32).decode(Split([image], [0]), 0).image
+    for n in (1, 3):
+        probs = run_file(out, crop.permute(1, 2, 0).unsqueeze(0).expand(n, -1, -1, -1).contiguous())
+        assert probs.shape == (n, 2) and torch.allclose(probs.sum(1), torch.ones(n), atol=1e-5)
+        dog = probs[0, 1].item()
+        assert dog == pytest.approx({t["label"]: t["confidence"] for t in rows[0]["top"]}["dog"], abs=1e-5)
+    assert abs(dog - {t["label"]: t["confidence"] for t in plain[0]["top"]}["dog"]) > 1e-3
+
+
+@needs_onnx
+def test_the_readme_snippet_gives_predicts_answer(calibrated, exported, tmp_path, capsys):
+    """The five lines the README tells a user to paste, run as written on a file and a photo of the test's."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("Using the file without catdog")[1].split("```python\n")[1].split("```")[0]
+    assert len(snippet.strip().splitlines()) == 5
+    photo = make_image(tmp_path / "photo.jpg", CLASS_COLORS[1], (200, 150))  # large enough for JPEG draft
+    code = snippet.replace("runs/train/best.onnx", exported("onnx")["out"]).replace("photo.jpg", str(photo))
+    exec(compile(code, "README.md", "exec"), {})
+    label, probability = capsys.readouterr().out.split()
+    (row,) = predict(calibrated, [photo], device="cpu", workers=1, precision="fp32")
+    assert label == row["label"] and float(probability) == pytest.approx(row["confidence"], abs=1e-4)
+
+
+def test_parity_failure_leaves_no_file(calibrated, tmp_path, monkeypatch):
+    """A graph that computes something else than catdog is refused and removed, not published."""
+    real = export.Exportable.forward
+    monkeypatch.setattr(export.Exportable, "forward", lambda self, x: real(self, x).flip(1))
+    with pytest.raises(CatdogError, match=r"disagrees with catdog predict on 4 images .*nothing was written"):
+        export_model(calibrated, "torchscript", tmp_path / "m.torchscript")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_never_replaces_a_file_and_says_so_in_one_line(calibrated, tmp_path):
+    taken = tmp_path / "m.torchscript"
+    taken.write_text("the user's")
+    before = snapshot(tmp_path)
+    line = error_line(catdog("export", calibrated, "--format", "torchscript", "--out", taken))
+    assert line == f"error: {taken} already exists; choose a new --out file"
+    assert snapshot(tmp_path) == before
+
+
+def test_parity_on_the_users_images_and_json(calibrated, tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(5):
+        make_image(photos / f"{i}.png", CLASS_COLORS[i % 2], (50, 30 + i))
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    result = ok_json(catdog("export", calibrated, "--format", "torchscript", "--out", tmp_path / "m.torchscript",
+                            "--parity-images", photos, "--json"))
+    assert result["parity"]["images"] == 5 and result["parity"]["source"] == str(photos)
+    assert result["format"] == "torchscript" and Path(result["out"]).is_file()
+
+
+def test_missing_onnx_packages_name_the_extra(calibrated, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name))
+    line = error_line(catdog("export", calibrated, "--out", tmp_path / "m.onnx"))
+    assert line == ("error: ONNX export needs onnxruntime: pip install onnx onnxscript onnxruntime (in a clone of "
+                    "catdog: pip install -e '.[export]')")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_needs_images_when_the_training_data_is_gone(frozen_run, tmp_path):
+    moved = tmp_path / "best.pt"
+    shutil.copy(frozen_run["out"] / "best.pt", moved)
+    checkpoints.update(moved, data=str(tmp_path / "gone"))
+    line = error_line(catdog("export", moved, "--format", "torchscript"))
+    assert line.endswith("is not there to prove parity on: pass --parity-images DIR")
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]

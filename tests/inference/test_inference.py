@@ -1,0 +1,214 @@
+"""Using a trained model: evaluate a checkpoint on any split, predict images and folders, write the CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import CLASS_COLORS, Recorder, make_image
+
+from catdog_cli.data.dataset import load_dataset
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference import evaluate as inference
+from catdog_cli.inference.evaluate import evaluate_checkpoint
+from catdog_cli.inference.predict import classify, predict, sort_into_folders, write_predictions_csv
+from catdog_cli.models import checkpoints
+
+
+def test_evaluate_rederives_the_val_split_of_the_training_folder(frozen_run):
+    result = evaluate_checkpoint(frozen_run["out"] / "best.pt", workers=1, device="cpu")
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    assert result["num_images"] == len(val) == 4  # not the 16 images of the whole folder
+    assert sum(map(sum, result["confusion"])) == 4
+    train_eval = frozen_run["result"]["evaluation"]
+    assert result["accuracy"] == pytest.approx(train_eval["accuracy"])
+    assert result["loss"] == pytest.approx(train_eval["loss"], rel=1e-4)
+    assert [r["class"] for r in result["per_class"]] == ["cat", "dog"]
+
+
+def test_evaluate_another_folder_without_splits_uses_all_of_it(frozen_run, image_folder):
+    other = image_folder(layout="flat", train=3, val=0)
+    events = Recorder()
+    result = evaluate_checkpoint(frozen_run["out"] / "best.pt", str(other), workers=1, device="cpu", events=events)
+    assert result["split"] == "all" and result["num_images"] == 6
+    assert any("evaluating all of it" in n for n in events.notes)
+
+
+def test_predict_rows_in_input_order_with_errors_for_unreadable_files(frozen_run, tmp_path):
+    folder = tmp_path / "photos"
+    make_image(folder / "b.png", CLASS_COLORS[1])
+    make_image(folder / "sub" / "a.jpg", CLASS_COLORS[0])
+    (folder / "c.jpg").write_bytes(b"not a jpeg")
+    single = make_image(tmp_path / "single.png", CLASS_COLORS[0], (30, 70))
+    rows = predict(frozen_run["out"] / "best.pt", [single, folder], top_k=2, workers=1, device="cpu")
+    assert [r["path"] for r in rows] == [str(single), str(folder / "b.png"), str(folder / "c.jpg"),
+                                         str(folder / "sub" / "a.jpg")]
+    bad = rows[2]
+    assert set(bad) == {"path", "error"} and bad["error"]
+    for r in rows[:2] + rows[3:]:
+        assert r["label"] in ("cat", "dog") and 0.5 <= r["confidence"] <= 1
+        assert r["top"][0]["label"] == r["label"] and len(r["top"]) == 2
+        assert sum(t["confidence"] for t in r["top"]) == pytest.approx(1, abs=1e-5)
+
+    with pytest.raises(CatdogError, match="no such file"):
+        predict(frozen_run["out"] / "best.pt", [tmp_path / "missing.jpg"], device="cpu")
+
+
+def test_predict_agrees_with_evaluate(frozen_run):
+    """The same model and eval transform: predict's labels on the val images give evaluate's accuracy."""
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    rows = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu")
+    accuracy = sum(r["label"] == ("cat", "dog")[y] for r, y in zip(rows, val.labels)) / len(val)
+    assert accuracy == pytest.approx(frozen_run["result"]["evaluation"]["accuracy"])
+
+
+def test_predictions_csv_never_overwrites(tmp_path):
+    rows = [{"path": "a.jpg", "label": "cat", "confidence": 0.9}, {"path": "b.jpg", "error": "empty file"}]
+    path = tmp_path / "p.csv"
+    write_predictions_csv(path, rows)
+    assert list(csv.reader(path.open())) == [["path", "label", "confidence", "error"], ["a.jpg", "cat", "0.9", ""],
+                                             ["b.jpg", "", "", "empty file"]]
+    with pytest.raises(CatdogError, match="already exists"):
+        write_predictions_csv(path, rows)
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_evaluate_reads_its_split_in_one_threaded_pass(frozen_run, monkeypatch):
+    """evaluate decodes per batch in threads while the model computes (nothing held whole): the numbers are the
+    training run's, whatever the number of decode threads; it says how fast it went and at what precision."""
+    sources = []
+    real_evaluate = inference.evaluate
+    monkeypatch.setattr(inference, "evaluate", lambda model, source, *a, **k: sources.append(type(source).__name__)
+                        or real_evaluate(model, source, *a, **k))
+    one = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=1)
+    three = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=3, batch_size=3)
+    assert sources == ["ThreadedSource", "ThreadedSource"]
+    trained = frozen_run["result"]["evaluation"]
+    for result in (one, three):
+        assert result["confusion"] == trained["confusion"]
+        assert result["loss"] == pytest.approx(trained["loss"], rel=1e-2)  # batches of 3 or 4: same math
+        assert result["precision"] == frozen_run["result"]["precision"] and result["device"] == "cpu"
+        assert result["seconds"] > 0 and result["images_per_sec"] == pytest.approx(4 / result["seconds"])
+
+
+def test_predict_reports_throughput_and_precision(frozen_run, tmp_path):
+    folder = tmp_path / "photos"
+    for i in range(5):
+        make_image(folder / f"{i}.png", CLASS_COLORS[i % 2])
+    (folder / "broken.jpg").write_bytes(b"")
+    result = classify(frozen_run["out"] / "best.pt", [folder], batch_size=2, workers=2, device="cpu",
+                      precision="fp32")
+    assert (result["kind"], result["backbone"], result["device"], result["precision"]) == (
+        "predict", "resnet18", "cpu", "fp32")
+    assert result["images_per_sec"] == pytest.approx(6 / result["seconds"])  # every file, read or not
+    assert {Path(r["path"]).name: r.get("error") for r in result["predictions"]} == {
+        "broken.jpg": "empty file", **{f"{i}.png": None for i in range(5)}}
+    bf16 = classify(frozen_run["out"] / "best.pt", [folder], batch_size=4, device="cpu", precision="bf16")
+    assert bf16["precision"] == "bf16"
+    assert [r.get("label") for r in bf16["predictions"]] == [r.get("label") for r in result["predictions"]]
+
+
+# --- evaluate holds a model to the split its run recorded -------------------------------------------------------
+
+
+@pytest.fixture
+def moved_run(frozen_run, tmp_path):
+    """frozen_run's data and best.pt, copied so that the test may change the folder the model was trained on."""
+    data = tmp_path / "data"
+    shutil.copytree(frozen_run["root"], data)
+    ckpt = torch.load(frozen_run["out"] / "best.pt", weights_only=True)
+    ckpt["data"] = str(data.resolve())
+    torch.save(ckpt, tmp_path / "best.pt")
+    return data, tmp_path / "best.pt", ckpt
+
+
+def test_evaluate_counts_the_recorded_val_split_whatever_was_added_or_removed(moved_run):
+    data, model, ckpt = moved_run
+    val = ckpt["split"]["val"]
+    added = [make_image(data / "cat" / f"{name}.png", CLASS_COLORS[0]) for name in ("0a", "3b", "zz")]
+    (data / val[0]).unlink()
+    # what re-deriving the split from the new file list does: training images counted as val
+    rederived = load_dataset(data, 0.2, 0).splits["val"].paths
+    assert {p.relative_to(data).as_posix() for p in rederived} & set(ckpt["split"]["train"])
+
+    events = Recorder()
+    result = evaluate_checkpoint(model, workers=1, device="cpu", events=events)
+    assert result["num_images"] == len(val) - 1
+    assert sorted(r["path"] for r in result["left_out"]) == sorted(str(p) for p in added)
+    assert result["missing"] == [val[0]]
+    assert any(n.startswith("3 file(s) added since the run trained") for n in events.notes)
+    assert any(n.startswith(f"1 file(s) of the run's recorded split are gone: {val[0]}") for n in events.notes)
+    rows = predict(model, [data / v for v in val[1:]], workers=1, device="cpu")  # the same images, one by one
+    right = sum(r["label"] == Path(r["path"]).parent.name for r in rows)
+    assert result["accuracy"] == pytest.approx(right / len(rows))
+
+
+def test_a_checkpoint_without_a_recorded_split_says_its_split_is_derived_again(moved_run):
+    _, model, ckpt = moved_run
+    del ckpt["split"]
+    torch.save(ckpt, model)
+    events = Recorder()
+    evaluate_checkpoint(model, workers=1, device="cpu", events=events)
+    assert any("records no split" in n for n in events.notes)
+
+
+def test_unsure_rows_keep_their_label_and_sort_into_their_own_folder(frozen_run, tmp_path):
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    plain = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu")
+    threshold = sorted(r["confidence"] for r in plain)[len(plain) // 2]  # about half below it
+    rows = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu", min_confidence=threshold)
+    assert [r["label"] for r in rows] == [r["label"] for r in plain]
+    assert [r["unsure"] for r in rows] == [r["confidence"] < threshold for r in plain]
+    assert 0 < sum(r["unsure"] for r in rows) < len(rows)
+
+    assert sort_into_folders(rows, tmp_path / "sorted") == len(rows)
+    for r in rows:
+        where = tmp_path / "sorted" / ("_unsure/" if r["unsure"] else "") / r["label"]
+        assert Path(r["copied_to"]).parent == where
+
+
+def test_a_class_named_like_the_unsure_folder_is_refused(tmp_path):
+    rows = [{"path": str(make_image(tmp_path / "a.png", CLASS_COLORS[0])), "label": "_unsure", "confidence": 0.4,
+             "unsure": True}]
+    with pytest.raises(CatdogError, match="a class is named _unsure"):
+        sort_into_folders(rows, tmp_path / "sorted")
+    assert not (tmp_path / "sorted").exists()
+
+
+def test_predictions_csv_with_unsure_and_top_k_columns(tmp_path):
+    rows = [{"path": "a.jpg", "label": "cat", "confidence": 0.6, "unsure": True,
+             "top": [{"label": "cat", "confidence": 0.6}, {"label": "dog", "confidence": 0.3},
+                     {"label": "fox", "confidence": 0.1}]},
+            {"path": "b.jpg", "error": "empty file"}]
+    write_predictions_csv(tmp_path / "p.csv", rows)
+    assert list(csv.reader((tmp_path / "p.csv").open())) == [
+        ["path", "label", "confidence", "unsure", "label_2", "confidence_2", "label_3", "confidence_3", "error"],
+        ["a.jpg", "cat", "0.6", "True", "dog", "0.3", "fox", "0.1", ""],
+        ["b.jpg", "", "", "", "", "", "", "", "empty file"]]
+
+
+def test_predict_and_evaluate_apply_the_checkpoints_temperature(frozen_run, tmp_path):
+    """softmax(logits / T): for two classes the log-odds shrink by T; labels and accuracy do not change."""
+    hot = tmp_path / "best.pt"
+    shutil.copy(frozen_run["out"] / "best.pt", hot)
+    checkpoints.update(hot, calibration={"temperature": 2.0, "fitted_on": "val"})
+    val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
+    plain = predict(frozen_run["out"] / "best.pt", val.paths, workers=1, device="cpu")
+    calibrated = predict(hot, val.paths, workers=1, device="cpu")
+    for p, c in zip(plain, calibrated):
+        assert c["label"] == p["label"]
+        assert math.log(c["confidence"] / (1 - c["confidence"])) == pytest.approx(
+            math.log(p["confidence"] / (1 - p["confidence"])) / 2, rel=1e-3)
+
+    result = evaluate_checkpoint(hot, workers=1, device="cpu", min_confidence=0.55)
+    cal = result["calibration"]
+    assert cal["temperature"] == 2.0 and cal["split"] == "val" and cal["in_sample"]
+    sure = [(c["label"] == ("cat", "dog")[y]) for c, y in zip(calibrated, val.labels) if c["confidence"] >= 0.55]
+    assert result["selective"]["images"] == len(sure)
+    assert result["selective"]["coverage"] == len(sure) / len(val)
+    assert result["selective"]["accuracy"] == (sum(sure) / len(sure) if sure else None)
+    assert result["accuracy"] == frozen_run["result"]["evaluation"]["accuracy"]

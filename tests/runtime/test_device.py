@@ -1,0 +1,95 @@
+"""runtime: the precision a model computes in (bf16 + channels_last on CPUs that do bf16 natively, fp32 elsewhere,
+or what --precision asks), and a training run that records what it used."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY, TINY_CLI, catdog, error_line, labeled_folder, ok_json
+
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.events import Events
+from catdog_cli.errors import CatdogError
+from catdog_cli.models.backbones import build_model
+from catdog_cli.runtime import device as runtime
+from catdog_cli.runtime.device import Precision
+from catdog_cli.training.loop import fit
+
+CPU = torch.device("cpu")
+
+
+def _conv_weight(model: torch.nn.Module) -> torch.Tensor:
+    return next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_the_cpu_is_bf16_where_the_hardware_does_bf16(monkeypatch, native):
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: native)
+    precision = Precision(CPU)
+    assert precision.name == ("bf16" if native else "fp32")
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with precision.autocast():
+        out = conv(torch.randn(1, 3, 8, 8))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    model = precision.prepare(build_model("resnet18", 2, "none"))
+    assert _conv_weight(model).is_contiguous(memory_format=torch.channels_last)  # fastest at either precision
+    assert not precision.scaler.is_enabled()  # bf16 needs no loss scaling
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fp32_and_bf16_are_what_is_asked_whatever_the_cpu(monkeypatch, native):
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: native)
+    assert (Precision(CPU, "fp32").dtype, Precision(CPU, "bf16").dtype) == (None, torch.bfloat16)
+
+
+def test_unknown_precision_and_bf16_on_a_gpu_without_it_are_refused(monkeypatch):
+    with pytest.raises(CatdogError, match="unknown precision 'fp8'"):
+        Precision(CPU, "fp8")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(CatdogError, match="this GPU has no bf16"):
+        Precision(torch.device("cuda"), "bf16")
+    assert Precision(torch.device("cuda"), "fp32").name == "fp32"
+
+
+def test_bf16_detection_asks_torch_then_the_kernel(monkeypatch, tmp_path):
+    for probe, answer in (("_is_avx512_bf16_supported", False), ("_is_amx_tile_supported", True)):
+        monkeypatch.setattr(torch.cpu, probe, lambda answer=answer: answer, raising=False)
+    assert runtime.cpu_bf16_native()  # AMX alone is enough
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not runtime.cpu_bf16_native()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    real_read = Path.read_text
+    for flags, native in (("fpu avx512f avx512_bf16 sse", True), ("fpu avx512f avx2", False)):
+        monkeypatch.setattr(Path, "read_text", lambda self, *a, flags=flags, **k: (
+            f"flags\t\t: {flags}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)))
+        assert runtime.cpu_bf16_native() == native
+
+
+@pytest.mark.parametrize("precision, strategy, augment", [("bf16", "finetune", True), ("bf16", "freeze", False),
+                                                          ("fp32", "finetune", True)],
+                         ids=["bf16-finetune", "bf16-freeze-cached-features", "fp32"])
+def test_a_run_trains_at_the_precision_asked_and_records_it(tmp_path, precision, strategy, augment):
+    data = labeled_folder(tmp_path / "data", per_class=6)
+    config = TrainConfig(str(data), strategy=strategy, augment=augment, epochs=1, weights="none",
+                         precision=precision, **TINY)
+    result = fit(config, tmp_path / "run", Events())
+    assert result["precision"] == precision and result["config"]["precision"] == precision
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in result["history"])
+
+
+def test_precision_option_reaches_train_evaluate_and_predict(tmp_path):
+    data = labeled_folder(tmp_path / "data", per_class=6)
+    run = ok_json(catdog("train", "--data", data, "--epochs", "1", *TINY_CLI, "--batch-size", "4",
+                         "--precision", "fp32", "--out", tmp_path / "run", "--json"))
+    assert run["precision"] == "fp32"
+    model = tmp_path / "run" / "best.pt"
+    evaluated = ok_json(catdog("evaluate", model, "--device", "cpu", "--precision", "bf16", "--json"))
+    assert evaluated["precision"] == "bf16" and evaluated["images_per_sec"] > 0
+    predicted = ok_json(catdog("predict", model, data / "cat", "--device", "cpu", "--precision", "bf16", "--json"))
+    assert predicted["precision"] == "bf16" and len(predicted["predictions"]) == 6
+    assert error_line(catdog("predict", model, data, "--precision", "half")) == (
+        "error: unknown precision 'half'; use auto, fp32, bf16")

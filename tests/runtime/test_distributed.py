@@ -1,0 +1,131 @@
+"""torchrun on the CPU (gloo): train and compare split over two processes, and a failing rank ends the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from catdog_cli.data.dataset import Split, shard
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference.evaluate import evaluate_checkpoint
+from catdog_cli.runtime import distributed
+
+TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
+
+
+def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def colors(image_folder):
+    return image_folder(train=6, val=3)
+
+
+def test_shards_are_disjoint_cover_everything_and_train_shards_are_equal():
+    split = Split([Path(f"{i}.png") for i in range(11)], [i % 2 for i in range(11)])
+    val = [shard(split, r, 3, seed=0, equal=False) for r in range(3)]
+    assert sorted(p for s in val for p in s.paths) == sorted(split.paths)  # every val image once
+    train = [shard(split, r, 3, seed=0, equal=True) for r in range(3)]
+    assert {len(s) for s in train} == {3} and len({p for s in train for p in s.paths}) == 9
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_a_bad_rank_timeout_is_one_line_before_joining(monkeypatch, value):
+    monkeypatch.setenv("CATDOG_DIST_TIMEOUT_MIN", value)
+    with pytest.raises(CatdogError, match="CATDOG_DIST_TIMEOUT_MIN"):
+        distributed._timeout_minutes()
+
+
+def test_the_rank_timeout_defaults_to_30_minutes(monkeypatch):
+    monkeypatch.delenv("CATDOG_DIST_TIMEOUT_MIN", raising=False)
+    assert distributed._timeout_minutes() == 30
+
+
+# freeze-unfreeze: DDP must be set up again when the backbone joins, or the ranks' backbones drift apart
+@pytest.mark.parametrize("recipe", ['strategy="finetune"', 'strategy="freeze-unfreeze", freeze_epochs=1, ema=True'])
+def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path, recipe):
+    script = tmp_path / "train_ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from catdog_cli import TrainConfig
+        from catdog_cli.training import loop as engine
+        captured = {{}}
+        real = engine.train_loop
+        def spy(run, *args, **kwargs):
+            captured["run"] = run
+            return real(run, *args, **kwargs)
+        engine.train_loop = spy
+        real_summarize = engine.summarize
+        def last_weights(run, *args, **kwargs):  # before the best weights are loaded back
+            captured["last"] = {{k: v.clone() for k, v in run.model.state_dict().items()}}
+            return real_summarize(run, *args, **kwargs)
+        engine.summarize = last_weights
+        config = TrainConfig({str(colors)!r}, backbone="resnet18", {recipe}, epochs=2, batch_size=4,
+                                    image_size=32, weights="none", device="cpu", workers=1)
+        result = engine.fit(config, {str(tmp_path / "run")!r})
+        rank = os.environ["RANK"]
+        torch.save(captured["run"].model.state_dict(), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
+        torch.save(captured["last"], {str(tmp_path)!r} + f"/last{{rank}}.pt")
+        if rank == "0":
+            import json
+            print("RESULT " + json.dumps(result))
+    """))
+    done = torchrun([str(script)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert sum(line.startswith("RESULT ") for line in done.stdout.splitlines()) == 1
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert not list(tmp_path.glob("runs*"))  # no second folder from another rank
+    for name in ("rank", "last"):  # the best weights, and the last epoch's
+        states = [torch.load(tmp_path / f"{name}{r}.pt", weights_only=True) for r in (0, 1)]
+        assert states[0].keys() == states[1].keys()
+        for key in states[0]:
+            assert torch.equal(states[0][key], states[1][key]), key
+    # the val accuracy rank 0 reports is over the whole val set: a single process agrees
+    single = evaluate_checkpoint(run / "best.pt", str(colors), "val", device="cpu", workers=1)
+    assert result["evaluation"]["num_images"] == single["num_images"] == 6
+    assert result["evaluation"]["accuracy"] == pytest.approx(single["accuracy"])
+    assert result["best_val_acc"] == pytest.approx(single["accuracy"])
+
+
+def test_compare_under_torchrun_runs_each_cell_once(colors, tmp_path):
+    out = tmp_path / "cmp"
+    done = torchrun(["-m", "catdog_cli", "compare", "--data", str(colors), "--backbones", "resnet18,squeezenet1_1",
+                     "--strategies", "freeze,finetune", "--epochs", "1", *TINY, "--out", str(out), "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)  # rank 0 alone prints
+    cells = [(r["backbone"], r["strategy"]) for r in result["rows"]]
+    assert len(cells) == 4 and len(set(cells)) == 4 and result["world_size"] == 2
+    assert all(r["status"] == "ok" for r in result["rows"])
+    assert len(list(out.glob("cells/*/cell.json"))) == 4
+    assert json.loads((out / "compare.json").read_text())["rows"] == result["rows"]
+
+
+def test_a_failing_rank_ends_the_job_nonzero_in_bounded_time(colors, tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        from catdog_cli import TrainConfig, fit
+        if os.environ["RANK"] == "1":
+            raise RuntimeError("rank 1 breaks")
+        config = TrainConfig({str(colors)!r}, backbone="resnet18", epochs=50, batch_size=4, image_size=32,
+                                    weights="none", device="cpu", workers=1)
+        fit(config, {str(tmp_path / "run")!r})
+    """))
+    start = time.monotonic()
+    done = torchrun([str(script)], tmp_path, timeout=180)
+    assert done.returncode != 0
+    assert "rank 1 breaks" in done.stderr
+    assert time.monotonic() - start < 180

@@ -1,0 +1,300 @@
+"""The training run from Python: fit -> checkpoints and run record; what start_run decides; the step loop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import types
+
+import pytest
+import torch
+from helpers import TINY, Recorder, labeled_folder
+
+from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.events import Events
+from catdog_cli.errors import CatdogError
+from catdog_cli.inference import evaluate as inference
+from catdog_cli.models import checkpoints
+from catdog_cli.models.backbones import build_model, inputs_for
+from catdog_cli.training import loop as engine
+from catdog_cli.training import schedule, setup
+from catdog_cli.training.loop import fit
+from catdog_cli.training.setup import start_run
+
+
+def test_fit_writes_checkpoints_metrics_and_run_record(frozen_run):
+    out, result = frozen_run["out"], frozen_run["result"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "report.html", "run.json"]
+    assert result["report"] == str(out / "report.html")
+    assert result["epochs"] == 2 and result["out"] == str(out)
+    confusion = result["evaluation"]["confusion"]  # the best weights on the 4 val images: accuracy is k of 4
+    assert result["best_val_acc"] * 4 == sum(confusion[i][i] for i in range(2)) and sum(map(sum, confusion)) == 4
+    assert (result["config"]["lr"], result["config"]["image_size"]) == (3e-3, 32)  # what ran, not "default"
+    assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(result))
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"} <= set(rows[0])
+    assert [e["epoch"] for e in frozen_run["events"].epochs] == [1, 2]
+    assert result["best_val_acc"] == max(float(r["val_acc"]) for r in rows)
+
+
+def test_checkpoint_holds_what_is_needed_to_use_the_model(frozen_run):
+    best = checkpoints.load(frozen_run["out"] / "best.pt")
+    assert best["backbone"] == "resnet18" and best["classes"] == ["cat", "dog"] and best["strategy"] == "freeze"
+    assert (best["image_size"], best["resize"]) == (32, 37)
+    assert best["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert "optimizer" not in best
+    last = checkpoints.load(frozen_run["out"] / "last.pt")
+    assert "optimizer" in last and last["state"]["epoch"] == 2
+
+
+def test_freeze_run_leaves_the_given_backbone_untouched(frozen_run):
+    """End to end: the frozen backbone in last.pt is exactly the user's state dict, BN statistics included."""
+    saved = checkpoints.load(frozen_run["out"] / "last.pt")["state_dict"]
+    given = frozen_run["state"]
+    features = {k.removeprefix("features."): v for k, v in saved.items() if k.startswith("features.")}
+    assert set(features) == {k for k in given if not k.startswith("fc.")}
+    assert all(torch.equal(features[k], given[k]) for k in features)
+    untrained_head = build_model("resnet18", 2, weights="none", seed=0).head
+    assert not torch.equal(saved["head.weight"], untrained_head.weight)
+    assert frozen_run["result"]["params"]["trainable"] == 512 * 2 + 2
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(image_folder, tmp_path, monkeypatch,
+                                                                             augment):
+    seen: list[int] = []
+    real_build = setup.build_model
+
+    def counting_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.features.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+        return model
+
+    monkeypatch.setattr(setup, "build_model", counting_build)
+    root = image_folder(train=8, val=2)  # 16 training images (4 full batches), 4 val images
+    result = fit(TrainConfig(str(root), strategy="freeze", epochs=3, weights="none", augment=augment, **TINY),
+                 tmp_path / "run")
+    train_images = 3 * 16 if augment else 16  # new crops every epoch, or the same pixels: features once
+    mistakes = len(result["top_losses"])  # their heat maps: one image to find the map, then all of them
+    heatmaps = 1 + mistakes if mistakes else 0
+    assert sum(seen) == train_images + 4 + heatmaps  # val's features once: every epoch and the best weights use them
+    assert len(result["history"]) == 3 and all(h["images_per_sec"] > 0 for h in result["history"])
+
+
+def test_unreadable_training_image_is_skipped_and_named(image_folder, tmp_path):
+    root = image_folder(train=4, val=2)
+    broken = root / "train" / "cat" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 garbage")
+    events = Recorder()
+    result = fit(TrainConfig(str(root), epochs=1, weights="none", **TINY), tmp_path / "run", events)
+    assert [s["path"] for s in result["skipped"]] == [str(broken)]
+    assert any(str(broken) in n and n.startswith("skipped") for n in events.notes)
+    assert result["epochs"] == 1
+
+
+def test_discriminative_lr_and_ratio_reach_the_optimizer(image_folder):
+    config = TrainConfig(str(image_folder(train=2, val=1)), strategy="discriminative", lr=0.01, lr_ratio=5,
+                         epochs=1, weights="none", **TINY)
+    run = start_run(config, Events())
+    lrs = {g["name"]: g["initial_lr"] for g in run.optimizer.param_groups}
+    assert lrs == {"backbone": pytest.approx(0.002), "head": pytest.approx(0.01)}
+
+
+def test_inputs_follow_the_backbone_and_image_size():
+    inputs = inputs_for("resnet18", 64)
+    assert (inputs.image_size, inputs.resize) == (64, 73)
+    assert inputs_for("resnet18", None).image_size == 224
+    assert inputs.eval_spec().crop == 64 and inputs.train_spec(True).train and not inputs.train_spec(False).train
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [("epochs", 0, "epochs"), ("batch_size", -1, "batch-size"),
+                                                        ("device", "tpu", "device"), ("strategy", "thaw", "strategy")])
+def test_bad_config_is_a_catdog_error(image_folder, field, value, match):
+    config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", **{**TINY, field: value})
+    with pytest.raises(CatdogError, match=match):
+        start_run(config, Events())
+
+
+# --- a run whose loss stops being a number stops, and is never saved as best ----------------------------------
+
+
+@pytest.mark.parametrize(("epoch", "call", "where"), [(1, 1, "training"), (1, 3, "training"), (2, 2, "training"),
+                                                      (2, None, "val"), (1, None, "val")])
+def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(image_folder, tmp_path, monkeypatch,
+                                                                               epoch, call, where):
+    """The loss goes NaN at a given step (or the weights break on an epoch's last step, seen at validation)."""
+    state = {"epoch": 0, "calls": 0}
+    real_train_loss, real_eval_loss = torch.nn.functional.cross_entropy, inference.F.cross_entropy
+
+    def train_loss(logits, labels, *args, **kwargs):
+        state["calls"] += 1
+        loss = real_train_loss(logits, labels, *args, **kwargs)
+        hit = where == "training" and state["epoch"] == epoch and state["calls"] == call
+        return loss * float("nan") if hit else loss
+
+    def eval_loss(logits, labels, *args, **kwargs):
+        loss = real_eval_loss(logits, labels, *args, **kwargs)
+        return loss * float("nan") if where == "val" and state["epoch"] == epoch else loss
+
+    class Epochs(Events):
+        def task(self, description, total):
+            if description.startswith("epoch "):
+                state["epoch"], state["calls"] = int(description.split()[1].split("/")[0]), 0
+
+    # the step's loss only (run.criterion, an nn.CrossEntropyLoss)
+    monkeypatch.setattr(torch.nn.modules.loss, "F", types.SimpleNamespace(cross_entropy=train_loss))
+    monkeypatch.setattr(inference, "F", types.SimpleNamespace(cross_entropy=eval_loss))  # the eval loop's only
+    config = TrainConfig(str(image_folder(train=6, val=2)), weights="none", epochs=2,
+                         **{**TINY, "backbone": "squeezenet1_1", "batch_size": 2})
+    with pytest.raises(CatdogError, match=rf"training diverged: the {where} loss became nan in epoch {epoch}"):
+        fit(config, tmp_path / "run", Epochs())
+    saved = sorted(p.name for p in (tmp_path / "run").iterdir()) if (tmp_path / "run").exists() else []
+    assert "run.json" not in saved
+    for name in ("best.pt", "last.pt"):  # from the epochs before, if any: finite, and never the diverged epoch
+        if name in saved:
+            ckpt = checkpoints.load(tmp_path / "run" / name)
+            assert ckpt["state"]["epoch"] < epoch
+            assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert bool(saved) == (epoch > 1)  # a run that diverged in its first epoch leaves no folder at all
+
+
+def test_the_temperature_is_fitted_on_val_and_kept_in_best_pt(tmp_path):
+    """Enough val images with mistakes among them: T is fitted, lowers the val NLL, and best.pt carries it."""
+    root = labeled_folder(tmp_path / "data", per_class=50)  # 20 val images
+    result = fit(TrainConfig(str(root), epochs=1, weights="none", lr=1e-5, **TINY), tmp_path / "run")
+    cal = result["calibration"]
+    assert "not_fitted" not in cal and cal["images"] == 20 and cal["split"] == "val"
+    assert cal["nll_after"] < cal["nll_before"] and cal["temperature"] != 1.0
+    saved = checkpoints.load(tmp_path / "run" / "best.pt")["calibration"]
+    assert saved == {k: cal[k] for k in ("temperature", "fitted_on", "images", "ece_before", "ece_after",
+                                         "nll_before", "nll_after")}
+    assert "calibration" not in checkpoints.load(tmp_path / "run" / "last.pt")  # last.pt's weights are not best's
+
+
+# --- the training recipe ----------------------------------------------------------------------------------------
+
+
+def _scripted(monkeypatch, scores: list[tuple[float, float]]) -> None:
+    """run_epoch replaced by a history: (val acc, val loss) per epoch, no training."""
+
+    def scripted_epoch(run, events, stop, generator):
+        acc, loss = scores[run.state.epoch]
+        run.state.epoch += 1
+        record = {"epoch": run.state.epoch, "train_loss": 1.0, "train_acc": 0.5, "val_loss": loss, "val_acc": acc,
+                  "lr": 0.1, "seconds": 0.0, "images_per_sec": 0.0, "val_seconds": 0.0}
+        run.state.history.append(record)
+        return record
+
+    monkeypatch.setattr(engine, "run_epoch", scripted_epoch)
+
+
+@pytest.mark.parametrize(("patience", "epochs", "best"), [(2, 5, 3), (3, 6, 3), (None, 7, 3)])
+def test_early_stopping_stops_at_the_right_epoch_of_a_scripted_history(image_folder, tmp_path, monkeypatch,
+                                                                          patience, epochs, best):
+    # epoch 3 ties epoch 2's accuracy with a lower loss: it is the best, and the patience counts from it
+    _scripted(monkeypatch, [(0.5, 0.9), (0.7, 0.6), (0.7, 0.5), (0.6, 0.4), (0.7, 0.7), (0.65, 0.3), (0.7, 0.8)])
+    config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=7, patience=patience, **TINY)
+    run = start_run(config, Events())
+    result = engine.train_loop(run, tmp_path / "run", Events())
+    assert (result["epochs"], result["best_epoch"], result["best_val_acc"]) == (epochs, best, 0.7)
+    assert not result["interrupted"]
+    if patience:
+        assert result["ended"].startswith("early stopping") and f"{patience} epoch(s) after epoch 3" in result["ended"]
+        assert checkpoints.load(tmp_path / "run" / "last.pt")["state"]["ended"] == result["ended"]
+    else:
+        assert result["ended"] == "completed all 7 epochs"
+
+
+def test_an_early_stopped_run_is_not_resumed(image_folder, tmp_path, monkeypatch):
+    from catdog_cli.training.resume import resume
+
+    _scripted(monkeypatch, [(0.5, 0.9), (0.4, 0.9), (0.4, 0.9)])
+    config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=3, patience=1, **TINY)
+    engine.train_loop(start_run(config, Events()), tmp_path / "run", Events())
+    with pytest.raises(CatdogError, match="already finished"):
+        resume(tmp_path / "run")
+
+
+def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everything(image_folder, tmp_path,
+                                                                                       monkeypatch):
+    built = {}
+    real_build = setup.build_model
+
+    def keep(*args, **kwargs):
+        built["model"] = real_build(*args, **kwargs)
+        built["start"] = {k: v.clone() for k, v in built["model"].state_dict().items()}
+        return built["model"]
+
+    class Watch(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.moved: list[tuple[bool, bool]] = []
+
+        def epoch(self, record):
+            now = built["model"].state_dict()
+            changed = {k for k, v in built["start"].items() if not torch.equal(v, now[k])}
+            self.moved.append((any(k.startswith("head.") for k in changed),
+                               any(k.startswith("features.") for k in changed)))  # weights or BN statistics
+
+    monkeypatch.setattr(setup, "build_model", keep)
+    events = Watch()
+    config = TrainConfig(str(image_folder(train=4, val=2)), strategy="freeze-unfreeze", epochs=3, freeze_epochs=2,
+                         weights="none", **TINY)
+    result = fit(config, tmp_path / "run", events)
+    assert events.moved == [(True, False), (True, False), (True, True)]
+    assert any("epoch 3: backbone unfrozen" in n for n in events.notes)
+    assert result["params"]["trainable"] == result["params"]["total"]
+
+
+def test_freeze_unfreeze_schedule_restarts_when_the_backbone_joins():
+    config = TrainConfig("data", strategy="freeze-unfreeze", epochs=4, freeze_epochs=1)
+    factor = schedule.lr_factor(config, steps=100)
+    assert factor(99) < 0.01 and factor(100) < factor(150) and factor(150) == pytest.approx(1.0, abs=0.05)
+    plain = schedule.lr_factor(TrainConfig("data", epochs=4), steps=100)
+    assert plain(100) > plain(150) and plain(399) < 0.01  # one warm-up and one decay
+
+
+def test_start_run_decides_the_loss_and_the_mixing_once(tmp_path):
+    from helpers import labeled_folder
+
+    root = tmp_path / "data"
+    labeled_folder(root / "train", per_class=2)
+    labeled_folder(root / "val", per_class=2)
+    for i in range(6):  # cat: 8 training images, dog: 2 -> imbalanced (4x)
+        (root / "train" / "cat" / f"extra{i}.png").write_bytes((root / "train" / "cat" / "img0.png").read_bytes())
+    events = Recorder()
+    run = start_run(TrainConfig(str(root), weights="none", label_smoothing=0.1, mixup=0.2, **TINY), events)
+    assert run.criterion.label_smoothing == 0.1 and run.criterion.weight is None
+    assert run.mixing is not None and run.mixing.mixup == 0.2 and run.mixing.cutmix == 0.0
+    assert any("imbalanced training classes: cat has 8 images, dog 2 (4.0x)" in n for n in events.notes)
+    balanced = start_run(TrainConfig(str(root), weights="none", balance=True, **TINY), Recorder())
+    assert balanced.sources.train.sample_weights.tolist() == pytest.approx([10 / 16] * 8 + [10 / 4] * 2)
+    assert balanced.mixing is None and balanced.criterion.weight is None
+
+
+def test_ema_run_evaluates_both_weights_and_says_which_are_best(image_folder, tmp_path):
+    root = image_folder(train=4, val=2)
+    result = fit(TrainConfig(str(root), strategy="freeze", epochs=2, ema=True, weights="none", augment=False, **TINY),
+                 tmp_path / "run")
+    assert all("ema_val_acc" in h and "ema_val_loss" in h for h in result["history"])
+    best = result["history"][result["best_epoch"] - 1]
+    chosen = (best["ema_val_acc"], best["ema_val_loss"]) if result["best_weights"] == "ema" else (best["val_acc"],
+                                                                                                   best["val_loss"])
+    assert result["best_val_acc"] == chosen[0] == result["evaluation"]["accuracy"]
+    assert "ema" in checkpoints.load(tmp_path / "run" / "last.pt")
+
+
+def test_epoch_record_times_training_and_validation_apart(frozen_run):
+    for h in frozen_run["result"]["history"]:
+        assert h["seconds"] > 0 and h["val_seconds"] > 0
+        assert h["images_per_sec"] == pytest.approx(12 / h["seconds"])  # 12 training images over training time
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("patience", 0, "--patience"), ("label_smoothing", 1.0, "--label-smoothing"), ("mixup", -1.0, "--mixup"),
+    ("ema_decay", 1.0, "--ema-decay"), ("freeze_epochs", 0, "--freeze-epochs"),
+    ("strategy", "freeze-unfreeze", "fewer than --epochs")])
+def test_bad_recipe_option_is_refused_before_any_work(field, value, match):
+    with pytest.raises(CatdogError, match=match):
+        TrainConfig("data", epochs=1, **{field: value}).check()
