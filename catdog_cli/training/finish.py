@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from catdog_cli.core.paths import atomic_write_text
-from catdog_cli.core.records import EpochRecord, TrainResult
+from catdog_cli.core.records import EpochRecord, TrainResult, to_json
 from catdog_cli.data.balance import class_counts
+from catdog_cli.data.dataset import split_summary
 from catdog_cli.inference import calibration
 from catdog_cli.inference.evaluate import (
     TOP_LOSSES,
@@ -23,6 +24,7 @@ from catdog_cli.inference.evaluate import (
 from catdog_cli.inference.explain import add_heatmaps
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
+from catdog_cli.reporting import html as report_module
 from catdog_cli.runtime import distributed
 from catdog_cli.training.setup import Run
 
@@ -80,4 +82,21 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
             result["top_losses"] = sorted(found, key=lambda t: -t["loss"])[:TOP_LOSSES]
             if run.world.main:  # where the model looked in each, for the report
                 add_heatmaps(run.model, result["top_losses"], classes, run.inputs, run.device)
+    return result
+
+
+def final_eval(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool,
+               final_splits: tuple[str, ...], writes: bool) -> TrainResult:
+    """After the last epoch: the best weights evaluated and calibrated, the temperature into best.pt, the report
+    and run.json (`writes`: this process saves the run's files; compare's cells write none)."""
+    result = summarize(run, out, best_state, interrupted, final_splits)
+    if writes and "calibration" in result:  # best.pt carries the temperature evaluate, predict and export use
+        checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]))
+    recipe = recipe_record(run, interrupted)
+    if writes:  # a train run (compare's cells have one report for the grid)
+        result["report"] = str(report_module.write_train_report({**result, **recipe}, out / "report.html"))
+    result["split"] = split_summary(run.split)  # last: the keys before it keep their places
+    result |= recipe  # after the keys scripts already read: those keep their places
+    if run.world.main:
+        atomic_write_text(out / "run.json", to_json(result))
     return result

@@ -13,13 +13,11 @@ import torch
 
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import atomic_write_text, run_folder
-from catdog_cli.core.records import EpochRecord, TrainResult, to_json
-from catdog_cli.data.dataset import split_summary
+from catdog_cli.core.paths import run_folder
+from catdog_cli.core.records import EpochRecord, TrainResult
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import DecodeCache
 from catdog_cli.errors import CatdogError
-from catdog_cli.inference import calibration
 from catdog_cli.inference.evaluate import (
     EvalOutput,
     evaluate,
@@ -27,10 +25,9 @@ from catdog_cli.inference.evaluate import (
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import TransferModel
 from catdog_cli.models.strategies import unfreeze_epoch
-from catdog_cli.reporting import html as report_module
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.signals import StopRequest
-from catdog_cli.training.finish import recipe_record, summarize, write_metrics_csv
+from catdog_cli.training.finish import final_eval, write_metrics_csv
 from catdog_cli.training.setup import Run, TrainState, start_run, wrap
 
 
@@ -223,17 +220,7 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
             events.note(f"interrupted: saved {out / 'last.pt'}; continue with `catdog train --resume {out}`")
     if best_state is None and save_checkpoints and (out / "best.pt").exists():  # resumed after the best epoch
         best_state = checkpoints.load(out / "best.pt")["state_dict"]  # on every rank: all evaluate it together
-    result = summarize(run, out, best_state, interrupted, final_splits)
-    if writes and "calibration" in result:  # best.pt carries the temperature evaluate, predict and export use
-        checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]))
-    recipe = recipe_record(run, interrupted)
-    if writes:  # a train run (compare's cells have one report for the grid)
-        result["report"] = str(report_module.write_train_report({**result, **recipe}, out / "report.html"))
-    result["split"] = split_summary(run.split)  # last: the keys before it keep their places
-    result |= recipe  # after the keys scripts already read: those keep their places
-    if run.world.main:
-        atomic_write_text(out / "run.json", to_json(result))
-    return result
+    return final_eval(run, out, best_state, interrupted, final_splits, writes)
 
 
 def fit(config: TrainConfig, out: Path | str | None = None, events: Events | None = None,
