@@ -111,8 +111,16 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
     cache, precision, found = DecodeCache(), Precision(device, args.precision), {}
     for backbone in backbones:
         inputs = inputs_for(backbone, args.image_size)
-        source = batches(dataset.splits["val"], inputs.eval_spec(), args.batch_size, shuffle=False, device=device,
-                         cache=cache, budget=memory_budget(device), workers=args.workers)
+        source = batches(
+            dataset.splits["val"],
+            inputs.eval_spec(),
+            args.batch_size,
+            shuffle=False,
+            device=device,
+            cache=cache,
+            budget=memory_budget(device),
+            workers=args.workers,
+        )
         model = precision.prepare(build_model(backbone, len(dataset.classes), args.weights, device, seed=args.seed))
         evaluate(model, source, inputs, precision, len(dataset.classes))  # warm-up
         times = []
@@ -128,9 +136,17 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
 
 
 def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    train = TrainConfig(args.data, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-                        weights=args.weights, device=str(device), seed=args.seed, workers=args.workers,
-                        precision=args.precision)
+    train = TrainConfig(
+        args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        weights=args.weights,
+        device=str(device),
+        seed=args.seed,
+        workers=args.workers,
+        precision=args.precision,
+    )
     config = CompareConfig(train, backbones=args.backbones, strategies=args.strategies)
     timeline = Timeline()
     with tempfile.TemporaryDirectory(prefix="compare-grid-") as out:
@@ -149,8 +165,13 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
         row = rows.get(cell)
         if row is None:  # interrupted (Ctrl-C, SIGTERM) inside this cell
             break
-        entry = {"backbone": row["backbone"], "strategy": row["strategy"], "status": row["status"],
-                 "best_val_acc": row["best_val_acc"], "train_seconds": _round(row["train_seconds"])}
+        entry = {
+            "backbone": row["backbone"],
+            "strategy": row["strategy"],
+            "status": row["status"],
+            "best_val_acc": row["best_val_acc"],
+            "train_seconds": _round(row["train_seconds"]),
+        }
         if row["status"] != "ok" or timing["end"] is None:
             table.append({**entry, "error": row["error"]})
             continue
@@ -164,16 +185,26 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
         parts["setup"].append(timing["first_epoch"] - timing["start"] - decode)
         parts["epoch_bookkeeping"].append(sum(timing["val_windows"]) - val)
         parts["final_eval_and_write"].append(timing["tail"])
-        table.append({**entry, "cell_seconds": _round(cell_wall), "val_seconds": _round(val),
-                      "overhead_seconds": _round(overhead)})
+        table.append(
+            {
+                **entry,
+                "cell_seconds": _round(cell_wall),
+                "val_seconds": _round(val),
+                "overhead_seconds": _round(overhead),
+            }
+        )
     return {
         "interrupted": result["interrupted"],
-        "wall_s": round(wall, 2), "compare_wall_seconds": round(result["wall_seconds"], 2),
-        "batch_size": args.batch_size, "precision": Precision(device, args.precision).name,
+        "wall_s": round(wall, 2),
+        "compare_wall_seconds": round(result["wall_seconds"], 2),
+        "batch_size": args.batch_size,
+        "precision": Precision(device, args.precision).name,
         "decode_s": _round(timeline.decode_seconds),
         "per_cell_overhead_s": {
-            "mean": _mean(overheads), "max": _round(max(overheads, default=None)),
-            "first_cell_of_backbone_mean": _mean(first_of_backbone), "other_cells_mean": _mean(others),
+            "mean": _mean(overheads),
+            "max": _round(max(overheads, default=None)),
+            "first_cell_of_backbone_mean": _mean(first_of_backbone),
+            "other_cells_mean": _mean(others),
             "breakdown_mean": {k: _mean(v) for k, v in parts.items()},
         },
         "val_pass_s": {b: _round(t) for b, t in evals.items()},
@@ -184,11 +215,21 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
 def tutorial_cell(args: argparse.Namespace, device: torch.device, backbone: str, strategy: str) -> dict[str, Any]:
     root = resolve_data(args.data)
     inputs = inputs_for(backbone, args.image_size)
-    train = tutorial_loader(root / "train", tutorial_transforms(inputs.image_size, inputs.mean, inputs.std),
-                            args.tutorial_batch_size, args.workers, device)
-    val = tutorial_loader(root / "val", tutorial_eval_transforms(inputs.resize, inputs.image_size, inputs.mean,
-                                                                 inputs.std),
-                          args.tutorial_batch_size, args.workers, device, shuffle=False)
+    train = tutorial_loader(
+        root / "train",
+        tutorial_transforms(inputs.image_size, inputs.mean, inputs.std),
+        args.tutorial_batch_size,
+        args.workers,
+        device,
+    )
+    val = tutorial_loader(
+        root / "val",
+        tutorial_eval_transforms(inputs.resize, inputs.image_size, inputs.mean, inputs.std),
+        args.tutorial_batch_size,
+        args.workers,
+        device,
+        shuffle=False,
+    )
     torch.manual_seed(args.seed)
     model = build_model(backbone, len(train.dataset.classes), args.weights, device, seed=args.seed)
     opt = torch.optim.AdamW(param_groups(strategy, model), weight_decay=0.01)
@@ -215,15 +256,27 @@ def run_tutorial(args: argparse.Namespace, device: torch.device) -> dict[str, An
             try:
                 row = {"status": "ok", **tutorial_cell(args, device, backbone, strategy)}
             except (CatdogError, RuntimeError, ValueError) as exc:  # as compare: a failed cell, the grid goes on
-                row = {"status": "failed", "error": str(exc).strip().splitlines()[0] if str(exc).strip() else
-                       type(exc).__name__}
+                row = {
+                    "status": "failed",
+                    "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                }
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            table.append({"backbone": backbone, "strategy": strategy, **row,
-                          "cell_seconds": _round(time.perf_counter() - cell_start)})
+            table.append(
+                {
+                    "backbone": backbone,
+                    "strategy": strategy,
+                    **row,
+                    "cell_seconds": _round(time.perf_counter() - cell_start),
+                }
+            )
     sync(device)
-    return {"wall_s": round(time.perf_counter() - start, 2), "batch_size": args.tutorial_batch_size,
-            "workers": args.workers, "table": table}
+    return {
+        "wall_s": round(time.perf_counter() - start, 2),
+        "batch_size": args.tutorial_batch_size,
+        "workers": args.workers,
+        "table": table,
+    }
 
 
 def _round(x: float | None, digits: int = 3) -> float | None:
@@ -253,24 +306,40 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs per cell")
     parser.add_argument("--batch-size", type=int, default=128, help="catdog's batch size")
     parser.add_argument("--tutorial-batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=min(8, default_workers()),
-                        help="tutorial DataLoader workers and catdog decode threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, default_workers()),
+        help="tutorial DataLoader workers and catdog decode threads",
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--weights", default="none", help="none (random init), default (torchvision's) or a path")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="catdog's (the tutorial: fp32)")
     parser.add_argument("--skip-tutorial", action="store_true")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="also write the JSON here, after each half (a run cut short keeps catdog's figures)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the JSON here, after each half (a run cut short keeps catdog's figures)",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     result: dict[str, Any] = {
-        "device": device_name(device), "cores": default_workers(), "date": time.strftime("%Y-%m-%d"),
+        "device": device_name(device),
+        "cores": default_workers(),
+        "date": time.strftime("%Y-%m-%d"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "versions": {"torch": torch.__version__}, "data": str(resolve_data(args.data)),
-        "grid": {"backbones": args.backbones, "strategies": args.strategies, "epochs": args.epochs,
-                 "image_size": args.image_size, "weights": args.weights},
+        "versions": {"torch": torch.__version__},
+        "data": str(resolve_data(args.data)),
+        "grid": {
+            "backbones": args.backbones,
+            "strategies": args.strategies,
+            "epochs": args.epochs,
+            "image_size": args.image_size,
+            "weights": args.weights,
+        },
     }
     result["files_read_for_page_cache"] = warm_page_cache(resolve_data(args.data))
     warm_device(device)

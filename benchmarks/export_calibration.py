@@ -60,10 +60,18 @@ def val_logits(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor, list[Path]
     """best.pt's logits on its own val split (re-derived as evaluate does), with labels and paths in order."""
     trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     config = trained.checkpoint["config"]
-    split = load_dataset(trained.checkpoint["data"], config["val_split"], config["seed"],
-                         classes=trained.classes).splits["val"]
-    source = batches(split, trained.inputs.eval_spec(), 64, shuffle=False, device=trained.device,
-                     cache=DecodeCache(), budget=memory_budget(trained.device))
+    split = load_dataset(
+        trained.checkpoint["data"], config["val_split"], config["seed"], classes=trained.classes
+    ).splits["val"]
+    source = batches(
+        split,
+        trained.inputs.eval_spec(),
+        64,
+        shuffle=False,
+        device=trained.device,
+        cache=DecodeCache(),
+        budget=memory_budget(trained.device),
+    )
     out = evaluate(trained.model, source, trained.inputs, trained.precision, len(trained.classes))
     order = out.index.argsort()
     return out.logits[order], out.labels[order], [split.paths[i] for i in out.index[order].tolist()]
@@ -80,14 +88,19 @@ def cross_fitted(logits: torch.Tensor, labels: torch.Tensor, thresholds: list[fl
         confidence[measure_on] = calibration.confidence(logits[measure_on].double(), t)
     correct = logits.argmax(1) == labels
     plain = calibration.confidence(logits.double(), 1.0)
-    nll_after = sum(calibration.nll(logits[m], labels[m], t) * len(m)
-                    for m, t in ((halves[1], temperatures[0]), (halves[0], temperatures[1]))) / len(labels)
-    return {"temperatures": temperatures,
-            "ece_before": calibration.expected_calibration_error(calibration.reliability(plain, correct)),
-            "ece_after": calibration.expected_calibration_error(calibration.reliability(confidence, correct)),
-            "nll_before": calibration.nll(logits, labels), "nll_after": nll_after,
-            "coverage_before": [calibration.selective(plain, correct, t) for t in thresholds],
-            "coverage_after": [calibration.selective(confidence, correct, t) for t in thresholds]}
+    nll_after = sum(
+        calibration.nll(logits[m], labels[m], t) * len(m)
+        for m, t in ((halves[1], temperatures[0]), (halves[0], temperatures[1]))
+    ) / len(labels)
+    return {
+        "temperatures": temperatures,
+        "ece_before": calibration.expected_calibration_error(calibration.reliability(plain, correct)),
+        "ece_after": calibration.expected_calibration_error(calibration.reliability(confidence, correct)),
+        "nll_before": calibration.nll(logits, labels),
+        "nll_after": nll_after,
+        "coverage_before": [calibration.selective(plain, correct, t) for t in thresholds],
+        "coverage_after": [calibration.selective(confidence, correct, t) for t in thresholds],
+    }
 
 
 def readme_snippet_parity(onnx_file: str, paths: list[Path], checkpoint: Path) -> dict[str, Any]:
@@ -165,18 +178,30 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
             session(crops[i : i + batch])
 
     figures = {
-        "end_to_end": {"catdog_predict": timed(lambda: predict(checkpoint, paths, batch_size=batch, device="cpu",
-                                                               precision="fp32")),
-                       "catdog_decode_then_onnxruntime": timed(ort_end_to_end)},
-        "model_only": {"catdog_eager": timed(eager), "onnxruntime": timed(lambda: chunks(ort)),
-                       "torchscript": timed(lambda: chunks(script))},
+        "end_to_end": {
+            "catdog_predict": timed(
+                lambda: predict(checkpoint, paths, batch_size=batch, device="cpu", precision="fp32")
+            ),
+            "catdog_decode_then_onnxruntime": timed(ort_end_to_end),
+        },
+        "model_only": {
+            "catdog_eager": timed(eager),
+            "onnxruntime": timed(lambda: chunks(ort)),
+            "torchscript": timed(lambda: chunks(script)),
+        },
     }
-    return {"images": n, "batch": batch, "torch_threads": torch.get_num_threads(),
-            **{k: {name: n / s for name, s in v.items()} for k, v in figures.items()}, "load_average": load()}
+    return {
+        "images": n,
+        "batch": batch,
+        "torch_threads": torch.get_num_threads(),
+        **{k: {name: n / s for name, s in v.items()} for k, v in figures.items()},
+        "load_average": load(),
+    }
 
 
 def summary(runs: list[dict[str, Any]], thresholds: list[float]) -> list[dict[str, Any]]:
     """Mean and sd over seeds, per dataset and strategy."""
+
     def ms(values: list[float | None]) -> list[float] | None:
         """[mean, sd] over the seeds that have a value (accuracy is None where no image reaches a threshold)."""
         known = [v for v in values if v is not None]
@@ -188,25 +213,41 @@ def summary(runs: list[dict[str, Any]], thresholds: list[float]) -> list[dict[st
     for key in sorted({(r["data"], r["strategy"]) for r in runs}):
         group = [r for r in runs if (r["data"], r["strategy"]) == key]
         cf = [r["cross_fitted"] for r in group]
-        row = {"data": key[0], "strategy": key[1], "seeds": len(group),
-               "val_acc": ms([r["best_val_acc"] for r in group]),
-               "temperature": ms([r["in_sample"]["temperature"] for r in group]),
-               "ece_in_sample": {k: ms([r["in_sample"][k] for r in group]) for k in ("ece_before", "ece_after")},
-               "ece_cross_fitted": {k: ms([c[k] for c in cf]) for k in ("ece_before", "ece_after")},
-               "nll_cross_fitted": {k: ms([c[k] for c in cf]) for k in ("nll_before", "nll_after")}}
+        row = {
+            "data": key[0],
+            "strategy": key[1],
+            "seeds": len(group),
+            "val_acc": ms([r["best_val_acc"] for r in group]),
+            "temperature": ms([r["in_sample"]["temperature"] for r in group]),
+            "ece_in_sample": {k: ms([r["in_sample"][k] for r in group]) for k in ("ece_before", "ece_after")},
+            "ece_cross_fitted": {k: ms([c[k] for c in cf]) for k in ("ece_before", "ece_after")},
+            "nll_cross_fitted": {k: ms([c[k] for c in cf]) for k in ("nll_before", "nll_after")},
+        }
         for when in ("before", "after"):
             row[f"coverage_{when}"] = [
-                {"threshold": t, "coverage": ms([c[f"coverage_{when}"][i]["coverage"] for c in cf]),
-                 "accuracy": ms([c[f"coverage_{when}"][i]["accuracy"] for c in cf])}
-                for i, t in enumerate(thresholds)]
+                {
+                    "threshold": t,
+                    "coverage": ms([c[f"coverage_{when}"][i]["coverage"] for c in cf]),
+                    "accuracy": ms([c[f"coverage_{when}"][i]["accuracy"] for c in cf]),
+                }
+                for i, t in enumerate(thresholds)
+            ]
         rows.append(row)
     return rows
 
 
 def train_and_measure(data: str, strategy: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out) / f"{Path(data).name}-{strategy}-{seed}"
-    config = TrainConfig(data, backbone=BACKBONE, strategy=strategy, epochs=args.epochs, weights=args.weights,
-                         image_size=args.image_size, seed=seed, device="cpu")
+    config = TrainConfig(
+        data,
+        backbone=BACKBONE,
+        strategy=strategy,
+        epochs=args.epochs,
+        weights=args.weights,
+        image_size=args.image_size,
+        seed=seed,
+        device="cpu",
+    )
     start = time.perf_counter()
     reused = args.reuse and (out / "best.pt").is_file() and (out / "run.json").is_file()
     if reused:
@@ -216,11 +257,21 @@ def train_and_measure(data: str, strategy: str, seed: int, args: argparse.Namesp
         result = fit(config, out)
         train_seconds = time.perf_counter() - start
     logits, labels, paths = val_logits(out / "best.pt")
-    record = {"data": Path(data).name, "strategy": strategy, "seed": seed, "best_val_acc": result["best_val_acc"],
-              "train_seconds": train_seconds, "reused": reused, "val_images": len(labels),
-              "in_sample": {k: result["calibration"].get(k) for k in ("temperature", "ece_before", "ece_after",
-                                                                     "nll_before", "nll_after", "not_fitted")},
-              "cross_fitted": cross_fitted(logits, labels, args.thresholds), "load_average": load()}
+    record = {
+        "data": Path(data).name,
+        "strategy": strategy,
+        "seed": seed,
+        "best_val_acc": result["best_val_acc"],
+        "train_seconds": train_seconds,
+        "reused": reused,
+        "val_images": len(labels),
+        "in_sample": {
+            k: result["calibration"].get(k)
+            for k in ("temperature", "ece_before", "ece_after", "nll_before", "nll_after", "not_fitted")
+        },
+        "cross_fitted": cross_fitted(logits, labels, args.thresholds),
+        "load_average": load(),
+    }
     if seed == args.seeds[0]:
         record["parity"] = parity(out / "best.pt", paths, out)
     return record
@@ -241,17 +292,30 @@ def main() -> None:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.thresholds = [float(t) for t in args.thresholds.split(",")]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    started = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpus": os.cpu_count(), "load_average": load(),
-               "torch": torch.__version__, "numpy": np.__version__}
-    runs = [train_and_measure(d, s, seed, args) for d in args.data for s in args.strategies.split(",")
-            for seed in args.seeds]
+    started = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpus": os.cpu_count(),
+        "load_average": load(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    runs = [
+        train_and_measure(d, s, seed, args)
+        for d in args.data
+        for s in args.strategies.split(",")
+        for seed in args.seeds
+    ]
     first = next(r for r in runs if "parity" in r)
     checkpoint = Path(args.out) / f"{first['data']}-{first['strategy']}-{first['seed']}" / "best.pt"
     _, _, paths = val_logits(checkpoint)
     files = {fmt: first["parity"][fmt]["file"] for fmt in ("onnx", "torchscript")}
-    results = {"machine": started, "args": {k: v for k, v in vars(args).items()},
-               "summary": summary(runs, args.thresholds), "runs": runs,
-               "speed": {"checkpoint": str(checkpoint), **speed(checkpoint, files, paths)}}
+    results = {
+        "machine": started,
+        "args": {k: v for k, v in vars(args).items()},
+        "summary": summary(runs, args.thresholds),
+        "runs": runs,
+        "speed": {"checkpoint": str(checkpoint), **speed(checkpoint, files, paths)},
+    }
     text = json.dumps(results, indent=2, default=str)
     (Path(args.out) / "results.json").write_text(text)
     print(text)

@@ -1,8 +1,8 @@
 """gpu_check.sh's helpers: the machine as JSON, a small copy of a dataset for --smoke, and the summary.
 
-    python benchmarks/gpu_check.py env                  # the machine, versions, nvidia-smi: JSON on stdout
-    python benchmarks/gpu_check.py subset SRC DST N     # at most N images per class and split of SRC, in DST
-    python benchmarks/gpu_check.py summary OUT          # OUT/*.json and OUT/steps.jsonl -> the key figures
+python benchmarks/gpu_check.py env                  # the machine, versions, nvidia-smi: JSON on stdout
+python benchmarks/gpu_check.py subset SRC DST N     # at most N images per class and split of SRC, in DST
+python benchmarks/gpu_check.py summary OUT          # OUT/*.json and OUT/steps.jsonl -> the key figures
 """
 
 from __future__ import annotations
@@ -18,18 +18,33 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-NVIDIA_FIELDS = ("name", "driver_version", "memory.total", "power.limit", "clocks.max.sm", "temperature.gpu",
-                 "utilization.gpu", "memory.used")
+NVIDIA_FIELDS = (
+    "name",
+    "driver_version",
+    "memory.total",
+    "power.limit",
+    "clocks.max.sm",
+    "temperature.gpu",
+    "utilization.gpu",
+    "memory.used",
+)
 
 
 def nvidia_smi() -> list[dict[str, str]] | None:
     """One dict per GPU from `nvidia-smi --query-gpu`, or None where there is no nvidia-smi."""
     if shutil.which("nvidia-smi") is None:
         return None
-    query = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(NVIDIA_FIELDS)}", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=60)
-    return [dict(zip(NVIDIA_FIELDS, (v.strip() for v in line.split(",")))) for line in query.stdout.splitlines()
-            if line.strip()]
+    query = subprocess.run(
+        ["nvidia-smi", f"--query-gpu={','.join(NVIDIA_FIELDS)}", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [
+        dict(zip(NVIDIA_FIELDS, (v.strip() for v in line.split(","))))
+        for line in query.stdout.splitlines()
+        if line.strip()
+    ]
 
 
 def _version(package: str) -> str | None:
@@ -46,14 +61,20 @@ def env() -> dict[str, Any]:
 
     cuda = torch.cuda.is_available()
     return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "python": platform.python_version(),
         "versions": {p: _version(p) for p in ("torch", "torchvision", "timm", "typer", "rich", "platformdirs")},
-        "cores": len(os.sched_getaffinity(0)), "load_average": [round(x, 2) for x in os.getloadavg()],
-        "cuda": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "gpu_count": torch.cuda.device_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cuda": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_count": torch.cuda.device_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16_native": cpu_bf16_native(),
-        "precision_auto": {"cpu": Precision(torch.device("cpu")).name,
-                           "cuda": Precision(torch.device("cuda")).name if cuda else None},
+        "precision_auto": {
+            "cpu": Precision(torch.device("cpu")).name,
+            "cuda": Precision(torch.device("cuda")).name if cuda else None,
+        },
         "nvidia_smi": nvidia_smi(),
     }
 
@@ -92,9 +113,13 @@ def _train_figures(run: Any) -> dict[str, Any] | None:
     if not isinstance(run, dict) or "history" not in run:
         return None
     history = run["history"]
-    return {"precision": run.get("precision"), "epochs": run.get("epochs"), "best_val_acc": run.get("best_val_acc"),
-            "epoch_seconds": [round(h["seconds"], 2) for h in history],
-            "img_per_s": [round(h["images_per_sec"], 1) for h in history]}
+    return {
+        "precision": run.get("precision"),
+        "epochs": run.get("epochs"),
+        "best_val_acc": run.get("best_val_acc"),
+        "epoch_seconds": [round(h["seconds"], 2) for h in history],
+        "img_per_s": [round(h["images_per_sec"], 1) for h in history],
+    }
 
 
 def summary(out: Path) -> dict[str, Any]:
@@ -106,19 +131,32 @@ def summary(out: Path) -> dict[str, Any]:
     return {
         "env": _load(out / "env.json"),
         "steps": steps,
-        "pipeline": None if pipeline is None else {
-            "backbone": pipeline.get("backbone"), "tutorial_img_per_s": _pick(pipeline, "tutorial", "img_per_s"),
-            "catdog": pipeline.get("catdog"), "speedup_finetune": pipeline.get("speedup_finetune"),
-            "freeze_over_finetune": pipeline.get("freeze_over_finetune"), "predict": pipeline.get("predict")},
-        "compare_grid": None if grid is None else {
-            "grid": grid.get("grid"), "catdog_wall_s": _pick(grid, "catdog", "wall_s"),
-            "tutorial_wall_s": _pick(grid, "tutorial", "wall_s"), "speedup": grid.get("speedup"),
-            "complete": "load_average_at_end" in grid},
-        "train": {name: _train_figures(_load(out / f"{name}.json"))
-                  for name in ("train", "train_compiled", "torchrun")},
-        "evaluate": {name: None if ev is None else {k: ev.get(k) for k in ("precision", "accuracy", "seconds",
-                                                                           "images_per_sec")}
-                     for name, ev in evaluations.items()},
+        "pipeline": None
+        if pipeline is None
+        else {
+            "backbone": pipeline.get("backbone"),
+            "tutorial_img_per_s": _pick(pipeline, "tutorial", "img_per_s"),
+            "catdog": pipeline.get("catdog"),
+            "speedup_finetune": pipeline.get("speedup_finetune"),
+            "freeze_over_finetune": pipeline.get("freeze_over_finetune"),
+            "predict": pipeline.get("predict"),
+        },
+        "compare_grid": None
+        if grid is None
+        else {
+            "grid": grid.get("grid"),
+            "catdog_wall_s": _pick(grid, "catdog", "wall_s"),
+            "tutorial_wall_s": _pick(grid, "tutorial", "wall_s"),
+            "speedup": grid.get("speedup"),
+            "complete": "load_average_at_end" in grid,
+        },
+        "train": {
+            name: _train_figures(_load(out / f"{name}.json")) for name in ("train", "train_compiled", "torchrun")
+        },
+        "evaluate": {
+            name: None if ev is None else {k: ev.get(k) for k in ("precision", "accuracy", "seconds", "images_per_sec")}
+            for name, ev in evaluations.items()
+        },
     }
 
 

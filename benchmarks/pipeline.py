@@ -60,29 +60,45 @@ def device_name(device: torch.device) -> str:
 
 def tutorial_transforms(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:
     """The tutorial's train transforms, run per image in PIL by the DataLoader workers."""
-    return transforms.Compose([
-        transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize(list(mean), list(std)),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(list(mean), list(std)),
+        ]
+    )
 
 
 def tutorial_eval_transforms(resize: int, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> transforms.Compose:
     """The tutorial's val transforms: Resize (short side) + CenterCrop."""
-    return transforms.Compose([
-        transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(),
-        transforms.Normalize(list(mean), list(std)),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(resize),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(list(mean), list(std)),
+        ]
+    )
 
 
-def tutorial_loader(folder, transform: transforms.Compose, batch_size: int, workers: int, device: torch.device,
-                    shuffle: bool = True) -> DataLoader:
+def tutorial_loader(
+    folder, transform: transforms.Compose, batch_size: int, workers: int, device: torch.device, shuffle: bool = True
+) -> DataLoader:
     """ImageFolder + DataLoader, the images decoded again every epoch."""
-    return DataLoader(datasets.ImageFolder(str(folder), transform), batch_size=batch_size, shuffle=shuffle,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    return DataLoader(
+        datasets.ImageFolder(str(folder), transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )
 
 
-def tutorial_train_epoch(model: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
-                         device: torch.device, scheduler=None) -> int:
+def tutorial_train_epoch(
+    model: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, device: torch.device, scheduler=None
+) -> int:
     """One epoch of the tutorial's step (fp32, no host sync); returns the number of images seen."""
     model.train()
     seen = 0
@@ -111,10 +127,10 @@ def tutorial_evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.
     return correct.item() / max(1, seen)
 
 
-def tutorial_img_per_s(data: str, backbone: str, batch_size: int, workers: int, image_size: int,
-                       device: torch.device, epochs: int) -> float:
-    loader = tutorial_loader(resolve_data(data) / "train", tutorial_transforms(image_size), batch_size, workers,
-                             device)
+def tutorial_img_per_s(
+    data: str, backbone: str, batch_size: int, workers: int, image_size: int, device: torch.device, epochs: int
+) -> float:
+    loader = tutorial_loader(resolve_data(data) / "train", tutorial_transforms(image_size), batch_size, workers, device)
     model = build_model(backbone, len(loader.dataset.classes), "none", device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     seen, start = 0, 0.0
@@ -127,13 +143,32 @@ def tutorial_img_per_s(data: str, backbone: str, batch_size: int, workers: int, 
     return seen / (time.perf_counter() - start)
 
 
-def catdog_img_per_s(data: str, backbone: str, strategy: str, batch_size: int, image_size: int,
-                     device: torch.device, epochs: int, cache: DecodeCache, precision: str = "auto",
-                     **options: Any) -> tuple[float, float, str]:
+def catdog_img_per_s(
+    data: str,
+    backbone: str,
+    strategy: str,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    epochs: int,
+    cache: DecodeCache,
+    precision: str = "auto",
+    **options: Any,
+) -> tuple[float, float, str]:
     """Training img/s of the engine, its decode + setup seconds, and the precision it chose; `options` are
     further TrainConfig fields (workers, cache_gib)."""
-    config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs + 1, batch_size=batch_size,
-                         image_size=image_size, weights="none", device=str(device), precision=precision, **options)
+    config = TrainConfig(
+        data,
+        backbone=backbone,
+        strategy=strategy,
+        epochs=epochs + 1,
+        batch_size=batch_size,
+        image_size=image_size,
+        weights="none",
+        device=str(device),
+        precision=precision,
+        **options,
+    )
     start = time.perf_counter()
     run = start_run(config, Events(), cache)
     setup = time.perf_counter() - start
@@ -170,14 +205,25 @@ def save_untrained(backbone: str, classes: int, image_size: int, path: Path) -> 
     """A checkpoint of a random-init model: predict's speed does not depend on what the weights learned."""
     inputs = inputs_for(backbone, image_size)
     model = build_model(backbone, classes, "none", "cpu", seed=0)
-    checkpoints.save(path, model, {"backbone": backbone, "classes": [f"class{i}" for i in range(classes)],
-                                   "image_size": inputs.image_size, "resize": inputs.resize,
-                                   "mean": list(inputs.mean), "std": list(inputs.std), "config": {}})
+    checkpoints.save(
+        path,
+        model,
+        {
+            "backbone": backbone,
+            "classes": [f"class{i}" for i in range(classes)],
+            "image_size": inputs.image_size,
+            "resize": inputs.resize,
+            "mean": list(inputs.mean),
+            "std": list(inputs.std),
+            "config": {},
+        },
+    )
     return path
 
 
-def plain_predict_pass(checkpoint: Path, files: list[Path], batch_size: int, workers: int,
-                       device: torch.device) -> float:
+def plain_predict_pass(
+    checkpoint: Path, files: list[Path], batch_size: int, workers: int, device: torch.device
+) -> float:
     """img/s of the plain loop: DataLoader workers decoding with PIL + torchvision transforms, the fp32 model
     as saved (no autocast, no channels_last), softmax and top-1 per batch."""
     ckpt = checkpoints.load(checkpoint)
@@ -186,8 +232,9 @@ def plain_predict_pass(checkpoint: Path, files: list[Path], batch_size: int, wor
     rows = []
     sync(device)
     start = time.perf_counter()
-    loader = DataLoader(ImageFiles(files, transform), batch_size=batch_size, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        ImageFiles(files, transform), batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+    )
     with torch.no_grad():
         for x in loader:
             conf, idx = model(x.to(device)).softmax(1).max(1)
@@ -195,32 +242,52 @@ def plain_predict_pass(checkpoint: Path, files: list[Path], batch_size: int, wor
     return len(rows) / (time.perf_counter() - start)
 
 
-def predict_img_per_s(checkpoint: Path, folder: Path, batch_size: int, workers: int, device: torch.device,
-                      passes: int, precision: str, baseline: str | None = None) -> dict[str, Any]:
+def predict_img_per_s(
+    checkpoint: Path,
+    folder: Path,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    passes: int,
+    precision: str,
+    baseline: str | None = None,
+) -> dict[str, Any]:
     """Both ways over the same files, alternating, after one untimed pass each (page cache, kernels); with
     `baseline`, catdog's path at that precision too, in the same alternation."""
     files = walk_images(folder)[0]
     plain, catdog, other = [], [], []
     for i in range(passes + 1):
         p = plain_predict_pass(checkpoint, files, batch_size, workers, device)
-        result = classify(checkpoint, files, batch_size=batch_size, device=str(device), workers=workers,
-                          precision=precision)
+        result = classify(
+            checkpoint, files, batch_size=batch_size, device=str(device), workers=workers, precision=precision
+        )
         if baseline:
-            base = classify(checkpoint, files, batch_size=batch_size, device=str(device), workers=workers,
-                            precision=baseline)
+            base = classify(
+                checkpoint, files, batch_size=batch_size, device=str(device), workers=workers, precision=baseline
+            )
         if i:
             plain.append(p)
             catdog.append(result["images_per_sec"])
             if baseline:
                 other.append(base["images_per_sec"])
-    found = {"images": len(files), "folder": str(folder), "batch_size": batch_size, "workers": workers,
-             "passes": passes, "plain_dataloader_img_per_s": [round(x, 1) for x in plain],
-             "catdog_img_per_s": [round(x, 1) for x in catdog], "catdog_precision": result["precision"],
-             "speedup": round(statistics.mean(catdog) / statistics.mean(plain), 2)}
+    found = {
+        "images": len(files),
+        "folder": str(folder),
+        "batch_size": batch_size,
+        "workers": workers,
+        "passes": passes,
+        "plain_dataloader_img_per_s": [round(x, 1) for x in plain],
+        "catdog_img_per_s": [round(x, 1) for x in catdog],
+        "catdog_precision": result["precision"],
+        "speedup": round(statistics.mean(catdog) / statistics.mean(plain), 2),
+    }
     if baseline:
-        found["baseline"] = {"precision": base["precision"], "catdog_img_per_s": [round(x, 1) for x in other],
-                             "speedup": round(statistics.mean(other) / statistics.mean(plain), 2),
-                             "precision_speedup": round(statistics.mean(catdog) / statistics.mean(other), 2)}
+        found["baseline"] = {
+            "precision": base["precision"],
+            "catdog_img_per_s": [round(x, 1) for x in other],
+            "speedup": round(statistics.mean(other) / statistics.mean(plain), 2),
+            "precision_speedup": round(statistics.mean(catdog) / statistics.mean(other), 2),
+        }
     return found
 
 
@@ -230,55 +297,106 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet34")
     parser.add_argument("--batch-size", type=int, default=32, help="tutorial pipeline batch size")
     parser.add_argument("--catdog-batch-size", type=int, default=None, help="default: --batch-size")
-    parser.add_argument("--workers", type=int, default=min(8, default_workers()),
-                        help="DataLoader workers of the tutorial and the plain predict loop; catdog's decode threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, default_workers()),
+        help="DataLoader workers of the tutorial and the plain predict loop; catdog's decode threads",
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="catdog's (the tutorial: fp32)")
-    parser.add_argument("--baseline-precision", default=None, choices=PRECISIONS,
-                        help="catdog again at this precision, side by side (e.g. fp32 against auto's bf16)")
-    parser.add_argument("--predict", type=Path, default=None,
-                        help="folder of images for the predict comparison (default: DATA/val); 'none' skips it")
+    parser.add_argument(
+        "--baseline-precision",
+        default=None,
+        choices=PRECISIONS,
+        help="catdog again at this precision, side by side (e.g. fp32 against auto's bf16)",
+    )
+    parser.add_argument(
+        "--predict",
+        type=Path,
+        default=None,
+        help="folder of images for the predict comparison (default: DATA/val); 'none' skips it",
+    )
     parser.add_argument("--predict-passes", type=int, default=2, help="timed passes each way (after one warm-up)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     cache = DecodeCache()
     catdog_bs = args.catdog_batch_size or args.batch_size
     result: dict[str, Any] = {
-        "device": device_name(device), "cores": default_workers(), "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "versions": {"torch": torch.__version__}, "backbone": args.backbone, "image_size": args.image_size,
+        "device": device_name(device),
+        "cores": default_workers(),
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": {"torch": torch.__version__},
+        "backbone": args.backbone,
+        "image_size": args.image_size,
     }
-    tutorial = tutorial_img_per_s(args.data, args.backbone, args.batch_size, args.workers, args.image_size,
-                                  device, args.epochs)
-    finetune, decode_s, precision = catdog_img_per_s(args.data, args.backbone, "finetune", catdog_bs,
-                                                     args.image_size, device, args.epochs, cache, args.precision)
-    freeze, _, _ = catdog_img_per_s(args.data, args.backbone, "freeze", catdog_bs, args.image_size, device,
-                                    args.epochs, cache, args.precision)
+    tutorial = tutorial_img_per_s(
+        args.data, args.backbone, args.batch_size, args.workers, args.image_size, device, args.epochs
+    )
+    finetune, decode_s, precision = catdog_img_per_s(
+        args.data, args.backbone, "finetune", catdog_bs, args.image_size, device, args.epochs, cache, args.precision
+    )
+    freeze, _, _ = catdog_img_per_s(
+        args.data, args.backbone, "freeze", catdog_bs, args.image_size, device, args.epochs, cache, args.precision
+    )
     result |= {
-        "tutorial": {"batch_size": args.batch_size, "workers": args.workers, "precision": "fp32",
-                     "img_per_s": round(tutorial, 1)},
-        "catdog": {"batch_size": catdog_bs, "precision": precision, "finetune_img_per_s": round(finetune, 1),
-                   "freeze_img_per_s": round(freeze, 1), "decode_and_setup_s": round(decode_s, 2)},
-        "speedup_finetune": round(finetune / tutorial, 2), "freeze_over_finetune": round(freeze / finetune, 2),
+        "tutorial": {
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "precision": "fp32",
+            "img_per_s": round(tutorial, 1),
+        },
+        "catdog": {
+            "batch_size": catdog_bs,
+            "precision": precision,
+            "finetune_img_per_s": round(finetune, 1),
+            "freeze_img_per_s": round(freeze, 1),
+            "decode_and_setup_s": round(decode_s, 2),
+        },
+        "speedup_finetune": round(finetune / tutorial, 2),
+        "freeze_over_finetune": round(freeze / finetune, 2),
     }
     if args.baseline_precision:
-        base = {strategy: catdog_img_per_s(args.data, args.backbone, strategy, catdog_bs, args.image_size, device,
-                                           args.epochs, cache, args.baseline_precision)
-                for strategy in ("finetune", "freeze")}
+        base = {
+            strategy: catdog_img_per_s(
+                args.data,
+                args.backbone,
+                strategy,
+                catdog_bs,
+                args.image_size,
+                device,
+                args.epochs,
+                cache,
+                args.baseline_precision,
+            )
+            for strategy in ("finetune", "freeze")
+        }
         result["catdog_baseline"] = {
-            "precision": base["finetune"][2], "finetune_img_per_s": round(base["finetune"][0], 1),
+            "precision": base["finetune"][2],
+            "finetune_img_per_s": round(base["finetune"][0], 1),
             "freeze_img_per_s": round(base["freeze"][0], 1),
             "speedup_finetune": round(base["finetune"][0] / tutorial, 2),
             "precision_speedup_finetune": round(finetune / base["finetune"][0], 2),
-            "precision_speedup_freeze": round(freeze / base["freeze"][0], 2)}
+            "precision_speedup_freeze": round(freeze / base["freeze"][0], 2),
+        }
     if str(args.predict) != "none":
         folder = args.predict or resolve_data(args.data) / "val"
         with tempfile.TemporaryDirectory(prefix="catdog-bench-") as tmp:
             checkpoint = save_untrained(args.backbone, 2, args.image_size, Path(tmp) / "model.pt")
-            result["predict"] = predict_img_per_s(checkpoint, folder, args.batch_size, args.workers, device,
-                                                  args.predict_passes, args.precision, args.baseline_precision)
+            result["predict"] = predict_img_per_s(
+                checkpoint,
+                folder,
+                args.batch_size,
+                args.workers,
+                device,
+                args.predict_passes,
+                args.precision,
+                args.baseline_precision,
+            )
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 

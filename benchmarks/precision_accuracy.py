@@ -36,16 +36,31 @@ def _mean_sd(xs: list[float]) -> dict[str, float]:
     return {"mean": round(statistics.mean(xs), 4), "sd": round(statistics.stdev(xs), 4) if len(xs) > 1 else 0.0}
 
 
-def run_one(args: argparse.Namespace, strategy: str, precision: str, seed: int, cache: DecodeCache,
-            out: Path) -> dict[str, Any]:
-    config = TrainConfig(args.data, backbone=args.backbone, strategy=strategy, epochs=args.epochs,
-                         batch_size=args.batch_size, image_size=args.image_size, weights=args.weights,
-                         device=args.device, seed=seed, precision=precision)
+def run_one(
+    args: argparse.Namespace, strategy: str, precision: str, seed: int, cache: DecodeCache, out: Path
+) -> dict[str, Any]:
+    config = TrainConfig(
+        args.data,
+        backbone=args.backbone,
+        strategy=strategy,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        weights=args.weights,
+        device=args.device,
+        seed=seed,
+        precision=precision,
+    )
     result = fit(config, out / f"{strategy}-{precision}-{seed}", Events(), cache)
     history = result["history"]
-    return {"strategy": strategy, "precision": result["precision"], "seed": seed,
-            "best_val_acc": result["best_val_acc"], "final_val_acc": history[-1]["val_acc"],
-            "img_per_s": sum(h["images_per_sec"] for h in history) / len(history)}
+    return {
+        "strategy": strategy,
+        "precision": result["precision"],
+        "seed": seed,
+        "best_val_acc": result["best_val_acc"],
+        "final_val_acc": history[-1]["val_acc"],
+        "img_per_s": sum(h["images_per_sec"] for h in history) / len(history),
+    }
 
 
 def main() -> None:
@@ -72,17 +87,33 @@ def main() -> None:
     for strategy in args.strategies:
         for precision in args.precisions:
             mine = [r for r in runs if r["strategy"] == strategy and r["precision"] == precision]
-            table.append({"strategy": strategy, "precision": precision, "seeds": len(mine),
-                          "best_val_acc": _mean_sd([r["best_val_acc"] for r in mine]),
-                          "final_val_acc": _mean_sd([r["final_val_acc"] for r in mine]),
-                          "img_per_s": round(statistics.mean(r["img_per_s"] for r in mine), 1)})
-    print(json.dumps({
-        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)), "device": args.device,
-        "cpu_bf16_native": cpu_bf16_native(), "torch": torch.__version__, "cores": len(os.sched_getaffinity(0)),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "wall_s": round(time.time() - started, 1),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("strategies", "precisions")},
-        "table": table, "runs": runs,
-    }, indent=2))
+            table.append(
+                {
+                    "strategy": strategy,
+                    "precision": precision,
+                    "seeds": len(mine),
+                    "best_val_acc": _mean_sd([r["best_val_acc"] for r in mine]),
+                    "final_val_acc": _mean_sd([r["final_val_acc"] for r in mine]),
+                    "img_per_s": round(statistics.mean(r["img_per_s"] for r in mine), 1),
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
+                "device": args.device,
+                "cpu_bf16_native": cpu_bf16_native(),
+                "torch": torch.__version__,
+                "cores": len(os.sched_getaffinity(0)),
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                "wall_s": round(time.time() - started, 1),
+                "settings": {k: v for k, v in vars(args).items() if k not in ("strategies", "precisions")},
+                "table": table,
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,12 +27,20 @@ def gap(checkpoint: str, split: str, precision: str) -> dict[str, float | int | 
     probs = {}
     for name in ("fp32", precision):
         rows = predict(checkpoint, paths, top_k=len(trained.classes), device="cpu", precision=name)
-        probs[name] = torch.tensor([[{t["label"]: t["confidence"] for t in r["top"]}[c] for c in trained.classes]
-                                    for r in rows if "top" in r])
+        probs[name] = torch.tensor(
+            [[{t["label"]: t["confidence"] for t in r["top"]}[c] for c in trained.classes] for r in rows if "top" in r]
+        )
     diff = (probs["fp32"] - probs[precision]).abs()
     same = (probs["fp32"].argmax(1) == probs[precision].argmax(1)).float().mean().item()
-    return {"checkpoint": checkpoint, "split": split, "precision": precision, "images": len(diff),
-            "max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(), "label_agreement": same}
+    return {
+        "checkpoint": checkpoint,
+        "split": split,
+        "precision": precision,
+        "images": len(diff),
+        "max_abs_diff": diff.max().item(),
+        "mean_abs_diff": diff.mean().item(),
+        "label_agreement": same,
+    }
 
 
 def main() -> None:

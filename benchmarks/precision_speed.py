@@ -32,8 +32,12 @@ import torch.nn.functional as F
 from catdog_cli.models.backbones import build_model
 from catdog_cli.runtime.device import cpu_bf16_native
 
-VARIANTS = {"fp32": (None, False), "fp32_channels_last": (None, True), "bf16": (torch.bfloat16, False),
-            "bf16_channels_last": (torch.bfloat16, True)}
+VARIANTS = {
+    "fp32": (None, False),
+    "fp32_channels_last": (None, True),
+    "bf16": (torch.bfloat16, False),
+    "bf16_channels_last": (torch.bfloat16, True),
+}
 
 
 def _timed(fn: Callable[[], None], steps: int, batch: int) -> tuple[float, float]:
@@ -45,8 +49,14 @@ def _timed(fn: Callable[[], None], steps: int, batch: int) -> tuple[float, float
     return steps * batch / (time.perf_counter() - wall), steps * batch / (time.process_time() - cpu)
 
 
-def variant_steps(backbone: str, dtype: torch.dtype | None, channels_last: bool, x: torch.Tensor,
-                  y: torch.Tensor, device: torch.device) -> tuple[Callable[[], None], Callable[[], None]]:
+def variant_steps(
+    backbone: str,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """One training step and one inference batch of a fresh model in this variant."""
     model = build_model(backbone, 2, "none", str(device), seed=0)
     if channels_last:
@@ -89,16 +99,24 @@ def measure(backbone: str, args: argparse.Namespace, device: torch.device) -> di
     for what, table in (("train", train), ("infer", infer)):
         wall = {name: statistics.median(w for w, _ in v) for name, v in table.items()}
         cpu = {name: statistics.median(c for _, c in v) for name, v in table.items()}
-        row[what] = {name: {"img_per_s": round(wall[name], 1), "x_fp32": round(wall[name] / wall["fp32"], 2),
-                            "cpu_img_per_s": round(cpu[name], 1), "cpu_x_fp32": round(cpu[name] / cpu["fp32"], 2),
-                            "rounds": [round(w, 1) for w, _ in table[name]]} for name in VARIANTS}
+        row[what] = {
+            name: {
+                "img_per_s": round(wall[name], 1),
+                "x_fp32": round(wall[name] / wall["fp32"], 2),
+                "cpu_img_per_s": round(cpu[name], 1),
+                "cpu_x_fp32": round(cpu[name] / cpu["fp32"], 2),
+                "rounds": [round(w, 1) for w, _ in table[name]],
+            }
+            for name in VARIANTS
+        }
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", default="resnet18,resnet34",
-                        type=lambda s: [b.strip() for b in s.split(",") if b.strip()])
+    parser.add_argument(
+        "--backbones", default="resnet18,resnet34", type=lambda s: [b.strip() for b in s.split(",") if b.strip()]
+    )
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
@@ -110,10 +128,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     result: dict[str, Any] = {
-        "device": args.device, "cpu_bf16_native": cpu_bf16_native(), "cores": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
+        "device": args.device,
+        "cpu_bf16_native": cpu_bf16_native(),
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "settings": {k: v for k, v in vars(args).items() if k != "backbones"}, "backbones": [],
+        "settings": {k: v for k, v in vars(args).items() if k != "backbones"},
+        "backbones": [],
     }
     for backbone in args.backbones:
         result["backbones"].append(measure(backbone, args, device))

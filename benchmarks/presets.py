@@ -80,8 +80,7 @@ def measure_eval(backbone: str, batch: int, size: int, steps: int, device: torch
     return batch / timed(step, steps, device), counter.get_total_flops()
 
 
-def grid_seconds(speeds: dict[str, dict[str, float]], backbones: list[str], train: int, val: int,
-                 epochs: int) -> float:
+def grid_seconds(speeds: dict[str, dict[str, float]], backbones: list[str], train: int, val: int, epochs: int) -> float:
     total = 0.0
     for b in backbones:
         s = speeds[b]
@@ -114,12 +113,27 @@ def main() -> None:
             "eval_img_s": eval_speed,
         }
         print(json.dumps({backbone: speeds[backbone]}), flush=True)
-    grids = {name: {"cells": 3 * len(names),
-                    "estimated_minutes": grid_seconds(speeds, names, args.train, args.val, args.epochs) / 60}
-             for name, names in presets.items()}
-    print(json.dumps({"device": str(device), "cpu": platform.processor() or platform.machine(),
-                      "threads": torch.get_num_threads(), "torch": torch.__version__, "args": vars(args),
-                      "backbones": speeds, "grids": grids}, indent=2))
+    grids = {
+        name: {
+            "cells": 3 * len(names),
+            "estimated_minutes": grid_seconds(speeds, names, args.train, args.val, args.epochs) / 60,
+        }
+        for name, names in presets.items()
+    }
+    print(
+        json.dumps(
+            {
+                "device": str(device),
+                "cpu": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "args": vars(args),
+                "backbones": speeds,
+                "grids": grids,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -112,12 +112,27 @@ class FeatureMemo:
         self.real = features.feature_source
         self.found: dict[tuple, ResidentSource | None] = {}
 
-    def __call__(self, model, split, inputs, device, batch_size, seed, cache, budget, workers, events, shuffle=True,
-                 name="train", class_weights=None):
+    def __call__(
+        self,
+        model,
+        split,
+        inputs,
+        device,
+        batch_size,
+        seed,
+        cache,
+        budget,
+        workers,
+        events,
+        shuffle=True,
+        name="train",
+        class_weights=None,
+    ):
         key = (tuple(split.paths), inputs.image_size)
         if key not in self.found:
-            self.found[key] = self.real(model, split, inputs, device, batch_size, seed, cache, budget, workers, events,
-                                        shuffle=False, name=name)
+            self.found[key] = self.real(
+                model, split, inputs, device, batch_size, seed, cache, budget, workers, events, shuffle=False, name=name
+            )
         done = self.found[key]
         if done is None:
             return None
@@ -128,8 +143,9 @@ def load() -> str:
     return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
-def train(sets: Path, results: Path, runs: Path, cache: DecodeCache, name: str, data: str,
-          keep: bool = False, **config: Any) -> dict[str, Any]:
+def train(
+    sets: Path, results: Path, runs: Path, cache: DecodeCache, name: str, data: str, keep: bool = False, **config: Any
+) -> dict[str, Any]:
     """One `fit`, recorded as results/NAME.json (skipped when it exists); best.pt kept under runs/ if `keep`."""
     target = results / f"{name}.json"
     if target.exists():
@@ -139,22 +155,41 @@ def train(sets: Path, results: Path, runs: Path, cache: DecodeCache, name: str, 
         shutil.rmtree(out)
     before, start = load(), time.perf_counter()
     result = engine.fit(TrainConfig(str(sets / data), **config), out, Events(), cache)
-    record = {"name": name, "data": data, "config": result["config"], "wall_s": time.perf_counter() - start,
-              "load_before": before, "load_after": load(), "best_val_acc": result["best_val_acc"],
-              "best_epoch": result["best_epoch"], "ended": result["ended"], "best_weights": result["best_weights"],
-              "history": result["history"], "per_class": result["evaluation"]["per_class"],
-              "train_counts": result["train_counts"]}
+    record = {
+        "name": name,
+        "data": data,
+        "config": result["config"],
+        "wall_s": time.perf_counter() - start,
+        "load_before": before,
+        "load_after": load(),
+        "best_val_acc": result["best_val_acc"],
+        "best_epoch": result["best_epoch"],
+        "ended": result["ended"],
+        "best_weights": result["best_weights"],
+        "history": result["history"],
+        "per_class": result["evaluation"]["per_class"],
+        "train_counts": result["train_counts"],
+    }
     for extra in ("last.pt", "report.html") + (() if keep else ("best.pt",)):
         (out / extra).unlink(missing_ok=True)
     target.write_text(json.dumps(record, indent=1))
-    print(f"{name}: val {100 * record['best_val_acc']:.2f}% (epoch {record['best_epoch']}), "
-          f"{record['wall_s']:.0f}s, load {before} -> {record['load_after']}", flush=True)
+    print(
+        f"{name}: val {100 * record['best_val_acc']:.2f}% (epoch {record['best_epoch']}), "
+        f"{record['wall_s']:.0f}s, load {before} -> {record['load_after']}",
+        flush=True,
+    )
     return record
 
 
 def common(args: argparse.Namespace) -> dict[str, Any]:
-    return {"backbone": BACKBONE, "weights": args.weights, "image_size": args.image_size, "device": "cpu",
-            "workers": 1, "batch_size": 32}
+    return {
+        "backbone": BACKBONE,
+        "weights": args.weights,
+        "image_size": args.image_size,
+        "device": "cpu",
+        "workers": 1,
+        "batch_size": 32,
+    }
 
 
 def probe(args: argparse.Namespace) -> None:
@@ -167,8 +202,20 @@ def probe(args: argparse.Namespace) -> None:
         for seed in SEEDS:
             for lr in (1e-3, 3e-3, 1e-2, 3e-2):
                 for epochs in (3, 10, 20):
-                    train(sets, results, runs, cache, f"{data}-lr{lr:g}-e{epochs}-s{seed}", data,
-                          strategy="freeze", augment=False, lr=lr, epochs=epochs, seed=seed, **common(args))
+                    train(
+                        sets,
+                        results,
+                        runs,
+                        cache,
+                        f"{data}-lr{lr:g}-e{epochs}-s{seed}",
+                        data,
+                        strategy="freeze",
+                        augment=False,
+                        lr=lr,
+                        epochs=epochs,
+                        seed=seed,
+                        **common(args),
+                    )
         exact = results / f"{data}-lbfgs.json"
         if not exact.exists():
             exact.write_text(json.dumps(solve_exactly(memo, sets / data, args.image_size), indent=1))
@@ -189,17 +236,20 @@ def solve_exactly(memo: FeatureMemo, data: Path, image_size: int) -> dict[str, A
         w, b = lbfgs_head(x, y, l2)
         with torch.no_grad():
             logits = vx @ w + b
-            out[f"l2 {l2:g}"] = {"val_acc": (logits.argmax(1) == vy).double().mean().item(),
-                                 "val_loss": torch.nn.functional.cross_entropy(logits, vy).item(),
-                                 "train_acc": ((x @ w + b).argmax(1) == y).double().mean().item()}
+            out[f"l2 {l2:g}"] = {
+                "val_acc": (logits.argmax(1) == vy).double().mean().item(),
+                "val_loss": torch.nn.functional.cross_entropy(logits, vy).item(),
+                "train_acc": ((x @ w + b).argmax(1) == y).double().mean().item(),
+            }
     return out
 
 
 def lbfgs_head(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.zeros(x.shape[1], int(y.max()) + 1, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(int(y.max()) + 1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=2000, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b], max_iter=2000, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -218,16 +268,41 @@ def grid_cells(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any],
         for data in ("hymenoptera", "catdog-sub"):
             for strategy in ("freeze", "finetune"):
                 for option, overrides in OPTIONS.items():
-                    cells.append((f"{data}-{strategy}-{option}-s{seed}", data,
-                                  {"strategy": strategy, "seed": seed, **overrides}, option == "base"))
-            cells.append((f"{data}-freeze-2x epochs-s{seed}", data,
-                          {"strategy": "freeze", "seed": seed, "epochs": 2 * args.epochs}, False))
-            cells.append((f"{data}-freeze-lr 0.001 (old default)-s{seed}", data,
-                          {"strategy": "freeze", "seed": seed, "lr": 1e-3}, False))
-            cells.append((f"{data}-freeze-lr 0.01-s{seed}", data, {"strategy": "freeze", "seed": seed, "lr": 1e-2},
-                          False))
-            cells.append((f"{data}-freeze-4x epochs-s{seed}", data,
-                          {"strategy": "freeze", "seed": seed, "epochs": 4 * args.epochs}, False))
+                    cells.append(
+                        (
+                            f"{data}-{strategy}-{option}-s{seed}",
+                            data,
+                            {"strategy": strategy, "seed": seed, **overrides},
+                            option == "base",
+                        )
+                    )
+            cells.append(
+                (
+                    f"{data}-freeze-2x epochs-s{seed}",
+                    data,
+                    {"strategy": "freeze", "seed": seed, "epochs": 2 * args.epochs},
+                    False,
+                )
+            )
+            cells.append(
+                (
+                    f"{data}-freeze-lr 0.001 (old default)-s{seed}",
+                    data,
+                    {"strategy": "freeze", "seed": seed, "lr": 1e-3},
+                    False,
+                )
+            )
+            cells.append(
+                (f"{data}-freeze-lr 0.01-s{seed}", data, {"strategy": "freeze", "seed": seed, "lr": 1e-2}, False)
+            )
+            cells.append(
+                (
+                    f"{data}-freeze-4x epochs-s{seed}",
+                    data,
+                    {"strategy": "freeze", "seed": seed, "epochs": 4 * args.epochs},
+                    False,
+                )
+            )
             for strategy in ("freeze-unfreeze", "discriminative"):  # the same rates, with and without a frozen start
                 cells.append((f"{data}-{strategy}-base-s{seed}", data, {"strategy": strategy, "seed": seed}, False))
         for data in ("hymenoptera-imb", "catdog-imb"):
@@ -235,8 +310,14 @@ def grid_cells(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any],
                 # "balance loss" (a class-weighted loss) was measured too, at commit 3a0359d (benchmarks/README.md),
                 # and left out of catdog: the sampler did as well or better
                 for name, balance in (("none", False), ("sampler", True)):
-                    cells.append((f"{data}-{strategy}-balance {name}-s{seed}", data,
-                                  {"strategy": strategy, "seed": seed, "balance": balance}, False))
+                    cells.append(
+                        (
+                            f"{data}-{strategy}-balance {name}-s{seed}",
+                            data,
+                            {"strategy": strategy, "seed": seed, "balance": balance},
+                            False,
+                        )
+                    )
     return cells
 
 
@@ -261,8 +342,11 @@ def tta(args: argparse.Namespace) -> None:
         for views in (None, *TTA_VIEWS):
             start = time.perf_counter()
             ev = evaluate_checkpoint(best, split="val", device="cpu", workers=1, tta=views)
-            record[views or "none"] = {"accuracy": ev["accuracy"], "loss": ev["loss"],
-                                       "seconds": time.perf_counter() - start}
+            record[views or "none"] = {
+                "accuracy": ev["accuracy"],
+                "loss": ev["loss"],
+                "seconds": time.perf_counter() - start,
+            }
         record["load_after"] = load()
         target.write_text(json.dumps(record, indent=1))
         print(best.parent.name, {k: v for k, v in record.items() if isinstance(v, dict)}, flush=True)
@@ -297,16 +381,23 @@ def probe_table(results: Path) -> list[str]:
         if not runs or not exact_file.exists():
             continue
         exact = json.loads(exact_file.read_text())
-        lines += [f"**{data}** (head solved exactly, L-BFGS, val acc %: "
-                  + ", ".join(f"{k}: {100 * v['val_acc']:.2f}" for k, v in exact.items()) + ")", "",
-                  "| lr | epochs | val acc % (best epoch) | val acc % (last epoch) | val loss (last epoch) |",
-                  "|---|---|---|---|---|"]
-        for key, records in sorted(runs.items(), key=lambda kv: (float(kv[0][2:].split("-")[0]),
-                                                                 int(kv[0].split("-e")[1]))):
+        lines += [
+            f"**{data}** (head solved exactly, L-BFGS, val acc %: "
+            + ", ".join(f"{k}: {100 * v['val_acc']:.2f}" for k, v in exact.items())
+            + ")",
+            "",
+            "| lr | epochs | val acc % (best epoch) | val acc % (last epoch) | val loss (last epoch) |",
+            "|---|---|---|---|---|",
+        ]
+        for key, records in sorted(
+            runs.items(), key=lambda kv: (float(kv[0][2:].split("-")[0]), int(kv[0].split("-e")[1]))
+        ):
             lr, epochs = key[2:].split("-e")
-            lines.append(f"| {lr} | {epochs} | {mean_sd([100 * r['best_val_acc'] for r in records])} | "
-                         f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | "
-                         f"{mean_sd([r['history'][-1]['val_loss'] for r in records])} |")
+            lines.append(
+                f"| {lr} | {epochs} | {mean_sd([100 * r['best_val_acc'] for r in records])} | "
+                f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | "
+                f"{mean_sd([r['history'][-1]['val_loss'] for r in records])} |"
+            )
         lines.append("")
     return lines
 
@@ -330,8 +421,17 @@ def _split_key(key: str) -> tuple[str, str, str]:
     raise ValueError(key)
 
 
-ORDER = ["base", "2x epochs", "4x epochs", "lr 0.001 (old default)", "lr 0.01", *OPTIONS, "balance none",
-         "balance loss", "balance sampler"]
+ORDER = [
+    "base",
+    "2x epochs",
+    "4x epochs",
+    "lr 0.001 (old default)",
+    "lr 0.01",
+    *OPTIONS,
+    "balance none",
+    "balance loss",
+    "balance sampler",
+]
 
 
 def _ordered(runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -349,8 +449,11 @@ def _acc(records: list[dict[str, Any]]) -> list[float]:
 
 
 def options_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
-    lines = ["| data | strategy | option | val acc % (best epoch) | Δ vs base (verdict) | val acc % (last epoch) | "
-             "s per run (train + val) | seeds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | strategy | option | val acc % (best epoch) | Δ vs base (verdict) | val acc % (last epoch) | "
+        "s per run (train + val) | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, records in _ordered(runs):
         data, strategy, option = _split_key(key)
         if option.startswith("balance"):
@@ -361,9 +464,11 @@ def options_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         versus = "" if records is base else verdict(_acc(base), _acc(records))
         if reference != strategy:
             versus += f" vs {reference}"
-        lines.append(f"| {data} | {strategy} | {option} | {mean_sd(_acc(records))} | {versus} | "
-                     f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | {seconds:.0f} | "
-                     f"{len(records)} |")
+        lines.append(
+            f"| {data} | {strategy} | {option} | {mean_sd(_acc(records))} | {versus} | "
+            f"{mean_sd([100 * r['history'][-1]['val_acc'] for r in records])} | {seconds:.0f} | "
+            f"{len(records)} |"
+        )
     return lines
 
 
@@ -373,8 +478,11 @@ def _recall(records: list[dict[str, Any]], name: str) -> list[float]:
 
 def balance_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     """On the imbalanced sets val is balanced: accuracy is the mean recall; the minority's recall apart."""
-    lines = ["| data (train counts) | strategy | --balance | val acc % | Δ vs none (verdict) | minority recall % | "
-             "majority recall % |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data (train counts) | strategy | --balance | val acc % | Δ vs none (verdict) | minority recall % | "
+        "majority recall % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, records in _ordered(runs):
         data, strategy, option = _split_key(key)
         if not option.startswith("balance"):
@@ -383,9 +491,11 @@ def balance_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         minority, majority = min(counts, key=counts.get), max(counts, key=counts.get)
         base = runs.get(f"{data}-{strategy}-balance none", [])
         versus = "" if records is base else verdict(_acc(base), _acc(records))
-        lines.append(f"| {data} ({', '.join(f'{k} {v}' for k, v in counts.items())}) | {strategy} | "
-                     f"{option.removeprefix('balance ')} | {mean_sd(_acc(records))} | {versus} | "
-                     f"{mean_sd(_recall(records, minority))} | {mean_sd(_recall(records, majority))} |")
+        lines.append(
+            f"| {data} ({', '.join(f'{k} {v}' for k, v in counts.items())}) | {strategy} | "
+            f"{option.removeprefix('balance ')} | {mean_sd(_acc(records))} | {versus} | "
+            f"{mean_sd(_recall(records, minority))} | {mean_sd(_recall(records, majority))} |"
+        )
     return lines
 
 
@@ -410,35 +520,43 @@ def early_stopping_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         lines.append(f"| {data} | {name} | {len(records[0]['history'])} | {mean_sd(_acc(records))} |")
         for patience in (1, 2):
             ends = [stopped(r["history"], patience) for r in records]
-            lines.append(f"| {data} | {name}, --patience {patience} | {mean_sd([float(e) for e, _ in ends])} | "
-                         f"{mean_sd([100 * a for _, a in ends])} |")
+            lines.append(
+                f"| {data} | {name}, --patience {patience} | {mean_sd([float(e) for e, _ in ends])} | "
+                f"{mean_sd([100 * a for _, a in ends])} |"
+            )
     return lines
 
 
 def tta_table(results: Path) -> list[str]:
     grouped = _runs(results)
-    lines = ["| data | strategy | views | val acc % | Δ vs none (verdict) | val loss | s per val pass |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | strategy | views | val acc % | Δ vs none (verdict) | val loss | s per val pass |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, records in grouped.items():
         data, strategy, _ = _split_key(key)
         none = [100 * r["none"]["accuracy"] for r in records]
         for views in ("none", *TTA_VIEWS):
             acc = [100 * r[views]["accuracy"] for r in records]
-            lines.append(f"| {data} | {strategy} | {views} | {mean_sd(acc)} | "
-                         f"{'' if views == 'none' else verdict(none, acc)} | "
-                         f"{mean_sd([r[views]['loss'] for r in records])} | "
-                         f"{statistics.mean(r[views]['seconds'] for r in records):.1f} |")
+            lines.append(
+                f"| {data} | {strategy} | {views} | {mean_sd(acc)} | "
+                f"{'' if views == 'none' else verdict(none, acc)} | "
+                f"{mean_sd([r[views]['loss'] for r in records])} | "
+                f"{statistics.mean(r[views]['seconds'] for r in records):.1f} |"
+            )
     return lines
 
 
 def table(args: argparse.Namespace) -> None:
     root = Path(args.results)
     runs = _runs(root / "grid")
-    sections = [("freeze's convergence (probe)", probe_table(root / "probe")),
-                ("each option on alone", options_table(runs) if runs else []),
-                ("class imbalance", balance_table(runs) if runs else []),
-                ("early stopping (replayed on the runs' histories)", early_stopping_table(runs) if runs else []),
-                ("test-time augmentation (base runs' best.pt, val)", tta_table(root / "tta"))]
+    sections = [
+        ("freeze's convergence (probe)", probe_table(root / "probe")),
+        ("each option on alone", options_table(runs) if runs else []),
+        ("class imbalance", balance_table(runs) if runs else []),
+        ("early stopping (replayed on the runs' histories)", early_stopping_table(runs) if runs else []),
+        ("test-time augmentation (base runs' best.pt, val)", tta_table(root / "tta")),
+    ]
     for title, lines in sections:
         if lines:
             print(f"### {title}\n")

@@ -40,17 +40,27 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs (after one warm-up)")
     parser.add_argument("--threads", type=_counts, default=sorted({1, default_workers()}), help="intra-op threads")
-    parser.add_argument("--workers", type=_counts, default=sorted({0, 1, default_workers()}),
-                        help="DataLoader workers (train) and decode threads (predict; 0 means 1)")
+    parser.add_argument(
+        "--workers",
+        type=_counts,
+        default=sorted({0, 1, default_workers()}),
+        help="DataLoader workers (train) and decode threads (predict; 0 means 1)",
+    )
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
-    result: dict[str, Any] = {"device": "CPU", "cores": default_workers(), "default_threads": default_threads,
-                              "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
-                              "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-                              "backbone": args.backbone, "image_size": args.image_size, "batch_size": args.batch_size}
+    result: dict[str, Any] = {
+        "device": "CPU",
+        "cores": default_workers(),
+        "default_threads": default_threads,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "torch": torch.__version__,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+    }
     train, predict = [], []
-    common = (args.data, args.backbone, "finetune", args.batch_size, args.image_size, torch.device("cpu"),
-              args.epochs)
+    common = (args.data, args.backbone, "finetune", args.batch_size, args.image_size, torch.device("cpu"), args.epochs)
     resident, _, precision = catdog_img_per_s(*common, DecodeCache())
     result["precision"] = precision
     train.append({"source": "resident", "threads": default_threads, "workers": None, "img_per_s": round(resident, 1)})
@@ -66,8 +76,9 @@ def main() -> None:
             torch.set_num_threads(threads)
             for workers in [w for w in args.workers if w > 0]:
                 done = classify(model, [args.predict], batch_size=args.batch_size, device="cpu", workers=workers)
-                predict.append({"threads": threads, "decode_threads": workers,
-                                "img_per_s": round(done["images_per_sec"], 1)})
+                predict.append(
+                    {"threads": threads, "decode_threads": workers, "img_per_s": round(done["images_per_sec"], 1)}
+                )
     torch.set_num_threads(default_threads)
     result |= {"train": train, "predict": predict, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     print(json.dumps(result, indent=2))

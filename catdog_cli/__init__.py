@@ -31,8 +31,20 @@ API = {
     "export_model": "catdog_cli.inference.export",
 }
 __all__ = [
-    "API", "CatdogError", "CompareConfig", "Events", "TrainConfig", "TrainedModel", "__version__", "compare",
-    "evaluate_checkpoint", "export_model", "find_lr", "fit", "predict", "resume",
+    "API",
+    "CatdogError",
+    "CompareConfig",
+    "Events",
+    "TrainConfig",
+    "TrainedModel",
+    "__version__",
+    "compare",
+    "evaluate_checkpoint",
+    "export_model",
+    "find_lr",
+    "fit",
+    "predict",
+    "resume",
 ]
 
 if TYPE_CHECKING:

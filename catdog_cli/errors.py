@@ -21,4 +21,5 @@ def out_of_memory(exc: BaseException) -> bool:
     if torch is None:
         return False
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and _CPU_ALLOCATOR_FAILED in str(exc))
+        isinstance(exc, RuntimeError) and _CPU_ALLOCATOR_FAILED in str(exc)
+    )

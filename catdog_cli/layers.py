@@ -85,8 +85,10 @@ def violations(root: Path = ROOT) -> list[str]:
             if mine in ABOVE or theirs == mine or (theirs == "__init__" and target == "catdog_cli"):
                 continue
             if theirs in ABOVE or mine not in FLOOR or theirs not in FLOOR or FLOOR[theirs] <= FLOOR[mine]:
-                found.append(f"{path.relative_to(root.parent)}:{line}: {module} imports {target} "
-                             f"({mine} may not import {theirs})")
+                found.append(
+                    f"{path.relative_to(root.parent)}:{line}: {module} imports {target} "
+                    f"({mine} may not import {theirs})"
+                )
     found.extend(f"import circle: {' -> '.join(c)}" for c in _circles(graph))
     return found
 

@@ -24,8 +24,15 @@ def image_folder(tmp_path: Path) -> Callable[..., Path]:
     val_name="val", name="data")` -> the dataset root (a new folder under tmp_path)."""
     counter = itertools.count()
 
-    def make(layout: str = "split", classes: Sequence[str] = ("cat", "dog"), train: int = 6, val: int = 3,
-             test: int = 0, val_name: str = "val", name: str | None = None) -> Path:
+    def make(
+        layout: str = "split",
+        classes: Sequence[str] = ("cat", "dog"),
+        train: int = 6,
+        val: int = 3,
+        test: int = 0,
+        val_name: str = "val",
+        name: str | None = None,
+    ) -> Path:
         root = tmp_path / (name or f"data{next(counter)}")
         for k, cls in enumerate(classes):
             if layout == "flat":

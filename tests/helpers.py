@@ -98,8 +98,11 @@ def labeled_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_cl
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file's size and mtime: equal snapshots mean nothing was written."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def out_of_memory() -> torch.cuda.OutOfMemoryError:
@@ -130,6 +133,7 @@ class Recorder(Events):
 
 # --- folders full of links, for the walking rules that fetch and training share ------------------------------
 
+
 @dataclass
 class LinkedTree:
     """A dataset folder `top` (class folders a/, b/, c/) with links, FIFOs and devices in random places.
@@ -152,8 +156,11 @@ def linked_tree(root: Path, seed: int) -> LinkedTree:
         n = next(counter)  # a width per image: no two images have the same bytes
         return make_image(path, CLASS_COLORS[n % len(CLASS_COLORS)], (24 + n, 20))
 
-    real = {c: [image(top / c / f"{i}.png") for i in range(rng.randint(2, 3))] +
-            [image(top / c / "sub" / f"s{i}.png") for i in range(rng.randint(1, 2))] for c in ("a", "b", "c")}
+    real = {
+        c: [image(top / c / f"{i}.png") for i in range(rng.randint(2, 3))]
+        + [image(top / c / "sub" / f"s{i}.png") for i in range(rng.randint(1, 2))]
+        for c in ("a", "b", "c")
+    }
     outside = [image(outside_dir / f"o{k}" / f"{i}.png") for k in range(2) for i in range(2)]
     folders = [top, *(top / c for c in real), *(top / c / "sub" for c in real)]
     targets = [root, top, *folders[1:], outside_dir, outside_dir / "o0", outside_dir / "o1"]

@@ -63,8 +63,14 @@ class CatdogGroup(TyperGroup):
     `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
     range) is one line too, with exit code 2. Ctrl-C exits with 130, as shells do."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except CLICK_ERROR as exc:  # click's own usage errors, drawn as a one-line error, not a box
@@ -147,45 +153,90 @@ def _emit_json(obj: Any) -> None:
 
 # options that several commands share: one definition each
 BatchSize = Annotated[int | None, typer.Option(min=1, help="Images per step (default 32 on CPU, 64 on CUDA).")]
-LearningRate = Annotated[float | None, typer.Option(
-    help="Learning rate of the new head (default: 1e-4 for finetune, 1e-3 for freeze and discriminative).")]
+LearningRate = Annotated[
+    float | None,
+    typer.Option(
+        help="Learning rate of the new head (default: 1e-4 for finetune, 1e-3 for freeze and discriminative)."
+    ),
+]
 LrRatio = Annotated[float, typer.Option(help="discriminative: how many times slower the backbone learns.")]
 ImageSize = Annotated[int | None, typer.Option(min=16, help="Crop size fed to the model (default 224).")]
-Weights = Annotated[str, typer.Option(help="default (ImageNet, downloaded once), none (random init), or PATH: a "
-                                      "state dict, or a catdog checkpoint (runs/x/best.pt) to start a new run from.")]
-Seed = Annotated[int, typer.Option(
-    help="Seed for the val split, the head's init, shuffling and augmentation (0 to 4294967295).")]
+Weights = Annotated[
+    str,
+    typer.Option(
+        help="default (ImageNet, downloaded once), none (random init), or PATH: a "
+        "state dict, or a catdog checkpoint (runs/x/best.pt) to start a new run from."
+    ),
+]
+Seed = Annotated[
+    int, typer.Option(help="Seed for the val split, the head's init, shuffling and augmentation (0 to 4294967295).")
+]
 ValSplit = Annotated[float, typer.Option(min=0.0, max=0.9, help="Val fraction when the data has no val folder.")]
-CacheGib = Annotated[float | None, typer.Option(
-    help="Memory for decoded images (default: half the free GPU memory or a quarter of RAM); "
-    "larger datasets are decoded per batch (0: always).")]
-Workers = Annotated[int | None, typer.Option(
-    help="Decoding threads/processes (default: one per core; 0 decodes in the main process).")]
+CacheGib = Annotated[
+    float | None,
+    typer.Option(
+        help="Memory for decoded images (default: half the free GPU memory or a quarter of RAM); "
+        "larger datasets are decoded per batch (0: always)."
+    ),
+]
+Workers = Annotated[
+    int | None, typer.Option(help="Decoding threads/processes (default: one per core; 0 decodes in the main process).")
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].")]
-MinConfidence = Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
-    "A calibrated confidence (0-1) below which a prediction counts as unsure."))]
+MinConfidence = Annotated[
+    float | None,
+    typer.Option(min=0.0, max=1.0, help=("A calibrated confidence (0-1) below which a prediction counts as unsure.")),
+]
 # the training recipe (benchmarks/README.md: what each did on real data)
 FreezeEpochs = Annotated[int, typer.Option(min=1, help="freeze-unfreeze: epochs that train the head alone.")]
-Patience = Annotated[int | None, typer.Option(
-    min=1, help="Stop after N epochs without a better val accuracy (ties: lower val loss); default: never.")]
+Patience = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Stop after N epochs without a better val accuracy (ties: lower val loss); default: never."
+    ),
+]
 LabelSmoothing = Annotated[float, typer.Option(min=0.0, max=0.99, help="Label smoothing of the loss (e.g. 0.1).")]
-Mixup = Annotated[float, typer.Option(
-    min=0.0, help="MixUp: blend image pairs and their labels, weight ~ Beta(A, A) (e.g. 0.2); 0: off.")]
-Cutmix = Annotated[float, typer.Option(
-    min=0.0, help="CutMix: paste a box of another image, labels by area, ~ Beta(A, A) (e.g. 1.0); 0: off. "
-    "With --mixup too, each batch uses one of them.")]
-Ema = Annotated[bool, typer.Option(
-    help="Also keep an exponential moving average of the weights; best.pt takes it when it scores better on val.")]
+Mixup = Annotated[
+    float,
+    typer.Option(min=0.0, help="MixUp: blend image pairs and their labels, weight ~ Beta(A, A) (e.g. 0.2); 0: off."),
+]
+Cutmix = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="CutMix: paste a box of another image, labels by area, ~ Beta(A, A) (e.g. 1.0); 0: off. "
+        "With --mixup too, each batch uses one of them.",
+    ),
+]
+Ema = Annotated[
+    bool,
+    typer.Option(
+        help="Also keep an exponential moving average of the weights; best.pt takes it when it scores better on val."
+    ),
+]
 EmaDecay = Annotated[float, typer.Option(help="--ema: decay per step (warmed up: min(decay, (1+n)/(10+n))).")]
-Balance = Annotated[bool, typer.Option(
-    help="Imbalanced classes: draw training images with inverse-frequency class weights, so each class comes "
-    "about equally often.")]
-Tta = Annotated[bool, typer.Option(
-    help=f"Test-time augmentation ({DEFAULT_TTA}): average the probabilities over the centre and four corner "
-    "crops of the eval resize, each also mirrored (10 passes: slower).")]
-PrecisionOption = Annotated[str, typer.Option(
-    "--precision", help=f"{', '.join(PRECISIONS)}. auto: bf16 autocast + channels_last on GPUs and on CPUs that "
-    "do bf16 natively (AVX512-BF16, AMX), else fp32 (fp16 on GPUs without bf16).")]
+Balance = Annotated[
+    bool,
+    typer.Option(
+        help="Imbalanced classes: draw training images with inverse-frequency class weights, so each class comes "
+        "about equally often."
+    ),
+]
+Tta = Annotated[
+    bool,
+    typer.Option(
+        help=f"Test-time augmentation ({DEFAULT_TTA}): average the probabilities over the centre and four corner "
+        "crops of the eval resize, each also mirrored (10 passes: slower)."
+    ),
+]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help=f"{', '.join(PRECISIONS)}. auto: bf16 autocast + channels_last on GPUs and on CPUs that "
+        "do bf16 natively (AVX512-BF16, AMX), else fp32 (fp16 on GPUs without bf16).",
+    ),
+]
 
 DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
@@ -198,8 +249,9 @@ def _fetch_weights(backbones: list[str]) -> dict[str, Path]:
     return {b: Path(prefetch_weights(b)) for b in backbones}
 
 
-def _check_fetch(names: list[str], root: Path | None, source: str | None, sha256: str | None, backbones: list[str],
-                 registry: Any) -> None:
+def _check_fetch(
+    names: list[str], root: Path | None, source: str | None, sha256: str | None, backbones: list[str], registry: Any
+) -> None:
     """fetch's options, before any download."""
     from catdog_cli.core.config import check_backbone
     from catdog_cli.core.paths import check_folder_target
@@ -209,8 +261,9 @@ def _check_fetch(names: list[str], root: Path | None, source: str | None, sha256
     for backbone in backbones:
         check_backbone(backbone)
     if not names and source is None and not backbones:
-        raise CatdogError(f"nothing to fetch: name a dataset ({', '.join(registry)}), "
-                          "give --from PATH_OR_URL, or --weights BACKBONE")
+        raise CatdogError(
+            f"nothing to fetch: name a dataset ({', '.join(registry)}), give --from PATH_OR_URL, or --weights BACKBONE"
+        )
     if len(names) > 1 and (source is not None or sha256 is not None):
         raise CatdogError("--from and --sha256 describe one archive: fetch one dataset at a time with them")
 
@@ -224,8 +277,12 @@ def fetch(
     force: bool = typer.Option(False, help="Fetch again even if the dataset is already complete."),
     weights: list[str] = typer.Option(None, help="Also download torchvision ImageNet weights for these backbones."),
     max_size: float | None = typer.Option(
-        None, "--max-size", metavar="GIB", help="The most a fetch may download, unpack or copy, in GiB (default 20, "
-        "and an archive at most 100 times its own size: a zip bomb is refused); given, it is the only limit."),
+        None,
+        "--max-size",
+        metavar="GIB",
+        help="The most a fetch may download, unpack or copy, in GiB (default 20, "
+        "and an archive at most 100 times its own size: a zip bomb is refused); given, it is the only limit.",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Download a named dataset (or take a local archive), verify it, and lay it out for training."""
@@ -240,8 +297,11 @@ def fetch(
     for name in names or ([None] if source is not None else []):
         bar = render.FetchBar(_progress_console())
         try:
-            summaries.append(fetching.fetch(name, root=root, source=source, sha256=sha256, force=force,
-                                            max_size=max_size, progress=bar))
+            summaries.append(
+                fetching.fetch(
+                    name, root=root, source=source, sha256=sha256, force=force, max_size=max_size, progress=bar
+                )
+            )
         finally:
             bar.done()
     paths = _fetch_weights(backbones) if backbones else {}
@@ -266,9 +326,11 @@ def train(
     data: str | None = typer.Option(None, help=DATA_HELP),
     backbone: str = typer.Option(DEFAULT_BACKBONE, help="A torchvision model (resnet34, vgg16_bn, ...) or timm:NAME."),
     strategy: str = typer.Option(
-        "finetune", help="finetune (all layers, one LR), freeze (only the new head), "
+        "finetune",
+        help="finetune (all layers, one LR), freeze (only the new head), "
         "discriminative (backbone at --lr / --lr-ratio, head at --lr), freeze-unfreeze (--freeze-epochs head "
-        "only, then as discriminative)."),
+        "only, then as discriminative).",
+    ),
     epochs: int = typer.Option(10, min=1, help="Passes over the training images."),
     batch_size: BatchSize = None,
     lr: LearningRate = None,
@@ -292,10 +354,13 @@ def train(
     ema_decay: EmaDecay = 0.999,
     balance: Balance = False,
     out: Path | None = typer.Option(None, help="Output folder (must be new or empty; default runs/trainN)."),
-    resume: Path | None = typer.Option(None, help="Continue the run in this folder from its last.pt; options "
-                                       "typed again must match (only --device, --precision, --workers, --cache-gib, "
-                                       "--compile may change), except --epochs: more epochs extend the run, finished "
-                                       "or not, with the learning-rate schedule restarted for the added epochs."),
+    resume: Path | None = typer.Option(
+        None,
+        help="Continue the run in this folder from its last.pt; options "
+        "typed again must match (only --device, --precision, --workers, --cache-gib, "
+        "--compile may change), except --epochs: more epochs extend the run, finished "
+        "or not, with the learning-rate schedule restarted for the added epochs.",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv.
@@ -311,20 +376,44 @@ def train(
     if resume is not None:  # every check here is torch-free: a mistake is answered before torch loads
         if out is not None and out.resolve() != resume.resolve():
             raise CatdogError(f"--out {out}: a resumed run continues in its own folder, {resume}")
-        typed = {"compile" if n == "compile_model" else n: v for n, v in ctx.params.items()  # by name: typer
-                 if ctx.get_parameter_source(n).name == "COMMANDLINE"}  # may vendor its own click
+        typed = {
+            "compile" if n == "compile_model" else n: v
+            for n, v in ctx.params.items()  # by name: typer
+            if ctx.get_parameter_source(n).name == "COMMANDLINE"
+        }  # may vendor its own click
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         given = {k: v for k, v in typed.items() if k in fields}
         check_options(given)
     elif data is None:
         raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
     else:
-        config = TrainConfig(data, backbone=backbone, strategy=strategy, epochs=epochs, batch_size=batch_size,
-                             lr=lr, lr_ratio=lr_ratio, image_size=image_size, weights=weights, device=device,
-                             precision=precision, seed=seed, val_split=val_split, augment=augment,
-                             compile=compile_model, cache_gib=cache_gib, workers=workers, freeze_epochs=freeze_epochs,
-                             patience=patience, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema,
-                             ema_decay=ema_decay, balance=balance)
+        config = TrainConfig(
+            data,
+            backbone=backbone,
+            strategy=strategy,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_ratio=lr_ratio,
+            image_size=image_size,
+            weights=weights,
+            device=device,
+            precision=precision,
+            seed=seed,
+            val_split=val_split,
+            augment=augment,
+            compile=compile_model,
+            cache_gib=cache_gib,
+            workers=workers,
+            freeze_epochs=freeze_epochs,
+            patience=patience,
+            label_smoothing=label_smoothing,
+            mixup=mixup,
+            cutmix=cutmix,
+            ema=ema,
+            ema_decay=ema_decay,
+            balance=balance,
+        )
         config.check()
         if out is not None:
             from catdog_cli.core.paths import check_out_dir
@@ -357,8 +446,9 @@ def evaluate(
     batch_size: int | None = typer.Option(None, min=1, help="Images per batch."),
     device: Device = "auto",
     precision: PrecisionOption = "auto",
-    report: Path | None = typer.Option(None, help="Also write an HTML report (curves, confusion, top losses, "
-                                       "reliability diagram) here."),
+    report: Path | None = typer.Option(
+        None, help="Also write an HTML report (curves, confusion, top losses, reliability diagram) here."
+    ),
     min_confidence: MinConfidence = None,
     tta: Tta = False,
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -372,8 +462,9 @@ def evaluate(
     from catdog_cli.core.paths import check_new_file, resolve_data
 
     # before torch loads, before any work
-    check_use(model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence,
-              precision=precision)
+    check_use(
+        model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence, precision=precision
+    )
     if data is not None:
         resolve_data(data)
     if report is not None:
@@ -382,9 +473,18 @@ def evaluate(
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        result = evaluate_checkpoint(model, data, split, batch_size, device, events, report=report,
-                                     min_confidence=min_confidence, tta=DEFAULT_TTA if tta else None,
-                                     precision=precision)
+        result = evaluate_checkpoint(
+            model,
+            data,
+            split,
+            batch_size,
+            device,
+            events,
+            report=report,
+            min_confidence=min_confidence,
+            tta=DEFAULT_TTA if tta else None,
+            precision=precision,
+        )
     if json_output:
         _emit_json(result)
     else:
@@ -404,16 +504,23 @@ def predict(
     device: Device = "auto",
     precision: PrecisionOption = "auto",
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the predictions to this (new) CSV file."),
-    overwrite: bool = typer.Option(False, help="Replace the --csv file if it exists (without it, an existing "
-                                   "file is refused and left as it is)."),
-    sort_into: Path | None = typer.Option(None, help="Copy each image into DIR/<predicted class>/ (originals are "
-                                          "untouched; a taken name gets -1, -2, ...); unsure ones into "
-                                          "DIR/_unsure/<predicted class>/."),
+    overwrite: bool = typer.Option(
+        False, help="Replace the --csv file if it exists (without it, an existing file is refused and left as it is)."
+    ),
+    sort_into: Path | None = typer.Option(
+        None,
+        help="Copy each image into DIR/<predicted class>/ (originals are "
+        "untouched; a taken name gets -1, -2, ...); unsure ones into "
+        "DIR/_unsure/<predicted class>/.",
+    ),
     min_confidence: MinConfidence = None,
     tta: Tta = False,
-    explain: Path | None = typer.Option(None, help="Write a heat-map picture per image into DIR: the crop the model "
-                                        "saw, colored by where it looked for its prediction (Grad-CAM); a taken "
-                                        "name gets -1, -2, ..."),
+    explain: Path | None = typer.Option(
+        None,
+        help="Write a heat-map picture per image into DIR: the crop the model "
+        "saw, colored by where it looked for its prediction (Grad-CAM); a taken "
+        "name gets -1, -2, ...",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Classify images; one row per image with the predicted class and its calibrated confidence.
@@ -423,8 +530,9 @@ def predict(
     from catdog_cli.core.config import check_use
 
     # before torch loads, before any work
-    check_use(model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence,
-              precision=precision)
+    check_use(
+        model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence, precision=precision
+    )
     for path in paths:
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
@@ -433,8 +541,17 @@ def predict(
 
     console = _console(json_output)
     with render.RichEvents(_progress_console()) as events:
-        result = classify(model, list(paths), top_k, batch_size, device, events, min_confidence=min_confidence,
-                          tta=DEFAULT_TTA if tta else None, precision=precision)
+        result = classify(
+            model,
+            list(paths),
+            top_k,
+            batch_size,
+            device,
+            events,
+            min_confidence=min_confidence,
+            tta=DEFAULT_TTA if tta else None,
+            precision=precision,
+        )
         rows = result["predictions"]
         if explain is not None:
             _explain(model, rows, explain, batch_size, device, events)
@@ -444,8 +561,9 @@ def predict(
         write_predictions_csv(csv_file, rows, overwrite=overwrite)
         console.print(f"wrote {printable(csv_file)}", markup=False)
     if explain is not None:
-        console.print(f"heat maps of {sum('explanation' in r for r in rows)} image(s) in {printable(explain)}",
-                      markup=False)
+        console.print(
+            f"heat maps of {sum('explanation' in r for r in rows)} image(s) in {printable(explain)}", markup=False
+        )
     if sort_into is not None:
         from catdog_cli.inference.predict import sort_into_folders
 
@@ -459,19 +577,29 @@ def predict(
         console.print(render.predictions_table(rows))
         console.print(render.throughput_line(result), markup=False)
     if rows and not any("label" in r for r in rows):  # like a compare whose every cell failed: a failure
-        raise CatdogError(f"none of the {len(rows)} file(s) could be classified; the reasons are listed "
-                          + ("in the JSON" if json_output else "above"))
+        raise CatdogError(
+            f"none of the {len(rows)} file(s) could be classified; the reasons are listed "
+            + ("in the JSON" if json_output else "above")
+        )
 
 
 @app.command()
 def export(
     model: Path = typer.Argument(..., help="A checkpoint written by train (best.pt)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx (runs anywhere onnxruntime does; needs pip install "
-                            "'catdog-cli\\[export]') or torchscript (torch.jit, libtorch)."),
-    out: Path | None = typer.Option(None, help="The file to write; never replaced (default: beside MODEL, "
-                                    "best.onnx or best.torchscript)."),
-    parity_images: Path | None = typer.Option(None, help="Images or a folder of them to prove parity on (up to "
-                                              "32, spread over it); default: the model's own val split."),
+    fmt: str = typer.Option(
+        "onnx",
+        "--format",
+        help="onnx (runs anywhere onnxruntime does; needs pip install "
+        "'catdog-cli\\[export]') or torchscript (torch.jit, libtorch).",
+    ),
+    out: Path | None = typer.Option(
+        None, help="The file to write; never replaced (default: beside MODEL, best.onnx or best.torchscript)."
+    ),
+    parity_images: Path | None = typer.Option(
+        None,
+        help="Images or a folder of them to prove parity on (up to "
+        "32, spread over it); default: the model's own val split.",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Write the model as one file that runs without catdog, and prove it agrees with catdog predict.
@@ -511,8 +639,9 @@ def _check_predict_outputs(csv_file: Path | None, overwrite: bool, folders: dict
             check_folder_target(folder, option)
 
 
-def _explain(checkpoint: Path, rows: list, folder: Path, batch_size: int | None, device: str,
-             events: render.RichEvents) -> None:
+def _explain(
+    checkpoint: Path, rows: list, folder: Path, batch_size: int | None, device: str, events: render.RichEvents
+) -> None:
     from catdog_cli.inference.explain import explain_predictions
     from catdog_cli.inference.trained import TrainedModel
 
@@ -526,7 +655,8 @@ def _csv_list(value: str) -> list[str]:
 COMPARE_HELP = (
     "Train every strategy on several backbones back to back and print one table to choose from.\n\n"
     "Backbone presets (--backbones): "
-    + "; ".join(f"{name}: {', '.join(names)}" for name, names in BACKBONE_PRESETS.items()) + ".\n\n"
+    + "; ".join(f"{name}: {', '.join(names)}" for name, names in BACKBONE_PRESETS.items())
+    + ".\n\n"
     + GRID_TIME_HELP
 )
 COMPARE_WEIGHTS_HELP = (
@@ -539,10 +669,14 @@ COMPARE_WEIGHTS_HELP = (
 @app.command(help=COMPARE_HELP)
 def compare(
     data: str = typer.Option(..., help=DATA_HELP),
-    backbones: str = typer.Option("seed", help="Comma-separated backbones (any of train's) and/or presets: "
-                                  f"{', '.join(BACKBONE_PRESETS)} (listed above)."),
-    strategies: str = typer.Option(",".join(GRID_STRATEGIES),
-                                   help="Comma-separated strategies (freeze-unfreeze too, when named)."),
+    backbones: str = typer.Option(
+        "seed",
+        help="Comma-separated backbones (any of train's) and/or presets: "
+        f"{', '.join(BACKBONE_PRESETS)} (listed above).",
+    ),
+    strategies: str = typer.Option(
+        ",".join(GRID_STRATEGIES), help="Comma-separated strategies (freeze-unfreeze too, when named)."
+    ),
     epochs: int = typer.Option(3, min=1, help="Epochs per cell (the same for every cell)."),
     batch_size: BatchSize = None,
     lr: LearningRate = None,
@@ -570,11 +704,29 @@ def compare(
     """The grid; its --help (COMPARE_HELP) lists the presets and what a grid costs."""
     from catdog_cli.core.config import CompareConfig, TrainConfig
 
-    train = TrainConfig(data, epochs=epochs, batch_size=batch_size, lr=lr, lr_ratio=lr_ratio, image_size=image_size,
-                        weights=weights, device=device, precision=precision, seed=seed, val_split=val_split,
-                        cache_gib=cache_gib, workers=workers, freeze_epochs=freeze_epochs, patience=patience,
-                        label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, ema=ema, ema_decay=ema_decay,
-                        balance=balance)
+    train = TrainConfig(
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_ratio=lr_ratio,
+        image_size=image_size,
+        weights=weights,
+        device=device,
+        precision=precision,
+        seed=seed,
+        val_split=val_split,
+        cache_gib=cache_gib,
+        workers=workers,
+        freeze_epochs=freeze_epochs,
+        patience=patience,
+        label_smoothing=label_smoothing,
+        mixup=mixup,
+        cutmix=cutmix,
+        ema=ema,
+        ema_decay=ema_decay,
+        balance=balance,
+    )
     config = CompareConfig(train, backbones=expand_backbones(_csv_list(backbones)), strategies=_csv_list(strategies))
     config.check()
     if out is not None and out.exists() and not out.is_dir():
@@ -588,8 +740,9 @@ def compare(
         result = run_compare(config, out, events, keep_best)
     failed = failures(result)
     if failed and len(failed) == len(result["rows"]) and not result["interrupted"]:
-        raise CatdogError(f"every cell of the grid failed ({len(failed)}); {failed[0]}; "
-                          f"see {result['out']}/compare.json")
+        raise CatdogError(
+            f"every cell of the grid failed ({len(failed)}); {failed[0]}; see {result['out']}/compare.json"
+        )
     if json_output:
         _emit_json(result)
     else:
@@ -618,15 +771,18 @@ def lr_find(
     seed: Seed = 0,
     val_split: ValSplit = 0.2,
     augment: bool = typer.Option(True, help="RandomResizedCrop + flip on training images, as train would."),
-    steps: int = typer.Option(100, min=LR_FIND_MIN_STEPS,
-                              help="Steps of the test (a small dataset is cycled through)."),
+    steps: int = typer.Option(
+        100, min=LR_FIND_MIN_STEPS, help="Steps of the test (a small dataset is cycled through)."
+    ),
     start_lr: float = typer.Option(1e-7, help="The head's learning rate at the first step."),
     end_lr: float = typer.Option(
-        10.0, help="...and at the last, at most 1e6 (the test stops sooner when the loss blows up)."),
+        10.0, help="...and at the last, at most 1e6 (the test stops sooner when the loss blows up)."
+    ),
     cache_gib: CacheGib = None,
     workers: Workers = None,
-    out: Path | None = typer.Option(None, help="Output folder for lr_find.html and lr_find.json (new or empty; "
-                                    "default runs/lr-findN)."),
+    out: Path | None = typer.Option(
+        None, help="Output folder for lr_find.html and lr_find.json (new or empty; default runs/lr-findN)."
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Learning-rate range test: train briefly while the lr grows exponentially, plot the loss against it, and
@@ -634,9 +790,20 @@ def lr_find(
     from catdog_cli.core.config import TrainConfig, check_lr_find
     from catdog_cli.core.paths import check_out_dir
 
-    config = TrainConfig(data, backbone=backbone, batch_size=batch_size, lr_ratio=lr_ratio, image_size=image_size,
-                         weights=weights, device=device, seed=seed, val_split=val_split, augment=augment,
-                         cache_gib=cache_gib, workers=workers)
+    config = TrainConfig(
+        data,
+        backbone=backbone,
+        batch_size=batch_size,
+        lr_ratio=lr_ratio,
+        image_size=image_size,
+        weights=weights,
+        device=device,
+        seed=seed,
+        val_split=val_split,
+        augment=augment,
+        cache_gib=cache_gib,
+        workers=workers,
+    )
     check_lr_find(config, _csv_list(strategies), start_lr, end_lr, steps)  # before torch loads
     if out is not None:
         check_out_dir(out)

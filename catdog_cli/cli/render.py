@@ -94,8 +94,14 @@ class RichEvents(Events):
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
             disable=not console.is_terminal,
         )
         self.current = None
@@ -141,8 +147,10 @@ class RichEvents(Events):
         self.line(Text(printable(text), style="yellow"))
 
     def cell_done(self, row: CompareRow) -> None:
-        self.line(f"{printable(row['backbone'])} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
-                  f"(epoch {row['best_epoch']}), {fmt(row['train_seconds'], 'sec')}")
+        self.line(
+            f"{printable(row['backbone'])} / {row['strategy']}: best val acc {pct(row['best_val_acc'])} "
+            f"(epoch {row['best_epoch']}), {fmt(row['train_seconds'], 'sec')}"
+        )
 
     def cell(self, index: int, total: int, name: str) -> None:
         self.show_epochs = False
@@ -150,17 +158,18 @@ class RichEvents(Events):
             self.line(f"cell {index + 1}/{total}: {printable(name)}")
         if self.grid is None:
             self.grid = self.progress.add_task("", total=total, info="")
-        self.progress.update(self.grid, completed=index,
-                             description=f"[bold]cell {index + 1}/{total}: {safe(name)}[/]")
+        self.progress.update(self.grid, completed=index, description=f"[bold]cell {index + 1}/{total}: {safe(name)}[/]")
 
 
 def epoch_line(record: EpochRecord) -> str:
     """Training and validation timed apart: img/s is training images over training time only."""
     ema = f"  EMA val acc {pct(record['ema_val_acc'])}" if "ema_val_acc" in record else ""
-    return (f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
-            f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]{ema}  "
-            f"train {record['seconds']:.1f}s ({fmt(record['images_per_sec'], 'rate')} img/s) + val "
-            f"{record.get('val_seconds', 0.0):.1f}s")
+    return (
+        f"epoch {record['epoch']:>3}  train loss {record['train_loss']:.4f} acc {pct(record['train_acc'])}  "
+        f"[bold]val loss {record['val_loss']:.4f} acc {pct(record['val_acc'])}[/]{ema}  "
+        f"train {record['seconds']:.1f}s ({fmt(record['images_per_sec'], 'rate')} img/s) + val "
+        f"{record.get('val_seconds', 0.0):.1f}s"
+    )
 
 
 MAX_CLASSES_SHOWN = 12
@@ -187,25 +196,39 @@ def run_summary(summary: RunSummary) -> RenderableType:
     """The block before the work: what is trained on what, how, where, and where the results go."""
     s = summary
     counts = ", ".join(f"{split} {fmt(n, 'int')}" for split, n in s["images"].items())
-    rows = [("data", s["data"]), ("", f"{len(s['classes'])} classes: {_classes(s['classes'])}"),
-            ("", f"images: {counts} (val split: {s['split_origin']})")]
+    rows = [
+        ("data", s["data"]),
+        ("", f"{len(s['classes'])} classes: {_classes(s['classes'])}"),
+        ("", f"images: {counts} (val split: {s['split_origin']})"),
+    ]
     size = f"{s['image_size']} px" if s["image_size"] else "each backbone's own image size"
     lr = f"lr {s['lr']:g}" if s["lr"] is not None else "each strategy's default lr"
     augment = "augmented" if s["augment"] else "no augmentation"
     if s["kind"] == "train":
         backbone, strategy = s["backbones"][0], s["strategies"][0]
         params = s["params"].get(backbone)
-        counted = (f": {fmt(params['total'], 'params')} parameters, {fmt(params['trainable'], 'params')} trainable"
-                   if params else "")
+        counted = (
+            f": {fmt(params['total'], 'params')} parameters, {fmt(params['trainable'], 'params')} trainable"
+            if params
+            else ""
+        )
         title = f"catdog train: {backbone}, {strategy}"
-        rows += [("model", f"{backbone}, {weights_text(s['weights'][backbone])}{counted}"),
-                 ("training", f"{strategy}, {lr}, {_epochs(s['epochs'])}, batch {s['batch_size']}, {size}, {augment}")]
+        rows += [
+            ("model", f"{backbone}, {weights_text(s['weights'][backbone])}{counted}"),
+            ("training", f"{strategy}, {lr}, {_epochs(s['epochs'])}, batch {s['batch_size']}, {size}, {augment}"),
+        ]
     else:
         cells = len(s["backbones"]) * len(s["strategies"])
         title = f"catdog compare: {len(s['backbones'])} backbones x {len(s['strategies'])} strategies = {cells} cells"
-        rows += [("backbones", ", ".join(s["backbones"])), *_weights(s),
-                 ("training", f"{', '.join(s['strategies'])}; {lr}, {_epochs(s['epochs'])} per cell, "
-                              f"batch {s['batch_size']}, {size}, {augment}")]
+        rows += [
+            ("backbones", ", ".join(s["backbones"])),
+            *_weights(s),
+            (
+                "training",
+                f"{', '.join(s['strategies'])}; {lr}, {_epochs(s['epochs'])} per cell, "
+                f"batch {s['batch_size']}, {size}, {augment}",
+            ),
+        ]
     if s["recipe"]:
         rows.append(("recipe", ", ".join(s["recipe"])))
     rows += [("device", f"{s['device']}, {s['precision']}"), ("output", s["out"])]
@@ -223,8 +246,11 @@ def train_summary(result: TrainResult) -> Table:
     table.add_column(style="bold")
     table.add_column()
     counts = result["params"]
-    best = (f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']})" if result["best_val_acc"] is not None
-            else "none: stopped before the first epoch ended")
+    best = (
+        f"{pct(result['best_val_acc'])} (epoch {result['best_epoch']})"
+        if result["best_val_acc"] is not None
+        else "none: stopped before the first epoch ended"
+    )
     rows = [
         ("backbone", printable(f"{config['backbone']} ({weights_text(config['weights'])})")),
         ("strategy", config["strategy"]),
@@ -236,8 +262,12 @@ def train_summary(result: TrainResult) -> Table:
         ("best val accuracy", best + (", EMA weights" if result.get("best_weights") == "ema" else "")),
     ]
     if "evaluation" in result:  # each class's recall: what an imbalanced folder hides behind accuracy
-        rows.append(("val recall per class", printable(", ".join(f"{c['class']} {pct(c['recall'])}"
-                                                             for c in result["evaluation"]["per_class"]))))
+        rows.append(
+            (
+                "val recall per class",
+                printable(", ".join(f"{c['class']} {pct(c['recall'])}" for c in result["evaluation"]["per_class"])),
+            )
+        )
     counts = result.get("train_counts")
     note = imbalance_note(result["classes"], list(counts.values())) if counts else None
     if note:
@@ -264,8 +294,13 @@ def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
     for col in ("class", "precision", "recall", "F1", "images"):
         metrics.add_column(col, justify="left" if col == "class" else "right")
     for row in ev["per_class"]:
-        metrics.add_row(Text(printable(row["class"])), pct(row["precision"]), pct(row["recall"]), pct(row["f1"]),
-                        str(row["support"]))
+        metrics.add_row(
+            Text(printable(row["class"])),
+            pct(row["precision"]),
+            pct(row["recall"]),
+            pct(row["f1"]),
+            str(row["support"]),
+        )
     classes = [printable(row["class"]) for row in ev["per_class"]]
     confusion = Table()
     confusion.add_column("")
@@ -273,16 +308,20 @@ def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
         confusion.add_column(Text(name), justify="right")
     for i, (name, row) in enumerate(zip(classes, ev["confusion"])):
         confusion.add_row(Text(name), *(Text(str(n), style="bold green" if i == j else "") for j, n in enumerate(row)))
-    return [Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, "
-                 f"{ev['num_images']} images"), metrics,
-            Text(f"confusion on {split} (rows: true, columns: predicted)"), confusion,
-            *([confidence_table(ev)] if "calibration" in ev else [])]
+    return [
+        Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, {ev['num_images']} images"),
+        metrics,
+        Text(f"confusion on {split} (rows: true, columns: predicted)"),
+        confusion,
+        *([confidence_table(ev)] if "calibration" in ev else []),
+    ]
 
 
 def calibration_line(cal: Calibration) -> str:
     """'T = 1.42: expected calibration error 6.1% -> 1.3%' (or why T stayed 1)."""
-    line = (f"T = {cal['temperature']:.3g}: expected calibration error {pct(cal['ece_before'])} -> "
-            f"{pct(cal['ece_after'])}")
+    line = (
+        f"T = {cal['temperature']:.3g}: expected calibration error {pct(cal['ece_before'])} -> {pct(cal['ece_after'])}"
+    )
     return line + (f" (T not fitted: {cal['not_fitted']})" if "not_fitted" in cal else "")
 
 
@@ -290,8 +329,10 @@ def selective_line(c: Coverage) -> str:
     """'99.6% on the 92.0% of images it is sure about (confidence >= 0.9)'."""
     if c["accuracy"] is None:
         return f"no image reaches confidence {c['threshold']:g}"
-    return (f"{pct(c['accuracy'])} on the {pct(c['coverage'])} of images it is sure about "
-            f"(confidence >= {c['threshold']:g})")
+    return (
+        f"{pct(c['accuracy'])} on the {pct(c['coverage'])} of images it is sure about "
+        f"(confidence >= {c['threshold']:g})"
+    )
 
 
 def confidence_table(ev: EvaluateResult) -> Group:
@@ -300,8 +341,12 @@ def confidence_table(ev: EvaluateResult) -> Group:
     note = " (measured on the images T was fitted on: optimistic)" if cal.get("in_sample") else ""
     lines: list[RenderableType] = [Text(f"confidence on {cal['split']}: {calibration_line(cal)}{note}")]
     if "selective" in ev:
-        lines.append(Text(f"with --min-confidence {ev['selective']['threshold']:g}: accuracy "
-                          f"{selective_line(ev['selective'])}", style="bold"))
+        lines.append(
+            Text(
+                f"with --min-confidence {ev['selective']['threshold']:g}: accuracy {selective_line(ev['selective'])}",
+                style="bold",
+            )
+        )
     table = Table(title="accuracy on the images it is sure about", title_justify="left")
     for col in ("confidence >=", "images", "coverage", "accuracy"):
         table.add_column(col, justify="right")
@@ -312,8 +357,10 @@ def confidence_table(ev: EvaluateResult) -> Group:
 
 def throughput_line(result: Throughput) -> str:
     """How fast evaluate or predict went, and on what: the figure a user compares machines by."""
-    return (f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
-            f"{result['device']}, {result['precision']})")
+    return (
+        f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
+        f"{result['device']}, {result['precision']})"
+    )
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
@@ -343,21 +390,30 @@ def predictions_table(rows: list[Prediction]) -> Table:
 
 def export_summary(result: ExportResult) -> Table:
     meta, parity = result["metadata"], result["parity"]
-    table = Table(title=Text(f"exported {printable(result['checkpoint'])} ({result['format']})"), show_header=False,
-                  title_justify="left")
+    table = Table(
+        title=Text(f"exported {printable(result['checkpoint'])} ({result['format']})"),
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     shape = "x".join(str(d) for d in meta["input"]["shape"])
     rows = [
         ("file", f"{result['out']} ({fmt(result['bytes'] / 1e6)} MB)"),
-        ("input", f"{meta['input']['name']}: {meta['input']['dtype']} {meta['input']['channels']} "
-                  f"{meta['input']['layout']} ({shape})"),
+        (
+            "input",
+            f"{meta['input']['name']}: {meta['input']['dtype']} {meta['input']['channels']} "
+            f"{meta['input']['layout']} ({shape})",
+        ),
         ("before the input", meta["preprocessing"]["steps"]),
         ("inside", meta["preprocessing"]["in_graph"] + f", T = {meta['temperature']:.3g}"),
         ("output", f"{meta['output']['name']} ({', '.join(meta['classes'])})"),
-        ("parity", f"{parity['images']} images of {parity['source']}: largest probability difference "
-                   f"{parity['max_abs_diff']:.1e} (tolerance {parity['tolerance']:.0e}), labels agree on "
-                   f"{pct(parity['label_agreement'])}"),
+        (
+            "parity",
+            f"{parity['images']} images of {parity['source']}: largest probability difference "
+            f"{parity['max_abs_diff']:.1e} (tolerance {parity['tolerance']:.0e}), labels agree on "
+            f"{pct(parity['label_agreement'])}",
+        ),
     ]
     for row in rows:
         table.add_row(*(Text(printable(cell)) for cell in row))
@@ -367,8 +423,13 @@ def export_summary(result: ExportResult) -> Table:
 # --- compare ------------------------------------------------------------------------------------------------
 
 # what a failed cell's status column says; its whole reason is listed under the table
-FAILURE_WORDS = (("out of memory", "OOM"), ("cannot take", "size"), ("weights", "weights"), ("timm", "backbone"),
-                 ("backbone", "backbone"))  # first match wins: a size refusal also names the weights' size
+FAILURE_WORDS = (
+    ("out of memory", "OOM"),
+    ("cannot take", "size"),
+    ("weights", "weights"),
+    ("timm", "backbone"),
+    ("backbone", "backbone"),
+)  # first match wins: a size refusal also names the weights' size
 
 
 def failure_word(error: str | None) -> str:
@@ -385,8 +446,9 @@ class CompareTable:
     def __init__(self, result: CompareResult):
         self.result = result
         has_test = any(r.get("test_acc") is not None for r in result["rows"])
-        self.columns = [c for c in COMPARE_COLUMNS
-                        if c.key not in ("status", "error") and (has_test or c.key != "test_acc")]
+        self.columns = [
+            c for c in COMPARE_COLUMNS if c.key not in ("status", "error") and (has_test or c.key != "test_acc")
+        ]
         self.kept = 3  # backbone, strategy, val acc: always shown
 
     def table(self, columns: list[Column]) -> Table:
@@ -394,13 +456,21 @@ class CompareTable:
         table.add_column("", no_wrap=True)
         for c in columns:
             text = c.kind == "text"
-            table.add_column(c.heading, justify="left" if text else "right", no_wrap=not text,
-                             overflow="fold" if text else "ellipsis")
+            table.add_column(
+                c.heading,
+                justify="left" if text else "right",
+                no_wrap=not text,
+                overflow="fold" if text else "ellipsis",
+            )
         for n, row in enumerate(self.result["rows"]):
             ok = row["status"] == "ok"
             best = n == 0 and ok
-            cells = [Text(failure_word(row["error"]), style="red") if c.key == "best_val_acc" and not ok
-                     else Text(printable(c.format(row[c.key]))) for c in columns]
+            cells = [
+                Text(failure_word(row["error"]), style="red")
+                if c.key == "best_val_acc" and not ok
+                else Text(printable(c.format(row[c.key])))
+                for c in columns
+            ]
             table.add_row("★" if best else "", *cells, style="bold green" if best else None)
         return table
 
@@ -414,8 +484,12 @@ class CompareTable:
         result = self.result
         shown = {c.key for c in columns}
         test = "; test acc: those weights on the test split" if "test_acc" in shown else ""
-        yield Text(printable(f"compare on {result['config']['data']}: val acc is on the val split "
-                             f"({result['split_origin']}) at each cell's best epoch{test}"))
+        yield Text(
+            printable(
+                f"compare on {result['config']['data']}: val acc is on the val split "
+                f"({result['split_origin']}) at each cell's best epoch{test}"
+            )
+        )
         yield Trimmed(table)
         note = interrupted_note(result)
         if note:
@@ -425,8 +499,9 @@ class CompareTable:
             if row["status"] != "ok":
                 reasons.setdefault((row["backbone"], row["error"] or "no reason recorded"), []).append(row["strategy"])
         for (backbone, error), strategies in reasons.items():
-            yield Text.assemble((f"{failure_word(error)}: ", "red"),
-                                printable(f"{backbone} / {', '.join(strategies)}: {error}"))
+            yield Text.assemble(
+                (f"{failure_word(error)}: ", "red"), printable(f"{backbone} / {', '.join(strategies)}: {error}")
+            )
         hidden = [c.heading for c in self.columns if c.key not in shown]
         if hidden:
             yield Text(f"not shown at this width: {', '.join(hidden)} (compare.md has every column)", style="dim")
@@ -441,8 +516,16 @@ class FetchBar:
     """fetch's progress callbacks (fetch.FetchProgress) drawn as a rich bar: bytes, speed, time left."""
 
     def __init__(self, console: Console) -> None:
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
         self.task: Any = None
 
     def start(self, total: int | None, description: str) -> None:
@@ -475,8 +558,13 @@ def fetch_table(summaries: list[Any]) -> Table:
         table.add_column(col, justify="right")
     table.add_column("location", overflow="fold")
     for d in summaries:
-        table.add_row(safe(d.name), safe(", ".join(d.classes)), *(str(d.splits.get(s, "-")) for s in splits),
-                      str(len(d.skipped)), safe(d.path))
+        table.add_row(
+            safe(d.name),
+            safe(", ".join(d.classes)),
+            *(str(d.splits.get(s, "-")) for s in splits),
+            str(len(d.skipped)),
+            safe(d.path),
+        )
     return table
 
 
@@ -500,17 +588,20 @@ def lr_plot(curve: LrCurve, width: int = 60, height: int = 12) -> str:
     for x, y in zip(xs, ys):
         grid[round((y1 - y) / ((y1 - y0) or 1) * (height - 1))][column(x)] = "•"
     label = max(len(f"{y1:.3g}"), len(f"{y0:.3g}"))
-    lines = [f"{(f'{y1:.3g}' if r == 0 else f'{y0:.3g}' if r == height - 1 else ''):>{label}} ┤{''.join(row)}"
-             for r, row in enumerate(grid)]
-    ticks = f"{10 ** x0:.0e}".ljust(width // 2) + f"{10 ** x1:.0e}".rjust(width - width // 2)
+    lines = [
+        f"{(f'{y1:.3g}' if r == 0 else f'{y0:.3g}' if r == height - 1 else ''):>{label}} ┤{''.join(row)}"
+        for r, row in enumerate(grid)
+    ]
+    ticks = f"{10**x0:.0e}".ljust(width // 2) + f"{10**x1:.0e}".rjust(width - width // 2)
     lines.append(" " * label + " └" + "─" * width)
     lines.append(" " * (label + 2) + ticks)
     return "\n".join(lines)
 
 
 def lr_find_table(result: LrFindResult) -> Table:
-    table = Table(title=safe(f"lr-find on {result['config']['data']} ({result['config']['backbone']})"),
-                  title_justify="left")
+    table = Table(
+        title=safe(f"lr-find on {result['config']['data']} ({result['config']['backbone']})"), title_justify="left"
+    )
     for col in ("strategy", "suggested --lr", "lowest loss at", "ended"):
         table.add_column(col, justify="left" if col in ("strategy", "ended") else "right")
     for curve in result["curves"]:

@@ -98,20 +98,25 @@ def check_backbone(name: str) -> None:
             raise CatdogError("--backbone timm: needs a model name (timm:NAME)")
         return
     if name not in TORCHVISION_BACKBONES:
-        raise CatdogError(f"unknown backbone {name!r}; {did_you_mean(name, TORCHVISION_BACKBONES)}"
-                          f"(choose one of {', '.join(sorted(TORCHVISION_BACKBONES))} or timm:NAME)")
+        raise CatdogError(
+            f"unknown backbone {name!r}; {did_you_mean(name, TORCHVISION_BACKBONES)}"
+            f"(choose one of {', '.join(sorted(TORCHVISION_BACKBONES))} or timm:NAME)"
+        )
 
 
 def check_strategy(name: str) -> None:
     if name not in STRATEGY_NAMES:
-        raise CatdogError(f"unknown strategy {name!r}; {did_you_mean(str(name), tuple(STRATEGY_NAMES))}"
-                          f"choose one of {', '.join(STRATEGY_NAMES)}")
+        raise CatdogError(
+            f"unknown strategy {name!r}; {did_you_mean(str(name), tuple(STRATEGY_NAMES))}"
+            f"choose one of {', '.join(STRATEGY_NAMES)}"
+        )
 
 
 def check_precision(name: str) -> None:
     if name not in PRECISIONS:
-        raise CatdogError(f"unknown precision {name!r}; {did_you_mean(str(name), PRECISIONS)}"
-                          f"use {', '.join(PRECISIONS)}")
+        raise CatdogError(
+            f"unknown precision {name!r}; {did_you_mean(str(name), PRECISIONS)}use {', '.join(PRECISIONS)}"
+        )
 
 
 def check_options(values: dict[str, Any]) -> None:
@@ -119,15 +124,27 @@ def check_options(values: dict[str, Any]) -> None:
     for name, value in values.items():
         if name in LIMITS:
             check_number(name, value)
-    checks = {"strategy": check_strategy, "backbone": check_backbone, "device": check_device,
-              "precision": check_precision}
+    checks = {
+        "strategy": check_strategy,
+        "backbone": check_backbone,
+        "device": check_device,
+        "precision": check_precision,
+    }
     for name, check in checks.items():
         if name in values:
             check(values[name])
 
 
-def check_use(model: Path | str, *, batch_size: int | None = None, device: str = "auto", top_k: int = 1,
-              split: str = "val", min_confidence: float | None = None, precision: str = "auto") -> None:
+def check_use(
+    model: Path | str,
+    *,
+    batch_size: int | None = None,
+    device: str = "auto",
+    top_k: int = 1,
+    split: str = "val",
+    min_confidence: float | None = None,
+    precision: str = "auto",
+) -> None:
     """evaluate's and predict's options, torch-free: refused before the checkpoint is read."""
     path = Path(model)
     if path.is_dir():
@@ -136,25 +153,38 @@ def check_use(model: Path | str, *, batch_size: int | None = None, device: str =
         raise CatdogError(f"checkpoint not found: {path}")
     if not path.is_file():  # a FIFO would hang the read
         raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
-    check_options({"batch_size": batch_size, "device": device, "top_k": top_k, "min_confidence": min_confidence,
-                   "precision": precision})
+    check_options(
+        {
+            "batch_size": batch_size,
+            "device": device,
+            "top_k": top_k,
+            "min_confidence": min_confidence,
+            "precision": precision,
+        }
+    )
     if split not in SPLITS:
-        raise CatdogError(f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}"
-                          f"choose one of {', '.join(SPLITS)}")
+        raise CatdogError(
+            f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}choose one of {', '.join(SPLITS)}"
+        )
 
 
-def check_export(model: Path | str, fmt: str, out: Path | str | None = None,
-                 parity_images: Path | str | None = None) -> Path:
+def check_export(
+    model: Path | str, fmt: str, out: Path | str | None = None, parity_images: Path | str | None = None
+) -> Path:
     """export's options, torch-free and before any work: the checkpoint, a known format (ONNX with its
     packages), a new file to write (returned: `out`, or MODEL with the format's suffix), images that exist."""
     check_use(model)
     if fmt not in EXPORT_FORMATS:
-        raise CatdogError(f"unknown export format {fmt!r}; {did_you_mean(str(fmt), tuple(EXPORT_FORMATS))}"
-                          f"choose one of {', '.join(EXPORT_FORMATS)}")
+        raise CatdogError(
+            f"unknown export format {fmt!r}; {did_you_mean(str(fmt), tuple(EXPORT_FORMATS))}"
+            f"choose one of {', '.join(EXPORT_FORMATS)}"
+        )
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None] if fmt == "onnx" else []
     if missing:
-        raise CatdogError(f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript onnxruntime "
-                          "(in a clone of catdog: pip install -e '.[export]')")
+        raise CatdogError(
+            f"ONNX export needs {', '.join(missing)}: pip install onnx onnxscript onnxruntime "
+            "(in a clone of catdog: pip install -e '.[export]')"
+        )
     if parity_images is not None and not Path(parity_images).exists():
         raise CatdogError(f"--parity-images {parity_images}: no such file or folder")
     return check_new_file(Path(out) if out is not None else Path(model).with_suffix(EXPORT_FORMATS[fmt]), "--out")
@@ -221,8 +251,10 @@ class TrainConfig:
     def check_recipe(self) -> None:
         """What the recipe's options mean together (their ranges are in LIMITS)."""
         if self.strategy == "freeze-unfreeze" and self.freeze_epochs >= self.epochs:
-            raise CatdogError(f"freeze-unfreeze: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
-                              f"({self.epochs}), or nothing is ever unfrozen")
+            raise CatdogError(
+                f"freeze-unfreeze: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
+                f"({self.epochs}), or nothing is ever unfrozen"
+            )
         if not (isinstance(self.ema_decay, (int, float)) and 0 < self.ema_decay < 1):  # NaN too
             raise CatdogError("--ema-decay must be between 0 and 1")
 
@@ -231,7 +263,6 @@ class TrainConfig:
         """A config as a run record or checkpoint stored it; fields this version does not know are left out."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in known})
-
 
 
 def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end: float, steps: int) -> None:
@@ -248,10 +279,24 @@ def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end:
     for strategy in strategies:
         replace(config, strategy=strategy, epochs=2).check()
 
+
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
 RECIPE_FIELDS = ("freeze_epochs", "patience", "label_smoothing", "mixup", "cutmix", "ema", "ema_decay", "balance")
-GRID_FIELDS = ("epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights", "device", "seed", "val_split",
-               "cache_gib", "workers", "precision", *RECIPE_FIELDS)
+GRID_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_ratio",
+    "image_size",
+    "weights",
+    "device",
+    "seed",
+    "val_split",
+    "cache_gib",
+    "workers",
+    "precision",
+    *RECIPE_FIELDS,
+)
 
 
 @dataclass
@@ -281,19 +326,27 @@ class CompareConfig:
         return weights_by_backbone(self.train.weights, self.backbones)[backbone]
 
     def cell(self, backbone: str, strategy: str, device: str) -> TrainConfig:
-        return replace(self.train, backbone=backbone, strategy=strategy, device=device,
-                       weights=self.weights_for(backbone))
+        return replace(
+            self.train, backbone=backbone, strategy=strategy, device=device, weights=self.weights_for(backbone)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The grid as compare.json records it: data, backbones, strategies and the settings every cell shares."""
         train = asdict(self.train)
-        return {"data": self.train.data, "backbones": list(self.backbones), "strategies": list(self.strategies),
-                **{k: train[k] for k in GRID_FIELDS}}
+        return {
+            "data": self.train.data,
+            "backbones": list(self.backbones),
+            "strategies": list(self.strategies),
+            **{k: train[k] for k in GRID_FIELDS},
+        }
 
     def settings(self) -> dict[str, Any]:
         """What must match for an earlier OUT's finished cells to count (the grid itself may grow). Recipe options
         at their defaults are left out, so a compare made before they existed can still be finished."""
         defaults = TrainConfig("")
-        return {k: v for k, v in self.to_dict().items()
-                if k not in ("backbones", "strategies", "device", "precision", "workers")
-                and not (k in RECIPE_FIELDS and v == getattr(defaults, k))}
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("backbones", "strategies", "device", "precision", "workers")
+            and not (k in RECIPE_FIELDS and v == getattr(defaults, k))
+        }

@@ -53,6 +53,8 @@ def printable(text: object, controls: bool = True) -> str:
     if text.isprintable():
         return text
     return "".join(_escaped(c, controls) for c in text)
+
+
 def weights_text(weights: str) -> str:
     """What `--weights` means, in words: "default" and "none" are not names a reader should have to know."""
     return {"default": "ImageNet weights", "none": "random init"}.get(weights, f"weights from {weights}")

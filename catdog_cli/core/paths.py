@@ -46,8 +46,9 @@ def resolve_data(data: str | Path) -> Path:
         elif path.exists():
             raise CatdogError(f"{path} is a file, not a folder of images")
         else:
-            raise CatdogError(f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} "
-                              f"(try `catdog fetch {data}`)")
+            raise CatdogError(
+                f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} (try `catdog fetch {data}`)"
+            )
     try:
         with os.scandir(path):
             pass
@@ -193,8 +194,11 @@ def check_folder_target(path: Path | str, option: str) -> Path:
     path = Path(path)
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
-        raise CatdogError(f"{option} {path} is a file, not a folder" if existing == path
-                          else f"{option} {path}: {existing} is a file, not a folder")
+        raise CatdogError(
+            f"{option} {path} is a file, not a folder"
+            if existing == path
+            else f"{option} {path}: {existing} is a file, not a folder"
+        )
     _probe(existing, option)
     return path
 

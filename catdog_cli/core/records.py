@@ -33,8 +33,9 @@ class EpochRecord(TypedDict):
     val_seconds: float  # validation (of the EMA weights too, with --ema)
 
 
-ClassMetrics = TypedDict("ClassMetrics", {"class": str, "precision": float, "recall": float, "f1": float,
-                                          "support": int})
+ClassMetrics = TypedDict(
+    "ClassMetrics", {"class": str, "precision": float, "recall": float, "f1": float, "support": int}
+)
 
 
 class Evaluation(TypedDict):
@@ -333,8 +334,10 @@ def interrupted_note(result: CompareResult) -> str | None:
         return None
     config = result.get("config") or {}
     total = len(config.get("backbones") or []) * len(config.get("strategies") or [])
-    return (f"interrupted: {len(result.get('rows') or [])} of {total} cells finished; the same command with the "
-            "same --out finishes the grid")
+    return (
+        f"interrupted: {len(result.get('rows') or [])} of {total} cells finished; the same command with the "
+        "same --out finishes the grid"
+    )
 
 
 def _strict(value: Any) -> Any:

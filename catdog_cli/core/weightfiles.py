@@ -28,9 +28,11 @@ def weights_by_backbone(weights: str, backbones: Sequence[str]) -> dict[str, str
         return {b: str(from_folder(path, b, backbones)) for b in backbones}
     if path.is_file():
         if len(set(backbones)) > 1:
-            raise CatdogError(f"--weights {weights} is one file, which fits one architecture, not "
-                              f"{len(set(backbones))} backbones; give one file per backbone "
-                              "(resnet18=PATH,densenet121=PATH) or a folder of files named after them")
+            raise CatdogError(
+                f"--weights {weights} is one file, which fits one architecture, not "
+                f"{len(set(backbones))} backbones; give one file per backbone "
+                "(resnet18=PATH,densenet121=PATH) or a folder of files named after them"
+            )
         return dict.fromkeys(backbones, weights)
     if "=" in weights:
         return _mapping(weights, backbones)
@@ -50,8 +52,10 @@ def _mapping(weights: str, backbones: Sequence[str]) -> dict[str, str]:
         given[name] = value if value in SHARED_VALUES else str(Path(value).expanduser())
     missing = [b for b in backbones if b not in given]
     if missing:
-        raise CatdogError(f"--weights gives nothing for {', '.join(missing)}; add {missing[0]}=PATH "
-                          f"(or {missing[0]}=default, {missing[0]}=none)")
+        raise CatdogError(
+            f"--weights gives nothing for {', '.join(missing)}; add {missing[0]}=PATH "
+            f"(or {missing[0]}=default, {missing[0]}=none)"
+        )
     return given
 
 
@@ -64,20 +68,31 @@ def from_folder(folder: Path, backbone: str, backbones: Sequence[str] = ()) -> P
     key = backbone.removeprefix("timm:")
     twins = [b for b in backbones if b != backbone and b.removeprefix("timm:") == key]
     if twins:
-        raise CatdogError(f"--weights {folder}: {backbone} and {twins[0]} would take the same file; "
-                          "give each its file with NAME=PATH")
+        raise CatdogError(
+            f"--weights {folder}: {backbone} and {twins[0]} would take the same file; give each its file with NAME=PATH"
+        )
     longer = [n for n in TORCHVISION_BACKBONES if n != key and n.startswith(key)]  # vgg16_bn for vgg16
-    files = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file()
-                   and not any(_named_after(p, n) for n in longer))
-    tiers = ([p for p in files if p.stem == key], [p for p in files if p.stem.startswith(key + "-")],
-             [p for p in files if p.stem.startswith((key + "_", key + "."))])
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in SUFFIXES and p.is_file() and not any(_named_after(p, n) for n in longer)
+    )
+    tiers = (
+        [p for p in files if p.stem == key],
+        [p for p in files if p.stem.startswith(key + "-")],
+        [p for p in files if p.stem.startswith((key + "_", key + "."))],
+    )
     found = next((tier for tier in tiers if tier), [])
     if not found:
-        raise CatdogError(f"--weights {folder}: no weights file for {backbone} (looked for {key}.pth, "
-                          f"{key}-*.pth, {key}_*.pth); add one or give {backbone}=PATH")
+        raise CatdogError(
+            f"--weights {folder}: no weights file for {backbone} (looked for {key}.pth, "
+            f"{key}-*.pth, {key}_*.pth); add one or give {backbone}=PATH"
+        )
     if len(found) > 1:
-        raise CatdogError(f"--weights {folder}: {len(found)} files could be {backbone}'s ({found[0].name}, "
-                          f"{found[1].name}); keep one or give {backbone}=PATH")
+        raise CatdogError(
+            f"--weights {folder}: {len(found)} files could be {backbone}'s ({found[0].name}, "
+            f"{found[1].name}); keep one or give {backbone}=PATH"
+        )
     return found[0]
 
 

@@ -69,8 +69,16 @@ class _Transient(Exception):
     """A failure worth retrying: dropped connection, timeout, HTTP 5xx/429."""
 
 
-def download(url: str, dest: Path, *, sha256: str | None = None, size: int | None = None, limit: int = MAX_BYTES,
-             progress: FetchProgress | None = None, description: str | None = None) -> str:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    limit: int = MAX_BYTES,
+    progress: FetchProgress | None = None,
+    description: str | None = None,
+) -> str:
     """Fetch url to dest and return its sha256.
 
     Bytes stream into dest.part, which later attempts (and later runs, after Ctrl-C or a lost connection)
@@ -93,12 +101,15 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
     digest, got = sha256_file(part), part.stat().st_size
     if sha256 is not None and digest != sha256:
         part.unlink()
-        raise CatdogError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest}; "
-                          "the download was deleted")
+        raise CatdogError(
+            f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest}; the download was deleted"
+        )
     if size is not None and got != size:
         part.unlink()
-        raise CatdogError(f"size mismatch for {url}: expected {size} bytes, got {got}; the download was "
-                          "deleted (if the file changed upstream, pass the URL with --from)")
+        raise CatdogError(
+            f"size mismatch for {url}: expected {size} bytes, got {got}; the download was "
+            "deleted (if the file changed upstream, pass the URL with --from)"
+        )
     os.replace(part, dest)
     return digest
 
@@ -123,10 +134,14 @@ class _Cap:
     def refuse(self, part: Path, got: int) -> CatdogError:
         part.unlink(missing_ok=True)
         if self.size is not None:
-            return CatdogError(f"size mismatch for {self.url}: expected {self.size} bytes, the server sends "
-                               f"{got} or more; the download was deleted")
-        return CatdogError(f"{self.url} is over the {size_text(self.limit)} limit ({got} bytes or more); the download "
-                           f"was deleted; {MAX_SIZE_HINT}")
+            return CatdogError(
+                f"size mismatch for {self.url}: expected {self.size} bytes, the server sends "
+                f"{got} or more; the download was deleted"
+            )
+        return CatdogError(
+            f"{self.url} is over the {size_text(self.limit)} limit ({got} bytes or more); the download "
+            f"was deleted; {MAX_SIZE_HINT}"
+        )
 
 
 def _get_with_retries(url: str, part: Path, cap: _Cap, progress: FetchProgress, description: str) -> None:
@@ -140,8 +155,10 @@ def _get_with_retries(url: str, part: Path, cap: _Cap, progress: FetchProgress, 
             after = part.stat().st_size if part.exists() else 0
             failures = 0 if after > before else failures + 1
             if failures >= RETRIES:
-                raise CatdogError(f"could not download {url}: {e} ({RETRIES} tries in a row); rerun to "
-                                  f"resume, or download it another way and pass --from FILE") from None
+                raise CatdogError(
+                    f"could not download {url}: {e} ({RETRIES} tries in a row); rerun to "
+                    f"resume, or download it another way and pass --from FILE"
+                ) from None
             if BACKOFF_S:
                 time.sleep(BACKOFF_S * 2 ** max(failures - 1, 0))
 
@@ -183,8 +200,9 @@ def _open(url: str, part: Path, offset: int) -> http.client.HTTPResponse | None:
         raise CatdogError(f"HTTP {e.code} {e.reason} for {url}") from None
     except urllib.error.URLError as e:
         if isinstance(e.reason, socket.gaierror):  # no DNS: offline, or a typo; retrying will not help
-            raise CatdogError(f"cannot reach {url}: {e.reason}; offline? download it another way and "
-                              "pass --from FILE") from None
+            raise CatdogError(
+                f"cannot reach {url}: {e.reason}; offline? download it another way and pass --from FILE"
+            ) from None
         raise _Transient(str(e.reason)) from None
     except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed redirect or header
         raise _Transient(str(e) or type(e).__name__) from None
@@ -228,6 +246,7 @@ def _stream(resp: Any, part: Path, mode: str, offset: int, cap: _Cap, progress: 
 
 # --- extraction ----------------------------------------------------------------------------------------
 
+
 class Budget:
     """What unpacking may still write, shared by an archive and the archives inside it: --max-size when given,
     else MAX_RATIO times the outer archive's size, at most MAX_BYTES. Every entry is charged before any
@@ -254,8 +273,10 @@ def _member_path(name: str, label: str) -> PurePosixPath:
     if p.is_absolute() or ".." in p.parts or (p.parts and p.parts[0].endswith(":")):
         raise CatdogError(f"refusing {label}: entry {name!r} would be written outside the target folder")
     if len(p.parts) > MAX_DEPTH or len(name) > MAX_NAME:
-        raise CatdogError(f"refusing {label}: entry {name[:80]!r}... is more than {MAX_DEPTH} folders deep or "
-                          f"{MAX_NAME} characters long")
+        raise CatdogError(
+            f"refusing {label}: entry {name[:80]!r}... is more than {MAX_DEPTH} folders deep or "
+            f"{MAX_NAME} characters long"
+        )
     return p
 
 
@@ -277,8 +298,10 @@ def _zip_entries(zf: zipfile.ZipFile, label: str, budget: Budget) -> list[_Entry
             raise CatdogError(f"refusing {label}: entry {info.filename!r} is encrypted")
         if kind == "file" and info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             # bzip2 and lzma entries decompress without a bound on memory inside zipfile
-            raise CatdogError(f"refusing {label}: entry {info.filename!r} uses compression method "
-                              f"{info.compress_type}; catdog unpacks stored and deflated zip entries (or a .tar.*)")
+            raise CatdogError(
+                f"refusing {label}: entry {info.filename!r} uses compression method "
+                f"{info.compress_type}; catdog unpacks stored and deflated zip entries (or a .tar.*)"
+            )
         budget.spend(info.file_size + ENTRY_COST, label)
         entries.append(_Entry(info.filename, kind, info.file_size, lambda i=info: zf.open(i)))
     return entries
@@ -294,12 +317,26 @@ def _tar_entries(tf: tarfile.TarFile, label: str, budget: Budget) -> list[_Entry
 
 
 # what a damaged or hostile archive makes zipfile/tarfile raise (found by fuzzing): never a traceback
-DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
-           NotImplementedError, ValueError)
+DAMAGED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    NotImplementedError,
+    ValueError,
+)
 
 
-def extract(archive: Path, dest: Path, budget: Budget, progress: FetchProgress | None = None,
-            description: str | None = None, label: str | None = None) -> None:
+def extract(
+    archive: Path,
+    dest: Path,
+    budget: Budget,
+    progress: FetchProgress | None = None,
+    description: str | None = None,
+    label: str | None = None,
+) -> None:
     """Unpack a zip or tar(.gz/.bz2/.xz) archive into dest, charging `budget` for what it writes.
 
     Archives from mirrors and users are not trusted: every entry is checked before anything is written.
@@ -322,20 +359,22 @@ def extract(archive: Path, dest: Path, budget: Budget, progress: FetchProgress |
     except DAMAGED as e:
         raise CatdogError(f"{label} is damaged ({e}); delete it and fetch again") from e
     except OSError as e:
-        raise CatdogError(f"cannot extract {label}: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))\
-            from e
+        raise CatdogError(
+            f"cannot extract {label}: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        ) from e
     progress.done()
 
 
-def _extract_entries(entries: list[_Entry], label: str, dest: Path, progress: FetchProgress,
-                     description: str) -> None:
+def _extract_entries(entries: list[_Entry], label: str, dest: Path, progress: FetchProgress, description: str) -> None:
     targets = _targets(entries, label)
     if not any(e.kind == "file" and p.parts for e, p in targets):
         raise CatdogError(f"{label} is empty: it holds no files")
     if clashes := _clashes(targets, dest):
         name, reason = clashes[0]
-        raise CatdogError(f"refusing {label}: {len(clashes)} of its entries would overwrite a file or folder "
-                          f"(first: {name!r}, {reason}); catdog never lets one image replace another")
+        raise CatdogError(
+            f"refusing {label}: {len(clashes)} of its entries would overwrite a file or folder "
+            f"(first: {name!r}, {reason}); catdog never lets one image replace another"
+        )
     progress.start(sum(e.size for e in entries), description)
     dest.mkdir(parents=True, exist_ok=True)
     for e, p in targets:
@@ -353,8 +392,10 @@ def _write_new(target: Path, entry: _Entry, label: str) -> None:
         # never over a file, even one the checks could not see (names that a case-blind disk takes as one)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except FileExistsError:
-        raise CatdogError(f"refusing {label}: entry {entry.name!r} would overwrite another (names that differ "
-                          "only in case, on this file system?)") from None
+        raise CatdogError(
+            f"refusing {label}: entry {entry.name!r} would overwrite another (names that differ "
+            "only in case, on this file system?)"
+        ) from None
     with os.fdopen(fd, "wb") as dst, entry.open() as src:
         _copy(src, dst, entry.size, label)
 

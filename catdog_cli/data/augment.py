@@ -20,8 +20,9 @@ RATIO = (3 / 4, 4 / 3)
 ATTEMPTS = 10
 
 
-def sample_boxes(sizes: torch.Tensor, generator: torch.Generator | None = None, scale=SCALE, ratio=RATIO,
-                 attempts: int = ATTEMPTS) -> torch.Tensor:
+def sample_boxes(
+    sizes: torch.Tensor, generator: torch.Generator | None = None, scale=SCALE, ratio=RATIO, attempts: int = ATTEMPTS
+) -> torch.Tensor:
     """(B, 4) boxes x1, y1, x2, y2 in pixels, one RandomResizedCrop draw per image of valid (h, w) `sizes`."""
     height, width = sizes[:, 0:1].float(), sizes[:, 1:2].float()
     n, device = len(sizes), sizes.device
@@ -58,8 +59,15 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last)
 
 
-def train_transform(images: torch.Tensor, sizes: torch.Tensor, transposed: torch.Tensor, size: int, mean, std,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def train_transform(
+    images: torch.Tensor,
+    sizes: torch.Tensor,
+    transposed: torch.Tensor,
+    size: int,
+    mean,
+    std,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """RandomResizedCrop(size) + RandomHorizontalFlip + Normalize of a padded uint8 batch."""
     boxes = sample_boxes(sizes, generator)
     rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
@@ -82,8 +90,9 @@ def sample_beta(alpha: float, device: torch.device, generator: torch.Generator |
     return gammas[0] / gammas.sum()
 
 
-def cutmix_mask(height: int, width: int, lam: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cutmix_mask(
+    height: int, width: int, lam: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A (H, W) mask of one box covering about 1 - lam of the image, centred uniformly (clipped at the border,
     as in the CutMix paper), and the weight of the original image that the clipped box really leaves."""
     device = lam.device
@@ -110,16 +119,18 @@ class Mixing:
     mixup: float = 0.0
     cutmix: float = 0.0
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator | None = None) -> MixedBatch:
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> MixedBatch:
         device = images.device
         partner = images.flip(0)
         if self.mixup > 0:
             lam = sample_beta(self.mixup, device, generator)
             mixed = lam * images + (1 - lam) * partner
         if self.cutmix > 0:
-            mask, lam_cut = cutmix_mask(images.shape[2], images.shape[3], sample_beta(self.cutmix, device, generator),
-                                        generator)
+            mask, lam_cut = cutmix_mask(
+                images.shape[2], images.shape[3], sample_beta(self.cutmix, device, generator), generator
+            )
             pasted = torch.where(mask, partner, images)
             if self.mixup > 0:  # one of the two, chosen on the device
                 use_cut = torch.rand((), generator=generator, device=device) < 0.5

@@ -26,8 +26,10 @@ def imbalance_note(classes: list[str], counts: list[int]) -> str | None:
     if ratio <= IMBALANCE_RATIO:
         return None
     big, small = counts.index(max(counts)), counts.index(min(counts))
-    return (f"imbalanced training classes: {classes[big]} has {counts[big]} images, {classes[small]} "
-            f"{counts[small]} ({ratio:.1f}x); watch each class's recall, not only accuracy (--balance evens them)")
+    return (
+        f"imbalanced training classes: {classes[big]} has {counts[big]} images, {classes[small]} "
+        f"{counts[small]} ({ratio:.1f}x); watch each class's recall, not only accuracy (--balance evens them)"
+    )
 
 
 def inverse_frequency(counts: list[int]) -> list[float]:

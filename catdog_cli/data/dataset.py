@@ -114,8 +114,9 @@ def _find_split_dir(root: Path, split: str) -> Path | None:
     return next((d for d in visible_dirs(root) if split_of(d) == split), None)
 
 
-def _discover(root: Path, val_split: float | None, seed: int,
-              notes: list[str]) -> tuple[dict[str, dict[str, list[Path]]], str, Path]:
+def _discover(
+    root: Path, val_split: float | None, seed: int, notes: list[str]
+) -> tuple[dict[str, dict[str, list[Path]]], str, Path]:
     """{split: {class: files}}, where val came from, and the folder whose class folders define the classes."""
     train_dir = _find_split_dir(root, "train")
     if train_dir is not None:
@@ -131,14 +132,16 @@ def _discover(root: Path, val_split: float | None, seed: int,
     return {"train": train, "val": val}, f"random {val_split:.0%} (seed {seed})", root
 
 
-def _check_classes(found: dict[str, dict[str, list[Path]]], classes: list[str], reference: str, root: Path,
-                   notes: list[str]) -> None:
+def _check_classes(
+    found: dict[str, dict[str, list[Path]]], classes: list[str], reference: str, root: Path, notes: list[str]
+) -> None:
     """Refuse reference-split classes a model cannot name; note val/test classes left out or missing."""
     for split, by_class in found.items():
         unknown = sorted(set(by_class) - set(classes))
         if unknown and split == reference:  # only with a model's classes: data it was not made for
-            raise CatdogError(f"{root} has classes the model does not know: {', '.join(unknown)} "
-                              f"(its classes: {', '.join(classes)})")
+            raise CatdogError(
+                f"{root} has classes the model does not know: {', '.join(unknown)} (its classes: {', '.join(classes)})"
+            )
         if unknown:  # a val/test class absent from train can never be predicted: say so, leave it out
             notes.append(f"{split}: class folder(s) {', '.join(unknown)} not among the classes, left out")
         missing = [c for c in classes if c not in by_class]
@@ -146,8 +149,13 @@ def _check_classes(found: dict[str, dict[str, list[Path]]], classes: list[str], 
             notes.append(f"{split}: no images of {', '.join(missing)}")
 
 
-def load_dataset(data: str | Path, val_split: float | None = 0.2, seed: int = 0,
-                 classes: list[str] | None = None, recorded: dict[str, Any] | None = None) -> Dataset:
+def load_dataset(
+    data: str | Path,
+    val_split: float | None = 0.2,
+    seed: int = 0,
+    classes: list[str] | None = None,
+    recorded: dict[str, Any] | None = None,
+) -> Dataset:
     """Discover the layout. `val_split=None` keeps a folder without split folders whole (as "all").
 
     `classes` fixes the class list (a trained model's); otherwise it is the train split's class folders.
@@ -184,10 +192,14 @@ def no_val_reason(dataset: Dataset) -> str:
     """Why a run has nothing to validate on, and what will work."""
     if dataset.origin == "folders":
         val_dir = _find_split_dir(dataset.root, "val") or dataset.root / "val"
-        return (f"no usable validation images in {val_dir}: put images in {val_dir}/<class>/, or remove that "
-                "folder and catdog splits train into train and val (--val-split)")
-    return (f"no usable validation images in {dataset.root}: use a --val-split above 0 (each class needs at least "
-            "2 images), or add a val/<class>/ folder")
+        return (
+            f"no usable validation images in {val_dir}: put images in {val_dir}/<class>/, or remove that "
+            "folder and catdog splits train into train and val (--val-split)"
+        )
+    return (
+        f"no usable validation images in {dataset.root}: use a --val-split above 0 (each class needs at least "
+        "2 images), or add a val/<class>/ folder"
+    )
 
 
 # --- the split a run used -------------------------------------------------------------------------------
@@ -200,24 +212,30 @@ def _relative(path: Path, root: Path) -> str:
 def split_record(dataset: Dataset) -> dict[str, Any]:
     """The files a run trained and validated on, relative to the data root and in split order: checkpoints keep
     it, so that evaluate and resume use this split, whatever was added, removed or moved since."""
-    return {"origin": dataset.origin, **{name: [_relative(p, dataset.root) for p in dataset.splits[name].paths]
-                                         for name in ("train", "val") if name in dataset.splits}}
+    return {
+        "origin": dataset.origin,
+        **{
+            name: [_relative(p, dataset.root) for p in dataset.splits[name].paths]
+            for name in ("train", "val")
+            if name in dataset.splits
+        },
+    }
 
 
 def split_summary(record: dict[str, Any]) -> dict[str, Any]:
     """run.json's account of the split: the val files themselves, and the train files by count and digest."""
     train = record.get("train", [])
     digest = hashlib.sha256("\n".join(sorted(train)).encode("utf-8", "surrogatepass")).hexdigest()
-    return {"origin": record["origin"], "val": record.get("val", []),
-            "train": {"count": len(train), "sha256": digest}}
+    return {"origin": record["origin"], "val": record.get("val", []), "train": {"count": len(train), "sha256": digest}}
 
 
 ADDED = "added since the run trained (not in its recorded split), left out"
 LIKE_TRAINING = "named like one of the run's training images (moved or copied from train?), left out of val"
 
 
-def _restore(found: dict[str, dict[str, list[Path]]], recorded: dict[str, Any], root: Path,
-             val_folder: bool) -> tuple[list[tuple[Path, str]], list[str]]:
+def _restore(
+    found: dict[str, dict[str, list[Path]]], recorded: dict[str, Any], root: Path, val_folder: bool
+) -> tuple[list[tuple[Path, str]], list[str]]:
     """Set found's train and val to the recorded split, in its order, among the files there now.
 
     A file recorded in train or val stays there. A file the run never saw is left out (it is neither the run's
@@ -225,8 +243,12 @@ def _restore(found: dict[str, dict[str, list[Path]]], recorded: dict[str, Any], 
     unless it bears the name of one of the run's training images (moved or copied from train/ since: a training
     image never counts as val). Returns (left out, with why) and the recorded files that are gone.
     """
-    here = {_relative(p, root): (cls, p) for split in ("train", "val") for cls, paths in found.get(split, {}).items()
-            for p in paths}
+    here = {
+        _relative(p, root): (cls, p)
+        for split in ("train", "val")
+        for cls, paths in found.get(split, {}).items()
+        for p in paths
+    }
     trained = {PurePosixPath(r).name for r in recorded.get("train", [])}
     restored: dict[str, dict[str, list[Path]]] = {"train": {}, "val": {}}
     for split in ("train", "val"):

@@ -109,8 +109,7 @@ def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
     return int(short * width / height), short
 
 
-def _resized_center(im: Image.Image, short: int, box: tuple[int, int],
-                    offset: Callable[[int], int]) -> Image.Image:
+def _resized_center(im: Image.Image, short: int, box: tuple[int, int], offset: Callable[[int], int]) -> Image.Image:
     """Resize(short), then the central part of it at most `box` (w, h) large, `offset(extra)` pixels in from the
     left or top: what a resize of the whole image then a crop gives. Memory stays about the size of the part kept:
     when the whole resized image would be far larger (a 100:1 strip), only the source region behind it is resized."""
@@ -147,8 +146,14 @@ def load_eval_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     """uint8 (3, crop, crop): Resize(resize) then CenterCrop(crop), the classic eval transform."""
     im = _resized_center(open_rgb(path, resize), resize, (crop, crop), lambda extra: int(round(extra / 2.0)))
     if im.size != (crop, crop):  # smaller than the crop (crop > resize): padded, as CenterCrop pads
-        im = im.crop((-((crop - im.width) // 2), -((crop - im.height) // 2), crop - (crop - im.width) // 2,
-                      crop - (crop - im.height) // 2))
+        im = im.crop(
+            (
+                -((crop - im.width) // 2),
+                -((crop - im.height) // 2),
+                crop - (crop - im.width) // 2,
+                crop - (crop - im.height) // 2,
+            )
+        )
     return _pil_to_tensor(im).contiguous()
 
 
@@ -228,8 +233,9 @@ class ImageSpec:
         return 3 * self.resize * int(MAX_ASPECT * self.resize) if self.train else 3 * self.crop * self.crop
 
 
-def decode_split(split: Split, spec: ImageSpec, workers: int,
-                 on_image: Callable[[], None] | None = None) -> tuple[ImageBatch | None, list[tuple[Path, str]]]:
+def decode_split(
+    split: Split, spec: ImageSpec, workers: int, on_image: Callable[[], None] | None = None
+) -> tuple[ImageBatch | None, list[tuple[Path, str]]]:
     """Decode a whole split in threads (PIL releases the GIL) into one batch; undecodable files are skipped."""
 
     def decode(i: int) -> Decoded | ImageError:

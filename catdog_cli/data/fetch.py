@@ -112,32 +112,51 @@ class DatasetSummary:
     sha256: str | None = None  # of the archive it came from
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "classes": self.classes, "splits": self.splits,
-                "skipped": [{"file": f, "reason": r} for f, r in self.skipped], "cached": self.cached,
-                "source": self.source, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "classes": self.classes,
+            "splits": self.splits,
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "cached": self.cached,
+            "source": self.source,
+            "sha256": self.sha256,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> DatasetSummary:
         """Raises ValueError unless d has every field with its type: a marker is trusted only when whole."""
         try:
-            summary = cls(name=d["name"], path=Path(d["path"]), classes=list(d["classes"]), splits=dict(d["splits"]),
-                          skipped=[(s["file"], s["reason"]) for s in d["skipped"]], cached=d["cached"],
-                          source=d["source"], sha256=d["sha256"])
+            summary = cls(
+                name=d["name"],
+                path=Path(d["path"]),
+                classes=list(d["classes"]),
+                splits=dict(d["splits"]),
+                skipped=[(s["file"], s["reason"]) for s in d["skipped"]],
+                cached=d["cached"],
+                source=d["source"],
+                sha256=d["sha256"],
+            )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"not a dataset summary ({e})") from None
         texts = [summary.name, summary.source, *summary.classes, *summary.splits, *sum(summary.skipped, ())]
-        if not (all(isinstance(t, str) for t in texts) and isinstance(summary.cached, bool)
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in summary.splits.values())
-                and (summary.sha256 is None or isinstance(summary.sha256, str))):
+        if not (
+            all(isinstance(t, str) for t in texts)
+            and isinstance(summary.cached, bool)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in summary.splits.values())
+            and (summary.sha256 is None or isinstance(summary.sha256, str))
+        ):
             raise ValueError("not a dataset summary (a field has the wrong type)")
         return summary
 
 
-def check_options(root: Path | str | None, sha256: str | None, max_size: float | None) -> tuple[Path, str | None,
-                                                                                                   int | None]:
+def check_options(
+    root: Path | str | None, sha256: str | None, max_size: float | None
+) -> tuple[Path, str | None, int | None]:
     """(data root, sha256, --max-size in bytes), or a one-line error: checked before anything is touched."""
-    if max_size is not None and not (math.isfinite(max_size) and 0 < max_size <= MAX_SIZE_GIB
-                                     and int(max_size * GIB) > 0):
+    if max_size is not None and not (
+        math.isfinite(max_size) and 0 < max_size <= MAX_SIZE_GIB and int(max_size * GIB) > 0
+    ):
         raise CatdogError(f"--max-size is in GiB, above 0 and at most {MAX_SIZE_GIB}; got {max_size}")
     if sha256 is not None:
         sha256 = sha256.lower()
@@ -149,8 +168,16 @@ def check_options(root: Path | str | None, sha256: str | None, max_size: float |
     return root, sha256, int(max_size * GIB) if max_size is not None else None
 
 
-def fetch(name: str | None, *, root: Path | None = None, source: str | None = None, sha256: str | None = None,
-          force: bool = False, max_size: float | None = None, progress: FetchProgress | None = None) -> DatasetSummary:
+def fetch(
+    name: str | None,
+    *,
+    root: Path | None = None,
+    source: str | None = None,
+    sha256: str | None = None,
+    force: bool = False,
+    max_size: float | None = None,
+    progress: FetchProgress | None = None,
+) -> DatasetSummary:
     """Make ROOT/NAME a finished dataset in the standard layout and describe it.
 
     source (a URL, a local archive or a folder) replaces the registry URL; without a name it is required,
@@ -203,8 +230,9 @@ def _fetch_locked(req: _Request, force: bool, progress: FetchProgress) -> Datase
     if problem == "damaged" and not force:
         raise CatdogError(f"{req.final} has a damaged {MARKER}; pass --force to fetch it again")
     if problem == "damaged" and req.source is None and entry is None:
-        raise CatdogError(f"{req.final} has a damaged {MARKER}, which said where it came from; pass --force "
-                          "with --from PATH_OR_URL")
+        raise CatdogError(
+            f"{req.final} has a damaged {MARKER}, which said where it came from; pass --force with --from PATH_OR_URL"
+        )
     origin = _origin(req.name, req.source if req.source is not None else done.source if done else None, entry)
     if done is not None and not force:
         if req.source is not None and done.source != origin:
@@ -302,8 +330,9 @@ def _acquire(path: Path, name: str, progress: FetchProgress) -> int:
             if LOCK_WAIT_S > 0:
                 progress.note(f"waiting for another catdog fetch of {name} (pid {holder}) to finish")
         if time.monotonic() >= deadline:
-            raise CatdogError(f"another catdog fetch of {name} (pid {holder}) is still running; try again when it "
-                              "has finished")
+            raise CatdogError(
+                f"another catdog fetch of {name} (pid {holder}) is still running; try again when it has finished"
+            )
         time.sleep(LOCK_POLL_S)
 
 
@@ -352,13 +381,20 @@ def _publish(work: Path, final: Path) -> None:
         raise
 
 
-def _download(req: _Request, url: str, entry: Source | None, dest: Path, work: Path,
-              progress: FetchProgress) -> tuple[Path, str, Budget]:
+def _download(
+    req: _Request, url: str, entry: Source | None, dest: Path, work: Path, progress: FetchProgress
+) -> tuple[Path, str, Budget]:
     """Download (resuming) and unpack: (the unpacked tree, the archive's sha256, what unpacking may still write)."""
     known = entry if entry is not None and url == entry.url else None  # the registry's checksum and size apply
-    digest = download(url, dest, sha256=req.sha256 or (known.sha256 if known else None),
-                      size=known.size if known else None, limit=req.max_bytes or MAX_BYTES, progress=progress,
-                      description=f"downloading {req.name}")
+    digest = download(
+        url,
+        dest,
+        sha256=req.sha256 or (known.sha256 if known else None),
+        size=known.size if known else None,
+        limit=req.max_bytes or MAX_BYTES,
+        progress=progress,
+        description=f"downloading {req.name}",
+    )
     budget = Budget(dest.stat().st_size, req.max_bytes)
     extract(dest, work / "raw", budget, progress, f"extracting {req.name}", Path(_url(url).path).name or url)
     return work / "raw", digest, budget
@@ -410,8 +446,9 @@ def _download_name(name: str, url: str) -> str:
 Plan = dict[str, dict[str, list[Path]]]  # {split: {class: images}}; '' is the class of unlabeled images
 
 
-def _find_root(tree: Path, work: Path, budget: Budget | None, max_bytes: int | None, progress: FetchProgress,
-               depth: int = 0) -> Path:
+def _find_root(
+    tree: Path, work: Path, budget: Budget | None, max_bytes: int | None, progress: FetchProgress, depth: int = 0
+) -> Path:
     """Step into wrapper folders (hymenoptera_data/, PetImages/'s parent), and unpack archives inside
     archives (Kaggle's dogs-vs-cats.zip holds train.zip and test1.zip)."""
     folder, seen, walk = tree, set(), Walk(tree)
@@ -421,15 +458,20 @@ def _find_root(tree: Path, work: Path, budget: Budget | None, max_bytes: int | N
         if not dirs and inner and not any(map(is_image_name, files)):
             return _unpack_inner(inner, work, budget, max_bytes, progress, depth)
         seen.add(os.path.realpath(folder))
-        if (len(dirs) == 1 and split_of(dirs[0]) is None and not any(map(is_image_name, files))
-                and os.path.realpath(dirs[0]) not in seen):
+        if (
+            len(dirs) == 1
+            and split_of(dirs[0]) is None
+            and not any(map(is_image_name, files))
+            and os.path.realpath(dirs[0]) not in seen
+        ):
             folder = dirs[0]
             continue
         return folder
 
 
-def _unpack_inner(inner: list[Path], work: Path, budget: Budget | None, max_bytes: int | None,
-                  progress: FetchProgress, depth: int) -> Path:
+def _unpack_inner(
+    inner: list[Path], work: Path, budget: Budget | None, max_bytes: int | None, progress: FetchProgress, depth: int
+) -> Path:
     """Unpack every inner archive into one tree; a path two of them hold is refused, never overwritten. What
     they write counts toward the outer archive's budget."""
     if depth >= MAX_NESTING:
@@ -482,8 +524,10 @@ def _plan(root: Path, walk: Walk, skipped: Skipped) -> Plan:
     if not split_dirs:
         labeled = _labeled(root, walk, skipped)
         if labeled is None:
-            raise CatdogError("cannot tell the classes: expected split folders (train/, val/), class folders "
-                              "(cat/, dog/) or Kaggle file names (cat.1.jpg)")
+            raise CatdogError(
+                "cannot tell the classes: expected split folders (train/, val/), class folders "
+                "(cat/, dog/) or Kaggle file names (cat.1.jpg)"
+            )
         return {"train": labeled}
     skipped += [(d, "not a split folder") for d in dirs if split_of(d) is None]
     plan: Plan = {}
@@ -578,8 +622,9 @@ def _place_all(plan: Plan, out: Path, work: Path, limit: int) -> None:
     files = [p for classes in plan.values() for ps in classes.values() for p in ps]
     copied = sum(_size(p) for p in files if not p.is_relative_to(work))
     if copied > limit:
-        raise CatdogError(f"the images to copy take {size_text(copied)}, over the {size_text(limit)} limit; "
-                          f"{MAX_SIZE_HINT}")
+        raise CatdogError(
+            f"the images to copy take {size_text(copied)}, over the {size_text(limit)} limit; {MAX_SIZE_HINT}"
+        )
     for split in SPLIT_ORDER:
         for cls, ps in plan.get(split, {}).items():
             for p in ps:
@@ -591,15 +636,21 @@ def _verify(plan: Plan, out: Path, name: str) -> None:
     for split, classes in plan.items():
         for cls, ps in classes.items():
             folder = _folder(out, split, cls)
-            placed = sum(1 for f in os.scandir(folder) if f.is_file() and not f.name.startswith(".")) \
-                if folder.is_dir() else 0
+            placed = (
+                sum(1 for f in os.scandir(folder) if f.is_file() and not f.name.startswith("."))
+                if folder.is_dir()
+                else 0
+            )
             if placed != len(ps):
-                raise CatdogError(f"{name}: {placed} of {len(ps)} images of {_folder(Path(split), '', cls)} arrived "
-                                  "in the new dataset; nothing was kept (try again)")
+                raise CatdogError(
+                    f"{name}: {placed} of {len(ps)} images of {_folder(Path(split), '', cls)} arrived "
+                    "in the new dataset; nothing was kept (try again)"
+                )
 
 
-def _build(tree: Path, work: Path, req: _Request, entry: Source | None, budget: Budget | None,
-           progress: FetchProgress) -> DatasetSummary:
+def _build(
+    tree: Path, work: Path, req: _Request, entry: Source | None, budget: Budget | None, progress: FetchProgress
+) -> DatasetSummary:
     """Rebuild the source tree as out/{train,val,test}/<class>/* + out/unlabeled/*, leaving bad images out."""
     root = _find_root(tree, work, budget, req.max_bytes, progress)
     base = tree if root.is_relative_to(tree) else root  # `skipped` names files as they are in the source
@@ -611,8 +662,10 @@ def _build(tree: Path, work: Path, req: _Request, entry: Source | None, budget: 
     plan = _keep(plan, _unusable(plan, entry.decode if entry else False, progress), skipped)
     plan = _renamed(plan, entry.classes if entry else {})
     if not any(plan.get("train", {}).values()):
-        raise CatdogError("found no labeled training images (expected train/<class>/ folders, class folders "
-                          "or Kaggle file names such as cat.1.jpg)")
+        raise CatdogError(
+            "found no labeled training images (expected train/<class>/ folders, class folders "
+            "or Kaggle file names such as cat.1.jpg)"
+        )
     if "val" not in plan:  # e.g. Kaggle's train/ only: hold out 20 % of each class
         plan["train"], plan["val"] = stratified_split(plan["train"], VAL_FRACTION, seed=0)
     out = work / "out"
@@ -620,5 +673,10 @@ def _build(tree: Path, work: Path, req: _Request, entry: Source | None, budget: 
     _verify(plan, out, req.name)
     classes = sorted({c for s in ("train", "val", "test") for c, ps in plan.get(s, {}).items() if ps})
     splits = {s: sum(map(len, plan[s].values())) for s in SPLIT_ORDER if s in plan}
-    return DatasetSummary(name=req.name, path=req.final, classes=classes, splits=splits,
-                          skipped=[(_rel(p, base), why) for p, why in skipped])
+    return DatasetSummary(
+        name=req.name,
+        path=req.final,
+        classes=classes,
+        splits=splits,
+        skipped=[(_rel(p, base), why) for p, why in skipped],
+    )

@@ -16,9 +16,19 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})  # compared lower-cased; dot files too
 
 # Folder names that mean a split, lower-cased. Kaggle's test1/ has no labels, so it is "unlabeled".
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test", "test1": "unlabeled", "unlabeled": "unlabeled",
-                 "unlabelled": "unlabeled", "predict": "unlabeled"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+    "test1": "unlabeled",
+    "unlabeled": "unlabeled",
+    "unlabelled": "unlabeled",
+    "predict": "unlabeled",
+}
 
 
 def ignored(name: str) -> bool:

@@ -41,5 +41,6 @@ class Inputs:
         """The one place a batch of images becomes model input: augmented train images, or normalized eval crops."""
         if batch.sizes is None:
             return normalize(batch.images, self.mean, self.std)
-        return train_transform(batch.images, batch.sizes, batch.transposed, self.image_size, self.mean, self.std,
-                               generator)
+        return train_transform(
+            batch.images, batch.sizes, batch.transposed, self.image_size, self.mean, self.std, generator
+        )

@@ -58,8 +58,15 @@ class ResidentSource:
     with replacement, each with its class's weight, instead of a permutation.
     """
 
-    def __init__(self, batch: ImageBatch, batch_size: int, shuffle: bool, seed: int = 0,
-                 skipped: list[tuple[Path, str]] | None = None, class_weights: list[float] | None = None):
+    def __init__(
+        self,
+        batch: ImageBatch,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        skipped: list[tuple[Path, str]] | None = None,
+        class_weights: list[float] | None = None,
+    ):
         self.batch, self.batch_size, self.shuffle, self.seed = batch, batch_size, shuffle, seed
         self.skipped = list(skipped or [])
         self.sample_weights = None
@@ -137,22 +144,39 @@ class _PerBatchSource:
 class StreamingSource(_PerBatchSource):
     """Decode per batch in DataLoader workers, prefetching, for training splits over the budget."""
 
-    def __init__(self, split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
-                 seed: int = 0, workers: int | None = None, on_skip: Callable[[Path, str], None] | None = None,
-                 class_weights: list[float] | None = None):
+    def __init__(
+        self,
+        split: Split,
+        spec: ImageSpec,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        seed: int = 0,
+        workers: int | None = None,
+        on_skip: Callable[[Path, str], None] | None = None,
+        class_weights: list[float] | None = None,
+    ):
         super().__init__(device, on_skip)
         self.seed = seed
         workers = default_workers() if workers is None else workers
         self.generator = torch.Generator().manual_seed(seed)
         sampler = None
         if shuffle and class_weights is not None:  # --balance: draws with replacement, by class weight
-            sampler = WeightedRandomSampler([class_weights[y] for y in split.labels], len(split),
-                                            generator=self.generator)
+            sampler = WeightedRandomSampler(
+                [class_weights[y] for y in split.labels], len(split), generator=self.generator
+            )
         self.loader = DataLoader(
-            _StreamedSplit(split, spec), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-            drop_last=shuffle and len(split) > batch_size, num_workers=workers,
-            collate_fn=partial(_collate_streamed, train=spec.train), pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0, prefetch_factor=4 if workers else None, generator=self.generator,
+            _StreamedSplit(split, spec),
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            drop_last=shuffle and len(split) > batch_size,
+            num_workers=workers,
+            collate_fn=partial(_collate_streamed, train=spec.train),
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
+            generator=self.generator,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -173,8 +197,16 @@ class ThreadedSource(_PerBatchSource):
     pool starts at once and copies nothing between processes.
     """
 
-    def __init__(self, split: Split, spec: ImageSpec, batch_size: int, device: torch.device, workers: int = 1,
-                 ahead: int = 2, on_skip: Callable[[Path, str], None] | None = None):
+    def __init__(
+        self,
+        split: Split,
+        spec: ImageSpec,
+        batch_size: int,
+        device: torch.device,
+        workers: int = 1,
+        ahead: int = 2,
+        on_skip: Callable[[Path, str], None] | None = None,
+    ):
         super().__init__(device, on_skip)
         self.images, self.batch_size = _StreamedSplit(split, spec), batch_size
         self.workers, self.ahead = max(1, workers), max(1, ahead)
@@ -214,8 +246,15 @@ class DecodeCache:
     def __init__(self):
         self._entries: dict[tuple, DecodedSplit] = {}
 
-    def get(self, split: Split, spec: ImageSpec, device: torch.device, budget: int, workers: int,
-            on_image: Callable[[], None] | None = None) -> DecodedSplit:
+    def get(
+        self,
+        split: Split,
+        spec: ImageSpec,
+        device: torch.device,
+        budget: int,
+        workers: int,
+        on_image: Callable[[], None] | None = None,
+    ) -> DecodedSplit:
         key = (tuple(split.paths), tuple(split.labels), spec, str(device))
         if key not in self._entries:
             used = sum(e.batch.images.numel() for e in self._entries.values() if e.batch is not None)
@@ -227,10 +266,20 @@ class DecodeCache:
         return self._entries[key]
 
 
-def batches(split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, device: torch.device,
-            cache: DecodeCache, budget: int, seed: int = 0, workers: int | None = None,
-            events: Events | None = None, name: str = "",
-            class_weights: list[float] | None = None) -> BatchSource | None:
+def batches(
+    split: Split,
+    spec: ImageSpec,
+    batch_size: int,
+    shuffle: bool,
+    device: torch.device,
+    cache: DecodeCache,
+    budget: int,
+    seed: int = 0,
+    workers: int | None = None,
+    events: Events | None = None,
+    name: str = "",
+    class_weights: list[float] | None = None,
+) -> BatchSource | None:
     """The fastest source the budget allows, or None when no image of the split could be decoded.
 
     Files left out are told to `events` (named once each) and listed in the source's `skipped`.
@@ -241,8 +290,9 @@ def batches(split: Split, spec: ImageSpec, batch_size: int, shuffle: bool, devic
     decoded = cache.get(split, spec, device, budget, workers, events.advance)
     if decoded.streamed:
         events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
-        return StreamingSource(split, spec, batch_size, shuffle, device, seed, workers, on_skip=events.skip,
-                               class_weights=class_weights)
+        return StreamingSource(
+            split, spec, batch_size, shuffle, device, seed, workers, on_skip=events.skip, class_weights=class_weights
+        )
     for path, reason in decoded.skipped:
         events.skip(path, reason)
     if decoded.batch is None:
@@ -265,9 +315,20 @@ class DataSources:
         return [item for source in (self.train, self.val, self.test) if source for item in source.skipped]
 
 
-def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_size: int, seed: int,
-                 augment: bool, cache: DecodeCache, budget: int, workers: int | None, events: Events,
-                 world: World = World(), class_weights: list[float] | None = None) -> DataSources:
+def open_sources(
+    dataset: Dataset,
+    inputs: Inputs,
+    device: torch.device,
+    batch_size: int,
+    seed: int,
+    augment: bool,
+    cache: DecodeCache,
+    budget: int,
+    workers: int | None,
+    events: Events,
+    world: World = World(),
+    class_weights: list[float] | None = None,
+) -> DataSources:
     """Decode train, val (and test) once into the cache, or set up streaming when over the budget.
 
     `class_weights`: train draws its images by class weight (--balance)."""
@@ -282,9 +343,20 @@ def open_sources(dataset: Dataset, inputs: Inputs, device: torch.device, batch_s
             split = shard(split, world.rank, world.size, seed, equal=name == "train")
         splits[name] = split
         spec = inputs.train_spec(augment) if name == "train" else inputs.eval_spec()
-        found[name] = batches(split, spec, batch_size, shuffle=name == "train", device=device, cache=cache,
-                              budget=budget, seed=seed, workers=workers, events=events, name=name,
-                              class_weights=class_weights if name == "train" else None)
+        found[name] = batches(
+            split,
+            spec,
+            batch_size,
+            shuffle=name == "train",
+            device=device,
+            cache=cache,
+            budget=budget,
+            seed=seed,
+            workers=workers,
+            events=events,
+            name=name,
+            class_weights=class_weights if name == "train" else None,
+        )
     if found["train"] is None:
         raise CatdogError(f"no usable training images in {dataset.root}")
     if found["val"] is None:

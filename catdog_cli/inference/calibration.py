@@ -67,9 +67,15 @@ def reliability(confidence: torch.Tensor, correct: torch.Tensor, bins: int = BIN
         mask = which == k
         n = int(mask.sum())
         if n:
-            rows.append({"lo": k / bins, "hi": (k + 1) / bins, "count": n,
-                         "confidence": confidence[mask].double().mean().item(),
-                         "accuracy": correct[mask].double().mean().item()})
+            rows.append(
+                {
+                    "lo": k / bins,
+                    "hi": (k + 1) / bins,
+                    "count": n,
+                    "confidence": confidence[mask].double().mean().item(),
+                    "accuracy": correct[mask].double().mean().item(),
+                }
+            )
     return rows
 
 
@@ -99,11 +105,19 @@ def measure(logits: torch.Tensor, labels: torch.Tensor, temperature: float, spli
     before = reliability(confidence(logits, 1.0), correct)
     calibrated = confidence(logits, temperature)
     after = reliability(calibrated, correct)
-    return {"temperature": temperature, "split": split, "images": len(labels), "bins": BINS,
-            "ece_before": expected_calibration_error(before), "ece_after": expected_calibration_error(after),
-            "nll_before": nll(logits, labels), "nll_after": nll(logits, labels, temperature),
-            "reliability_before": before, "reliability_after": after,
-            "coverage": [selective(calibrated, correct, t) for t in THRESHOLDS]}
+    return {
+        "temperature": temperature,
+        "split": split,
+        "images": len(labels),
+        "bins": BINS,
+        "ece_before": expected_calibration_error(before),
+        "ece_after": expected_calibration_error(after),
+        "nll_before": nll(logits, labels),
+        "nll_after": nll(logits, labels, temperature),
+        "reliability_before": before,
+        "reliability_after": after,
+        "coverage": [selective(calibrated, correct, t) for t in THRESHOLDS],
+    }
 
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor, world: World = World()) -> Calibration:

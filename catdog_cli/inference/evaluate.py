@@ -55,8 +55,16 @@ class EvalOutput:
     labels: torch.Tensor
 
 
-def evaluate(model: TransferModel, source: BatchSource, inputs: Inputs, precision: Precision, num_classes: int,
-             events: Events | None = None, world: World = World(), temperature: float = 1.0) -> EvalOutput:
+def evaluate(
+    model: TransferModel,
+    source: BatchSource,
+    inputs: Inputs,
+    precision: Precision,
+    num_classes: int,
+    events: Events | None = None,
+    world: World = World(),
+    temperature: float = 1.0,
+) -> EvalOutput:
     """The eval loop. The loss is the model's own cross-entropy (training's val loss); confidences are
     softmax(logits / temperature), as predict shows them."""
     model.eval()
@@ -82,30 +90,60 @@ def evaluate(model: TransferModel, source: BatchSource, inputs: Inputs, precisio
     confusion = distributed.all_sum(confusion_matrix(label, pred, num_classes), world)
     loss_sum = distributed.all_sum(loss.double().sum(), world)
     n = int(confusion.sum())
-    return EvalOutput(loss_sum.item() / n, confusion.diagonal().sum().item() / n, confusion.tolist(), n,
-                      loss.cpu(), pred.cpu(), torch.cat(confs).cpu(), torch.cat(index).cpu(),
-                      torch.cat(all_logits).cpu(), label.cpu())
+    return EvalOutput(
+        loss_sum.item() / n,
+        confusion.diagonal().sum().item() / n,
+        confusion.tolist(),
+        n,
+        loss.cpu(),
+        pred.cpu(),
+        torch.cat(confs).cpu(),
+        torch.cat(index).cpu(),
+        torch.cat(all_logits).cpu(),
+        label.cpu(),
+    )
 
 
 def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> Evaluation:
-    return {"split": split, "num_images": out.num_images, "accuracy": out.accuracy, "loss": out.loss,
-            "per_class": per_class(out.confusion, classes), "confusion": out.confusion}
+    return {
+        "split": split,
+        "num_images": out.num_images,
+        "accuracy": out.accuracy,
+        "loss": out.loss,
+        "per_class": per_class(out.confusion, classes),
+        "confusion": out.confusion,
+    }
 
 
 def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = TOP_LOSSES) -> list[TopLoss]:
     """The most confidently wrong images: what a person should look at first."""
     wrong = (out.preds != torch.tensor([split.labels[i] for i in out.index.tolist()])).nonzero().flatten()
     order = wrong[out.losses[wrong].argsort(descending=True)][:k]
-    return [{"path": str(split.paths[out.index[i]]), "true": classes[split.labels[out.index[i]]],
-             "pred": classes[out.preds[i]], "confidence": out.confidence[i].item(), "loss": out.losses[i].item()}
-            for i in order.tolist()]
+    return [
+        {
+            "path": str(split.paths[out.index[i]]),
+            "true": classes[split.labels[out.index[i]]],
+            "pred": classes[out.preds[i]],
+            "confidence": out.confidence[i].item(),
+            "loss": out.losses[i].item(),
+        }
+        for i in order.tolist()
+    ]
 
 
-def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: str = "val",
-                        batch_size: int | None = None, device: str = "auto", events: Events | None = None,
-                        workers: int | None = None, report: Path | str | None = None,
-                        min_confidence: float | None = None, tta: str | None = None,
-                        precision: str = "auto") -> EvaluateResult:
+def evaluate_checkpoint(
+    checkpoint: Path | str,
+    data: str | None = None,
+    split: str = "val",
+    batch_size: int | None = None,
+    device: str = "auto",
+    events: Events | None = None,
+    workers: int | None = None,
+    report: Path | str | None = None,
+    min_confidence: float | None = None,
+    tta: str | None = None,
+    precision: str = "auto",
+) -> EvaluateResult:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
     with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about;
     `tta`: test-time augmentation views.
@@ -115,8 +153,14 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
     training images never count as validation.
     """
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence,
-              precision=precision)
+    check_use(
+        checkpoint,
+        batch_size=batch_size,
+        device=device,
+        split=split,
+        min_confidence=min_confidence,
+        precision=precision,
+    )
     if report is not None:
         check_new_file(report, "--report")
     trained = TrainedModel.load(checkpoint, device, precision, tta)
@@ -126,14 +170,23 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         events.note(f"{dataset.root} has no split folders: evaluating all of it")
         split = "all"
     if split == "all" and "train" in dataset.splits:
-        events.note(f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
-                    "an estimate on unseen images (use --split val or test for that)")
+        events.note(
+            f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
+            "an estimate on unseen images (use --split val or test for that)"
+        )
     images = dataset.split(split)
     source = trained.one_pass(images, batch_size, workers, on_skip=events.skip)
     events.task(f"evaluating {split}", len(images))
     with throughput(trained, len(images)) as speed:
-        out = evaluate(trained.model, source, trained.inputs, trained.precision, len(classes), events,
-                       temperature=trained.temperature)
+        out = evaluate(
+            trained.model,
+            source,
+            trained.inputs,
+            trained.precision,
+            len(classes),
+            events,
+            temperature=trained.temperature,
+        )
     record = evaluation_record(out, classes, split)
     worst = top_losses(out, images, classes)
     if report is not None:  # where the model looked in each, for the report's thumbnails
@@ -142,15 +195,24 @@ def evaluate_checkpoint(checkpoint: Path | str, data: str | None = None, split: 
         param_groups(ckpt["strategy"], trained.base)
     total, trainable = count_params(trained.base)
     result: EvaluateResult = {
-        "kind": "evaluate", "checkpoint": str(checkpoint), "data": str(dataset.root), "classes": classes,
-        "backbone": ckpt["backbone"], "params": {"total": total, "trainable": trainable},
+        "kind": "evaluate",
+        "checkpoint": str(checkpoint),
+        "data": str(dataset.root),
+        "classes": classes,
+        "backbone": ckpt["backbone"],
+        "params": {"total": total, "trainable": trainable},
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
-        "versions": checkpoints.versions(), **record, "evaluation": {**record, "checkpoint": str(checkpoint)},
+        "versions": checkpoints.versions(),
+        **record,
+        "evaluation": {**record, "checkpoint": str(checkpoint)},
         **speed,
-        "top_losses": worst, "tta": tta,
+        "top_losses": worst,
+        "tta": tta,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
-        "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out], "missing": dataset.missing,
-        "calibration": _calibration_of(out, ckpt, data, split, trained.temperature)}
+        "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out],
+        "missing": dataset.missing,
+        "calibration": _calibration_of(out, ckpt, data, split, trained.temperature),
+    }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
     if report is not None:  # a new file only, even if one appeared while this ran
@@ -168,18 +230,26 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Datas
     trained_here = _trained_on(ckpt, data)
     recorded = ckpt.get("split") if trained_here else None
     if trained_here and not isinstance(recorded, dict):
-        events.note("this checkpoint records no split (an older catdog made it): its val split is derived again "
-                    "from the files there now, exact only if they have not changed since it trained")
+        events.note(
+            "this checkpoint records no split (an older catdog made it): its val split is derived again "
+            "from the files there now, exact only if they have not changed since it trained"
+        )
     val_split = config.get("val_split", 0.2) if trained_here else None
-    dataset = load_dataset(data, val_split, config.get("seed", 0), classes=ckpt["classes"],
-                           recorded=recorded if isinstance(recorded, dict) else None)
+    dataset = load_dataset(
+        data,
+        val_split,
+        config.get("seed", 0),
+        classes=ckpt["classes"],
+        recorded=recorded if isinstance(recorded, dict) else None,
+    )
     for note in dataset.notes:
         events.note(note)
     return dataset
 
 
-def _calibration_of(out: EvalOutput, ckpt: dict[str, Any], data: str | None, split: str,
-                    temperature: float) -> Calibration:
+def _calibration_of(
+    out: EvalOutput, ckpt: dict[str, Any], data: str | None, split: str, temperature: float
+) -> Calibration:
     """The split's calibration with the checkpoint's temperature, and where that temperature came from."""
     cal = calibration.measure(out.logits, out.labels, temperature, split)
     fitted = ckpt.get("calibration") if isinstance(ckpt.get("calibration"), dict) else {}

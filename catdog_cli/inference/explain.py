@@ -93,8 +93,9 @@ def _gradients_through(model: TransferModel) -> Iterator[None]:
         model.train(training)
 
 
-def _hooked_forward(model: TransferModel, x: torch.Tensor,
-                    wanted: Target | None) -> tuple[torch.Tensor, list[tuple[Target, torch.Tensor]]]:
+def _hooked_forward(
+    model: TransferModel, x: torch.Tensor, wanted: Target | None
+) -> tuple[torch.Tensor, list[tuple[Target, torch.Tensor]]]:
     """Logits, and the map-shaped outputs of `features` (all of them, or the wanted one), in the order they
     were made. Each kept output is handed on as a copy, so a later in-place op (DenseNet's ReLU) cannot
     change it; the input requires grad so that even frozen weights pass gradients to it."""
@@ -175,8 +176,9 @@ def _model_inputs(paths: Sequence[str], inputs: Inputs, device: torch.device) ->
     return found, inputs.model_input(ImageBatch(torch.stack(images).to(device), index, index))
 
 
-def add_heatmaps(model: TransferModel, top: list[TopLoss], classes: list[str], inputs: Inputs,
-                 device: torch.device) -> None:
+def add_heatmaps(
+    model: TransferModel, top: list[TopLoss], classes: list[str], inputs: Inputs, device: torch.device
+) -> None:
     """Give each top loss the heat map of its predicted class (what the model took for it), for the report."""
     found, x = _model_inputs([t["path"] for t in top], inputs, device)
     if not found:
@@ -186,12 +188,19 @@ def add_heatmaps(model: TransferModel, top: list[TopLoss], classes: list[str], i
     except CatdogError:  # a timm model with no map of its input's shape: the report shows plain thumbnails
         return
     for n, grid in zip(found, maps.tolist()):
-        top[n]["heatmap"] = {"grid": [[round(v, 3) for v in row] for row in grid],
-                             "crop": inputs.image_size / inputs.resize}
+        top[n]["heatmap"] = {
+            "grid": [[round(v, 3) for v in row] for row in grid],
+            "crop": inputs.image_size / inputs.resize,
+        }
 
 
-def explain_predictions(trained: TrainedModel, rows: list[Prediction], folder: Path, batch_size: int | None = None,
-                        events: Events | None = None) -> int:
+def explain_predictions(
+    trained: TrainedModel,
+    rows: list[Prediction],
+    folder: Path,
+    batch_size: int | None = None,
+    events: Events | None = None,
+) -> int:
     """Write a heat-map picture of each classified image into `folder` (row["explanation"]): the crop the
     model saw, colored by where it looked for its prediction, captioned with it. Never replaces a file."""
     events = events or Events()

@@ -65,15 +65,27 @@ def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
     inputs = trained.inputs
     return {
         "classes": trained.classes,
-        "input": {"name": INPUT, "layout": "NHWC", "dtype": "uint8", "channels": "RGB",
-                  "shape": ["batch", inputs.image_size, inputs.image_size, 3]},
-        "output": {"name": OUTPUT, "shape": ["batch", len(trained.classes)],
-                   "meaning": "calibrated class probabilities, in the order of classes"},
-        "preprocessing": {"resize": inputs.resize, "crop": inputs.image_size,
-                          "steps": f"RGB, EXIF rotation applied; resize the shorter side to {inputs.resize} px "
-                                   f"(bilinear, aspect kept); center-crop {inputs.image_size}x{inputs.image_size}",
-                          "in_graph": "x / 255, (x - mean) / std, softmax(logits / temperature)",
-                          "mean": list(inputs.mean), "std": list(inputs.std)},
+        "input": {
+            "name": INPUT,
+            "layout": "NHWC",
+            "dtype": "uint8",
+            "channels": "RGB",
+            "shape": ["batch", inputs.image_size, inputs.image_size, 3],
+        },
+        "output": {
+            "name": OUTPUT,
+            "shape": ["batch", len(trained.classes)],
+            "meaning": "calibrated class probabilities, in the order of classes",
+        },
+        "preprocessing": {
+            "resize": inputs.resize,
+            "crop": inputs.image_size,
+            "steps": f"RGB, EXIF rotation applied; resize the shorter side to {inputs.resize} px "
+            f"(bilinear, aspect kept); center-crop {inputs.image_size}x{inputs.image_size}",
+            "in_graph": "x / 255, (x - mean) / std, softmax(logits / temperature)",
+            "mean": list(inputs.mean),
+            "std": list(inputs.std),
+        },
         "temperature": trained.temperature,
         "backbone": trained.checkpoint["backbone"],
         "checkpoint": str(checkpoint),
@@ -101,9 +113,15 @@ def write_onnx(module: Exportable, size: int, path: Path, meta: dict[str, Any]) 
     import onnx
 
     with _quiet():
-        program = torch.onnx.export(module, (_example(size),), dynamo=True, input_names=[INPUT],
-                                    output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                    verbose=False)
+        program = torch.onnx.export(
+            module,
+            (_example(size),),
+            dynamo=True,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
     proto = program.model_proto
     for key, value in meta.items():  # one entry per key, each a JSON value: json.loads(meta["classes"])
         entry = proto.metadata_props.add()
@@ -153,18 +171,34 @@ def parity_images(trained: TrainedModel, folder: Path | str | None, k: int = PAR
     ckpt = trained.checkpoint
     data = Path(ckpt.get("data", ""))
     if not ckpt.get("data") or not data.is_dir():
-        raise CatdogError(f"the data the model was trained on ({ckpt.get('data') or 'not recorded'}) is not there "
-                          "to prove parity on: pass --parity-images DIR")
+        raise CatdogError(
+            f"the data the model was trained on ({ckpt.get('data') or 'not recorded'}) is not there "
+            "to prove parity on: pass --parity-images DIR"
+        )
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     recorded = ckpt.get("split")  # the run's own split where it recorded one: its val images are real val images
-    dataset = load_dataset(data, config.get("val_split", 0.2), config.get("seed", 0), classes=trained.classes,
-                           recorded=recorded if isinstance(recorded, dict) else None)
+    dataset = load_dataset(
+        data,
+        config.get("val_split", 0.2),
+        config.get("seed", 0),
+        classes=trained.classes,
+        recorded=recorded if isinstance(recorded, dict) else None,
+    )
     split = "val" if "val" in dataset.splits else "all"
     return spread(dataset.split(split).paths, k), f"the {split} split of {dataset.root}"
 
 
-def check_parity(fmt: str, path: Path, trained: TrainedModel, checkpoint: Path, images: list[Path], source: str,
-                 events: Events, tolerance: float = TOLERANCE, batch_size: int = 8) -> Parity:
+def check_parity(
+    fmt: str,
+    path: Path,
+    trained: TrainedModel,
+    checkpoint: Path,
+    images: list[Path],
+    source: str,
+    events: Events,
+    tolerance: float = TOLERANCE,
+    batch_size: int = 8,
+) -> Parity:
     """The file and catdog's predict on the same images: the largest probability difference, label agreement.
 
     The file gets the crops catdog's own eval decode makes, in batches of `batch_size` and a smaller last one
@@ -195,13 +229,24 @@ def check_parity(fmt: str, path: Path, trained: TrainedModel, checkpoint: Path, 
     got = torch.cat(parts)
     diff = (got - expected).abs().max().item()
     agreement = (got.argmax(1) == expected.argmax(1)).double().mean().item()
-    return {"images": len(rows), "source": source, "max_abs_diff": diff, "label_agreement": agreement,
-            "tolerance": tolerance, "passed": diff <= tolerance and agreement == 1.0}
+    return {
+        "images": len(rows),
+        "source": source,
+        "max_abs_diff": diff,
+        "label_agreement": agreement,
+        "tolerance": tolerance,
+        "passed": diff <= tolerance and agreement == 1.0,
+    }
 
 
-def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | None = None,
-                 parity_folder: Path | str | None = None, events: Events | None = None,
-                 tolerance: float = TOLERANCE) -> ExportResult:
+def export_model(
+    checkpoint: Path | str,
+    fmt: str = "onnx",
+    out: Path | str | None = None,
+    parity_folder: Path | str | None = None,
+    events: Events | None = None,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
     """Write the model to `out` (default: beside the checkpoint) and prove parity; never replaces a file.
 
     The file is written under a hidden temporary name and given its real name only once parity holds: a failed
@@ -226,13 +271,21 @@ def export_model(checkpoint: Path | str, fmt: str = "onnx", out: Path | str | No
             raise CatdogError(
                 f"the exported {fmt} model disagrees with catdog predict on {parity['images']} images of {source} "
                 f"(largest probability difference {parity['max_abs_diff']:.2e}, tolerance {tolerance:.0e}; labels "
-                f"agree on {parity['label_agreement']:.1%}); nothing was written")
+                f"agree on {parity['label_agreement']:.1%}); nothing was written"
+            )
         size = tmp.stat().st_size
         final = publish_new(tmp, out.parent, out.name)  # in a race for the name, the next free one: never replaced
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"kind": "export", "checkpoint": str(checkpoint), "format": fmt, "out": str(final), "bytes": size,
-            "metadata": meta, "parity": parity}
+    return {
+        "kind": "export",
+        "checkpoint": str(checkpoint),
+        "format": fmt,
+        "out": str(final),
+        "bytes": size,
+        "metadata": meta,
+        "parity": parity,
+    }
 
 
 def read_metadata(path: Path | str) -> dict[str, Any]:
@@ -247,4 +300,3 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
     with _quiet():
         torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     return json.loads(files[METADATA_FILE])
-

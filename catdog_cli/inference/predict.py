@@ -44,13 +44,28 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
     return found
 
 
-def classify(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
-             device: str = "auto", events: Events | None = None, workers: int | None = None,
-             min_confidence: float | None = None, tta: str | None = None, precision: str = "auto") -> PredictResult:
+def classify(
+    checkpoint: Path | str,
+    paths: list[Path | str],
+    top_k: int = 1,
+    batch_size: int | None = None,
+    device: str = "auto",
+    events: Events | None = None,
+    workers: int | None = None,
+    min_confidence: float | None = None,
+    tta: str | None = None,
+    precision: str = "auto",
+) -> PredictResult:
     """`catdog predict`: the predictions (see `predict`) and how fast they came."""
     events = events or Events()
-    check_use(checkpoint, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence,
-              precision=precision)
+    check_use(
+        checkpoint,
+        batch_size=batch_size,
+        device=device,
+        top_k=top_k,
+        min_confidence=min_confidence,
+        precision=precision,
+    )
     trained = TrainedModel.load(checkpoint, device, precision, tta)
     classes, inputs = trained.classes, trained.inputs
     files = collect_images(paths)
@@ -77,34 +92,53 @@ def classify(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, ba
             events.advance(len(batch))
     rows += [{"path": str(p), "error": reason} for p, reason in source.skipped]
     order = {str(p): n for n, p in enumerate(files)}
-    return {"kind": "predict", "checkpoint": str(checkpoint), "backbone": trained.checkpoint["backbone"],
-            **speed, "predictions": sorted(rows, key=lambda r: order[r["path"]])}
+    return {
+        "kind": "predict",
+        "checkpoint": str(checkpoint),
+        "backbone": trained.checkpoint["backbone"],
+        **speed,
+        "predictions": sorted(rows, key=lambda r: order[r["path"]]),
+    }
 
 
-def predict(checkpoint: Path | str, paths: list[Path | str], top_k: int = 1, batch_size: int | None = None,
-            device: str = "auto", events: Events | None = None, workers: int | None = None,
-            min_confidence: float | None = None, tta: str | None = None, precision: str = "auto") -> list[Prediction]:
+def predict(
+    checkpoint: Path | str,
+    paths: list[Path | str],
+    top_k: int = 1,
+    batch_size: int | None = None,
+    device: str = "auto",
+    events: Events | None = None,
+    workers: int | None = None,
+    min_confidence: float | None = None,
+    tta: str | None = None,
+    precision: str = "auto",
+) -> list[Prediction]:
     """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
     or a FIFO's too: only regular files are read).
 
     Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
     `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
     """
-    return classify(checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta,
-                    precision)["predictions"]
+    return classify(checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta, precision)[
+        "predictions"
+    ]
 
 
 def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Prediction], Any]]]:
     """The CSV's columns: path, label, confidence, then `unsure` (with --min-confidence) and the 2nd..kth
     classes (with --top-k), then error; each with how a row fills it."""
     columns: list[tuple[str, Callable[[Prediction], Any]]] = [
-        ("path", lambda r: r["path"]), ("label", lambda r: r.get("label", "")),
-        ("confidence", lambda r: r.get("confidence", ""))]
+        ("path", lambda r: r["path"]),
+        ("label", lambda r: r.get("label", "")),
+        ("confidence", lambda r: r.get("confidence", "")),
+    ]
     if any("unsure" in r for r in rows):
         columns.append(("unsure", lambda r: r.get("unsure", "")))
     for n in range(1, max((len(r.get("top", ())) for r in rows), default=0)):
-        columns += [(f"label_{n + 1}", lambda r, n=n: r["top"][n]["label"] if "top" in r else ""),
-                    (f"confidence_{n + 1}", lambda r, n=n: r["top"][n]["confidence"] if "top" in r else "")]
+        columns += [
+            (f"label_{n + 1}", lambda r, n=n: r["top"][n]["label"] if "top" in r else ""),
+            (f"confidence_{n + 1}", lambda r, n=n: r["top"][n]["confidence"] if "top" in r else ""),
+        ]
     return [*columns, ("error", lambda r: r.get("error", ""))]
 
 

@@ -63,18 +63,33 @@ class TrainedModel:
         """The trained model itself, without test-time augmentation around it (Grad-CAM, parameter counts)."""
         return self.model.model if isinstance(self.model, TTAModel) else self.model
 
-    def one_pass(self, split: Split, batch_size: int | None, workers: int | None,
-                 on_skip: Callable[[Path, str], None] | None = None) -> ThreadedSource:
+    def one_pass(
+        self,
+        split: Split,
+        batch_size: int | None,
+        workers: int | None,
+        on_skip: Callable[[Path, str], None] | None = None,
+    ) -> ThreadedSource:
         """The split in order, decoded in threads while the model computes: one pass keeps nothing resident."""
-        return ThreadedSource(split, self.inputs.eval_spec(), batch_size or default_batch_size(self.device),
-                              self.device, default_workers() if workers is None else workers, on_skip=on_skip)
+        return ThreadedSource(
+            split,
+            self.inputs.eval_spec(),
+            batch_size or default_batch_size(self.device),
+            self.device,
+            default_workers() if workers is None else workers,
+            on_skip=on_skip,
+        )
 
 
 @contextmanager
 def throughput(trained: TrainedModel, images: int) -> Iterator[Throughput]:
     """How a pass over `images` images ran: device, precision, wall time (decode and compute), img/s."""
-    found: Throughput = {"device": str(trained.device), "precision": trained.precision.name, "seconds": 0.0,
-                         "images_per_sec": 0.0}
+    found: Throughput = {
+        "device": str(trained.device),
+        "precision": trained.precision.name,
+        "seconds": 0.0,
+        "images_per_sec": 0.0,
+    }
     start = time.perf_counter()
     yield found
     if trained.device.type == "cuda":

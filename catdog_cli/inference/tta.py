@@ -42,6 +42,7 @@ class TTAModel(nn.Module):
 
 def with_tta(model: nn.Module, inputs: Inputs, views: str = DEFAULT_TTA) -> tuple[nn.Module, Inputs]:
     """The model behind test-time augmentation, and inputs that decode the eval resize's whole central square."""
-    square = Inputs(max(inputs.resize, inputs.image_size), max(inputs.resize, inputs.image_size), inputs.mean,
-                    inputs.std)
+    square = Inputs(
+        max(inputs.resize, inputs.image_size), max(inputs.resize, inputs.image_size), inputs.mean, inputs.std
+    )
     return TTAModel(model, inputs.image_size, views).eval(), square

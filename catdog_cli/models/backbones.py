@@ -201,8 +201,9 @@ class TimmBackbone:
         try:
             import timm
         except ImportError:
-            raise CatdogError("timm backbones need timm: pip install timm (in a clone of catdog: "
-                              "pip install -e '.[timm]')") from None
+            raise CatdogError(
+                "timm backbones need timm: pip install timm (in a clone of catdog: pip install -e '.[timm]')"
+            ) from None
         return timm
 
     def preprocessing(self) -> Preprocessing:
@@ -272,8 +273,10 @@ def conform(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> di
                 raise CatdogError(f"weights from {source} hold {key} as {value.dtype}, not as numbers this model uses")
             value = value.to(want.dtype)
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CatdogError(f"weights from {source} are not finite (NaN or infinity in {key}): the training that "
-                              "made them diverged; refusing to use them")
+            raise CatdogError(
+                f"weights from {source} are not finite (NaN or infinity in {key}): the training that "
+                "made them diverged; refusing to use them"
+            )
         out[key] = value
     return out
 
@@ -332,8 +335,9 @@ def _new_head(make: Callable[[], tuple[nn.Module, nn.Module]], seed: int | None)
     return features, init_head(head.to_empty(device="cpu"), seed)
 
 
-def build_model(name: str, num_classes: int, weights: str = "default", device: torch.device | str = "cpu",
-                seed: int | None = None) -> TransferModel:
+def build_model(
+    name: str, num_classes: int, weights: str = "default", device: torch.device | str = "cpu", seed: int | None = None
+) -> TransferModel:
     """Backbone with pretrained weights ('default'), random init ('none') or a local state dict (a path).
 
     Pretrained backbones are built on the meta device and the weights assigned straight in, so no time is
@@ -391,8 +395,10 @@ def check_image_size(name: str, size: int) -> None:
             model(torch.empty(1, 3, size, size, device="meta"))
     except (RuntimeError, AssertionError, ValueError) as exc:  # the architecture's own shape checks
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CatdogError(f"{name} cannot take {size} px images ({reason}); choose another --image-size "
-                          f"(its weights were made for {crop} px)") from None
+        raise CatdogError(
+            f"{name} cannot take {size} px images ({reason}); choose another --image-size "
+            f"(its weights were made for {crop} px)"
+        ) from None
 
 
 def prefetch_weights(name: str) -> Path:

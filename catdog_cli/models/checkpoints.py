@@ -27,8 +27,12 @@ USE_KEYS = ("backbone", "classes", "image_size", "resize", "mean", "std", "state
 
 
 def versions() -> dict[str, str]:
-    return {"catdog": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "python": platform.python_version()}
+    return {
+        "catdog": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+    }
 
 
 def save(path: Path, model: TransferModel, meta: dict[str, Any]) -> None:
@@ -51,8 +55,9 @@ def load(path: Path | str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # the weights-only unpickler met something it will not build: code, objects
-        raise CatdogError(f"{path} is not a catdog checkpoint (it holds code or objects other than tensors); "
-                          "refusing to load it") from None
+        raise CatdogError(
+            f"{path} is not a catdog checkpoint (it holds code or objects other than tensors); refusing to load it"
+        ) from None
     except Exception:  # truncated, or not a torch file at all (torch raises RuntimeError, EOFError, KeyError...)
         raise CatdogError(f"{path} is not a catdog checkpoint (unreadable); refusing to load it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -67,8 +72,11 @@ def load(path: Path | str) -> dict[str, Any]:
 
 
 def _numbers(value: Any, n: int) -> bool:
-    return (isinstance(value, (list, tuple)) and len(value) == n
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == n
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
 
 
 def _odd_field(ckpt: dict[str, Any]) -> str | None:
@@ -80,8 +88,12 @@ def _odd_field(ckpt: dict[str, Any]) -> str | None:
         check_backbone(ckpt["backbone"])
     except CatdogError as exc:
         return str(exc)
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
-            and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list)
+        and len(classes) >= 2
+        and all(isinstance(c, str) and c for c in classes)
+        and len(set(classes)) == len(classes)
+    ):
         return "its classes are not a list of at least 2 distinct names"
     low, high = LIMITS["image_size"]
     if not (type(size) is int and low <= size <= high and type(resize) is int and size <= resize <= 4 * size):
@@ -107,8 +119,10 @@ def _mismatch(state: dict[str, torch.Tensor], model: TransferModel, classes: int
         return f"{len(missing)} missing and {len(unexpected)} unexpected weights (e.g. {(missing or unexpected)[0]!r})"
     for key, want in reference.items():
         if tuple(state[key].shape) != tuple(want.shape):
-            return (f"{key} has shape {tuple(state[key].shape)} in the file; a model for {classes} classes needs "
-                    f"{tuple(want.shape)}")
+            return (
+                f"{key} has shape {tuple(state[key].shape)} in the file; a model for {classes} classes needs "
+                f"{tuple(want.shape)}"
+            )
     return None
 
 

@@ -45,7 +45,8 @@ def freeze_unfreeze(model: TransferModel, lr: float, lr_ratio: float) -> ParamGr
 
 
 STRATEGIES: dict[str, Callable[[TransferModel, float, float], ParamGroups]] = dict(
-    zip(STRATEGY_NAMES, (finetune, freeze, discriminative, freeze_unfreeze), strict=True))
+    zip(STRATEGY_NAMES, (finetune, freeze, discriminative, freeze_unfreeze), strict=True)
+)
 
 
 def unfreeze_epoch(strategy: str, freeze_epochs: int) -> int | None:

@@ -30,17 +30,22 @@ def is_catdog_checkpoint(weights: str) -> bool:
     return isinstance(obj, dict) and obj.get("format") == checkpoints.FORMAT
 
 
-def from_checkpoint(path: Path, backbone: str, classes: list[str], device: torch.device, seed: int | None,
-                    events: Events) -> TransferModel:
+def from_checkpoint(
+    path: Path, backbone: str, classes: list[str], device: torch.device, seed: int | None, events: Events
+) -> TransferModel:
     """The checkpoint's model for a new run on `classes`: its head too when the classes are the same."""
     ckpt = checkpoints.load(path)
     if ckpt["backbone"] != backbone:
-        raise CatdogError(f"{path} holds a {ckpt['backbone']} model, not {backbone}: add --backbone {ckpt['backbone']}"
-                          " to train from it")
+        raise CatdogError(
+            f"{path} holds a {ckpt['backbone']} model, not {backbone}: add --backbone {ckpt['backbone']}"
+            " to train from it"
+        )
     if ckpt["classes"] == classes:
         return checkpoints.restore_model(ckpt, device).train()
-    events.note(f"{path} was trained on {', '.join(ckpt['classes'])}; this data has {', '.join(classes)}: "
-                "its backbone carries over, the head is new")
+    events.note(
+        f"{path} was trained on {', '.join(ckpt['classes'])}; this data has {', '.join(classes)}: "
+        "its backbone carries over, the head is new"
+    )
     model = build_empty(backbone, len(classes))
     features = {k.removeprefix("features."): v for k, v in ckpt["state_dict"].items() if k.startswith("features.")}
     try:

@@ -136,7 +136,6 @@ def _key_values(pairs: Iterable[tuple[str, Any]]) -> str:
     return f'<div class="kv">{_table(None, ([escape(k), escape(_value(v))] for k, v in pairs), [False, False])}</div>'
 
 
-
 def _card(title: str, value: str, note: str = "") -> str:
     return f'<div class="card"><span class="muted">{escape(title)}</span><b>{escape(value)}</b>{escape(note)}</div>'
 
@@ -283,17 +282,28 @@ def _reliability(cal: dict) -> str:
     """Reliability diagram: each confidence bin's accuracy against its mean confidence, before and after the
     temperature; on the diagonal, confidence means what it says."""
     series = []
-    for key, name, color in (("reliability_before", "softmax (T = 1)", 1),
-                             ("reliability_after", f"calibrated (T = {fmt(cal['temperature'])})", 0)):
-        points = [Point(b["confidence"], b["accuracy"],
-                        f"{name}, confidence {fmt(b['lo'], 'pct')}–{fmt(b['hi'], 'pct')}: {fmt(b['count'], 'int')} "
-                        f"images, mean confidence {fmt(b['confidence'], 'pct')}, accuracy {fmt(b['accuracy'], 'pct')}")
-                  for b in cal.get(key) or []]
+    for key, name, color in (
+        ("reliability_before", "softmax (T = 1)", 1),
+        ("reliability_after", f"calibrated (T = {fmt(cal['temperature'])})", 0),
+    ):
+        points = [
+            Point(
+                b["confidence"],
+                b["accuracy"],
+                f"{name}, confidence {fmt(b['lo'], 'pct')}–{fmt(b['hi'], 'pct')}: {fmt(b['count'], 'int')} "
+                f"images, mean confidence {fmt(b['confidence'], 'pct')}, accuracy {fmt(b['accuracy'], 'pct')}",
+            )
+            for b in cal.get(key) or []
+        ]
         series.append(Series(name, points, color))
     lo = min((b["lo"] for s in ("reliability_before", "reliability_after") for b in cal.get(s) or []), default=0.0)
     diagonal = Series("perfectly calibrated", [Point(lo, lo, "perfectly calibrated"), Point(1, 1, "")], 7, dashed=True)
-    svg = plot("reliability", [diagonal, *series], Axis("confidence", percent=True, include=(lo, 1), limit=(0, 1)),
-               Axis("accuracy", percent=True, include=(lo, 1), limit=(0, 1)))
+    svg = plot(
+        "reliability",
+        [diagonal, *series],
+        Axis("confidence", percent=True, include=(lo, 1), limit=(0, 1)),
+        Axis("accuracy", percent=True, include=(lo, 1), limit=(0, 1)),
+    )
     legend = [(s.name, s.color, "dash" if s.dashed else "") for s in (*series, diagonal)]
     return _figure(f"Reliability ({cal.get('split', '?')} split)", svg, legend)
 
@@ -303,18 +313,34 @@ def _calibration(run: dict) -> str:
     accuracy against coverage at a few confidence thresholds (what --min-confidence trades)."""
     cal = run["calibration"]
     split = cal.get("split", "?")
-    cards = [_card("expected calibration error", f"{fmt(cal['ece_before'], 'pct')} → {fmt(cal['ece_after'], 'pct')}",
-                   f"{split} split, {fmt(cal.get('bins'), 'int')} bins, without → with the temperature"),
-             _card("temperature", fmt(cal["temperature"]), cal.get("not_fitted") or f"fitted on {cal.get('fitted_on')}"
-                   f" split · NLL {fmt(cal.get('nll_before'))} → {fmt(cal.get('nll_after'))}")]
+    cards = [
+        _card(
+            "expected calibration error",
+            f"{fmt(cal['ece_before'], 'pct')} → {fmt(cal['ece_after'], 'pct')}",
+            f"{split} split, {fmt(cal.get('bins'), 'int')} bins, without → with the temperature",
+        ),
+        _card(
+            "temperature",
+            fmt(cal["temperature"]),
+            cal.get("not_fitted")
+            or f"fitted on {cal.get('fitted_on')}"
+            f" split · NLL {fmt(cal.get('nll_before'))} → {fmt(cal.get('nll_after'))}",
+        ),
+    ]
     coverage = _table(
         ["confidence ≥", "images", "coverage", "accuracy"],
-        ([fmt(c["threshold"]), fmt(c["images"], "int"), fmt(c["coverage"], "pct"), fmt(c["accuracy"], "pct")]
-         for c in cal.get("coverage") or []),
+        (
+            [fmt(c["threshold"]), fmt(c["images"], "int"), fmt(c["coverage"], "pct"), fmt(c["accuracy"], "pct")]
+            for c in cal.get("coverage") or []
+        ),
         [True] * 4,
     )
-    note = ("Measured on the images the temperature was fitted on, so the calibrated figure is optimistic; "
-            "evaluate a test split for an unbiased one." if cal.get("in_sample") else "")
+    note = (
+        "Measured on the images the temperature was fitted on, so the calibrated figure is optimistic; "
+        "evaluate a test split for an unbiased one."
+        if cal.get("in_sample")
+        else ""
+    )
     return _section(
         "Confidence",
         f'<div class="cards">{"".join(cards)}</div>',
@@ -350,8 +376,14 @@ def _top_losses(run: dict) -> str:
             "</figure>"
         )
     heat = any(t.get("heatmap") for t in run["top_losses"])
-    legend = (" Beside each, the part the model saw, colored by where it looked for its answer (Grad-CAM: red "
-              "most, blue least).") if heat else ""
+    legend = (
+        (
+            " Beside each, the part the model saw, colored by where it looked for its answer (Grad-CAM: red "
+            "most, blue least)."
+        )
+        if heat
+        else ""
+    )
     return _section(
         "Top losses",
         f'<p class="muted">The {len(cards)} most confidently wrong images of the {escape(str(split))} split, '
@@ -557,28 +589,46 @@ def _lr_chart(curve: LrCurve) -> str:
     """Loss against the head's lr (log scale): each step's loss dashed, the smoothed curve solid, the suggestion
     marked; the blown-up tail is left off (records.shown_steps)."""
     kept, lrs = shown_steps(curve), curve["lrs"]
-    raw = Series("loss", [Point(lrs[i], curve["losses"][i], f"lr {fmt(lrs[i])}: loss {fmt(curve['losses'][i])}")
-                          for i in kept], 7, dashed=True)
-    smooth = Series("smoothed", [Point(lrs[i], curve["smoothed"][i], f"lr {fmt(lrs[i])}: smoothed loss "
-                                       f"{fmt(curve['smoothed'][i])}") for i in kept], 0)
+    raw = Series(
+        "loss",
+        [Point(lrs[i], curve["losses"][i], f"lr {fmt(lrs[i])}: loss {fmt(curve['losses'][i])}") for i in kept],
+        7,
+        dashed=True,
+    )
+    smooth = Series(
+        "smoothed",
+        [
+            Point(lrs[i], curve["smoothed"][i], f"lr {fmt(lrs[i])}: smoothed loss {fmt(curve['smoothed'][i])}")
+            for i in kept
+        ],
+        0,
+    )
     suggested = curve.get("suggested_lr")
     rule = (suggested, f"suggested {fmt(suggested)}") if suggested else None
-    return plot(f"lr-{curve['strategy']}", [raw, smooth], Axis("learning rate (head)", log=True), Axis("loss"),
-                rule=rule)
+    return plot(
+        f"lr-{curve['strategy']}", [raw, smooth], Axis("learning rate (head)", log=True), Axis("loss"), rule=rule
+    )
 
 
 def write_lr_find_report(result: LrFindResult, path: Path) -> Path:
     """lr-find's curves, one chart per strategy, with the suggested --lr of each."""
     cfg = result.get("config") or {}
-    rows = [[escape(c["strategy"]), fmt(c.get("suggested_lr")), fmt(c.get("min_loss_lr")), escape(c["ended"])]
-            for c in result["curves"]]
+    rows = [
+        [escape(c["strategy"]), fmt(c.get("suggested_lr")), fmt(c.get("min_loss_lr")), escape(c["ended"])]
+        for c in result["curves"]
+    ]
     table = _table(["strategy", "suggested --lr", "lowest loss at", "ended"], rows, [False, True, True, False])
-    charts = [_figure(f"{c['strategy']}", _lr_chart(c), [("loss per step", 7, "dash"), ("smoothed", 0, "")])
-              for c in result["curves"]]
+    charts = [
+        _figure(f"{c['strategy']}", _lr_chart(c), [("loss per step", 7, "dash"), ("smoothed", 0, "")])
+        for c in result["curves"]
+    ]
     sections = [
-        _section("Suggested learning rates", table,
-                 '<p class="muted">Halfway down the longest fall of the smoothed loss. With discriminative '
-                 "and freeze-unfreeze the backbone learns at this rate / --lr-ratio.</p>"),
+        _section(
+            "Suggested learning rates",
+            table,
+            '<p class="muted">Halfway down the longest fall of the smoothed loss. With discriminative '
+            "and freeze-unfreeze the backbone learns at this rate / --lr-ratio.</p>",
+        ),
         _section("Loss against learning rate", f'<div class="figs">{"".join(charts)}</div>'),
         _setup(cfg.items(), result.get("versions")),
     ]

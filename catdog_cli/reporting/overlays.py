@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # a blue -> cyan -> yellow -> red ramp: low attention cool, high attention hot, readable for most color vision
-RAMP = np.array([(48, 18, 160), (30, 150, 230), (60, 210, 140), (250, 220, 50), (240, 90, 30), (200, 20, 20)],
-                dtype=np.float32)
+RAMP = np.array(
+    [(48, 18, 160), (30, 150, 230), (60, 210, 140), (250, 220, 50), (240, 90, 30), (200, 20, 20)], dtype=np.float32
+)
 
 
 def model_view(image: Image.Image, crop: float) -> Image.Image:

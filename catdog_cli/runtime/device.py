@@ -75,9 +75,3 @@ class Precision:
     @property
     def name(self) -> str:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
-
-
-
-
-
-

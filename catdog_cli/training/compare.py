@@ -89,9 +89,13 @@ def read_row(path: Path, events: Events) -> CompareRow | None:
         return None
     try:
         row = json.loads(path.read_text())
-        valid = (isinstance(row, dict) and CompareRow.__required_keys__ <= set(row)
-                 and row["status"] in ("ok", "failed") and isinstance(row["history"], list)
-                 and all(_is_number(row[c.key]) for c in COMPARE_COLUMNS if c.kind != "text"))
+        valid = (
+            isinstance(row, dict)
+            and CompareRow.__required_keys__ <= set(row)
+            and row["status"] in ("ok", "failed")
+            and isinstance(row["history"], list)
+            and all(_is_number(row[c.key]) for c in COMPARE_COLUMNS if c.kind != "text")
+        )
     except (OSError, ValueError):
         valid = False
     if not valid:
@@ -110,9 +114,14 @@ def row_from(result: TrainResult, backbone: str, strategy: str) -> CompareRow:
     best = next((h for h in history if h["epoch"] == result["best_epoch"]), None)
     seconds = sum(h["seconds"] for h in history)
     return {
-        "backbone": backbone, "strategy": strategy, "status": "ok", "error": None,
-        "params_total": result["params"]["total"], "params_trainable": result["params"]["trainable"],
-        "best_val_acc": result["best_val_acc"], "best_epoch": result["best_epoch"],
+        "backbone": backbone,
+        "strategy": strategy,
+        "status": "ok",
+        "error": None,
+        "params_total": result["params"]["total"],
+        "params_trainable": result["params"]["trainable"],
+        "best_val_acc": result["best_val_acc"],
+        "best_epoch": result["best_epoch"],
         "val_loss": best["val_loss"] if best else None,
         "test_acc": result["test"]["accuracy"] if "test" in result else None,
         "train_seconds": seconds,
@@ -122,9 +131,21 @@ def row_from(result: TrainResult, backbone: str, strategy: str) -> CompareRow:
 
 
 def failed_row(backbone: str, strategy: str, reason: str) -> CompareRow:
-    return {"backbone": backbone, "strategy": strategy, "status": "failed", "error": reason, "params_total": None,
-            "params_trainable": None, "best_val_acc": None, "best_epoch": None, "val_loss": None, "test_acc": None,
-            "train_seconds": None, "images_per_sec": None, "history": []}
+    return {
+        "backbone": backbone,
+        "strategy": strategy,
+        "status": "failed",
+        "error": reason,
+        "params_total": None,
+        "params_trainable": None,
+        "best_val_acc": None,
+        "best_epoch": None,
+        "val_loss": None,
+        "test_acc": None,
+        "train_seconds": None,
+        "images_per_sec": None,
+        "history": [],
+    }
 
 
 @dataclass
@@ -152,14 +173,16 @@ class Backbones:
     def copy(self, backbone: str) -> TransferModel:
         if self.name != backbone:
             self.name, self.model = None, None  # free the last backbone before building the next
-            self.model = build_model(backbone, self.num_classes, self.config.weights_for(backbone), self.device,
-                                     seed=self.config.train.seed)
+            self.model = build_model(
+                backbone, self.num_classes, self.config.weights_for(backbone), self.device, seed=self.config.train.seed
+            )
             self.name = backbone
         return copy.deepcopy(self.model)
 
 
-def train_cell(grid: Grid, backbones: Backbones, cache: DecodeCache, backbone: str,
-               strategy: str) -> tuple[Run, TrainResult]:
+def train_cell(
+    grid: Grid, backbones: Backbones, cache: DecodeCache, backbone: str, strategy: str
+) -> tuple[Run, TrainResult]:
     cell = grid.config.cell(backbone, strategy, str(grid.device))
     run = start_run(cell, grid.events, cache, grid.dataset, backbones.copy(backbone), world=World())
     cell_dir = grid.out / "cells" / cell_name(backbone, strategy)
@@ -200,8 +223,9 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
             grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
 
 
-def compare(config: CompareConfig, out: Path | str | None = None, events: Events | None = None,
-            keep_best: bool = False) -> CompareResult:
+def compare(
+    config: CompareConfig, out: Path | str | None = None, events: Events | None = None, keep_best: bool = False
+) -> CompareResult:
     """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained.
 
     Under torchrun the cells are dealt round-robin to the ranks, each training its cells on its own device;
@@ -223,8 +247,15 @@ def compare(config: CompareConfig, out: Path | str | None = None, events: Events
         return _run_grid(config, dataset, device, folder, events, keep_best, world)
 
 
-def _run_grid(config: CompareConfig, dataset: Dataset, device: torch.device, out: Path, events: Events,
-              keep_best: bool, world: World) -> CompareResult:
+def _run_grid(
+    config: CompareConfig,
+    dataset: Dataset,
+    device: torch.device,
+    out: Path,
+    events: Events,
+    keep_best: bool,
+    world: World,
+) -> CompareResult:
     finished = [read_row(p, Events()) for p in sorted(out.glob("cells/*/cell.json"))]
     earlier_best = max((r["best_val_acc"] or 0.0 for r in finished if r), default=-1.0)
     cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
@@ -240,9 +271,15 @@ def _run_grid(config: CompareConfig, dataset: Dataset, device: torch.device, out
     if keep_best and new_best[winner] > earlier_best and world.rank == winner:
         grid.best[1].save(out / "best.pt", with_optimizer=False)
     result: CompareResult = {
-        "kind": "compare", "config": config.to_dict(), "device": str(device), "world_size": world.size,
-        "classes": dataset.classes, "split_origin": dataset.origin, "versions": checkpoints.versions(),
-        "out": str(out), "interrupted": any(distributed.gather(grid.interrupted, world)),
+        "kind": "compare",
+        "config": config.to_dict(),
+        "device": str(device),
+        "world_size": world.size,
+        "classes": dataset.classes,
+        "split_origin": dataset.origin,
+        "versions": checkpoints.versions(),
+        "out": str(out),
+        "interrupted": any(distributed.gather(grid.interrupted, world)),
         "wall_seconds": time.perf_counter() - start,
         "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
         "rows": sort_rows(rows),
@@ -254,8 +291,13 @@ def _run_grid(config: CompareConfig, dataset: Dataset, device: torch.device, out
 
 def grid_summary(config: CompareConfig, dataset: Dataset, device: torch.device, out: Path) -> RunSummary:
     """The summary before a grid: a cell's, with every backbone and strategy and each backbone's weights."""
-    return {**run_summary(config.train, dataset, device, out), "kind": "compare", "backbones": config.backbones,
-            "strategies": config.strategies, "weights": {b: config.weights_for(b) for b in config.backbones}}
+    return {
+        **run_summary(config.train, dataset, device, out),
+        "kind": "compare",
+        "backbones": config.backbones,
+        "strategies": config.strategies,
+        "weights": {b: config.weights_for(b) for b in config.backbones},
+    }
 
 
 def write_outputs(out: Path, result: CompareResult) -> None:

@@ -18,21 +18,52 @@ from catdog_cli.models.backbones import TransferModel
 from catdog_cli.runtime.device import Precision
 
 
-def cache_features(config: TrainConfig, model: TransferModel, sources: DataSources, inputs: Inputs,
-                    precision: Precision, cache: DecodeCache, budget: int, events: Events, mixing: Mixing | None,
-                    weights: list[float] | None) -> tuple[nn.Module, Preprocess, bool]:
+def cache_features(
+    config: TrainConfig,
+    model: TransferModel,
+    sources: DataSources,
+    inputs: Inputs,
+    precision: Precision,
+    cache: DecodeCache,
+    budget: int,
+    events: Events,
+    mixing: Mixing | None,
+    weights: list[float] | None,
+) -> tuple[nn.Module, Preprocess, bool]:
     """freeze: val's features once (they never change), and train's too when every epoch sees the same pixels
     (no augmentation, no mixing): then a step trains the head alone. What a step runs, and whether val is cached."""
     forward, preprocess = model, inputs.model_input
     start = time.perf_counter()
     if not config.augment and mixing is None:
-        features = feature_source(model, sources.splits["train"], inputs, precision, config.batch_size, config.seed,
-                                  cache, budget, config.workers, events,
-                                  class_weights=weights)
+        features = feature_source(
+            model,
+            sources.splits["train"],
+            inputs,
+            precision,
+            config.batch_size,
+            config.seed,
+            cache,
+            budget,
+            config.workers,
+            events,
+            class_weights=weights,
+        )
         if features is not None:
             sources.train, forward, preprocess = features, model.head, CachedFeatures().model_input
-    val = feature_source(model, sources.splits["val"], inputs, precision, config.batch_size, config.seed, cache, budget,
-                         config.workers, events, shuffle=False, name="val")
+    val = feature_source(
+        model,
+        sources.splits["val"],
+        inputs,
+        precision,
+        config.batch_size,
+        config.seed,
+        cache,
+        budget,
+        config.workers,
+        events,
+        shuffle=False,
+        name="val",
+    )
     if val is not None:
         sources.val = val
         cached = "train and val" if forward is model.head else "val"
@@ -40,15 +71,33 @@ def cache_features(config: TrainConfig, model: TransferModel, sources: DataSourc
     return forward, preprocess, val is not None
 
 
-
-def feature_source(model: TransferModel, split: Split, inputs: Inputs, precision: Precision, batch_size: int,
-                   seed: int, cache: DecodeCache, budget: int, workers: int | None, events: Events,
-                   shuffle: bool = True, name: str = "train",
-                   class_weights: list[float] | None = None) -> ResidentSource | None:
+def feature_source(
+    model: TransferModel,
+    split: Split,
+    inputs: Inputs,
+    precision: Precision,
+    batch_size: int,
+    seed: int,
+    cache: DecodeCache,
+    budget: int,
+    workers: int | None,
+    events: Events,
+    shuffle: bool = True,
+    name: str = "train",
+    class_weights: list[float] | None = None,
+) -> ResidentSource | None:
     """The frozen backbone's features of every image of a split (eval crops), computed once and batched like
     images; None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
-    images = batches(split, inputs.eval_spec(), batch_size, shuffle=False, device=precision.device, cache=cache,
-                     budget=budget, workers=workers)  # without augmentation: the decode is already cached
+    images = batches(
+        split,
+        inputs.eval_spec(),
+        batch_size,
+        shuffle=False,
+        device=precision.device,
+        cache=cache,
+        budget=budget,
+        workers=workers,
+    )  # without augmentation: the decode is already cached
     if images is None:
         return None
     model.eval()
@@ -66,8 +115,9 @@ def feature_source(model: TransferModel, split: Split, inputs: Inputs, precision
             parts.append(ImageBatch(features.float().clone(), batch.labels, batch.index))
             events.advance(len(batch))
     cat = ImageBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "labels", "index")))
-    return ResidentSource(cat, batch_size, shuffle=shuffle, seed=seed, skipped=images.skipped,
-                          class_weights=class_weights)
+    return ResidentSource(
+        cat, batch_size, shuffle=shuffle, seed=seed, skipped=images.skipped, class_weights=class_weights
+    )
 
 
 class CachedFeatures:

@@ -42,25 +42,41 @@ def write_metrics_csv(path: Path, history: list[EpochRecord]) -> None:
 def recipe_record(run: Run, interrupted: bool) -> dict[str, Any]:
     """How the run ended, which weights are best.pt, and the training images per class."""
     state, classes = run.state, run.dataset.classes
-    return {"ended": "interrupted" if interrupted else state.ended or f"completed all {run.config.epochs} epochs",
-            "best_weights": "ema" if state.best_is_ema else "trained",
-            "train_counts": dict(zip(classes, class_counts(run.dataset.splits["train"].labels, len(classes))))}
+    return {
+        "ended": "interrupted" if interrupted else state.ended or f"completed all {run.config.epochs} epochs",
+        "best_weights": "ema" if state.best_is_ema else "trained",
+        "train_counts": dict(zip(classes, class_counts(run.dataset.splits["train"].labels, len(classes)))),
+    }
 
 
-def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool,
-              final_splits: tuple[str, ...] = ("val", "test")) -> TrainResult:
+def summarize(
+    run: Run,
+    out: Path,
+    best_state: dict[str, torch.Tensor] | None,
+    interrupted: bool,
+    final_splits: tuple[str, ...] = ("val", "test"),
+) -> TrainResult:
     """Evaluate the best weights on val (and test), with the top losses: the numbers a person decides from."""
     classes, state = run.dataset.classes, run.state
     total, trainable = count_params(run.model)
     skipped = run.sources.skipped
     left_out = {p for p, _ in skipped}
     result: TrainResult = {
-        "kind": "train", "config": asdict(run.config), "versions": checkpoints.versions(),
-        "device": str(run.device), "precision": run.precision.name, "classes": classes,
-        "split_origin": run.dataset.origin, "params": {"total": total, "trainable": trainable},
-        "history": state.history, "epochs": state.epoch, "best_epoch": state.best_epoch,
-        "best_val_acc": state.best_val_acc if state.history else None, "interrupted": interrupted,
-        "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "out": str(out),
+        "kind": "train",
+        "config": asdict(run.config),
+        "versions": checkpoints.versions(),
+        "device": str(run.device),
+        "precision": run.precision.name,
+        "classes": classes,
+        "split_origin": run.dataset.origin,
+        "params": {"total": total, "trainable": trainable},
+        "history": state.history,
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_val_acc": state.best_val_acc if state.history else None,
+        "interrupted": interrupted,
+        "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
+        "out": str(out),
         "images": {name: sum(p not in left_out for p in split.paths) for name, split in run.dataset.splits.items()},
     }
     if best_state is None:
@@ -72,8 +88,10 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
             continue
         net, inputs = run.evaluable(run.model) if name == "val" else (run.model, run.inputs)
         ev = evaluate(net, source, inputs, run.precision, len(classes), world=run.world)
-        result["evaluation" if name == "val" else "test"] = {**evaluation_record(ev, classes, name),
-                                                              "checkpoint": which}
+        result["evaluation" if name == "val" else "test"] = {
+            **evaluation_record(ev, classes, name),
+            "checkpoint": which,
+        }
         if name == "val":  # each rank names its shard's worst; rank 0 keeps the worst overall
             result["calibration"] = calibration.calibrate(ev.logits, ev.labels, run.world)
             ev.confidence = calibration.confidence(ev.logits, result["calibration"]["temperature"])  # as predict
@@ -85,8 +103,14 @@ def summarize(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, i
     return result
 
 
-def final_eval(run: Run, out: Path, best_state: dict[str, torch.Tensor] | None, interrupted: bool,
-               final_splits: tuple[str, ...], writes: bool) -> TrainResult:
+def final_eval(
+    run: Run,
+    out: Path,
+    best_state: dict[str, torch.Tensor] | None,
+    interrupted: bool,
+    final_splits: tuple[str, ...],
+    writes: bool,
+) -> TrainResult:
     """After the last epoch: the best weights evaluated and calibrated, the temperature into best.pt, the report
     and run.json (`writes`: this process saves the run's files; compare's cells write none)."""
     result = summarize(run, out, best_state, interrupted, final_splits)

@@ -38,8 +38,10 @@ def _stop_if_diverged(loss: float, what: str, run: Run) -> None:
     here = not math.isfinite(loss)
     if distributed.any_rank(here, run.device, run.world):
         value = loss if here else "not finite on another rank"
-        raise CatdogError(f"training diverged: the {what} loss became {value} in epoch {run.state.epoch + 1}; "
-                          "stopped without saving that epoch (try a lower --lr)")
+        raise CatdogError(
+            f"training diverged: the {what} loss became {value} in epoch {run.state.epoch + 1}; "
+            "stopped without saving that epoch (try a lower --lr)"
+        )
 
 
 def train_step(run: Run, batch: ImageBatch, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +63,7 @@ def train_step(run: Run, batch: ImageBatch, generator: torch.Generator) -> tuple
     return loss.detach(), (logits.argmax(1) == labels).sum()
 
 
-def train_one_epoch(run: Run, events: Events, stop: StopRequest,
-                    generator: torch.Generator) -> dict[str, float] | None:
+def train_one_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Generator) -> dict[str, float] | None:
     """One pass over train; None if a stop was requested (the run's state then says where it stopped)."""
     epoch = run.state.epoch
     run.model.train()
@@ -96,8 +97,10 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest,
             _stop_if_diverged(loss_sum.item(), "training", run)  # last.pt is saved next: never diverged weights
             return None
     run.state.step = 0
-    totals = distributed.all_sum(torch.stack([loss_sum.double(), correct.double(),
-                                              torch.tensor(seen, dtype=torch.float64, device=run.device)]), run.world)
+    totals = distributed.all_sum(
+        torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, dtype=torch.float64, device=run.device)]),
+        run.world,
+    )
     _stop_if_diverged(totals[0].item(), "training", run)
     n = max(1.0, totals[2].item())
     return {"train_loss": totals[0].item() / n, "train_acc": totals[1].item() / n, "images": int(totals[2].item())}
@@ -138,9 +141,15 @@ def run_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Gene
     val = validate(run, events)
     _stop_if_diverged(val.loss, "val", run)  # the epoch's last step can break the weights too
     record: EpochRecord = {
-        "epoch": run.state.epoch + 1, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
-        "val_loss": val.loss, "val_acc": val.accuracy, "lr": run.optimizer.param_groups[-1]["lr"],
-        "seconds": seconds, "images_per_sec": train["images"] / max(seconds, 1e-9)}
+        "epoch": run.state.epoch + 1,
+        "train_loss": train["train_loss"],
+        "train_acc": train["train_acc"],
+        "val_loss": val.loss,
+        "val_acc": val.accuracy,
+        "lr": run.optimizer.param_groups[-1]["lr"],
+        "seconds": seconds,
+        "images_per_sec": train["images"] / max(seconds, 1e-9),
+    }
     if run.ema is not None:
         ema = validate(run, events, run.ema.model, "val (EMA)")
         record |= {"ema_val_loss": ema.loss, "ema_val_acc": ema.accuracy}
@@ -173,12 +182,15 @@ def early_stop(state: TrainState, patience: int | None) -> str:
     """Why the run ends now (--patience epochs without a better val score), or "" to go on."""
     if patience is None or state.epoch - state.best_epoch < patience:
         return ""
-    return (f"early stopping: no better val accuracy (or val loss at the same accuracy) in the {patience} "
-            f"epoch(s) after epoch {state.best_epoch}")
+    return (
+        f"early stopping: no better val accuracy (or val loss at the same accuracy) in the {patience} "
+        f"epoch(s) after epoch {state.best_epoch}"
+    )
 
 
-def keep_checkpoints(run: Run, out: Path, writes: bool,
-                     improved: TransferModel | None) -> dict[str, torch.Tensor] | None:
+def keep_checkpoints(
+    run: Run, out: Path, writes: bool, improved: TransferModel | None
+) -> dict[str, torch.Tensor] | None:
     """After an epoch: best.pt from the `improved` weights if any (returned, kept in memory too), last.pt and
     metrics.csv always. Under torchrun rank 0 alone writes."""
     best = None
@@ -193,8 +205,9 @@ def keep_checkpoints(run: Run, out: Path, writes: bool,
     return best
 
 
-def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = True,
-               final_splits: tuple[str, ...] = ("val", "test")) -> TrainResult:
+def train_loop(
+    run: Run, out: Path, events: Events, save_checkpoints: bool = True, final_splits: tuple[str, ...] = ("val", "test")
+) -> TrainResult:
     """Epochs until done or stopped. The best weights are also kept in memory, for the final evaluation on
     `final_splits` and for compare, which writes no per-cell checkpoints and needs only the test split."""
     writes = save_checkpoints and run.world.main
@@ -202,8 +215,11 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     generator = torch.Generator(device=run.device)
     stop = StopRequest()
     with stop.installed():
-        while (run.state.epoch < run.config.epochs and not run.state.ended
-               and not distributed.any_rank(stop.requested, run.device, run.world)):
+        while (
+            run.state.epoch < run.config.epochs
+            and not run.state.ended
+            and not distributed.any_rank(stop.requested, run.device, run.world)
+        ):
             record = run_epoch(run, events, stop, generator)
             if record is None:
                 break
@@ -223,8 +239,9 @@ def train_loop(run: Run, out: Path, events: Events, save_checkpoints: bool = Tru
     return final_eval(run, out, best_state, interrupted, final_splits, writes)
 
 
-def fit(config: TrainConfig, out: Path | str | None = None, events: Events | None = None,
-        cache: DecodeCache | None = None) -> TrainResult:
+def fit(
+    config: TrainConfig, out: Path | str | None = None, events: Events | None = None, cache: DecodeCache | None = None
+) -> TrainResult:
     """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json)."""
     world = distributed.init()
     events = events if events is not None and world.main else Events()

@@ -51,8 +51,7 @@ def endless(source: BatchSource) -> Iterator[ImageBatch]:
 
 
 def centred_average(values: list[float], window: int = WINDOW) -> list[float]:
-    return [sum(part) / len(part) for part in
-            (values[max(0, i - window) : i + window + 1] for i in range(len(values)))]
+    return [sum(part) / len(part) for part in (values[max(0, i - window) : i + window + 1] for i in range(len(values)))]
 
 
 def suggest(lrs: list[float], losses: list[float]) -> float | None:
@@ -69,12 +68,14 @@ def suggest(lrs: list[float], losses: list[float]) -> float | None:
     return lrs[end - longest[end] + longest[end] // 2]
 
 
-def range_test(run: Run, events: Events, start: float = START_LR, end: float = END_LR,
-               steps: int = STEPS) -> tuple[list[float], list[float], str]:
+def range_test(
+    run: Run, events: Events, start: float = START_LR, end: float = END_LR, steps: int = STEPS
+) -> tuple[list[float], list[float], str]:
     """(the head's lr at each step, the loss of that step, why it stopped). The run's groups are at their
     relative rates with the head's at 1: the schedule gives each step's multiple."""
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer,
-                                                      lambda i: start * (end / start) ** (i / max(1, steps - 1)))
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, lambda i: start * (end / start) ** (i / max(1, steps - 1))
+    )
     generator = torch.Generator(device=run.device).manual_seed(run.config.seed)
     torch.manual_seed(run.config.seed)  # dropout
     run.model.train()
@@ -95,8 +96,15 @@ def range_test(run: Run, events: Events, start: float = START_LR, end: float = E
     return lrs, losses, f"all {len(lrs)} steps"
 
 
-def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None = None, events: Events | None = None,
-            start: float = START_LR, end: float = END_LR, steps: int = STEPS) -> LrFindResult:
+def find_lr(
+    config: TrainConfig,
+    strategies: list[str],
+    out: Path | str | None = None,
+    events: Events | None = None,
+    start: float = START_LR,
+    end: float = END_LR,
+    steps: int = STEPS,
+) -> LrFindResult:
     """The range test for each strategy from the same starting weights; the curves and a suggested --lr each,
     saved as OUT/lr_find.json and OUT/lr_find.html (a new folder, runs/lr-findN by default)."""
     events = events or Events()
@@ -110,13 +118,20 @@ def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None =
             cell = replace(config, strategy=strategy, lr=1.0, epochs=1, ema=False, patience=None)
             run = start_run(cell, events, cache, dataset, copy.deepcopy(model))
             curves.append(_curve(run, events, start, end, steps))
-        settings = {k: getattr(run.config, k) for k in ("data", "backbone", "weights", "batch_size", "image_size",
-                                                        "augment", "lr_ratio", "seed")}  # as the runs resolved them
-        result: LrFindResult = {"kind": "lr_find", "config": {**settings, "start_lr": start, "end_lr": end,
-                                                              "steps": steps},
-                                "classes": dataset.classes, "device": str(device),
-                                "versions": checkpoints.versions(), "curves": curves, "out": str(folder),
-                                "report": str(folder / "lr_find.html")}
+        settings = {
+            k: getattr(run.config, k)
+            for k in ("data", "backbone", "weights", "batch_size", "image_size", "augment", "lr_ratio", "seed")
+        }  # as the runs resolved them
+        result: LrFindResult = {
+            "kind": "lr_find",
+            "config": {**settings, "start_lr": start, "end_lr": end, "steps": steps},
+            "classes": dataset.classes,
+            "device": str(device),
+            "versions": checkpoints.versions(),
+            "curves": curves,
+            "out": str(folder),
+            "report": str(folder / "lr_find.html"),
+        }
         report.write_lr_find_report(result, folder / "lr_find.html")
         atomic_write_text(folder / "lr_find.json", to_json(result))
     return result
@@ -124,6 +139,13 @@ def find_lr(config: TrainConfig, strategies: list[str], out: Path | str | None =
 
 def _curve(run: Run, events: Events, start: float, end: float, steps: int) -> LrCurve:
     lrs, losses, ended = range_test(run, events, start, end, steps)
-    return {"strategy": run.config.strategy, "lrs": lrs, "losses": losses, "smoothed": centred_average(losses),
-            "suggested_lr": suggest(lrs, losses), "min_loss_lr": lrs[min(range(len(losses)), key=losses.__getitem__)],
-            "lr_ratio": run.config.lr_ratio, "ended": ended}
+    return {
+        "strategy": run.config.strategy,
+        "lrs": lrs,
+        "losses": losses,
+        "smoothed": centred_average(losses),
+        "suggested_lr": suggest(lrs, losses),
+        "min_loss_lr": lrs[min(range(len(losses)), key=losses.__getitem__)],
+        "lr_ratio": run.config.lr_ratio,
+        "ended": ended,
+    }

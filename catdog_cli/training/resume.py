@@ -42,26 +42,36 @@ def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     saved = {**defaults, **ckpt["config"], "data": ckpt["data"]}
     epochs = given.get("epochs", saved["epochs"])
     if type(saved["epochs"]) is int and epochs < saved["epochs"]:  # a forged non-number: check_options says so
-        raise CatdogError(f"--epochs {epochs} is fewer than the run being resumed ({saved['epochs']}); a run can be "
-                          "extended, not shortened")
+        raise CatdogError(
+            f"--epochs {epochs} is fewer than the run being resumed ({saved['epochs']}); a run can be "
+            "extended, not shortened"
+        )
     for name, value in given.items():
         if name in RELOCATABLE or name == "epochs":
             continue
         if (str(resolve_data(value).resolve()) if name == "data" else value) != saved.get(name):
             allowed = ", ".join("--" + o.replace("_", "-") for o in RELOCATABLE)
             was = "default" if saved.get(name) is None else saved[name]
-            raise CatdogError(f"--{name.replace('_', '-')} {value} differs from the run being resumed ({was}); "
-                              f"a resumed run keeps its options (only {allowed} may change)")
+            raise CatdogError(
+                f"--{name.replace('_', '-')} {value} differs from the run being resumed ({was}); "
+                f"a resumed run keeps its options (only {allowed} may change)"
+            )
     return TrainConfig.from_dict({**saved, "epochs": epochs, **{k: v for k, v in given.items() if k in RELOCATABLE}})
 
 
 def _resumable(ckpt: dict[str, Any]) -> bool:
     """The training state of a last.pt has the shape this version reads (a newer one's extra fields are fine)."""
     state = ckpt["state"]
-    return (isinstance(ckpt["config"], dict) and isinstance(ckpt["data"], str) and isinstance(state, dict)
-            and all(type(state.get(k, 0)) is int and state.get(k, 0) >= 0 for k in ("epoch", "step", "schedule_from"))
-            and isinstance(state.get("history", []), list) and isinstance(ckpt["optimizer"], dict)
-            and isinstance(ckpt["scheduler"], dict) and isinstance(ckpt["scaler"], dict))
+    return (
+        isinstance(ckpt["config"], dict)
+        and isinstance(ckpt["data"], str)
+        and isinstance(state, dict)
+        and all(type(state.get(k, 0)) is int and state.get(k, 0) >= 0 for k in ("epoch", "step", "schedule_from"))
+        and isinstance(state.get("history", []), list)
+        and isinstance(ckpt["optimizer"], dict)
+        and isinstance(ckpt["scheduler"], dict)
+        and isinstance(ckpt["scaler"], dict)
+    )
 
 
 def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events | None = None) -> TrainResult:
@@ -81,8 +91,10 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     if any(k not in ckpt for k in ("optimizer", "scheduler", "scaler", "state", "config", "data")):
         raise CatdogError(f"{out / 'last.pt'} holds no training state to resume from; it is not a run's last.pt")
     if not _resumable(ckpt):
-        raise CatdogError(f"{out / 'last.pt'} is a damaged run checkpoint (its training state makes no sense); "
-                          "start a new run instead")
+        raise CatdogError(
+            f"{out / 'last.pt'} is a damaged run checkpoint (its training state makes no sense); "
+            "start a new run instead"
+        )
     config = resumed_config(ckpt, given or {})
     try:  # the saved options too: a damaged or forged file is refused before anything is loaded
         check_options(asdict(config))
@@ -91,40 +103,55 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
     known = {f.name for f in fields(TrainState)}  # a newer catdog's extra state is not ours to use
     state = TrainState(**{k: v for k, v in ckpt["state"].items() if k in known})
     if state.epoch >= config.epochs:
-        raise CatdogError(f"{out} already ran all {config.epochs} epoch(s); to train it longer, pass --epochs N "
-                          f"(more than {config.epochs})")
+        raise CatdogError(
+            f"{out} already ran all {config.epochs} epoch(s); to train it longer, pass --epochs N "
+            f"(more than {config.epochs})"
+        )
     if state.ended and config.epochs == ckpt["config"].get("epochs"):
-        raise CatdogError(f"{out} already finished ({state.ended}); to train it longer, pass --epochs N "
-                          f"(more than {config.epochs})")
+        raise CatdogError(
+            f"{out} already finished ({state.ended}); to train it longer, pass --epochs N (more than {config.epochs})"
+        )
     with ExitStack() as stack:  # one resume at a time in a folder
         distributed.main_enters(stack, lambda: run_folder(out, "train", reuse=True), world)
         return _continue(out, ckpt, config, state, events, world)
 
 
-def _continue(out: Path, ckpt: dict[str, Any], config: TrainConfig, state: TrainState, events: Events,
-              world: World) -> TrainResult:
+def _continue(
+    out: Path, ckpt: dict[str, Any], config: TrainConfig, state: TrainState, events: Events, world: World
+) -> TrainResult:
     recorded = ckpt.get("split")  # the split the run trained on; an older catdog's last.pt has none
-    dataset = load_dataset(config.data, config.val_split, config.seed, classes=ckpt["classes"],
-                           recorded=recorded if isinstance(recorded, dict) else None)
+    dataset = load_dataset(
+        config.data,
+        config.val_split,
+        config.seed,
+        classes=ckpt["classes"],
+        recorded=recorded if isinstance(recorded, dict) else None,
+    )
     present = set(dataset.splits["train"].labels)
     gone = [name for k, name in enumerate(dataset.classes) if k not in present]
     if gone:
-        raise CatdogError(f"the classes in {dataset.root} changed since the run started (no training images of "
-                          f"{', '.join(gone)} now); start a new run instead")
+        raise CatdogError(
+            f"the classes in {dataset.root} changed since the run started (no training images of "
+            f"{', '.join(gone)} now); start a new run instead"
+        )
     extend = config.epochs != ckpt["config"].get("epochs", config.epochs)
     model = checkpoints.restore_model(ckpt, resolve_device(config.device))
     run = start_run(config, events, dataset=dataset, model=model, world=world, out=out)
     try:
         _restore_training_state(run, ckpt, state, extend)
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another model's, or damaged
-        raise CatdogError(f"{out / 'last.pt'} holds optimizer state that does not fit its model "
-                          f"({type(exc).__name__}); start a new run instead") from None
+        raise CatdogError(
+            f"{out / 'last.pt'} holds optimizer state that does not fit its model "
+            f"({type(exc).__name__}); start a new run instead"
+        ) from None
     run.state = state
     for stale in out.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
         stale.unlink(missing_ok=True)
     if extend:
-        events.note(f"extending {out} from {ckpt['config']['epochs']} to {config.epochs} epochs: the learning-rate "
-                    "schedule restarts (warm-up, cosine) for the added steps")
+        events.note(
+            f"extending {out} from {ckpt['config']['epochs']} to {config.epochs} epochs: the learning-rate "
+            "schedule restarts (warm-up, cosine) for the added steps"
+        )
     events.note(f"resuming {out} at epoch {state.epoch + 1}/{config.epochs}, step {state.step}")
     return train_loop(run, out, events)
 

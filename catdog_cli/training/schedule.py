@@ -37,8 +37,9 @@ def warmup_cosine(total_steps: int, warmup: int | None = None) -> Callable[[int]
     return factor
 
 
-def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int | Callable[[int], float]
-                ) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int | Callable[[int], float]
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Warm-up then cosine decay to zero at `total_steps` (or the LR multiplier given)."""
     factor = total_steps if callable(total_steps) else warmup_cosine(total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -81,10 +81,19 @@ class Run:
 
     def meta(self) -> dict[str, Any]:
         c = self.config
-        return {"backbone": c.backbone, "classes": self.dataset.classes, "image_size": self.inputs.image_size,
-                "resize": self.inputs.resize, "mean": list(self.inputs.mean), "std": list(self.inputs.std),
-                "strategy": c.strategy, "config": asdict(c), "data": str(self.dataset.root.resolve()),
-                "split_origin": self.dataset.origin, "split": self.split}
+        return {
+            "backbone": c.backbone,
+            "classes": self.dataset.classes,
+            "image_size": self.inputs.image_size,
+            "resize": self.inputs.resize,
+            "mean": list(self.inputs.mean),
+            "std": list(self.inputs.std),
+            "strategy": c.strategy,
+            "config": asdict(c),
+            "data": str(self.dataset.root.resolve()),
+            "split_origin": self.dataset.origin,
+            "split": self.split,
+        }
 
     @functools.cached_property
     def split(self) -> dict[str, Any]:
@@ -95,8 +104,11 @@ class Run:
         """`model`: other weights of this run's model to save (the EMA's), by default the trained ones."""
         meta = {**self.meta(), "state": asdict(self.state)}
         if with_optimizer:
-            meta |= {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "scaler": self.precision.scaler.state_dict()}
+            meta |= {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.precision.scaler.state_dict(),
+            }
             if self.ema is not None:
                 meta["ema"] = self.ema.state_dict()
         checkpoints.save(path, model or self.model, meta)
@@ -104,7 +116,6 @@ class Run:
     def evaluable(self, model: TransferModel) -> tuple[nn.Module, Inputs | CachedFeatures]:
         """What evaluates `model` on the val source: its head on cached features, or the model on images."""
         return (model.head, CachedFeatures()) if self.val_features else (model, self.inputs)
-
 
 
 def wrap(forward: nn.Module, config: TrainConfig, device: torch.device, world: World) -> nn.Module:
@@ -125,25 +136,49 @@ def class_weights(config: TrainConfig, dataset: Dataset, events: Events) -> list
     return inverse_frequency(counts) if config.balance else None
 
 
-def run_summary(config: TrainConfig, dataset: Dataset, device: torch.device, out: Path | str | None,
-                model: TransferModel | None = None) -> RunSummary:
+def run_summary(
+    config: TrainConfig,
+    dataset: Dataset,
+    device: torch.device,
+    out: Path | str | None,
+    model: TransferModel | None = None,
+) -> RunSummary:
     """What a run is about to do, for Events.summary (compare puts its grid over a cell's)."""
     params = {}
     if model is not None:
         total, trainable = count_params(model)
         params[config.backbone] = {"total": total, "trainable": trainable}
-    return {"kind": "train", "data": str(dataset.root), "classes": dataset.classes,
-            "images": {name: len(split) for name, split in dataset.splits.items()}, "split_origin": dataset.origin,
-            "backbones": [config.backbone], "strategies": [config.strategy],
-            "weights": {config.backbone: config.weights}, "params": params, "lr": config.lr, "epochs": config.epochs,
-            "batch_size": config.batch_size or default_batch_size(device), "image_size": config.image_size,
-            "augment": config.augment, "device": str(device), "precision": Precision(device, config.precision).name,
-            "out": str(out) if out is not None else "not saved", "recipe": config.recipe()}
+    return {
+        "kind": "train",
+        "data": str(dataset.root),
+        "classes": dataset.classes,
+        "images": {name: len(split) for name, split in dataset.splits.items()},
+        "split_origin": dataset.origin,
+        "backbones": [config.backbone],
+        "strategies": [config.strategy],
+        "weights": {config.backbone: config.weights},
+        "params": params,
+        "lr": config.lr,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size or default_batch_size(device),
+        "image_size": config.image_size,
+        "augment": config.augment,
+        "device": str(device),
+        "precision": Precision(device, config.precision).name,
+        "out": str(out) if out is not None else "not saved",
+        "recipe": config.recipe(),
+    }
 
 
-def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = None,
-              dataset: Dataset | None = None, model: TransferModel | None = None, world: World | None = None,
-              out: Path | str | None = None) -> Run:
+def start_run(
+    config: TrainConfig,
+    events: Events,
+    cache: DecodeCache | None = None,
+    dataset: Dataset | None = None,
+    model: TransferModel | None = None,
+    world: World | None = None,
+    out: Path | str | None = None,
+) -> Run:
     """Data, model, optimizer, loss; `model` may be prebuilt (compare copies one per strategy).
 
     `world`: under torchrun (the default when launched by it) each rank trains on its shard of the data.
@@ -160,14 +195,19 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
     inputs = inputs_for(config.backbone, config.image_size)
     check_image_size(config.backbone, inputs.image_size)
     if model is None and warm_start.is_catdog_checkpoint(config.weights):  # a new run from a trained model
-        model = warm_start.from_checkpoint(Path(config.weights), config.backbone, dataset.classes, device,
-                                           config.seed, events)
+        model = warm_start.from_checkpoint(
+            Path(config.weights), config.backbone, dataset.classes, device, config.seed, events
+        )
     if model is None:
         model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
     # record what the run really uses, not "default"
-    config = replace(config, batch_size=config.batch_size or default_batch_size(device), lr=groups[-1]["lr"],
-                     image_size=inputs.image_size)
+    config = replace(
+        config,
+        batch_size=config.batch_size or default_batch_size(device),
+        lr=groups[-1]["lr"],
+        image_size=inputs.image_size,
+    )
     precision = Precision(device, config.precision)
     model = precision.prepare(model)
     events.summary(run_summary(config, dataset, device, out, model))
@@ -175,17 +215,46 @@ def start_run(config: TrainConfig, events: Events, cache: DecodeCache | None = N
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
     cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
     weights = class_weights(config, dataset, events)
-    sources = open_sources(dataset, inputs, device, config.batch_size, config.seed, config.augment, cache, budget,
-                           config.workers, events, world, weights)
+    sources = open_sources(
+        dataset,
+        inputs,
+        device,
+        config.batch_size,
+        config.seed,
+        config.augment,
+        cache,
+        budget,
+        config.workers,
+        events,
+        world,
+        weights,
+    )
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, inputs.model_input, False
     if config.strategy == "freeze":  # the backbone never changes: its features of an image are computed once
-        forward, preprocess, val_features = cache_features(config, model, sources, inputs, precision, cache, budget,
-                                                            events, mixing, weights)
+        forward, preprocess, val_features = cache_features(
+            config, model, sources, inputs, precision, cache, budget, events, mixing, weights
+        )
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = lr_schedule(optimizer, lr_factor(config, steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return Run(config, dataset, device, inputs, model, wrap(forward, config, device, world), preprocess, optimizer,
-               scheduler, precision, sources, steps, criterion=criterion, mixing=mixing,
-               ema=EMA(model, config.ema_decay) if config.ema else None, val_features=val_features, world=world)
+    return Run(
+        config,
+        dataset,
+        device,
+        inputs,
+        model,
+        wrap(forward, config, device, world),
+        preprocess,
+        optimizer,
+        scheduler,
+        precision,
+        sources,
+        steps,
+        criterion=criterion,
+        mixing=mixing,
+        ema=EMA(model, config.ema_decay) if config.ema else None,
+        val_features=val_features,
+        world=world,
+    )

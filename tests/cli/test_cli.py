@@ -92,8 +92,9 @@ def test_console_script_errors_in_one_line_without_traceback(tmp_path):
     """A real process: the installed `catdog` script, exit code 1, one stderr line, nothing on stdout."""
     exe = shutil.which("catdog")
     cmd = [exe] if exe else [sys.executable, "-m", "catdog_cli"]
-    failed = subprocess.run([*cmd, "evaluate", str(tmp_path / "missing.pt"), "--json"], capture_output=True,
-                            text=True, timeout=120)
+    failed = subprocess.run(
+        [*cmd, "evaluate", str(tmp_path / "missing.pt"), "--json"], capture_output=True, text=True, timeout=120
+    )
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr.strip().splitlines() == [f"error: checkpoint not found: {tmp_path / 'missing.pt'}"]
 
@@ -113,21 +114,114 @@ def test_train_json_shape_and_files(trained):
 
 # The --json documents scripts parse: their keys may grow, never change or move. Pinned as they were when the
 # engine was split (issue 11).
-TRAIN_KEYS = ["kind", "config", "versions", "device", "precision", "classes", "split_origin", "params", "history",
-              "epochs", "best_epoch", "best_val_acc", "interrupted", "skipped", "out", "images", "evaluation",
-              "calibration", "top_losses", "test", "report", "split", "ended", "best_weights", "train_counts"]
-TRAIN_CONFIG_KEYS = ["data", "backbone", "strategy", "epochs", "batch_size", "lr", "lr_ratio", "image_size", "weights",
-                     "device", "seed", "val_split", "augment", "compile", "cache_gib", "workers", "weight_decay",
-                     "precision", *RECIPE_FIELDS]
-EPOCH_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec",
-              "val_seconds"]
+TRAIN_KEYS = [
+    "kind",
+    "config",
+    "versions",
+    "device",
+    "precision",
+    "classes",
+    "split_origin",
+    "params",
+    "history",
+    "epochs",
+    "best_epoch",
+    "best_val_acc",
+    "interrupted",
+    "skipped",
+    "out",
+    "images",
+    "evaluation",
+    "calibration",
+    "top_losses",
+    "test",
+    "report",
+    "split",
+    "ended",
+    "best_weights",
+    "train_counts",
+]
+TRAIN_CONFIG_KEYS = [
+    "data",
+    "backbone",
+    "strategy",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_ratio",
+    "image_size",
+    "weights",
+    "device",
+    "seed",
+    "val_split",
+    "augment",
+    "compile",
+    "cache_gib",
+    "workers",
+    "weight_decay",
+    "precision",
+    *RECIPE_FIELDS,
+]
+EPOCH_KEYS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "images_per_sec",
+    "val_seconds",
+]
 EVALUATION_KEYS = ["split", "num_images", "accuracy", "loss", "per_class", "confusion", "checkpoint"]
-COMPARE_KEYS = ["kind", "config", "device", "world_size", "classes", "split_origin", "versions", "out", "interrupted",
-                "wall_seconds", "best", "rows"]
-COMPARE_CONFIG_KEYS = ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio", "image_size",
-                       "weights", "device", "seed", "val_split", "cache_gib", "workers", "precision", *RECIPE_FIELDS]
-ROW_KEYS = ["backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
-            "best_epoch", "val_loss", "test_acc", "train_seconds", "images_per_sec", "history", "cell_seconds"]
+COMPARE_KEYS = [
+    "kind",
+    "config",
+    "device",
+    "world_size",
+    "classes",
+    "split_origin",
+    "versions",
+    "out",
+    "interrupted",
+    "wall_seconds",
+    "best",
+    "rows",
+]
+COMPARE_CONFIG_KEYS = [
+    "data",
+    "backbones",
+    "strategies",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_ratio",
+    "image_size",
+    "weights",
+    "device",
+    "seed",
+    "val_split",
+    "cache_gib",
+    "workers",
+    "precision",
+    *RECIPE_FIELDS,
+]
+ROW_KEYS = [
+    "backbone",
+    "strategy",
+    "status",
+    "error",
+    "params_total",
+    "params_trainable",
+    "best_val_acc",
+    "best_epoch",
+    "val_loss",
+    "test_acc",
+    "train_seconds",
+    "images_per_sec",
+    "history",
+    "cell_seconds",
+]
 
 
 def test_train_json_keys_are_pinned(trained):
@@ -139,9 +233,23 @@ def test_train_json_keys_are_pinned(trained):
 
 
 def test_compare_json_keys_are_pinned(trained, tmp_path):
-    result = parsed(catdog("compare", "--data", trained["data"], "--backbones", "resnet18", "--strategies", "freeze",
-                           "--epochs", "1", *SMALL,
-                           "--out", tmp_path / "cmp", "--json"))
+    result = parsed(
+        catdog(
+            "compare",
+            "--data",
+            trained["data"],
+            "--backbones",
+            "resnet18",
+            "--strategies",
+            "freeze",
+            "--epochs",
+            "1",
+            *SMALL,
+            "--out",
+            tmp_path / "cmp",
+            "--json",
+        )
+    )
     assert list(result) == COMPARE_KEYS and list(result["config"]) == COMPARE_CONFIG_KEYS
     assert [list(r) for r in result["rows"]] == [ROW_KEYS]
     assert list(result["rows"][0]["history"][0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
@@ -172,8 +280,19 @@ def test_evaluate_json_shape(trained):
     assert len(ev["confusion"]) == 2 and sum(map(sum, ev["confusion"])) == 6
     assert ev["accuracy"] == pytest.approx(trained["run"]["evaluation"]["accuracy"])
 
-    test = parsed(catdog("evaluate", trained["out"] / "best.pt", "--data", trained["data"], "--split", "test",
-                         "--device", "cpu", "--json"))
+    test = parsed(
+        catdog(
+            "evaluate",
+            trained["out"] / "best.pt",
+            "--data",
+            trained["data"],
+            "--split",
+            "test",
+            "--device",
+            "cpu",
+            "--json",
+        )
+    )
     assert test["split"] == "test" and test["num_images"] == 4
 
 
@@ -189,8 +308,9 @@ def test_predict_json_and_csv(trained, tmp_path):
     make_image(images / "deeper" / "b.jpg", CLASS_COLORS[1], (30, 60))
     (images / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n nope")
     csv_path = tmp_path / "predictions.csv"
-    result = parsed(catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path,
-                           "--json"))
+    result = parsed(
+        catdog("predict", trained["out"] / "best.pt", images, "--device", "cpu", "--csv", csv_path, "--json")
+    )
     assert result["kind"] == "predict" and result["device"] == "cpu" and result["images_per_sec"] > 0
     rows = result["predictions"]
     assert isinstance(rows, list) and len(rows) == 3
@@ -208,8 +328,7 @@ def test_predict_top_k_and_unsure_in_the_table_csv_and_folders(trained, tmp_path
     below 1): the table, the CSV and --sort-into all say so, and the labels stay."""
     monkeypatch.setenv("COLUMNS", "200")  # one table row per image
     images = [make_image(tmp_path / "in" / f"{i}.png", CLASS_COLORS[i % 2]) for i in range(2)]
-    args = ("predict", trained["out"] / "best.pt", *images, "--device", "cpu", "--top-k", "2",
-            "--min-confidence", "1")
+    args = ("predict", trained["out"] / "best.pt", *images, "--device", "cpu", "--top-k", "2", "--min-confidence", "1")
     result = catdog(*args, "--csv", tmp_path / "p.csv", "--sort-into", tmp_path / "sorted")
     assert result.exit_code == 0, result.output
     assert "next most likely" in result.stdout and result.stdout.count("(unsure)") == 2
@@ -217,8 +336,9 @@ def test_predict_top_k_and_unsure_in_the_table_csv_and_folders(trained, tmp_path
     header, *rows = list(csv.reader((tmp_path / "p.csv").open()))
     assert header == ["path", "label", "confidence", "unsure", "label_2", "confidence_2", "error"]
     assert [r[3] for r in rows] == ["True", "True"] and all({r[1], r[4]} == {"cat", "dog"} for r in rows)
-    assert sorted(p.relative_to(tmp_path / "sorted").parts[:2] for p in (tmp_path / "sorted").rglob("*.png")) == \
-        sorted(("_unsure", r[1]) for r in rows)
+    assert sorted(p.relative_to(tmp_path / "sorted").parts[:2] for p in (tmp_path / "sorted").rglob("*.png")) == sorted(
+        ("_unsure", r[1]) for r in rows
+    )
 
 
 @pytest.mark.parametrize("json_output", [False, True])
@@ -235,8 +355,10 @@ def test_predict_lists_unreadable_files_and_fails_only_when_none_could_be_read(t
         assert json.loads(none.stdout)["predictions"][0]["path"].endswith("broken.jpg")
 
 
-@pytest.mark.parametrize("case", ["missing data", "unknown backbone", "one class", "foreign checkpoint",
-                                  "missing checkpoint", "missing image"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing data", "unknown backbone", "one class", "foreign checkpoint", "missing checkpoint", "missing image"],
+)
 def test_user_errors_are_one_line_with_exit_code_1(case, tmp_path, trained, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a failed train leaves no runs/ folder behind
     if case == "missing data":
@@ -269,19 +391,51 @@ def test_json_train_still_shows_epoch_lines_on_stderr(trained):
 
 
 def test_train_recipe_options_reach_the_run_and_the_summary(trained, tmp_path):
-    result = catdog("train", "--data", trained["data"], "--epochs", "3", *TINY, "--strategy", "freeze-unfreeze",
-                    "--freeze-epochs", "2", "--patience", "1", "--label-smoothing", "0.1", "--mixup", "0.2",
-                    "--cutmix", "1.0", "--ema", "--ema-decay", "0.99", "--balance", "--out", tmp_path / "r")
+    result = catdog(
+        "train",
+        "--data",
+        trained["data"],
+        "--epochs",
+        "3",
+        *TINY,
+        "--strategy",
+        "freeze-unfreeze",
+        "--freeze-epochs",
+        "2",
+        "--patience",
+        "1",
+        "--label-smoothing",
+        "0.1",
+        "--mixup",
+        "0.2",
+        "--cutmix",
+        "1.0",
+        "--ema",
+        "--ema-decay",
+        "0.99",
+        "--balance",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 0, result.output
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert {k: run["config"][k] for k in RECIPE_FIELDS} == {
-        "freeze_epochs": 2, "patience": 1, "label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "ema": True,
-        "ema_decay": 0.99, "balance": True}
+        "freeze_epochs": 2,
+        "patience": 1,
+        "label_smoothing": 0.1,
+        "mixup": 0.2,
+        "cutmix": 1.0,
+        "ema": True,
+        "ema_decay": 0.99,
+        "balance": True,
+    }
     assert "EMA val acc" in result.stderr and "backbone unfrozen" in result.stderr
     block = result.stderr[: result.stderr.index("epoch   1")]  # the summary before the work says so too
     recipe = next(line for line in block.splitlines() if line.startswith("recipe"))
-    assert recipe.split(None, 1)[1] == ("--freeze-epochs 2, --patience 1, --label-smoothing 0.1, --mixup 0.2, "
-                                        "--cutmix 1.0, --ema, --ema-decay 0.99, --balance")
+    assert recipe.split(None, 1)[1] == (
+        "--freeze-epochs 2, --patience 1, --label-smoothing 0.1, --mixup 0.2, "
+        "--cutmix 1.0, --ema, --ema-decay 0.99, --balance"
+    )
     assert run["ended"] in result.stdout and "val recall per class" in result.stdout
     assert "EMA val acc" in (tmp_path / "r" / "report.html").read_text()
 
@@ -291,9 +445,12 @@ def test_summary_comes_before_the_first_epoch(trained):
     summary = stderr.index("catdog train: resnet18, finetune")
     assert summary < stderr.index("epoch   1")
     block = stderr[summary : stderr.index("epoch   1")]
-    for expected in ("2 classes: cat, dog", "images: train 12, val 6, test 4 (val split: folders)",
-                     "resnet18, random init: 11.18 M parameters, 11.18 M trainable",
-                     f"cpu, {trained['run']['precision']}"):  # bf16 on a CPU with native bf16 (--precision auto)
+    for expected in (
+        "2 classes: cat, dog",
+        "images: train 12, val 6, test 4 (val split: folders)",
+        "resnet18, random init: 11.18 M parameters, 11.18 M trainable",
+        f"cpu, {trained['run']['precision']}",
+    ):  # bf16 on a CPU with native bf16 (--precision auto)
         assert expected in block
     assert re.search(rf"^output +{re.escape(str(Path('runs') / 'train'))}\b", block, re.MULTILINE)
 
@@ -328,8 +485,9 @@ def test_evaluating_all_says_training_images_are_in_the_number(trained):
 def test_predict_lists_images_in_natural_order(trained, tmp_path):
     for n in (100, 2, 10, 1):
         make_image(tmp_path / "photos" / f"{n}.png", CLASS_COLORS[n % 2])
-    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu",
-                         "--json"))["predictions"]
+    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "photos", "--device", "cpu", "--json"))[
+        "predictions"
+    ]
     assert [Path(r["path"]).name for r in rows] == ["1.png", "2.png", "10.png", "100.png"]
 
 
@@ -346,21 +504,27 @@ def test_csv_is_replaced_only_when_asked(trained, tmp_path):
 
 
 def test_predict_explain_writes_a_picture_per_image_and_never_replaces_one(trained, tmp_path):
-    images = [make_image(tmp_path / "in" / name, CLASS_COLORS[k], (60, 40)) for k, name in enumerate(("a.png",
-                                                                                                        "b.jpg"))]
+    images = [
+        make_image(tmp_path / "in" / name, CLASS_COLORS[k], (60, 40)) for k, name in enumerate(("a.png", "b.jpg"))
+    ]
     (tmp_path / "in" / "broken.png").write_bytes(b"")
     out = tmp_path / "explained"
-    rows = parsed(catdog("predict", trained["out"] / "best.pt", tmp_path / "in", "--device", "cpu", "--explain", out,
-                         "--json"))["predictions"]
+    rows = parsed(
+        catdog("predict", trained["out"] / "best.pt", tmp_path / "in", "--device", "cpu", "--explain", out, "--json")
+    )["predictions"]
     pictures = {Path(r["path"]).name: Path(r["explanation"]) for r in rows if "explanation" in r}
     assert pictures == {"a.png": out / "a.jpg", "b.jpg": out / "b.jpg"}
     for picture in pictures.values():
         with Image.open(picture) as im:
             assert im.format == "JPEG" and im.width == 320 and im.height > 320  # the view, and its caption
-    again = parsed(catdog("predict", trained["out"] / "best.pt", images[0], "--device", "cpu", "--explain", out,
-                          "--json"))["predictions"]
+    again = parsed(
+        catdog("predict", trained["out"] / "best.pt", images[0], "--device", "cpu", "--explain", out, "--json")
+    )["predictions"]
     assert Path(again[0]["explanation"]) == out / "a-1.jpg" and sorted(p.name for p in out.iterdir()) == [
-        "a-1.jpg", "a.jpg", "b.jpg"]
+        "a-1.jpg",
+        "a.jpg",
+        "b.jpg",
+    ]
 
 
 def test_evaluate_report_shows_where_the_model_looked_in_its_mistakes(trained, tmp_path):
@@ -369,8 +533,11 @@ def test_evaluate_report_shows_where_the_model_looked_in_its_mistakes(trained, t
         for i in range(3):
             make_image(swapped / name / f"{i}.png", CLASS_COLORS[k], (48, 36), shade=4 * i)
     report = tmp_path / "report.html"
-    ev = parsed(catdog("evaluate", trained["out"] / "best.pt", "--data", swapped, "--device", "cpu",
-                       "--report", report, "--json"))
+    ev = parsed(
+        catdog(
+            "evaluate", trained["out"] / "best.pt", "--data", swapped, "--device", "cpu", "--report", report, "--json"
+        )
+    )
     top = ev["top_losses"]
     assert top and all(len(t["heatmap"]["grid"]) == 2 for t in top)  # resnet18 at 32 px: a 2 x 2 map
     assert all(t["heatmap"]["crop"] == pytest.approx(32 / 37) for t in top)  # the eval crop of a 37 px resize
@@ -394,8 +561,26 @@ def hymenoptera(tmp_path_factory):
 
 def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
     out = tmp_path / "run"
-    run = parsed(catdog("train", "--data", hymenoptera, "--backbone", "resnet18", "--weights", "none",
-                        "--image-size", "64", "--epochs", "1", "--device", "cpu", "--out", out, "--json"))
+    run = parsed(
+        catdog(
+            "train",
+            "--data",
+            hymenoptera,
+            "--backbone",
+            "resnet18",
+            "--weights",
+            "none",
+            "--image-size",
+            "64",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+            "--json",
+        )
+    )
     assert run["epochs"] == 1 and Path(run["out"]) == out
     accuracy = run["best_val_acc"]  # k of the 153 val images, and what the best weights score again at the end
     assert accuracy * 153 == pytest.approx(round(accuracy * 153)) and run["evaluation"]["accuracy"] == accuracy
@@ -407,8 +592,9 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
     ev = parsed(catdog("evaluate", out / "best.pt", "--device", "cpu", "--json"))
     assert ev["num_images"] == 153 and len(ev["per_class"]) == 2 and sum(map(sum, ev["confusion"])) == 153
 
-    rows = parsed(catdog("predict", out / "best.pt", hymenoptera / "val" / "bees", gif, "--device", "cpu",
-                         "--json"))["predictions"]
+    rows = parsed(catdog("predict", out / "best.pt", hymenoptera / "val" / "bees", gif, "--device", "cpu", "--json"))[
+        "predictions"
+    ]
     assert len(rows) == len(list((hymenoptera / "val" / "bees").iterdir())) + 1
     assert all(("label" in r and "confidence" in r) or r["path"] == str(gif) for r in rows)
     assert any(r["path"] == str(gif) for r in rows)
@@ -416,9 +602,11 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
 
 def test_help_and_fetch_start_without_importing_torch():
     """`catdog --help` and `catdog fetch` answer in a blink: torch loads only for commands that need it."""
-    code = ("import sys; from typer.testing import CliRunner; from catdog_cli.cli.app import app; "
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
-            "r = CliRunner().invoke(app, ['fetch', '--help']); assert r.exit_code == 0, r.output; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from typer.testing import CliRunner; from catdog_cli.cli.app import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "r = CliRunner().invoke(app, ['fetch', '--help']); assert r.exit_code == 0, r.output; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

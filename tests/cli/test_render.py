@@ -12,29 +12,56 @@ from catdog_cli.core.formatting import fmt, pct
 from catdog_cli.core.records import RunSummary, sort_rows
 from catdog_cli.errors import OUT_OF_MEMORY
 
-TIMM_OFFLINE = ("could not download timm weights for tf_efficientnet_lite0 (<urlopen error [Errno -3] Temporary "
-                "failure in name resolution>); offline, pass --weights PATH")
+TIMM_OFFLINE = (
+    "could not download timm weights for tf_efficientnet_lite0 (<urlopen error [Errno -3] Temporary "
+    "failure in name resolution>); offline, pass --weights PATH"
+)
 
 
 def _row(backbone: str, strategy: str, acc: float | None, error: str | None = None, test: float | None = None):
     ok = error is None
-    return {"backbone": backbone, "strategy": strategy, "status": "ok" if ok else "failed", "error": error,
-            "params_total": 21_797_672 if ok else None, "params_trainable": 1_026 if ok else None,
-            "best_val_acc": acc, "best_epoch": 3 if ok else None, "val_loss": 0.2345 if ok else None,
-            "test_acc": test, "train_seconds": 1234.5 if ok else None, "images_per_sec": 6.084 if ok else None,
-            "history": []}
+    return {
+        "backbone": backbone,
+        "strategy": strategy,
+        "status": "ok" if ok else "failed",
+        "error": error,
+        "params_total": 21_797_672 if ok else None,
+        "params_trainable": 1_026 if ok else None,
+        "best_val_acc": acc,
+        "best_epoch": 3 if ok else None,
+        "val_loss": 0.2345 if ok else None,
+        "test_acc": test,
+        "train_seconds": 1234.5 if ok else None,
+        "images_per_sec": 6.084 if ok else None,
+        "history": [],
+    }
 
 
 def _result(failed: bool = True, test: bool = False) -> dict:
-    rows = [_row("resnet34", "finetune", 0.9412, test=0.93 if test else None),
-            _row("squeezenet1_1", "freeze", 0.8856, test=0.87 if test else None),
-            _row("densenet121", "discriminative", 0.9281, test=0.9 if test else None)]
+    rows = [
+        _row("resnet34", "finetune", 0.9412, test=0.93 if test else None),
+        _row("squeezenet1_1", "freeze", 0.8856, test=0.87 if test else None),
+        _row("densenet121", "discriminative", 0.9281, test=0.9 if test else None),
+    ]
     if failed:
-        rows += [_row("vgg16_bn", "finetune", None, OUT_OF_MEMORY),
-                 _row("timm:tf_efficientnet_lite0", "freeze", None, TIMM_OFFLINE)]
-    return {"kind": "compare", "config": {"data": "/home/someone/.local/share/catdog/hymenoptera"}, "device": "cpu",
-            "world_size": 1, "classes": ["ants", "bees"], "split_origin": "folders", "versions": {},
-            "out": "runs/compare", "interrupted": False, "wall_seconds": 1.0, "best": None, "rows": sort_rows(rows)}
+        rows += [
+            _row("vgg16_bn", "finetune", None, OUT_OF_MEMORY),
+            _row("timm:tf_efficientnet_lite0", "freeze", None, TIMM_OFFLINE),
+        ]
+    return {
+        "kind": "compare",
+        "config": {"data": "/home/someone/.local/share/catdog/hymenoptera"},
+        "device": "cpu",
+        "world_size": 1,
+        "classes": ["ants", "bees"],
+        "split_origin": "folders",
+        "versions": {},
+        "out": "runs/compare",
+        "interrupted": False,
+        "wall_seconds": 1.0,
+        "best": None,
+        "rows": sort_rows(rows),
+    }
 
 
 def _printed(renderable: object, width: int) -> list[str]:
@@ -74,17 +101,38 @@ def test_narrow_terminal_says_which_columns_it_left_out():
     wide = _printed(render.compare_table(_result(failed=True)), 160)
     assert not any(ln.startswith("not shown") for ln in wide)
     header = next(ln for ln in wide if "backbone" in ln)
-    assert header.split() == ["backbone", "strategy", "val", "acc", "epoch", "time", "trainable", "val", "loss",
-                              "params", "img/s"]  # no test split: no test column
+    assert header.split() == [
+        "backbone",
+        "strategy",
+        "val",
+        "acc",
+        "epoch",
+        "time",
+        "trainable",
+        "val",
+        "loss",
+        "params",
+        "img/s",
+    ]  # no test split: no test column
     assert any(fmt(1234.5, "sec") in ln and "6.1" in ln for ln in wide)  # numbers whole, img/s one decimal
 
 
-@pytest.mark.parametrize("error, word", [(OUT_OF_MEMORY, "OOM"), (TIMM_OFFLINE, "weights"),
-                                         ("vit_b_16 cannot take 64 px images (Wrong image height! Expected 224 "
-                                          "but got 64!); choose another --image-size (its weights were made for "
-                                          "224 px)", "size"),
-                                         ("unknown backbone 'resnet9000'; choose one of ...", "backbone"),
-                                         ("something else", "failed"), (None, "failed")])
+@pytest.mark.parametrize(
+    "error, word",
+    [
+        (OUT_OF_MEMORY, "OOM"),
+        (TIMM_OFFLINE, "weights"),
+        (
+            "vit_b_16 cannot take 64 px images (Wrong image height! Expected 224 "
+            "but got 64!); choose another --image-size (its weights were made for "
+            "224 px)",
+            "size",
+        ),
+        ("unknown backbone 'resnet9000'; choose one of ...", "backbone"),
+        ("something else", "failed"),
+        (None, "failed"),
+    ],
+)
 def test_failure_words(error, word):
     assert render.failure_word(error) == word
 
@@ -105,20 +153,39 @@ def test_markup_in_names_and_reasons_is_shown_as_typed():
 
 def _summary(**changes) -> RunSummary:
     summary: RunSummary = {
-        "kind": "train", "data": "/data/hymenoptera", "classes": ["ants", "bees"],
-        "images": {"train": 244, "val": 153}, "split_origin": "folders", "backbones": ["resnet34"],
-        "strategies": ["freeze"], "weights": {"resnet34": "none"},
-        "params": {"resnet34": {"total": 21_285_698, "trainable": 1_026}}, "lr": 0.001, "epochs": 5,
-        "batch_size": 32, "image_size": 224, "augment": True, "device": "cpu", "precision": "fp32",
-        "out": "runs/train3", "recipe": []}
+        "kind": "train",
+        "data": "/data/hymenoptera",
+        "classes": ["ants", "bees"],
+        "images": {"train": 244, "val": 153},
+        "split_origin": "folders",
+        "backbones": ["resnet34"],
+        "strategies": ["freeze"],
+        "weights": {"resnet34": "none"},
+        "params": {"resnet34": {"total": 21_285_698, "trainable": 1_026}},
+        "lr": 0.001,
+        "epochs": 5,
+        "batch_size": 32,
+        "image_size": 224,
+        "augment": True,
+        "device": "cpu",
+        "precision": "fp32",
+        "out": "runs/train3",
+        "recipe": [],
+    }
     return {**summary, **changes}
 
 
 def test_run_summary_names_data_model_training_device_and_output():
     text = "\n".join(_printed(render.run_summary(_summary()), 80))
-    for expected in ("/data/hymenoptera", "2 classes: ants, bees", "train 244, val 153 (val split: folders)",
-                     "resnet34, random init: 21.29 M parameters, 1,026 trainable", "freeze, lr 0.001, 5 epochs",
-                     "cpu, fp32", "runs/train3"):
+    for expected in (
+        "/data/hymenoptera",
+        "2 classes: ants, bees",
+        "train 244, val 153 (val split: folders)",
+        "resnet34, random init: 21.29 M parameters, 1,026 trainable",
+        "freeze, lr 0.001, 5 epochs",
+        "cpu, fp32",
+        "runs/train3",
+    ):
         assert expected in text
     assert "none weights" not in text
 
@@ -137,9 +204,15 @@ def test_summary_and_table_lines_carry_no_padding(monkeypatch):
 
 
 def test_compare_summary_lists_each_backbones_own_weights():
-    summary = _summary(kind="compare", backbones=["resnet18", "timm:tf_efficientnet_lite0"],
-                       strategies=["finetune", "freeze"], params={}, lr=None, image_size=None,
-                       weights={"resnet18": "/w/r18.pth", "timm:tf_efficientnet_lite0": "default"})
+    summary = _summary(
+        kind="compare",
+        backbones=["resnet18", "timm:tf_efficientnet_lite0"],
+        strategies=["finetune", "freeze"],
+        params={},
+        lr=None,
+        image_size=None,
+        weights={"resnet18": "/w/r18.pth", "timm:tf_efficientnet_lite0": "default"},
+    )
     text = "\n".join(_printed(render.run_summary(summary), 120))
     assert "2 backbones x 2 strategies = 4 cells" in text
     assert "resnet18: weights from /w/r18.pth" in text and "timm:tf_efficientnet_lite0: ImageNet weights" in text
@@ -147,10 +220,19 @@ def test_compare_summary_lists_each_backbones_own_weights():
 
 
 def test_train_summary_after_a_stop_before_the_first_epoch_and_weights_in_words():
-    result = {"config": {"backbone": "resnet18", "weights": "none", "strategy": "freeze"}, "params":
-              {"total": 11_177_538, "trainable": 1_026}, "classes": ["a", "b"], "split_origin": "folders",
-              "device": "cpu", "precision": "fp32", "epochs": 0, "best_val_acc": None, "best_epoch": 0,
-              "skipped": [], "out": "runs/train"}
+    result = {
+        "config": {"backbone": "resnet18", "weights": "none", "strategy": "freeze"},
+        "params": {"total": 11_177_538, "trainable": 1_026},
+        "classes": ["a", "b"],
+        "split_origin": "folders",
+        "device": "cpu",
+        "precision": "fp32",
+        "epochs": 0,
+        "best_val_acc": None,
+        "best_epoch": 0,
+        "skipped": [],
+        "out": "runs/train",
+    }
     text = "\n".join(_printed(render.train_summary(result), 100))
     assert "resnet18 (random init)" in text
     assert "none: stopped before the first epoch ended" in text and "(epoch 0)" not in text
@@ -169,12 +251,24 @@ def test_off_a_terminal_each_event_is_one_unbroken_line(monkeypatch):
         events.task("epoch 1/1", 10)
         events.advance(5)
         events.note(f"skipped {long_name}: truncated file")
-        events.epoch({"epoch": 1, "train_loss": 0.5, "train_acc": 0.75, "val_loss": 0.25, "val_acc": 0.875,
-                      "lr": 0.001, "seconds": 16.9, "images_per_sec": 13.25, "val_seconds": 2.1})
+        events.epoch(
+            {
+                "epoch": 1,
+                "train_loss": 0.5,
+                "train_acc": 0.75,
+                "val_loss": 0.25,
+                "val_acc": 0.875,
+                "lr": 0.001,
+                "seconds": 16.9,
+                "images_per_sec": 13.25,
+                "val_seconds": 2.1,
+            }
+        )
     lines = buffer.getvalue().splitlines()
-    assert lines == [f"skipped {long_name}: truncated file",
-                     "epoch   1  train loss 0.5000 acc 75.0%  val loss 0.2500 acc 87.5%  "
-                     "train 16.9s (13.2 img/s) + val 2.1s"]
+    assert lines == [
+        f"skipped {long_name}: truncated file",
+        "epoch   1  train loss 0.5000 acc 75.0%  val loss 0.2500 acc 87.5%  train 16.9s (13.2 img/s) + val 2.1s",
+    ]
 
 
 def test_columns_decide_a_tables_width_off_a_terminal_but_never_break_a_line(monkeypatch):

@@ -26,13 +26,34 @@ def test_compare_cells_share_every_setting_but_backbone_strategy_and_device():
 
 def test_compare_config_records_the_grid_flat_as_compare_json_did():
     grid = CompareConfig(TrainConfig("data"), backbones=["a"], strategies=["freeze"])
-    assert list(grid.to_dict()) == ["data", "backbones", "strategies", "epochs", "batch_size", "lr", "lr_ratio",
-                                    "image_size", "weights", "device", "seed", "val_split", "cache_gib", "workers",
-                                    "precision", *RECIPE_FIELDS]
+    assert list(grid.to_dict()) == [
+        "data",
+        "backbones",
+        "strategies",
+        "epochs",
+        "batch_size",
+        "lr",
+        "lr_ratio",
+        "image_size",
+        "weights",
+        "device",
+        "seed",
+        "val_split",
+        "cache_gib",
+        "workers",
+        "precision",
+        *RECIPE_FIELDS,
+    ]
     # recipe options at their defaults are not settings: a compare folder from before they existed still counts;
     # where and how a cell computes may change when an earlier grid is finished
-    assert set(grid.settings()) == set(grid.to_dict()) - {"backbones", "strategies", "device", "precision", "workers",
-                                                          *RECIPE_FIELDS}
+    assert set(grid.settings()) == set(grid.to_dict()) - {
+        "backbones",
+        "strategies",
+        "device",
+        "precision",
+        "workers",
+        *RECIPE_FIELDS,
+    }
     mixed = CompareConfig(TrainConfig("data", mixup=0.2), backbones=["a"], strategies=["freeze"])
     assert mixed.settings() == {**grid.settings(), "mixup": 0.2}
 
@@ -53,9 +74,15 @@ def test_a_config_saved_before_precision_existed_runs_at_auto():
     assert TrainConfig.from_dict(saved).precision == "auto"
 
 
-@pytest.mark.parametrize(("change", "match"), [({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"),
-                                               ({"strategy": "thaw"}, "unknown strategy 'thaw'"),
-                                               ({"precision": "fp16"}, "unknown precision 'fp16'")])
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"strategy": "thaw"}, "unknown strategy 'thaw'"),
+        ({"precision": "fp16"}, "unknown precision 'fp16'"),
+    ],
+)
 def test_check_refuses_what_no_run_can_do(change, match):
     with pytest.raises(CatdogError, match=match):
         TrainConfig("data", **change).check()
@@ -70,11 +97,18 @@ def test_a_recipe_number_out_of_range_or_not_finite_is_refused(tmp_path, field, 
         TrainConfig(str(tmp_path), **{field: value}).check()
 
 
-@pytest.mark.parametrize(("start", "end", "steps", "strategies", "match"), [
-    (1e-7, float("inf"), 100, ["freeze"], "--end-lr"), (float("nan"), 10.0, 100, ["freeze"], "--start-lr"),
-    (1e-3, 1e-4, 100, ["freeze"], "start < end"), (1e-7, 1e7, 100, ["freeze"], "end <= 1e\\+06"),
-    (1e-7, 10.0, 10, ["freeze"], "--steps 10"), (1e-7, 10.0, 100, [], "--strategies"),
-    (1e-7, 10.0, 100, ["thaw"], "unknown strategy 'thaw'")])
+@pytest.mark.parametrize(
+    ("start", "end", "steps", "strategies", "match"),
+    [
+        (1e-7, float("inf"), 100, ["freeze"], "--end-lr"),
+        (float("nan"), 10.0, 100, ["freeze"], "--start-lr"),
+        (1e-3, 1e-4, 100, ["freeze"], "start < end"),
+        (1e-7, 1e7, 100, ["freeze"], "end <= 1e\\+06"),
+        (1e-7, 10.0, 10, ["freeze"], "--steps 10"),
+        (1e-7, 10.0, 100, [], "--strategies"),
+        (1e-7, 10.0, 100, ["thaw"], "unknown strategy 'thaw'"),
+    ],
+)
 def test_lr_find_options_are_refused_before_any_work(tmp_path, start, end, steps, strategies, match):
     with pytest.raises(CatdogError, match=match):
         check_lr_find(TrainConfig(str(tmp_path)), strategies, start, end, steps)

@@ -155,8 +155,12 @@ def test_default_run_folder_failing_early_leaves_no_runs_folder(tmp_path, monkey
 def _places(tmp_path: Path) -> dict[str, Path]:
     a_file = tmp_path / "file"
     a_file.write_text("the user's")
-    return {"below a file": a_file / "x", "a file": a_file, "under /proc": Path("/proc/catdog-test/x"),
-            "missing parent": tmp_path / "missing" / "x"}
+    return {
+        "below a file": a_file / "x",
+        "a file": a_file,
+        "under /proc": Path("/proc/catdog-test/x"),
+        "missing parent": tmp_path / "missing" / "x",
+    }
 
 
 @pytest.mark.parametrize("place", ["below a file", "a file", "under /proc"])
@@ -189,8 +193,9 @@ def test_create_new_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
     assert os.listdir(tmp_path) == ["report.html"]  # no temp file left
 
 
-@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(28, "No space left on device")],
-                         ids=["interrupt", "disk full"])
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt(), OSError(28, "No space left on device")], ids=["interrupt", "disk full"]
+)
 def test_an_interrupted_copy_leaves_no_file_under_a_real_name(tmp_path, monkeypatch, error):
     src = tmp_path / "photo.jpg"
     src.write_bytes(b"x" * 100_000)

@@ -17,11 +17,23 @@ def _row(backbone: str, strategy: str, acc: float | None, status: str = "ok") ->
 
 
 def test_rows_sort_by_val_accuracy_then_backbone_with_failures_last():
-    rows = [_row("vgg", "freeze", 0.81), _row("alexnet", "finetune", None, "failed"), _row("resnet", "freeze", 0.93),
-            _row("alexnet", "freeze", 0.81), _row("densenet", "finetune", 0.62), _row("resnet", "finetune", 0.97)]
+    rows = [
+        _row("vgg", "freeze", 0.81),
+        _row("alexnet", "finetune", None, "failed"),
+        _row("resnet", "freeze", 0.93),
+        _row("alexnet", "freeze", 0.81),
+        _row("densenet", "finetune", 0.62),
+        _row("resnet", "finetune", 0.97),
+    ]
     ranked = [(r["backbone"], r["strategy"]) for r in sort_rows(rows)]
-    assert ranked == [("resnet", "finetune"), ("resnet", "freeze"), ("alexnet", "freeze"), ("vgg", "freeze"),
-                      ("densenet", "finetune"), ("alexnet", "finetune")]
+    assert ranked == [
+        ("resnet", "finetune"),
+        ("resnet", "freeze"),
+        ("alexnet", "freeze"),
+        ("vgg", "freeze"),
+        ("densenet", "finetune"),
+        ("alexnet", "finetune"),
+    ]
 
 
 def test_equal_accuracies_of_one_backbone_keep_grid_order():
@@ -43,11 +55,15 @@ def test_columns_format_by_kind():
 
 def _random_value(rng: random.Random, depth: int = 0):
     """Anything a record can hold: numbers (NaN and infinities too), names that are not UTF-8, paths, nesting."""
-    leaves = [lambda: rng.choice([float("nan"), float("inf"), -float("inf"), rng.random(), 0.0, -0.0]),
-              lambda: rng.randint(-10**12, 10**12), lambda: None, lambda: rng.choice([True, False]),
-              lambda: os.fsdecode(bytes(rng.randrange(256) for _ in range(rng.randint(0, 6)))),
-              lambda: Path(os.fsdecode(b"runs/\xff" + bytes([rng.randrange(128, 256)]))),
-              lambda: rng.choice(["\udcff", "plain", "é 猫", "a\nb", "\x1b[31m"])]
+    leaves = [
+        lambda: rng.choice([float("nan"), float("inf"), -float("inf"), rng.random(), 0.0, -0.0]),
+        lambda: rng.randint(-(10**12), 10**12),
+        lambda: None,
+        lambda: rng.choice([True, False]),
+        lambda: os.fsdecode(bytes(rng.randrange(256) for _ in range(rng.randint(0, 6)))),
+        lambda: Path(os.fsdecode(b"runs/\xff" + bytes([rng.randrange(128, 256)]))),
+        lambda: rng.choice(["\udcff", "plain", "é 猫", "a\nb", "\x1b[31m"]),
+    ]
     if depth < 3 and rng.random() < 0.4:
         items = [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
         if rng.random() < 0.5:

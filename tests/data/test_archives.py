@@ -40,8 +40,11 @@ def _tar(entries: list[tuple[str, bytes]], mode: str = "w:gz") -> bytes:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} \
-        if folder.exists() else {}
+    return (
+        {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        if folder.exists()
+        else {}
+    )
 
 
 def _unpack(tmp_path: Path, data: bytes, name: str = "a.zip", max_bytes: int | None = None) -> Path:
@@ -52,6 +55,7 @@ def _unpack(tmp_path: Path, data: bytes, name: str = "a.zip", max_bytes: int | N
 
 
 # --- damaged archives: a one-line error, whatever the damage -------------------------------------------
+
 
 def _sample_entries(rng: random.Random) -> list[tuple[str, bytes]]:
     return [(f"d{k % 2}/{k}.jpg", rng.randbytes(rng.randint(0, 3000))) for k in range(rng.randint(1, 6))]
@@ -94,12 +98,15 @@ def test_encrypted_and_bzip2_zip_entries_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("data", "name"), [
-    (_zip([]), "empty.zip"),
-    (_zip([("train/", b""), ("train/cat/", b"")]), "folders.zip"),
-    (_tar([]), "empty.tar.gz"),
-    (b"\0" * 10240, "zeros.tar"),  # what a server sends as "the file" more often than one would think
-])
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (_zip([]), "empty.zip"),
+        (_zip([("train/", b""), ("train/cat/", b"")]), "folders.zip"),
+        (_tar([]), "empty.tar.gz"),
+        (b"\0" * 10240, "zeros.tar"),  # what a server sends as "the file" more often than one would think
+    ],
+)
 def test_an_archive_without_files_is_empty_not_a_crash(tmp_path, data, name):
     with pytest.raises(CatdogError, match="is empty"):
         _unpack(tmp_path, data, name)
@@ -112,12 +119,13 @@ def test_not_an_archive(tmp_path):
 
 # --- bombs: charged before anything is written ----------------------------------------------------------
 
+
 def _declared(data: bytes, size: int) -> bytes:
     """The zip with its (one) entry's uncompressed size changed in both headers: a claim, not the bytes."""
     data = bytearray(data)
     data[22:26] = struct.pack("<I", size)  # local header
     central = data.rindex(b"PK\x01\x02")
-    data[central + 24:central + 28] = struct.pack("<I", size)
+    data[central + 24 : central + 28] = struct.pack("<I", size)
     return bytes(data)
 
 
@@ -221,11 +229,15 @@ def test_an_archive_unpacked_into_another_ones_tree_never_replaces_its_files(tmp
     budget = Budget(0, max_bytes=MIB)
     first, second = tmp_path / "train.zip", tmp_path / "more.zip"
     first.write_bytes(_zip([("train/cat.1.jpg", b"first"), ("train/cat.2.jpg", b"first")]))
-    second.write_bytes(_zip([("train/cat.1.jpg", b"second"), ("train/cat.2.jpg", b"second"),
-                             ("train/cat.3.jpg", b"second")]))
+    second.write_bytes(
+        _zip([("train/cat.1.jpg", b"second"), ("train/cat.2.jpg", b"second"), ("train/cat.3.jpg", b"second")])
+    )
     extract(first, tmp_path / "out", budget)
-    with pytest.raises(CatdogError, match=r"refusing more\.zip: 2 of its entries would overwrite .*'train/cat\.1\.jpg'"
-                                          r", already unpacked from another archive"):
+    with pytest.raises(
+        CatdogError,
+        match=r"refusing more\.zip: 2 of its entries would overwrite .*'train/cat\.1\.jpg'"
+        r", already unpacked from another archive",
+    ):
         extract(second, tmp_path / "out", budget)
     assert _files(tmp_path / "out") == {"train/cat.1.jpg": b"first", "train/cat.2.jpg": b"first"}
 

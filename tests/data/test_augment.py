@@ -26,8 +26,9 @@ def _box_stats(sizes: torch.Tensor, boxes: torch.Tensor):
 
 def test_boxes_are_inside_each_images_valid_region():
     gen = torch.Generator().manual_seed(0)
-    sizes = torch.stack([torch.randint(8, 300, (5000,), generator=gen), torch.randint(8, 300, (5000,), generator=gen)],
-                        dim=1)
+    sizes = torch.stack(
+        [torch.randint(8, 300, (5000,), generator=gen), torch.randint(8, 300, (5000,), generator=gen)], dim=1
+    )
     boxes = sample_boxes(sizes, gen)
     x1, y1, x2, y2 = boxes.unbind(1)
     assert (x1 >= 0).all() and (y1 >= 0).all()
@@ -96,8 +97,9 @@ def test_portraits_come_back_upright(tmp_path):
     assert transposed
     landscape = torch.zeros(3, 30, 45, dtype=torch.uint8)
     batch = collate([Decoded(image, 0, 0, True), Decoded(landscape, 1, 1, False)] * 100, train=True)
-    out = train_transform(batch.images, batch.sizes, batch.transposed, 12, *IDENTITY,
-                          generator=torch.Generator().manual_seed(0))[0::2]
+    out = train_transform(
+        batch.images, batch.sizes, batch.transposed, 12, *IDENTITY, generator=torch.Generator().manual_seed(0)
+    )[0::2]
     red = out[:, 0]  # (n, rows, cols)
     # each row is one color (the color boundary is horizontal) ...
     assert (red.amax(2) - red.amin(2)).max() < 1
@@ -113,8 +115,9 @@ def test_crops_never_see_the_padding():
     short = torch.full((3, 20, 30), 60, dtype=torch.uint8)
     wide = torch.full((3, 32, 64), 200, dtype=torch.uint8)
     batch = collate([Decoded(gray, 0, 0), Decoded(short, 0, 1), Decoded(wide, 1, 2)] * 200, train=True)
-    out = train_transform(batch.images, batch.sizes, batch.transposed, 16, *IDENTITY,
-                          generator=torch.Generator().manual_seed(0))
+    out = train_transform(
+        batch.images, batch.sizes, batch.transposed, 16, *IDENTITY, generator=torch.Generator().manual_seed(0)
+    )
     for k, value in enumerate((128, 60, 200)):
         assert (out[k::3] - value).abs().max() < 0.5, f"image {k} mixed with its padding"
 
@@ -132,10 +135,14 @@ def test_full_box_crop_equals_bilinear_interpolate(monkeypatch):
     two-samples-per-bin averaging), for padded, transposed and flipped images alike."""
     images = [_smooth(30, 40), _smooth(50, 80), _smooth(64, 48).transpose(1, 2)]
     batch = collate([Decoded(images[0], 0, 0), Decoded(images[1], 0, 1), Decoded(images[2], 0, 2, True)], train=True)
-    monkeypatch.setattr(augment, "sample_boxes", lambda sizes, generator=None: torch.cat(
-        [torch.zeros_like(sizes), sizes.flip(1)], dim=1).float())
-    out = train_transform(batch.images, batch.sizes, batch.transposed, 24, *IDENTITY,
-                          generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(
+        augment,
+        "sample_boxes",
+        lambda sizes, generator=None: torch.cat([torch.zeros_like(sizes), sizes.flip(1)], dim=1).float(),
+    )
+    out = train_transform(
+        batch.images, batch.sizes, batch.transposed, 24, *IDENTITY, generator=torch.Generator().manual_seed(0)
+    )
     for k, image in enumerate(images):
         upright = image.transpose(1, 2) if k == 2 else image
         want = F.interpolate(upright[None].float(), size=(24, 24), mode="bilinear", align_corners=False)[0]

@@ -77,10 +77,17 @@ def test_flat_layout_split_is_stratified_deterministic_and_complete(image_folder
 def test_stratified_split_is_the_same_in_every_process(image_folder):
     """The split may not depend on per-process state such as str hashing (PYTHONHASHSEED)."""
     root = image_folder(layout="flat", train=8, val=2)
-    code = ("import sys; from catdog_cli.data.dataset import load_dataset; "
-            "print([p.name for p in load_dataset(sys.argv[1], 0.2, 5).splits['val'].paths])")
-    other = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "1"}).stdout  # this process: a random hash seed
+    code = (
+        "import sys; from catdog_cli.data.dataset import load_dataset; "
+        "print([p.name for p in load_dataset(sys.argv[1], 0.2, 5).splits['val'].paths])"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "1"},
+    ).stdout  # this process: a random hash seed
     assert other.strip() == str([p.name for p in load_dataset(root, 0.2, 5).splits["val"].paths])
 
 
@@ -285,8 +292,10 @@ def test_train_images_keep_their_view_at_short_side_resize(tmp_path):
 def test_collate_pads_train_images_and_records_valid_sizes():
     from catdog_cli.data.decode import Decoded
 
-    items = [Decoded(torch.full((3, 4, 6), 7, dtype=torch.uint8), 1, 0, False),
-             Decoded(torch.full((3, 4, 8), 9, dtype=torch.uint8), 0, 1, True)]
+    items = [
+        Decoded(torch.full((3, 4, 6), 7, dtype=torch.uint8), 1, 0, False),
+        Decoded(torch.full((3, 4, 8), 9, dtype=torch.uint8), 0, 1, True),
+    ]
     batch = collate(items, train=True)
     assert batch.images.shape == (2, 3, 4, 8)
     assert batch.sizes.tolist() == [[4, 6], [4, 8]]

@@ -37,6 +37,7 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 # --- tiny archives ------------------------------------------------------------------------------------
 
+
 @functools.cache
 def _jpeg(shade: int = 0) -> bytes:
     buf = io.BytesIO()
@@ -84,8 +85,12 @@ def _tar(entries: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None =
 
 def _hymenoptera() -> dict[str, bytes]:
     """The tutorial's layout, GIF placeholder included: 12 train + 6 val images."""
-    e = {f"hymenoptera_data/{s}/{c}/{i}.jpg": _jpeg(i) for s, n in (("train", 6), ("val", 3))
-         for c in ("ants", "bees") for i in range(n)}
+    e = {
+        f"hymenoptera_data/{s}/{c}/{i}.jpg": _jpeg(i)
+        for s, n in (("train", 6), ("val", 3))
+        for c in ("ants", "bees")
+        for i in range(n)
+    }
     e["hymenoptera_data/train/ants/imageNotFound.gif"] = _gif()
     return e
 
@@ -116,6 +121,7 @@ def _sha(data: bytes) -> str:
 
 
 # --- loopback server ------------------------------------------------------------------------------------
+
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves server.files; honours `Range: bytes=N-` unless told not to; can cut a response mid-way, leave
@@ -192,6 +198,7 @@ def fetch_offline(monkeypatch, tmp_path):
 
 # --- layouts --------------------------------------------------------------------------------------------
 
+
 def test_url_fetch_builds_standard_layout(fetch_server, tmp_path):
     fetch_server.files["/hymenoptera_data.zip"] = _zip(_hymenoptera())
     s = fetch.fetch("hymenoptera", root=tmp_path, source=fetch_server.url("/hymenoptera_data.zip"))
@@ -209,8 +216,9 @@ def test_default_data_root_and_registry_checksum(fetch_server, tmp_path, monkeyp
     data = _zip(_hymenoptera())
     fetch_server.files["/h.zip"] = data
     entry = REGISTRY["hymenoptera"]
-    monkeypatch.setitem(REGISTRY, "hymenoptera",
-                        entry.__class__(url=fetch_server.url("/h.zip"), size=len(data), sha256=_sha(data)))
+    monkeypatch.setitem(
+        REGISTRY, "hymenoptera", entry.__class__(url=fetch_server.url("/h.zip"), size=len(data), sha256=_sha(data))
+    )
     s = fetch.fetch("hymenoptera")
     assert s.path == tmp_path / "home" / "hymenoptera" and s.splits["train"] == 13
 
@@ -218,16 +226,23 @@ def test_default_data_root_and_registry_checksum(fetch_server, tmp_path, monkeyp
 def test_registry_size_mismatch_refused(fetch_server, tmp_path, monkeypatch):
     data = _zip(_hymenoptera())
     fetch_server.files["/h.zip"] = data
-    monkeypatch.setitem(REGISTRY, "hymenoptera", REGISTRY["hymenoptera"].__class__(
-        url=fetch_server.url("/h.zip"), size=len(data) + 1, sha256=None))
+    monkeypatch.setitem(
+        REGISTRY,
+        "hymenoptera",
+        REGISTRY["hymenoptera"].__class__(url=fetch_server.url("/h.zip"), size=len(data) + 1, sha256=None),
+    )
     with pytest.raises(CatdogError, match="size mismatch"):
         fetch.fetch("hymenoptera", root=tmp_path)
     assert not (tmp_path / "hymenoptera").exists() and _leftovers(tmp_path) == []
 
 
 def test_google_filtered_layout_renames_classes(fetch_server, tmp_path):
-    e = {f"cats_and_dogs_filtered/{s}/{c}s/{c}.{i}.jpg": _jpeg(i) for s, n in (("train", 5), ("validation", 2))
-         for c in ("cat", "dog") for i in range(n)}
+    e = {
+        f"cats_and_dogs_filtered/{s}/{c}s/{c}.{i}.jpg": _jpeg(i)
+        for s, n in (("train", 5), ("validation", 2))
+        for c in ("cat", "dog")
+        for i in range(n)
+    }
     e["cats_and_dogs_filtered/vectorize.py"] = b"print()"
     fetch_server.files["/cats_and_dogs_filtered.zip"] = _zip(e)
     s = fetch.fetch("catdog", root=tmp_path, source=fetch_server.url("/cats_and_dogs_filtered.zip"))
@@ -248,9 +263,11 @@ def test_kaggle_layout_split_is_stratified_and_deterministic(tmp_path):
 
 def test_kaggle_competition_zip_with_inner_zips(tmp_path):
     k = _kaggle(n=5, unlabeled=2)
-    outer = {"train.zip": _zip({n: d for n, d in k.items() if n.startswith("train/")}),
-             "test1.zip": _zip({n: d for n, d in k.items() if n.startswith("test1/")}),
-             "sampleSubmission.csv": b"id,label\n"}
+    outer = {
+        "train.zip": _zip({n: d for n, d in k.items() if n.startswith("train/")}),
+        "test1.zip": _zip({n: d for n, d in k.items() if n.startswith("test1/")}),
+        "sampleSubmission.csv": b"id,label\n",
+    }
     archive = tmp_path / "dogs-vs-cats.zip"
     archive.write_bytes(_zip(outer))
     s = fetch.fetch(None, root=tmp_path / "data", source=str(archive))
@@ -259,8 +276,9 @@ def test_kaggle_competition_zip_with_inner_zips(tmp_path):
 
 def test_class_folders_tar_gz_named_after_archive(tmp_path):
     archive = tmp_path / "flowers.tar.gz"
-    archive.write_bytes(_tar({f"{c}/{i}.png" if c == "rose" else f"{c}/{i}.jpg": _jpeg(i)
-                              for c in ("rose", "tulip") for i in range(5)}))
+    archive.write_bytes(
+        _tar({f"{c}/{i}.png" if c == "rose" else f"{c}/{i}.jpg": _jpeg(i) for c in ("rose", "tulip") for i in range(5)})
+    )
     s = fetch.fetch(None, root=tmp_path / "data", source=str(archive))
     assert s.name == "flowers" and s.path == tmp_path / "data" / "flowers"
     assert _tree(s.path) == {"train/rose": 4, "train/tulip": 4, "val/rose": 1, "val/tulip": 1}
@@ -305,6 +323,7 @@ def test_unrecognized_layout_refused(tmp_path):
 
 
 # --- download: resume, retries, checksums ---------------------------------------------------------------
+
 
 def test_cut_download_resumes_with_range(fetch_server, tmp_path):
     data = _zip(_hymenoptera())
@@ -408,14 +427,19 @@ def test_progress_callbacks_see_every_byte(fetch_server, tmp_path):
 
     rec = Recorder()
     fetch.fetch("hymenoptera", root=tmp_path, source=fetch_server.url("/h.zip"), progress=rec)
-    assert [s[0] for s in rec.steps] == ["downloading hymenoptera", "downloading hymenoptera",
-                                          "extracting hymenoptera", "checking images"]
+    assert [s[0] for s in rec.steps] == [
+        "downloading hymenoptera",
+        "downloading hymenoptera",
+        "extracting hymenoptera",
+        "checking images",
+    ]
     assert rec.steps[0] == ["downloading hymenoptera", len(data), len(data) // 3]  # cut off
     assert rec.steps[1] == ["downloading hymenoptera", len(data), len(data)]  # resumed: counts from the offset
     assert all(done == total for _, total, done in rec.steps[1:])
 
 
 # --- unsafe archives ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("entry", ["../evil.jpg", "a/../../evil.jpg", "/tmp/evil.jpg", "C:/evil.jpg", "..\\evil.jpg"])
 def test_escaping_zip_entry_refused(fetch_server, tmp_path, entry):
@@ -457,6 +481,7 @@ def test_not_an_archive_refused(tmp_path):
 
 
 # --- reruns ---------------------------------------------------------------------------------------------
+
 
 def test_second_fetch_is_a_noop_and_force_redoes(fetch_server, tmp_path):
     fetch_server.files["/h.zip"] = _zip(_hymenoptera())
@@ -509,13 +534,17 @@ def test_stale_temp_folder_from_killed_fetch_is_cleaned(tmp_path):
 
 # --- arguments, JSON, weights ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "kw", "message"), [
-    ("nosuch", {}, "unknown dataset 'nosuch'"),
-    (None, {}, "name a dataset"),
-    ("../up", {"source": "x.zip"}, "bad dataset name"),
-    ("catdog", {"sha256": "abc"}, "64 hex digits"),
-    ("catdog", {"source": "/no/such/file.zip"}, "no such file or folder"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "kw", "message"),
+    [
+        ("nosuch", {}, "unknown dataset 'nosuch'"),
+        (None, {}, "name a dataset"),
+        ("../up", {"source": "x.zip"}, "bad dataset name"),
+        ("catdog", {"sha256": "abc"}, "64 hex digits"),
+        ("catdog", {"source": "/no/such/file.zip"}, "no such file or folder"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, name, kw, message):
     with pytest.raises(CatdogError, match=re.escape(message)):
         fetch.fetch(name, root=tmp_path, **kw)
@@ -538,7 +567,9 @@ def test_fetch_weights_uses_backbones(monkeypatch, tmp_path):
     from catdog_cli.cli import app
 
     assert app._fetch_weights(["resnet18", "mobilenet_v3_small"]) == {
-        "resnet18": tmp_path / "resnet18.pth", "mobilenet_v3_small": tmp_path / "mobilenet_v3_small.pth"}
+        "resnet18": tmp_path / "resnet18.pth",
+        "mobilenet_v3_small": tmp_path / "mobilenet_v3_small.pth",
+    }
 
 
 def test_custom_dataset_found_by_name_and_forced_from_its_source(tmp_path):
@@ -563,6 +594,7 @@ def test_engine_finds_fetched_dataset_by_name(tmp_path):
 
 # --- the CLI --------------------------------------------------------------------------------------------
 
+
 def _cli(*args: str):
     from typer.testing import CliRunner
 
@@ -577,22 +609,28 @@ def test_cli_json_and_table(fetch_server, tmp_path, monkeypatch):
     from catdog_cli.cli import app
 
     monkeypatch.setattr(app, "_fetch_weights", lambda names: {n: tmp_path / f"{n}.pth" for n in names})
-    r = _cli("hymenoptera", "--from", url, "--root", str(tmp_path), "--weights", "resnet18,mobilenet_v3_small",
-             "--json")
+    r = _cli(
+        "hymenoptera", "--from", url, "--root", str(tmp_path), "--weights", "resnet18,mobilenet_v3_small", "--json"
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["datasets"][0]["splits"] == {"train": 13, "val": 6}
-    assert out["weights"] == {"resnet18": str(tmp_path / "resnet18.pth"),
-                              "mobilenet_v3_small": str(tmp_path / "mobilenet_v3_small.pth")}
+    assert out["weights"] == {
+        "resnet18": str(tmp_path / "resnet18.pth"),
+        "mobilenet_v3_small": str(tmp_path / "mobilenet_v3_small.pth"),
+    }
     r = _cli("hymenoptera", "--root", str(tmp_path))
     assert r.exit_code == 0 and "ants, bees" in r.stdout and "already complete" in r.stdout
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ((), "nothing to fetch"),
-    (("nosuch",), "unknown dataset"),
-    (("catdog", "hymenoptera", "--from", "x.zip"), "one dataset at a time"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "nothing to fetch"),
+        (("nosuch",), "unknown dataset"),
+        (("catdog", "hymenoptera", "--from", "x.zip"), "one dataset at a time"),
+    ],
+)
 def test_cli_errors_are_one_line(tmp_path, args, message):
     r = _cli(*args, "--root", str(tmp_path))
     assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
@@ -600,6 +638,7 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
 
 
 # --- the real archives in ../shared, when present -------------------------------------------------------
+
 
 def _serve_shared(srv, name: str) -> str:
     path = SHARED / name
@@ -611,8 +650,12 @@ def _serve_shared(srv, name: str) -> str:
 
 def test_real_hymenoptera_through_loopback(fetch_server, tmp_path):
     url = _serve_shared(fetch_server, "hymenoptera_data.zip")
-    s = fetch.fetch("hymenoptera", root=tmp_path, source=url,
-                    sha256="77a1531d2237f648377f1f5679db8436247ec91d158ba3d836ffc3a3da5c1034")  # SOURCES.md
+    s = fetch.fetch(
+        "hymenoptera",
+        root=tmp_path,
+        source=url,
+        sha256="77a1531d2237f648377f1f5679db8436247ec91d158ba3d836ffc3a3da5c1034",
+    )  # SOURCES.md
     tree = _tree(s.path)
     assert sum(tree.values()) == 398 and set(tree) == {"train/ants", "train/bees", "val/ants", "val/bees"}
     assert (s.path / "train/ants/imageNotFound.gif").is_file()
@@ -621,8 +664,9 @@ def test_real_hymenoptera_through_loopback(fetch_server, tmp_path):
 
 def test_real_catdog_through_loopback(fetch_server, tmp_path):
     url = _serve_shared(fetch_server, "catdog.zip")
-    s = fetch.fetch("catdog", root=tmp_path, source=url,
-                    sha256="6eed6ea059791b81d0dae7e03995e4f8e9abaff45d64617fe24f0400413c4c4d")  # SOURCES.md
+    s = fetch.fetch(
+        "catdog", root=tmp_path, source=url, sha256="6eed6ea059791b81d0dae7e03995e4f8e9abaff45d64617fe24f0400413c4c4d"
+    )  # SOURCES.md
     assert s.splits["train"] + s.splits["val"] == 2002 and s.splits["unlabeled"] == 300
     assert _tree(s.path) == {"train/cat": 801, "train/dog": 801, "val/cat": 200, "val/dog": 200, "unlabeled": 300}
     assert s.skipped == []
@@ -652,8 +696,14 @@ fetch.fetch(sys.argv[1], root=sys.argv[2], source=sys.argv[3], progress=Hold())
 
 def _spawn(*args: str, stdin: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "1000"}
-    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _next_line(stream, timeout: float = 120.0) -> str:
@@ -706,8 +756,10 @@ def test_fetches_started_together_build_the_dataset_once(tmp_path):
     archive = tmp_path / "k.zip"
     archive.write_bytes(_zip(_kaggle(n=10, unlabeled=4)))
     root = tmp_path / "data"
-    procs = [_spawn("-m", "catdog_cli", "fetch", "catdog", "--from", str(archive), "--root", str(root), "--json")
-             for _ in range(3)]
+    procs = [
+        _spawn("-m", "catdog_cli", "fetch", "catdog", "--from", str(archive), "--root", str(root), "--json")
+        for _ in range(3)
+    ]
     try:
         results = [p.communicate(timeout=180) for p in procs]
     finally:
@@ -730,8 +782,9 @@ def test_a_file_system_without_locks_fetches_and_says_so(tmp_path, monkeypatch):
     progress.note = notes.append
     archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=4))))
     assert fetch.fetch("catdog", root=tmp_path / "data", source=str(archive), progress=progress).splits["val"] == 2
-    assert notes == [f"cannot lock {tmp_path / 'data' / '.catdog.lock'} on this file system: run one fetch of "
-                     "catdog at a time"]
+    assert notes == [
+        f"cannot lock {tmp_path / 'data' / '.catdog.lock'} on this file system: run one fetch of catdog at a time"
+    ]
     assert _leftovers(tmp_path) == []
 
 
@@ -747,12 +800,15 @@ def test_counts_are_checked_before_the_dataset_is_marked_complete(tmp_path, monk
 
 # --- fetch --from FOLDER: the walking rules of training data ------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", range(12))
 def test_a_folder_full_of_links_gives_each_image_once_in_its_own_class(tmp_path, seed):
     tree = linked_tree(tmp_path, seed)
     s = fetch.fetch("linked", root=tmp_path / "fetched", source=str(tree.top))
-    got = {c: sorted(p.read_bytes() for split in ("train", "val") for p in (s.path / split / c).glob("*"))
-           for c in s.classes}
+    got = {
+        c: sorted(p.read_bytes() for split in ("train", "val") for p in (s.path / split / c).glob("*"))
+        for c in s.classes
+    }
     everything = [b for bs in got.values() for b in bs]
     assert len(everything) == len(set(everything)), tree.hazards  # no image twice, in one class or two
     for cls, images in tree.real.items():  # every image in its own class
@@ -772,8 +828,10 @@ def test_a_folder_linked_into_itself_is_copied_once_and_what_was_left_out_is_rep
     (src / "kitty").symlink_to("cat", target_is_directory=True)  # a class folder under a second name
     s = fetch.fetch("mine", root=tmp_path / "data", source=str(src))
     assert s.classes == ["cat", "dog"] and s.splits == {"train": 4, "val": 2}
-    assert dict(s.skipped) == {"kitty/": "same folder as cat/, walked once",
-                               **{f"cat/dogs/{i}.jpg": f"same file as dog/{i}.jpg" for i in range(3)}}
+    assert dict(s.skipped) == {
+        "kitty/": "same folder as cat/, walked once",
+        **{f"cat/dogs/{i}.jpg": f"same file as dog/{i}.jpg" for i in range(3)},
+    }
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
@@ -786,17 +844,22 @@ def test_a_fifo_named_like_an_image_is_reported_not_read(tmp_path):
     os.mkfifo(src / "cat" / "pipe.jpg")  # reading it would block forever
     (src / "dog" / "gone.jpg").symlink_to("nowhere.jpg")
     s = fetch.fetch("mine", root=tmp_path / "data", source=str(src))
-    assert dict(s.skipped) == {"cat/pipe.jpg": "not a regular file",
-                               "dog/gone.jpg": "cannot read (No such file or directory)"}
+    assert dict(s.skipped) == {
+        "cat/pipe.jpg": "not a regular file",
+        "dog/gone.jpg": "cannot read (No such file or directory)",
+    }
     assert s.splits == {"train": 4, "val": 2}
 
 
 # --- archives inside an archive ---------------------------------------------------------------------------
 
+
 def test_inner_archives_that_hold_the_same_paths_are_refused_with_a_count(tmp_path):
     k = _kaggle(n=5, unlabeled=0)
-    outer = {"train.zip": _zip({n: d for n, d in k.items() if n.startswith("train/")}),
-             "train2.zip": _zip({n: _jpeg(99) for n in list(k)[:3]} | {"train/cat.77.jpg": _jpeg(7)})}
+    outer = {
+        "train.zip": _zip({n: d for n, d in k.items() if n.startswith("train/")}),
+        "train2.zip": _zip({n: _jpeg(99) for n in list(k)[:3]} | {"train/cat.77.jpg": _jpeg(7)}),
+    }
     archive = tmp_path / "dogs-vs-cats.zip"
     archive.write_bytes(_zip(outer))
     with pytest.raises(CatdogError, match=r"refusing train2\.zip: 3 of its entries would overwrite a file"):
@@ -825,6 +888,7 @@ def test_a_bomb_inside_an_archive_counts_toward_the_outer_archives_budget(tmp_pa
 
 
 # --- bounded: --max-size ------------------------------------------------------------------------------------
+
 
 def test_max_size_lets_a_trusted_archive_through_and_caps_a_folder_copy(tmp_path):
     bomb = {f"train/{c}.{i}.jpg": _jpeg(i) + b"\0" * (1 << 20) for c in ("cat", "dog") for i in range(3)}
@@ -867,8 +931,11 @@ def test_a_download_announced_over_the_cap_is_not_started(fetch_server, tmp_path
 
 def test_a_registry_download_stops_when_it_passes_its_known_size(fetch_server, tmp_path, monkeypatch):
     fetch_server.streams["/h.zip"] = 64 << 20
-    monkeypatch.setitem(REGISTRY, "hymenoptera", REGISTRY["hymenoptera"].__class__(
-        url=fetch_server.url("/h.zip"), size=1 << 20, sha256=None))
+    monkeypatch.setitem(
+        REGISTRY,
+        "hymenoptera",
+        REGISTRY["hymenoptera"].__class__(url=fetch_server.url("/h.zip"), size=1 << 20, sha256=None),
+    )
     received = _Received()
     with pytest.raises(CatdogError, match=r"size mismatch .* expected 1048576 bytes, the server sends"):
         fetch.fetch("hymenoptera", root=tmp_path, progress=received)
@@ -883,6 +950,7 @@ def test_a_nonsense_content_length_is_ignored(fetch_server, tmp_path, length):
 
 
 # --- no traceback, nothing left behind -----------------------------------------------------------------------
+
 
 def _file(path: Path, data: bytes = b"x") -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -915,8 +983,10 @@ BAD_FETCHES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "a zero-byte archive": (lambda t: ["--from", _file(t / "n.zip", b"")], "not a zip or tar"),
     "an encrypted zip": (lambda t: ["--from", _encrypted_zip(t / "s.zip")], "is encrypted"),
     "clashing inner zips": (lambda t: ["--from", _nested_clash(t / "c.zip")], "would overwrite"),
-    "a zip bomb": (lambda t: ["--from", _file(t / "b.zip", _deflated({"train/cat.1.jpg": bytes(4 << 20)}))],
-                   "unpacks to more than"),
+    "a zip bomb": (
+        lambda t: ["--from", _file(t / "b.zip", _deflated({"train/cat.1.jpg": bytes(4 << 20)}))],
+        "unpacks to more than",
+    ),
     "--root a file": (lambda t: ["catdog", "--root", _file(t / "f")], "is a file"),
     "--root below a file": (lambda t: ["catdog", *KAGGLE, "--root", _file(t / "f") + "/sub"], "is a file"),
     "--from a FIFO": (lambda t: ["x", "--from", _fifo(t / "p.zip")], "is not a file or a folder"),
@@ -932,10 +1002,14 @@ BAD_FETCHES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "--sha256 on a folder": (lambda t: ["x", "--from", str(t), "--sha256", "0" * 64], "not a folder"),
     "a bad name": (lambda t: ["../up", *KAGGLE], "bad dataset name"),
     "an unknown name": (lambda t: ["nosuch"], "unknown dataset"),
-    "a foreign folder, forced": (lambda t: ["mine", *KAGGLE, "--force"] if _file(t / "data" / "mine" / "x.txt")
-                                 else [], "not a dataset made by catdog fetch; move it away"),
-    **{f"--max-size {v}": (lambda t, v=v: ["catdog", *KAGGLE, "--max-size", v], "--max-size is in GiB")
-       for v in ("nan", "inf", "-inf", "-1", "0", "1e300", "1e-300")},
+    "a foreign folder, forced": (
+        lambda t: ["mine", *KAGGLE, "--force"] if _file(t / "data" / "mine" / "x.txt") else [],
+        "not a dataset made by catdog fetch; move it away",
+    ),
+    **{
+        f"--max-size {v}": (lambda t, v=v: ["catdog", *KAGGLE, "--max-size", v], "--max-size is in GiB")
+        for v in ("nan", "inf", "-inf", "-1", "0", "1e300", "1e-300")
+    },
     "--max-size without a dataset": (lambda t: ["--weights", "resnet18", "--max-size", "nan"], "--max-size"),
 }
 
@@ -968,12 +1042,42 @@ MARKERS: dict[str, bytes] = {
     "deeply nested": b"[" * 100_000 + b"]" * 100_000,
     "not UTF-8": b"\xff\xfe\x00",
     "a field missing": json.dumps({"name": "catdog"}).encode(),
-    "classes a number": json.dumps({"name": "catdog", "path": "/x", "classes": 5, "splits": {}, "skipped": [],
-                                    "cached": False, "source": "", "sha256": None}).encode(),
-    "a negative count": json.dumps({"name": "catdog", "path": "/x", "classes": ["cat"], "splits": {"train": -1},
-                                    "skipped": [], "cached": False, "source": "", "sha256": None}).encode(),
-    "skipped not pairs": json.dumps({"name": "catdog", "path": "/x", "classes": ["cat"], "splits": {"train": 1},
-                                     "skipped": [["a", "b"]], "cached": False, "source": "", "sha256": None}).encode(),
+    "classes a number": json.dumps(
+        {
+            "name": "catdog",
+            "path": "/x",
+            "classes": 5,
+            "splits": {},
+            "skipped": [],
+            "cached": False,
+            "source": "",
+            "sha256": None,
+        }
+    ).encode(),
+    "a negative count": json.dumps(
+        {
+            "name": "catdog",
+            "path": "/x",
+            "classes": ["cat"],
+            "splits": {"train": -1},
+            "skipped": [],
+            "cached": False,
+            "source": "",
+            "sha256": None,
+        }
+    ).encode(),
+    "skipped not pairs": json.dumps(
+        {
+            "name": "catdog",
+            "path": "/x",
+            "classes": ["cat"],
+            "splits": {"train": 1},
+            "skipped": [["a", "b"]],
+            "cached": False,
+            "source": "",
+            "sha256": None,
+        }
+    ).encode(),
 }
 
 
@@ -1014,12 +1118,12 @@ def test_an_unreadable_source_or_unwritable_root_is_one_line(tmp_path, monkeypat
     root = tmp_path / "data"
     with monkeypatch.context() as m:
         _deny(m, os, "scandir", src)
-        assert error_line(catdog("fetch", "x", "--from", src, "--root", root)).endswith(
-            f"{src}: Permission denied")
+        assert error_line(catdog("fetch", "x", "--from", src, "--root", root)).endswith(f"{src}: Permission denied")
     with monkeypatch.context() as m:
         _deny(m, builtins, "open", archive)
         assert error_line(catdog("fetch", "x", "--from", archive, "--root", root)).endswith(
-            f"{archive}: Permission denied")
+            f"{archive}: Permission denied"
+        )
     for error in (errno.EACCES, errno.EROFS):
         with monkeypatch.context() as m:
             _deny(m, os, "open", root, error)
@@ -1070,6 +1174,7 @@ class _FailingWrites:
                 if self.count - 1 == self.at:
                     raise self.fault
             return real(*args, **kwargs)
+
         return write
 
     def arm(self, at: int, fault: BaseException | None = None) -> None:

@@ -48,9 +48,19 @@ def test_a_broken_or_looping_link_is_offered_so_that_decoding_names_its_fault(tm
     assert walk_images(tmp_path)[0] == [tmp_path / "loop.jpg"]
 
 
-@pytest.mark.parametrize(("name", "split"), [("train", "train"), ("Training", "train"), ("val", "val"),
-                                             ("valid", "val"), ("Validation", "val"), ("test", "test"),
-                                             ("test1", "unlabeled"), ("cats", None)])
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [
+        ("train", "train"),
+        ("Training", "train"),
+        ("val", "val"),
+        ("valid", "val"),
+        ("Validation", "val"),
+        ("test", "test"),
+        ("test1", "unlabeled"),
+        ("cats", None),
+    ],
+)
 def test_split_folder_names(name, split):
     assert split_of(Path(name)) == split
 
@@ -60,8 +70,12 @@ def test_image_names_by_suffix_in_any_case():
 
 
 def test_stratified_split_keeps_class_proportions_and_one_train_image():
-    by_class = {"big": [Path(f"big/{i}.jpg") for i in range(50)], "small": [Path(f"small/{i}.jpg") for i in range(5)],
-                "two": [Path("two/0.jpg"), Path("two/1.jpg")], "one": [Path("one/0.jpg")]}
+    by_class = {
+        "big": [Path(f"big/{i}.jpg") for i in range(50)],
+        "small": [Path(f"small/{i}.jpg") for i in range(5)],
+        "two": [Path("two/0.jpg"), Path("two/1.jpg")],
+        "one": [Path("one/0.jpg")],
+    }
     train, val = stratified_split(by_class, 0.2, seed=3)
     assert {k: len(v) for k, v in val.items()} == {"big": 10, "small": 1, "two": 1, "one": 0}
     assert {k: len(v) for k, v in train.items()} == {"big": 40, "small": 4, "two": 1, "one": 1}
@@ -77,6 +91,7 @@ def test_zero_val_fraction_holds_nothing_out():
 
 
 # --- one walk for a whole dataset: links, loops, the same file twice --------------------------------------
+
 
 def _classes(top: Path) -> tuple[Walk, dict[str, list[Path]]]:
     """Walk a dataset class by class, as fetch does: {class: images}, files reached twice dropped."""
@@ -106,8 +121,9 @@ def test_every_real_image_is_taken_once_in_its_own_class_whatever_the_links(tmp_
     for p in (p for ps in kept.values() for p in ps):  # only regular files (or links that name their fault)
         assert _identity(p) is None or stat.S_ISREG(os.stat(p).st_mode), (p, tree.hazards)
     outside = {_identity(p) for p in tree.outside}
-    via_links = {_identity(p) for ps in kept.values() for p in ps} - {_identity(p) for ps in tree.real.values()
-                                                                        for p in ps}
+    via_links = {_identity(p) for ps in kept.values() for p in ps} - {
+        _identity(p) for ps in tree.real.values() for p in ps
+    }
     assert via_links - {None} <= outside, tree.hazards  # what links add comes from outside the dataset
 
 
@@ -118,8 +134,10 @@ def test_a_link_into_another_class_never_relabels_its_images(tmp_path):
     (tmp_path / "a" / "zz").symlink_to("../b", target_is_directory=True)  # walked before b/ itself
     (tmp_path / "b" / "0").symlink_to("../a", target_is_directory=True)
     walk, kept = _classes(tmp_path)
-    assert kept == {"a": [tmp_path / "a" / "a0.jpg", tmp_path / "a" / "a1.jpg"],
-                    "b": [tmp_path / "b" / "b0.jpg", tmp_path / "b" / "b1.jpg"]}
+    assert kept == {
+        "a": [tmp_path / "a" / "a0.jpg", tmp_path / "a" / "a1.jpg"],
+        "b": [tmp_path / "b" / "b0.jpg", tmp_path / "b" / "b1.jpg"],
+    }
     assert walk.duplicates()[tmp_path / "a" / "zz" / "b0.jpg"] == tmp_path / "b" / "b0.jpg"
 
 

@@ -130,8 +130,9 @@ def test_streaming_skips_undecodable_files(image_folder):
     (root / "cat" / "bad.jpg").write_bytes(b"garbage")
     split = load_dataset(root, val_split=None).split("all")
     reported = []
-    source = StreamingSource(split, EVAL, 4, shuffle=False, device=CPU, workers=0,
-                             on_skip=lambda path, reason: reported.append(path))
+    source = StreamingSource(
+        split, EVAL, 4, shuffle=False, device=CPU, workers=0, on_skip=lambda path, reason: reported.append(path)
+    )
     for _ in range(2):
         seen = torch.cat([b.index for b in source]).tolist()
     bad = split.paths.index(root / "cat" / "bad.jpg")
@@ -174,8 +175,17 @@ class _Notes(Events):
 def test_training_runs_on_the_streaming_path(image_folder, tmp_path):
     root = image_folder(layout="flat", train=6, val=2)
     events = _Notes()
-    config = TrainConfig(str(root), backbone="resnet18", epochs=2, batch_size=4, image_size=32, weights="none",
-                         device="cpu", cache_gib=1e-9, workers=0)
+    config = TrainConfig(
+        str(root),
+        backbone="resnet18",
+        epochs=2,
+        batch_size=4,
+        image_size=32,
+        weights="none",
+        device="cpu",
+        cache_gib=1e-9,
+        workers=0,
+    )
     result = fit(config, tmp_path / "run", events)
     assert sum("over the memory budget" in n for n in events.notes) == 2  # train and val both streamed
     assert result["epochs"] == 2 and len(result["history"]) == 2

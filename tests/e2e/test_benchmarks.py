@@ -23,8 +23,9 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is ab
 @needs_bash
 def test_gpu_check_script_parses_and_explains_its_usage(tmp_path):
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_check.sh")]).returncode == 0
-    usage = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--smoke", str(tmp_path)], capture_output=True,
-                           text=True, timeout=60)
+    usage = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--smoke", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert usage.returncode == 2 and "WHEELDIR ARCHIVE OUTDIR" in usage.stderr and "--smoke" in usage.stderr
     assert not list(tmp_path.iterdir())  # nothing written
 
@@ -42,18 +43,32 @@ def test_subset_keeps_the_first_images_of_every_class_and_split(tmp_path):
 
 
 def test_summary_reports_steps_that_failed_and_a_grid_cut_short(tmp_path):
-    steps = [{"step": "pipeline", "rc": 1, "seconds": 3, "limit_s": 100, "status": "failed"},
-             {"step": "compare_grid", "rc": 124, "seconds": 200, "limit_s": 200, "status": "timed out"}]
+    steps = [
+        {"step": "pipeline", "rc": 1, "seconds": 3, "limit_s": 100, "status": "failed"},
+        {"step": "compare_grid", "rc": 124, "seconds": 200, "limit_s": 200, "status": "timed out"},
+    ]
     (tmp_path / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     (tmp_path / "pipeline.json").write_text("")  # the failed step printed nothing
     (tmp_path / "compare_grid.json").write_text("")
-    (tmp_path / "compare_grid.partial.json").write_text(json.dumps({"grid": {"epochs": 5},
-                                                                    "catdog": {"wall_s": 41.5}}))
-    (tmp_path / "train.json").write_text(json.dumps({"precision": "bf16", "epochs": 1, "best_val_acc": 0.9,
-                                                     "history": [{"seconds": 2.0, "images_per_sec": 800.0}]}))
+    (tmp_path / "compare_grid.partial.json").write_text(json.dumps({"grid": {"epochs": 5}, "catdog": {"wall_s": 41.5}}))
+    (tmp_path / "train.json").write_text(
+        json.dumps(
+            {
+                "precision": "bf16",
+                "epochs": 1,
+                "best_val_acc": 0.9,
+                "history": [{"seconds": 2.0, "images_per_sec": 800.0}],
+            }
+        )
+    )
     found = gpu_check.summary(tmp_path)
     assert [s["status"] for s in found["steps"]] == ["failed", "timed out"]
     assert found["pipeline"] is None
-    assert found["compare_grid"] == {"grid": {"epochs": 5}, "catdog_wall_s": 41.5, "tutorial_wall_s": None,
-                                     "speedup": None, "complete": False}
+    assert found["compare_grid"] == {
+        "grid": {"epochs": 5},
+        "catdog_wall_s": 41.5,
+        "tutorial_wall_s": None,
+        "speedup": None,
+        "complete": False,
+    }
     assert found["train"]["train"]["img_per_s"] == [800.0] and found["train"]["train_compiled"] is None

@@ -32,11 +32,29 @@ COMMANDS = typer.main.get_command(app).commands
 
 # What each non-numeric, non-flag option takes; a new one must be added here (the test below says so).
 ROLES = {
-    "names": "dataset-name", "root": "write-folder", "source": "archive", "sha256": "hex", "weights": "weights",
-    "data": "data", "backbone": "backbone", "strategy": "strategy", "device": "device", "out": "out-folder",
-    "resume": "run-folder", "model": "checkpoint", "split": "split", "report": "new-file", "paths": "images",
-    "csv_file": "new-file", "sort_into": "write-folder", "backbones": "backbones", "strategies": "strategies",
-    "fmt": "export-format", "parity_images": "images", "explain": "write-folder", "precision": "precision",
+    "names": "dataset-name",
+    "root": "write-folder",
+    "source": "archive",
+    "sha256": "hex",
+    "weights": "weights",
+    "data": "data",
+    "backbone": "backbone",
+    "strategy": "strategy",
+    "device": "device",
+    "out": "out-folder",
+    "resume": "run-folder",
+    "model": "checkpoint",
+    "split": "split",
+    "report": "new-file",
+    "paths": "images",
+    "csv_file": "new-file",
+    "sort_into": "write-folder",
+    "backbones": "backbones",
+    "strategies": "strategies",
+    "fmt": "export-format",
+    "parity_images": "images",
+    "explain": "write-folder",
+    "precision": "precision",
 }
 COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
 # every other number must be above zero (the recipe's 0 is "off")
@@ -60,9 +78,16 @@ def _bad_paths(tmp: Path) -> dict[str, str]:
     os.mkfifo(fifo)
     for path in (locked, locked_file):
         path.chmod(0)
-    return {"file": str(a_file), "folder": str(a_folder), "missing": str(tmp / "missing" / "x"),
-            "below a file": str(a_file / "below"), "unreadable folder": str(locked),
-            "unreadable file": str(locked_file), "fifo": str(fifo), "proc": "/proc/catdog-test/x"}
+    return {
+        "file": str(a_file),
+        "folder": str(a_folder),
+        "missing": str(tmp / "missing" / "x"),
+        "below a file": str(a_file / "below"),
+        "unreadable folder": str(locked),
+        "unreadable file": str(locked_file),
+        "fifo": str(fifo),
+        "proc": "/proc/catdog-test/x",
+    }
 
 
 def bad_values(role: str, paths: dict[str, str]) -> list[str]:
@@ -78,10 +103,17 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "archive": ["missing", "file", "below a file"],
     }
     words = {
-        "dataset-name": ["../escape", "a/b"], "hex": ["zz", "12"], "backbone": ["resnet9000", "", "timm:"],
-        "strategy": ["frezee", ""], "device": ["mps", "xpu", "meta", "cuda:x", ""], "split": ["vall", ""],
-        "backbones": ["resnet9000", ",", "resnet18,bogus"], "strategies": ["bogus", ",", "freeze,thaw"],
-        "weights": ["bogus"], "export-format": ["onnxx", ""], "precision": ["fp8", "", "BF16"],
+        "dataset-name": ["../escape", "a/b"],
+        "hex": ["zz", "12"],
+        "backbone": ["resnet9000", "", "timm:"],
+        "strategy": ["frezee", ""],
+        "device": ["mps", "xpu", "meta", "cuda:x", ""],
+        "split": ["vall", ""],
+        "backbones": ["resnet9000", ",", "resnet18,bogus"],
+        "strategies": ["bogus", ",", "freeze,thaw"],
+        "weights": ["bogus"],
+        "export-format": ["onnxx", ""],
+        "precision": ["fp8", "", "BF16"],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -129,32 +161,88 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         for i in range(4):
             make_image(data / name / f"{i}.png", ((200, 40, 40), (40, 40, 200))[k], (36, 30))
     model = build_model("squeezenet1_1", 2, weights="none", seed=0)
-    meta = {"backbone": "squeezenet1_1", "classes": ["cat", "dog"], "image_size": 32, "resize": 37,
-            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "strategy": "freeze", "config": {},
-            "data": str(data.resolve())}
+    meta = {
+        "backbone": "squeezenet1_1",
+        "classes": ["cat", "dog"],
+        "image_size": 32,
+        "resize": 37,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "strategy": "freeze",
+        "config": {},
+        "data": str(data.resolve()),
+    }
     checkpoints.save(tmp / "model.pt", model, meta)
     with zipfile.ZipFile(tmp / "photos.zip", "w") as z:
         for path in sorted(data.rglob("*.png")):
             z.write(path, path.relative_to(data).as_posix())
-    return {"tmp": tmp, "data": str(data), "model": str(tmp / "model.pt"), "image": str(data / "cat" / "0.png"),
-            "archive": str(tmp / "photos.zip")}
+    return {
+        "tmp": tmp,
+        "data": str(data),
+        "model": str(tmp / "model.pt"),
+        "image": str(data / "cat" / "0.png"),
+        "archive": str(tmp / "photos.zip"),
+    }
 
 
 def valid_command(command: str, world: dict, work: Path) -> list[str]:
     """A command line that does its job (quickly: random init, 32 px, one epoch)."""
-    tiny = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
-            "--workers", "1"]
+    tiny = [
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+    ]
     return {
         "fetch": ["fetch", "photos", "--from", world["archive"], "--root", str(work / "home")],
         "train": ["train", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny, "--out", str(work / "run")],
         "evaluate": ["evaluate", world["model"], "--data", world["data"], "--device", "cpu"],
         "predict": ["predict", world["model"], world["image"], "--device", "cpu"],
-        "export": ["export", world["model"], "--format", "torchscript", "--out", str(work / "m.torchscript"),
-                   "--parity-images", world["image"]],
-        "compare": ["compare", "--data", world["data"], "--backbones", "squeezenet1_1", "--strategies", "freeze",
-                    *tiny, "--out", str(work / "cmp")],
-        "lr-find": ["lr-find", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny[:4], *tiny[6:],
-                    "--strategies", "freeze", "--steps", "11", "--out", str(work / "lr")],
+        "export": [
+            "export",
+            world["model"],
+            "--format",
+            "torchscript",
+            "--out",
+            str(work / "m.torchscript"),
+            "--parity-images",
+            world["image"],
+        ],
+        "compare": [
+            "compare",
+            "--data",
+            world["data"],
+            "--backbones",
+            "squeezenet1_1",
+            "--strategies",
+            "freeze",
+            *tiny,
+            "--out",
+            str(work / "cmp"),
+        ],
+        "lr-find": [
+            "lr-find",
+            "--data",
+            world["data"],
+            "--backbone",
+            "squeezenet1_1",
+            *tiny[:4],
+            *tiny[6:],
+            "--strategies",
+            "freeze",
+            "--steps",
+            "11",
+            "--out",
+            str(work / "lr"),
+        ],
     }[command]
 
 
@@ -177,8 +265,9 @@ CASES = [(c, n, v) for c, n, v in _cases() if n in ROLES or v != "<role>"]
 
 
 @pytest.mark.parametrize(("command", "name", "value"), CASES, ids=[f"{c}-{n}-{v}" for c, n, v in CASES])
-def test_a_bad_value_is_one_line_before_any_work(world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  command: str, name: str, value: str) -> None:
+def test_a_bad_value_is_one_line_before_any_work(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, name: str, value: str
+) -> None:
     monkeypatch.chdir(tmp_path)  # a run folder made by mistake would show here (runs/...)
     monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "home"))
     paths = _bad_paths(tmp_path)
@@ -199,29 +288,48 @@ def test_a_bad_value_is_one_line_before_any_work(world: dict, tmp_path: Path, mo
 
 
 CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes seconds to import)
-    ["train", "--data", "nosuch"], ["train", "--data", ".", "--strategy", "frezee"],
-    ["train", "--data", ".", "--backbone", "resnet9"], ["train", "--data", ".", "--lr", "nan"],
-    ["train", "--data", ".", "--device", "mps"], ["train", "--data", ".", "--weights", "missing.pth"],
-    ["compare", "--data", "nosuch"], ["compare", "--data", ".", "--strategies", "freeze,thaw"],
-    ["compare", "--data", ".", "--cache-gib", "nan"], ["evaluate", "missing.pt"],
-    ["evaluate", "model.pt", "--split", "vall"], ["predict", "model.pt", "nosuch.jpg"],
-    ["predict", "model.pt", ".", "--top-k", "0"], ["fetch", "--weights", "resnet9000"],
-    ["train", "--resume", ".", "--lr", "inf"], ["export", "missing.pt"], ["export", "model.pt", "--format", "onnxx"],
-    ["export", "model.pt", "--parity-images", "nosuch"], ["predict", "model.pt", ".", "--min-confidence", "2"],
+    ["train", "--data", "nosuch"],
+    ["train", "--data", ".", "--strategy", "frezee"],
+    ["train", "--data", ".", "--backbone", "resnet9"],
+    ["train", "--data", ".", "--lr", "nan"],
+    ["train", "--data", ".", "--device", "mps"],
+    ["train", "--data", ".", "--weights", "missing.pth"],
+    ["compare", "--data", "nosuch"],
+    ["compare", "--data", ".", "--strategies", "freeze,thaw"],
+    ["compare", "--data", ".", "--cache-gib", "nan"],
+    ["evaluate", "missing.pt"],
+    ["evaluate", "model.pt", "--split", "vall"],
+    ["predict", "model.pt", "nosuch.jpg"],
+    ["predict", "model.pt", ".", "--top-k", "0"],
+    ["fetch", "--weights", "resnet9000"],
+    ["train", "--resume", ".", "--lr", "inf"],
+    ["export", "missing.pt"],
+    ["export", "model.pt", "--format", "onnxx"],
+    ["export", "model.pt", "--parity-images", "nosuch"],
+    ["predict", "model.pt", ".", "--min-confidence", "2"],
     ["train", "--data", ".", "--mixup", "nan"],
     ["train", "--data", ".", "--strategy", "freeze-unfreeze", "--epochs", "1"],
-    ["lr-find", "--data", ".", "--strategies", "thaw"], ["lr-find", "--data", ".", "--end-lr", "inf"],
-    ["train", "--data", ".", "--precision", "fp8"], ["predict", "model.pt", ".", "--precision", "half"],
+    ["lr-find", "--data", ".", "--strategies", "thaw"],
+    ["lr-find", "--data", ".", "--end-lr", "inf"],
+    ["train", "--data", ".", "--precision", "fp8"],
+    ["predict", "model.pt", ".", "--precision", "half"],
 ]
 
 
 def test_cheap_mistakes_are_answered_before_torch_is_imported(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"not read")
-    code = ("import json, sys; from typer.testing import CliRunner; from catdog_cli.cli.app import app\n"
-            "for args in json.loads(sys.argv[1]):\n"
-            "    r = CliRunner().invoke(app, args)\n"
-            "    assert r.exit_code in (1, 2) and r.stderr.startswith('error: '), (args, r.output)\n"
-            "    assert 'torch' not in sys.modules, ('torch imported by', args)\n")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(CHEAP_MISTAKES)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    code = (
+        "import json, sys; from typer.testing import CliRunner; from catdog_cli.cli.app import app\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    assert r.exit_code in (1, 2) and r.stderr.startswith('error: '), (args, r.output)\n"
+        "    assert 'torch' not in sys.modules, ('torch imported by', args)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(CHEAP_MISTAKES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr

@@ -124,13 +124,20 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> HostileRuns:
     """train, evaluate (on train, where the bad files are) and predict, once each, on the hostile folder."""
     tmp = tmp_path_factory.mktemp("hostile")
     root = make_hostile(tmp / "data")
-    trained = catdog("train", "--data", root, *TINY_CLI, "--epochs", "1", "--batch-size", "4", "--out", tmp / "run",
-                     "--json")
+    trained = catdog(
+        "train", "--data", root, *TINY_CLI, "--epochs", "1", "--batch-size", "4", "--out", tmp / "run", "--json"
+    )
     model = tmp / "run" / "best.pt"
     evaluated = catdog("evaluate", model, "--data", root, "--split", "train", "--device", "cpu", "--json")
     predicted = catdog("predict", model, root / "train", "--device", "cpu", "--json")
-    return HostileRuns(root, ok_json(trained), trained.stderr.splitlines(), ok_json(evaluated),
-                       ok_json(predicted)["predictions"], model)
+    return HostileRuns(
+        root,
+        ok_json(trained),
+        trained.stderr.splitlines(),
+        ok_json(evaluated),
+        ok_json(predicted)["predictions"],
+        model,
+    )
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -156,10 +163,12 @@ def test_hostile_folder_trains_on_every_valid_image_and_says_what_it_left_out(ho
     assert train["images"] == {"train": 20, "val": 6}  # the folder loop did not count anything twice
     assert train["evaluation"]["num_images"] == 6
     assert len(train["skipped"]) == len(BAD)
-    for note in (f"{root / 'train' / 'cat'}: ignored 1 non-image file(s)",  # notes.txt; .DS_Store, Thumbs.db silent
-                 f"{root / 'train' / 'empty'}: no images, class left out",
-                 "val: class folder(s) bird not among the classes, left out",
-                 "val: no images of fox"):
+    for note in (
+        f"{root / 'train' / 'cat'}: ignored 1 non-image file(s)",  # notes.txt; .DS_Store, Thumbs.db silent
+        f"{root / 'train' / 'empty'}: no images, class left out",
+        "val: class folder(s) bird not among the classes, left out",
+        "val: no images of fox",
+    ):
         assert note in hostile.train_log
     assert hostile.evaluate["num_images"] == 20
     assert len(hostile.predict) == 20 + len(BAD)
@@ -195,8 +204,10 @@ def test_a_dataset_with_one_class_is_refused(tmp_path: Path) -> None:
     root = labeled_folder(tmp_path / "data", classes=("cat",))
     (root / "dog").mkdir()  # an empty second class does not count
     line = error_line(catdog("train", "--data", root, *TINY_CLI, "--out", tmp_path / "run"))
-    assert line == (f"error: {root} has 1 class folder(s) with images; a classifier needs at least 2 "
-                    "(expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)")
+    assert line == (
+        f"error: {root} has 1 class folder(s) with images; a classifier needs at least 2 "
+        "(expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -246,14 +257,17 @@ def command_on(command: str, checkpoint: Path, hostile: HostileRuns, tmp_path: P
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "resume"])
-def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(hostile: HostileRuns, tmp_path: Path,
-                                                                       command: str) -> None:
+def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(
+    hostile: HostileRuns, tmp_path: Path, command: str
+) -> None:
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
     torch.save({"format": checkpoints.FORMAT, "backbone": "squeezenet1_1", "payload": Payload(marker)}, evil)
     line = error_line(catdog(*command_on(command, evil, hostile, tmp_path)))
     where = tmp_path / "run" / "last.pt" if command == "resume" else evil
-    assert line == f"error: {where} is not a catdog checkpoint (it holds code or objects other than tensors); " \
-                   "refusing to load it"
+    assert (
+        line == f"error: {where} is not a catdog checkpoint (it holds code or objects other than tensors); "
+        "refusing to load it"
+    )
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # the payload is real: an unguarded load runs it
     assert marker.read_text() == "ran"
@@ -268,13 +282,16 @@ def test_a_truncated_checkpoint_is_refused(hostile: HostileRuns, tmp_path: Path,
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict", "resume"])
-def test_a_checkpoint_with_our_tag_but_not_our_contents_is_refused(hostile: HostileRuns, tmp_path: Path,
-                                                                   command: str) -> None:
+def test_a_checkpoint_with_our_tag_but_not_our_contents_is_refused(
+    hostile: HostileRuns, tmp_path: Path, command: str
+) -> None:
     forged = tmp_path / "forged.pt"
     torch.save({"format": checkpoints.FORMAT, "backbone": "resnet18"}, forged)
     line = error_line(catdog(*command_on(command, forged, hostile, tmp_path)))
-    assert line.endswith("is an incomplete catdog checkpoint (no classes, image_size, resize, mean, std, state_dict); "
-                         "refusing to load it")
+    assert line.endswith(
+        "is an incomplete catdog checkpoint (no classes, image_size, resize, mean, std, state_dict); "
+        "refusing to load it"
+    )
 
 
 def test_a_best_checkpoint_cannot_be_resumed(hostile: HostileRuns, tmp_path: Path) -> None:
@@ -330,8 +347,11 @@ def test_sort_into_copies_by_label_renames_clashes_and_leaves_originals(tmp_path
     dest = tmp_path / "sorted"
     make_image(dest / "cat" / "x.jpg", CLASS_COLORS[2])  # already there: the user's
     theirs = snapshot(dest)
-    rows = [{"path": str(a), "label": "cat"}, {"path": str(b), "label": "cat"},
-            {"path": "zero.jpg", "error": "empty file"}]
+    rows = [
+        {"path": str(a), "label": "cat"},
+        {"path": str(b), "label": "cat"},
+        {"path": "zero.jpg", "error": "empty file"},
+    ]
     assert sort_into_folders(rows, dest) == 2
     assert [r.get("copied_to") for r in rows] == [str(dest / "cat" / "x-1.jpg"), str(dest / "cat" / "x-2.jpg"), None]
     assert (dest / "cat" / "x-1.jpg").read_bytes() == a.read_bytes()
@@ -352,8 +372,9 @@ def test_sort_into_refuses_a_class_name_that_is_not_a_folder_name(tmp_path: Path
 def test_predict_sort_into_on_the_hostile_folder(hostile: HostileRuns, tmp_path: Path) -> None:
     dest = tmp_path / "sorted"
     originals = snapshot(hostile.root)
-    rows = ok_json(catdog("predict", hostile.model, hostile.root / "train", "--device", "cpu", "--sort-into", dest,
-                          "--json"))["predictions"]
+    rows = ok_json(
+        catdog("predict", hostile.model, hostile.root / "train", "--device", "cpu", "--sort-into", dest, "--json")
+    )["predictions"]
     labeled = [r for r in rows if "label" in r]
     assert len(labeled) == 20  # train/{cat,dog,fox}/0.png clash when they share a label: none is lost
     for row in labeled:
@@ -368,8 +389,9 @@ def test_predict_sort_into_on_the_hostile_folder(hostile: HostileRuns, tmp_path:
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
-def test_out_of_memory_during_training_says_to_lower_the_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                    device: str) -> None:
+def test_out_of_memory_during_training_says_to_lower_the_batch_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
     forward = TransferModel.forward
 
     def oom(self, x):
@@ -389,9 +411,11 @@ def test_out_of_memory_during_training_says_to_lower_the_batch_size(tmp_path: Pa
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
 def test_device_cuda_without_a_gpu_is_a_clear_error(hostile: HostileRuns, tmp_path: Path, command: str) -> None:
-    args = {"train": ("train", "--data", hostile.root, "--out", tmp_path / "run", "--weights", "none"),
-            "evaluate": ("evaluate", hostile.model),
-            "predict": ("predict", hostile.model, hostile.root / "train" / "dog" / "0.png")}[command]
+    args = {
+        "train": ("train", "--data", hostile.root, "--out", tmp_path / "run", "--weights", "none"),
+        "evaluate": ("evaluate", hostile.model),
+        "predict": ("predict", hostile.model, hostile.root / "train" / "dog" / "0.png"),
+    }[command]
     line = error_line(catdog(*args, "--device", "cuda"))
     assert line == "error: --device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)"
     assert not (tmp_path / "run").exists()
@@ -400,15 +424,21 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(hostile: HostileRuns, tmp_pa
 # --- issue 12: nothing lost or overwritten, names that are not text, special files, needles ----------------------
 
 
-@pytest.mark.parametrize("target", ["the checkpoint itself", "an existing file", "a folder", "in a missing folder",
-                                    "under /proc"])
-def test_evaluate_report_never_overwrites_and_is_checked_before_any_work(hostile: HostileRuns, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch,
-                                                                         target: str) -> None:
+@pytest.mark.parametrize(
+    "target", ["the checkpoint itself", "an existing file", "a folder", "in a missing folder", "under /proc"]
+)
+def test_evaluate_report_never_overwrites_and_is_checked_before_any_work(
+    hostile: HostileRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
     mine = tmp_path / "mine.html"
     mine.write_text("the user's own file")
-    path = {"the checkpoint itself": hostile.model, "an existing file": mine, "a folder": tmp_path,
-            "in a missing folder": tmp_path / "missing" / "r.html", "under /proc": Path("/proc/catdog/r.html")}[target]
+    path = {
+        "the checkpoint itself": hostile.model,
+        "an existing file": mine,
+        "a folder": tmp_path,
+        "in a missing folder": tmp_path / "missing" / "r.html",
+        "under /proc": Path("/proc/catdog/r.html"),
+    }[target]
     monkeypatch.setattr(checkpoints, "load", pytest.fail)  # refused before the model is read
     before = snapshot(tmp_path), hostile.model.read_bytes()
     line = error_line(catdog("evaluate", hostile.model, "--device", "cpu", "--report", path))
@@ -416,8 +446,9 @@ def test_evaluate_report_never_overwrites_and_is_checked_before_any_work(hostile
     assert (snapshot(tmp_path), hostile.model.read_bytes()) == before
 
 
-def test_a_report_that_appeared_while_evaluate_ran_is_kept(hostile: HostileRuns, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_report_that_appeared_while_evaluate_ran_is_kept(
+    hostile: HostileRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from catdog_cli.reporting import html as report
 
     path = tmp_path / "report.html"
@@ -454,8 +485,18 @@ def named(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             make_image(tmp / "data" / name / os.fsdecode(b"img%d\xfe[i].png" % i), CLASS_COLORS[k % 5], (40 + i, 36))
     train = catdog("train", "--data", tmp / "data", *TINY_CLI, "--epochs", "1", "--out", tmp / "run")
     evaluate = catdog("evaluate", tmp / "run" / "best.pt", "--device", "cpu", "--report", tmp / "report.html")
-    predict = catdog("predict", tmp / "run" / "best.pt", tmp / "data", "--device", "cpu", "--csv", tmp / "p.csv",
-                     "--sort-into", tmp / "sorted", "--json")
+    predict = catdog(
+        "predict",
+        tmp / "run" / "best.pt",
+        tmp / "data",
+        "--device",
+        "cpu",
+        "--csv",
+        tmp / "p.csv",
+        "--sort-into",
+        tmp / "sorted",
+        "--json",
+    )
     return {"tmp": tmp, "train": train, "evaluate": evaluate, "predict": predict}
 
 
@@ -476,18 +517,21 @@ def test_names_that_are_not_plain_text_never_crash_a_finished_run(named: dict[st
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "char device"])
-def test_predict_lists_a_special_file_as_unreadable_and_never_hangs(hostile: HostileRuns, tmp_path: Path,
-                                                                     kind: str) -> None:
+def test_predict_lists_a_special_file_as_unreadable_and_never_hangs(
+    hostile: HostileRuns, tmp_path: Path, kind: str
+) -> None:
     path = special_file(kind, tmp_path)
     done: list = []
-    worker = threading.Thread(target=lambda: done.append(catdog("predict", hostile.model, path, "--device", "cpu",
-                                                                "--json")), daemon=True)
+    worker = threading.Thread(
+        target=lambda: done.append(catdog("predict", hostile.model, path, "--device", "cpu", "--json")), daemon=True
+    )
     worker.start()
     worker.join(timeout=120)  # a deadline for a hang, not a timing
     assert done, "predict hung on a special file"
     assert done[0].exit_code == 1  # nothing could be classified; the document still says why
     assert json.loads(done[0].stdout)["predictions"] == [
-        {"path": path, "error": "not a regular file (a FIFO, device or socket is never read)"}]
+        {"path": path, "error": "not a regular file (a FIFO, device or socket is never read)"}
+    ]
 
 
 def test_needle_images_are_skipped_by_train_and_predict(tmp_path: Path) -> None:
@@ -496,19 +540,25 @@ def test_needle_images_are_skipped_by_train_and_predict(tmp_path: Path) -> None:
         (data / "cat" / f"needle-{size[0]}x{size[1]}.png").write_bytes(bomb_png(*size))
     run = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", tmp_path / "run", "--json"))
     assert sorted(s["reason"] for s in run["skipped"]) == sorted(
-        f"{w}x{h} pixels is longer than 100:1; not a photo" for w, h in ((1, 1_000_000), (1_000_000, 1), (2, 60_000)))
-    rows = ok_json(catdog("predict", tmp_path / "run" / "best.pt", data / "cat", "--device", "cpu",
-                          "--json"))["predictions"]
+        f"{w}x{h} pixels is longer than 100:1; not a photo" for w, h in ((1, 1_000_000), (1_000_000, 1), (2, 60_000))
+    )
+    rows = ok_json(catdog("predict", tmp_path / "run" / "best.pt", data / "cat", "--device", "cpu", "--json"))[
+        "predictions"
+    ]
     assert sum("error" in r for r in rows) == 3
 
 
 EMPTY_VAL = {  # what val/ holds -> how it is made
     "nothing": lambda val: val.mkdir(),
     "empty class folders": lambda val: [(val / c).mkdir(parents=True) for c in ("cat", "dog")],
-    "only non-images": lambda val: [(val / c / "notes.txt").parent.mkdir(parents=True) or
-                                    (val / c / "notes.txt").write_text("x") for c in ("cat", "dog")],
-    "only broken images": lambda val: [(val / c / "b.jpg").parent.mkdir(parents=True) or
-                                       (val / c / "b.jpg").write_bytes(b"broken") for c in ("cat", "dog")],
+    "only non-images": lambda val: [
+        (val / c / "notes.txt").parent.mkdir(parents=True) or (val / c / "notes.txt").write_text("x")
+        for c in ("cat", "dog")
+    ],
+    "only broken images": lambda val: [
+        (val / c / "b.jpg").parent.mkdir(parents=True) or (val / c / "b.jpg").write_bytes(b"broken")
+        for c in ("cat", "dog")
+    ],
 }
 
 
@@ -518,13 +568,16 @@ def test_an_empty_val_folder_says_what_will_work(tmp_path: Path, case: str) -> N
     labeled_folder(data / "train", per_class=4)
     EMPTY_VAL[case](data / "val")
     line = error_line(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", tmp_path / "run"))
-    assert line == (f"error: no usable validation images in {data / 'val'}: put images in {data / 'val'}/<class>/, "
-                    "or remove that folder and catdog splits train into train and val (--val-split)")
+    assert line == (
+        f"error: no usable validation images in {data / 'val'}: put images in {data / 'val'}/<class>/, "
+        "or remove that folder and catdog splits train into train and val (--val-split)"
+    )
     assert not (tmp_path / "run").exists()
 
 
-def test_a_train_json_holds_only_the_document_while_weights_download(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_train_json_holds_only_the_document_while_weights_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torchvision
 
     from catdog_cli.models.backbones import TORCHVISION
@@ -537,8 +590,24 @@ def test_a_train_json_holds_only_the_document_while_weights_download(tmp_path: P
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", download)
     data = labeled_folder(tmp_path / "data", per_class=4)
-    result = catdog("train", "--data", data, "--backbone", "squeezenet1_1", "--weights", "default", "--image-size",
-                    "32", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "run", "--json")
+    result = catdog(
+        "train",
+        "--data",
+        data,
+        "--backbone",
+        "squeezenet1_1",
+        "--weights",
+        "default",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
     assert json.loads(result.stdout)["epochs"] == 1
     assert "Downloading: " in result.stderr
 
@@ -551,12 +620,19 @@ def test_fetch_prints_class_names_that_look_like_markup_as_they_are(tmp_path: Pa
     assert f"{name}, dog" in result.stdout
 
 
-@pytest.mark.parametrize("error", [
-    PermissionError(13, "Permission denied", "/data/x.csv"), OSError(28, "No space left on device", "/data/x.csv"),
-    OSError(30, "Read-only file system", "/data/x.csv"), OSError(5, "Input/output error")],
-    ids=["EACCES", "ENOSPC", "EROFS", "EIO"])
-def test_an_environment_error_no_check_foresaw_is_one_line(hostile: HostileRuns, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch, error: OSError) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied", "/data/x.csv"),
+        OSError(28, "No space left on device", "/data/x.csv"),
+        OSError(30, "Read-only file system", "/data/x.csv"),
+        OSError(5, "Input/output error"),
+    ],
+    ids=["EACCES", "ENOSPC", "EROFS", "EIO"],
+)
+def test_an_environment_error_no_check_foresaw_is_one_line(
+    hostile: HostileRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
     from catdog_cli.inference import predict
 
     def fails(*args, **kwargs):

@@ -31,10 +31,14 @@ def test_fit_recovers_the_temperature_the_labels_were_drawn_with(true_t: float) 
 def test_fit_keeps_t_1_without_mistakes_or_with_too_few_images() -> None:
     logits, labels = sampled(1.0, n=40, seed=2)
     right = logits.argmax(1)  # every prediction right: the NLL falls without end as T -> 0
-    assert calibration.fit_temperature(logits, right) == (1.0, "every val image is right: no mistakes to fit a "
-                                                               "temperature on")
+    assert calibration.fit_temperature(logits, right) == (
+        1.0,
+        "every val image is right: no mistakes to fit a temperature on",
+    )
     assert calibration.fit_temperature(logits[:19], labels[:19]) == (
-        1.0, "19 val images are too few to fit a temperature on (it takes 20)")
+        1.0,
+        "19 val images are too few to fit a temperature on (it takes 20)",
+    )
     assert calibration.fit_temperature(logits[:20], labels[:20])[1] is None
 
 
@@ -60,8 +64,12 @@ def test_reliability_bins_and_ece_by_hand() -> None:
 def test_selective_accuracy_and_coverage() -> None:
     confidence = torch.tensor([0.99, 0.97, 0.6, 0.95, 0.7])
     correct = torch.tensor([True, True, False, False, True])
-    assert calibration.selective(confidence, correct, 0.9) == {"threshold": 0.9, "coverage": 0.6,
-                                                               "accuracy": pytest.approx(2 / 3), "images": 3}
+    assert calibration.selective(confidence, correct, 0.9) == {
+        "threshold": 0.9,
+        "coverage": 0.6,
+        "accuracy": pytest.approx(2 / 3),
+        "images": 3,
+    }
     assert calibration.selective(confidence, correct, 0.999)["accuracy"] is None
 
 

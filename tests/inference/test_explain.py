@@ -34,8 +34,10 @@ def small_vit() -> TransferModel:
         return TransferModel(features, nn.Linear(features.num_features, 2)).eval()
 
 
-@pytest.mark.parametrize("backbone, size, side", [("resnet18", 64, 2), ("vgg11_bn", 64, 2), ("densenet121", 64, 2),
-                                                  ("timm:tf_efficientnet_lite0", 96, 3)])
+@pytest.mark.parametrize(
+    "backbone, size, side",
+    [("resnet18", 64, 2), ("vgg11_bn", 64, 2), ("densenet121", 64, 2), ("timm:tf_efficientnet_lite0", 96, 3)],
+)
 def test_every_kind_of_backbone_gets_a_map_that_follows_its_input(backbone, size, side):
     model = build_model(backbone, 2, "none", seed=0).eval()
     maps = Explainer(model)(patch_images(size), torch.tensor([0, 0]))

@@ -118,8 +118,19 @@ def test_parity_on_the_users_images_and_json(calibrated, tmp_path):
     for i in range(5):
         make_image(photos / f"{i}.png", CLASS_COLORS[i % 2], (50, 30 + i))
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
-    result = ok_json(catdog("export", calibrated, "--format", "torchscript", "--out", tmp_path / "m.torchscript",
-                            "--parity-images", photos, "--json"))
+    result = ok_json(
+        catdog(
+            "export",
+            calibrated,
+            "--format",
+            "torchscript",
+            "--out",
+            tmp_path / "m.torchscript",
+            "--parity-images",
+            photos,
+            "--json",
+        )
+    )
     assert result["parity"]["images"] == 5 and result["parity"]["source"] == str(photos)
     assert result["format"] == "torchscript" and Path(result["out"]).is_file()
 
@@ -128,8 +139,10 @@ def test_missing_onnx_packages_name_the_extra(calibrated, tmp_path, monkeypatch)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name))
     line = error_line(catdog("export", calibrated, "--out", tmp_path / "m.onnx"))
-    assert line == ("error: ONNX export needs onnxruntime: pip install onnx onnxscript onnxruntime (in a clone of "
-                    "catdog: pip install -e '.[export]')")
+    assert line == (
+        "error: ONNX export needs onnxruntime: pip install onnx onnxscript onnxruntime (in a clone of "
+        "catdog: pip install -e '.[export]')"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -45,8 +45,12 @@ def test_predict_rows_in_input_order_with_errors_for_unreadable_files(frozen_run
     (folder / "c.jpg").write_bytes(b"not a jpeg")
     single = make_image(tmp_path / "single.png", CLASS_COLORS[0], (30, 70))
     rows = predict(frozen_run["out"] / "best.pt", [single, folder], top_k=2, workers=1, device="cpu")
-    assert [r["path"] for r in rows] == [str(single), str(folder / "b.png"), str(folder / "c.jpg"),
-                                         str(folder / "sub" / "a.jpg")]
+    assert [r["path"] for r in rows] == [
+        str(single),
+        str(folder / "b.png"),
+        str(folder / "c.jpg"),
+        str(folder / "sub" / "a.jpg"),
+    ]
     bad = rows[2]
     assert set(bad) == {"path", "error"} and bad["error"]
     for r in rows[:2] + rows[3:]:
@@ -70,8 +74,11 @@ def test_predictions_csv_never_overwrites(tmp_path):
     rows = [{"path": "a.jpg", "label": "cat", "confidence": 0.9}, {"path": "b.jpg", "error": "empty file"}]
     path = tmp_path / "p.csv"
     write_predictions_csv(path, rows)
-    assert list(csv.reader(path.open())) == [["path", "label", "confidence", "error"], ["a.jpg", "cat", "0.9", ""],
-                                             ["b.jpg", "", "", "empty file"]]
+    assert list(csv.reader(path.open())) == [
+        ["path", "label", "confidence", "error"],
+        ["a.jpg", "cat", "0.9", ""],
+        ["b.jpg", "", "", "empty file"],
+    ]
     with pytest.raises(CatdogError, match="already exists"):
         write_predictions_csv(path, rows)
     assert len(path.read_text().splitlines()) == 3
@@ -82,8 +89,11 @@ def test_evaluate_reads_its_split_in_one_threaded_pass(frozen_run, monkeypatch):
     training run's, whatever the number of decode threads; it says how fast it went and at what precision."""
     sources = []
     real_evaluate = inference.evaluate
-    monkeypatch.setattr(inference, "evaluate", lambda model, source, *a, **k: sources.append(type(source).__name__)
-                        or real_evaluate(model, source, *a, **k))
+    monkeypatch.setattr(
+        inference,
+        "evaluate",
+        lambda model, source, *a, **k: sources.append(type(source).__name__) or real_evaluate(model, source, *a, **k),
+    )
     one = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=1)
     three = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=3, batch_size=3)
     assert sources == ["ThreadedSource", "ThreadedSource"]
@@ -100,13 +110,18 @@ def test_predict_reports_throughput_and_precision(frozen_run, tmp_path):
     for i in range(5):
         make_image(folder / f"{i}.png", CLASS_COLORS[i % 2])
     (folder / "broken.jpg").write_bytes(b"")
-    result = classify(frozen_run["out"] / "best.pt", [folder], batch_size=2, workers=2, device="cpu",
-                      precision="fp32")
+    result = classify(frozen_run["out"] / "best.pt", [folder], batch_size=2, workers=2, device="cpu", precision="fp32")
     assert (result["kind"], result["backbone"], result["device"], result["precision"]) == (
-        "predict", "resnet18", "cpu", "fp32")
+        "predict",
+        "resnet18",
+        "cpu",
+        "fp32",
+    )
     assert result["images_per_sec"] == pytest.approx(6 / result["seconds"])  # every file, read or not
     assert {Path(r["path"]).name: r.get("error") for r in result["predictions"]} == {
-        "broken.jpg": "empty file", **{f"{i}.png": None for i in range(5)}}
+        "broken.jpg": "empty file",
+        **{f"{i}.png": None for i in range(5)},
+    }
     bf16 = classify(frozen_run["out"] / "best.pt", [folder], batch_size=4, device="cpu", precision="bf16")
     assert bf16["precision"] == "bf16"
     assert [r.get("label") for r in bf16["predictions"]] == [r.get("label") for r in result["predictions"]]
@@ -172,23 +187,40 @@ def test_unsure_rows_keep_their_label_and_sort_into_their_own_folder(frozen_run,
 
 
 def test_a_class_named_like_the_unsure_folder_is_refused(tmp_path):
-    rows = [{"path": str(make_image(tmp_path / "a.png", CLASS_COLORS[0])), "label": "_unsure", "confidence": 0.4,
-             "unsure": True}]
+    rows = [
+        {
+            "path": str(make_image(tmp_path / "a.png", CLASS_COLORS[0])),
+            "label": "_unsure",
+            "confidence": 0.4,
+            "unsure": True,
+        }
+    ]
     with pytest.raises(CatdogError, match="a class is named _unsure"):
         sort_into_folders(rows, tmp_path / "sorted")
     assert not (tmp_path / "sorted").exists()
 
 
 def test_predictions_csv_with_unsure_and_top_k_columns(tmp_path):
-    rows = [{"path": "a.jpg", "label": "cat", "confidence": 0.6, "unsure": True,
-             "top": [{"label": "cat", "confidence": 0.6}, {"label": "dog", "confidence": 0.3},
-                     {"label": "fox", "confidence": 0.1}]},
-            {"path": "b.jpg", "error": "empty file"}]
+    rows = [
+        {
+            "path": "a.jpg",
+            "label": "cat",
+            "confidence": 0.6,
+            "unsure": True,
+            "top": [
+                {"label": "cat", "confidence": 0.6},
+                {"label": "dog", "confidence": 0.3},
+                {"label": "fox", "confidence": 0.1},
+            ],
+        },
+        {"path": "b.jpg", "error": "empty file"},
+    ]
     write_predictions_csv(tmp_path / "p.csv", rows)
     assert list(csv.reader((tmp_path / "p.csv").open())) == [
         ["path", "label", "confidence", "unsure", "label_2", "confidence_2", "label_3", "confidence_3", "error"],
         ["a.jpg", "cat", "0.6", "True", "dog", "0.3", "fox", "0.1", ""],
-        ["b.jpg", "", "", "", "", "", "", "", "empty file"]]
+        ["b.jpg", "", "", "", "", "", "", "", "empty file"],
+    ]
 
 
 def test_predict_and_evaluate_apply_the_checkpoints_temperature(frozen_run, tmp_path):
@@ -202,7 +234,8 @@ def test_predict_and_evaluate_apply_the_checkpoints_temperature(frozen_run, tmp_
     for p, c in zip(plain, calibrated):
         assert c["label"] == p["label"]
         assert math.log(c["confidence"] / (1 - c["confidence"])) == pytest.approx(
-            math.log(p["confidence"] / (1 - p["confidence"])) / 2, rel=1e-3)
+            math.log(p["confidence"] / (1 - p["confidence"])) / 2, rel=1e-3
+        )
 
     result = evaluate_checkpoint(hot, workers=1, device="cpu", min_confidence=0.55)
     cal = result["calibration"]

@@ -266,8 +266,9 @@ def test_timm_missing_is_a_catdog_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_timm)
     with pytest.raises(CatdogError) as refused:  # catdog is not on PyPI: the hint names what can be installed
         backbones.preprocessing(LITE0)
-    assert str(refused.value) == ("timm backbones need timm: pip install timm (in a clone of catdog: "
-                                  "pip install -e '.[timm]')")
+    assert str(refused.value) == (
+        "timm backbones need timm: pip install timm (in a clone of catdog: pip install -e '.[timm]')"
+    )
 
 
 @pytest.mark.skipif(not LITE0_WEIGHTS.is_file(), reason="../shared/weights is absent")
@@ -289,9 +290,18 @@ def test_the_torch_free_list_of_backbone_names_is_the_registry():
     assert tuple(TORCHVISION) == TORCHVISION_BACKBONES
 
 
-@pytest.mark.parametrize(("typo", "meant"), [
-    ("resnet9", "resnet18"), ("resnet_18", "resnet18"), ("vgg16bn", "vgg16_bn"), ("densenet", "densenet121"),
-    ("mobilenetv2", "mobilenet_v2"), ("efficientnet-b0", "efficientnet_b0"), ("Resnet34", "resnet34")])
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("resnet9", "resnet18"),
+        ("resnet_18", "resnet18"),
+        ("vgg16bn", "vgg16_bn"),
+        ("densenet", "densenet121"),
+        ("mobilenetv2", "mobilenet_v2"),
+        ("efficientnet-b0", "efficientnet_b0"),
+        ("Resnet34", "resnet34"),
+    ],
+)
 def test_an_unknown_backbone_suggests_the_closest_names(typo, meant):
     with pytest.raises(CatdogError, match=rf"unknown backbone '{typo}'; did you mean [^?]*\b{meant}\b"):
         build_model(typo, 2, weights="none")
@@ -300,8 +310,12 @@ def test_an_unknown_backbone_suggests_the_closest_names(typo, meant):
 @pytest.mark.parametrize("layout", ["fp16", "bf16", "fp64", "sparse"])
 def test_a_weights_file_in_another_precision_or_layout_loads_as_fp32(tmp_path, layout):
     full = TORCHVISION["resnet18"].build_full()
-    convert = {"fp16": lambda v: v.half(), "bf16": lambda v: v.bfloat16(), "fp64": lambda v: v.double(),
-               "sparse": lambda v: v.to_sparse() if v.dim() == 2 else v}[layout]
+    convert = {
+        "fp16": lambda v: v.half(),
+        "bf16": lambda v: v.bfloat16(),
+        "fp64": lambda v: v.double(),
+        "sparse": lambda v: v.to_sparse() if v.dim() == 2 else v,
+    }[layout]
     path = tmp_path / "weights.pth"
     torch.save({k: convert(v) if v.is_floating_point() else v for k, v in full.state_dict().items()}, path)
     model = build_model("resnet18", 2, weights=str(path))

@@ -13,8 +13,16 @@ from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import build_model
 
-META = {"backbone": "resnet18", "classes": ["ants", "bees"], "image_size": 32, "resize": 37,
-        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "strategy": "freeze", "metrics": {"acc": 0.5}}
+META = {
+    "backbone": "resnet18",
+    "classes": ["ants", "bees"],
+    "image_size": 32,
+    "resize": 37,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "strategy": "freeze",
+    "metrics": {"acc": 0.5},
+}
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +179,22 @@ ODD = {  # a field of the checkpoint -> values no model can be used with
     "std": [[0.0, 1.0, 1.0], [-0.2, 0.2, 0.2], [float("inf")] * 3, [1, 1], None],
     "backbone": ["resnet9000", "", 5, None],
     "state_dict": [{}, [1, 2], {"head.weight": [1.0]}, None],
-    "calibration": [{"temperature": 0.0}, {"temperature": -1.0}, {"temperature": float("nan")},
-                    {"temperature": "2"}, 1.5, None],
+    "calibration": [
+        {"temperature": 0.0},
+        {"temperature": -1.0},
+        {"temperature": float("nan")},
+        {"temperature": "2"},
+        1.5,
+        None,
+    ],
 }
 
 
-@pytest.mark.parametrize(("field", "value"), [(f, v) for f, values in ODD.items() for v in values],
-                         ids=[f"{f}={v!r}"[:40] for f, values in ODD.items() for v in values])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(f, v) for f, values in ODD.items() for v in values],
+    ids=[f"{f}={v!r}"[:40] for f, values in ODD.items() for v in values],
+)
 def test_a_checkpoint_with_an_odd_field_is_refused_in_one_line(tmp_path, field, value):
     path = tmp_path / "best.pt"
     valid = {"format": checkpoints.FORMAT, **META, "state_dict": {"head.weight": torch.zeros(2, 512)}}
@@ -203,5 +220,7 @@ def test_a_checkpoint_whose_head_does_not_fit_its_classes_says_why(tmp_path, sma
     path = _saved(tmp_path, small, meta={**SMALL_META, "classes": classes})
     with pytest.raises(CatdogError) as info:
         checkpoints.restore_model(checkpoints.load(path))
-    assert str(info.value) == (f"checkpoint does not match backbone squeezenet1_1: head.1.weight has shape (2, 512, 1, "
-                               f"1) in the file; a model for {len(classes)} classes needs ({len(classes)}, 512, 1, 1)")
+    assert str(info.value) == (
+        f"checkpoint does not match backbone squeezenet1_1: head.1.weight has shape (2, 512, 1, "
+        f"1) in the file; a model for {len(classes)} classes needs ({len(classes)}, 512, 1, 1)"
+    )

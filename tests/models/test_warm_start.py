@@ -32,8 +32,9 @@ def test_other_classes_keep_the_backbone_and_get_a_new_head(frozen_run):
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in features_of(saved).items())
     assert state["head.weight"].shape == (3, 512) and not state["head.weight"].is_meta
-    assert events.notes == [f"{best} was trained on cat, dog; this data has ant, bee, wasp: its backbone carries "
-                            "over, the head is new"]
+    assert events.notes == [
+        f"{best} was trained on cat, dog; this data has ant, bee, wasp: its backbone carries over, the head is new"
+    ]
 
 
 def test_catdog_checkpoints_are_told_from_state_dicts(frozen_run):
@@ -46,9 +47,28 @@ def test_train_from_a_checkpoint_on_other_classes(frozen_run, tmp_path):
     """What failed with '245 missing and 296 unexpected keys': a freeze run on new classes keeps the backbone."""
     data = labeled_folder(tmp_path / "data", classes=("ant", "bee", "wasp"), per_class=4)
     best = frozen_run["out"] / "best.pt"
-    result = catdog("train", "--data", data, "--weights", best, "--backbone", "resnet18", "--strategy", "freeze",
-                    "--epochs", "1", "--image-size", "32", "--device", "cpu", "--batch-size", "4", "--out",
-                    tmp_path / "run", "--json")
+    result = catdog(
+        "train",
+        "--data",
+        data,
+        "--weights",
+        best,
+        "--backbone",
+        "resnet18",
+        "--strategy",
+        "freeze",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
     run = ok_json(result)
     assert run["classes"] == ["ant", "bee", "wasp"] and run["config"]["weights"] == str(best)
     assert "its backbone carries over, the head is new" in " ".join(result.stderr.split())
@@ -58,18 +78,34 @@ def test_train_from_a_checkpoint_on_other_classes(frozen_run, tmp_path):
 
 def test_a_checkpoint_of_another_backbone_is_refused(frozen_run, tmp_path):
     data = labeled_folder(tmp_path / "data", per_class=4)
-    line = error_line(catdog("train", "--data", data, "--weights", frozen_run["out"] / "best.pt", "--backbone",
-                             "resnet34", "--image-size", "32", "--device", "cpu", "--out", tmp_path / "run"))
-    assert line == (f"error: {frozen_run['out'] / 'best.pt'} holds a resnet18 model, not resnet34: add --backbone "
-                    "resnet18 to train from it")
+    line = error_line(
+        catdog(
+            "train",
+            "--data",
+            data,
+            "--weights",
+            frozen_run["out"] / "best.pt",
+            "--backbone",
+            "resnet34",
+            "--image-size",
+            "32",
+            "--device",
+            "cpu",
+            "--out",
+            tmp_path / "run",
+        )
+    )
+    assert line == (
+        f"error: {frozen_run['out'] / 'best.pt'} holds a resnet18 model, not resnet34: add --backbone "
+        "resnet18 to train from it"
+    )
 
 
 def test_fit_from_a_checkpoint_on_the_same_classes(frozen_run, tmp_path):
     """Same classes: the head starts as the checkpoint's too (at a learning rate of ~0 it stays there, with the
     checkpoint's val accuracy)."""
     best = frozen_run["out"] / "best.pt"
-    config = TrainConfig(str(frozen_run["root"]), strategy="freeze", epochs=1, lr=1e-12, weights=str(best),
-                         **TINY)
+    config = TrainConfig(str(frozen_run["root"]), strategy="freeze", epochs=1, lr=1e-12, weights=str(best), **TINY)
     result = fit(config, tmp_path / "run")
     head = checkpoints.load(tmp_path / "run" / "last.pt")["state_dict"]["head.weight"]
     assert torch.allclose(head, checkpoints.load(best)["state_dict"]["head.weight"], atol=1e-6)

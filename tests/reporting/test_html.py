@@ -137,9 +137,19 @@ def train_run(tmp_path: Path) -> dict:
     history[2]["val_loss"] = float("nan")  # a diverged batch must not break the chart
     return {
         "kind": "train",
-        "config": {"backbone": "resnet34", "strategy": "freeze", "weights": "default", "image_size": 224,
-                   "epochs": 7, "batch_size": 32, "lr": 0.001, "lr_ratio": 10, "device": "cpu", "seed": 0,
-                   "data": "/data/hymenoptera"},
+        "config": {
+            "backbone": "resnet34",
+            "strategy": "freeze",
+            "weights": "default",
+            "image_size": 224,
+            "epochs": 7,
+            "batch_size": 32,
+            "lr": 0.001,
+            "lr_ratio": 10,
+            "device": "cpu",
+            "seed": 0,
+            "data": "/data/hymenoptera",
+        },
         "versions": {"catdog": "0.1.0", "torch": "2.14.1", "torchvision": "0.29.1", "python": "3.11.7"},
         "classes": CLASSES,
         "params": {"total": 21285698, "trainable": 1539},
@@ -147,7 +157,11 @@ def train_run(tmp_path: Path) -> dict:
         "best_epoch": 6,
         "best_val_acc": 0.78,
         "evaluation": {
-            "split": "val", "checkpoint": "best.pt", "num_images": 153, "accuracy": 0.7843, "loss": 0.5012,
+            "split": "val",
+            "checkpoint": "best.pt",
+            "num_images": 153,
+            "accuracy": 0.7843,
+            "loss": 0.5012,
             "per_class": [
                 {"class": "ants", "precision": 0.8125, "recall": 0.7429, "f1": 0.7761, "support": 70},
                 {"class": "bees", "precision": 0.7619, "recall": 0.8533, "f1": 0.805, "support": 75},
@@ -156,13 +170,28 @@ def train_run(tmp_path: Path) -> dict:
             "confusion": [[52, 16, 2], [10, 64, 1], [2, 3, 3]],
         },
         "top_losses": [
-            {"path": str(photo(tmp_path / "side.jpg", (400, 200), exif=exif)), "true": "ants", "pred": "bees",
-             "confidence": 0.9731, "loss": 3.6154},
+            {
+                "path": str(photo(tmp_path / "side.jpg", (400, 200), exif=exif)),
+                "true": "ants",
+                "pred": "bees",
+                "confidence": 0.9731,
+                "loss": 3.6154,
+            },
             {"path": str(tmp_path / "noise.jpg"), "true": "bees", "pred": "ants", "confidence": 0.91, "loss": 2.41},
-            {"path": str(photo(tmp_path / "small.png", (60, 40))), "true": "<wasps & co>", "pred": "bees",
-             "confidence": 0.88, "loss": 2.1203},
-            {"path": str(tmp_path / "gone.jpg"), "true": "bees", "pred": "<wasps & co>", "confidence": 0.8,
-             "loss": 1.61},
+            {
+                "path": str(photo(tmp_path / "small.png", (60, 40))),
+                "true": "<wasps & co>",
+                "pred": "bees",
+                "confidence": 0.88,
+                "loss": 2.1203,
+            },
+            {
+                "path": str(tmp_path / "gone.jpg"),
+                "true": "bees",
+                "pred": "<wasps & co>",
+                "confidence": 0.8,
+                "loss": 1.61,
+            },
             {"path": str(tmp_path / "broken.jpg"), "true": "ants", "pred": "bees", "confidence": 0.75, "loss": 1.39},
         ],
         "out": "runs/train3",
@@ -173,13 +202,26 @@ def train_run(tmp_path: Path) -> dict:
 def compare_result() -> dict:
     def cell(backbone: str, strategy: str, acc: float, trainable: int, seconds: float, **kw: object) -> dict:
         row = {
-            "backbone": backbone, "strategy": strategy, "status": "ok", "error": None,
+            "backbone": backbone,
+            "strategy": strategy,
+            "status": "ok",
+            "error": None,
             "params_total": {"resnet18": 11177538, "resnet34": 21285698, "mobilenet_v3_small": 1519906}[backbone],
-            "params_trainable": trainable, "best_val_acc": acc, "best_epoch": 3, "val_loss": round(1 - acc, 3),
-            "test_acc": None, "train_seconds": seconds, "images_per_sec": round(244 * 3 / seconds, 1),
+            "params_trainable": trainable,
+            "best_val_acc": acc,
+            "best_epoch": 3,
+            "val_loss": round(1 - acc, 3),
+            "test_acc": None,
+            "train_seconds": seconds,
+            "images_per_sec": round(244 * 3 / seconds, 1),
             "history": [
-                {"epoch": e, "val_acc": round(acc - 0.1 / e, 4), "val_loss": 0.5 / e, "train_loss": 0.6 / e,
-                 "train_acc": 0.7}
+                {
+                    "epoch": e,
+                    "val_acc": round(acc - 0.1 / e, 4),
+                    "val_loss": 0.5 / e,
+                    "train_loss": 0.6 / e,
+                    "train_acc": 0.7,
+                }
                 for e in (1, 2, 3)
             ],
         }
@@ -187,15 +229,31 @@ def compare_result() -> dict:
 
     def failed(strategy: str, error: str | None, history: list[dict]) -> dict:
         return {
-            "backbone": "resnet34", "strategy": strategy, "status": "failed", "error": error,
-            "params_total": 21285698, "params_trainable": 21285698, "best_val_acc": None, "best_epoch": None,
-            "val_loss": None, "test_acc": None, "train_seconds": None, "images_per_sec": None, "history": history,
+            "backbone": "resnet34",
+            "strategy": strategy,
+            "status": "failed",
+            "error": error,
+            "params_total": 21285698,
+            "params_trainable": 21285698,
+            "best_val_acc": None,
+            "best_epoch": None,
+            "val_loss": None,
+            "test_acc": None,
+            "train_seconds": None,
+            "images_per_sec": None,
+            "history": history,
         }
 
     return {
         "kind": "compare",
-        "config": {"data": "/data/hymenoptera", "epochs": 3, "image_size": 224, "weights": "default",
-                   "device": "cuda", "seed": 0},
+        "config": {
+            "data": "/data/hymenoptera",
+            "epochs": 3,
+            "image_size": 224,
+            "weights": "default",
+            "device": "cuda",
+            "seed": 0,
+        },
         "versions": {"catdog": "0.1.0", "torch": "2.14.1", "torchvision": "0.29.1", "python": "3.11.7"},
         "rows": [
             cell("resnet18", "freeze", 0.8889, 1026, 9.8),
@@ -203,8 +261,11 @@ def compare_result() -> dict:
             cell("resnet34", "freeze", 0.9085, 1026, 12.5),
             cell("mobilenet_v3_small", "freeze", 0.8301, 2050, 6.1),
             cell("mobilenet_v3_small", "finetune", 0.8627, 1519906, 7.4),
-            failed("finetune", "CUDA out of memory <tried 2.00 GiB>",
-                   [{"epoch": 1, "val_acc": 0.7, "val_loss": 0.6, "train_loss": 0.7, "train_acc": 0.6}]),
+            failed(
+                "finetune",
+                "CUDA out of memory <tried 2.00 GiB>",
+                [{"epoch": 1, "val_acc": 0.7, "val_loss": 0.6, "train_loss": 0.7, "train_acc": 0.6}],
+            ),
             failed("discriminative", None, []),
         ],
     }
@@ -247,8 +308,15 @@ def test_train_report_numbers_equal_the_json(train_run: dict, tmp_path: Path) ->
         for r in ev["per_class"]
     ]
     assert page.table_with("epoch") == [
-        [fmt(h["epoch"], "int"), fmt(h["train_loss"]), fmt(h["train_acc"], "pct"), fmt(h["val_loss"]),
-         fmt(h["val_acc"], "pct"), fmt(h["lr"]), fmt(h["seconds"], "sec")]
+        [
+            fmt(h["epoch"], "int"),
+            fmt(h["train_loss"]),
+            fmt(h["train_acc"], "pct"),
+            fmt(h["val_loss"]),
+            fmt(h["val_acc"], "pct"),
+            fmt(h["lr"]),
+            fmt(h["seconds"], "sec"),
+        ]
         for h in train_run["history"]
     ]
     config_rows = dict(map(tuple, page.tables[-2]))
@@ -259,9 +327,13 @@ def test_train_report_numbers_equal_the_json(train_run: dict, tmp_path: Path) ->
     assert dict(map(tuple, page.tables[-1])) == train_run["versions"]
     text = " ".join(" ".join(page.text).split())
     for shown in (
-        fmt(train_run["best_val_acc"], "pct"), f"at epoch {train_run['best_epoch']} of 7",
-        f"accuracy on val split {fmt(ev['accuracy'], 'pct')}", f"loss {fmt(ev['loss'])}",
-        f"{fmt(ev['num_images'], 'int')} images", "checkpoint best.pt", fmt(train_run["params"]["total"], "int"),
+        fmt(train_run["best_val_acc"], "pct"),
+        f"at epoch {train_run['best_epoch']} of 7",
+        f"accuracy on val split {fmt(ev['accuracy'], 'pct')}",
+        f"loss {fmt(ev['loss'])}",
+        f"{fmt(ev['num_images'], 'int')} images",
+        "checkpoint best.pt",
+        fmt(train_run["params"]["total"], "int"),
         *(f"confidence {fmt(t['confidence'], 'pct')} · loss {fmt(t['loss'])}" for t in train_run["top_losses"]),
     ):
         assert shown in text
@@ -278,11 +350,14 @@ def test_train_report_shows_calibration_with_a_reliability_diagram(train_run: di
     assert len(marks(chart, "circle", "pt")) == bins + 2  # each bin before and after, and the diagonal's ends
     assert len(marks(chart, "path", "line")) == 3
     first = cal["reliability_after"][0]
-    assert (f"calibrated (T = {fmt(cal['temperature'])}), confidence {fmt(first['lo'], 'pct')}–"
-            f"{fmt(first['hi'], 'pct')}: {first['count']} images") in " ".join(texts(chart, "title"))
+    assert (
+        f"calibrated (T = {fmt(cal['temperature'])}), confidence {fmt(first['lo'], 'pct')}–"
+        f"{fmt(first['hi'], 'pct')}: {first['count']} images"
+    ) in " ".join(texts(chart, "title"))
     assert page.table_with("confidence ≥") == [
         [fmt(c["threshold"]), fmt(c["images"], "int"), fmt(c["coverage"], "pct"), fmt(c["accuracy"], "pct")]
-        for c in cal["coverage"]]
+        for c in cal["coverage"]
+    ]
     text = " ".join(" ".join(page.text).split())
     assert f"expected calibration error {fmt(cal['ece_before'], 'pct')} → {fmt(cal['ece_after'], 'pct')}" in text
     assert "the calibrated figure is optimistic" in text  # measured on the images T was fitted on
@@ -369,9 +444,14 @@ def test_compare_report_charts_and_table(compare_result: dict, tmp_path: Path) -
     assert [row[0] for row in table] == ["★ " + names[0], *names[1:]]  # best first and marked, failed last
     for row, r in zip(table, ranked, strict=False):
         assert row[1:] == [
-            fmt(r["best_val_acc"], "pct"), fmt(r["test_acc"], "pct"), fmt(r["best_epoch"], "int"),
-            fmt(r["train_seconds"], "sec"), fmt(r["params_trainable"], "params"), fmt(r["val_loss"], "loss"),
-            fmt(r["params_total"], "params"), fmt(r["images_per_sec"], "rate"),
+            fmt(r["best_val_acc"], "pct"),
+            fmt(r["test_acc"], "pct"),
+            fmt(r["best_epoch"], "int"),
+            fmt(r["train_seconds"], "sec"),
+            fmt(r["params_trainable"], "params"),
+            fmt(r["val_loss"], "loss"),
+            fmt(r["params_total"], "params"),
+            fmt(r["images_per_sec"], "rate"),
         ]
     assert table[-2][1:] == ["failed: CUDA out of memory <tried 2.00 GiB>"]  # spans the metric columns
     assert table[-1][1:] == ["failed: no reason recorded"]
@@ -426,11 +506,25 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def screenshot(html: Path, png: Path, width: int = 1200) -> Path:
     """Render with headless chromium; no network, no profile, no GPU."""
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--hide-scrollbars", f"--user-data-dir={png.parent / 'profile'}", f"--screenshot={png}",
-         f"--window-size={width},2000", html.as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={png.parent / 'profile'}",
+            f"--screenshot={png}",
+            f"--window-size={width},2000",
+            html.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return png
 
@@ -456,8 +550,11 @@ def test_browser_renders_the_report(kind: str, train_run: dict, compare_result: 
 
 
 def test_train_report_says_why_training_ended_and_notes_an_imbalance(train_run: dict, tmp_path: Path) -> None:
-    run = {**train_run, "ended": "early stopping: no better val accuracy in the 2 epoch(s) after epoch 6",
-           "train_counts": {"ants": 124, "bees": 24, "<wasps & co>": 30}}
+    run = {
+        **train_run,
+        "ended": "early stopping: no better val accuracy in the 2 epoch(s) after epoch 6",
+        "train_counts": {"ants": 124, "bees": 24, "<wasps & co>": 30},
+    }
     html = write_train_report(run, tmp_path / "report.html").read_text()
     assert "Training ended: early stopping" in html
     assert "Imbalanced training classes: ants has 124 images, bees 24 (5.2x)" in html
@@ -470,10 +567,25 @@ def test_lr_find_report_has_a_chart_per_strategy_with_the_suggestion_marked(tmp_
 
     lrs = [1e-6 * 10 ** (i / 10) for i in range(60)]
     losses = [0.7 if i < 20 else max(0.1, 0.7 - 0.03 * (i - 20)) if i < 50 else 0.1 * 3 ** (i - 50) for i in range(60)]
-    curve = {"strategy": "freeze", "lrs": lrs, "losses": losses, "smoothed": losses, "suggested_lr": lrs[30],
-             "min_loss_lr": lrs[45], "lr_ratio": 10.0, "ended": "the loss blew up"}
-    result = {"kind": "lr_find", "config": {"data": "/data/x", "backbone": "resnet18"}, "classes": ["a", "b"],
-              "device": "cpu", "curves": [curve, {**curve, "strategy": "finetune"}], "out": "o", "report": "r"}
+    curve = {
+        "strategy": "freeze",
+        "lrs": lrs,
+        "losses": losses,
+        "smoothed": losses,
+        "suggested_lr": lrs[30],
+        "min_loss_lr": lrs[45],
+        "lr_ratio": 10.0,
+        "ended": "the loss blew up",
+    }
+    result = {
+        "kind": "lr_find",
+        "config": {"data": "/data/x", "backbone": "resnet18"},
+        "classes": ["a", "b"],
+        "device": "cpu",
+        "curves": [curve, {**curve, "strategy": "finetune"}],
+        "out": "o",
+        "report": "r",
+    }
     page = parse(write_lr_find_report(result, tmp_path / "lr.html"))
     html = (tmp_path / "lr.html").read_text()
     assert 'data-figure="lr-freeze"' in html and 'data-figure="lr-finetune"' in html

@@ -64,18 +64,26 @@ def test_bf16_detection_asks_torch_then_the_kernel(monkeypatch, tmp_path):
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
     real_read = Path.read_text
     for flags, native in (("fpu avx512f avx512_bf16 sse", True), ("fpu avx512f avx2", False)):
-        monkeypatch.setattr(Path, "read_text", lambda self, *a, flags=flags, **k: (
-            f"flags\t\t: {flags}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)))
+        monkeypatch.setattr(
+            Path,
+            "read_text",
+            lambda self, *a, flags=flags, **k: (
+                f"flags\t\t: {flags}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)
+            ),
+        )
         assert runtime.cpu_bf16_native() == native
 
 
-@pytest.mark.parametrize("precision, strategy, augment", [("bf16", "finetune", True), ("bf16", "freeze", False),
-                                                          ("fp32", "finetune", True)],
-                         ids=["bf16-finetune", "bf16-freeze-cached-features", "fp32"])
+@pytest.mark.parametrize(
+    "precision, strategy, augment",
+    [("bf16", "finetune", True), ("bf16", "freeze", False), ("fp32", "finetune", True)],
+    ids=["bf16-finetune", "bf16-freeze-cached-features", "fp32"],
+)
 def test_a_run_trains_at_the_precision_asked_and_records_it(tmp_path, precision, strategy, augment):
     data = labeled_folder(tmp_path / "data", per_class=6)
-    config = TrainConfig(str(data), strategy=strategy, augment=augment, epochs=1, weights="none",
-                         precision=precision, **TINY)
+    config = TrainConfig(
+        str(data), strategy=strategy, augment=augment, epochs=1, weights="none", precision=precision, **TINY
+    )
     result = fit(config, tmp_path / "run", Events())
     assert result["precision"] == precision and result["config"]["precision"] == precision
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in result["history"])
@@ -83,8 +91,23 @@ def test_a_run_trains_at_the_precision_asked_and_records_it(tmp_path, precision,
 
 def test_precision_option_reaches_train_evaluate_and_predict(tmp_path):
     data = labeled_folder(tmp_path / "data", per_class=6)
-    run = ok_json(catdog("train", "--data", data, "--epochs", "1", *TINY_CLI, "--batch-size", "4",
-                         "--precision", "fp32", "--out", tmp_path / "run", "--json"))
+    run = ok_json(
+        catdog(
+            "train",
+            "--data",
+            data,
+            "--epochs",
+            "1",
+            *TINY_CLI,
+            "--batch-size",
+            "4",
+            "--precision",
+            "fp32",
+            "--out",
+            tmp_path / "run",
+            "--json",
+        )
+    )
     assert run["precision"] == "fp32"
     model = tmp_path / "run" / "best.pt"
     evaluated = ok_json(catdog("evaluate", model, "--device", "cpu", "--precision", "bf16", "--json"))
@@ -92,4 +115,5 @@ def test_precision_option_reaches_train_evaluate_and_predict(tmp_path):
     predicted = ok_json(catdog("predict", model, data / "cat", "--device", "cpu", "--precision", "bf16", "--json"))
     assert predicted["precision"] == "bf16" and len(predicted["predictions"]) == 6
     assert error_line(catdog("predict", model, data, "--precision", "half")) == (
-        "error: unknown precision 'half'; use auto, fp32, bf16")
+        "error: unknown precision 'half'; use auto, fp32, bf16"
+    )

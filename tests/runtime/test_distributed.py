@@ -56,7 +56,8 @@ def test_the_rank_timeout_defaults_to_30_minutes(monkeypatch):
 @pytest.mark.parametrize("recipe", ['strategy="finetune"', 'strategy="freeze-unfreeze", freeze_epochs=1, ema=True'])
 def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path, recipe):
     script = tmp_path / "train_ddp.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, torch
         from catdog_cli import TrainConfig
         from catdog_cli.training import loop as engine
@@ -80,7 +81,8 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
         if rank == "0":
             import json
             print("RESULT " + json.dumps(result))
-    """))
+    """)
+    )
     done = torchrun([str(script)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
@@ -102,8 +104,26 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
 
 def test_compare_under_torchrun_runs_each_cell_once(colors, tmp_path):
     out = tmp_path / "cmp"
-    done = torchrun(["-m", "catdog_cli", "compare", "--data", str(colors), "--backbones", "resnet18,squeezenet1_1",
-                     "--strategies", "freeze,finetune", "--epochs", "1", *TINY, "--out", str(out), "--json"], tmp_path)
+    done = torchrun(
+        [
+            "-m",
+            "catdog_cli",
+            "compare",
+            "--data",
+            str(colors),
+            "--backbones",
+            "resnet18,squeezenet1_1",
+            "--strategies",
+            "freeze,finetune",
+            "--epochs",
+            "1",
+            *TINY,
+            "--out",
+            str(out),
+            "--json",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)  # rank 0 alone prints
     cells = [(r["backbone"], r["strategy"]) for r in result["rows"]]
@@ -115,7 +135,8 @@ def test_compare_under_torchrun_runs_each_cell_once(colors, tmp_path):
 
 def test_a_failing_rank_ends_the_job_nonzero_in_bounded_time(colors, tmp_path):
     script = tmp_path / "fail.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os
         from catdog_cli import TrainConfig, fit
         if os.environ["RANK"] == "1":
@@ -123,7 +144,8 @@ def test_a_failing_rank_ends_the_job_nonzero_in_bounded_time(colors, tmp_path):
         config = TrainConfig({str(colors)!r}, backbone="resnet18", epochs=50, batch_size=4, image_size=32,
                                     weights="none", device="cpu", workers=1)
         fit(config, {str(tmp_path / "run")!r})
-    """))
+    """)
+    )
     start = time.monotonic()
     done = torchrun([str(script)], tmp_path, timeout=180)
     assert done.returncode != 0

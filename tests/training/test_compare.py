@@ -21,8 +21,22 @@ from catdog_cli.training import compare as compare_mod
 from catdog_cli.training.compare import compare
 
 STRATEGIES = ["finetune", "freeze", "discriminative"]
-ROW_FIELDS = {"backbone", "strategy", "status", "error", "params_total", "params_trainable", "best_val_acc",
-              "best_epoch", "val_loss", "test_acc", "train_seconds", "cell_seconds", "images_per_sec", "history"}
+ROW_FIELDS = {
+    "backbone",
+    "strategy",
+    "status",
+    "error",
+    "params_total",
+    "params_trainable",
+    "best_val_acc",
+    "best_epoch",
+    "val_loss",
+    "test_acc",
+    "train_seconds",
+    "cell_seconds",
+    "images_per_sec",
+    "history",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +56,9 @@ def colors(tmp_path_factory) -> Path:
 
 def small_grid(data: Path, backbones=("resnet18", "squeezenet1_1"), strategies=STRATEGIES, **train) -> CompareConfig:
     settings = dict(epochs=1, batch_size=8, image_size=32, weights="none", device="cpu", workers=1)
-    return CompareConfig(TrainConfig(str(data), **(settings | train)), backbones=list(backbones),
-                         strategies=list(strategies))
+    return CompareConfig(
+        TrainConfig(str(data), **(settings | train)), backbones=list(backbones), strategies=list(strategies)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +73,8 @@ def test_every_cell_runs_once_with_the_full_row(grid):
     result, _, events = grid
     assert len(result["rows"]) == 6
     assert {(r["backbone"], r["strategy"]) for r in result["rows"]} == {
-        (b, s) for b in ("resnet18", "squeezenet1_1") for s in STRATEGIES}
+        (b, s) for b in ("resnet18", "squeezenet1_1") for s in STRATEGIES
+    }
     assert len(events.epochs) == 6 and len(events.cells) == 6
     for row in result["rows"]:
         assert set(row) == ROW_FIELDS
@@ -139,6 +155,7 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(colors, tmp_path, monkeyp
 
 def test_a_bug_in_a_cell_is_not_taken_for_a_failed_cell(colors, tmp_path, monkeypatch):
     """Only catdog's own errors and out of memory are a cell's failure; anything else is a bug and surfaces."""
+
     def broken(*args, **kwargs):
         raise ValueError("a bug")
 
@@ -157,9 +174,29 @@ def test_unknown_strategy_is_refused_before_work(colors, tmp_path):
 
 
 def _grid_args(colors: Path, out: Path, backbones: str = "squeezenet1_1") -> list:
-    return ["compare", "--data", colors, "--backbones", backbones, "--strategies", "freeze,finetune", "--epochs", "1",
-            "--batch-size", "8", "--image-size", "32", "--weights", "none", "--device", "cpu", "--workers", "1",
-            "--out", out]
+    return [
+        "compare",
+        "--data",
+        colors,
+        "--backbones",
+        backbones,
+        "--strategies",
+        "freeze,finetune",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+        "--weights",
+        "none",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--out",
+        out,
+    ]
 
 
 def _fail(cells: set[tuple[str, str]]):
@@ -173,9 +210,11 @@ def _fail(cells: set[tuple[str, str]]):
     return train_cell
 
 
-@pytest.mark.parametrize("failing", [set(), {("squeezenet1_1", "freeze")},
-                                     {("squeezenet1_1", "freeze"), ("squeezenet1_1", "finetune")}],
-                         ids=["none", "some", "all"])
+@pytest.mark.parametrize(
+    "failing",
+    [set(), {("squeezenet1_1", "freeze")}, {("squeezenet1_1", "freeze"), ("squeezenet1_1", "finetune")}],
+    ids=["none", "some", "all"],
+)
 def test_compare_exit_code_says_whether_the_grid_worked(colors, tmp_path, monkeypatch, failing):
     monkeypatch.setattr(compare_mod, "train_cell", _fail(failing))
     result = catdog(*_grid_args(colors, tmp_path / "cmp"), "--json")
@@ -186,7 +225,8 @@ def test_compare_exit_code_says_whether_the_grid_worked(colors, tmp_path, monkey
         assert result.exit_code == 1 and result.stdout == ""
         assert result.stderr.strip().splitlines()[-1] == (
             "error: every cell of the grid failed (2); squeezenet1_1 / freeze: squeezenet1_1 cannot be built here; "
-            f"see {tmp_path / 'cmp'}/compare.json")
+            f"see {tmp_path / 'cmp'}/compare.json"
+        )
     else:
         assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == saved["rows"]
         assert failed_lines == [f"failed: {b} / {s}: {b} cannot be built here" for b, s in sorted(failing)]
@@ -216,8 +256,14 @@ def test_an_interrupted_compare_exits_130_and_says_so_everywhere(colors, tmp_pat
     assert done.exit_code == 0 and len(json.loads(done.stdout)["rows"]) == 2
 
 
-CORRUPT = {"empty": b"", "cut short": b'{"backbone": "squeezenet1_1", "strat', "not UTF-8": b"\xff\xfe{}",
-           "a list": b"[1, 2]", "null": b"null", "wrong types": None}
+CORRUPT = {
+    "empty": b"",
+    "cut short": b'{"backbone": "squeezenet1_1", "strat',
+    "not UTF-8": b"\xff\xfe{}",
+    "a list": b"[1, 2]",
+    "null": b"null",
+    "wrong types": None,
+}
 
 
 @pytest.mark.parametrize("kind", CORRUPT)
@@ -231,8 +277,13 @@ def test_a_corrupt_cell_file_is_said_and_that_cell_runs_again(grid, colors, tmp_
     else:
         cell.write_bytes(CORRUPT[kind])
     trained = []
-    monkeypatch.setattr(compare_mod, "train_cell", lambda grid, b, c, backbone, strategy: trained.append(
-        (backbone, strategy)) or (_ for _ in ()).throw(CatdogError("stopped here")))
+    monkeypatch.setattr(
+        compare_mod,
+        "train_cell",
+        lambda grid, b, c, backbone, strategy: (
+            trained.append((backbone, strategy)) or (_ for _ in ()).throw(CatdogError("stopped here"))
+        ),
+    )
     events = Recorder()
     result = compare(small_grid(colors), copy, events)
     assert trained == [("resnet18", "freeze")]  # only the corrupt cell, every other one read back
@@ -247,10 +298,10 @@ def test_a_corrupt_compare_config_is_one_line(colors, tmp_path, kind):
     (out / compare_mod.CONFIG_FILE).write_bytes(CORRUPT[kind])
     result = catdog(*_grid_args(colors, out))
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() in ([f"error: {out / compare_mod.CONFIG_FILE} is unreadable or corrupt; "
-                                                   "pick a new --out"],
-                                                  [f"error: {out} holds a compare with other settings; pick a new "
-                                                   "--out"])
+    assert result.stderr.strip().splitlines() in (
+        [f"error: {out / compare_mod.CONFIG_FILE} is unreadable or corrupt; pick a new --out"],
+        [f"error: {out} holds a compare with other settings; pick a new --out"],
+    )
     assert os.listdir(out) == [compare_mod.CONFIG_FILE]
 
 
@@ -263,8 +314,9 @@ def test_compare_out_that_is_a_file_is_one_line(colors, tmp_path):
 
 
 def test_freeze_unfreeze_and_recipe_options_in_a_grid(colors, tmp_path):
-    config = small_grid(colors, backbones=("resnet18",), strategies=["freeze-unfreeze"], epochs=2,
-                        label_smoothing=0.1, ema=True)
+    config = small_grid(
+        colors, backbones=("resnet18",), strategies=["freeze-unfreeze"], epochs=2, label_smoothing=0.1, ema=True
+    )
     result = compare(config, tmp_path / "cmp", Recorder())
     assert [(r["strategy"], r["status"]) for r in result["rows"]] == [("freeze-unfreeze", "ok")]
     assert result["config"]["label_smoothing"] == 0.1 and result["config"]["ema"] is True
@@ -281,9 +333,29 @@ def test_offline_grid_takes_each_backbones_weights_from_a_folder(colors, tmp_pat
         with torch.random.fork_rng():
             torch.manual_seed(1)
             torch.save(TORCHVISION[name].build_full().state_dict(), folder / file)
-    result = catdog("compare", "--data", colors, "--backbones", "resnet18,squeezenet1_1", "--strategies", "freeze",
-                    "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--device", "cpu", "--workers", "1",
-                    "--weights", folder, "--out", tmp_path / "cmp")
+    result = catdog(
+        "compare",
+        "--data",
+        colors,
+        "--backbones",
+        "resnet18,squeezenet1_1",
+        "--strategies",
+        "freeze",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--weights",
+        folder,
+        "--out",
+        tmp_path / "cmp",
+    )
     assert result.exit_code == 0, result.output
     summary = result.stderr.index("catdog compare: 2 backbones x 1 strategies = 2 cells")
     assert summary < result.stderr.index("cell 1/2: resnet18 / freeze")
@@ -297,7 +369,6 @@ def test_offline_grid_takes_each_backbones_weights_from_a_folder(colors, tmp_pat
 def test_one_weights_file_for_several_backbones_is_refused_before_work(colors, tmp_path):
     weights = tmp_path / "r18.pth"
     weights.write_bytes(b"")
-    result = catdog("compare", "--data", colors, "--backbones", "fast", "--weights", weights, "--out",
-                    tmp_path / "cmp")
+    result = catdog("compare", "--data", colors, "--backbones", "fast", "--weights", weights, "--out", tmp_path / "cmp")
     assert "one file, which fits one architecture" in error_line(result)
     assert not (tmp_path / "cmp").exists()

@@ -61,8 +61,9 @@ def test_freeze_run_leaves_the_given_backbone_untouched(frozen_run):
 
 
 @pytest.mark.parametrize("augment", [False, True])
-def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(image_folder, tmp_path, monkeypatch,
-                                                                             augment):
+def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(
+    image_folder, tmp_path, monkeypatch, augment
+):
     seen: list[int] = []
     real_build = setup.build_model
 
@@ -73,8 +74,9 @@ def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(image
 
     monkeypatch.setattr(setup, "build_model", counting_build)
     root = image_folder(train=8, val=2)  # 16 training images (4 full batches), 4 val images
-    result = fit(TrainConfig(str(root), strategy="freeze", epochs=3, weights="none", augment=augment, **TINY),
-                 tmp_path / "run")
+    result = fit(
+        TrainConfig(str(root), strategy="freeze", epochs=3, weights="none", augment=augment, **TINY), tmp_path / "run"
+    )
     train_images = 3 * 16 if augment else 16  # new crops every epoch, or the same pixels: features once
     mistakes = len(result["top_losses"])  # their heat maps: one image to find the map, then all of them
     heatmaps = 1 + mistakes if mistakes else 0
@@ -94,8 +96,15 @@ def test_unreadable_training_image_is_skipped_and_named(image_folder, tmp_path):
 
 
 def test_discriminative_lr_and_ratio_reach_the_optimizer(image_folder):
-    config = TrainConfig(str(image_folder(train=2, val=1)), strategy="discriminative", lr=0.01, lr_ratio=5,
-                         epochs=1, weights="none", **TINY)
+    config = TrainConfig(
+        str(image_folder(train=2, val=1)),
+        strategy="discriminative",
+        lr=0.01,
+        lr_ratio=5,
+        epochs=1,
+        weights="none",
+        **TINY,
+    )
     run = start_run(config, Events())
     lrs = {g["name"]: g["initial_lr"] for g in run.optimizer.param_groups}
     assert lrs == {"backbone": pytest.approx(0.002), "head": pytest.approx(0.01)}
@@ -108,8 +117,15 @@ def test_inputs_follow_the_backbone_and_image_size():
     assert inputs.eval_spec().crop == 64 and inputs.train_spec(True).train and not inputs.train_spec(False).train
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [("epochs", 0, "epochs"), ("batch_size", -1, "batch-size"),
-                                                        ("device", "tpu", "device"), ("strategy", "thaw", "strategy")])
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("epochs", 0, "epochs"),
+        ("batch_size", -1, "batch-size"),
+        ("device", "tpu", "device"),
+        ("strategy", "thaw", "strategy"),
+    ],
+)
 def test_bad_config_is_a_catdog_error(image_folder, field, value, match):
     config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", **{**TINY, field: value})
     with pytest.raises(CatdogError, match=match):
@@ -119,10 +135,13 @@ def test_bad_config_is_a_catdog_error(image_folder, field, value, match):
 # --- a run whose loss stops being a number stops, and is never saved as best ----------------------------------
 
 
-@pytest.mark.parametrize(("epoch", "call", "where"), [(1, 1, "training"), (1, 3, "training"), (2, 2, "training"),
-                                                      (2, None, "val"), (1, None, "val")])
-def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(image_folder, tmp_path, monkeypatch,
-                                                                               epoch, call, where):
+@pytest.mark.parametrize(
+    ("epoch", "call", "where"),
+    [(1, 1, "training"), (1, 3, "training"), (2, 2, "training"), (2, None, "val"), (1, None, "val")],
+)
+def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(
+    image_folder, tmp_path, monkeypatch, epoch, call, where
+):
     """The loss goes NaN at a given step (or the weights break on an epoch's last step, seen at validation)."""
     state = {"epoch": 0, "calls": 0}
     real_train_loss, real_eval_loss = torch.nn.functional.cross_entropy, inference.F.cross_entropy
@@ -145,8 +164,12 @@ def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(
     # the step's loss only (run.criterion, an nn.CrossEntropyLoss)
     monkeypatch.setattr(torch.nn.modules.loss, "F", types.SimpleNamespace(cross_entropy=train_loss))
     monkeypatch.setattr(inference, "F", types.SimpleNamespace(cross_entropy=eval_loss))  # the eval loop's only
-    config = TrainConfig(str(image_folder(train=6, val=2)), weights="none", epochs=2,
-                         **{**TINY, "backbone": "squeezenet1_1", "batch_size": 2})
+    config = TrainConfig(
+        str(image_folder(train=6, val=2)),
+        weights="none",
+        epochs=2,
+        **{**TINY, "backbone": "squeezenet1_1", "batch_size": 2},
+    )
     with pytest.raises(CatdogError, match=rf"training diverged: the {where} loss became nan in epoch {epoch}"):
         fit(config, tmp_path / "run", Epochs())
     saved = sorted(p.name for p in (tmp_path / "run").iterdir()) if (tmp_path / "run").exists() else []
@@ -167,8 +190,9 @@ def test_the_temperature_is_fitted_on_val_and_kept_in_best_pt(tmp_path):
     assert "not_fitted" not in cal and cal["images"] == 20 and cal["split"] == "val"
     assert cal["nll_after"] < cal["nll_before"] and cal["temperature"] != 1.0
     saved = checkpoints.load(tmp_path / "run" / "best.pt")["calibration"]
-    assert saved == {k: cal[k] for k in ("temperature", "fitted_on", "images", "ece_before", "ece_after",
-                                         "nll_before", "nll_after")}
+    assert saved == {
+        k: cal[k] for k in ("temperature", "fitted_on", "images", "ece_before", "ece_after", "nll_before", "nll_after")
+    }
     assert "calibration" not in checkpoints.load(tmp_path / "run" / "last.pt")  # last.pt's weights are not best's
 
 
@@ -181,8 +205,17 @@ def _scripted(monkeypatch, scores: list[tuple[float, float]]) -> None:
     def scripted_epoch(run, events, stop, generator):
         acc, loss = scores[run.state.epoch]
         run.state.epoch += 1
-        record = {"epoch": run.state.epoch, "train_loss": 1.0, "train_acc": 0.5, "val_loss": loss, "val_acc": acc,
-                  "lr": 0.1, "seconds": 0.0, "images_per_sec": 0.0, "val_seconds": 0.0}
+        record = {
+            "epoch": run.state.epoch,
+            "train_loss": 1.0,
+            "train_acc": 0.5,
+            "val_loss": loss,
+            "val_acc": acc,
+            "lr": 0.1,
+            "seconds": 0.0,
+            "images_per_sec": 0.0,
+            "val_seconds": 0.0,
+        }
         run.state.history.append(record)
         return record
 
@@ -190,8 +223,9 @@ def _scripted(monkeypatch, scores: list[tuple[float, float]]) -> None:
 
 
 @pytest.mark.parametrize(("patience", "epochs", "best"), [(2, 5, 3), (3, 6, 3), (None, 7, 3)])
-def test_early_stopping_stops_at_the_right_epoch_of_a_scripted_history(image_folder, tmp_path, monkeypatch,
-                                                                          patience, epochs, best):
+def test_early_stopping_stops_at_the_right_epoch_of_a_scripted_history(
+    image_folder, tmp_path, monkeypatch, patience, epochs, best
+):
     # epoch 3 ties epoch 2's accuracy with a lower loss: it is the best, and the patience counts from it
     _scripted(monkeypatch, [(0.5, 0.9), (0.7, 0.6), (0.7, 0.5), (0.6, 0.4), (0.7, 0.7), (0.65, 0.3), (0.7, 0.8)])
     config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=7, patience=patience, **TINY)
@@ -216,8 +250,9 @@ def test_an_early_stopped_run_is_not_resumed(image_folder, tmp_path, monkeypatch
         resume(tmp_path / "run")
 
 
-def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everything(image_folder, tmp_path,
-                                                                                       monkeypatch):
+def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everything(
+    image_folder, tmp_path, monkeypatch
+):
     built = {}
     real_build = setup.build_model
 
@@ -234,13 +269,15 @@ def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everyth
         def epoch(self, record):
             now = built["model"].state_dict()
             changed = {k for k, v in built["start"].items() if not torch.equal(v, now[k])}
-            self.moved.append((any(k.startswith("head.") for k in changed),
-                               any(k.startswith("features.") for k in changed)))  # weights or BN statistics
+            self.moved.append(
+                (any(k.startswith("head.") for k in changed), any(k.startswith("features.") for k in changed))
+            )  # weights or BN statistics
 
     monkeypatch.setattr(setup, "build_model", keep)
     events = Watch()
-    config = TrainConfig(str(image_folder(train=4, val=2)), strategy="freeze-unfreeze", epochs=3, freeze_epochs=2,
-                         weights="none", **TINY)
+    config = TrainConfig(
+        str(image_folder(train=4, val=2)), strategy="freeze-unfreeze", epochs=3, freeze_epochs=2, weights="none", **TINY
+    )
     result = fit(config, tmp_path / "run", events)
     assert events.moved == [(True, False), (True, False), (True, True)]
     assert any("epoch 3: backbone unfrozen" in n for n in events.notes)
@@ -275,12 +312,17 @@ def test_start_run_decides_the_loss_and_the_mixing_once(tmp_path):
 
 def test_ema_run_evaluates_both_weights_and_says_which_are_best(image_folder, tmp_path):
     root = image_folder(train=4, val=2)
-    result = fit(TrainConfig(str(root), strategy="freeze", epochs=2, ema=True, weights="none", augment=False, **TINY),
-                 tmp_path / "run")
+    result = fit(
+        TrainConfig(str(root), strategy="freeze", epochs=2, ema=True, weights="none", augment=False, **TINY),
+        tmp_path / "run",
+    )
     assert all("ema_val_acc" in h and "ema_val_loss" in h for h in result["history"])
     best = result["history"][result["best_epoch"] - 1]
-    chosen = (best["ema_val_acc"], best["ema_val_loss"]) if result["best_weights"] == "ema" else (best["val_acc"],
-                                                                                                   best["val_loss"])
+    chosen = (
+        (best["ema_val_acc"], best["ema_val_loss"])
+        if result["best_weights"] == "ema"
+        else (best["val_acc"], best["val_loss"])
+    )
     assert result["best_val_acc"] == chosen[0] == result["evaluation"]["accuracy"]
     assert "ema" in checkpoints.load(tmp_path / "run" / "last.pt")
 
@@ -291,10 +333,17 @@ def test_epoch_record_times_training_and_validation_apart(frozen_run):
         assert h["images_per_sec"] == pytest.approx(12 / h["seconds"])  # 12 training images over training time
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [
-    ("patience", 0, "--patience"), ("label_smoothing", 1.0, "--label-smoothing"), ("mixup", -1.0, "--mixup"),
-    ("ema_decay", 1.0, "--ema-decay"), ("freeze_epochs", 0, "--freeze-epochs"),
-    ("strategy", "freeze-unfreeze", "fewer than --epochs")])
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("patience", 0, "--patience"),
+        ("label_smoothing", 1.0, "--label-smoothing"),
+        ("mixup", -1.0, "--mixup"),
+        ("ema_decay", 1.0, "--ema-decay"),
+        ("freeze_epochs", 0, "--freeze-epochs"),
+        ("strategy", "freeze-unfreeze", "fewer than --epochs"),
+    ],
+)
 def test_bad_recipe_option_is_refused_before_any_work(field, value, match):
     with pytest.raises(CatdogError, match=match):
         TrainConfig("data", epochs=1, **{field: value}).check()

@@ -56,8 +56,25 @@ def test_range_test_grows_the_lr_exponentially_and_stops_when_the_loss_blows_up(
 
 def test_cli_lr_find_prints_plots_and_a_table_and_refuses_a_used_out(tmp_path):
     root = labeled_folder(tmp_path / "data", per_class=4)
-    args = ("lr-find", "--data", root, "--backbone", "squeezenet1_1", "--weights", "none", "--image-size", "32",
-            "--device", "cpu", "--batch-size", "4", "--strategies", "freeze", "--steps", "12")
+    args = (
+        "lr-find",
+        "--data",
+        root,
+        "--backbone",
+        "squeezenet1_1",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--strategies",
+        "freeze",
+        "--steps",
+        "12",
+    )
     shown = catdog(*args, "--out", tmp_path / "one")
     assert shown.exit_code == 0, shown.output
     assert "suggested --lr" in shown.stdout and "┤" in shown.stdout and str(tmp_path / "one") in shown.stdout
@@ -74,8 +91,16 @@ def test_terminal_plot_marks_the_suggestion_and_spans_the_shown_lrs():
     lrs = [1e-7 * (1e8) ** (i / 99) for i in range(100)]
     losses = synthetic(lrs)
     smoothed = centred_average(losses)
-    curve = {"strategy": "freeze", "lrs": lrs, "losses": losses, "smoothed": smoothed, "suggested_lr": 1e-3,
-             "min_loss_lr": 1e-2, "lr_ratio": 10.0, "ended": "all 100 steps"}
+    curve = {
+        "strategy": "freeze",
+        "lrs": lrs,
+        "losses": losses,
+        "smoothed": smoothed,
+        "suggested_lr": 1e-3,
+        "min_loss_lr": 1e-2,
+        "lr_ratio": 10.0,
+        "ended": "all 100 steps",
+    }
     lines = lr_plot(curve, width=40, height=8).splitlines()
     rows = [line.split("┤", 1)[1] for line in lines if "┤" in line]
     assert len(rows) == 8 and all(len(r) == 40 for r in rows)

@@ -75,16 +75,24 @@ def test_resume_mid_epoch_continues_from_the_next_step(tmp_path: Path) -> None:
     assert_every_step_taken_once(out, epochs=2, steps_per_epoch=6)
 
 
-@pytest.mark.parametrize("options, message", [
-    (("--backbone", "resnet18"), "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
-                                 "run keeps its options (only --device, --precision, --workers, --cache-gib, --compile "
-                                 "may change)"),
-    (("--epochs", "1"), "--epochs 1 is fewer than the run being resumed (2); a run can be extended, not shortened"),
-    (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
-    (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
-], ids=["backbone", "epochs", "lr", "out"])
-def test_resume_with_other_options_is_refused_before_any_work(interrupted: Path, options: tuple[str, ...],
-                                                              message: str) -> None:
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ("--backbone", "resnet18"),
+            "--backbone resnet18 differs from the run being resumed (squeezenet1_1); a resumed "
+            "run keeps its options (only --device, --precision, --workers, --cache-gib, --compile "
+            "may change)",
+        ),
+        (("--epochs", "1"), "--epochs 1 is fewer than the run being resumed (2); a run can be extended, not shortened"),
+        (("--lr", "0.5"), "--lr 0.5 differs from the run being resumed (0.0001)"),  # the lr it really used
+        (("--out", "elsewhere"), "--out elsewhere: a resumed run continues in its own folder"),
+    ],
+    ids=["backbone", "epochs", "lr", "out"],
+)
+def test_resume_with_other_options_is_refused_before_any_work(
+    interrupted: Path, options: tuple[str, ...], message: str
+) -> None:
     before = snapshot(interrupted)
     assert message in error_line(catdog("train", "--resume", interrupted, *options))
     assert snapshot(interrupted) == before
@@ -98,8 +106,10 @@ def test_resume_refuses_data_whose_classes_changed(interrupted: Path, tmp_path: 
         line = error_line(catdog("train", "--resume", interrupted))
     finally:
         shutil.move(tmp_path / "dog", data / "dog")
-    assert line == (f"error: the classes in {data} changed since the run started (no training images of dog now); "
-                    "start a new run instead")
+    assert line == (
+        f"error: the classes in {data} changed since the run started (no training images of dog now); "
+        "start a new run instead"
+    )
     assert snapshot(interrupted) == before
 
 
@@ -107,20 +117,33 @@ def test_resume_needs_a_last_checkpoint_and_an_unfinished_run(tmp_path: Path) ->
     line = error_line(catdog("train", "--resume", tmp_path))
     assert line == f"error: nothing to resume in {tmp_path}: it has no last.pt"
     run = tmp_path / "run"
-    ok_json(catdog("train", "--data", labeled_folder(tmp_path / "data", per_class=4), *TINY_CLI, "--epochs", "1",
-                   "--out", run, "--json"))
+    ok_json(
+        catdog(
+            "train",
+            "--data",
+            labeled_folder(tmp_path / "data", per_class=4),
+            *TINY_CLI,
+            "--epochs",
+            "1",
+            "--out",
+            run,
+            "--json",
+        )
+    )
     line = error_line(catdog("train", "--resume", run))
     assert line == f"error: {run} already ran all 1 epoch(s); to train it longer, pass --epochs N (more than 1)"
 
 
 def test_more_epochs_extend_a_finished_run_with_a_restarted_schedule(tmp_path: Path) -> None:
     data, out = labeled_folder(tmp_path / "data"), tmp_path / "run"
-    first = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--batch-size", "2", "--out", out,
-                           "--json"))
+    first = ok_json(
+        catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--batch-size", "2", "--out", out, "--json")
+    )
     result = catdog("train", "--resume", out, "--epochs", "3", "--json")
     done = ok_json(result)
-    assert (f"extending {out} from 1 to 3 epochs: the learning-rate schedule restarts (warm-up, cosine) for the "
-            "added steps") in " ".join(result.stderr.split())
+    assert (
+        f"extending {out} from 1 to 3 epochs: the learning-rate schedule restarts (warm-up, cosine) for the added steps"
+    ) in " ".join(result.stderr.split())
     assert done["epochs"] == 3 and [h["epoch"] for h in done["history"]] == [1, 2, 3]
     assert done["history"][0] == first["history"][0]
     # 6 steps per epoch: the first schedule ended at 0; a new one over the 12 added steps (1 warm-up step)
@@ -133,15 +156,36 @@ def test_more_epochs_extend_a_finished_run_with_a_restarted_schedule(tmp_path: P
 
 def test_an_early_stopped_run_is_finished_unless_more_epochs_extend_it(tmp_path: Path) -> None:
     data, out = labeled_folder(tmp_path / "data"), tmp_path / "run"
-    ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "3", "--batch-size", "2", "--patience", "1",
-                   "--out", out, "--json"))
+    ok_json(
+        catdog(
+            "train",
+            "--data",
+            data,
+            *TINY_CLI,
+            "--epochs",
+            "3",
+            "--batch-size",
+            "2",
+            "--patience",
+            "1",
+            "--out",
+            out,
+            "--json",
+        )
+    )
     last = torch.load(out / "last.pt", weights_only=True)  # as --patience leaves it after stopping at epoch 2
-    last["state"] |= {"epoch": 2, "history": last["state"]["history"][:2], "best_epoch": 1,
-                      "ended": "early stopping: no better val accuracy in the 1 epoch(s) after epoch 1"}
+    last["state"] |= {
+        "epoch": 2,
+        "history": last["state"]["history"][:2],
+        "best_epoch": 1,
+        "ended": "early stopping: no better val accuracy in the 1 epoch(s) after epoch 1",
+    }
     torch.save(last, out / "last.pt")
     line = error_line(catdog("train", "--resume", out))
-    assert line == (f"error: {out} already finished (early stopping: no better val accuracy in the 1 epoch(s) after "
-                    "epoch 1); to train it longer, pass --epochs N (more than 3)")
+    assert line == (
+        f"error: {out} already finished (early stopping: no better val accuracy in the 1 epoch(s) after "
+        "epoch 1); to train it longer, pass --epochs N (more than 3)"
+    )
     done = ok_json(catdog("train", "--resume", out, "--epochs", "5", "--patience", "1", "--json"))
     assert [h["epoch"] for h in done["history"]][:3] == [1, 2, 3]  # it went on past where it had stopped
 
@@ -149,8 +193,21 @@ def test_an_early_stopped_run_is_finished_unless_more_epochs_extend_it(tmp_path:
 def test_an_extension_stopped_again_resumes_on_its_own_schedule(tmp_path: Path) -> None:
     data = labeled_folder(tmp_path / "data")
     for name in ("straight", "stopped"):
-        ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--batch-size", "2", "--out",
-                       tmp_path / name, "--json"))
+        ok_json(
+            catdog(
+                "train",
+                "--data",
+                data,
+                *TINY_CLI,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--out",
+                tmp_path / name,
+                "--json",
+            )
+        )
     straight = ok_json(catdog("train", "--resume", tmp_path / "straight", "--epochs", "3", "--json"))
     with sigint_at(epoch=2, step=3):
         assert catdog("train", "--resume", tmp_path / "stopped", "--epochs", "3").exit_code == 130
@@ -169,8 +226,19 @@ SIGNAL_RUN = ("--epochs", "4", "--batch-size", "2")  # 16 steps per epoch: a sig
 
 def start_training(data: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "CATDOG_HOME": str(out.parent / "home")}
-    cmd = [sys.executable, "-m", "catdog_cli", "train", "--data", str(data), *TINY_CLI, *SIGNAL_RUN, "--out", str(out),
-           "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "catdog_cli",
+        "train",
+        "--data",
+        str(data),
+        *TINY_CLI,
+        *SIGNAL_RUN,
+        "--out",
+        str(out),
+        "--json",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out.parent)
 
 
@@ -265,23 +333,34 @@ def test_two_resumes_of_one_run_cannot_both_run(interrupted: Path) -> None:
     before = snapshot(interrupted)
     with run_folder(interrupted, "train", reuse=True):  # a resume already running there
         line = error_line(catdog("train", "--resume", interrupted))
-    assert line == (f"error: {interrupted} is in use by another catdog run; if none is running, delete "
-                    f"{interrupted / LOCK}")
+    assert line == (
+        f"error: {interrupted} is in use by another catdog run; if none is running, delete {interrupted / LOCK}"
+    )
     assert snapshot(interrupted) == before
 
 
 DAMAGED = {  # a last.pt field -> what a damaged or forged file holds there
     "config": [["epochs", 2], {"epochs": "two"}, {"lr": float("nan")}, {"device": "mps"}],
-    "state": [None, {"epoch": "1"}, {"epoch": -1}, {"step": 2.5}, {"history": "none"}, {"schedule_from": -3},
-              {"schedule_from": "0"}],
+    "state": [
+        None,
+        {"epoch": "1"},
+        {"epoch": -1},
+        {"step": 2.5},
+        {"history": "none"},
+        {"schedule_from": -3},
+        {"schedule_from": "0"},
+    ],
     "data": [5, None],
     "optimizer": [{}, {"state": {}, "param_groups": []}, "adam"],
     "scheduler": [[1]],
 }
 
 
-@pytest.mark.parametrize(("field", "value"), [(f, v) for f, vs in DAMAGED.items() for v in vs],
-                         ids=[f"{f}={v!r}"[:40] for f, vs in DAMAGED.items() for v in vs])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(f, v) for f, vs in DAMAGED.items() for v in vs],
+    ids=[f"{f}={v!r}"[:40] for f, vs in DAMAGED.items() for v in vs],
+)
 def test_a_damaged_last_checkpoint_is_one_line(interrupted: Path, tmp_path: Path, field: str, value) -> None:
     copy = tmp_path / "run"
     shutil.copytree(interrupted, copy)
