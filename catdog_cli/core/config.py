@@ -259,9 +259,14 @@ class TrainConfig:
             raise CatdogError("--ema-decay must be between 0 and 1")
 
     @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainConfig:
-        """A config as a run record or checkpoint stored it; fields this version does not know are left out."""
-        known = {f.name for f in fields(cls)}
+        """A config from named values: a run record or checkpoint as stored, or a command's parsed options; names
+        that are no field of it (this version's, or other options of the command) are left out."""
+        known = cls.field_names()
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 

@@ -74,4 +74,5 @@ GRID_STRATEGIES = ("finetune", "freeze", "discriminative")
 # With AdamW: the head of a frozen backbone takes a large step; updating pretrained weights needs a small one.
 # freeze: 3e-3 converges within compare's 3 epochs too (1e-3 needed 10: benchmarks/README.md, the probe)
 DEFAULT_LR = {"finetune": 1e-4, "freeze": 3e-3, "discriminative": 1e-3, "freeze-unfreeze": 1e-3}
+COMPARE_EPOCHS = 3  # epochs per compare cell: a grid is many runs, each shorter than a train run
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32/fp16

@@ -564,9 +564,9 @@ def test_fetch_weights_uses_backbones(monkeypatch, tmp_path):
     fake = types.ModuleType("catdog_cli.models.backbones")
     fake.prefetch_weights = lambda name: tmp_path / f"{name}.pth"
     monkeypatch.setitem(sys.modules, "catdog_cli.models.backbones", fake)
-    from catdog_cli.cli import app
+    from catdog_cli.cli.fetch import fetch_weights
 
-    assert app._fetch_weights(["resnet18", "mobilenet_v3_small"]) == {
+    assert fetch_weights(["resnet18", "mobilenet_v3_small"]) == {
         "resnet18": tmp_path / "resnet18.pth",
         "mobilenet_v3_small": tmp_path / "mobilenet_v3_small.pth",
     }
@@ -606,9 +606,9 @@ def _cli(*args: str):
 def test_cli_json_and_table(fetch_server, tmp_path, monkeypatch):
     fetch_server.files["/hymenoptera_data.zip"] = _zip(_hymenoptera())
     url = fetch_server.url("/hymenoptera_data.zip")
-    from catdog_cli.cli import app
+    from catdog_cli.cli import fetch as fetch_command
 
-    monkeypatch.setattr(app, "_fetch_weights", lambda names: {n: tmp_path / f"{n}.pth" for n in names})
+    monkeypatch.setattr(fetch_command, "fetch_weights", lambda names: {n: tmp_path / f"{n}.pth" for n in names})
     r = _cli(
         "hymenoptera", "--from", url, "--root", str(tmp_path), "--weights", "resnet18,mobilenet_v3_small", "--json"
     )

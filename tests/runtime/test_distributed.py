@@ -60,6 +60,7 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
         textwrap.dedent(f"""
         import os, torch
         from catdog_cli import TrainConfig
+        from catdog_cli.training import finish
         from catdog_cli.training import loop as engine
         captured = {{}}
         real = engine.train_loop
@@ -67,11 +68,11 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
             captured["run"] = run
             return real(run, *args, **kwargs)
         engine.train_loop = spy
-        real_summarize = engine.summarize
+        real_summarize = finish.summarize
         def last_weights(run, *args, **kwargs):  # before the best weights are loaded back
             captured["last"] = {{k: v.clone() for k, v in run.model.state_dict().items()}}
             return real_summarize(run, *args, **kwargs)
-        engine.summarize = last_weights
+        finish.summarize = last_weights
         config = TrainConfig({str(colors)!r}, backbone="resnet18", {recipe}, epochs=2, batch_size=4,
                                     image_size=32, weights="none", device="cpu", workers=1)
         result = engine.fit(config, {str(tmp_path / "run")!r})
