@@ -27,9 +27,9 @@ import pytest
 from helpers import catdog, error_line, linked_tree
 from PIL import Image
 
-from catdog_cli.data import archives, fetch
+from catdog_cli.data import archives, fetch, layout
 from catdog_cli.data.archives import FetchProgress
-from catdog_cli.data.fetch import MARKER, REGISTRY, DatasetSummary
+from catdog_cli.data.catalog import MARKER, REGISTRY, DatasetSummary
 from catdog_cli.errors import CatdogError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -791,8 +791,8 @@ def test_a_file_system_without_locks_fetches_and_says_so(tmp_path, monkeypatch):
 def test_counts_are_checked_before_the_dataset_is_marked_complete(tmp_path, monkeypatch):
     archive = tmp_path / "k.zip"
     archive.write_bytes(_zip(_kaggle(n=10, unlabeled=4)))
-    place, calls = fetch._place, itertools.count()
-    monkeypatch.setattr(fetch, "_place", lambda src, folder, move: next(calls) == 5 or place(src, folder, move))
+    place, calls = layout._place, itertools.count()
+    monkeypatch.setattr(layout, "_place", lambda src, folder, move: next(calls) == 5 or place(src, folder, move))
     with pytest.raises(CatdogError, match=r"7 of 8 images of train/\w+ arrived in the new dataset; nothing was kept"):
         fetch.fetch("catdog", root=tmp_path / "data", source=str(archive))
     assert not (tmp_path / "data" / "catdog").exists() and _leftovers(tmp_path) == []
