@@ -34,7 +34,7 @@ from catdog_cli.inference.trained import TrainedModel, throughput
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import TransferModel, count_params
 from catdog_cli.models.strategies import STRATEGIES, param_groups
-from catdog_cli.reporting import html as report_module
+from catdog_cli.reporting import run_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision
 
@@ -216,7 +216,7 @@ def evaluate_checkpoint(
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
     if report is not None:  # a new file only, even if one appeared while this ran
-        create_new(report, lambda tmp: report_module.write_train_report(result, tmp), "--report")
+        create_new(report, lambda tmp: run_report.write_train_report(result, tmp), "--report")
         result["report"] = str(report)
     return result
 

@@ -41,7 +41,7 @@ from catdog_cli.data.sources import DecodeCache
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import TransferModel, build_model, read_state_dict
-from catdog_cli.reporting import html as report
+from catdog_cli.reporting.compare_report import write_compare_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import resolve_device
 from catdog_cli.training.loop import train_loop
@@ -316,4 +316,4 @@ def write_outputs(out: Path, result: CompareResult) -> None:
     md = (f"**{note}**\n\n" if note else "") + f"Accuracies are on the val split ({result['split_origin']}).\n\n"
     md += "\n".join(lines) + "\n"
     atomic_write_text(out / "compare.md", md)
-    report.write_compare_report(result, out / "report.html")
+    write_compare_report(result, out / "report.html")

@@ -24,7 +24,7 @@ from catdog_cli.inference.evaluate import (
 from catdog_cli.inference.explain import add_heatmaps
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
-from catdog_cli.reporting import html as report_module
+from catdog_cli.reporting.run_report import write_train_report
 from catdog_cli.runtime import distributed
 from catdog_cli.training.setup import Run
 
@@ -118,7 +118,7 @@ def final_eval(
         checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]))
     recipe = recipe_record(run, interrupted)
     if writes:  # a train run (compare's cells have one report for the grid)
-        result["report"] = str(report_module.write_train_report({**result, **recipe}, out / "report.html"))
+        result["report"] = str(write_train_report({**result, **recipe}, out / "report.html"))
     result["split"] = split_summary(run.split)  # last: the keys before it keep their places
     result |= recipe  # after the keys scripts already read: those keep their places
     if run.world.main:

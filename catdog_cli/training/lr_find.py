@@ -29,7 +29,7 @@ from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import BatchSource, DecodeCache
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import build_model
-from catdog_cli.reporting import html as report
+from catdog_cli.reporting.lr_find_report import write_lr_find_report
 from catdog_cli.runtime.device import resolve_device
 from catdog_cli.training.loop import train_step
 from catdog_cli.training.setup import Run, start_run
@@ -132,7 +132,7 @@ def find_lr(
             "out": str(folder),
             "report": str(folder / "lr_find.html"),
         }
-        report.write_lr_find_report(result, folder / "lr_find.html")
+        write_lr_find_report(result, folder / "lr_find.html")
         atomic_write_text(folder / "lr_find.json", to_json(result))
     return result
 

@@ -449,7 +449,7 @@ def test_evaluate_report_never_overwrites_and_is_checked_before_any_work(
 def test_a_report_that_appeared_while_evaluate_ran_is_kept(
     hostile: HostileRuns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from catdog_cli.reporting import html as report
+    from catdog_cli.reporting import run_report as report
 
     path = tmp_path / "report.html"
     real = report.write_train_report

@@ -16,7 +16,8 @@ from PIL import Image
 
 from catdog_cli.core.formatting import fmt
 from catdog_cli.inference import calibration
-from catdog_cli.reporting.html import METRIC_COLUMNS, write_compare_report, write_train_report
+from catdog_cli.reporting.compare_report import METRIC_COLUMNS, write_compare_report
+from catdog_cli.reporting.run_report import write_train_report
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 CLASSES = ["ants", "bees", "<wasps & co>"]
@@ -563,7 +564,7 @@ def test_train_report_says_why_training_ended_and_notes_an_imbalance(train_run: 
 
 
 def test_lr_find_report_has_a_chart_per_strategy_with_the_suggestion_marked(tmp_path: Path) -> None:
-    from catdog_cli.reporting.html import write_lr_find_report
+    from catdog_cli.reporting.lr_find_report import write_lr_find_report
 
     lrs = [1e-6 * 10 ** (i / 10) for i in range(60)]
     losses = [0.7 if i < 20 else max(0.1, 0.7 - 0.03 * (i - 20)) if i < 50 else 0.1 * 3 ** (i - 50) for i in range(60)]
