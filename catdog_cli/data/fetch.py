@@ -30,9 +30,7 @@ from catdog_cli.data.archives import (
     MAX_BYTES,
     Budget,
     FetchProgress,
-    download,
     extract,
-    sha256_file,
 )
 from catdog_cli.data.catalog import (
     ARCHIVE_SUFFIXES,
@@ -43,6 +41,7 @@ from catdog_cli.data.catalog import (
     Request,
     Source,
 )
+from catdog_cli.data.download import download, sha256_file
 from catdog_cli.data.layout import build
 from catdog_cli.errors import CatdogError
 

@@ -27,7 +27,7 @@ import pytest
 from helpers import catdog, error_line, linked_tree
 from PIL import Image
 
-from catdog_cli.data import archives, fetch, layout
+from catdog_cli.data import download, fetch, layout
 from catdog_cli.data.archives import FetchProgress
 from catdog_cli.data.catalog import MARKER, REGISTRY, DatasetSummary
 from catdog_cli.errors import CatdogError
@@ -191,8 +191,8 @@ def fetch_server():
 @pytest.fixture(autouse=True)
 def fetch_offline(monkeypatch, tmp_path):
     """No sleeping between retries, and nothing written to the user's real data folder."""
-    monkeypatch.setattr(archives, "BACKOFF_S", 0.0)
-    monkeypatch.setattr(archives, "TIMEOUT_S", 5.0)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(download, "TIMEOUT_S", 5.0)
     monkeypatch.setenv("CATDOG_HOME", str(tmp_path / "home"))
 
 
@@ -405,7 +405,7 @@ def test_unreachable_server_gives_up_after_retries(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(CatdogError, match=rf"could not download .*{archives.RETRIES} tries"):
+    with pytest.raises(CatdogError, match=rf"could not download .*{download.RETRIES} tries"):
         fetch.fetch("x", root=tmp_path, source=f"http://127.0.0.1:{port}/x.zip")
     assert not (tmp_path / "x").exists()
 
