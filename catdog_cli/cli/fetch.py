@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from catdog_cli.cli import render
+from catdog_cli.cli import progress, render
 from catdog_cli.cli.options import Json
 from catdog_cli.cli.output import Output
 from catdog_cli.core.formatting import printable
@@ -66,7 +66,7 @@ def fetch(
     output = Output(json_output)
     summaries = []
     for name in names or ([None] if source is not None else []):
-        bar = render.FetchBar(output.progress)
+        bar = progress.FetchBar(output.progress)
         try:
             summaries.append(
                 fetching.fetch(
@@ -85,8 +85,8 @@ def fetch(
         console.print(render.fetch_table(summaries))
     for d in summaries:
         for file, reason in d.skipped[:10]:
-            console.print(f"[yellow]skipped[/] {render.safe(f'{d.name}: {file} ({reason})')}", highlight=False)
+            console.print(f"[yellow]skipped[/] {progress.safe(f'{d.name}: {file} ({reason})')}", highlight=False)
         if len(d.skipped) > 10:
-            console.print(f"[yellow]skipped[/] {render.safe(d.name)}: {len(d.skipped) - 10} more (see --json)")
+            console.print(f"[yellow]skipped[/] {progress.safe(d.name)}: {len(d.skipped) - 10} more (see --json)")
     for b, p in paths.items():
         console.print(f"weights {b}: {printable(p)}", highlight=False, markup=False)

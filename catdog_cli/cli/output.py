@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from catdog_cli.cli import render
+from catdog_cli.cli import progress
 from catdog_cli.core.formatting import printable
 from catdog_cli.core.world import World
 
@@ -26,12 +26,12 @@ class Output:
 
     def __init__(self, json_output: bool):
         self.json = json_output
-        self.console: Console = render.console(stderr=json_output, quiet=not speaks())
-        self.progress: Console = render.console(stderr=True, quiet=not speaks())
+        self.console: Console = progress.console(stderr=json_output, quiet=not speaks())
+        self.progress: Console = progress.console(stderr=True, quiet=not speaks())
 
-    def events(self) -> render.RichEvents:
+    def events(self) -> progress.RichEvents:
         """Progress bars and notes of the work in progress, on stderr."""
-        return render.RichEvents(self.progress)
+        return progress.RichEvents(self.progress)
 
     def line(self, text: object) -> None:
         """A plain line for people (a path, a count): printed as it is, no markup."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from catdog_cli.cli import render
+from catdog_cli.cli import progress, render
 from catdog_cli.cli.options import (
     DEFAULT,
     Augment,
@@ -225,9 +225,9 @@ def compare(
         output.console.print(printable(saved), markup=False)
         output.console.print(f"report: {printable(Path(result['out']) / 'report.html')}", markup=False)
     for line in failed if output.json else ():  # the table lists them under it; with --json, stderr does
-        output.progress.print(f"[red]failed:[/] {render.safe(line)}", highlight=False)
+        output.progress.print(f"[red]failed:[/] {progress.safe(line)}", highlight=False)
     if result["interrupted"]:
-        output.progress.print(f"[bold red]{render.safe(interrupted_note(result))}[/]", highlight=False)
+        output.progress.print(f"[bold red]{progress.safe(interrupted_note(result))}[/]", highlight=False)
         raise typer.Exit(130)
 
 

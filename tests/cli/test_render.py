@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from catdog_cli.cli import render
+from catdog_cli.cli import progress, render
 from catdog_cli.core.formatting import fmt, pct
 from catdog_cli.core.records import RunSummary, sort_rows
 from catdog_cli.errors import OUT_OF_MEMORY
@@ -176,7 +176,7 @@ def _summary(**changes) -> RunSummary:
 
 
 def test_run_summary_names_data_model_training_device_and_output():
-    text = "\n".join(_printed(render.run_summary(_summary()), 80))
+    text = "\n".join(_printed(progress.run_summary(_summary()), 80))
     for expected in (
         "/data/hymenoptera",
         "2 classes: ants, bees",
@@ -194,9 +194,9 @@ def test_summary_and_table_lines_carry_no_padding(monkeypatch):
     """Cells are padded to their column's width; in a log those spaces would only be noise, and a pipe read on
     a narrower terminal would wrap them into blank lines."""
     monkeypatch.delenv("COLUMNS", raising=False)
-    console = render.console()
+    console = progress.console()
     console.file = io.StringIO()
-    console.print(render.run_summary(_summary()))
+    console.print(progress.run_summary(_summary()))
     console.print(render.compare_table(_result()))
     lines = console.file.getvalue().splitlines()
     assert lines and all(line == line.rstrip() for line in lines)
@@ -213,7 +213,7 @@ def test_compare_summary_lists_each_backbones_own_weights():
         image_size=None,
         weights={"resnet18": "/w/r18.pth", "timm:tf_efficientnet_lite0": "default"},
     )
-    text = "\n".join(_printed(render.run_summary(summary), 120))
+    text = "\n".join(_printed(progress.run_summary(summary), 120))
     assert "2 backbones x 2 strategies = 4 cells" in text
     assert "resnet18: weights from /w/r18.pth" in text and "timm:tf_efficientnet_lite0: ImageNet weights" in text
     assert "each strategy's default lr" in text and "each backbone's own image size" in text
@@ -240,11 +240,11 @@ def test_train_summary_after_a_stop_before_the_first_epoch_and_weights_in_words(
 
 def test_off_a_terminal_each_event_is_one_unbroken_line(monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
-    console = render.console(stderr=True)
+    console = progress.console(stderr=True)
     assert not console.is_terminal  # pytest captures stderr
     buffer = io.StringIO()
     console.file = buffer
-    events = render.RichEvents(console)
+    events = progress.RichEvents(console)
     assert events.progress.disable  # no progress bars off a terminal
     long_name = "/data/" + "a-rather-long-folder-name/" * 8 + "image.jpg"
     with events:
@@ -273,8 +273,8 @@ def test_off_a_terminal_each_event_is_one_unbroken_line(monkeypatch):
 
 def test_columns_decide_a_tables_width_off_a_terminal_but_never_break_a_line(monkeypatch):
     monkeypatch.setenv("COLUMNS", "40")
-    console = render.console()
+    console = progress.console()
     assert console.width == 40
     console.file = io.StringIO()
-    render.RichEvents(console).note("x" * 100)
+    progress.RichEvents(console).note("x" * 100)
     assert console.file.getvalue() == "x" * 100 + "\n"
