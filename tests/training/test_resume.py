@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import TINY_CLI, catdog, error_line, labeled_folder, ok_json, snapshot
 
-from catdog_cli.cli.render import RichEvents
+from catdog_cli.cli.progress import RichEvents
 from catdog_cli.core.paths import LOCK, run_folder
 from catdog_cli.models import checkpoints
 from catdog_cli.training.schedule import warmup_cosine
