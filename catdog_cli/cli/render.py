@@ -160,9 +160,11 @@ def throughput_line(result: Throughput) -> str:
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
-    """One row per image; unsure ones (--min-confidence) marked in yellow; the runners-up with --top-k."""
-    unsure = sum(bool(r.get("unsure")) for r in rows)
-    table = Table(title=f"{len(rows)} image(s)" + (f", {unsure} unsure" if unsure else ""), title_justify="left")
+    """One row per image; unknown ones (of neither class) marked in magenta, unsure ones (--min-confidence) in
+    yellow; the runners-up with --top-k."""
+    counts = [(sum(bool(r.get(k)) for r in rows), k) for k in ("unknown", "unsure")]
+    title = f"{len(rows)} image(s)" + "".join(f", {n} {k}" for n, k in counts if n)
+    table = Table(title=title, title_justify="left")
     table.add_column("image", overflow="fold")
     table.add_column("predicted")
     table.add_column("confidence", justify="right")
@@ -174,6 +176,8 @@ def predictions_table(rows: list[Prediction]) -> Table:
             table.add_row(Text(printable(row["path"])), Text("unreadable", style="red"), Text(printable(row["error"])))
             continue
         label = Text(printable(row["label"]))
+        if row.get("unknown"):
+            label.append(" (unknown)", style="magenta")
         if row.get("unsure"):
             label.append(" (unsure)", style="yellow")
         cells: list[RenderableType] = [Text(printable(row["path"])), label, pct(row["confidence"])]
