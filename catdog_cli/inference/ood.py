@@ -259,8 +259,9 @@ class Tap:
     def _hook(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         if self.calls % self.every == 0:
             features, logits = pooled(args[0]).detach(), output.detach().float()
-            if self.detector is not None:
-                self.scores.append(self.detector(features, logits).cpu())
+            if self.detector is not None:  # in fp32 whatever autocast the pass runs under: the threshold was
+                with torch.autocast(features.device.type, enabled=False):  # set on fp32 scores
+                    self.scores.append(self.detector(features, logits).cpu())
             else:
                 self.features.append(features)
                 self.logits.append(logits)
