@@ -148,16 +148,16 @@ def final_eval(
     result = summarize(run, out, best_state, interrupted, final_splits)
     # a train run's best weights (not compare's cells, which evaluate test alone) get an unknown-image detector
     detector = fit_unknown_detector(run) if best_state is not None and "val" in final_splits else None
-    if detector is not None:
-        result["ood"] = dict(detector.record)
+    found = {"ood": dict(detector.record)} if detector is not None else {}
     if writes and "calibration" in result:  # best.pt carries the temperature evaluate, predict and export use
         extra = {"ood": detector.checkpoint_entry()} if detector is not None else {}
         checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]), **extra)
     recipe = recipe_record(run, interrupted)
     if writes:  # a train run (compare's cells have one report for the grid)
-        result["report"] = str(write_train_report({**result, **recipe}, out / "report.html"))
+        result["report"] = str(write_train_report({**result, **recipe, **found}, out / "report.html"))
     result["split"] = split_summary(run.split)  # last: the keys before it keep their places
     result |= recipe  # after the keys scripts already read: those keep their places
+    result |= found  # newer still: the unknown-image detector
     if run.world.main:
         atomic_write_text(out / "run.json", to_json(result))
     return result
