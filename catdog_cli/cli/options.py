@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from catdog_cli.core.config import LIMITS, TrainConfig
-from catdog_cli.core.defaults import DEFAULT_LR, DEFAULT_TTA, PRECISIONS, STRATEGY_NAMES
+from catdog_cli.core.defaults import DEFAULT_LR, DEFAULT_TTA, OOD_METHODS, PRECISIONS, STRATEGY_NAMES
 
 DATA, MODEL, RECIPE, RUNTIME, OUTPUT = "Data", "Model", "Recipe", "Runtime", "Output"
 
@@ -167,6 +167,23 @@ Balance = Annotated[
         rich_help_panel=RECIPE,
     ),
 ]
+Ood = Annotated[
+    str,
+    typer.Option(
+        help=f"The unknown-image detector fitted at the end ({', '.join(OOD_METHODS)}, or none): it marks images of "
+        "neither class as unknown in predict and evaluate.",
+        rich_help_panel=MODEL,
+    ),
+]
+OodKeep = Annotated[
+    float,
+    typer.Option(
+        min=low("ood_keep"),
+        max=LIMITS["ood_keep"][1],
+        help="The share of val images the detector's threshold keeps (set on them alone, never on unknown images).",
+        rich_help_panel=MODEL,
+    ),
+]
 
 # --- Runtime ------------------------------------------------------------------------------------------------
 Device = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, or cuda[:N].", rich_help_panel=RUNTIME)]
@@ -209,6 +226,13 @@ MinConfidence = Annotated[
         min=low("min_confidence"),
         max=LIMITS["min_confidence"][1],
         help="A calibrated confidence (0-1) below which a prediction counts as unsure.",
+    ),
+]
+Unknown = Annotated[
+    bool,
+    typer.Option(
+        help="Mark images of neither class as unknown (the checkpoint's detector: the features are far from every "
+        "training image). Distinct from unsure: that is one of the classes, not sure which."
     ),
 ]
 Tta = Annotated[

@@ -33,6 +33,8 @@ from catdog_cli.cli.options import (
     LearningRate,
     LrRatio,
     Mixup,
+    Ood,
+    OodKeep,
     OptionalData,
     Patience,
     Precision,
@@ -95,6 +97,8 @@ def train(
     ema: Ema = DEFAULT["ema"],
     ema_decay: EmaDecay = DEFAULT["ema_decay"],
     balance: Balance = DEFAULT["balance"],
+    ood: Ood = DEFAULT["ood"],
+    ood_keep: OodKeep = DEFAULT["ood_keep"],
     out: Path | None = typer.Option(
         None, help="Output folder (must be new or empty; default runs/trainN).", rich_help_panel="Output"
     ),
@@ -106,7 +110,7 @@ def train(
     Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues,
     `--resume OUT --epochs N` trains a run longer. `--weights runs/x/best.pt` starts a new run from a trained
     model (same backbone; with other classes its head is new). At the end a temperature is fitted on the val
-    split, so that confidences are calibrated; best.pt keeps it.
+    split, so that confidences are calibrated, and a detector of images of neither class (--ood); best.pt keeps both.
     """
     from catdog_cli.core.config import TrainConfig, check_options
 

@@ -10,7 +10,17 @@ from pathlib import Path
 import typer
 
 from catdog_cli.cli import render
-from catdog_cli.cli.options import DATA_HELP, DEFAULT, Device, Json, MinConfidence, ModelArg, Precision, Tta
+from catdog_cli.cli.options import (
+    DATA_HELP,
+    DEFAULT,
+    Device,
+    Json,
+    MinConfidence,
+    ModelArg,
+    Precision,
+    Tta,
+    Unknown,
+)
 from catdog_cli.cli.options import UseBatchSize as BatchSize
 from catdog_cli.cli.output import Output
 from catdog_cli.core.defaults import DEFAULT_TTA
@@ -32,12 +42,18 @@ def evaluate(
     ),
     min_confidence: MinConfidence = None,
     tta: Tta = False,
+    unknown_data: Path | None = typer.Option(
+        None,
+        help="A folder of images of neither class: how well the checkpoint's detector tells them apart (AUROC, FPR "
+        "at 95% kept, the share caught).",
+    ),
     json_output: Json = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on one split, and how
     well its confidence is calibrated (expected calibration error without and with its temperature).
 
     With --min-confidence P: the accuracy on the images it is at least P sure about, and what share they are.
+    With the checkpoint's unknown-image detector: the share of the split it keeps and the accuracy on those.
     """
     from catdog_cli.core.config import check_use
     from catdog_cli.core.paths import check_new_file, resolve_data
@@ -48,6 +64,8 @@ def evaluate(
     )
     if data is not None:
         resolve_data(data)
+    if unknown_data is not None and not unknown_data.is_dir():
+        raise CatdogError(f"--unknown-data {unknown_data} is not a folder of images")
     if report is not None:
         check_new_file(report, "--report")
     from catdog_cli.inference.evaluate import evaluate_checkpoint
@@ -65,6 +83,7 @@ def evaluate(
             min_confidence=min_confidence,
             tta=DEFAULT_TTA if tta else None,
             precision=precision,
+            unknown_data=unknown_data,
         )
     if output.json:
         output.emit(result)
@@ -94,11 +113,12 @@ def predict(
     sort_into: Path | None = typer.Option(
         None,
         help="Copy each image into DIR/<predicted class>/ (originals are "
-        "untouched; a taken name gets -1, -2, ...); unsure ones into "
+        "untouched; a taken name gets -1, -2, ...); unknown ones into DIR/_unknown/, unsure ones into "
         "DIR/_unsure/<predicted class>/.",
         rich_help_panel="Output",
     ),
     min_confidence: MinConfidence = None,
+    unknown: Unknown = True,
     tta: Tta = False,
     explain: Path | None = typer.Option(
         None,
@@ -112,6 +132,7 @@ def predict(
     """Classify images; one row per image with the predicted class and its calibrated confidence.
 
     With --min-confidence P, rows below P are marked unsure (the label is kept), in the table, CSV and JSON.
+    Images of neither class (the checkpoint's detector) are marked unknown, with their score; --no-unknown: off.
     """
     from catdog_cli.core.config import check_use
 
@@ -137,6 +158,7 @@ def predict(
             min_confidence=min_confidence,
             tta=DEFAULT_TTA if tta else None,
             precision=precision,
+            unknown=unknown,
         )
         rows = result["predictions"]
         if explain is not None:

@@ -16,8 +16,11 @@ from typing import Any
 
 from catdog_cli.core.defaults import (
     DEFAULT_BACKBONE,
+    DEFAULT_OOD,
+    DEFAULT_OOD_KEEP,
     GRID_STRATEGIES,
     LR_FIND_MIN_STEPS,
+    OOD_METHODS,
     PRECISIONS,
     SEED_BACKBONES,
     STRATEGY_NAMES,
@@ -48,6 +51,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "label_smoothing": (0, 0.99),
     "mixup": (0, 100),  # a Beta(A, A) alpha: beyond a few, every mix is near half and half
     "cutmix": (0, 100),
+    "ood_keep": (0.5, 1),  # keeping fewer than half of the val images would call most real images unknown
 }
 ABOVE_ZERO = ("lr",)
 SPLITS = ("val", "test", "train", "all")
@@ -119,6 +123,13 @@ def check_precision(name: str) -> None:
         )
 
 
+def check_ood(name: str) -> None:
+    if name != "none" and name not in OOD_METHODS:
+        raise CatdogError(
+            f"unknown detector {name!r}; {did_you_mean(str(name), OOD_METHODS)}use {', '.join(OOD_METHODS)} or none"
+        )
+
+
 def check_options(values: dict[str, Any]) -> None:
     """A run's options, whichever of them are given: numbers in range, known names, a device catdog runs on."""
     for name, value in values.items():
@@ -129,6 +140,7 @@ def check_options(values: dict[str, Any]) -> None:
         "backbone": check_backbone,
         "device": check_device,
         "precision": check_precision,
+        "ood": check_ood,
     }
     for name, check in checks.items():
         if name in values:
@@ -231,6 +243,8 @@ class TrainConfig:
     ema: bool = False  # also keep an exponential moving average of the weights, evaluated each epoch
     ema_decay: float = 0.999
     balance: bool = False  # draw training images by inverse class frequency (beat a class-weighted loss)
+    ood: str = DEFAULT_OOD  # the unknown-image detector fitted after the last epoch (inference/ood.py), or "none"
+    ood_keep: float = DEFAULT_OOD_KEEP  # the share of val images its threshold keeps
 
     def recipe(self) -> list[str]:
         """The recipe options this run sets away from their defaults, as typed (`--mixup 0.2`, `--ema`)."""

@@ -76,3 +76,7 @@ GRID_STRATEGIES = ("finetune", "freeze", "discriminative")
 DEFAULT_LR = {"finetune": 1e-4, "freeze": 3e-3, "discriminative": 1e-3, "freeze-unfreeze": 1e-3}
 COMPARE_EPOCHS = 3  # epochs per compare cell: a grid is many runs, each shorter than a train run
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32/fp16
+# the unknown-image detector fitted at the end of training (inference/ood.py; benchmarks/README.md chose the default)
+OOD_METHODS = ("msp", "energy", "mahalanobis", "knn", "vim")
+DEFAULT_OOD = "knn"
+DEFAULT_OOD_KEEP = 0.95  # the share of val images its threshold keeps

@@ -139,6 +139,7 @@ class TrainResult(TypedDict):
     test: NotRequired[Evaluation]  # the best weights on a labeled test split
     top_losses: NotRequired[list[TopLoss]]
     calibration: NotRequired[Calibration]  # the temperature fitted on val with the best weights (kept in best.pt)
+    ood: NotRequired[dict[str, Any]]  # the unknown-image detector fitted on the best weights (kept in best.pt)
     report: NotRequired[str]
     ended: str  # why training ended: all epochs done, early stopping, interrupted
     best_weights: str  # "trained", or "ema" when the EMA's weights did better (--ema)
@@ -169,6 +170,7 @@ class EvaluateResult(Evaluation, Throughput):
     skipped: list[Skipped]
     calibration: Calibration  # this split, with the checkpoint's temperature
     selective: NotRequired[Coverage]  # with --min-confidence
+    unknown: NotRequired[dict[str, Any]]  # with a detector: kept share, accuracy on kept; --unknown-data's separation
     tta: str | None  # the test-time augmentation views, or None
     report: NotRequired[str]
 
@@ -187,6 +189,8 @@ class Prediction(TypedDict, total=False):
     top: list[TopClass]  # with --top-k K > 1
     error: str
     unsure: bool  # with --min-confidence: confidence below it (the label is kept)
+    unknown: bool  # with a detector: the image looks like none of the classes (score past its threshold)
+    unknown_score: float
     copied_to: str  # with --sort-into
     explanation: str  # with --explain: the heat-map image written for it
 
@@ -200,6 +204,7 @@ class Parity(TypedDict):
     label_agreement: float  # share of images with the same top label
     tolerance: float
     passed: bool
+    unknown_score_diff: NotRequired[float]  # with a detector: largest relative |unknown score difference|
 
 
 class ExportResult(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,10 @@ from catdog_cli.data.dataset import Dataset, Split, load_dataset
 from catdog_cli.data.presets import Inputs
 from catdog_cli.data.sources import BatchSource
 from catdog_cli.errors import CatdogError
-from catdog_cli.inference import calibration
+from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.explain import add_heatmaps
 from catdog_cli.inference.metrics import confusion_matrix, per_class
+from catdog_cli.inference.predict import collect_images
 from catdog_cli.inference.trained import TrainedModel, throughput
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import TransferModel, count_params
@@ -143,10 +145,13 @@ def evaluate_checkpoint(
     min_confidence: float | None = None,
     tta: str | None = None,
     precision: str = "auto",
+    unknown_data: Path | str | None = None,
 ) -> EvaluateResult:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
     with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about;
-    `tta`: test-time augmentation views.
+    `tta`: test-time augmentation views. With the checkpoint's unknown-image detector: the share of the split it
+    keeps and the accuracy on those; `unknown_data`, a folder of images of neither class, adds how well the
+    detector tells them apart (AUROC, FPR at 95 % kept, the share it catches).
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
     train and val are the split the run recorded (files added since are left out, files gone are named), so
@@ -165,6 +170,8 @@ def evaluate_checkpoint(
         check_new_file(report, "--report")
     trained = TrainedModel.load(checkpoint, device, precision, tta)
     ckpt, classes = trained.checkpoint, trained.classes
+    if unknown_data is not None and trained.detector is None:
+        raise CatdogError(f"--unknown-data needs a detector, and {ood.NO_DETECTOR.removeprefix('this ')}")
     dataset = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
         events.note(f"{dataset.root} has no split folders: evaluating all of it")
@@ -177,7 +184,8 @@ def evaluate_checkpoint(
     images = dataset.split(split)
     source = trained.one_pass(images, batch_size, workers, on_skip=events.skip)
     events.task(f"evaluating {split}", len(images))
-    with throughput(trained, len(images)) as speed:
+    scored = trained.scored() if trained.detector is not None else nullcontext()
+    with throughput(trained, len(images)) as speed, scored as tap:
         out = evaluate(
             trained.model,
             source,
@@ -215,10 +223,69 @@ def evaluate_checkpoint(
     }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
+    if trained.detector is not None:
+        result["unknown"] = unknown_record(
+            trained.detector, trained, out, tap.take_scores(), split, unknown_data, batch_size, workers, events
+        )
     if report is not None:  # a new file only, even if one appeared while this ran
         create_new(report, lambda tmp: run_report.write_train_report(result, tmp), "--report")
         result["report"] = str(report)
     return result
+
+
+EXAMPLES = 6  # caught and missed images of --unknown-data the report shows
+
+
+def unknown_record(
+    detector: ood.Detector,
+    trained: TrainedModel,
+    out: EvalOutput,
+    scores: torch.Tensor,
+    split: str,
+    unknown_data: Path | str | None,
+    batch_size: int | None,
+    workers: int | None,
+    events: Events,
+) -> dict[str, Any]:
+    """The detector on the evaluated split (the share kept, the accuracy on them); with `unknown_data`, on those
+    images too: AUROC, FPR at 95 % kept (the threshold keeping 95 % of this split), the share past the checkpoint's
+    threshold, and the most and least unknown-looking of them for the report."""
+    kept, right = ~detector.unknown(scores), out.preds == out.labels
+    record: dict[str, Any] = {
+        "method": detector.method,
+        "threshold": detector.threshold,
+        "keep": detector.record.get("keep"),
+        "split": split,
+        "kept": kept.double().mean().item(),
+        "accuracy_kept": right[kept].double().mean().item() if kept.any() else None,
+        "accuracy_all": out.accuracy,
+        "scores": {split: scores.tolist()},
+    }
+    if unknown_data is None:
+        return record
+    files = collect_images([unknown_data])
+    if not files:
+        raise CatdogError(f"no images in --unknown-data {unknown_data}")
+    source = trained.one_pass(Split(files, [0] * len(files)), batch_size, workers, on_skip=events.skip)
+    events.task("scoring --unknown-data", len(files))
+    with trained.scored() as tap:
+        seen = evaluate(trained.model, source, trained.inputs, trained.precision, len(trained.classes), events)
+    found = tap.take_scores()
+    order = found.argsort(descending=True).tolist()
+    caught = [i for i in order if found[i] > detector.threshold]
+    missed = [i for i in reversed(order) if found[i] <= detector.threshold]
+
+    def example(i: int) -> dict[str, Any]:
+        return {"path": str(files[seen.index[i]]), "label": trained.classes[seen.preds[i]], "score": found[i].item()}
+
+    return record | {
+        "unknown_data": str(unknown_data),
+        "unknown_images": len(found),
+        **ood.separation(scores, found, detector.threshold),
+        "scores": {split: scores.tolist(), "unknown data": found.tolist()},
+        "caught_examples": [example(i) for i in caught[:EXAMPLES]],
+        "missed_examples": [example(i) for i in missed[:EXAMPLES]],
+    }
 
 
 def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Dataset:

@@ -6,6 +6,9 @@ at the model's crop size C, any batch size N. Inside it: scale and normalize as 
 the calibrated temperature, softmax; out come probabilities (N, classes). What stays outside is resizing and
 cropping (the user's image library does it); the file's metadata spells that contract out, with the class names.
 
+With an unknown-image detector in the checkpoint (inference/ood.py) the graph has a second output, `unknown_score`
+(N,), computed inside it from the same features; the metadata gives its threshold (above it: neither class).
+
 After writing, catdog proves parity: the exported file (onnxruntime for ONNX, torch.jit for TorchScript) and
 catdog's own predict run on the same real images, on the CPU in fp32, and the export fails, leaving no file, if
 any probability differs by more than the tolerance or any label differs.
@@ -35,29 +38,37 @@ from catdog_cli.data.dataset import Split, load_dataset
 from catdog_cli.data.decode import ImageError, ImageSpec
 from catdog_cli.data.presets import Inputs
 from catdog_cli.errors import CatdogError
+from catdog_cli.inference import ood
 from catdog_cli.inference.predict import collect_images, predict
 from catdog_cli.inference.trained import TrainedModel
+from catdog_cli.models.backbones import TransferModel
 
 TOLERANCE = 1e-4  # largest |probability difference| allowed between the file and catdog (fp32 on the CPU)
 PARITY_IMAGES = 32  # real images the parity check runs on
 METADATA_FILE = "catdog.json"  # TorchScript: the metadata's name among the file's extra files
-INPUT, OUTPUT = "images", "probabilities"
+INPUT, OUTPUT, SCORE = "images", "probabilities", "unknown_score"
 
 
 class Exportable(nn.Module):
-    """uint8 NHWC RGB crops -> calibrated class probabilities: everything between the crop and the answer."""
+    """uint8 NHWC RGB crops -> calibrated class probabilities (and the unknown score, with a detector): everything
+    between the crop and the answer."""
 
-    def __init__(self, model: nn.Module, inputs: Inputs, temperature: float):
+    def __init__(self, model: TransferModel, inputs: Inputs, temperature: float, detector: ood.Detector | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.detector = model, detector
         # the same arithmetic as augment.normalize, so the file computes what catdog computes
         self.register_buffer("mean", torch.tensor(inputs.mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(inputs.std).view(1, 3, 1, 1) * 255)
         self.temperature = temperature
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        return (self.model(x).float() / self.temperature).softmax(1)
+        features = self.model.features(x)  # TransferModel's forward, in two steps: the detector reads the features
+        logits = self.model.head(features[0] if isinstance(features, tuple) else features).float()
+        probabilities = (logits / self.temperature).softmax(1)
+        if self.detector is None:
+            return probabilities
+        return probabilities, self.detector(features, logits)
 
 
 def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
@@ -87,9 +98,24 @@ def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
             "std": list(inputs.std),
         },
         "temperature": trained.temperature,
+        **_unknown_metadata(trained.detector),
         "backbone": trained.checkpoint["backbone"],
         "checkpoint": str(checkpoint),
         "catdog": __version__,
+    }
+
+
+def _unknown_metadata(detector: ood.Detector | None) -> dict[str, Any]:
+    if detector is None:
+        return {}
+    return {
+        "unknown": {
+            "output": SCORE,
+            "shape": ["batch"],
+            "method": detector.method,
+            "threshold": detector.threshold,
+            "meaning": "an image scoring above threshold looks like none of the classes (catdog predict's unknown)",
+        }
     }
 
 
@@ -118,7 +144,7 @@ def write_onnx(module: Exportable, size: int, path: Path, meta: dict[str, Any]) 
             (_example(size),),
             dynamo=True,
             input_names=[INPUT],
-            output_names=[OUTPUT],
+            output_names=[OUTPUT, SCORE] if module.detector is not None else [OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
@@ -135,20 +161,24 @@ def write_torchscript(module: Exportable, size: int, path: Path, meta: dict[str,
         traced.save(str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
 
 
-def run_onnx(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+Outputs = tuple[torch.Tensor, ...]  # probabilities, and the unknown score with a detector
+
+
+def run_onnx(path: Path) -> Callable[[torch.Tensor], Outputs]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda images: torch.from_numpy(session.run([OUTPUT], {INPUT: images.numpy()})[0])
+    return lambda images: tuple(torch.from_numpy(o) for o in session.run(None, {INPUT: images.numpy()}))
 
 
-def run_torchscript(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def run_torchscript(path: Path) -> Callable[[torch.Tensor], Outputs]:
     with _quiet():
         module = torch.jit.load(str(path), map_location="cpu")
 
-    def run(images: torch.Tensor) -> torch.Tensor:
+    def run(images: torch.Tensor) -> Outputs:
         with torch.inference_mode():
-            return module(images)
+            found = module(images)
+        return tuple(found) if isinstance(found, (tuple, list)) else (found,)
 
     return run
 
@@ -199,7 +229,8 @@ def check_parity(
     tolerance: float = TOLERANCE,
     batch_size: int = 8,
 ) -> Parity:
-    """The file and catdog's predict on the same images: the largest probability difference, label agreement.
+    """The file and catdog's predict on the same images: the largest probability difference, label agreement, and
+    with a detector the largest difference of the unknown score (relative to the score, at least 1).
 
     The file gets the crops catdog's own eval decode makes, in batches of `batch_size` and a smaller last one
     (so a dynamic batch size is exercised too).
@@ -224,12 +255,12 @@ def check_parity(
     events.task(f"parity ({fmt} vs catdog predict)", len(rows))
     parts = []
     for start in range(0, len(rows), batch_size):
-        parts.append(run(crops[start : start + batch_size].contiguous()).double())
-        events.advance(len(parts[-1]))
-    got = torch.cat(parts)
+        parts.append([o.double() for o in run(crops[start : start + batch_size].contiguous())])
+        events.advance(len(rows[start : start + batch_size]))
+    got = torch.cat([p[0] for p in parts])
     diff = (got - expected).abs().max().item()
     agreement = (got.argmax(1) == expected.argmax(1)).double().mean().item()
-    return {
+    parity: Parity = {
         "images": len(rows),
         "source": source,
         "max_abs_diff": diff,
@@ -237,6 +268,14 @@ def check_parity(
         "tolerance": tolerance,
         "passed": diff <= tolerance and agreement == 1.0,
     }
+    if "unknown_score" in rows[0]:
+        if len(parts[0]) < 2:
+            raise CatdogError("the exported model has no unknown score, yet the checkpoint has a detector")
+        want = torch.tensor([r["unknown_score"] for r in rows], dtype=torch.float64)
+        score = torch.cat([p[1] for p in parts])
+        parity["unknown_score_diff"] = ((score - want).abs() / want.abs().clamp(min=1)).max().item()
+        parity["passed"] = parity["passed"] and parity["unknown_score_diff"] <= tolerance
+    return parity
 
 
 def export_model(
@@ -258,7 +297,7 @@ def export_model(
     trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     images, source = parity_images(trained, parity_folder)
     meta = metadata(trained, checkpoint)
-    module = Exportable(trained.model, trained.inputs, trained.temperature).eval()
+    module = Exportable(trained.model, trained.inputs, trained.temperature, trained.detector).eval()
     # a hidden folder beside OUT: the exporters create the file as open() would (the user's umask), and the
     # finished file is then linked to its name on the same file system
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -271,7 +310,7 @@ def export_model(
             raise CatdogError(
                 f"the exported {fmt} model disagrees with catdog predict on {parity['images']} images of {source} "
                 f"(largest probability difference {parity['max_abs_diff']:.2e}, tolerance {tolerance:.0e}; labels "
-                f"agree on {parity['label_agreement']:.1%}); nothing was written"
+                f"agree on {parity['label_agreement']:.1%}{_score_diff(parity)}); nothing was written"
             )
         size = tmp.stat().st_size
         final = publish_new(tmp, out.parent, out.name)  # in a race for the name, the next free one: never replaced
@@ -286,6 +325,10 @@ def export_model(
         "metadata": meta,
         "parity": parity,
     }
+
+
+def _score_diff(parity: Parity) -> str:
+    return f"; unknown scores differ by {parity['unknown_score_diff']:.2e}" if "unknown_score_diff" in parity else ""
 
 
 def read_metadata(path: Path | str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ from catdog_cli.core.records import (
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.folders import walk_images
 from catdog_cli.errors import CatdogError
+from catdog_cli.inference import ood
 from catdog_cli.inference.trained import TrainedModel, throughput
 
 UNSURE = "_unsure"  # predict --sort-into: the folder of images below --min-confidence
+UNKNOWN = "_unknown"  # predict --sort-into: the folder of images of neither class (the detector's unknown)
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:
@@ -55,6 +58,7 @@ def classify(
     min_confidence: float | None = None,
     tta: str | None = None,
     precision: str = "auto",
+    unknown: bool = True,
 ) -> PredictResult:
     """`catdog predict`: the predictions (see `predict`) and how fast they came."""
     events = events or Events()
@@ -68,6 +72,9 @@ def classify(
     )
     trained = TrainedModel.load(checkpoint, device, precision, tta)
     classes, inputs = trained.classes, trained.inputs
+    detector = trained.detector if unknown else None
+    if unknown and detector is None:
+        events.note(ood.NO_DETECTOR)
     files = collect_images(paths)
     if not files:
         raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
@@ -76,18 +83,22 @@ def classify(
     events.task("classifying", len(files))
     unlabeled = Split(files, [0] * len(files))
     source = trained.one_pass(unlabeled, batch_size, workers, on_skip=lambda path, reason: events.advance())
-    with throughput(trained, len(files)) as speed, torch.inference_mode():
+    scored = trained.scored() if detector is not None else nullcontext()
+    with throughput(trained, len(files)) as speed, torch.inference_mode(), scored as tap:
         for batch in source:
             with trained.precision.autocast():
                 logits = trained.model(inputs.model_input(batch)).float()
             probs = (logits / trained.temperature).softmax(1)
             conf, idx = probs.topk(k, dim=1)
-            for i, c, j in zip(batch.index.tolist(), conf.tolist(), idx.tolist()):
+            scores = tap.take_scores().tolist() if detector is not None else [None] * len(batch)
+            for i, c, j, score in zip(batch.index.tolist(), conf.tolist(), idx.tolist(), scores):
                 row: Prediction = {"path": str(files[i]), "label": classes[j[0]], "confidence": c[0]}
                 if top_k > 1:
                     row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
                 if min_confidence is not None:
                     row["unsure"] = c[0] < min_confidence
+                if score is not None:
+                    row["unknown"], row["unknown_score"] = score > detector.threshold, score
                 rows.append(row)
             events.advance(len(batch))
     rows += [{"path": str(p), "error": reason} for p, reason in source.skipped]
@@ -112,16 +123,19 @@ def predict(
     min_confidence: float | None = None,
     tta: str | None = None,
     precision: str = "auto",
+    unknown: bool = True,
 ) -> list[Prediction]:
     """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
     or a FIFO's too: only regular files are read).
 
     Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
     `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
+    With `unknown` and a checkpoint that has a detector, every labeled row says whether it is `unknown` (an image
+    of neither class: its `unknown_score` is past the detector's threshold); the label is kept there too.
     """
-    return classify(checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta, precision)[
-        "predictions"
-    ]
+    return classify(
+        checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta, precision, unknown
+    )["predictions"]
 
 
 def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Prediction], Any]]]:
@@ -134,6 +148,11 @@ def prediction_columns(rows: list[Prediction]) -> list[tuple[str, Callable[[Pred
     ]
     if any("unsure" in r for r in rows):
         columns.append(("unsure", lambda r: r.get("unsure", "")))
+    if any("unknown" in r for r in rows):
+        columns += [
+            ("unknown", lambda r: r.get("unknown", "")),
+            ("unknown_score", lambda r: r.get("unknown_score", "")),
+        ]
     for n in range(1, max((len(r.get("top", ())) for r in rows), default=0)):
         columns += [
             (f"label_{n + 1}", lambda r, n=n: r["top"][n]["label"] if "top" in r else ""),
@@ -160,7 +179,8 @@ def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = 
 
 def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
     """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read. Rows
-    marked unsure (predict's min_confidence) go to dest/_unsure/<label>/ instead, for a person to look at.
+    marked unknown (of neither class) go to dest/_unknown/, rows marked unsure (predict's min_confidence) to
+    dest/_unsure/<label>/ instead, for a person to look at.
 
     Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused.
     """
@@ -171,11 +191,16 @@ def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
             raise CatdogError(f"class name {label!r} is not a safe folder name; refusing to sort into {dest}")
     if UNSURE in labels and any(r.get("unsure") for r in rows):
         raise CatdogError(f"a class is named {UNSURE}, the folder unsure images go to; sort without --min-confidence")
+    if UNKNOWN in labels and any(r.get("unknown") for r in rows):
+        raise CatdogError(f"a class is named {UNKNOWN}, the folder unknown images go to; sort with --no-unknown")
     check_folder_target(dest, "--sort-into")
     for row in rows:
         if "label" not in row:
             continue
-        folder = dest / UNSURE / row["label"] if row.get("unsure") else dest / row["label"]
+        if row.get("unknown"):
+            folder = dest / UNKNOWN
+        else:
+            folder = dest / UNSURE / row["label"] if row.get("unsure") else dest / row["label"]
         try:
             folder.mkdir(parents=True, exist_ok=True)
             row["copied_to"] = str(copy_new(Path(row["path"]), folder))

@@ -4,9 +4,10 @@ feed it, and the throughput of a pass.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import default_workers
 from catdog_cli.data.presets import Inputs
 from catdog_cli.data.sources import ThreadedSource
-from catdog_cli.inference import calibration
+from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.tta import TTAModel, with_tta
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import TransferModel
@@ -57,6 +58,17 @@ class TrainedModel:
     @property
     def temperature(self) -> float:
         return calibration.temperature_of(self.checkpoint)
+
+    @functools.cached_property
+    def detector(self) -> ood.Detector | None:
+        """The checkpoint's unknown-image detector, on the model's device; None when it has none."""
+        found = ood.from_checkpoint(self.checkpoint)
+        return found.to(self.device) if found is not None else None
+
+    def scored(self) -> AbstractContextManager[ood.Tap]:
+        """The detector's score of every image the model runs on in this context (the centre view under TTA)."""
+        views = self.model.views if isinstance(self.model, TTAModel) else 1
+        return ood.tapped(self.base.head, views, self.detector)
 
     @property
     def base(self) -> TransferModel:

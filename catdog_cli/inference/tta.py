@@ -23,6 +23,11 @@ class TTAModel(nn.Module):
         super().__init__()
         self.model, self.crop, self.corners = model, crop, views == "flip+crops"
 
+    @property
+    def views(self) -> int:
+        """Model calls per batch: each crop and its mirror image."""
+        return 2 * (5 if self.corners else 1)
+
     def offsets(self, size: int) -> list[tuple[int, int]]:
         """(top, left) of each crop in a size x size square: the centre first."""
         centre, far = (size - self.crop) // 2, size - self.crop

@@ -228,6 +228,90 @@ def _top_losses(run: dict) -> str:
     )
 
 
+HISTOGRAM_BINS = 30
+
+
+def _histogram(scores: list[float], lo: float, hi: float, name: str, color: int) -> Series:
+    """A distribution as the share of images per score bin, drawn as a line over the bins' centres."""
+    width = (hi - lo) / HISTOGRAM_BINS or 1.0
+    counts = [0] * HISTOGRAM_BINS
+    for v in scores:
+        counts[min(HISTOGRAM_BINS - 1, max(0, int((v - lo) / width)))] += 1
+    points = [
+        Point(
+            lo + (k + 0.5) * width,
+            c / len(scores),
+            f"{name}: {fmt(c, 'int')} images scored {fmt(lo + k * width)}–{fmt(lo + (k + 1) * width)}",
+        )
+        for k, c in enumerate(counts)
+    ]
+    return Series(name, points, color)
+
+
+def _examples(title: str, rows: list[dict]) -> str:
+    cards = [
+        f'<figure class="thumb" title="{escape(r["path"])}"><div class="pair">'
+        f"{_img(thumbnail_uri(r['path']), r['path'], Path(r['path']).name)}</div>"
+        f"<div>would be <b>{escape(str(r['label']))}</b></div>"
+        f'<div class="muted">score {fmt(r.get("score"))}</div></figure>'
+        for r in rows
+    ]
+    return figure_html(title, f'<div class="thumbs">{"".join(cards)}</div>', wide=True) if cards else ""
+
+
+def _unknown(found: dict) -> str:
+    """The unknown-image detector: its threshold, what it keeps and catches, the score distributions of the known
+    images and of --unknown-data against the threshold, and a few images of neither class it caught and missed."""
+    cards = [
+        card(
+            "unknown-image detector",
+            escape(str(found.get("method"))),
+            f"threshold {fmt(found.get('threshold'))}, set to keep {fmt(found.get('keep'), 'pct')} of val",
+        )
+    ]
+    if "kept" in found:
+        note = (
+            f"accuracy on them {fmt(found.get('accuracy_kept'), 'pct')}, on all {fmt(found.get('accuracy_all'), 'pct')}"
+        )
+        cards.append(card(f"{found.get('split', '?')} images kept", fmt(found["kept"], "pct"), note))
+    elif "val_kept" in found:
+        cards.append(card("val images kept", fmt(found["val_kept"], "pct"), "the images the threshold was set on"))
+    if "caught" in found:
+        cards.append(
+            card(
+                "unknown images caught",
+                fmt(found["caught"], "pct"),
+                f"of {fmt(found.get('unknown_images'), 'int')} in {escape(str(found.get('unknown_data')))} · AUROC "
+                f"{fmt(found.get('auroc'))} · FPR at 95 % kept {fmt(found.get('fpr_at_95_kept'), 'pct')}",
+            )
+        )
+    scores = {name: list(v) for name, v in (found.get("scores") or {}).items() if v}
+    parts = []
+    if scores:
+        every = [v for vs in scores.values() for v in vs] + [found.get("threshold", 0.0)]
+        lo, hi = min(every), max(every)
+        series = [_histogram(v, lo, hi, name, color) for color, (name, v) in enumerate(scores.items())]
+        svg = plot(
+            "unknown-scores",
+            series,
+            Axis("unknown score"),
+            Axis("share of images", percent=True, include=(0,)),
+            rule=(found["threshold"], "threshold") if "threshold" in found else None,
+        )
+        parts.append(
+            figure_html(
+                "Unknown scores (right of the threshold: unknown)", svg, [(n, c, "") for c, n in enumerate(scores)]
+            )
+        )
+    parts.append(_examples("Images of neither class it caught (highest scores)", found.get("caught_examples") or []))
+    parts.append(_examples("Images of neither class it missed (lowest scores)", found.get("missed_examples") or []))
+    return section(
+        "Images of neither class",
+        f'<div class="cards">{"".join(cards)}</div>',
+        f'<div class="figs">{"".join(parts)}</div>',
+    )
+
+
 def setup_section(config: Iterable[tuple[str, Any]], versions: dict | None) -> str:
     """Configuration and versions, so a reader can tell exactly what produced these numbers."""
     return section(
@@ -296,6 +380,9 @@ def write_train_report(run: TrainResult | EvaluateResult, path: Path) -> Path:
         sections.append(_calibration(run))
     if run.get("top_losses"):
         sections.append(_top_losses(run))
+    found = run.get("unknown") or run.get("ood")  # evaluate's measurements, or train's fitted detector
+    if found:
+        sections.append(_unknown(found))
     params = run.get("params") or {}
     config = [
         *cfg.items(),

@@ -44,6 +44,7 @@ from catdog_cli.models.backbones import TransferModel, build_model, read_state_d
 from catdog_cli.reporting.compare_report import write_compare_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import resolve_device
+from catdog_cli.training.finish import fit_unknown_detector
 from catdog_cli.training.loop import train_loop
 from catdog_cli.training.setup import Run, run_summary, start_run
 
@@ -270,6 +271,9 @@ def _run_grid(
     winner = max(range(len(new_best)), key=new_best.__getitem__)
     if keep_best and new_best[winner] > earlier_best and world.rank == winner:
         grid.best[1].save(out / "best.pt", with_optimizer=False)
+        detector = fit_unknown_detector(grid.best[1])  # the winner's best.pt has one, as a train run's has
+        if detector is not None:
+            checkpoints.update(out / "best.pt", ood=detector.checkpoint_entry())
     result: CompareResult = {
         "kind": "compare",
         "config": config.to_dict(),

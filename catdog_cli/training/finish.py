@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from catdog_cli.core.paths import atomic_write_text
 from catdog_cli.core.records import EpochRecord, TrainResult, to_json
 from catdog_cli.data.balance import class_counts
 from catdog_cli.data.dataset import split_summary
-from catdog_cli.inference import calibration
+from catdog_cli.data.decode import default_workers
+from catdog_cli.data.sources import ThreadedSource
+from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.evaluate import (
     TOP_LOSSES,
     evaluate,
@@ -26,6 +29,7 @@ from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
 from catdog_cli.reporting.run_report import write_train_report
 from catdog_cli.runtime import distributed
+from catdog_cli.training.features import CachedFeatures
 from catdog_cli.training.setup import Run
 
 
@@ -103,6 +107,34 @@ def summarize(
     return result
 
 
+def fit_unknown_detector(run: Run) -> ood.Detector | None:
+    """The unknown-image detector of the best weights (loaded by `summarize`): fitted on train's features (eval
+    crops: those freeze cached, else one pass, also for finetune, whose backbone moved), its threshold set on val's
+    to keep --ood-keep of them. Under torchrun each rank passes over its shard; the shards are gathered and every
+    rank fits the same detector on all of them (deterministic), rank 0 alone writes it. None with --ood none."""
+    if run.config.ood == "none":
+        return None
+    start = time.perf_counter()
+    model, n = run.model, len(run.dataset.classes)
+    with ood.tapped(model.head) as tap:
+        if isinstance(getattr(run.preprocess, "__self__", None), CachedFeatures):  # freeze cached them: reused
+            features, labels = run.sources.train.batch.images, run.sources.train.batch.labels
+        else:
+            workers = default_workers() if run.config.workers is None else run.config.workers
+            spec, size = run.inputs.eval_spec(), run.config.batch_size
+            train = ThreadedSource(run.sources.splits["train"], spec, size, run.device, workers)
+            labels = evaluate(model, train, run.inputs, run.precision, n, world=run.world).labels
+            features = tap.take()[0]
+        net, inputs = run.evaluable(model)
+        evaluate(net, run.sources.val, inputs, run.precision, n, world=run.world)
+        val = tap.take()
+    shards = distributed.gather((features.cpu(), labels, val[0].cpu(), val[1].cpu()), run.world)
+    joined = [torch.cat([s[i] for s in shards]) for i in range(4)]
+    found = ood.fit(run.config.ood, (joined[0], joined[1]), (joined[2], joined[3]), n, model.head, run.config.ood_keep)
+    found.record["seconds"] = time.perf_counter() - start  # what it adds to training
+    return found
+
+
 def final_eval(
     run: Run,
     out: Path,
@@ -114,13 +146,18 @@ def final_eval(
     """After the last epoch: the best weights evaluated and calibrated, the temperature into best.pt, the report
     and run.json (`writes`: this process saves the run's files; compare's cells write none)."""
     result = summarize(run, out, best_state, interrupted, final_splits)
+    # a train run's best weights (not compare's cells, which evaluate test alone) get an unknown-image detector
+    detector = fit_unknown_detector(run) if best_state is not None and "val" in final_splits else None
+    found = {"ood": dict(detector.record)} if detector is not None else {}
     if writes and "calibration" in result:  # best.pt carries the temperature evaluate, predict and export use
-        checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]))
+        extra = {"ood": detector.checkpoint_entry()} if detector is not None else {}
+        checkpoints.update(out / "best.pt", calibration=calibration.checkpoint_entry(result["calibration"]), **extra)
     recipe = recipe_record(run, interrupted)
     if writes:  # a train run (compare's cells have one report for the grid)
-        result["report"] = str(write_train_report({**result, **recipe}, out / "report.html"))
+        result["report"] = str(write_train_report({**result, **recipe, **found}, out / "report.html"))
     result["split"] = split_summary(run.split)  # last: the keys before it keep their places
     result |= recipe  # after the keys scripts already read: those keep their places
+    result |= found  # newer still: the unknown-image detector
     if run.world.main:
         atomic_write_text(out / "run.json", to_json(result))
     return result

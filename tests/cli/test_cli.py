@@ -140,6 +140,7 @@ TRAIN_KEYS = [
     "ended",
     "best_weights",
     "train_counts",
+    "ood",
 ]
 TRAIN_CONFIG_KEYS = [
     "data",
@@ -161,6 +162,8 @@ TRAIN_CONFIG_KEYS = [
     "weight_decay",
     "precision",
     *RECIPE_FIELDS,
+    "ood",
+    "ood_keep",
 ]
 EPOCH_KEYS = [
     "epoch",
@@ -329,7 +332,7 @@ def test_predict_top_k_and_unsure_in_the_table_csv_and_folders(trained, tmp_path
     monkeypatch.setenv("COLUMNS", "200")  # one table row per image
     images = [make_image(tmp_path / "in" / f"{i}.png", CLASS_COLORS[i % 2]) for i in range(2)]
     args = ("predict", trained["out"] / "best.pt", *images, "--device", "cpu", "--top-k", "2", "--min-confidence", "1")
-    result = catdog(*args, "--csv", tmp_path / "p.csv", "--sort-into", tmp_path / "sorted")
+    result = catdog(*args, "--no-unknown", "--csv", tmp_path / "p.csv", "--sort-into", tmp_path / "sorted")
     assert result.exit_code == 0, result.output
     assert "next most likely" in result.stdout and result.stdout.count("(unsure)") == 2
     assert "(2 unsure ones into" in result.stdout
@@ -339,6 +342,20 @@ def test_predict_top_k_and_unsure_in_the_table_csv_and_folders(trained, tmp_path
     assert sorted(p.relative_to(tmp_path / "sorted").parts[:2] for p in (tmp_path / "sorted").rglob("*.png")) == sorted(
         ("_unsure", r[1]) for r in rows
     )
+
+
+def test_predict_and_evaluate_say_what_is_unknown(trained, tmp_path):
+    """The checkpoint's detector: predict's CSV and JSON carry unknown and its score, evaluate --unknown-data
+    measures it on a folder of neither class."""
+    images = [make_image(tmp_path / "in" / f"{i}.png", CLASS_COLORS[2 + i % 2]) for i in range(2)]
+    model = trained["out"] / "best.pt"
+    result = catdog("predict", model, *images, "--device", "cpu", "--csv", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    header, *rows = list(csv.reader((tmp_path / "p.csv").open()))
+    assert header == ["path", "label", "confidence", "unknown", "unknown_score", "error"]
+    assert all(r[3] in ("True", "False") and float(r[4]) >= 0 for r in rows)
+    found = parsed(catdog("evaluate", model, "--device", "cpu", "--unknown-data", tmp_path / "in", "--json"))
+    assert found["unknown"]["unknown_images"] == 2 and 0 <= found["unknown"]["auroc"] <= 1
 
 
 @pytest.mark.parametrize("json_output", [False, True])

@@ -16,6 +16,7 @@ import torch
 from catdog_cli.data.dataset import Split, shard
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference.evaluate import evaluate_checkpoint
+from catdog_cli.models import checkpoints
 from catdog_cli.runtime import distributed
 
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
@@ -101,6 +102,8 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
     assert result["evaluation"]["num_images"] == single["num_images"] == 6
     assert result["evaluation"]["accuracy"] == pytest.approx(single["accuracy"])
     assert result["best_val_acc"] == pytest.approx(single["accuracy"])
+    # the unknown-image detector: every rank's shard gathered, fitted once on all of them
+    assert checkpoints.load(run / "best.pt")["ood"]["fitted_on"] == {"train": 12, "val": 6}
 
 
 def test_compare_under_torchrun_runs_each_cell_once(colors, tmp_path):

@@ -77,7 +77,9 @@ def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(
     result = fit(
         TrainConfig(str(root), strategy="freeze", epochs=3, weights="none", augment=augment, **TINY), tmp_path / "run"
     )
-    train_images = 3 * 16 if augment else 16  # new crops every epoch, or the same pixels: features once
+    # new crops every epoch and one eval pass for the unknown-image detector, or the same pixels: features once,
+    # and the detector reuses them
+    train_images = 3 * 16 + 16 if augment else 16
     mistakes = len(result["top_losses"])  # their heat maps: one image to find the map, then all of them
     heatmaps = 1 + mistakes if mistakes else 0
     assert sum(seen) == train_images + 4 + heatmaps  # val's features once: every epoch and the best weights use them
