@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -203,6 +204,45 @@ def check_folder_target(path: Path | str, option: str) -> Path:
     return path
 
 
+# a write the environment refused: a full disk or quota, a file size limit (ulimit -f), a read-only file system
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+# torch's zip writer (torch.save) reports a short write as a RuntimeError with one of these, not as an OSError
+ZIP_WRITER_FAILED = ("inline_container", "PytorchStreamWriter", "unexpected pos")
+
+
+def _why_unwritten(folder: Path) -> str:
+    """The likely reason a write came up short when the writer did not say (torch's zip writer)."""
+    try:
+        room = os.statvfs(folder)
+        if room.f_bavail * room.f_frsize < 64 << 20:
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        resource = None
+    if resource and resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return f"{os.strerror(errno.EFBIG)} (the file size limit, ulimit -f)"
+    return "the write came up short (a full disk?)"
+
+
+@contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """A write the environment refuses (a full disk, a file size limit) as one line that names the file the user
+    asked for, not a hidden temp file and not no file at all ("File too large"). Other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise CatdogError(f"cannot write {path}: {exc.strerror}") from None
+    except RuntimeError as exc:
+        if not any(m in str(exc) for m in ZIP_WRITER_FAILED):
+            raise
+        raise CatdogError(f"cannot write {path}: {_why_unwritten(Path(path).parent)}") from None
+
+
 def _umask() -> int:
     """The process's umask: from /proc where it is shown, else by setting it and setting it straight back."""
     try:
@@ -263,7 +303,8 @@ def create_new(path: Path | str, make: Callable[[Path], object], option: str) ->
         raise CatdogError(f"{option}: cannot write in {path.parent}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
-        make(Path(tmp))
+        with writing(path):
+            make(Path(tmp))
         if not _link_new(Path(tmp), path):
             raise CatdogError(f"{path} already exists; choose a new {option} file")
     finally:
@@ -278,7 +319,8 @@ def write_new(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
         os.close(fd)
-        write(Path(tmp))
+        with writing(folder / name):
+            write(Path(tmp))
         return publish_new(Path(tmp), folder, name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -297,20 +339,22 @@ def copy_new(src: Path, folder: Path) -> Path:
 
 
 def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new."""
+    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new, and a
+    full disk one line naming the file (`writing`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

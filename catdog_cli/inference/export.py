@@ -19,6 +19,7 @@ any label differs.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import sys
@@ -36,7 +37,7 @@ from torch import nn
 from catdog_cli import __version__
 from catdog_cli.core.config import EXPORT_FORMATS, check_export
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import publish_new
+from catdog_cli.core.paths import publish_new, writing
 from catdog_cli.core.records import ExportResult, Parity
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.presets import Inputs
@@ -200,9 +201,13 @@ def write_onnx(module: Exportable, size: int, path: Path, meta: dict[str, Any]) 
 
 
 def write_torchscript(module: Exportable, size: int, path: Path, meta: dict[str, Any]) -> None:
+    """Saved to memory first, then written by Python: torch's writer aborts the whole interpreter (from C++, in a
+    destructor) when the disk is full; Python's write raises an error that says so."""
+    buffer = io.BytesIO()
     with _quiet():
         traced = torch.jit.trace(module, _example(size))
-        traced.save(str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+        torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(meta)})
+    path.write_bytes(buffer.getbuffer())
 
 
 Outputs = tuple[torch.Tensor, ...]  # probabilities, and the unknown score with a detector
@@ -347,7 +352,8 @@ def export_model(
     tmp = workdir / out.name
     try:
         events.note(f"exporting {checkpoint} to {fmt}")
-        WRITERS[fmt](module, trained.inputs.image_size, tmp, meta)
+        with writing(out):
+            WRITERS[fmt](module, trained.inputs.image_size, tmp, meta)
         parity = check_parity(fmt, tmp, trained, checkpoint, images, source, events, tolerance)
         if not parity["passed"]:
             raise CatdogError(

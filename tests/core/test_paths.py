@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from catdog_cli.core import paths
 from catdog_cli.core.paths import (
     LOCK,
     atomic_write,
@@ -77,7 +79,15 @@ def test_data_root_follows_catdog_home(tmp_path, monkeypatch):
     assert data_root() == tmp_path / "home"
 
 
-@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # torch's zip writer
+        KeyboardInterrupt(),
+    ],
+    ids=["ENOSPC", "torch zip writer", "Ctrl-C"],
+)
 def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: BaseException) -> None:
     path = tmp_path / "last.pt"
     path.write_bytes(b"the previous complete checkpoint")
@@ -86,7 +96,7 @@ def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: B
         f.write(b"the first half of the new one")
         raise error
 
-    with pytest.raises(type(error)):
+    with pytest.raises(KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else CatdogError):
         atomic_write(path, dies)
     assert path.read_bytes() == b"the previous complete checkpoint"
     assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
@@ -208,9 +218,53 @@ def test_an_interrupted_copy_leaves_no_file_under_a_real_name(tmp_path, monkeypa
         raise error
 
     monkeypatch.setattr(shutil, "copyfileobj", half_then_fail)
-    with pytest.raises(type(error)):
+    with pytest.raises(KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else CatdogError):
         copy_new(src, dest)
     assert os.listdir(dest) == []  # neither a truncated photo.jpg nor a temp file
     monkeypatch.setattr(shutil, "copyfileobj", real)
     assert copy_new(src, dest) == dest / "photo.jpg"  # the re-run takes the real name, not photo-1.jpg
     assert (dest / "photo.jpg").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (OSError(errno.EFBIG, "File too large"), "File too large"),  # no file name of its own
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), None),
+    ],
+    ids=["ENOSPC", "EFBIG", "EDQUOT", "torch zip writer"],
+)
+@pytest.mark.parametrize("writer", ["atomic_write", "write_new", "create_new"])
+def test_a_write_the_disk_refuses_is_one_line_naming_the_users_file(tmp_path, error, reason, writer):
+    """Not the hidden temp file's name, not no name at all, not torch's RuntimeError: the file the user asked for;
+    and no temp file is left."""
+
+    def fails(*_: object) -> None:
+        raise error
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(CatdogError) as caught:
+        if writer == "atomic_write":
+            atomic_write(target, fails)
+        elif writer == "write_new":
+            paths.write_new(tmp_path, "out.bin", fails)
+        else:
+            paths.create_new(target, fails, "--csv")
+    assert str(caught.value).startswith(f"cannot write {target}: ")
+    if reason:
+        assert str(caught.value) == f"cannot write {target}: {reason}"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "error", [PermissionError(errno.EACCES, "Permission denied"), RuntimeError("a bug"), ValueError("a bug")]
+)
+def test_other_errors_while_writing_pass_unchanged(tmp_path, error):
+    def fails(_: object) -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(tmp_path / "out.bin", fails)
+    assert os.listdir(tmp_path) == []

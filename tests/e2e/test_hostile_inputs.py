@@ -12,7 +12,11 @@ import builtins
 import io
 import json
 import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -642,3 +646,44 @@ def test_an_environment_error_no_check_foresaw_is_one_line(
     image = hostile.root / "train" / "dog" / "0.png"
     line = error_line(catdog("predict", hostile.model, image, "--device", "cpu", "--csv", tmp_path / "p.csv"))
     assert line == f"error: {error.strerror}" + (f": {error.filename}" if error.filename else "")
+
+
+# --- issue 25: a full disk is one line naming the file, and a run stays resumable --------------------------------
+
+
+def _with_file_size_limit(limit: int, *args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """catdog in a subprocess whose every file may grow to `limit` bytes (ulimit -f): what a full disk does to a
+    write, for real, to torch's zip and TorchScript writers too (SIGXFSZ ignored, as shells running jobs do)."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "COLUMNS": "1000"}
+    command = [sys.executable, "-m", "catdog_cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, preexec_fn=limited, timeout=600)
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_one_line_and_leaves_a_restartable_folder(tmp_path: Path) -> None:
+    data, out = labeled_folder(tmp_path / "data", per_class=4), tmp_path / "run"
+    done = _with_file_size_limit(
+        200_000, "train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", out, cwd=tmp_path
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {out / 'best.pt'}: File too large (the file size limit, ulimit -f); nothing to resume "
+        "yet: free some space and start the run again"
+    )
+    assert not out.exists()
+
+
+def test_a_torchscript_export_the_disk_cannot_hold_is_one_line_and_leaves_nothing(
+    hostile: HostileRuns, tmp_path: Path
+) -> None:
+    out = tmp_path / "model.torchscript"
+    done = _with_file_size_limit(
+        200_000, "export", hostile.model, "--format", "torchscript", "--out", out, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr[-2000:]  # not 134: the interpreter aborted from C++
+    assert done.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: File too large"
+    assert list(tmp_path.iterdir()) == []  # no hidden temp folder either
