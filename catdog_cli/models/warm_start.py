@@ -15,7 +15,7 @@ import torch
 from catdog_cli.core.events import Events
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel, build_empty, init_head
+from catdog_cli.models.backbones import TransferModel, build_empty, conform, init_head
 
 
 def is_catdog_checkpoint(weights: str) -> bool:
@@ -47,10 +47,12 @@ def from_checkpoint(
         "its backbone carries over, the head is new"
     )
     model = build_empty(backbone, len(classes))
-    features = {k.removeprefix("features."): v for k, v in ckpt["state_dict"].items() if k.startswith("features.")}
+    features = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("features.")}
+    features = conform(features, model, str(path))  # as every load: the model's dtype, finite numbers
     try:
-        model.features.load_state_dict(features, assign=True)
-    except RuntimeError as exc:
-        raise CatdogError(f"{path} does not match backbone {backbone}: {str(exc).splitlines()[0]}") from None
+        model.features.load_state_dict({k.removeprefix("features."): v for k, v in features.items()}, assign=True)
+    except RuntimeError as exc:  # its most specific line: which tensor, which shape
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise CatdogError(f"{path} does not match backbone {backbone}: {lines[-1]}") from None
     model.head = init_head(model.head.to_empty(device="cpu"), seed)
     return model.to(device)
