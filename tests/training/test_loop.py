@@ -14,10 +14,10 @@ from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import evaluate as inference
-from catdog_cli.models import checkpoints
+from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.models.backbones import build_model, inputs_for
 from catdog_cli.training import loop as engine
-from catdog_cli.training import schedule, setup
+from catdog_cli.training import schedule
 from catdog_cli.training.loop import fit
 from catdog_cli.training.resume import resume
 from catdog_cli.training.setup import start_run
@@ -66,14 +66,14 @@ def test_freeze_runs_the_backbone_once_over_val_and_over_unaugmented_train(
     image_folder, tmp_path, monkeypatch, augment
 ):
     seen: list[int] = []
-    real_build = setup.build_model
+    real_build = warm_start.build_model
 
     def counting_build(*args, **kwargs):
         model = real_build(*args, **kwargs)
         model.features.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
         return model
 
-    monkeypatch.setattr(setup, "build_model", counting_build)
+    monkeypatch.setattr(warm_start, "build_model", counting_build)
     root = image_folder(train=8, val=2)  # 16 training images (4 full batches), 4 val images
     result = fit(
         TrainConfig(str(root), strategy="freeze", epochs=3, weights="none", augment=augment, **TINY), tmp_path / "run"
@@ -257,7 +257,7 @@ def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everyth
     image_folder, tmp_path, monkeypatch
 ):
     built = {}
-    real_build = setup.build_model
+    real_build = warm_start.build_model
 
     def keep(*args, **kwargs):
         built["model"] = real_build(*args, **kwargs)
@@ -276,7 +276,7 @@ def test_freeze_unfreeze_trains_only_the_head_for_its_frozen_epochs_then_everyth
                 (any(k.startswith("head.") for k in changed), any(k.startswith("features.") for k in changed))
             )  # weights or BN statistics
 
-    monkeypatch.setattr(setup, "build_model", keep)
+    monkeypatch.setattr(warm_start, "build_model", keep)
     events = Watch()
     config = TrainConfig(
         str(image_folder(train=4, val=2)), strategy="freeze-unfreeze", epochs=3, freeze_epochs=2, weights="none", **TINY
