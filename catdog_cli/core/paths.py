@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -99,9 +101,9 @@ def check_out_dir(out: Path | str | None) -> None:
     if not Path(out).is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
     names = _names(Path(out))
-    if LOCK in names:
+    if LOCK in names and not _stale(Path(out) / LOCK):
         raise CatdogError(f"{out} is in use by another catdog run; if none is running, delete {Path(out) / LOCK}")
-    if names:
+    if set(names) - {LOCK}:  # a stale lock alone (its run was killed) is taken over by the next run
         raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
 
 
@@ -116,17 +118,61 @@ LOCK = ".catdog-lock"  # in a folder a run is writing to, for as long as it runs
 
 
 def _lock(folder: Path) -> Path:
-    """Create folder/LOCK exclusively (O_EXCL is atomic): of two runs started into one folder, one gets it."""
+    """Create folder/LOCK exclusively (O_EXCL is atomic): of two runs started into one folder, one gets it. A lock
+    whose process is gone (kill -9, a signal during start-up) is taken over, not left for the user to delete."""
     lock = folder / LOCK
+    in_use = CatdogError(f"{folder} is in use by another catdog run; if none is running, delete {lock}")
+    for _ in range(3):  # a stale lock removed, then created again: another run may win that race
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _remove_stale(lock):
+                continue
+            raise in_use from None
+        except OSError as exc:
+            raise CatdogError(f"cannot write in {folder}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return lock
+    raise in_use
+
+
+def _stale(lock: Path) -> bool:
+    """Whether a lock's run is gone: its process no longer exists on this machine. A lock of another machine (a
+    shared file system), or one that cannot be read, counts as held: only a run known dead is taken over."""
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise CatdogError(f"{folder} is in use by another catdog run; if none is running, delete {lock}") from None
-    except OSError as exc:
-        raise CatdogError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    return lock
+        pid_text, _, host = lock.read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if (host.strip() and host.strip() != socket.gethostname()) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def _remove_stale(lock: Path) -> bool:
+    """Remove a stale lock (True: try to create it again). It is first moved aside under a name of this process's
+    own and checked again there, so that a live lock another run made meanwhile is put back, never removed."""
+    if not _stale(lock):
+        return False
+    aside = lock.with_name(f"{LOCK}.stale.{os.getpid()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:  # another run removed it first
+        return True
+    if not _stale(aside):
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, lock)
+        aside.unlink()
+        return False
+    aside.unlink()
+    return True
 
 
 @contextmanager

@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -268,3 +271,42 @@ def test_other_errors_while_writing_pass_unchanged(tmp_path, error):
     with pytest.raises(type(error)):
         atomic_write(tmp_path / "out.bin", fails)
     assert os.listdir(tmp_path) == []
+
+
+# --- issue 25: no stale lock ------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has ended (and been reaped): what a lock of a run killed by -9 holds."""
+    done = subprocess.Popen([sys.executable, "-c", ""])
+    done.wait()
+    return done.pid
+
+
+@pytest.mark.parametrize("content", ["{pid}\n", "{pid} {host}\n"], ids=["older catdog", "this machine"])
+@pytest.mark.parametrize("reuse", [False, True], ids=["new run", "resume"])
+def test_a_lock_whose_process_is_gone_is_taken_over(tmp_path, content, reuse):
+    """kill -9, or SIGTERM while a run starts up, leaves the lock: the next run checks its PID and goes on."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text(content.format(pid=_dead_pid(), host=socket.gethostname()))
+    with run_folder(out, "train", reuse=reuse) as folder:
+        assert (folder / LOCK).read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        assert sorted(os.listdir(folder)) == [LOCK]  # nothing set aside left over
+    assert not (out / LOCK).exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{me} {host}\n", "{me}\n", "{dead} another-machine\n", "not a pid\n", ""],
+    ids=["running", "running, older catdog", "another machine's", "garbage", "empty (being written)"],
+)
+def test_a_lock_that_may_be_held_is_still_refused(tmp_path, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    written = content.format(me=os.getpid(), dead=_dead_pid(), host=socket.gethostname())
+    (out / LOCK).write_text(written)
+    for reuse in (False, True):
+        with pytest.raises(CatdogError, match="is in use by another catdog run"), run_folder(out, "train", reuse=reuse):
+            pass
+    assert os.listdir(out) == [LOCK] and (out / LOCK).read_text() == written  # left as it was

@@ -399,3 +399,19 @@ def test_a_damaged_last_checkpoint_is_one_line(interrupted: Path, tmp_path: Path
     line = error_line(catdog("train", "--resume", copy))
     assert str(copy / "last.pt") in line or "--" in line
     assert snapshot(copy) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM in start-up"])
+def test_a_run_killed_while_it_holds_its_folder_leaves_no_lock_that_blocks_it(tmp_path: Path, signum: int) -> None:
+    """Killed as soon as it has claimed its folder (decoding can take minutes; schedulers preempt with SIGTERM):
+    the lock's process is gone, so the folder takes a new run (or a resume) without anyone deleting the lock."""
+    data, out = labeled_folder(tmp_path / "data", per_class=20), tmp_path / "run"
+    proc = start_training(data, out)
+    wait_for(lambda: (out / LOCK).exists(), proc)
+    proc.send_signal(signum)
+    proc.communicate(timeout=120)
+    if (out / "last.pt").exists():  # it got as far as an epoch: go on with it
+        done = ok_json(catdog("train", "--resume", out, "--json"))
+    else:
+        done = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", out, "--json"))
+    assert not done["interrupted"] and not (out / LOCK).exists()
