@@ -235,6 +235,24 @@ def check_new_file(path: Path | str, option: str) -> Path:
     return path
 
 
+def check_not_an_input(
+    output: Path | str, inputs: list[Path], option: str, read_in_folder: Callable[[Path], bool] = lambda p: True
+) -> None:
+    """Refuse, before any work, an output file that is one of the command's own inputs, --overwrite or not: the
+    same file (a link or another name of it too), or a file a given folder holds that the command would read."""
+    output = Path(output)
+    if not output.exists():
+        return
+    for given in inputs:
+        same = (
+            output.resolve().is_relative_to(given.resolve()) and read_in_folder(output)
+            if given.is_dir()
+            else given.exists() and os.path.samefile(given, output)
+        )
+        if same:
+            raise CatdogError(f"{option} {output} is an input of this command ({given}); choose another file")
+
+
 def check_folder_target(path: Path | str, option: str) -> Path:
     """Refuse, before any work, an output folder that could not be made or written: a file, a path below a file,
     a read-only place."""

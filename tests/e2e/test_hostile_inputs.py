@@ -344,6 +344,34 @@ def test_predict_never_overwrites_a_csv(hostile: HostileRuns, tmp_path: Path) ->
     assert existing.read_text() == "the user's own file"
 
 
+@pytest.mark.parametrize("target", ["model", "image", "image in folder", "link to model"])
+def test_an_output_never_replaces_an_input_of_the_same_command(
+    hostile: HostileRuns, tmp_path: Path, target: str
+) -> None:
+    """`predict m.pt DIR --csv m.pt --overwrite` replaced the checkpoint it was reading, exit 0: refused up front,
+    however the input is named (itself, an image given, an image of a folder given, a link)."""
+    model = tmp_path / "m.pt"
+    shutil.copy(hostile.model, model)
+    folder = tmp_path / "photos"
+    image = make_image(folder / "a.png", CLASS_COLORS[0])
+    inputs, csv = {
+        "model": ([folder], model),
+        "image": ([image], image),
+        "image in folder": ([folder], image),
+        "link to model": ([folder], tmp_path / "link.csv"),
+    }[target]
+    if target == "link to model":
+        csv.symlink_to(model)
+    before = snapshot(tmp_path)
+    line = error_line(catdog("predict", model, *inputs, "--device", "cpu", "--csv", csv, "--overwrite"))
+    assert line.startswith(f"error: --csv {csv} is an input of this command (") and line.endswith("choose another file")
+    assert snapshot(tmp_path) == before
+    other = folder / "predictions.csv"  # in the folder, but not an image it reads: replaced as asked
+    other.write_text("old")
+    assert ok_json(catdog("predict", model, folder, "--device", "cpu", "--csv", other, "--overwrite", "--json"))
+    assert other.read_text().startswith("path")
+
+
 def test_sort_into_copies_by_label_renames_clashes_and_leaves_originals(tmp_path: Path) -> None:
     src = tmp_path / "photos"
     a, b = make_image(src / "a" / "x.jpg", CLASS_COLORS[0]), make_image(src / "b" / "x.jpg", CLASS_COLORS[1])
