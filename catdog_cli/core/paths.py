@@ -365,6 +365,7 @@ def create_new(path: Path | str, make: Callable[[Path], object], option: str) ->
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise CatdogError(f"{option}: cannot write in {path.parent}: {exc.strerror or exc}") from None
+    os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
     os.close(fd)
     try:
         with writing(path):

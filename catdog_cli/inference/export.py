@@ -216,13 +216,13 @@ Outputs = tuple[torch.Tensor, ...]  # probabilities, and the unknown score with 
 def run_onnx(path: Path) -> Callable[[torch.Tensor], Outputs]:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])  # any file name
     return lambda images: tuple(torch.from_numpy(o) for o in session.run(None, {INPUT: images.numpy()}))
 
 
 def run_torchscript(path: Path) -> Callable[[torch.Tensor], Outputs]:
-    with _quiet():
-        module = torch.jit.load(str(path), map_location="cpu")
+    with _quiet():  # from bytes: torch.jit takes only names that are UTF-8
+        module = torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu")
 
     def run(images: torch.Tensor) -> Outputs:
         with torch.inference_mode():
@@ -390,5 +390,5 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
         return {p.key: json.loads(p.value) for p in model.metadata_props}
     files = {METADATA_FILE: ""}
     with _quiet():
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu", _extra_files=files)
     return json.loads(files[METADATA_FILE])

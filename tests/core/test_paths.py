@@ -51,9 +51,16 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
-def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+@pytest.mark.parametrize("writer", ["atomic_write", "create_new", "write_new"])
+def test_every_writer_gives_the_permissions_open_would(tmp_path, writer):
+    """A --csv (create_new) was 0600 while reports were 0644: every file catdog makes gets the user's umask."""
     target = tmp_path / "report.html"
-    atomic_write(target, lambda f: f.write(b"<html>"))
+    if writer == "atomic_write":
+        atomic_write(target, lambda f: f.write(b"<html>"))
+    elif writer == "create_new":
+        create_new(target, lambda tmp: tmp.write_text("path,label\n"), "--csv")
+    else:
+        paths.write_new(tmp_path, target.name, lambda tmp: tmp.write_bytes(b"x"))
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

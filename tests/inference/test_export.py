@@ -4,6 +4,7 @@ calibrated temperature inside the graph, and never a file left behind or replace
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -210,3 +211,13 @@ def test_parity_needs_images_when_the_training_data_is_gone(frozen_run, tmp_path
     line = error_line(catdog("export", moved, "--format", "torchscript"))
     assert line.endswith("is not there to prove parity on: pass --parity-images DIR")
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_onnx), "torchscript"])
+def test_an_out_name_that_is_not_utf8_is_written_like_every_other_output(calibrated, tmp_path, fmt):
+    """torch.jit takes only UTF-8 names (a traceback); the file is written and read back by Python instead."""
+    out = tmp_path / os.fsdecode(f"mod\xff.{fmt}".encode("latin-1"))
+    result = export_model(calibrated, fmt, out)
+    assert result["parity"]["passed"] and Path(result["out"]) == out and out.is_file()
+    assert read_metadata(out)["classes"] == ["cat", "dog"]
+    assert os.listdir(tmp_path) == [out.name]
