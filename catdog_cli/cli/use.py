@@ -144,6 +144,11 @@ def predict(
         if not path.exists():
             raise CatdogError(f"no such file or folder: {path}")
     check_predict_outputs(csv_file, overwrite, {"--sort-into": sort_into, "--explain": explain})
+    if csv_file is not None:  # --overwrite replaces a file: never the model or an image it reads
+        from catdog_cli.core.paths import check_not_an_input
+        from catdog_cli.data.folders import is_image_name
+
+        check_not_an_input(csv_file, [model, *paths], "--csv", is_image_name)
     from catdog_cli.inference.predict import classify
 
     output = Output(json_output)

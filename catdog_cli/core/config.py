@@ -336,7 +336,8 @@ class CompareConfig:
             check_strategy(name)
         for name in self.backbones:
             check_backbone(name)
-        self.train.check(weights=False)  # --weights of a grid may name a file per backbone
+        for name in self.strategies:  # what train refuses for a strategy, refused for the grid before any cell
+            replace(self.train, strategy=name).check(weights=False)  # --weights may name a file per backbone
         for weights in set(weights_by_backbone(self.train.weights, self.backbones).values()):
             check_weights(weights)
 

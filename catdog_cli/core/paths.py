@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -98,9 +101,9 @@ def check_out_dir(out: Path | str | None) -> None:
     if not Path(out).is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
     names = _names(Path(out))
-    if LOCK in names:
+    if LOCK in names and not _stale(Path(out) / LOCK):
         raise CatdogError(f"{out} is in use by another catdog run; if none is running, delete {Path(out) / LOCK}")
-    if names:
+    if set(names) - {LOCK}:  # a stale lock alone (its run was killed) is taken over by the next run
         raise CatdogError(f"{out} already exists and is not empty; catdog never overwrites a run (pick a new --out)")
 
 
@@ -115,17 +118,61 @@ LOCK = ".catdog-lock"  # in a folder a run is writing to, for as long as it runs
 
 
 def _lock(folder: Path) -> Path:
-    """Create folder/LOCK exclusively (O_EXCL is atomic): of two runs started into one folder, one gets it."""
+    """Create folder/LOCK exclusively (O_EXCL is atomic): of two runs started into one folder, one gets it. A lock
+    whose process is gone (kill -9, a signal during start-up) is taken over, not left for the user to delete."""
     lock = folder / LOCK
+    in_use = CatdogError(f"{folder} is in use by another catdog run; if none is running, delete {lock}")
+    for _ in range(3):  # a stale lock removed, then created again: another run may win that race
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _remove_stale(lock):
+                continue
+            raise in_use from None
+        except OSError as exc:
+            raise CatdogError(f"cannot write in {folder}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return lock
+    raise in_use
+
+
+def _stale(lock: Path) -> bool:
+    """Whether a lock's run is gone: its process no longer exists on this machine. A lock of another machine (a
+    shared file system), or one that cannot be read, counts as held: only a run known dead is taken over."""
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise CatdogError(f"{folder} is in use by another catdog run; if none is running, delete {lock}") from None
-    except OSError as exc:
-        raise CatdogError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    return lock
+        pid_text, _, host = lock.read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    if (host.strip() and host.strip() != socket.gethostname()) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
+
+
+def _remove_stale(lock: Path) -> bool:
+    """Remove a stale lock (True: try to create it again). It is first moved aside under a name of this process's
+    own and checked again there, so that a live lock another run made meanwhile is put back, never removed."""
+    if not _stale(lock):
+        return False
+    aside = lock.with_name(f"{LOCK}.stale.{os.getpid()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:  # another run removed it first
+        return True
+    if not _stale(aside):
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, lock)
+        aside.unlink()
+        return False
+    aside.unlink()
+    return True
 
 
 @contextmanager
@@ -188,6 +235,24 @@ def check_new_file(path: Path | str, option: str) -> Path:
     return path
 
 
+def check_not_an_input(
+    output: Path | str, inputs: list[Path], option: str, read_in_folder: Callable[[Path], bool] = lambda p: True
+) -> None:
+    """Refuse, before any work, an output file that is one of the command's own inputs, --overwrite or not: the
+    same file (a link or another name of it too), or a file a given folder holds that the command would read."""
+    output = Path(output)
+    if not output.exists():
+        return
+    for given in inputs:
+        same = (
+            output.resolve().is_relative_to(given.resolve()) and read_in_folder(output)
+            if given.is_dir()
+            else given.exists() and os.path.samefile(given, output)
+        )
+        if same:
+            raise CatdogError(f"{option} {output} is an input of this command ({given}); choose another file")
+
+
 def check_folder_target(path: Path | str, option: str) -> Path:
     """Refuse, before any work, an output folder that could not be made or written: a file, a path below a file,
     a read-only place."""
@@ -201,6 +266,45 @@ def check_folder_target(path: Path | str, option: str) -> Path:
         )
     _probe(existing, option)
     return path
+
+
+# a write the environment refused: a full disk or quota, a file size limit (ulimit -f), a read-only file system
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+# torch's zip writer (torch.save) reports a short write as a RuntimeError with one of these, not as an OSError
+ZIP_WRITER_FAILED = ("inline_container", "PytorchStreamWriter", "unexpected pos")
+
+
+def _why_unwritten(folder: Path) -> str:
+    """The likely reason a write came up short when the writer did not say (torch's zip writer)."""
+    try:
+        room = os.statvfs(folder)
+        if room.f_bavail * room.f_frsize < 64 << 20:
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        resource = None
+    if resource and resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return f"{os.strerror(errno.EFBIG)} (the file size limit, ulimit -f)"
+    return "the write came up short (a full disk?)"
+
+
+@contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """A write the environment refuses (a full disk, a file size limit) as one line that names the file the user
+    asked for, not a hidden temp file and not no file at all ("File too large"). Other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise CatdogError(f"cannot write {path}: {exc.strerror}") from None
+    except RuntimeError as exc:
+        if not any(m in str(exc) for m in ZIP_WRITER_FAILED):
+            raise
+        raise CatdogError(f"cannot write {path}: {_why_unwritten(Path(path).parent)}") from None
 
 
 def _umask() -> int:
@@ -261,9 +365,11 @@ def create_new(path: Path | str, make: Callable[[Path], object], option: str) ->
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise CatdogError(f"{option}: cannot write in {path.parent}: {exc.strerror or exc}") from None
+    os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
     os.close(fd)
     try:
-        make(Path(tmp))
+        with writing(path):
+            make(Path(tmp))
         if not _link_new(Path(tmp), path):
             raise CatdogError(f"{path} already exists; choose a new {option} file")
     finally:
@@ -278,7 +384,8 @@ def write_new(folder: Path, name: str, write: Callable[[Path], object]) -> Path:
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
         os.close(fd)
-        write(Path(tmp))
+        with writing(folder / name):
+            write(Path(tmp))
         return publish_new(Path(tmp), folder, name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -297,20 +404,22 @@ def copy_new(src: Path, folder: Path) -> Path:
 
 
 def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new."""
+    """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file or the new, and a
+    full disk one line naming the file (`writing`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # the permissions open() would give, not mkstemp's private 0600
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

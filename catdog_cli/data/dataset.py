@@ -229,6 +229,24 @@ def split_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {"origin": record["origin"], "val": record.get("val", []), "train": {"count": len(train), "sha256": digest}}
 
 
+def recorded_files(recorded: dict[str, Any], splits: tuple[str, ...] = ("train", "val")) -> list[str]:
+    """The relative paths a recorded split names (a damaged record's non-strings are no file)."""
+    return [r for s in splits if isinstance(recorded.get(s), list) for r in recorded[s] if isinstance(r, str)]
+
+
+def found_recorded(root: Path, recorded: dict[str, Any], splits: tuple[str, ...] = ("train", "val")) -> int:
+    """How many of the recorded split's files are at their relative paths under `root`."""
+    return sum(1 for r in recorded_files(recorded, splits) if os.path.isfile(root / r))
+
+
+def holds_recorded(root: Path, recorded: dict[str, Any]) -> bool:
+    """Whether `root` is the folder a run trained on, wherever it is now: a copy, a move, another machine. The split
+    is recorded relative to the data root, so the match is on what is there (at least half of the recorded files at
+    their relative paths), not on the absolute path the run saw."""
+    total = len(recorded_files(recorded))
+    return total > 0 and 2 * found_recorded(root, recorded) >= total
+
+
 ADDED = "added since the run trained (not in its recorded split), left out"
 LIKE_TRAINING = "named like one of the run's training images (moved or copied from train?), left out of val"
 

@@ -3,7 +3,8 @@
 Decoding happens once per process: every image is opened as RGB (any mode, EXIF orientation applied),
 resized so its short side is the eval resize, and kept as uint8. Train images keep their whole field of view
 (RandomResizedCrop then runs on the device, see augment.py); eval images are stored already center-cropped,
-exactly the classic Resize + CenterCrop.
+exactly the classic Resize + CenterCrop (transparency composited on white first): the contract that an exported
+file's metadata and the README's snippet spell out step by step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from catdog_cli.data.dataset import Split
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
 MAX_RATIO = 100  # longer than 100:1 is no photo (a needle, 1 x 1,000,000 px): refused before decoding
 MAX_ASPECT = 2.0  # train images longer than 2:1 keep their central 2:1 part
-FULL_RESIZE = 4  # resize a whole image only when that is at most 4x the part kept; else resize only that part
+FULL_RESIZE = 4  # train: resize a whole image only when that is at most 4x the part kept; else only that part
 
 
 # --- decoding ----------------------------------------------------------------------------------------
@@ -109,14 +110,17 @@ def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
     return int(short * width / height), short
 
 
-def _resized_center(im: Image.Image, short: int, box: tuple[int, int], offset: Callable[[int], int]) -> Image.Image:
+def _resized_center(
+    im: Image.Image, short: int, box: tuple[int, int], offset: Callable[[int], int], whole: bool = False
+) -> Image.Image:
     """Resize(short), then the central part of it at most `box` (w, h) large, `offset(extra)` pixels in from the
-    left or top: what a resize of the whole image then a crop gives. Memory stays about the size of the part kept:
-    when the whole resized image would be far larger (a 100:1 strip), only the source region behind it is resized."""
+    left or top: what a resize of the whole image then a crop gives. Unless `whole`, memory stays about the size of
+    the part kept: when the whole resized image would be far larger (a 100:1 strip), only the source region behind
+    it is resized, which equals the classic way only to 1 grey level (Pillow's float box arithmetic)."""
     w, h = resized_size(im.width, im.height, short)
     kept_w, kept_h = min(box[0], w), min(box[1], h)
     left, top = offset(w - kept_w), offset(h - kept_h)
-    if w * h <= FULL_RESIZE * kept_w * kept_h:  # the classic way, exactly
+    if whole or w * h <= FULL_RESIZE * kept_w * kept_h:  # the classic way, exactly
         resized = im.resize((w, h), Image.Resampling.BILINEAR)
         return resized if (kept_w, kept_h) == (w, h) else resized.crop((left, top, left + kept_w, top + kept_h))
     sx, sy = im.width / w, im.height / h
@@ -143,8 +147,10 @@ def load_train_image(path: Path, resize: int) -> tuple[torch.Tensor, bool]:
 
 
 def load_eval_image(path: Path, resize: int, crop: int) -> torch.Tensor:
-    """uint8 (3, crop, crop): Resize(resize) then CenterCrop(crop), the classic eval transform."""
-    im = _resized_center(open_rgb(path, resize), resize, (crop, crop), lambda extra: int(round(extra / 2.0)))
+    """uint8 (3, crop, crop): Resize(resize) then CenterCrop(crop), the classic eval transform, exactly: it is the
+    contract an exported file states (export.metadata), so the whole image is resized whatever its shape. That
+    costs at most MAX_RATIO * resize**2 pixels for a 100:1 strip (6.5 M at resize 256), for one image at a time."""
+    im = _resized_center(open_rgb(path, resize), resize, (crop, crop), lambda extra: int(round(extra / 2.0)), True)
     if im.size != (crop, crop):  # smaller than the crop (crop > resize): padded, as CenterCrop pads
         im = im.crop(
             (

@@ -24,7 +24,7 @@ from catdog_cli.core.records import (
     TopLoss,
 )
 from catdog_cli.core.world import World
-from catdog_cli.data.dataset import Dataset, Split, load_dataset
+from catdog_cli.data.dataset import Dataset, Split, found_recorded, holds_recorded, load_dataset
 from catdog_cli.data.presets import Inputs
 from catdog_cli.data.sources import BatchSource
 from catdog_cli.errors import CatdogError
@@ -172,7 +172,7 @@ def evaluate_checkpoint(
     ckpt, classes = trained.checkpoint, trained.classes
     if unknown_data is not None and trained.detector is None:
         raise CatdogError(f"--unknown-data needs a detector, and {ood.NO_DETECTOR.removeprefix('this ')}")
-    dataset = _dataset_of(ckpt, data, events)
+    dataset, trained_here = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
         events.note(f"{dataset.root} has no split folders: evaluating all of it")
         split = "all"
@@ -219,7 +219,7 @@ def evaluate_checkpoint(
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out],
         "missing": dataset.missing,
-        "calibration": _calibration_of(out, ckpt, data, split, trained.temperature),
+        "calibration": _calibration_of(out, ckpt, trained_here, split, trained.temperature),
     }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
@@ -288,15 +288,16 @@ def unknown_record(
     }
 
 
-def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Dataset:
-    """The data to evaluate on; on the folder the model was trained on, with the split its run recorded."""
+def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> tuple[Dataset, bool]:
+    """The data to evaluate on, and whether it is the data the model was trained on (then with the split its run
+    recorded)."""
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     data = data or ckpt.get("data")
     if not isinstance(data, str) or not data:
         raise CatdogError("this checkpoint does not say what data it was trained on: pass --data")
-    trained_here = _trained_on(ckpt, data)
-    recorded = ckpt.get("split") if trained_here else None
-    if trained_here and not isinstance(recorded, dict):
+    recorded = ckpt.get("split") if isinstance(ckpt.get("split"), dict) else None
+    trained_here = _trained_on(ckpt, data, recorded, events)
+    if trained_here and recorded is None:
         events.note(
             "this checkpoint records no split (an older catdog made it): its val split is derived again "
             "from the files there now, exact only if they have not changed since it trained"
@@ -307,15 +308,37 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> Datas
         val_split,
         config.get("seed", 0),
         classes=ckpt["classes"],
-        recorded=recorded if isinstance(recorded, dict) else None,
+        recorded=recorded if trained_here else None,
     )
     for note in dataset.notes:
         events.note(note)
-    return dataset
+    return dataset, trained_here
+
+
+def _trained_on(ckpt: dict[str, Any], data: str, recorded: dict[str, Any] | None, events: Events) -> bool:
+    """Whether `data` is the folder the model was trained on: the path its run saw, or a copy or move of it (found by
+    the recorded split's relative paths, not by where it is). A partial copy is named: its images trained the model."""
+    root = resolve_data(data)
+    if str(root.resolve()) == ckpt.get("data"):
+        return True
+    if recorded is None:
+        return False
+    if holds_recorded(root, recorded):
+        events.note(
+            f"{root} holds the files the model was trained and validated on ({ckpt.get('data')}), copied or moved: "
+            "the split its run recorded applies"
+        )
+        return True
+    if seen := found_recorded(root, recorded, ("train",)):
+        events.note(
+            f"{seen} file(s) in {root} are at the relative path of one of the model's training images (copied from "
+            f"{ckpt.get('data')}?): if so, the accuracy counts images it was trained on"
+        )
+    return False
 
 
 def _calibration_of(
-    out: EvalOutput, ckpt: dict[str, Any], data: str | None, split: str, temperature: float
+    out: EvalOutput, ckpt: dict[str, Any], trained_here: bool, split: str, temperature: float
 ) -> Calibration:
     """The split's calibration with the checkpoint's temperature, and where that temperature came from."""
     cal = calibration.measure(out.logits, out.labels, temperature, split)
@@ -324,10 +347,5 @@ def _calibration_of(
         cal["not_fitted"] = fitted["not_fitted"]
     elif fitted:
         cal["fitted_on"] = fitted.get("fitted_on", "val")
-        cal["in_sample"] = _trained_on(ckpt, data) and split == cal["fitted_on"]
+        cal["in_sample"] = trained_here and split == cal["fitted_on"]
     return cal
-
-
-def _trained_on(ckpt: dict[str, Any], data: str | None) -> bool:
-    """Whether `data` (None: the checkpoint's own) is the folder the model was trained on."""
-    return data is None or str(resolve_data(data).resolve()) == ckpt.get("data")

@@ -3,20 +3,23 @@
 Exported models usually disagree with the framework they came from because the preprocessing is left for the
 user to rewrite. Here the graph takes what an image library hands over: uint8 RGB in NHWC layout, (N, C, C, 3)
 at the model's crop size C, any batch size N. Inside it: scale and normalize as the weights expect, the model,
-the calibrated temperature, softmax; out come probabilities (N, classes). What stays outside is resizing and
-cropping (the user's image library does it); the file's metadata spells that contract out, with the class names.
+the calibrated temperature, softmax; out come probabilities (N, classes). What stays outside is decoding, resizing
+and cropping (the user's image library does it); the file's metadata spells that contract out step by step
+(transparency, 16-bit grayscale, any aspect ratio), with the class names.
 
 With an unknown-image detector in the checkpoint (inference/ood.py) the graph has a second output, `unknown_score`
 (N,), computed inside it from the same features; the metadata gives its threshold (above it: neither class).
 
-After writing, catdog proves parity: the exported file (onnxruntime for ONNX, torch.jit for TorchScript) and
-catdog's own predict run on the same real images, on the CPU in fp32, and the export fails, leaving no file, if
-any probability differs by more than the tolerance or any label differs.
+After writing, catdog proves parity: the exported file (onnxruntime for ONNX, torch.jit for TorchScript), fed crops
+made from the original files by the documented steps, and catdog's own predict run on the same real images, on
+the CPU in fp32, and the export fails, leaving no file, if any probability differs by more than the tolerance or
+any label differs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import sys
@@ -26,16 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps
 from torch import nn
 
 from catdog_cli import __version__
 from catdog_cli.core.config import EXPORT_FORMATS, check_export
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import publish_new
+from catdog_cli.core.paths import publish_new, writing
 from catdog_cli.core.records import ExportResult, Parity
-from catdog_cli.data.dataset import Split, load_dataset
-from catdog_cli.data.decode import ImageError, ImageSpec
+from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.presets import Inputs
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import ood
@@ -71,6 +75,48 @@ class Exportable(nn.Module):
         return probabilities, self.detector(features, logits)
 
 
+DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # Pillow's 16-bit and 32-bit grayscale modes
+TRANSPARENT = ("RGBA", "LA", "PA")  # and P with a transparent palette entry
+
+
+def contract_steps(resize: int, crop: int) -> list[str]:
+    """The preprocessing outside the graph, step by step, in Pillow's terms: exactly what catdog's eval decode does
+    (data/decode.load_eval_image), for every image catdog accepts. `contract_crop` is these steps as code."""
+    return [
+        "open the file with Pillow; a JPEG is decoded by draft('RGB', (resize, resize)): at the smallest DCT scale "
+        "that still covers resize",
+        "apply the EXIF orientation (ImageOps.exif_transpose)",
+        f"16-bit or float grayscale (modes {', '.join(DEEP_GRAY)}): stretch the image's own min..max linearly to "
+        "0..255 (mode L); a flat image becomes 0",
+        f"transparency (modes {', '.join(TRANSPARENT)}, or P with a transparent entry): alpha-composite on opaque "
+        "white (Image.alpha_composite)",
+        "convert to RGB",
+        f"resize the whole image, bilinear (Pillow), so the shorter side is {resize} px and the longer "
+        f"int({resize} * longer / shorter) px, whatever the aspect ratio (catdog accepts up to 100:1)",
+        f"center-crop {crop}x{crop}, offsets round((side - {crop}) / 2)",
+    ]
+
+
+def contract_crop(path: Path, resize: int, crop: int) -> torch.Tensor:
+    """uint8 (crop, crop, 3): `contract_steps` done with plain Pillow from the original file, as the README's snippet
+    does, deliberately not through catdog's decoder: the parity check then proves the contract a user is given."""
+    with Image.open(path) as opened:
+        opened.draft("RGB", (resize, resize))
+        im = ImageOps.exif_transpose(opened)
+    if im.mode in DEEP_GRAY:
+        lo, hi = im.getextrema()
+        im = im.convert("F").point(lambda v: (v - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)).convert("L")
+    if im.mode in TRANSPARENT or (im.mode == "P" and "transparency" in im.info):
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
+    im = im.convert("RGB")
+    im = im.resize(
+        (max(resize, int(resize * im.width / im.height)), max(resize, int(resize * im.height / im.width))),
+        Image.Resampling.BILINEAR,
+    )
+    x, y = round((im.width - crop) / 2), round((im.height - crop) / 2)
+    return torch.from_numpy(np.asarray(im.crop((x, y, x + crop, y + crop))).copy())
+
+
 def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
     """What the file carries besides the graph: enough to use it right without catdog."""
     inputs = trained.inputs
@@ -91,8 +137,7 @@ def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
         "preprocessing": {
             "resize": inputs.resize,
             "crop": inputs.image_size,
-            "steps": f"RGB, EXIF rotation applied; resize the shorter side to {inputs.resize} px "
-            f"(bilinear, aspect kept); center-crop {inputs.image_size}x{inputs.image_size}",
+            "steps": contract_steps(inputs.resize, inputs.image_size),
             "in_graph": "x / 255, (x - mean) / std, softmax(logits / temperature)",
             "mean": list(inputs.mean),
             "std": list(inputs.std),
@@ -156,9 +201,13 @@ def write_onnx(module: Exportable, size: int, path: Path, meta: dict[str, Any]) 
 
 
 def write_torchscript(module: Exportable, size: int, path: Path, meta: dict[str, Any]) -> None:
+    """Saved to memory first, then written by Python: torch's writer aborts the whole interpreter (from C++, in a
+    destructor) when the disk is full; Python's write raises an error that says so."""
+    buffer = io.BytesIO()
     with _quiet():
         traced = torch.jit.trace(module, _example(size))
-        traced.save(str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+        torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(meta)})
+    path.write_bytes(buffer.getbuffer())
 
 
 Outputs = tuple[torch.Tensor, ...]  # probabilities, and the unknown score with a detector
@@ -167,13 +216,13 @@ Outputs = tuple[torch.Tensor, ...]  # probabilities, and the unknown score with 
 def run_onnx(path: Path) -> Callable[[torch.Tensor], Outputs]:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])  # any file name
     return lambda images: tuple(torch.from_numpy(o) for o in session.run(None, {INPUT: images.numpy()}))
 
 
 def run_torchscript(path: Path) -> Callable[[torch.Tensor], Outputs]:
-    with _quiet():
-        module = torch.jit.load(str(path), map_location="cpu")
+    with _quiet():  # from bytes: torch.jit takes only names that are UTF-8
+        module = torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu")
 
     def run(images: torch.Tensor) -> Outputs:
         with torch.inference_mode():
@@ -232,8 +281,8 @@ def check_parity(
     """The file and catdog's predict on the same images: the largest probability difference, label agreement, and
     with a detector the largest difference of the unknown score (relative to the score, at least 1).
 
-    The file gets the crops catdog's own eval decode makes, in batches of `batch_size` and a smaller last one
-    (so a dynamic batch size is exercised too).
+    The file gets crops made from the original files by the documented steps (`contract_crop`), not by catdog's own
+    decoder, in batches of `batch_size` and a smaller last one (so a dynamic batch size is exercised too).
     """
     classes = trained.classes
     rows = predict(checkpoint, images, top_k=len(classes), device="cpu", workers=1, precision="fp32")
@@ -245,11 +294,10 @@ def check_parity(
     for n, row in enumerate(rows):
         for top in row["top"]:  # every class: a classifier has at least two
             expected[n, index[top["label"]]] = top["confidence"]
-    spec: ImageSpec = trained.inputs.eval_spec()
-    split = Split([Path(r["path"]) for r in rows], [0] * len(rows))
+    inputs = trained.inputs
     try:
-        crops = torch.stack([spec.decode(split, i).image for i in range(len(split))]).permute(0, 2, 3, 1)
-    except ImageError as exc:  # predict read it a moment ago
+        crops = torch.stack([contract_crop(Path(r["path"]), inputs.resize, inputs.image_size) for r in rows])
+    except (OSError, ValueError, SyntaxError) as exc:  # predict read it a moment ago
         raise CatdogError(f"an image changed while checking parity: {exc}") from None
     run = RUNNERS[fmt](path)
     events.task(f"parity ({fmt} vs catdog predict)", len(rows))
@@ -304,7 +352,8 @@ def export_model(
     tmp = workdir / out.name
     try:
         events.note(f"exporting {checkpoint} to {fmt}")
-        WRITERS[fmt](module, trained.inputs.image_size, tmp, meta)
+        with writing(out):
+            WRITERS[fmt](module, trained.inputs.image_size, tmp, meta)
         parity = check_parity(fmt, tmp, trained, checkpoint, images, source, events, tolerance)
         if not parity["passed"]:
             raise CatdogError(
@@ -341,5 +390,5 @@ def read_metadata(path: Path | str) -> dict[str, Any]:
         return {p.key: json.loads(p.value) for p in model.metadata_props}
     files = {METADATA_FILE: ""}
     with _quiet():
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu", _extra_files=files)
     return json.loads(files[METADATA_FILE])

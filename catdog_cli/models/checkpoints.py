@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import pickle
 import platform
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 import torchvision
 
 from catdog_cli import __version__
-from catdog_cli.core.config import LIMITS, check_backbone
+from catdog_cli.core.config import LIMITS, check_backbone, check_number
 from catdog_cli.core.paths import atomic_write
 from catdog_cli.errors import CatdogError
 from catdog_cli.models.backbones import TransferModel, build_empty, conform
@@ -107,7 +107,40 @@ def _odd_field(ckpt: dict[str, Any]) -> str | None:
     temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
     if not (_numbers([temperature], 1) and temperature > 0):
         return f"its calibration temperature {temperature!r} is not a positive number"
+    if not all(isinstance(calibration.get(k, ""), str) for k in ("fitted_on", "not_fitted")):
+        return "its calibration's account is not text"
+    return _odd_run_field(ckpt)
+
+
+def _odd_run_field(ckpt: dict[str, Any]) -> str | None:
+    """What in the record of the run that made a checkpoint (optional: read by evaluate, export, resume and warm
+    starts) makes no sense: the data's path, the options they rederive a split with, the recorded split."""
+    if "data" in ckpt and not isinstance(ckpt["data"], str):
+        return "its data folder is not a path"
+    config = ckpt.get("config", {})
+    if not isinstance(config, dict):
+        return "its options are not a mapping"
+    for name in ("val_split", "seed"):  # what evaluate and export derive a split with (resume checks them all)
+        try:
+            check_number(name, config.get(name))
+        except CatdogError as exc:
+            return f"its options: {exc}"
+    split = ckpt.get("split", {})
+    if not (
+        isinstance(split, dict)
+        and isinstance(split.get("origin", ""), str)
+        and all(_relative_paths(split.get(name, [])) for name in ("train", "val"))
+    ):
+        return "its recorded split is not lists of paths inside the data folder"
     return None
+
+
+def _relative_paths(value: Any) -> bool:
+    """A list of relative paths that stay inside the folder they are relative to (no /x, no ../x)."""
+    return isinstance(value, list) and all(
+        isinstance(r, str) and r and not PurePosixPath(r).is_absolute() and ".." not in PurePosixPath(r).parts
+        for r in value
+    )
 
 
 def _mismatch(state: dict[str, torch.Tensor], model: TransferModel, classes: int) -> str | None:

@@ -40,7 +40,8 @@ from catdog_cli.data.dataset import Dataset, load_dataset
 from catdog_cli.data.sources import DecodeCache
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel, build_model, read_state_dict
+from catdog_cli.models.backbones import TransferModel, read_state_dict
+from catdog_cli.models.warm_start import check_warm_start, initial_model, is_catdog_checkpoint
 from catdog_cli.reporting.compare_report import write_compare_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import resolve_device
@@ -166,17 +167,16 @@ class Grid:
 class Backbones:
     """Each backbone built once (pretrained weights read once, head seeded) and copied for each of its cells."""
 
-    def __init__(self, config: CompareConfig, num_classes: int, device: torch.device):
-        self.config, self.num_classes, self.device = config, num_classes, device
+    def __init__(self, config: CompareConfig, classes: list[str], device: torch.device, events: Events):
+        self.config, self.classes, self.device, self.events = config, classes, device, events
         self.name: str | None = None
         self.model: TransferModel | None = None
 
     def copy(self, backbone: str) -> TransferModel:
         if self.name != backbone:
             self.name, self.model = None, None  # free the last backbone before building the next
-            self.model = build_model(
-                backbone, self.num_classes, self.config.weights_for(backbone), self.device, seed=self.config.train.seed
-            )
+            weights, seed = self.config.weights_for(backbone), self.config.train.seed
+            self.model = initial_model(backbone, self.classes, weights, self.device, seed, self.events)
             self.name = backbone
         return copy.deepcopy(self.model)
 
@@ -195,7 +195,7 @@ def train_cell(
 def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) -> None:
     """Train each (backbone, strategy) cell; a cell that fails for a reason of the user's (catdog's own errors,
     out of memory) is recorded with it and the grid goes on; any other error is a bug and surfaces."""
-    cache, backbones = DecodeCache(), Backbones(grid.config, len(grid.dataset.classes), grid.device)
+    cache, backbones = DecodeCache(), Backbones(grid.config, grid.dataset.classes, grid.device, grid.events)
     for index, (backbone, strategy) in cells:
         cell_json = grid.out / "cells" / cell_name(backbone, strategy) / "cell.json"
         grid.events.cell(index, total, f"{backbone} / {strategy}")
@@ -236,9 +236,11 @@ def compare(
     events = events if events is not None and world.main else Events()
     config.check()
     device = resolve_device(distributed.device_for(config.train.device, world))
-    files = {config.weights_for(b) for b in config.backbones} - {"default", "none"}
-    for file in sorted(files):  # a file no cell could use: refused once, up front
-        read_state_dict(Path(file))
+    for backbone in config.backbones:  # a file no cell could use: refused once, up front
+        weights = config.weights_for(backbone)
+        check_warm_start(weights, backbone)  # a catdog checkpoint: a warm start, as in train
+        if weights not in ("default", "none") and not is_catdog_checkpoint(weights):
+            read_state_dict(Path(weights))
     with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
         folder = distributed.main_enters(stack, lambda: compare_folder(out, config), world)
         dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.backbones import TransferModel, conform
 
 
 class EMA:
@@ -54,5 +54,8 @@ class EMA:
         return {"weights": self.model.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["weights"])
+        """As saved by a run's last.pt: checked like every weight catdog loads (dtype, finite), and a count."""
+        if type(state["updates"]) is not int or state["updates"] < 0:
+            raise ValueError(f"EMA update count {state['updates']!r}")
+        self.model.load_state_dict(conform(state["weights"], self.model, "the checkpoint's EMA"))
         self.updates = state["updates"]

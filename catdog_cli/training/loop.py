@@ -194,12 +194,23 @@ def keep_checkpoints(
     """After an epoch: best.pt from the `improved` weights if any (returned, kept in memory too), last.pt and
     metrics.csv always. Under torchrun rank 0 alone writes."""
     best = None
-    if improved is not None:
-        best = {k: v.detach().clone() for k, v in improved.state_dict().items()}
+    first = not (out / "last.pt").exists()
+    try:
+        if improved is not None:
+            best = {k: v.detach().clone() for k, v in improved.state_dict().items()}
+            if writes:
+                run.save(out / "best.pt", with_optimizer=False, model=improved)
         if writes:
-            run.save(out / "best.pt", with_optimizer=False, model=improved)
-    if writes:
-        run.save(out / "last.pt", with_optimizer=True)
+            run.save(out / "last.pt", with_optimizer=True)
+    except CatdogError as exc:  # a full disk: the folder stays resumable, or before any last.pt, as if never run
+        if first:
+            (out / "best.pt").unlink(missing_ok=True)
+        then = (
+            "nothing to resume yet: free some space and start the run again"
+            if first
+            else f"the last complete epoch is saved: free some space, then `catdog train --resume {out}`"
+        )
+        raise CatdogError(f"{exc}; {then}") from None
     if run.world.main:
         write_metrics_csv(out / "metrics.csv", run.state.history)
     return best

@@ -27,8 +27,7 @@ from catdog_cli.core.records import LrCurve, LrFindResult, to_json
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import BatchSource, DecodeCache
-from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import build_model
+from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.reporting.lr_find_report import write_lr_find_report
 from catdog_cli.runtime.device import resolve_device
 from catdog_cli.training.loop import train_step
@@ -109,10 +108,11 @@ def find_lr(
     saved as OUT/lr_find.json and OUT/lr_find.html (a new folder, runs/lr-findN by default)."""
     events = events or Events()
     check_lr_find(config, strategies, start, end, steps)
+    warm_start.check_warm_start(config.weights, config.backbone)
     with run_folder(out, "lr-find") as folder:  # claimed before any work, as train's
         dataset = load_dataset(config.data, config.val_split, config.seed)
         device = resolve_device(config.device)
-        model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
+        model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
         cache, curves = DecodeCache(), []
         for strategy in strategies:
             cell = replace(config, strategy=strategy, lr=1.0, epochs=1, ema=False, patience=None)

@@ -22,7 +22,7 @@ from catdog_cli.core.events import Events
 from catdog_cli.core.paths import resolve_data, run_folder
 from catdog_cli.core.records import TrainResult
 from catdog_cli.core.world import World
-from catdog_cli.data.dataset import load_dataset
+from catdog_cli.data.dataset import holds_recorded, load_dataset
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints
 from catdog_cli.runtime import distributed
@@ -35,11 +35,32 @@ from catdog_cli.training.setup import Run, TrainState, start_run
 RELOCATABLE = ("device", "precision", "workers", "cache_gib", "compile")
 
 
+def _data_now(ckpt: dict[str, Any], given: str | None) -> str:
+    """Where the run's data is now: `--data` if it names the run's folder or one holding the run's recorded split
+    (copied or moved: the split is recorded relative to the data root), else the folder the run saw."""
+    recorded = ckpt.get("split") if isinstance(ckpt.get("split"), dict) else None
+    if given is None:
+        if not Path(ckpt["data"]).is_dir():
+            raise CatdogError(
+                f"the data this run trained on ({ckpt['data']}) is not there: if it moved (or this is another "
+                "machine), pass --data with the folder that holds it now"
+            )
+        return ckpt["data"]
+    root = resolve_data(given)
+    if str(root.resolve()) == ckpt["data"] or (recorded is not None and holds_recorded(root, recorded)):
+        return str(root.resolve())
+    raise CatdogError(
+        f"--data {given} differs from the run being resumed ({ckpt['data']}) and does not hold its recorded "
+        "split; a resumed run keeps its data (moved or copied is fine)"
+    )
+
+
 def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
-    """The interrupted run's own config. Options typed again must agree with it, except the RELOCATABLE ones
-    and --epochs, which may grow (the run is then extended)."""
+    """The interrupted run's own config. Options typed again must agree with it, except the RELOCATABLE ones,
+    --epochs, which may grow (the run is then extended), and --data, which may name the run's data moved."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}  # for a field an older catdog did not save
-    saved = {**defaults, **ckpt["config"], "data": ckpt["data"]}
+    given = dict(given)
+    saved = {**defaults, **ckpt["config"], "data": _data_now(ckpt, given.pop("data", None))}
     epochs = given.get("epochs", saved["epochs"])
     if type(saved["epochs"]) is int and epochs < saved["epochs"]:  # a forged non-number: check_options says so
         raise CatdogError(
@@ -49,7 +70,7 @@ def resumed_config(ckpt: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
     for name, value in given.items():
         if name in RELOCATABLE or name == "epochs":
             continue
-        if (str(resolve_data(value).resolve()) if name == "data" else value) != saved.get(name):
+        if value != saved.get(name):
             allowed = ", ".join("--" + o.replace("_", "-") for o in RELOCATABLE)
             was = "default" if saved.get(name) is None else saved[name]
             raise CatdogError(

@@ -26,7 +26,7 @@ from catdog_cli.data.presets import Inputs, Preprocess
 from catdog_cli.data.sources import DataSources, DecodeCache, memory_budget, open_sources
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints, warm_start
-from catdog_cli.models.backbones import TransferModel, build_model, check_image_size, count_params, inputs_for
+from catdog_cli.models.backbones import TransferModel, check_image_size, count_params, inputs_for
 from catdog_cli.models.strategies import param_groups
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
@@ -194,12 +194,8 @@ def start_run(
         raise CatdogError(no_val_reason(dataset))
     inputs = inputs_for(config.backbone, config.image_size)
     check_image_size(config.backbone, inputs.image_size)
-    if model is None and warm_start.is_catdog_checkpoint(config.weights):  # a new run from a trained model
-        model = warm_start.from_checkpoint(
-            Path(config.weights), config.backbone, dataset.classes, device, config.seed, events
-        )
     if model is None:
-        model = build_model(config.backbone, len(dataset.classes), config.weights, device, seed=config.seed)
+        model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
     # record what the run really uses, not "default"
     config = replace(

@@ -86,8 +86,9 @@ def test_a_config_saved_before_precision_existed_runs_at_auto():
 def test_check_refuses_what_no_run_can_do(change, match):
     with pytest.raises(CatdogError, match=match):
         TrainConfig("data", **change).check()
+    grid = {"strategies": [change["strategy"]]} if "strategy" in change else {}  # a grid's cells take its strategies
     with pytest.raises(CatdogError, match=match):
-        CompareConfig(TrainConfig("data", **change)).check()
+        CompareConfig(TrainConfig("data", **change), **grid).check()
 
 
 @pytest.mark.parametrize("field", ["mixup", "cutmix", "label_smoothing", "ema_decay", "patience", "freeze_epochs"])
@@ -122,3 +123,11 @@ def test_lr_find_refuses_to_run_under_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("RANK", "0")
     check_lr_find(TrainConfig(str(tmp_path)), ["freeze"], 1e-7, 10.0, 100)
+
+
+def test_a_grid_refuses_up_front_what_train_refuses_for_one_of_its_strategies(tmp_path):
+    """`compare --strategies freeze-unfreeze --epochs 1` failed in every cell; train refuses it before any work."""
+    grid = CompareConfig(TrainConfig(str(tmp_path), epochs=1), backbones=["resnet18"], strategies=["freeze-unfreeze"])
+    with pytest.raises(CatdogError, match=r"freeze-unfreeze: --freeze-epochs \(1\) must be fewer than --epochs \(1\)"):
+        grid.check()
+    CompareConfig(TrainConfig(str(tmp_path), epochs=1), backbones=["resnet18"], strategies=["freeze"]).check()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from catdog_cli.core import paths
 from catdog_cli.core.paths import (
     LOCK,
     atomic_write,
@@ -46,9 +51,16 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
-def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+@pytest.mark.parametrize("writer", ["atomic_write", "create_new", "write_new"])
+def test_every_writer_gives_the_permissions_open_would(tmp_path, writer):
+    """A --csv (create_new) was 0600 while reports were 0644: every file catdog makes gets the user's umask."""
     target = tmp_path / "report.html"
-    atomic_write(target, lambda f: f.write(b"<html>"))
+    if writer == "atomic_write":
+        atomic_write(target, lambda f: f.write(b"<html>"))
+    elif writer == "create_new":
+        create_new(target, lambda tmp: tmp.write_text("path,label\n"), "--csv")
+    else:
+        paths.write_new(tmp_path, target.name, lambda tmp: tmp.write_bytes(b"x"))
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
@@ -77,7 +89,15 @@ def test_data_root_follows_catdog_home(tmp_path, monkeypatch):
     assert data_root() == tmp_path / "home"
 
 
-@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),  # torch's zip writer
+        KeyboardInterrupt(),
+    ],
+    ids=["ENOSPC", "torch zip writer", "Ctrl-C"],
+)
 def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: BaseException) -> None:
     path = tmp_path / "last.pt"
     path.write_bytes(b"the previous complete checkpoint")
@@ -86,7 +106,7 @@ def test_a_writer_dying_midway_leaves_the_previous_file(tmp_path: Path, error: B
         f.write(b"the first half of the new one")
         raise error
 
-    with pytest.raises(type(error)):
+    with pytest.raises(KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else CatdogError):
         atomic_write(path, dies)
     assert path.read_bytes() == b"the previous complete checkpoint"
     assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
@@ -208,9 +228,92 @@ def test_an_interrupted_copy_leaves_no_file_under_a_real_name(tmp_path, monkeypa
         raise error
 
     monkeypatch.setattr(shutil, "copyfileobj", half_then_fail)
-    with pytest.raises(type(error)):
+    with pytest.raises(KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else CatdogError):
         copy_new(src, dest)
     assert os.listdir(dest) == []  # neither a truncated photo.jpg nor a temp file
     monkeypatch.setattr(shutil, "copyfileobj", real)
     assert copy_new(src, dest) == dest / "photo.jpg"  # the re-run takes the real name, not photo-1.jpg
     assert (dest / "photo.jpg").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (OSError(errno.EFBIG, "File too large"), "File too large"),  # no file name of its own
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), None),
+    ],
+    ids=["ENOSPC", "EFBIG", "EDQUOT", "torch zip writer"],
+)
+@pytest.mark.parametrize("writer", ["atomic_write", "write_new", "create_new"])
+def test_a_write_the_disk_refuses_is_one_line_naming_the_users_file(tmp_path, error, reason, writer):
+    """Not the hidden temp file's name, not no name at all, not torch's RuntimeError: the file the user asked for;
+    and no temp file is left."""
+
+    def fails(*_: object) -> None:
+        raise error
+
+    target = tmp_path / "out.bin"
+    with pytest.raises(CatdogError) as caught:
+        if writer == "atomic_write":
+            atomic_write(target, fails)
+        elif writer == "write_new":
+            paths.write_new(tmp_path, "out.bin", fails)
+        else:
+            paths.create_new(target, fails, "--csv")
+    assert str(caught.value).startswith(f"cannot write {target}: ")
+    if reason:
+        assert str(caught.value) == f"cannot write {target}: {reason}"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "error", [PermissionError(errno.EACCES, "Permission denied"), RuntimeError("a bug"), ValueError("a bug")]
+)
+def test_other_errors_while_writing_pass_unchanged(tmp_path, error):
+    def fails(_: object) -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        atomic_write(tmp_path / "out.bin", fails)
+    assert os.listdir(tmp_path) == []
+
+
+# --- issue 25: no stale lock ------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has ended (and been reaped): what a lock of a run killed by -9 holds."""
+    done = subprocess.Popen([sys.executable, "-c", ""])
+    done.wait()
+    return done.pid
+
+
+@pytest.mark.parametrize("content", ["{pid}\n", "{pid} {host}\n"], ids=["older catdog", "this machine"])
+@pytest.mark.parametrize("reuse", [False, True], ids=["new run", "resume"])
+def test_a_lock_whose_process_is_gone_is_taken_over(tmp_path, content, reuse):
+    """kill -9, or SIGTERM while a run starts up, leaves the lock: the next run checks its PID and goes on."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text(content.format(pid=_dead_pid(), host=socket.gethostname()))
+    with run_folder(out, "train", reuse=reuse) as folder:
+        assert (folder / LOCK).read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        assert sorted(os.listdir(folder)) == [LOCK]  # nothing set aside left over
+    assert not (out / LOCK).exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{me} {host}\n", "{me}\n", "{dead} another-machine\n", "not a pid\n", ""],
+    ids=["running", "running, older catdog", "another machine's", "garbage", "empty (being written)"],
+)
+def test_a_lock_that_may_be_held_is_still_refused(tmp_path, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    written = content.format(me=os.getpid(), dead=_dead_pid(), host=socket.gethostname())
+    (out / LOCK).write_text(written)
+    for reuse in (False, True):
+        with pytest.raises(CatdogError, match="is in use by another catdog run"), run_folder(out, "train", reuse=reuse):
+            pass
+    assert os.listdir(out) == [LOCK] and (out / LOCK).read_text() == written  # left as it was

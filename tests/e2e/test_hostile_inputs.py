@@ -12,7 +12,11 @@ import builtins
 import io
 import json
 import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -340,6 +344,34 @@ def test_predict_never_overwrites_a_csv(hostile: HostileRuns, tmp_path: Path) ->
     assert existing.read_text() == "the user's own file"
 
 
+@pytest.mark.parametrize("target", ["model", "image", "image in folder", "link to model"])
+def test_an_output_never_replaces_an_input_of_the_same_command(
+    hostile: HostileRuns, tmp_path: Path, target: str
+) -> None:
+    """`predict m.pt DIR --csv m.pt --overwrite` replaced the checkpoint it was reading, exit 0: refused up front,
+    however the input is named (itself, an image given, an image of a folder given, a link)."""
+    model = tmp_path / "m.pt"
+    shutil.copy(hostile.model, model)
+    folder = tmp_path / "photos"
+    image = make_image(folder / "a.png", CLASS_COLORS[0])
+    inputs, csv = {
+        "model": ([folder], model),
+        "image": ([image], image),
+        "image in folder": ([folder], image),
+        "link to model": ([folder], tmp_path / "link.csv"),
+    }[target]
+    if target == "link to model":
+        csv.symlink_to(model)
+    before = snapshot(tmp_path)
+    line = error_line(catdog("predict", model, *inputs, "--device", "cpu", "--csv", csv, "--overwrite"))
+    assert line.startswith(f"error: --csv {csv} is an input of this command (") and line.endswith("choose another file")
+    assert snapshot(tmp_path) == before
+    other = folder / "predictions.csv"  # in the folder, but not an image it reads: replaced as asked
+    other.write_text("old")
+    assert ok_json(catdog("predict", model, folder, "--device", "cpu", "--csv", other, "--overwrite", "--json"))
+    assert other.read_text().startswith("path")
+
+
 def test_sort_into_copies_by_label_renames_clashes_and_leaves_originals(tmp_path: Path) -> None:
     src = tmp_path / "photos"
     a, b = make_image(src / "a" / "x.jpg", CLASS_COLORS[0]), make_image(src / "b" / "x.jpg", CLASS_COLORS[1])
@@ -642,3 +674,44 @@ def test_an_environment_error_no_check_foresaw_is_one_line(
     image = hostile.root / "train" / "dog" / "0.png"
     line = error_line(catdog("predict", hostile.model, image, "--device", "cpu", "--csv", tmp_path / "p.csv"))
     assert line == f"error: {error.strerror}" + (f": {error.filename}" if error.filename else "")
+
+
+# --- issue 25: a full disk is one line naming the file, and a run stays resumable --------------------------------
+
+
+def _with_file_size_limit(limit: int, *args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """catdog in a subprocess whose every file may grow to `limit` bytes (ulimit -f): what a full disk does to a
+    write, for real, to torch's zip and TorchScript writers too (SIGXFSZ ignored, as shells running jobs do)."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "COLUMNS": "1000"}
+    command = [sys.executable, "-m", "catdog_cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, preexec_fn=limited, timeout=600)
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_one_line_and_leaves_a_restartable_folder(tmp_path: Path) -> None:
+    data, out = labeled_folder(tmp_path / "data", per_class=4), tmp_path / "run"
+    done = _with_file_size_limit(
+        200_000, "train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", out, cwd=tmp_path
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {out / 'best.pt'}: File too large (the file size limit, ulimit -f); nothing to resume "
+        "yet: free some space and start the run again"
+    )
+    assert not out.exists()
+
+
+def test_a_torchscript_export_the_disk_cannot_hold_is_one_line_and_leaves_nothing(
+    hostile: HostileRuns, tmp_path: Path
+) -> None:
+    out = tmp_path / "model.torchscript"
+    done = _with_file_size_limit(
+        200_000, "export", hostile.model, "--format", "torchscript", "--out", out, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr[-2000:]  # not 134: the interpreter aborted from C++
+    assert done.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: File too large"
+    assert list(tmp_path.iterdir()) == []  # no hidden temp folder either

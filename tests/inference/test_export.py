@@ -4,15 +4,19 @@ calibrated temperature inside the graph, and never a file left behind or replace
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import CLASS_COLORS, catdog, error_line, make_image, ok_json, snapshot
+from PIL import Image
 
 from catdog_cli.core.config import ONNX_PACKAGES
+from catdog_cli.data import decode
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageSpec
 from catdog_cli.errors import CatdogError
@@ -82,18 +86,66 @@ def test_export_round_trip_agrees_with_predict(calibrated, frozen_run, exported,
     assert abs(dog - {t["label"]: t["confidence"] for t in plain[0]["top"]}["dog"]) > 1e-3
 
 
+def _odd_images(folder: Path) -> list[Path]:
+    """Every kind of file catdog accepts that a plain `Image.open(...).convert("RGB")` would read differently,
+    plus shapes past the point where catdog once resized only the part it keeps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (250, 3000, 3), dtype=np.uint8)
+    made = {}
+    rgba = np.dstack([np.full((60, 80, 3), CLASS_COLORS[1], np.uint8), np.full((60, 80), 128, np.uint8)])
+    rgba[:20, :, 3] = 30  # a band almost transparent: white shows through
+    Image.fromarray(rgba, "RGBA").save(made.setdefault("rgba", folder / "rgba.png"))
+    Image.fromarray(rgba, "RGBA").convert("LA").save(made.setdefault("la", folder / "la.png"))
+    palette = Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.save(made.setdefault("palette", folder / "palette.png"), transparency=0)
+    Image.fromarray(rgba, "RGBA").convert("PA").save(made.setdefault("pa", folder / "pa.tiff"))
+    deep = (np.linspace(1000, 3000, 60 * 80).reshape(60, 80)).astype(np.uint16)  # 16-bit, a narrow range
+    Image.fromarray(deep).save(made.setdefault("16-bit", folder / "deep.png"))
+    Image.fromarray(deep.astype(np.float32) / 7).save(made.setdefault("float", folder / "float.tiff"))
+    Image.fromarray(np.full((60, 80, 3), CLASS_COLORS[0], np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    made["cmyk"] = folder / "cmyk.jpg"
+    rotated = Image.fromarray(noise[:150, :200])
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    rotated.save(made.setdefault("exif", folder / "exif.jpg"), exif=exif)
+    for w, h in ((30, 200), (40, 250), (250, 31), (3000, 40), (37, 2900), (7, 5)):  # strips, panoramas, tiny
+        Image.fromarray(noise[:h, :w]).save(made.setdefault(f"{w}x{h}", folder / f"strip{w}x{h}.png"))
+    return list(made.values())
+
+
 @needs_onnx
-def test_the_readme_snippet_gives_predicts_answer(calibrated, exported, tmp_path, capsys):
-    """The five lines the README tells a user to paste, run as written on a file and a photo of the test's."""
+def test_the_readme_snippet_gives_predicts_answer_on_every_kind_of_image(calibrated, exported, tmp_path, capsys):
+    """The lines the README tells a user to paste, run as written on the original files, agree with predict to the
+    promised tolerance: transparency, 16-bit and float grayscale, CMYK, EXIF rotation, strips and panoramas."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     snippet = readme.split("Using the file without catdog")[1].split("```python\n")[1].split("```")[0]
-    assert len(snippet.strip().splitlines()) == 5
-    photo = make_image(tmp_path / "photo.jpg", CLASS_COLORS[1], (200, 150))  # large enough for JPEG draft
-    code = snippet.replace("runs/train/best.onnx", exported("onnx")["out"]).replace("photo.jpg", str(photo))
-    exec(compile(code, "README.md", "exec"), {})
-    label, probability = capsys.readouterr().out.split()
-    (row,) = predict(calibrated, [photo], device="cpu", workers=1, precision="fp32")
-    assert label == row["label"] and float(probability) == pytest.approx(row["confidence"], abs=1e-4)
+    photos = [make_image(tmp_path / "photo.jpg", CLASS_COLORS[1], (200, 150))]  # large enough for JPEG draft
+    photos += _odd_images(tmp_path / "odd")
+    rows = predict(calibrated, photos, device="cpu", workers=1, precision="fp32")
+    for photo, row in zip(photos, rows, strict=True):
+        code = snippet.replace("runs/train/best.onnx", exported("onnx")["out"]).replace("photo.jpg", str(photo))
+        exec(compile(code, "README.md", "exec"), {})
+        label, probability = capsys.readouterr().out.split()
+        assert "label" in row, (photo.name, row)
+        assert label == row["label"], photo.name
+        assert float(probability) == pytest.approx(row["confidence"], abs=export.TOLERANCE), photo.name
+
+
+def test_parity_holds_on_odd_files_and_is_proven_from_the_original_files(calibrated, tmp_path, monkeypatch):
+    """The parity check feeds the file crops made by the documented steps from the original files: on odd files
+    it passes, and a catdog whose decoder strayed from the contract (alpha dropped) fails it instead of agreeing
+    with itself."""
+    odd = tmp_path / "odd"
+    _odd_images(odd)
+    result = export_model(calibrated, "torchscript", tmp_path / "ok.torchscript", parity_folder=odd)
+    assert result["parity"]["passed"] and result["parity"]["images"] == len(list(odd.iterdir()))
+    assert any("alpha-composite on opaque white" in step for step in result["metadata"]["preprocessing"]["steps"])
+
+    monkeypatch.setattr(decode, "_to_rgb", lambda im: im.convert("RGB"))
+    with pytest.raises(CatdogError, match="disagrees with catdog predict"):
+        export_model(calibrated, "torchscript", tmp_path / "strayed.torchscript", parity_folder=odd)
+    assert not (tmp_path / "strayed.torchscript").exists()
 
 
 def test_parity_failure_leaves_no_file(calibrated, tmp_path, monkeypatch):
@@ -159,3 +211,13 @@ def test_parity_needs_images_when_the_training_data_is_gone(frozen_run, tmp_path
     line = error_line(catdog("export", moved, "--format", "torchscript"))
     assert line.endswith("is not there to prove parity on: pass --parity-images DIR")
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=needs_onnx), "torchscript"])
+def test_an_out_name_that_is_not_utf8_is_written_like_every_other_output(calibrated, tmp_path, fmt):
+    """torch.jit takes only UTF-8 names (a traceback); the file is written and read back by Python instead."""
+    out = tmp_path / os.fsdecode(f"mod\xff.{fmt}".encode("latin-1"))
+    result = export_model(calibrated, fmt, out)
+    assert result["parity"]["passed"] and Path(result["out"]) == out and out.is_file()
+    assert read_metadata(out)["classes"] == ["cat", "dog"]
+    assert os.listdir(tmp_path) == [out.name]

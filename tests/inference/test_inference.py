@@ -162,6 +162,41 @@ def test_evaluate_counts_the_recorded_val_split_whatever_was_added_or_removed(mo
     assert result["accuracy"] == pytest.approx(right / len(rows))
 
 
+@pytest.mark.parametrize("how", ["copy", "move"])
+def test_evaluate_on_the_training_folder_copied_or_moved_keeps_its_recorded_split(moved_run, tmp_path, how):
+    """The split is recorded relative to the data root: a copy or a move of the folder (or another machine) is
+    matched by what it holds, so its training images never count as val or as a whole folder's "all"."""
+    data, model, ckpt = moved_run
+    torch.save({**ckpt, "calibration": {"temperature": 2.0, "fitted_on": "val"}}, model)
+    elsewhere = tmp_path / "elsewhere" / "data"
+    (shutil.copytree if how == "copy" else shutil.move)(data, elsewhere)
+    events = Recorder()
+    result = evaluate_checkpoint(model, data=str(elsewhere), workers=1, device="cpu", events=events)
+    assert result["split"] == "val" and result["num_images"] == len(ckpt["split"]["val"])
+    assert any("copied or moved: the split its run recorded applies" in n for n in events.notes)
+    assert result["calibration"]["in_sample"]  # the temperature was fitted on these very val images
+    if how == "move":  # the checkpoint's own path is gone: --data is how to say where it went
+        with pytest.raises(CatdogError, match="no dataset at"):
+            evaluate_checkpoint(model, workers=1, device="cpu")
+
+
+def test_evaluate_names_training_images_copied_into_other_data(moved_run, tmp_path):
+    """Less than half the recorded split: other data, evaluated whole, but the training images in it are named."""
+    data, model, ckpt = moved_run
+    other = tmp_path / "other"
+    for rel in ckpt["split"]["train"][:3]:
+        (other / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / rel, other / rel)
+    make_image(other / "dog" / "new.png", CLASS_COLORS[1])
+    events = Recorder()
+    result = evaluate_checkpoint(model, data=str(other), workers=1, device="cpu", events=events)
+    assert result["num_images"] == 4
+    assert any(
+        n.startswith(f"3 file(s) in {other} are at the relative path of one of the model's training images")
+        for n in events.notes
+    )
+
+
 def test_a_checkpoint_without_a_recorded_split_says_its_split_is_derived_again(moved_run):
     _, model, ckpt = moved_run
     del ckpt["split"]

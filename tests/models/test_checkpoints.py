@@ -186,6 +186,20 @@ ODD = {  # a field of the checkpoint -> values no model can be used with
         {"temperature": "2"},
         1.5,
         None,
+        {"temperature": 1.5, "fitted_on": ["val"]},
+        {"not_fitted": 3},
+    ],
+    # the record of the run (issue 25): evaluate, export, resume and warm starts read these too
+    "data": [5, ["/data"], None],
+    "config": [[1, 2], "lr=3", {"val_split": "0.2"}, {"val_split": 5.0}, {"seed": -1}, {"seed": float("nan")}],
+    "split": [
+        ["a.png"],
+        {"train": "a.png"},
+        {"train": [1, 2]},
+        {"val": ["/etc/passwd"]},
+        {"val": ["../outside/a.png"]},
+        {"train": ["cat/a.png", None]},
+        {"origin": 3, "train": []},
     ],
 }
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import TINY, Recorder, catdog, error_line, labeled_folder, ok_json
 
 from catdog_cli.core.config import TrainConfig
+from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.training.loop import fit
 
@@ -35,6 +37,40 @@ def test_other_classes_keep_the_backbone_and_get_a_new_head(frozen_run):
     assert events.notes == [
         f"{best} was trained on cat, dog; this data has ant, bee, wasp: its backbone carries over, the head is new"
     ]
+
+
+@pytest.mark.parametrize("classes", [["cat", "dog"], ["ant", "bee", "wasp"]], ids=["same classes", "other classes"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_warm_start_converts_weights_stored_in_another_precision(frozen_run, tmp_path, classes, dtype):
+    """Every load path converts, the warm start on other classes too (an fp16 file 'diverged'; fp64 a traceback)."""
+    ckpt = checkpoints.load(frozen_run["out"] / "best.pt")
+    stored = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    torch.save({**ckpt, "state_dict": stored}, tmp_path / "half.pt")
+    model = warm_start.from_checkpoint(tmp_path / "half.pt", "resnet18", classes, torch.device("cpu"), 0, Recorder())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    state = model.state_dict()
+    for k, v in features_of(stored).items():
+        torch.testing.assert_close(state[k], v.to(state[k].dtype))
+
+
+@pytest.mark.parametrize("classes", [["cat", "dog"], ["ant", "bee", "wasp"]], ids=["same classes", "other classes"])
+def test_a_warm_start_refuses_weights_that_are_not_finite(frozen_run, tmp_path, classes):
+    ckpt = checkpoints.load(frozen_run["out"] / "best.pt")
+    stored = dict(ckpt["state_dict"])
+    stored["features.conv1.weight"] = stored["features.conv1.weight"].clone().fill_(float("nan"))
+    torch.save({**ckpt, "state_dict": stored}, tmp_path / "nan.pt")
+    with pytest.raises(CatdogError, match=r"not finite \(NaN or infinity in features\.conv1\.weight\)"):
+        warm_start.from_checkpoint(tmp_path / "nan.pt", "resnet18", classes, torch.device("cpu"), 0, Recorder())
+
+
+def test_a_warm_start_whose_backbone_weights_do_not_fit_says_which(frozen_run, tmp_path):
+    ckpt = checkpoints.load(frozen_run["out"] / "best.pt")
+    stored = dict(ckpt["state_dict"])
+    stored["features.conv1.weight"] = torch.zeros(3, 3)
+    torch.save({**ckpt, "state_dict": stored}, tmp_path / "odd.pt")
+    with pytest.raises(CatdogError) as caught:
+        warm_start.from_checkpoint(tmp_path / "odd.pt", "resnet18", ["a", "b", "c"], torch.device("cpu"), 0, Recorder())
+    assert "conv1.weight" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_catdog_checkpoints_are_told_from_state_dicts(frozen_run):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Recorder, catdog, error_line, out_of_memory
+from helpers import Recorder, catdog, error_line, ok_json, out_of_memory
 from PIL import Image
 
 from catdog_cli.core.config import CompareConfig, TrainConfig
@@ -126,7 +126,7 @@ def test_rerun_with_same_out_does_no_training(grid, colors, monkeypatch):
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr(compare_mod, "train_loop", no_training)
-    monkeypatch.setattr(compare_mod, "build_model", no_training)
+    monkeypatch.setattr(compare_mod, "initial_model", no_training)
     again = compare(small_grid(colors), out, Recorder(), keep_best=True)
     assert [r["best_val_acc"] for r in again["rows"]] == [r["best_val_acc"] for r in result["rows"]]
 
@@ -137,14 +137,14 @@ def test_other_settings_in_same_out_are_refused(grid, colors):
 
 
 def test_failing_cell_is_recorded_and_the_grid_goes_on(colors, tmp_path, monkeypatch):
-    real = compare_mod.build_model
+    real = compare_mod.initial_model
 
     def flaky(name, *args, **kwargs):
         if name == "squeezenet1_1":
             raise out_of_memory()
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(compare_mod, "build_model", flaky)
+    monkeypatch.setattr(compare_mod, "initial_model", flaky)
     result = compare(small_grid(colors, strategies=["freeze", "finetune"]), tmp_path / "cmp")
     status = {(r["backbone"], r["strategy"]): r for r in result["rows"]}
     assert status["resnet18", "freeze"]["status"] == status["resnet18", "finetune"]["status"] == "ok"
@@ -159,7 +159,7 @@ def test_a_bug_in_a_cell_is_not_taken_for_a_failed_cell(colors, tmp_path, monkey
     def broken(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(compare_mod, "build_model", broken)
+    monkeypatch.setattr(compare_mod, "initial_model", broken)
     with pytest.raises(ValueError, match="a bug"):
         compare(small_grid(colors, strategies=["freeze"]), tmp_path / "cmp")
 
@@ -372,3 +372,18 @@ def test_one_weights_file_for_several_backbones_is_refused_before_work(colors, t
     result = catdog("compare", "--data", colors, "--backbones", "fast", "--weights", weights, "--out", tmp_path / "cmp")
     assert "one file, which fits one architecture" in error_line(result)
     assert not (tmp_path / "cmp").exists()
+
+
+def test_a_catdog_checkpoint_as_weights_is_a_warm_start_as_in_train(colors, frozen_run, tmp_path):
+    """`--weights best.pt` is offered by compare's help as by train's: the checkpoint's backbone carries over (its
+    classes differ here, so the head is new), instead of '0 missing and 2 unexpected keys'."""
+    best = frozen_run["out"] / "best.pt"
+    args = [a if a != "squeezenet1_1" else "resnet18" for a in _grid_args(colors, tmp_path / "cmp")]
+    args[args.index("--weights") + 1] = best
+    result = ok_json(catdog(*args, "--strategies", "freeze", "--json"))
+    assert [(r["backbone"], r["status"]) for r in result["rows"]] == [("resnet18", "ok")]
+
+    other = tmp_path / "other"
+    line = error_line(catdog(*_grid_args(colors, other), "--weights", best))  # a squeezenet1_1 grid
+    assert line == f"error: {best} holds a resnet18 model, not squeezenet1_1: add --backbone resnet18 to train from it"
+    assert not other.exists()  # refused before any work

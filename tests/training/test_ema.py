@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from catdog_cli.errors import CatdogError
 from catdog_cli.models.backbones import TransferModel
 from catdog_cli.training.ema import EMA
 
@@ -55,3 +56,19 @@ def test_the_average_is_a_copy_that_never_trains_and_saves_and_loads():
     restored = EMA(_model(), decay=0.99)
     restored.load_state_dict(ema.state_dict())
     assert restored.updates == 1 and torch.equal(restored.model.head.bias, ema.model.head.bias)
+
+
+def test_a_saved_average_is_checked_like_every_weight_catdog_loads():
+    """A resumed run's EMA from last.pt: another precision converted, NaN refused, a count that is no count refused."""
+    ema = EMA(_model(), decay=0.9)
+    saved = ema.state_dict()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in saved["weights"].items()}
+    ema.load_state_dict({"weights": half, "updates": 7})
+    assert ema.updates == 7 and all(p.dtype == torch.float32 for p in ema.model.parameters())
+    poisoned = {k: v.clone() for k, v in saved["weights"].items()}
+    poisoned["head.weight"].fill_(float("nan"))
+    with pytest.raises(CatdogError, match=r"not finite \(NaN or infinity in head\.weight\)"):
+        ema.load_state_dict({"weights": poisoned, "updates": 7})
+    for count in (-1, "7", 7.0):
+        with pytest.raises(ValueError):
+            ema.load_state_dict({"weights": saved["weights"], "updates": count})

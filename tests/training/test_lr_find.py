@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from helpers import TINY, catdog, labeled_folder, ok_json
+from helpers import TINY, catdog, error_line, labeled_folder, ok_json
 
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.training.lr_find import centred_average, find_lr, suggest
@@ -108,3 +108,28 @@ def test_terminal_plot_marks_the_suggestion_and_spans_the_shown_lrs():
     assert len(bars) == 1 and 18 < bars.pop() < 32  # 1e-3: between 1e-7 and where the shown curve ends
     assert "•" in rows[0] and "•" in rows[-1]  # the highest and the lowest loss are drawn
     assert lines[-1].split() == ["1e-07", f"{lrs[max(i for i, s in enumerate(smoothed) if s <= 1.5)]:.0e}"]
+
+
+def test_a_catdog_checkpoint_as_weights_is_a_warm_start_as_in_train(frozen_run, image_folder, tmp_path):
+    """`lr-find --weights best.pt` (offered by the shared help) starts from the checkpoint as train does; a
+    checkpoint of another backbone is refused before any folder is made."""
+    best, root = frozen_run["out"] / "best.pt", image_folder(train=4, val=2)
+    common = ("lr-find", "--data", root, "--weights", best, "--image-size", "32", "--device", "cpu")
+    done = ok_json(
+        catdog(
+            *common,
+            "--backbone",
+            "resnet18",
+            "--strategies",
+            "freeze",
+            "--steps",
+            "12",
+            "--out",
+            tmp_path / "a",
+            "--json",
+        )
+    )
+    assert done["config"]["weights"] == str(best) and done["curves"][0]["strategy"] == "freeze"
+    line = error_line(catdog(*common, "--backbone", "squeezenet1_1", "--out", tmp_path / "b"))
+    assert line == f"error: {best} holds a resnet18 model, not squeezenet1_1: add --backbone resnet18 to train from it"
+    assert not (tmp_path / "b").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_CLI, catdog, error_line, labeled_folder, ok_json, snapshot
+from helpers import CLASS_COLORS, TINY_CLI, catdog, error_line, labeled_folder, make_image, ok_json, snapshot
 
 from catdog_cli.cli.progress import RichEvents
 from catdog_cli.core.paths import LOCK, run_folder
@@ -111,6 +111,33 @@ def test_resume_refuses_data_whose_classes_changed(interrupted: Path, tmp_path: 
         "start a new run instead"
     )
     assert snapshot(interrupted) == before
+
+
+def test_resume_follows_its_data_moved_and_refuses_other_data(tmp_path: Path) -> None:
+    """The split is recorded relative to the data root: a run whose folder moved (or went to another machine)
+    resumes with --data NEWPLACE; other data is still refused, and a gone folder says how to point at it."""
+    out = interrupt_at(tmp_path, epoch=2, step=3)
+    data = Path(checkpoints.load(out / "last.pt")["data"])
+    moved = tmp_path / "moved" / "data"
+    shutil.move(data, moved)
+    before = snapshot(out)
+    assert error_line(catdog("train", "--resume", out)) == (
+        f"error: the data this run trained on ({data}) is not there: if it moved (or this is another machine), "
+        "pass --data with the folder that holds it now"
+    )
+    other = tmp_path / "other"
+    for k, name in enumerate(("cat", "dog")):
+        for i in range(8):
+            make_image(other / name / f"other{i}.png", CLASS_COLORS[k])
+    assert error_line(catdog("train", "--resume", out, "--data", other)) == (
+        f"error: --data {other} differs from the run being resumed ({data}) and does not hold its recorded split; "
+        "a resumed run keeps its data (moved or copied is fine)"
+    )
+    assert snapshot(out) == before
+    done = ok_json(catdog("train", "--resume", out, "--data", moved, "--device", "cpu", "--json"))
+    assert not done["interrupted"] and done["epochs"] == 2
+    assert_every_step_taken_once(out, epochs=2, steps_per_epoch=6)
+    assert checkpoints.load(out / "last.pt")["data"] == str(moved.resolve())
 
 
 def test_resume_needs_a_last_checkpoint_and_an_unfinished_run(tmp_path: Path) -> None:
@@ -372,3 +399,19 @@ def test_a_damaged_last_checkpoint_is_one_line(interrupted: Path, tmp_path: Path
     line = error_line(catdog("train", "--resume", copy))
     assert str(copy / "last.pt") in line or "--" in line
     assert snapshot(copy) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM in start-up"])
+def test_a_run_killed_while_it_holds_its_folder_leaves_no_lock_that_blocks_it(tmp_path: Path, signum: int) -> None:
+    """Killed as soon as it has claimed its folder (decoding can take minutes; schedulers preempt with SIGTERM):
+    the lock's process is gone, so the folder takes a new run (or a resume) without anyone deleting the lock."""
+    data, out = labeled_folder(tmp_path / "data", per_class=20), tmp_path / "run"
+    proc = start_training(data, out)
+    wait_for(lambda: (out / LOCK).exists(), proc)
+    proc.send_signal(signum)
+    proc.communicate(timeout=120)
+    if (out / "last.pt").exists():  # it got as far as an epoch: go on with it
+        done = ok_json(catdog("train", "--resume", out, "--json"))
+    else:
+        done = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", out, "--json"))
+    assert not done["interrupted"] and not (out / LOCK).exists()
