@@ -237,9 +237,9 @@ def evaluate_checkpoint(
     }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
-    if detector is not None and trained is not None:
+    if trained is not None and trained.detector is not None:
         result["unknown"] = unknown_record(
-            detector, trained, out, scores, split, unknown_data, batch_size, workers, events
+            trained.detector, trained, out, scores, split, unknown_data, batch_size, workers, events
         )
     if report is not None:  # a new file only, even if one appeared while this ran
         create_new(report, lambda tmp: run_report.write_train_report(result, tmp), "--report")
