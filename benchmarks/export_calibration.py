@@ -30,6 +30,7 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from catdog_cli.data.decode import decode_split, default_workers
 from catdog_cli.data.sources import DecodeCache, batches, memory_budget
 from catdog_cli.inference import calibration
 from catdog_cli.inference.evaluate import evaluate
-from catdog_cli.inference.export import RUNNERS, check_parity, export_model
+from catdog_cli.inference.export import RUNNERS, check_parity, export_model, probabilities
 from catdog_cli.inference.predict import predict
 from catdog_cli.inference.trained import TrainedModel
 from catdog_cli.training.loop import fit
@@ -106,7 +107,7 @@ def cross_fitted(logits: torch.Tensor, labels: torch.Tensor, thresholds: list[fl
 def readme_snippet_parity(onnx_file: str, paths: list[Path], checkpoint: Path) -> dict[str, Any]:
     """The README's five lines, run per image as a user would, against catdog predict (top label and prob)."""
     snippet = README.read_text().split("Using the file without catdog")[1].split("```python\n")[1].split("```")[0]
-    rows = {r["path"]: r for r in predict(checkpoint, paths, device="cpu", precision="fp32")}
+    rows = {r["path"]: r for r in predict(checkpoint, paths, device="cpu", precision="fp32", runtime="torch")}
     code = compile(snippet.replace("runs/train/best.onnx", onnx_file).replace('"photo.jpg"', "PHOTO"), "README", "exec")
     diffs, agree = [], 0
     for path in paths:
@@ -159,7 +160,7 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
     decoded, _ = decode_split(split, inputs.eval_spec(), default_workers())
     nchw = decoded.images
     nhwc = nchw.permute(0, 2, 3, 1).contiguous()
-    ort, script = RUNNERS["onnx"](Path(files["onnx"])), RUNNERS["torchscript"](Path(files["torchscript"]))
+    ort, script = (partial(probabilities, RUNNERS[fmt](Path(files[fmt]))) for fmt in ("onnx", "torchscript"))
 
     def eager() -> None:
         with torch.inference_mode():
@@ -171,7 +172,7 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
             run(nhwc[i : i + batch])
 
     def ort_end_to_end() -> None:  # as predict does: load the model, decode, run
-        session = RUNNERS["onnx"](Path(files["onnx"]))
+        session = partial(probabilities, RUNNERS["onnx"](Path(files["onnx"])))
         images, _ = decode_split(split, inputs.eval_spec(), default_workers())
         crops = images.images.permute(0, 2, 3, 1).contiguous()
         for i in range(0, n, batch):
@@ -180,7 +181,7 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
     figures = {
         "end_to_end": {
             "catdog_predict": timed(
-                lambda: predict(checkpoint, paths, batch_size=batch, device="cpu", precision="fp32")
+                lambda: predict(checkpoint, paths, batch_size=batch, device="cpu", precision="fp32", runtime="torch")
             ),
             "catdog_decode_then_onnxruntime": timed(ort_end_to_end),
         },

@@ -26,7 +26,7 @@ def gap(checkpoint: str, split: str, precision: str) -> dict[str, float | int | 
     paths = _dataset_of(trained.checkpoint, None, Events()).split(split).paths  # the run's own split
     probs = {}
     for name in ("fp32", precision):
-        rows = predict(checkpoint, paths, top_k=len(trained.classes), device="cpu", precision=name)
+        rows = predict(checkpoint, paths, top_k=len(trained.classes), device="cpu", precision=name, runtime="torch")
         probs[name] = torch.tensor(
             [[{t["label"]: t["confidence"] for t in r["top"]}[c] for c in trained.classes] for r in rows if "top" in r]
         )

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from catdog_cli.core.config import LIMITS, TrainConfig
-from catdog_cli.core.defaults import DEFAULT_LR, DEFAULT_TTA, OOD_METHODS, PRECISIONS, STRATEGY_NAMES
+from catdog_cli.core.defaults import DEFAULT_LR, DEFAULT_TTA, OOD_METHODS, PRECISIONS, RUNTIMES, STRATEGY_NAMES
 
 DATA, MODEL, RECIPE, RUNTIME, OUTPUT = "Data", "Model", "Recipe", "Runtime", "Output"
 
@@ -89,6 +89,9 @@ ImageSize = Annotated[
     typer.Option(min=low("image_size"), help="Crop size fed to the model (default 224).", rich_help_panel=MODEL),
 ]
 ModelArg = Annotated[Path, typer.Argument(help="A checkpoint written by train (best.pt).")]
+UseModelArg = Annotated[
+    Path, typer.Argument(help="A checkpoint written by train (best.pt), or a file export wrote (.onnx, .torchscript).")
+]
 
 # --- Recipe -------------------------------------------------------------------------------------------------
 # the training recipe (benchmarks/README.md: what each did on real data)
@@ -193,6 +196,14 @@ Precision = Annotated[
         "--precision",
         help=f"{', '.join(PRECISIONS)}. auto: bf16 autocast + channels_last on GPUs and on CPUs that "
         "do bf16 natively (AVX512-BF16, AMX), else fp32 (fp16 on GPUs without bf16).",
+        rich_help_panel=RUNTIME,
+    ),
+]
+Runtime = Annotated[
+    str,
+    typer.Option(
+        help=f"{', '.join(RUNTIMES)}. auto: a checkpoint on the CPU runs in onnxruntime through an export catdog makes "
+        "once and caches beside it (.catdog-cache/), elsewhere in PyTorch; an exported file in its own runtime.",
         rich_help_panel=RUNTIME,
     ),
 ]

@@ -180,7 +180,7 @@ def throughput_line(result: Throughput) -> str:
     """How fast evaluate or predict went, and on what: the figure a user compares machines by."""
     return (
         f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
-        f"{result['device']}, {result['precision']})"
+        f"{result['runtime']} on {result['device']}, {result['precision']})"
     )
 
 
@@ -240,6 +240,16 @@ def export_summary(result: ExportResult) -> Table:
             f"{pct(parity['label_agreement'])}",
         ),
     ]
+    if "int8" in result:
+        q = result["int8"]
+        rows.append(
+            (
+                "int8",
+                f"{q['images']} val images: accuracy {pct(q['accuracy_fp32'])} at fp32, {pct(q['accuracy_int8'])} "
+                f"at int8 ({q['points_lost']:.2f} points lost, tolerance {q['tolerance_points']}), labels agree on "
+                f"{pct(q['label_agreement'])}; calibrated on {q['calibration_images']} training images",
+            )
+        )
     for row in rows:
         table.add_row(*(Text(printable(cell)) for cell in row))
     return table

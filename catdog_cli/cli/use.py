@@ -18,23 +18,26 @@ from catdog_cli.cli.options import (
     MinConfidence,
     ModelArg,
     Precision,
+    Runtime,
     Tta,
     Unknown,
+    UseModelArg,
 )
 from catdog_cli.cli.options import UseBatchSize as BatchSize
 from catdog_cli.cli.output import Output
-from catdog_cli.core.defaults import DEFAULT_TTA
+from catdog_cli.core.defaults import DEFAULT_TTA, INT8_TOLERANCE
 from catdog_cli.core.formatting import printable
 from catdog_cli.errors import CatdogError
 
 
 def evaluate(
-    model: ModelArg,
+    model: UseModelArg,
     data: str | None = typer.Option(None, help=DATA_HELP + " Default: the data the model was trained on."),
     split: str = typer.Option("val", help="val, test, train, or all."),
     batch_size: BatchSize = None,
     device: Device = DEFAULT["device"],
     precision: Precision = DEFAULT["precision"],
+    runtime: Runtime = "auto",
     report: Path | None = typer.Option(
         None,
         help="Also write an HTML report (curves, confusion, top losses, reliability diagram) here.",
@@ -60,7 +63,14 @@ def evaluate(
 
     # before torch loads, before any work
     check_use(
-        model, batch_size=batch_size, device=device, split=split, min_confidence=min_confidence, precision=precision
+        model,
+        batch_size=batch_size,
+        device=device,
+        split=split,
+        min_confidence=min_confidence,
+        precision=precision,
+        runtime=runtime,
+        tta=tta,
     )
     if data is not None:
         resolve_data(data)
@@ -84,6 +94,7 @@ def evaluate(
             tta=DEFAULT_TTA if tta else None,
             precision=precision,
             unknown_data=unknown_data,
+            runtime=runtime,
         )
     if output.json:
         output.emit(result)
@@ -96,12 +107,13 @@ def evaluate(
 
 
 def predict(
-    model: ModelArg,
+    model: UseModelArg,
     paths: list[Path] = typer.Argument(..., help="Images and/or folders (searched recursively)."),
     top_k: int = typer.Option(1, min=1, help="Also list the k most likely classes (table, CSV and JSON)."),
     batch_size: BatchSize = None,
     device: Device = DEFAULT["device"],
     precision: Precision = DEFAULT["precision"],
+    runtime: Runtime = "auto",
     csv_file: Path | None = typer.Option(
         None, "--csv", help="Write the predictions to this (new) CSV file.", rich_help_panel="Output"
     ),
@@ -138,7 +150,15 @@ def predict(
 
     # before torch loads, before any work
     check_use(
-        model, batch_size=batch_size, device=device, top_k=top_k, min_confidence=min_confidence, precision=precision
+        model,
+        batch_size=batch_size,
+        device=device,
+        top_k=top_k,
+        min_confidence=min_confidence,
+        precision=precision,
+        runtime=runtime,
+        tta=tta,
+        explain=explain is not None,
     )
     for path in paths:
         if not path.exists():
@@ -164,6 +184,7 @@ def predict(
             tta=DEFAULT_TTA if tta else None,
             precision=precision,
             unknown=unknown,
+            runtime=runtime,
         )
         rows = result["predictions"]
         if explain is not None:
@@ -245,6 +266,12 @@ def export(
         help="Images or a folder of them to prove parity on (up to "
         "32, spread over it); default: the model's own val split.",
     ),
+    int8: bool = typer.Option(
+        False,
+        help="Quantize the ONNX file to int8 (calibrated on the run's training images), kept only if it loses at most "
+        "--int8-tolerance accuracy points on the run's val split (default file: MODEL.int8.onnx).",
+    ),
+    int8_tolerance: float = typer.Option(INT8_TOLERANCE, help="--int8: accuracy points it may lose (0 to 100)."),
     json_output: Json = False,
 ) -> None:
     """Write the model as one file that runs without catdog, and prove it agrees with catdog predict.
@@ -257,12 +284,12 @@ def export(
     """
     from catdog_cli.core.config import check_export
 
-    check_export(model, fmt, out, parity_images)  # before torch loads, before any work
+    check_export(model, fmt, out, parity_images, int8, int8_tolerance)  # before torch loads, before any work
     from catdog_cli.inference.export import export_model
 
     output = Output(json_output)
     with output.events() as events:
-        result = export_model(model, fmt, out, parity_images, events)
+        result = export_model(model, fmt, out, parity_images, events, int8=int8_tolerance if int8 else None)
     if output.json:
         output.emit(result)
     else:

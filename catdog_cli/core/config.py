@@ -19,6 +19,7 @@ from catdog_cli.core.defaults import (
     DEFAULT_OOD,
     DEFAULT_OOD_KEEP,
     GRID_STRATEGIES,
+    INT8_TOLERANCE,
     LR_FIND_MIN_STEPS,
     OOD_METHODS,
     PRECISIONS,
@@ -26,6 +27,7 @@ from catdog_cli.core.defaults import (
     STRATEGY_NAMES,
     TORCHVISION_BACKBONES,
 )
+from catdog_cli.core.modelfiles import check_runtime
 from catdog_cli.core.paths import check_new_file, resolve_data
 from catdog_cli.core.weightfiles import weights_by_backbone
 from catdog_cli.core.world import World
@@ -52,6 +54,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "mixup": (0, 100),  # a Beta(A, A) alpha: beyond a few, every mix is near half and half
     "cutmix": (0, 100),
     "ood_keep": (0.5, 1),  # keeping fewer than half of the val images would call most real images unknown
+    "int8_tolerance": (0, 100),  # accuracy points
 }
 ABOVE_ZERO = ("lr",)
 SPLITS = ("val", "test", "train", "all")
@@ -156,8 +159,11 @@ def check_use(
     split: str = "val",
     min_confidence: float | None = None,
     precision: str = "auto",
+    runtime: str = "auto",
+    tta: bool = False,
+    explain: bool = False,
 ) -> None:
-    """evaluate's and predict's options, torch-free: refused before the checkpoint is read."""
+    """evaluate's and predict's options, torch-free: refused before the checkpoint (or exported file) is read."""
     path = Path(model)
     if path.is_dir():
         raise CatdogError(f"{path} is a folder, not a checkpoint file (catdog train writes OUT/best.pt)")
@@ -165,6 +171,7 @@ def check_use(
         raise CatdogError(f"checkpoint not found: {path}")
     if not path.is_file():  # a FIFO would hang the read
         raise CatdogError(f"{path} is not a regular file; a checkpoint is one")
+    check_runtime(path, runtime, precision, tuple(o for o, on in (("--tta", tta), ("--explain", explain)) if on))
     check_options(
         {
             "batch_size": batch_size,
@@ -181,11 +188,20 @@ def check_use(
 
 
 def check_export(
-    model: Path | str, fmt: str, out: Path | str | None = None, parity_images: Path | str | None = None
+    model: Path | str,
+    fmt: str,
+    out: Path | str | None = None,
+    parity_images: Path | str | None = None,
+    int8: bool = False,
+    int8_tolerance: float = INT8_TOLERANCE,
 ) -> Path:
     """export's options, torch-free and before any work: the checkpoint, a known format (ONNX with its
-    packages), a new file to write (returned: `out`, or MODEL with the format's suffix), images that exist."""
+    packages), a new file to write (returned: `out`, or MODEL with the format's suffix, .int8.onnx for --int8),
+    images that exist."""
     check_use(model)
+    check_number("int8_tolerance", int8_tolerance)
+    if int8 and fmt != "onnx":
+        raise CatdogError("--int8 quantizes an ONNX file: use it with --format onnx")
     if fmt not in EXPORT_FORMATS:
         raise CatdogError(
             f"unknown export format {fmt!r}; {did_you_mean(str(fmt), tuple(EXPORT_FORMATS))}"
@@ -199,7 +215,8 @@ def check_export(
         )
     if parity_images is not None and not Path(parity_images).exists():
         raise CatdogError(f"--parity-images {parity_images}: no such file or folder")
-    return check_new_file(Path(out) if out is not None else Path(model).with_suffix(EXPORT_FORMATS[fmt]), "--out")
+    suffix = ".int8" + EXPORT_FORMATS[fmt] if int8 else EXPORT_FORMATS[fmt]
+    return check_new_file(Path(out) if out is not None else Path(model).with_suffix(suffix), "--out")
 
 
 def check_weights(weights: str) -> None:

@@ -80,3 +80,8 @@ PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on GPUs and on CPUs with nat
 OOD_METHODS = ("msp", "energy", "mahalanobis", "knn", "vim")
 DEFAULT_OOD = "knn"
 DEFAULT_OOD_KEEP = 0.95  # the share of val images its threshold keeps
+# predict/evaluate --runtime: auto runs a checkpoint on the CPU in onnxruntime (an export cached beside it), on a GPU
+# in PyTorch; an exported file always in its own runtime (benchmarks/README.md: predict on the CPU, issue 27)
+RUNTIMES = ("auto", "torch", "onnxruntime")
+# export --int8: accuracy points the int8 file may lose on the run's val split against the fp32 file (issue 27)
+INT8_TOLERANCE = 0.5

@@ -149,8 +149,9 @@ class TrainResult(TypedDict):
 class Throughput(TypedDict):
     """How a pass of evaluate or predict ran: wall time of decoding and computing, and images per second."""
 
+    runtime: str  # "torch", "onnxruntime" or "torchscript"
     device: str
-    precision: str  # "bf16", "fp16" or "fp32"
+    precision: str  # "bf16", "fp16", "fp32" or "int8"
     seconds: float
     images_per_sec: float
 
@@ -207,6 +208,19 @@ class Parity(TypedDict):
     unknown_score_diff: NotRequired[float]  # with a detector: largest relative |unknown score difference|
 
 
+class QuantCheck(TypedDict):
+    """`catdog export --int8`: the int8 file against the fp32 file on the run's val split."""
+
+    images: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    points_lost: float  # accuracy points, 100 * (fp32 - int8)
+    label_agreement: float  # share of images with the same top label in both files
+    tolerance_points: float
+    calibration_images: int  # training images the activation ranges were calibrated on
+    passed: bool
+
+
 class ExportResult(TypedDict):
     """`catdog export --json`."""
 
@@ -216,7 +230,8 @@ class ExportResult(TypedDict):
     out: str
     bytes: int
     metadata: dict[str, Any]  # what the file carries: classes, the preprocessing contract, temperature
-    parity: Parity
+    parity: Parity  # the fp32 graph's, before any quantization
+    int8: NotRequired[QuantCheck]
 
 
 class PredictResult(Throughput):

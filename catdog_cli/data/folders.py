@@ -12,6 +12,9 @@ import random
 import stat
 from pathlib import Path
 
+from catdog_cli.core.formatting import natural_key
+from catdog_cli.errors import CatdogError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})  # compared lower-cased; dot files too
 
@@ -202,3 +205,16 @@ def stratified_split(by_class: dict[str, list[Path]], fraction: float, seed: int
         n_val = min(len(order) - 1, max(1, round(len(order) * fraction))) if len(order) > 1 and fraction else 0
         val[name], train[name] = order[:n_val], order[n_val:]
     return train, val
+
+
+def collect_images(paths: list[Path | str]) -> list[Path]:
+    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(walk_images(p)[0], key=lambda f: natural_key(str(f)))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise CatdogError(f"no such file or folder: {p}")
+    return found

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +25,19 @@ from catdog_cli.core.records import (
 )
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, Split, found_recorded, holds_recorded, load_dataset
+from catdog_cli.data.decode import ImageBatch
+from catdog_cli.data.folders import collect_images
 from catdog_cli.data.presets import Inputs
 from catdog_cli.data.sources import BatchSource
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.explain import add_heatmaps
+from catdog_cli.inference.fastpath import for_images, open_runner
 from catdog_cli.inference.metrics import confusion_matrix, per_class
-from catdog_cli.inference.predict import collect_images
-from catdog_cli.inference.trained import TrainedModel, throughput
+from catdog_cli.inference.runtimes import LOGITS, SCORE, Runner, TorchRunner, throughput
+from catdog_cli.inference.trained import TrainedModel
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel, count_params
-from catdog_cli.models.strategies import STRATEGIES, param_groups
+from catdog_cli.models.backbones import TransferModel
 from catdog_cli.reporting import run_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision
@@ -70,12 +72,27 @@ def evaluate(
     """The eval loop. The loss is the model's own cross-entropy (training's val loss); confidences are
     softmax(logits / temperature), as predict shows them."""
     model.eval()
+
+    def forward(batch: ImageBatch) -> torch.Tensor:
+        with precision.autocast():
+            return model(inputs.model_input(batch)).float()
+
+    return evaluate_logits(forward, source, num_classes, events, world, temperature)
+
+
+def evaluate_logits(
+    forward: Callable[[ImageBatch], torch.Tensor],
+    source: BatchSource,
+    num_classes: int,
+    events: Events | None = None,
+    world: World = World(),
+    temperature: float = 1.0,
+) -> EvalOutput:
+    """The eval loop over any runner's logits (`forward`: a batch -> float32 logits)."""
     losses, preds, confs, labels, index, all_logits = [], [], [], [], [], []
     with torch.inference_mode():
         for batch in source:
-            with precision.autocast():
-                logits = model(inputs.model_input(batch))
-            logits = logits.float()
+            logits = forward(batch)
             losses.append(F.cross_entropy(logits, batch.labels, reduction="none"))
             all_logits.append(logits)
             conf, pred = (logits / temperature).softmax(1).max(1)
@@ -146,12 +163,15 @@ def evaluate_checkpoint(
     tta: str | None = None,
     precision: str = "auto",
     unknown_data: Path | str | None = None,
+    runtime: str = "auto",
 ) -> EvaluateResult:
     """Accuracy, loss, per-class metrics and confusion of a saved model on one split of a dataset; calibration
     with the checkpoint's temperature; with `min_confidence`, accuracy on the images it is that sure about;
     `tta`: test-time augmentation views. With the checkpoint's unknown-image detector: the share of the split it
     keeps and the accuracy on those; `unknown_data`, a folder of images of neither class, adds how well the
     detector tells them apart (AUROC, FPR at 95 % kept, the share it catches).
+    `checkpoint` may also be a file `catdog export` wrote (pass `data`); `runtime`: auto, torch or onnxruntime
+    (fastpath.open_runner; a checkpoint with a detector runs in PyTorch here).
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
     train and val are the split the run recorded (files added since are left out, files gone are named), so
@@ -165,12 +185,15 @@ def evaluate_checkpoint(
         split=split,
         min_confidence=min_confidence,
         precision=precision,
+        runtime=runtime,
+        tta=tta is not None,
     )
     if report is not None:
         check_new_file(report, "--report")
-    trained = TrainedModel.load(checkpoint, device, precision, tta)
-    ckpt, classes = trained.checkpoint, trained.classes
-    if unknown_data is not None and trained.detector is None:
+    runner = open_runner(checkpoint, device, precision, tta, runtime)
+    ckpt, classes = runner.record, runner.classes
+    detector = ood.from_checkpoint(ckpt) if isinstance(runner, TorchRunner) else None
+    if unknown_data is not None and detector is None:
         raise CatdogError(f"--unknown-data needs a detector, and {ood.NO_DETECTOR.removeprefix('this ')}")
     dataset, trained_here = _dataset_of(ckpt, data, events)
     if split != "all" and "all" in dataset.splits:
@@ -182,33 +205,24 @@ def evaluate_checkpoint(
             "an estimate on unseen images (use --split val or test for that)"
         )
     images = dataset.split(split)
-    source = trained.one_pass(images, batch_size, workers, on_skip=events.skip)
+    if detector is None:  # the detector's score is tapped from the PyTorch model
+        runner = for_images(runner, images.paths, events)
+    source = runner.one_pass(images, batch_size, workers, on_skip=events.skip)
     events.task(f"evaluating {split}", len(images))
-    scored = trained.scored() if trained.detector is not None else nullcontext()
-    with throughput(trained, len(images)) as speed, scored as tap:
-        out = evaluate(
-            trained.model,
-            source,
-            trained.inputs,
-            trained.precision,
-            len(classes),
-            events,
-            temperature=trained.temperature,
-        )
+    with throughput(runner, len(images)) as speed:
+        out, scores = _scored_pass(runner, source, len(classes), events)
     record = evaluation_record(out, classes, split)
     worst = top_losses(out, images, classes)
-    if report is not None:  # where the model looked in each, for the report's thumbnails
+    trained = runner.trained() if report is not None or detector is not None else None
+    if trained is not None and report is not None:  # where the model looked, for the report's thumbnails (Grad-CAM)
         add_heatmaps(trained.base, worst, classes, trained.inputs, trained.device)
-    if ckpt.get("strategy") in STRATEGIES:  # trainable: what its strategy trained (freeze: the head alone)
-        param_groups(ckpt["strategy"], trained.base)
-    total, trainable = count_params(trained.base)
     result: EvaluateResult = {
         "kind": "evaluate",
         "checkpoint": str(checkpoint),
         "data": str(dataset.root),
         "classes": classes,
-        "backbone": ckpt["backbone"],
-        "params": {"total": total, "trainable": trainable},
+        "backbone": runner.backbone,
+        "params": runner.params(),
         "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
         "versions": checkpoints.versions(),
         **record,
@@ -219,18 +233,34 @@ def evaluate_checkpoint(
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out],
         "missing": dataset.missing,
-        "calibration": _calibration_of(out, ckpt, trained_here, split, trained.temperature),
+        "calibration": _calibration_of(out, ckpt, trained_here, split, runner.temperature),
     }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
-    if trained.detector is not None:
+    if trained is not None and trained.detector is not None:
         result["unknown"] = unknown_record(
-            trained.detector, trained, out, tap.take_scores(), split, unknown_data, batch_size, workers, events
+            trained.detector, trained, out, scores, split, unknown_data, batch_size, workers, events
         )
     if report is not None:  # a new file only, even if one appeared while this ran
         create_new(report, lambda tmp: run_report.write_train_report(result, tmp), "--report")
         result["report"] = str(report)
     return result
+
+
+def _scored_pass(
+    runner: Runner, source: BatchSource, num_classes: int, events: Events
+) -> tuple[EvalOutput, torch.Tensor]:
+    """The eval loop over a runner, and the unknown-image detector's scores where it gives them (else empty)."""
+    scores: list[torch.Tensor] = []
+
+    def forward(batch: ImageBatch) -> torch.Tensor:
+        found = runner.outputs(batch)
+        if SCORE in found:
+            scores.append(found[SCORE])
+        return found[LOGITS]
+
+    out = evaluate_logits(forward, source, num_classes, events, temperature=runner.temperature)
+    return out, torch.cat(scores) if scores else torch.empty(0)
 
 
 EXAMPLES = 6  # caught and missed images of --unknown-data the report shows

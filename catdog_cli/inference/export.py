@@ -25,7 +25,6 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +35,35 @@ from torch import nn
 
 from catdog_cli import __version__
 from catdog_cli.core.config import EXPORT_FORMATS, check_export
+from catdog_cli.core.defaults import INT8_TOLERANCE
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import publish_new, writing
-from catdog_cli.core.records import ExportResult, Parity
-from catdog_cli.data.dataset import load_dataset
+from catdog_cli.core.records import ExportResult, Parity, QuantCheck
+from catdog_cli.data.dataset import Dataset, Split, load_dataset
+from catdog_cli.data.decode import ImageBatch, ImageError, ImageSpec
+from catdog_cli.data.folders import collect_images
 from catdog_cli.data.presets import Inputs
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import ood
-from catdog_cli.inference.predict import collect_images, predict
+from catdog_cli.inference.quantize import CALIBRATION_IMAGES, quantize_checked
+from catdog_cli.inference.runtimes import (
+    INPUT,
+    LOGITS,
+    METADATA_FILE,
+    OUTPUT,
+    SCORE,
+    ExportedRunner,
+    OnnxRunner,
+    TorchRunner,
+    TorchScriptRunner,
+    params_of,
+    set_onnx_metadata,
+)
 from catdog_cli.inference.trained import TrainedModel
 from catdog_cli.models.backbones import TransferModel
 
 TOLERANCE = 1e-4  # largest |probability difference| allowed between the file and catdog (fp32 on the CPU)
 PARITY_IMAGES = 32  # real images the parity check runs on
-METADATA_FILE = "catdog.json"  # TorchScript: the metadata's name among the file's extra files
-INPUT, OUTPUT, SCORE = "images", "probabilities", "unknown_score"
 
 
 class Exportable(nn.Module):
@@ -145,6 +158,7 @@ def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
         "temperature": trained.temperature,
         **_unknown_metadata(trained.detector),
         "backbone": trained.checkpoint["backbone"],
+        "params": params_of(trained),
         "checkpoint": str(checkpoint),
         "catdog": __version__,
     }
@@ -194,9 +208,7 @@ def write_onnx(module: Exportable, size: int, path: Path, meta: dict[str, Any]) 
             verbose=False,
         )
     proto = program.model_proto
-    for key, value in meta.items():  # one entry per key, each a JSON value: json.loads(meta["classes"])
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
+    set_onnx_metadata(proto, meta)  # one entry per key, each a JSON value: json.loads(meta["classes"])
     onnx.save_model(proto, str(path))
 
 
@@ -210,30 +222,13 @@ def write_torchscript(module: Exportable, size: int, path: Path, meta: dict[str,
     path.write_bytes(buffer.getbuffer())
 
 
-Outputs = tuple[torch.Tensor, ...]  # probabilities, and the unknown score with a detector
-
-
-def run_onnx(path: Path) -> Callable[[torch.Tensor], Outputs]:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])  # any file name
-    return lambda images: tuple(torch.from_numpy(o) for o in session.run(None, {INPUT: images.numpy()}))
-
-
-def run_torchscript(path: Path) -> Callable[[torch.Tensor], Outputs]:
-    with _quiet():  # from bytes: torch.jit takes only names that are UTF-8
-        module = torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu")
-
-    def run(images: torch.Tensor) -> Outputs:
-        with torch.inference_mode():
-            found = module(images)
-        return tuple(found) if isinstance(found, (tuple, list)) else (found,)
-
-    return run
-
-
 WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript}
-RUNNERS = {"onnx": run_onnx, "torchscript": run_torchscript}
+RUNNERS: dict[str, type[OnnxRunner] | type[TorchScriptRunner]] = {"onnx": OnnxRunner, "torchscript": TorchScriptRunner}
+
+
+def probabilities(runner: ExportedRunner, images: torch.Tensor) -> torch.Tensor:
+    """What an exported file answers for uint8 (N, C, C, 3) crops: calibrated class probabilities."""
+    return runner.run(images)[runner.output]
 
 
 def spread(paths: list[Path], k: int) -> list[Path]:
@@ -247,24 +242,29 @@ def parity_images(trained: TrainedModel, folder: Path | str | None, k: int = PAR
     """Up to k real images to prove parity on: the given folder's, else the model's own val split."""
     if folder is not None:
         return spread(collect_images([folder]), k), str(folder)
+    dataset = own_dataset(trained, "to prove parity on: pass --parity-images DIR")
+    split = "val" if "val" in dataset.splits else "all"
+    return spread(dataset.split(split).paths, k), f"the {split} split of {dataset.root}"
+
+
+def own_dataset(trained: TrainedModel, missing: str) -> Dataset:
+    """The data the model was trained on, with its run's own split where it recorded one (its val images are real
+    val images); `missing` ends the refusal when that data is not there."""
     ckpt = trained.checkpoint
     data = Path(ckpt.get("data", ""))
     if not ckpt.get("data") or not data.is_dir():
         raise CatdogError(
-            f"the data the model was trained on ({ckpt.get('data') or 'not recorded'}) is not there "
-            "to prove parity on: pass --parity-images DIR"
+            f"the data the model was trained on ({ckpt.get('data') or 'not recorded'}) is not there {missing}"
         )
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     recorded = ckpt.get("split")  # the run's own split where it recorded one: its val images are real val images
-    dataset = load_dataset(
+    return load_dataset(
         data,
         config.get("val_split", 0.2),
         config.get("seed", 0),
         classes=trained.classes,
         recorded=recorded if isinstance(recorded, dict) else None,
     )
-    split = "val" if "val" in dataset.splits else "all"
-    return spread(dataset.split(split).paths, k), f"the {split} split of {dataset.root}"
 
 
 def check_parity(
@@ -278,50 +278,58 @@ def check_parity(
     tolerance: float = TOLERANCE,
     batch_size: int = 8,
 ) -> Parity:
-    """The file and catdog's predict on the same images: the largest probability difference, label agreement, and
-    with a detector the largest difference of the unknown score (relative to the score, at least 1).
+    """The file and catdog's PyTorch runner (what predict computes at fp32 on the CPU) on the same images: the
+    largest probability difference, label agreement, and with a detector the largest difference of the unknown score
+    (relative to the score, at least 1).
 
     The file gets crops made from the original files by the documented steps (`contract_crop`), not by catdog's own
-    decoder, in batches of `batch_size` and a smaller last one (so a dynamic batch size is exercised too).
+    decoder; the runner gets catdog's eval decode of the same files. Batches of `batch_size` and a smaller last one
+    (so a dynamic batch size is exercised too); unreadable images are left out.
     """
-    classes = trained.classes
-    rows = predict(checkpoint, images, top_k=len(classes), device="cpu", workers=1, precision="fp32")
-    rows = [r for r in rows if "label" in r]
-    if not rows:
+    spec: ImageSpec = trained.inputs.eval_spec()
+    split = Split(images, [0] * len(images))
+    crops, readable = [], []
+    for i in range(len(split)):
+        with contextlib.suppress(ImageError):
+            crops.append(spec.decode(split, i).image)
+            readable.append(Path(images[i]))
+    if not crops:
         raise CatdogError(f"no readable images in {source} to prove parity on")
-    index = {name: i for i, name in enumerate(classes)}
-    expected = torch.zeros(len(rows), len(classes), dtype=torch.float64)
-    for n, row in enumerate(rows):
-        for top in row["top"]:  # every class: a classifier has at least two
-            expected[n, index[top["label"]]] = top["confidence"]
     inputs = trained.inputs
     try:
-        crops = torch.stack([contract_crop(Path(r["path"]), inputs.resize, inputs.image_size) for r in rows])
-    except (OSError, ValueError, SyntaxError) as exc:  # predict read it a moment ago
+        contract = [contract_crop(path, inputs.resize, inputs.image_size) for path in readable]
+    except (OSError, ValueError, SyntaxError) as exc:  # catdog read it a moment ago
         raise CatdogError(f"an image changed while checking parity: {exc}") from None
-    run = RUNNERS[fmt](path)
-    events.task(f"parity ({fmt} vs catdog predict)", len(rows))
-    parts = []
-    for start in range(0, len(rows), batch_size):
-        parts.append([o.double() for o in run(crops[start : start + batch_size].contiguous())])
-        events.advance(len(rows[start : start + batch_size]))
-    got = torch.cat([p[0] for p in parts])
+    reference, runner = TorchRunner(checkpoint, "cpu", "fp32", model=trained), RUNNERS[fmt](path)
+    events.task(f"parity ({fmt} vs catdog predict)", len(crops))
+    expected, parts, want, scores = [], [], [], []
+    for start in range(0, len(crops), batch_size):
+        batch = torch.stack(crops[start : start + batch_size])
+        unlabeled = ImageBatch(batch, torch.zeros(len(batch), dtype=torch.int64), torch.arange(len(batch)))
+        ours = reference.outputs(unlabeled)
+        expected.append((ours[LOGITS] / reference.temperature).softmax(1).double())
+        found = runner.run(torch.stack(contract[start : start + batch_size]).contiguous())
+        parts.append(found[runner.output].double())
+        if SCORE in ours:
+            if SCORE not in found:
+                raise CatdogError("the exported model has no unknown score, yet the checkpoint has a detector")
+            want.append(ours[SCORE].double())
+            scores.append(found[SCORE].double())
+        events.advance(len(batch))
+    expected, got = torch.cat(expected), torch.cat(parts)
     diff = (got - expected).abs().max().item()
     agreement = (got.argmax(1) == expected.argmax(1)).double().mean().item()
     parity: Parity = {
-        "images": len(rows),
+        "images": len(crops),
         "source": source,
         "max_abs_diff": diff,
         "label_agreement": agreement,
         "tolerance": tolerance,
         "passed": diff <= tolerance and agreement == 1.0,
     }
-    if "unknown_score" in rows[0]:
-        if len(parts[0]) < 2:
-            raise CatdogError("the exported model has no unknown score, yet the checkpoint has a detector")
-        want = torch.tensor([r["unknown_score"] for r in rows], dtype=torch.float64)
-        score = torch.cat([p[1] for p in parts])
-        parity["unknown_score_diff"] = ((score - want).abs() / want.abs().clamp(min=1)).max().item()
+    if want:
+        wanted, score = torch.cat(want), torch.cat(scores)
+        parity["unknown_score_diff"] = ((score - wanted).abs() / wanted.abs().clamp(min=1)).max().item()
         parity["passed"] = parity["passed"] and parity["unknown_score_diff"] <= tolerance
     return parity
 
@@ -333,17 +341,38 @@ def export_model(
     parity_folder: Path | str | None = None,
     events: Events | None = None,
     tolerance: float = TOLERANCE,
+    int8: float | None = None,
 ) -> ExportResult:
     """Write the model to `out` (default: beside the checkpoint) and prove parity; never replaces a file.
+    `int8`: quantize the ONNX file, refused when it loses more than this many accuracy points (quantize.py).
 
     The file is written under a hidden temporary name and given its real name only once parity holds: a failed
     check, or an error, leaves nothing behind.
     """
     events = events or Events()
-    out = check_export(checkpoint, fmt, out, parity_folder)
+    out = check_export(checkpoint, fmt, out, parity_folder, int8 is not None, INT8_TOLERANCE if int8 is None else int8)
     checkpoint = Path(checkpoint)
     trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
     images, source = parity_images(trained, parity_folder)
+    return write_proven(checkpoint, fmt, out, images, source, events, tolerance, trained, int8)
+
+
+def write_proven(
+    checkpoint: Path,
+    fmt: str,
+    out: Path,
+    images: list[Path],
+    source: str,
+    events: Events,
+    tolerance: float = TOLERANCE,
+    trained: TrainedModel | None = None,
+    int8: float | None = None,
+) -> ExportResult:
+    """Export to `out` (or, in a race for that name, the next free one), proven on `images` (up to
+    PARITY_IMAGES of them; none: the model's own val split), and with `int8` quantized and checked on the run's own
+    val split (at most that many accuracy points lost); nothing is left behind when a check fails."""
+    trained = trained or TrainedModel.load(checkpoint, "cpu", precision="fp32")
+    images, source = (spread(images, PARITY_IMAGES), source) if images else parity_images(trained, None)
     meta = metadata(trained, checkpoint)
     module = Exportable(trained.model, trained.inputs, trained.temperature, trained.detector).eval()
     # a hidden folder beside OUT: the exporters create the file as open() would (the user's umask), and the
@@ -361,19 +390,39 @@ def export_model(
                 f"(largest probability difference {parity['max_abs_diff']:.2e}, tolerance {tolerance:.0e}; labels "
                 f"agree on {parity['label_agreement']:.1%}{_score_diff(parity)}); nothing was written"
             )
-        size = tmp.stat().st_size
+        check = None if int8 is None else _quantized(tmp, trained, meta, events, int8)
         final = publish_new(tmp, out.parent, out.name)  # in a race for the name, the next free one: never replaced
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {
+    result: ExportResult = {
         "kind": "export",
         "checkpoint": str(checkpoint),
         "format": fmt,
         "out": str(final),
-        "bytes": size,
+        "bytes": final.stat().st_size,
         "metadata": meta,
         "parity": parity,
     }
+    if check is not None:
+        result["metadata"], result["int8"] = {**meta, "quantized": check}, check
+    return result
+
+
+def _quantized(path: Path, trained: TrainedModel, meta: dict[str, Any], events: Events, tolerance: float) -> QuantCheck:
+    """The ONNX file at `path` replaced by its int8 version, calibrated on the run's training images and checked on
+    its val split (quantize.py); a refusal in one line when it does not hold."""
+    dataset = own_dataset(trained, "to calibrate and check int8 on")
+    if "train" not in dataset.splits or "val" not in dataset.splits:
+        raise CatdogError(f"{dataset.root} has no train and val split to calibrate and check int8 on")
+    train = dataset.split("train")
+    calibration = Split(spread(train.paths, CALIBRATION_IMAGES), [0] * min(len(train), CALIBRATION_IMAGES))
+    quantized = path.with_name("int8-" + path.name)
+    events.note(f"quantizing to int8 (calibrated on {len(calibration)} training images)")
+    check = quantize_checked(
+        path, quantized, trained.inputs.eval_spec(), calibration, dataset.split("val"), meta, events, tolerance
+    )
+    quantized.replace(path)
+    return check
 
 
 def _score_diff(parity: Parity) -> str:
@@ -383,12 +432,4 @@ def _score_diff(parity: Parity) -> str:
 def read_metadata(path: Path | str) -> dict[str, Any]:
     """The metadata of a file catdog exported (either format)."""
     path = Path(path)
-    if path.suffix == EXPORT_FORMATS["onnx"]:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        return {p.key: json.loads(p.value) for p in model.metadata_props}
-    files = {METADATA_FILE: ""}
-    with _quiet():
-        torch.jit.load(io.BytesIO(path.read_bytes()), map_location="cpu", _extra_files=files)
-    return json.loads(files[METADATA_FILE])
+    return RUNNERS["onnx" if path.suffix == EXPORT_FORMATS["onnx"] else "torchscript"](path).meta

@@ -5,15 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from catdog_cli.core.config import check_use
 from catdog_cli.core.events import Events
-from catdog_cli.core.formatting import natural_key, printable
+from catdog_cli.core.formatting import printable
 from catdog_cli.core.paths import (
     atomic_write_text,
     check_folder_target,
@@ -25,26 +22,14 @@ from catdog_cli.core.records import (
     PredictResult,
 )
 from catdog_cli.data.dataset import Split
-from catdog_cli.data.folders import walk_images
+from catdog_cli.data.folders import collect_images
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import ood
-from catdog_cli.inference.trained import TrainedModel, throughput
+from catdog_cli.inference.fastpath import for_images, open_runner
+from catdog_cli.inference.runtimes import LOGITS, SCORE, throughput
 
 UNSURE = "_unsure"  # predict --sort-into: the folder of images below --min-confidence
 UNKNOWN = "_unknown"  # predict --sort-into: the folder of images of neither class (the detector's unknown)
-
-
-def collect_images(paths: list[Path | str]) -> list[Path]:
-    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(walk_images(p)[0], key=lambda f: natural_key(str(f)))
-        elif p.exists():
-            found.append(p)
-        else:
-            raise CatdogError(f"no such file or folder: {p}")
-    return found
 
 
 def classify(
@@ -59,8 +44,10 @@ def classify(
     tta: str | None = None,
     precision: str = "auto",
     unknown: bool = True,
+    runtime: str = "auto",
 ) -> PredictResult:
-    """`catdog predict`: the predictions (see `predict`) and how fast they came."""
+    """`catdog predict`: the predictions (see `predict`) and how fast they came. `checkpoint` may also be a file
+    `catdog export` wrote; `runtime`: auto, torch or onnxruntime (fastpath.open_runner)."""
     events = events or Events()
     check_use(
         checkpoint,
@@ -69,28 +56,28 @@ def classify(
         top_k=top_k,
         min_confidence=min_confidence,
         precision=precision,
+        runtime=runtime,
+        tta=tta is not None,
     )
-    trained = TrainedModel.load(checkpoint, device, precision, tta)
-    classes, inputs = trained.classes, trained.inputs
-    detector = trained.detector if unknown else None
-    if unknown and detector is None:
-        events.note(ood.NO_DETECTOR)
     files = collect_images(paths)
     if not files:
         raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
+    runner = for_images(open_runner(checkpoint, device, precision, tta, runtime), files, events)
+    classes = runner.classes
+    threshold = runner.unknown_threshold() if unknown else None
+    if unknown and threshold is None:
+        events.note(ood.NO_DETECTOR)
     k = max(1, min(top_k, len(classes)))
     rows: list[Prediction] = []
     events.task("classifying", len(files))
     unlabeled = Split(files, [0] * len(files))
-    source = trained.one_pass(unlabeled, batch_size, workers, on_skip=lambda path, reason: events.advance())
-    scored = trained.scored() if detector is not None else nullcontext()
-    with throughput(trained, len(files)) as speed, torch.inference_mode(), scored as tap:
+    source = runner.one_pass(unlabeled, batch_size, workers, on_skip=lambda path, reason: events.advance())
+    with throughput(runner, len(files)) as speed:
         for batch in source:
-            with trained.precision.autocast():
-                logits = trained.model(inputs.model_input(batch)).float()
-            probs = (logits / trained.temperature).softmax(1)
+            found = runner.outputs(batch)
+            probs = (found[LOGITS] / runner.temperature).softmax(1)
             conf, idx = probs.topk(k, dim=1)
-            scores = tap.take_scores().tolist() if detector is not None else [None] * len(batch)
+            scores = found[SCORE].tolist() if threshold is not None else [None] * len(batch)
             for i, c, j, score in zip(batch.index.tolist(), conf.tolist(), idx.tolist(), scores):
                 row: Prediction = {"path": str(files[i]), "label": classes[j[0]], "confidence": c[0]}
                 if top_k > 1:
@@ -98,7 +85,7 @@ def classify(
                 if min_confidence is not None:
                     row["unsure"] = c[0] < min_confidence
                 if score is not None:
-                    row["unknown"], row["unknown_score"] = score > detector.threshold, score
+                    row["unknown"], row["unknown_score"] = score > threshold, score
                 rows.append(row)
             events.advance(len(batch))
     rows += [{"path": str(p), "error": reason} for p, reason in source.skipped]
@@ -106,7 +93,7 @@ def classify(
     return {
         "kind": "predict",
         "checkpoint": str(checkpoint),
-        "backbone": trained.checkpoint["backbone"],
+        "backbone": runner.backbone,
         **speed,
         "predictions": sorted(rows, key=lambda r: order[r["path"]]),
     }
@@ -124,6 +111,7 @@ def predict(
     tta: str | None = None,
     precision: str = "auto",
     unknown: bool = True,
+    runtime: str = "auto",
 ) -> list[Prediction]:
     """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
     or a FIFO's too: only regular files are read).
@@ -134,7 +122,7 @@ def predict(
     of neither class: its `unknown_score` is past the detector's threshold); the label is kept there too.
     """
     return classify(
-        checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta, precision, unknown
+        checkpoint, paths, top_k, batch_size, device, events, workers, min_confidence, tta, precision, unknown, runtime
     )["predictions"]
 
 

@@ -1,22 +1,18 @@
 """A trained model loaded once (Ultralytics' `Model`): its checkpoint record, the model on its device, how to
-feed it, and the throughput of a pass.
+feed it.
 """
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from catdog_cli.core.records import (
-    Throughput,
-)
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import default_workers
 from catdog_cli.data.presets import Inputs
@@ -46,7 +42,7 @@ class TrainedModel:
         how = Precision(dev, precision)
         ckpt = checkpoints.load(path)
         model = how.prepare(checkpoints.restore_model(ckpt, dev))
-        inputs = Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+        inputs = inputs_of(ckpt)
         if tta is not None:
             model, inputs = with_tta(model, inputs, tta)
         return cls(ckpt, model, inputs, dev, how)
@@ -93,18 +89,6 @@ class TrainedModel:
         )
 
 
-@contextmanager
-def throughput(trained: TrainedModel, images: int) -> Iterator[Throughput]:
-    """How a pass over `images` images ran: device, precision, wall time (decode and compute), img/s."""
-    found: Throughput = {
-        "device": str(trained.device),
-        "precision": trained.precision.name,
-        "seconds": 0.0,
-        "images_per_sec": 0.0,
-    }
-    start = time.perf_counter()
-    yield found
-    if trained.device.type == "cuda":
-        torch.cuda.synchronize(trained.device)
-    found["seconds"] = time.perf_counter() - start
-    found["images_per_sec"] = images / found["seconds"] if found["seconds"] else 0.0
+def inputs_of(ckpt: dict[str, Any]) -> Inputs:
+    """How a checkpoint's model wants its pixels, from its record."""
+    return Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))

@@ -55,10 +55,21 @@ ROLES = {
     "parity_images": "images",
     "explain": "write-folder",
     "precision": "precision",
+    "runtime": "runtime",
 }
 COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
 # every other number must be above zero (the recipe's 0 is "off")
-ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "min_confidence", "label_smoothing", "mixup", "cutmix"}
+ZERO_IS_VALID = {
+    "int8_tolerance",
+    "seed",
+    "val_split",
+    "workers",
+    "cache_gib",
+    "min_confidence",
+    "label_smoothing",
+    "mixup",
+    "cutmix",
+}
 AS_USER = os.geteuid() != 0  # root reads and writes whatever the permissions say
 NUMBERS = ("-1", "0", "nan", "inf", "-inf", "1e30", "99999999999999999999")
 
@@ -114,6 +125,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "weights": ["bogus"],
         "export-format": ["onnxx", ""],
         "precision": ["fp8", "", "BF16"],
+        "runtime": ["tensorrt", "", "ONNX"],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 

@@ -32,7 +32,7 @@ needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="pip install -e '.[export]
 def run_file(path: Path, images: torch.Tensor) -> torch.Tensor:
     """The file's probabilities (its first output; the second, with a detector, is the unknown score)."""
     fmt = "onnx" if path.suffix == ".onnx" else "torchscript"
-    return export.RUNNERS[fmt](path)(images)[0]
+    return export.probabilities(export.RUNNERS[fmt](path), images)
 
 
 @pytest.fixture(scope="module")

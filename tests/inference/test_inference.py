@@ -88,11 +88,11 @@ def test_evaluate_reads_its_split_in_one_threaded_pass(frozen_run, monkeypatch):
     """evaluate decodes per batch in threads while the model computes (nothing held whole): the numbers are the
     training run's, whatever the number of decode threads; it says how fast it went and at what precision."""
     sources = []
-    real_evaluate = inference.evaluate
+    real_evaluate = inference.evaluate_logits
     monkeypatch.setattr(
         inference,
-        "evaluate",
-        lambda model, source, *a, **k: sources.append(type(source).__name__) or real_evaluate(model, source, *a, **k),
+        "evaluate_logits",
+        lambda run, source, *a, **k: sources.append(type(source).__name__) or real_evaluate(run, source, *a, **k),
     )
     one = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=1)
     three = evaluate_checkpoint(frozen_run["out"] / "best.pt", device="cpu", workers=3, batch_size=3)
