@@ -23,6 +23,7 @@ RECORDS = {"run.json": "train", "compare.json": "compare", "lr_find.json": "lr-f
 # files a run writes before its record: a folder with one of them and no record is a run cut short
 STARTED = {"last.pt": "train", "metrics.csv": "train", "compare-config.json": "compare"}
 SORTS = ("date", "name", "acc")
+SKIPPED = {"mlartifacts", "tensorboard", "cells"}  # folders of a run's (or the local MLflow store's) own files
 
 
 class RunEntry(TypedDict):
@@ -113,7 +114,8 @@ def read_run(folder: Path, root: Path) -> RunEntry | None:
 
 
 def find_runs(root: Path | str = "runs") -> list[RunEntry]:
-    """Every run under `root`, oldest first; a run folder's own subfolders (compare's cells) are not runs."""
+    """Every run under `root`, oldest first. Runs may hold runs (runs/train, the first train run, holds the named
+    ones, runs/train/NAME); compare's cells hold no record of their own and are not runs."""
     root = Path(root)
     if not root.is_dir():
         raise CatdogError(f"no runs at {root}: not a folder (run `catdog train` first, or name the runs folder)")
@@ -122,9 +124,7 @@ def find_runs(root: Path | str = "runs") -> list[RunEntry]:
         entry = read_run(Path(folder), root) if Path(folder) != root else None
         if entry is not None:
             found.append(entry)
-            subfolders.clear()
-        else:
-            subfolders[:] = sorted(s for s in subfolders if not s.startswith(".") and s != "mlartifacts")
+        subfolders[:] = sorted(s for s in subfolders if not s.startswith(".") and s not in SKIPPED)
     return sorted(found, key=lambda e: (e["date"], e["name"]))
 
 
