@@ -32,22 +32,6 @@ TINY = {"backbone": "squeezenet1_1", "weights": "none", "image_size": 32, "batch
 SERVER_START_SECONDS = 240  # a cold `mlflow server` takes ~70 s on a loaded 2-core machine
 
 
-@pytest.fixture(scope="module")
-def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store, made once: creating one runs MLflow's migrations (seconds); tests copy it."""
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
-@pytest.fixture
-def runs(tmp_path: Path, store_template: Path) -> Path:
-    """tmp_path/runs, with the (empty) local store a first --log mlflow would make in it."""
-    (tmp_path / "runs").mkdir()
-    shutil.copy(store_template, tmp_path / "runs" / "mlflow.db")
-    return tmp_path / "runs"
-
-
 def local_client(runs: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
 
