@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Recorder
+from helpers import TINY_CLI, Recorder, catdog, error_line, labeled_folder
 
 from catdog_cli.errors import CatdogError
 from catdog_cli.tracking import base
@@ -158,3 +158,13 @@ def test_only_rank_0_tracks(monkeypatch) -> None:
     monkeypatch.setenv("RANK", "0")
     with follow(["fake"], "train", Recorder()) as events:
         assert len(events.trackers) == 1
+
+
+def test_without_the_extra_the_command_stops_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    real = base.importlib.util.find_spec
+    monkeypatch.setattr(base.importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real(name))
+    monkeypatch.chdir(tmp_path)
+    data = labeled_folder(tmp_path / "data")
+    result = catdog("train", "--data", data, *TINY_CLI, "--log", "tensorboard")
+    assert error_line(result) == "error: --log tensorboard needs tensorboard: pip install 'catdog-cli[tensorboard]'"
+    assert not (tmp_path / "runs").exists()
