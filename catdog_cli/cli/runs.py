@@ -10,7 +10,7 @@ from rich.table import Table
 
 from catdog_cli.cli import render
 from catdog_cli.core.formatting import fmt
-from catdog_cli.tracking.runs import SORTS, RunEntry, find_run, find_runs, select
+from catdog_cli.tracking.listing import SORTS, RunEntry, find_run, find_runs, select
 
 STATUS_STYLE = {"finished": "green", "early-stopped": "green", "interrupted": "yellow", "running": "cyan"}
 COLUMNS = ("name", "command", "date", "data", "backbone", "strategy", "epochs", "best_val_acc", "status")

@@ -11,7 +11,7 @@ import pytest
 
 from catdog_cli.core.paths import LOCK
 from catdog_cli.errors import CatdogError
-from catdog_cli.tracking.runs import find_run, find_runs, select
+from catdog_cli.tracking.listing import find_run, find_runs, select
 
 
 def write(folder: Path, name: str, record: dict, stamp: float) -> None:
