@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Recorder, labeled_folder
+from helpers import TINY_CLI, Recorder, catdog, labeled_folder, ok_json
 
 from catdog_cli.core.config import CompareConfig, TrainConfig
 from catdog_cli.tracking.base import STATE_FILE, follow
@@ -129,6 +129,19 @@ def test_a_compare_grid_is_a_parent_run_with_a_child_per_cell(runs: Path, tmp_pa
         assert history(client, child.info.run_id, "val_acc") == [(h["epoch"], h["val_acc"]) for h in row["history"]]
     assert parent[0].data.metrics["best_val_acc"] == max(r["best_val_acc"] for r in result["rows"])
     assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} >= {"compare.json", "report.html"}
+
+
+def test_lr_find_logs_each_strategys_curve(runs: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = labeled_folder(tmp_path / "data")
+    args = ("lr-find", "--data", data, *TINY_CLI, "--strategies", "freeze", "--steps", "12", "--batch-size", "4")
+    result = ok_json(catdog(*args, "--log", "mlflow", "--name", "first", "--json"))
+    (curve,) = result["curves"]
+    client = local_client(runs)
+    (run,) = catdog_runs(client)
+    assert (run.info.run_name, run.info.status) == ("first", "FINISHED")
+    assert history(client, run.info.run_id, "freeze.loss") == list(enumerate(curve["losses"]))
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"lr_find.html", "lr_find.json"}
 
 
 def free_port() -> int:
