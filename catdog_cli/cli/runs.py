@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from catdog_cli.cli import render
+from catdog_cli.cli.options import Json
+from catdog_cli.cli.output import Output
+from catdog_cli.cli.progress import safe
 from catdog_cli.core.formatting import fmt
 from catdog_cli.tracking.listing import SORTS, RunEntry, find_run, find_runs, select
 
@@ -22,11 +23,11 @@ def _cell(entry: RunEntry, key: str) -> str:
         return "—" if value is None else fmt(value, "pct")
     if key == "status":
         return f"[{STATUS_STYLE.get(value, 'red')}]{value}[/]"
-    return "—" if value is None else render.safe(value)
+    return "—" if value is None else safe(value)
 
 
 def runs_table(entries: list[RunEntry], root: Path) -> Table:
-    table = Table(title=f"runs in {render.safe(root)}", title_justify="left")
+    table = Table(title=f"runs in {safe(root)}", title_justify="left")
     for key in COLUMNS:
         heading = "best val acc" if key == "best_val_acc" else key
         table.add_column(heading, justify="right" if key in ("epochs", "best_val_acc") else "left")
@@ -39,7 +40,7 @@ def run_details(entry: RunEntry) -> Table:
     table = Table(show_header=False, box=None)
     for key in (*COLUMNS, "path"):
         table.add_row(key.replace("_", " "), _cell(entry, key))
-    table.add_row("files", render.safe(", ".join(entry["files"]) or "none"))
+    table.add_row("files", safe(", ".join(entry["files"]) or "none"))
     return table
 
 
@@ -50,19 +51,16 @@ def runs(
     backbone: str | None = typer.Option(None, help="Only runs whose backbone contains this."),
     strategy: str | None = typer.Option(None, help="Only runs whose strategy contains this."),
     sort: str = typer.Option("date", help=f"{', '.join(SORTS)} (date: oldest first; acc: best first)."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there."),
+    json_output: Json = False,
 ) -> None:
     """List past runs (train, compare, lr-find) with their data, model, best val accuracy and status (finished,
     early-stopped, interrupted, running, failed), read from the records in their folders."""
-    from catdog_cli.core.records import to_json
-
+    output = Output(json_output)
     found = select(find_runs(root), data, backbone, strategy, sort)
     shown = find_run(found, name) if name is not None else found
-    if json_output:
-        sys.stdout.write(to_json(shown) + "\n")
-        return
-    console = render.console()
-    if isinstance(shown, list):
-        console.print(runs_table(shown, root) if shown else f"no runs in {render.safe(root)}")
+    if output.json:
+        output.emit(shown)
+    elif isinstance(shown, list):
+        output.console.print(runs_table(shown, root) if shown else f"no runs in {safe(root)}")
     else:
-        console.print(run_details(shown))
+        output.console.print(run_details(shown))
