@@ -9,6 +9,7 @@ sqlite:///runs/mlflow.db` shows it). MLflow is imported here only, when asked fo
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -97,6 +98,8 @@ class MlflowTracker:
 
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        for name in ("mlflow", "alembic"):  # "creating initial MLflow database tables...": not catdog's news
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.command, self.out = command, out
         root = local_store(out or Path("runs") / command)
         uri = self.uri or saved.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
