@@ -80,9 +80,9 @@ def check_name(name: str | None, out: Path | None, resume: Path | None = None) -
 
     if name is None:
         return
+    check_run_name(name)
     if out is not None or resume is not None:
         raise CatdogError(f"--name names a new run's folder; {'--resume' if resume else '--out'} already says where")
-    check_run_name(name)
 
 
 def train(

@@ -140,6 +140,9 @@ def select(
     if sort not in SORTS:
         raise CatdogError(f"--sort {sort}: use one of {', '.join(SORTS)}")
     wanted = {"data": data, "backbone": backbone, "strategy": strategy}
+    for key, word in wanted.items():
+        if word is not None and not word.strip():
+            raise CatdogError(f"--{key} '{word}': give a word to look for")
     kept = [r for r in runs if all(w is None or w.lower() in (r[k] or "").lower() for k, w in wanted.items())]  # type: ignore[literal-required]
     if sort == "name":
         return sorted(kept, key=lambda r: r["name"])

@@ -55,8 +55,16 @@ ROLES = {
     "parity_images": "images",
     "explain": "write-folder",
     "precision": "precision",
+    "name": "run-name",
+    "log": "tracker",
+    "log_uri": "mlflow-uri",
+    "sort": "runs-sort",
 }
-COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
+COMMAND_ROLES = {  # where an option of the same name takes something else
+    ("export", "out"): "new-file",
+    ("runs", "root"): "runs-folder",
+    **{("runs", name): "filter" for name in ("data", "backbone", "strategy")},
+}
 # every other number must be above zero (the recipe's 0 is "off")
 ZERO_IS_VALID = {"seed", "val_split", "workers", "cache_gib", "min_confidence", "label_smoothing", "mixup", "cutmix"}
 AS_USER = os.geteuid() != 0  # root reads and writes whatever the permissions say
@@ -101,6 +109,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "images": ["missing"],
         "weights": ["folder", "missing", "fifo", "unreadable file"],
         "archive": ["missing", "file", "below a file"],
+        "runs-folder": ["file", "missing", "fifo"],
     }
     words = {
         "dataset-name": ["../escape", "a/b"],
@@ -114,6 +123,11 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "weights": ["bogus"],
         "export-format": ["onnxx", ""],
         "precision": ["fp8", "", "BF16"],
+        "run-name": ["a/b", ".hidden"],
+        "tracker": ["wandb", ""],
+        "mlflow-uri": ["http://127.0.0.1:1"],  # without --log mlflow
+        "runs-sort": ["size", ""],
+        "filter": [""],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -173,6 +187,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "data": str(data.resolve()),
     }
     checkpoints.save(tmp / "model.pt", model, meta)
+    record = {"kind": "train", "config": {"data": str(data)}, "epochs": 1, "best_val_acc": 0.5, "interrupted": False}
+    (tmp / "runs" / "train").mkdir(parents=True)
+    (tmp / "runs" / "train" / "run.json").write_text(json.dumps(record))
     with zipfile.ZipFile(tmp / "photos.zip", "w") as z:
         for path in sorted(data.rglob("*.png")):
             z.write(path, path.relative_to(data).as_posix())
@@ -203,6 +220,7 @@ def valid_command(command: str, world: dict, work: Path) -> list[str]:
     ]
     return {
         "fetch": ["fetch", "photos", "--from", world["archive"], "--root", str(work / "home")],
+        "runs": ["runs", "train", "--root", str(world["tmp"] / "runs")],
         "train": ["train", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny, "--out", str(work / "run")],
         "evaluate": ["evaluate", world["model"], "--data", world["data"], "--device", "cpu"],
         "predict": ["predict", world["model"], world["image"], "--device", "cpu"],
@@ -252,7 +270,7 @@ def with_option(args: list[str], command: str, name: str, value: str) -> list[st
     if name == "resume":  # a resumed run takes its options from its checkpoint
         return ["train", "--resume", value]
     if not param.opts[0].startswith("--"):  # an argument: the first one of its kind in the line
-        position = {"names": 1, "model": 1, "paths": 2}[name]
+        position = {"names": 1, "model": 1, "paths": 2, "name": 1}[name]
         return [*args[:position], value, *args[position + 1 :]]
     flag = param.opts[0]
     if flag in args:

@@ -100,6 +100,8 @@ def test_filters_and_sorting(runs: Path) -> None:
     assert [r["name"] for r in select(found, sort="name")][:3] == ["compare", "compare2", "lr-find"]
     with pytest.raises(CatdogError, match="--sort size: use one of date, name, acc"):
         select(found, sort="size")
+    with pytest.raises(CatdogError, match="--data '': give a word to look for"):
+        select(found, data="")
 
 
 def test_one_run_by_its_folder_or_its_own_name(runs: Path) -> None:
