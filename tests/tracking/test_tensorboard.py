@@ -5,6 +5,10 @@ curves (through the CLI)."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,24 @@ def test_lr_find_logs_its_curves_by_step(tmp_path: Path, monkeypatch) -> None:
     board = read(Path(result["out"]) / "tensorboard")
     assert scalars(board, "lr_find/freeze/loss") == list(enumerate(curve["losses"]))
     assert scalars(board, "lr_find/freeze/lr") == list(enumerate(curve["lrs"]))
+
+
+def test_under_torchrun_rank_0_alone_logs_every_cell(tmp_path: Path) -> None:
+    """Two CPU processes (gloo) share a grid; the cell rank 1 trained reaches the log from compare.json's row."""
+    data = labeled_folder(tmp_path / "data")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    # `--`: torchrun's own parser would take --log for a prefix of its --log-dir (README says so)
+    command += ["-m", "catdog_cli", "--", "compare", "--data", str(data), "--backbones", "squeezenet1_1"]
+    command += ["--strategies", "freeze,finetune", "--epochs", "1", "--weights", "none", "--image-size", "32"]
+    command += ["--batch-size", "4", "--device", "cpu", "--workers", "1", "--out", str(tmp_path / "grid")]
+    command += ["--log", "tensorboard"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "grid" / "compare.json").read_text())
+    assert result["world_size"] == 2
+    for row in result["rows"]:
+        board = read(tmp_path / "grid" / "tensorboard" / cell_folder(row["backbone"], row["strategy"]))
+        assert scalars(board, "hparam/best_val_acc") == [(0, row["best_val_acc"])]
+    files = list((tmp_path / "grid" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len({f.name.split(".")[-2] for f in files}) == 1  # one writing process (the name ends in .PID.N)
