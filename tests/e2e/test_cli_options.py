@@ -331,6 +331,10 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["lr-find", "--data", ".", "--end-lr", "inf"],
     ["train", "--data", ".", "--precision", "fp8"],
     ["predict", "model.pt", ".", "--precision", "half"],
+    ["train", "--data", ".", "--log", "wandb"],
+    ["compare", "--data", ".", "--log-uri", "http://127.0.0.1:1"],
+    ["lr-find", "--data", ".", "--name", "a/b"],
+    ["runs", "--sort", "size"],
 ]
 
 
