@@ -130,7 +130,8 @@ class TensorboardTracker:
         return {}
 
     def cell_done(self, row: CompareRow) -> None:
-        if self.writer is not None and self.cell_params.get("backbone") == row["backbone"]:
+        cell = (self.cell_params.get("backbone"), self.cell_params.get("strategy"))
+        if self.writer is not None and cell == (row["backbone"], row["strategy"]):
             metrics = {f"hparam/{k}": v for k, v in row_metrics(row).items()}
             self.writer.add_hparams(self.cell_params, metrics, run_name=".")
             self.writer.close()
