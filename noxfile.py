@@ -13,8 +13,18 @@ TORCH = ["torch>=2.2", "torchvision>=0.17"]
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(*TORCH)
-    session.install("-e", ".[test,timm,export]")  # export: the ONNX tests run in CI (they skip without it)
+    # export: the ONNX tests run in CI (they skip without it); tensorboard: --log tensorboard's tests (light)
+    session.install("-e", ".[test,timm,export,tensorboard]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def tracking(session: nox.Session) -> None:
+    """The tracking tests with real MLflow too (a local store and a real `mlflow server`). Not in the default
+    sessions: MLflow is a large install and its server starts slowly (benchmarks/README.md, 2026-12-04)."""
+    session.install(*TORCH)
+    session.install("-e", ".[test,mlflow,tensorboard]")
+    session.run("pytest", "-q", "tests/tracking", "tests/cli/test_runs.py", *session.posargs)
 
 
 @nox.session

@@ -256,3 +256,29 @@ Tta = Annotated[
 
 # --- Output -------------------------------------------------------------------------------------------------
 Json = Annotated[bool, typer.Option("--json", help=JSON_HELP, rich_help_panel=OUTPUT)]
+Name = Annotated[
+    str | None,
+    typer.Option(
+        help="Name the run: its folder is runs/<command>/NAME (NAME2, ... when taken).", rich_help_panel=OUTPUT
+    ),
+]
+# experiment tracking (catdog_cli/tracking): train, compare, lr-find
+Log = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--log",
+        help="Also log the run to mlflow and/or tensorboard (repeat for both); needs pip install "
+        "'catdog-cli\\[mlflow]' or '\\[tensorboard]'. A tracker that fails costs a warning, never the run.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+LogUri = Annotated[
+    str | None,
+    typer.Option(
+        help="--log mlflow: the tracking server or store (default $MLFLOW_TRACKING_URI, or runs/mlflow.db).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+LogModel = Annotated[
+    bool, typer.Option(help="--log mlflow: also store best.pt as an artifact.", rich_help_panel=OUTPUT)
+]

@@ -31,8 +31,12 @@ from catdog_cli.cli.options import (
     Json,
     LabelSmoothing,
     LearningRate,
+    Log,
+    LogModel,
+    LogUri,
     LrRatio,
     Mixup,
+    Name,
     Ood,
     OodKeep,
     OptionalData,
@@ -57,6 +61,7 @@ from catdog_cli.core.defaults import (
 )
 from catdog_cli.core.formatting import printable
 from catdog_cli.errors import CatdogError
+from catdog_cli.tracking.base import check_options as check_tracking
 
 RESUME_HELP = (
     "Continue the run in this folder from its last.pt; options typed again must match (only --device, "
@@ -68,6 +73,17 @@ RESUME_HELP = (
 def config_values(params: dict[str, Any]) -> dict[str, Any]:
     """The parsed options under the config's field names (`--compile` is `compile_model` in Python)."""
     return {"compile" if name == "compile_model" else name: value for name, value in params.items()}
+
+
+def check_name(name: str | None, out: Path | None, resume: Path | None = None) -> None:
+    """--name says where a new run goes, as --out does: one of them; a resumed run keeps its folder."""
+    from catdog_cli.core.paths import check_run_name
+
+    if name is None:
+        return
+    check_run_name(name)
+    if out is not None or resume is not None:
+        raise CatdogError(f"--name names a new run's folder; {'--resume' if resume else '--out'} already says where")
 
 
 def train(
@@ -103,6 +119,10 @@ def train(
         None, help="Output folder (must be new or empty; default runs/trainN).", rich_help_panel="Output"
     ),
     resume: Path | None = typer.Option(None, help=RESUME_HELP, rich_help_panel="Output"),
+    name: Name = None,
+    log: Log = None,
+    log_uri: LogUri = None,
+    log_model: LogModel = False,
     json_output: Json = False,
 ) -> None:
     """Fit an ImageNet-pretrained backbone to a folder of labeled images; writes best.pt, last.pt, metrics.csv.
@@ -115,6 +135,8 @@ def train(
     from catdog_cli.core.config import TrainConfig, check_options
 
     output = Output(json_output)
+    check_name(name, out, resume)
+    check_tracking(log, log_uri, log_model)
     if resume is not None:  # every check here is torch-free: a mistake is answered before torch loads
         if out is not None and out.resolve() != resume.resolve():
             raise CatdogError(f"--out {out}: a resumed run continues in its own folder, {resume}")
@@ -130,7 +152,9 @@ def train(
             from catdog_cli.core.paths import check_out_dir
 
             check_out_dir(out)
-    with output.events() as events:
+    from catdog_cli.tracking.base import follow
+
+    with output.events() as shown, follow(log, "train", shown, log_uri, log_model) as events:
         if resume is not None:
             from catdog_cli.training.resume import resume as resume_run
 
@@ -138,7 +162,8 @@ def train(
         else:
             from catdog_cli.training.loop import fit
 
-            result = fit(config, out, events)
+            result = fit(config, out, events, name=name)
+        events.finish(result)
     if output.json:
         output.emit(result)
     else:
@@ -199,6 +224,10 @@ def compare(
     keep_best: bool = typer.Option(
         False, help="Save the winning cell's model as OUT/best.pt.", rich_help_panel="Output"
     ),
+    name: Name = None,
+    log: Log = None,
+    log_uri: LogUri = None,
+    log_model: LogModel = False,
     json_output: Json = False,
 ) -> None:
     """The grid; its --help (COMPARE_HELP) lists the presets and what a grid costs."""
@@ -207,15 +236,19 @@ def compare(
     train = TrainConfig.from_dict(ctx.params)  # each cell's backbone and strategy: from --backbones, --strategies
     config = CompareConfig(train, backbones=expand_backbones(csv_list(backbones)), strategies=csv_list(strategies))
     config.check()
+    check_name(name, out)
+    check_tracking(log, log_uri, log_model)
     if out is not None and out.exists() and not out.is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
     from catdog_cli.core.records import interrupted_note
+    from catdog_cli.tracking.base import follow
     from catdog_cli.training.compare import compare as run_compare
     from catdog_cli.training.compare import failures
 
     output = Output(json_output)
-    with output.events() as events:
-        result = run_compare(config, out, events, keep_best)
+    with output.events() as shown, follow(log, "compare", shown, log_uri, log_model) as events:
+        result = run_compare(config, out, events, keep_best, name=name)
+        events.finish(result)
     failed = failures(result)
     if failed and len(failed) == len(result["rows"]) and not result["interrupted"]:
         raise CatdogError(
@@ -269,6 +302,9 @@ def lr_find(
         help="Output folder for lr_find.html and lr_find.json (new or empty; default runs/lr-findN).",
         rich_help_panel="Output",
     ),
+    name: Name = None,
+    log: Log = None,
+    log_uri: LogUri = None,
     json_output: Json = False,
 ) -> None:
     """Learning-rate range test: train briefly while the lr grows exponentially, plot the loss against it, and
@@ -280,11 +316,15 @@ def lr_find(
     check_lr_find(config, csv_list(strategies), start_lr, end_lr, steps)  # before torch loads
     if out is not None:
         check_out_dir(out)
+    check_name(name, out)
+    check_tracking(log, log_uri)
+    from catdog_cli.tracking.base import follow
     from catdog_cli.training.lr_find import find_lr
 
     output = Output(json_output)
-    with output.events() as events:
-        result = find_lr(config, csv_list(strategies), out, events, start_lr, end_lr, steps)
+    with output.events() as shown, follow(log, "lr-find", shown, log_uri) as events:
+        result = find_lr(config, csv_list(strategies), out, events, start_lr, end_lr, steps, name=name)
+        events.finish(result)
     if output.json:
         output.emit(result)
         return

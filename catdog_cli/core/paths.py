@@ -79,12 +79,14 @@ def _mkdirs(folder: Path) -> list[Path]:
 
 
 def new_run_dir(parent: Path | str = "runs", prefix: str = "train") -> Path:
-    """Create and return a fresh folder parent/prefix, parent/prefix2, ... (never an existing one)."""
+    """Create and return a fresh folder parent/prefix, parent/prefix2, ... (never an existing one); a prefix that
+    ends in a digit counts on after a dash (exp1, exp1-2), so that two names never read alike."""
     parent = Path(parent)
     _mkdirs(parent)
+    sep = "-" if prefix[-1:].isdigit() else ""
     n = 1
     while True:
-        path = parent / (prefix if n == 1 else f"{prefix}{n}")
+        path = parent / (prefix if n == 1 else f"{prefix}{sep}{n}")
         try:
             path.mkdir()
             return path
@@ -175,18 +177,27 @@ def _remove_stale(lock: Path) -> bool:
     return True
 
 
+def check_run_name(name: str) -> str:
+    """--name: one folder name (runs/<command>/NAME), not a path."""
+    if not name or name.startswith(".") or "/" in name or "\\" in name or not name.isprintable():
+        raise CatdogError(f"--name {name!r}: give a plain folder name (no slashes, not hidden), or use --out PATH")
+    return name
+
+
 @contextmanager
-def run_folder(out: Path | str | None, prefix: str, reuse: bool = False) -> Iterator[Path]:
+def run_folder(out: Path | str | None, prefix: str, reuse: bool = False, name: str | None = None) -> Iterator[Path]:
     """The folder a run writes into, claimed before any work and held until the run ends.
 
-    `out` None: a new folder runs/PREFIX, runs/PREFIX2, ...; else the user's folder, which must be new or empty
-    (with `reuse`, it may hold the run's own earlier files: resume, compare). The folder is claimed with a lock
-    file made exclusively, so two runs started at once into one folder cannot both run. A run that fails before
-    writing anything leaves nothing behind: the folders it made are removed again.
+    `out` None: a new folder runs/PREFIX, runs/PREFIX2, ... (`name`: runs/PREFIX/NAME, runs/PREFIX/NAME2, ...);
+    else the user's folder, which must be new or empty (with `reuse`, it may hold the run's own earlier files:
+    resume, compare). The folder is claimed with a lock file made exclusively, so two runs started at once into
+    one folder cannot both run. A run that fails before writing anything leaves nothing behind: the folders it
+    made are removed again.
     """
     if out is None:
-        made = _mkdirs(Path("runs"))
-        folder = new_run_dir("runs", prefix)
+        parent = Path("runs") / prefix if name is not None else Path("runs")
+        made = _mkdirs(parent)
+        folder = new_run_dir(parent, check_run_name(name) if name is not None else prefix)
         made.append(folder)
     else:
         folder = Path(out)

@@ -73,10 +73,10 @@ def _earlier_compare(out: Path, config: CompareConfig) -> bool:
 
 
 @contextmanager
-def compare_folder(out: Path | str | None, config: CompareConfig) -> Iterator[Path]:
+def compare_folder(out: Path | str | None, config: CompareConfig, name: str | None = None) -> Iterator[Path]:
     """A new or empty folder, or an earlier compare's folder made with the same settings, claimed for this run."""
     reuse = out is not None and _earlier_compare(Path(out), config)
-    with run_folder(out, "compare", reuse=reuse) as folder:
+    with run_folder(out, "compare", reuse=reuse, name=name) as folder:
         yield folder
 
 
@@ -225,9 +225,14 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
 
 
 def compare(
-    config: CompareConfig, out: Path | str | None = None, events: Events | None = None, keep_best: bool = False
+    config: CompareConfig,
+    out: Path | str | None = None,
+    events: Events | None = None,
+    keep_best: bool = False,
+    name: str | None = None,
 ) -> CompareResult:
-    """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained.
+    """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained. Without
+    `out`, the grid goes to runs/compareN, or runs/compare/NAME with a `name`.
 
     Under torchrun the cells are dealt round-robin to the ranks, each training its cells on its own device;
     rank 0 gathers the rows and writes the outputs.
@@ -242,7 +247,7 @@ def compare(
         if weights not in ("default", "none") and not is_catdog_checkpoint(weights):
             read_state_dict(Path(weights))
     with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
-        folder = distributed.main_enters(stack, lambda: compare_folder(out, config), world)
+        folder = distributed.main_enters(stack, lambda: compare_folder(out, config, name), world)
         dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
         if world.main and not (folder / CONFIG_FILE).exists():
             atomic_write_text(folder / CONFIG_FILE, to_json(config.settings()))

@@ -251,13 +251,18 @@ def train_loop(
 
 
 def fit(
-    config: TrainConfig, out: Path | str | None = None, events: Events | None = None, cache: DecodeCache | None = None
+    config: TrainConfig,
+    out: Path | str | None = None,
+    events: Events | None = None,
+    cache: DecodeCache | None = None,
+    name: str | None = None,
 ) -> TrainResult:
-    """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json)."""
+    """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json). Without
+    `out`, the run goes to runs/trainN, or runs/train/NAME with a `name`."""
     world = distributed.init()
     events = events if events is not None and world.main else Events()
     config.check()
     with ExitStack() as stack:  # the folder is claimed before any work (two runs never share one), held to the end
-        folder = distributed.main_enters(stack, lambda: run_folder(out, "train"), world)
+        folder = distributed.main_enters(stack, lambda: run_folder(out, "train", name=name), world)
         run = start_run(config, events, cache, world=world, out=folder)
         return train_loop(run, folder, events)

@@ -103,13 +103,15 @@ def find_lr(
     start: float = START_LR,
     end: float = END_LR,
     steps: int = STEPS,
+    name: str | None = None,
 ) -> LrFindResult:
     """The range test for each strategy from the same starting weights; the curves and a suggested --lr each,
-    saved as OUT/lr_find.json and OUT/lr_find.html (a new folder, runs/lr-findN by default)."""
+    saved as OUT/lr_find.json and OUT/lr_find.html (a new folder, runs/lr-findN by default, runs/lr-find/NAME
+    with a `name`)."""
     events = events or Events()
     check_lr_find(config, strategies, start, end, steps)
     warm_start.check_warm_start(config.weights, config.backbone)
-    with run_folder(out, "lr-find") as folder:  # claimed before any work, as train's
+    with run_folder(out, "lr-find", name=name) as folder:  # claimed before any work, as train's
         dataset = load_dataset(config.data, config.val_split, config.seed)
         device = resolve_device(config.device)
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)

@@ -58,7 +58,7 @@ def test_the_config_is_built_from_the_parsed_options_by_name(monkeypatch, tmp_pa
     """Every TrainConfig field the train command offers reaches the config (no hand-written keyword list)."""
     seen = {}
 
-    def fake_fit(config, out, events):
+    def fake_fit(config, out, events, name=None):
         seen["config"] = config
         raise SystemExit(0)
 

@@ -21,6 +21,7 @@ from catdog_cli.core.paths import (
     check_folder_target,
     check_new_file,
     check_out_dir,
+    check_run_name,
     copy_new,
     create_new,
     data_root,
@@ -71,6 +72,27 @@ def test_new_run_dirs_count_up_and_never_reuse(tmp_path):
     assert (first.name, second.name) == ("train", "train2")
     (tmp_path / "train3").mkdir()  # made by someone else meanwhile
     assert new_run_dir(tmp_path, "train").name == "train4"
+
+
+def test_named_runs_go_under_their_command_and_count_up_without_overwriting(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with run_folder(None, "train", name="exp") as first:
+        (first / "run.json").write_text("{}")
+    with run_folder(None, "train", name="exp") as second:
+        (second / "run.json").write_text("{}")
+    with run_folder(None, "compare", name="exp") as other, run_folder(None, "train", name="exp1") as digit:
+        (digit / "run.json").write_text("{}")
+        assert other == Path("runs/compare/exp")
+    with run_folder(None, "train", name="exp1") as digit2:
+        pass
+    assert (first, second, digit, digit2) == tuple(Path(f"runs/train/{n}") for n in ("exp", "exp2", "exp1", "exp1-2"))
+    assert (first / "run.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a/b", "a\\b", "tab\there"])
+def test_a_run_name_is_one_plain_folder_name(name):
+    with pytest.raises(CatdogError, match="--name"):
+        check_run_name(name)
 
 
 def test_out_dir_must_be_new_or_empty(tmp_path):

@@ -56,8 +56,18 @@ ROLES = {
     "explain": "write-folder",
     "precision": "precision",
     "runtime": "runtime",
+    "ood": "ood-method",
+    "unknown_data": "images",
+    "name": "run-name",
+    "log": "tracker",
+    "log_uri": "mlflow-uri",
+    "sort": "runs-sort",
 }
-COMMAND_ROLES = {("export", "out"): "new-file"}  # where an option of the same name takes something else
+COMMAND_ROLES = {  # where an option of the same name takes something else
+    ("export", "out"): "new-file",
+    ("runs", "root"): "runs-folder",
+    **{("runs", name): "filter" for name in ("data", "backbone", "strategy")},
+}
 # every other number must be above zero (the recipe's 0 is "off")
 ZERO_IS_VALID = {
     "int8_tolerance",
@@ -112,6 +122,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "images": ["missing"],
         "weights": ["folder", "missing", "fifo", "unreadable file"],
         "archive": ["missing", "file", "below a file"],
+        "runs-folder": ["file", "missing", "fifo"],
     }
     words = {
         "dataset-name": ["../escape", "a/b"],
@@ -126,6 +137,12 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "export-format": ["onnxx", ""],
         "precision": ["fp8", "", "BF16"],
         "runtime": ["tensorrt", "", "ONNX"],
+        "ood-method": ["bogus", "", "KNN"],
+        "run-name": ["a/b", ".hidden"],
+        "tracker": ["wandb", ""],
+        "mlflow-uri": ["http://127.0.0.1:1"],  # without --log mlflow
+        "runs-sort": ["size", ""],
+        "filter": [""],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -185,6 +202,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "data": str(data.resolve()),
     }
     checkpoints.save(tmp / "model.pt", model, meta)
+    record = {"kind": "train", "config": {"data": str(data)}, "epochs": 1, "best_val_acc": 0.5, "interrupted": False}
+    (tmp / "runs" / "train").mkdir(parents=True)
+    (tmp / "runs" / "train" / "run.json").write_text(json.dumps(record))
     with zipfile.ZipFile(tmp / "photos.zip", "w") as z:
         for path in sorted(data.rglob("*.png")):
             z.write(path, path.relative_to(data).as_posix())
@@ -215,6 +235,7 @@ def valid_command(command: str, world: dict, work: Path) -> list[str]:
     ]
     return {
         "fetch": ["fetch", "photos", "--from", world["archive"], "--root", str(work / "home")],
+        "runs": ["runs", "train", "--root", str(world["tmp"] / "runs")],
         "train": ["train", "--data", world["data"], "--backbone", "squeezenet1_1", *tiny, "--out", str(work / "run")],
         "evaluate": ["evaluate", world["model"], "--data", world["data"], "--device", "cpu"],
         "predict": ["predict", world["model"], world["image"], "--device", "cpu"],
@@ -264,7 +285,7 @@ def with_option(args: list[str], command: str, name: str, value: str) -> list[st
     if name == "resume":  # a resumed run takes its options from its checkpoint
         return ["train", "--resume", value]
     if not param.opts[0].startswith("--"):  # an argument: the first one of its kind in the line
-        position = {"names": 1, "model": 1, "paths": 2}[name]
+        position = {"names": 1, "model": 1, "paths": 2, "name": 1}[name]
         return [*args[:position], value, *args[position + 1 :]]
     flag = param.opts[0]
     if flag in args:
@@ -325,6 +346,10 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["lr-find", "--data", ".", "--end-lr", "inf"],
     ["train", "--data", ".", "--precision", "fp8"],
     ["predict", "model.pt", ".", "--precision", "half"],
+    ["train", "--data", ".", "--log", "wandb"],
+    ["compare", "--data", ".", "--log-uri", "http://127.0.0.1:1"],
+    ["lr-find", "--data", ".", "--name", "a/b"],
+    ["runs", "--sort", "size"],
 ]
 
 
