@@ -1,0 +1,235 @@
+"""`catdog check`: read every file of a dataset once, then assemble what is wrong with it into one record.
+
+The input is only ever read: nothing is written in the data folder (the report goes where --report says).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from catdog_cli.checks.duplicates import Pair, exact_groups, near_pairs
+from catdog_cli.checks.features import Backbone
+from catdog_cli.checks.images import Inspected, inspect
+from catdog_cli.checks.labels import FOLDS, confident_suspects, fold_count, out_of_fold
+from catdog_cli.core.events import Events
+from catdog_cli.core.findings import (
+    LEVELS,
+    CheckResult,
+    DuplicatePair,
+    FileRef,
+    ImageProblem,
+    LabelCheck,
+    LabelSuspect,
+)
+from catdog_cli.data.balance import imbalance
+from catdog_cli.data.dataset import load_dataset
+from catdog_cli.data.decode import default_workers
+from catdog_cli.data.folders import Walk, split_of, visible_dirs
+from catdog_cli.reporting.checks import write_check_report
+
+CHUNK = 64  # images decoded (in threads) and run through the backbone at once
+PROBLEM_ORDER = ("unreadable", "placeholder", "constant", "extension", "animated", "tiny", "aspect")
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    backbone: str
+    weights: str = "default"
+    image_size: int | None = None
+    device: str = "cpu"
+    features: bool = True  # False: no backbone; near-duplicates by perceptual hash, no label check
+    folds: int = FOLDS
+    seed: int = 0
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    split: str
+    label: int | None  # index into the classes; None when unlabeled
+
+
+def dataset_items(data: str | Path) -> tuple[Path, list[str], list[Item], list[str]]:
+    """(folder, classes, every image file with its split and label, notes). Labeled splits as training reads
+    them, plus an unlabeled/ (test1/) folder when there is one: a leak into it matters too."""
+    dataset = load_dataset(data, val_split=None)
+    items = [
+        Item(path, name, label)
+        for name, split in dataset.splits.items()
+        for path, label in zip(split.paths, split.labels, strict=True)
+    ]
+    notes = list(dataset.notes)
+    for folder in visible_dirs(dataset.root):
+        if split_of(folder) == "unlabeled":
+            images, others = Walk(dataset.root).images(folder)
+            items += [Item(p, "unlabeled", None) for p in images]
+            if others:
+                notes.append(f"{folder}: ignored {len(others)} non-image file(s)")
+    return dataset.root, dataset.classes, items, notes
+
+
+def _read_all(
+    items: list[Item], options: CheckOptions, backbone: Backbone | None, events: Events
+) -> Iterator[tuple[Inspected, torch.Tensor | None]]:
+    """Each file inspected once (in threads), and its features when it decodes, in item order."""
+    resize, crop = (backbone.inputs.resize, backbone.inputs.image_size) if backbone else (256, 224)
+    events.task(f"reading {len(items)} images" + (f" (features: {backbone.name})" if backbone else ""), len(items))
+    with ThreadPoolExecutor(max(1, options.workers or default_workers())) as pool:
+        for start in range(0, len(items), CHUNK):
+            chunk = list(pool.map(lambda it: inspect(it.path, resize, crop), items[start : start + CHUNK]))
+            readable = [r.crop for r in chunk if r.crop is not None]
+            feats = iter(backbone(readable)) if backbone and readable else iter(())
+            for r in chunk:
+                yield r, (next(feats) if r.crop is not None and backbone else None)
+                r.crop = None  # the pixels are done with: only hashes and features stay
+            events.advance(len(chunk))
+
+
+def check_dataset(data: str | Path, options: CheckOptions, events: Events, report: Path | None = None) -> CheckResult:
+    """Everything `catdog check` finds in a dataset; see core/findings.py for the record."""
+    started = time.perf_counter()
+    root, classes, items, notes = dataset_items(data)
+    backbone = (
+        Backbone(options.backbone, options.weights, options.image_size, options.device) if options.features else None
+    )
+    seconds: dict[str, float] = {"setup": time.perf_counter() - started}
+    t = time.perf_counter()
+    inspected, features = [], []
+    for r, f in _read_all(items, options, backbone, events):
+        inspected.append(r)
+        if f is not None:
+            features.append(f)
+    seconds["read"] = time.perf_counter() - t
+
+    def ref(i: int) -> FileRef:
+        it = items[i]
+        label = classes[it.label] if it.label is not None else None
+        return {"path": it.path.relative_to(root).as_posix(), "split": it.split, "label": label}
+
+    readable = [i for i, r in enumerate(inspected) if r.phash is not None]
+    feats = torch.stack(features) if features else None
+    t = time.perf_counter()
+    duplicates = _duplicates(inspected, readable, feats, items, ref)
+    seconds["duplicates"] = time.perf_counter() - t
+    t = time.perf_counter()
+    labels, label_check = _labels(items, readable, feats, classes, options, ref)
+    seconds["labels"] = time.perf_counter() - t
+    problems = _problems(inspected, ref)
+    counts, ratios, missing = _balance(items, classes)
+    findings = Counter(f["level"] for group in (duplicates, labels, problems) for f in group)
+    findings.update("warning" for _ in missing.values())
+    seconds["total"] = time.perf_counter() - started
+    result: CheckResult = {
+        "kind": "check",
+        "data": str(root),
+        "classes": classes,
+        "images": len(items),
+        "counts": counts,
+        "imbalance": ratios,
+        "missing": missing,
+        "duplicates": duplicates,
+        "labels": labels,
+        "label_check": label_check,
+        "problems": problems,
+        "facts": dict(sorted(Counter(f for r in inspected for f in r.facts).items())),
+        "findings": {level: findings.get(level, 0) for level in LEVELS},
+        "notes": notes,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    if report is not None:
+        result["report"] = str(write_check_report(result, report))
+    return result
+
+
+def _duplicates(inspected: list[Inspected], readable: list[int], feats, items: list[Item], ref) -> list[DuplicatePair]:
+    pairs: list[Pair] = []
+    same: set[tuple[int, int]] = set()
+    for group in exact_groups([inspected[i].sha256 for i in readable]):
+        members = [readable[g] for g in group]
+        same.update((a, b) for a in members for b in members if a < b)
+        pairs += [Pair(members[0], m, "exact", None, 0) for m in members[1:]]
+    for p in near_pairs([inspected[i].phash for i in readable], feats):
+        i, j = readable[p.i], readable[p.j]
+        if (i, j) not in same:
+            pairs.append(Pair(i, j, "near", p.similarity, p.distance))
+    found: list[DuplicatePair] = []
+    for p in pairs:
+        leak = items[p.i].split != items[p.j].split
+        conflict = items[p.i].label != items[p.j].label and None not in (items[p.i].label, items[p.j].label)
+        found.append(
+            {
+                "kind": p.kind,
+                "leak": leak,
+                "conflict": conflict,
+                "level": "error" if leak else "warning",
+                "a": ref(p.i),
+                "b": ref(p.j),
+                "similarity": None if p.similarity is None else round(p.similarity, 4),
+                "distance": p.distance,
+            }
+        )
+    return sorted(found, key=lambda d: (not d["leak"], d["kind"] != "exact", -(d["similarity"] or 1.0)))
+
+
+def _labels(
+    items: list[Item], readable: list[int], feats, classes: list[str], options: CheckOptions, ref
+) -> tuple[list[LabelSuspect], LabelCheck]:
+    labeled = [k for k, i in enumerate(readable) if items[i].label is not None]
+    given = [items[readable[k]].label for k in labeled]
+    folds = fold_count(given, options.folds)
+    check: LabelCheck = {"ran": False, "images": len(labeled), "folds": folds, "backbone": options.backbone}
+    if feats is None:
+        check["why_not"] = "no backbone features (--no-features)"
+        return [], check
+    if folds < 2 or len(set(given)) < 2:
+        check["why_not"] = "each class needs at least 2 readable images"
+        return [], check
+    probs = out_of_fold(feats[labeled], given, len(classes), folds, options.seed)
+    check["ran"] = True
+    check["oof_accuracy"] = round(float((probs.argmax(1) == torch.tensor(given)).float().mean()), 4)
+    suspects: list[LabelSuspect] = []
+    for s in confident_suspects(probs, given):
+        r = ref(readable[labeled[s.index]])
+        suspects.append(
+            {
+                "path": r["path"],
+                "split": r["split"],
+                "given": classes[given[s.index]],
+                "suspected": classes[s.suspected],
+                "probability": round(s.probability, 4),
+                "given_probability": round(s.given_probability, 4),
+                "level": "warning",
+            }
+        )
+    return suspects, check
+
+
+def _problems(inspected: list[Inspected], ref) -> list[ImageProblem]:
+    found: list[ImageProblem] = []
+    for i, r in enumerate(inspected):
+        where = ref(i)
+        for kind, detail, level in r.problems:
+            found.append({**where, "kind": kind, "detail": detail, "level": level})
+    return sorted(found, key=lambda p: (LEVELS.index(p["level"]), PROBLEM_ORDER.index(p["kind"]), p["path"]))
+
+
+def _balance(
+    items: list[Item], classes: list[str]
+) -> tuple[dict[str, dict[str, int]], dict[str, float], dict[str, list[str]]]:
+    """Images per class per labeled split, each split's imbalance ratio, and the classes a split lacks."""
+    per: dict[str, Counter] = {}
+    for it in items:
+        if it.label is not None:
+            per.setdefault(it.split, Counter())[classes[it.label]] += 1
+    counts = {split: {c: n.get(c, 0) for c in classes} for split, n in per.items()}
+    ratios = {split: round(imbalance(list(c.values())), 2) for split, c in counts.items()}
+    missing = {split: [c for c, n in c_.items() if n == 0] for split, c_ in counts.items()}
+    return counts, ratios, {s: m for s, m in missing.items() if m}

@@ -1,0 +1,127 @@
+"""`catdog check DATA`: parse, call checks.runner, render the findings. Exit 0 when nothing reaches --fail-on,
+1 when something does (or on an error), 2 on a usage error."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from catdog_cli.cli import render
+from catdog_cli.core.defaults import DEFAULT_BACKBONE
+from catdog_cli.core.findings import FAIL_ON, CheckResult, at_or_above
+from catdog_cli.core.formatting import fmt, pct, printable
+from catdog_cli.core.world import World
+
+SHOWN = 10  # rows of each list in the terminal; --json and --report have them all
+
+
+def _table(title: str, head: list[str], rows: list[list[str]], total: int) -> Table:
+    more = f" (top {SHOWN} of {total})" if total > SHOWN else ""
+    table = Table(title=f"{title}{more}", title_justify="left", title_style="bold")
+    for h in head:
+        table.add_column(h, overflow="fold")
+    for row in rows[:SHOWN]:
+        table.add_row(*(render.safe(c) for c in row))
+    return table
+
+
+def _where(ref: dict) -> str:
+    return f"{ref['split']}/{ref['label']}" if ref["label"] is not None else ref["split"]
+
+
+def show(result: CheckResult, console: Console) -> None:
+    """The top of each list, then one line of totals."""
+    classes = result["classes"]
+    balance = Table(title="Images per class", title_justify="left", title_style="bold")
+    for h in ("split", *classes, "largest / smallest"):
+        balance.add_column(render.safe(h), justify="left" if h == "split" else "right")
+    for split, counts in result["counts"].items():
+        balance.add_row(split, *(fmt(counts[c], "int") for c in classes), f"{result['imbalance'][split]:.2f}x")
+    console.print(balance)
+    for split, missing in result["missing"].items():
+        console.print(f"[yellow]{split} has no image of {render.safe(', '.join(missing))}[/]")
+    dups = result["duplicates"]
+    if dups:
+        rows = [
+            [
+                ("LEAK " if d["leak"] else "") + d["kind"],
+                f"{d['a']['path']} ({_where(d['a'])})",
+                f"{d['b']['path']} ({_where(d['b'])})",
+                "same bytes" if d["similarity"] is None else f"cosine {d['similarity']:.3f}",
+            ]
+            for d in dups
+        ]
+        console.print(_table("Duplicates and leaks", ["kind", "file", "same picture as", "how close"], rows, len(dups)))
+    check = result["label_check"]
+    if check["ran"] and result["labels"]:
+        rows = [[s["path"], s["given"], s["suspected"], pct(s["probability"])] for s in result["labels"]]
+        console.print(_table("Likely label errors", ["file", "given", "looks like", "probability"], rows, len(rows)))
+    elif not check["ran"]:
+        console.print(f"label check not run: {render.safe(check.get('why_not', ''))}", highlight=False)
+    if result["problems"]:
+        rows = [[p["path"], p["kind"], p["detail"]] for p in result["problems"]]
+        console.print(_table("Images that should not be there", ["file", "what", "detail"], rows, len(rows)))
+    for note in result["notes"]:
+        console.print(f"[yellow]{render.safe(note)}[/]")
+    f = result["findings"]
+    probe = f", probe out-of-fold accuracy {pct(check['oof_accuracy'])}" if "oof_accuracy" in check else ""
+    console.print(
+        f"{fmt(result['images'], 'int')} images: [bold]{f['error']} error(s), {f['warning']} warning(s)[/] "
+        f"({fmt(result['seconds']['total'], 'sec')}{probe})",
+        highlight=False,
+    )
+    if "report" in result:
+        console.print(f"report: {printable(result['report'])}", markup=False)
+
+
+def _level(value: str) -> str:
+    if value not in FAIL_ON:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(FAIL_ON)}")
+    return value
+
+
+def check(
+    data: str = typer.Argument(..., help="A dataset folder, or the name of a fetched dataset."),
+    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone whose frozen features compare images."),
+    weights: str = typer.Option("default", help="default (ImageNet), none (random init), or PATH (a state dict)."),
+    image_size: int | None = typer.Option(None, min=16, help="Crop size fed to the backbone (default: its own)."),
+    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, or cuda[:N]."),
+    features: bool = typer.Option(
+        True, help="--no-features: no backbone (fast): near-duplicates by perceptual hash only, no label check."
+    ),
+    folds: int = typer.Option(5, min=2, max=20, help="Cross-validation folds of the label check."),
+    seed: int = typer.Option(0, min=0, help="Seed of the label check's folds."),
+    fail_on: str = typer.Option(
+        "error", callback=_level, help=f"Exit 1 when a finding is at this level or worse: {', '.join(FAIL_ON)}."
+    ),
+    report: Path | None = typer.Option(None, help="Also write an HTML report (pictures side by side) here."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there."),
+) -> None:
+    """What is wrong with a dataset before it costs a training run: leaks (the same picture in train and val)
+    and duplicates, likely label errors, unreadable files and placeholders, class balance. Reads only."""
+    from catdog_cli.core.config import check_backbone
+    from catdog_cli.core.paths import check_new_file, resolve_data
+
+    resolve_data(data)  # before torch loads, before any work
+    if features:
+        check_backbone(backbone)
+    if report is not None:
+        check_new_file(report, "--report")
+    from catdog_cli.checks.runner import CheckOptions, check_dataset
+
+    speaks = World.from_env().main
+    options = CheckOptions(backbone, weights, image_size, device, features, folds, seed)
+    with render.RichEvents(render.console(stderr=True, quiet=not speaks)) as events:
+        result = check_dataset(data, options, events, report=report)
+    if json_output:
+        from catdog_cli.core.records import to_json
+
+        sys.stdout.write(to_json(result) + "\n")
+    else:
+        show(result, render.console(quiet=not speaks))
+    if any(at_or_above(level, fail_on) for level, n in result["findings"].items() if n):
+        raise typer.Exit(1)
