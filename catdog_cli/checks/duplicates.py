@@ -9,8 +9,11 @@ All pairs are compared (N^2/2 dot products, in blocks): 2,000 images take well u
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -81,3 +84,38 @@ def hamming_block(bits: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Hamming distances of rows start:stop to every row, as counts: |a| + |b| - 2 a.b."""
     ones = bits.sum(1)
     return (ones[start:stop, None] + ones[None, :] - 2 * bits[start:stop] @ bits.T).round()
+
+
+def copies_across(splits: dict[str, list[Path]]) -> list[tuple[Path, Path]]:
+    """(file, an earlier split's file with the same bytes) for every byte-identical copy across splits. Cheap enough
+    for every training run: only files whose size a file of another split shares are read and hashed."""
+    by_size: dict[int, list[tuple[str, Path]]] = defaultdict(list)
+    for split, paths in splits.items():
+        for p in paths:
+            with contextlib.suppress(OSError):  # an unreadable file is decoding's to name
+                by_size[p.stat().st_size].append((split, p))
+    found = []
+    for same_size in by_size.values():
+        if len({split for split, _ in same_size}) < 2:
+            continue
+        first: dict[str, tuple[str, Path]] = {}
+        for split, p in same_size:
+            with contextlib.suppress(OSError):
+                digest = hashlib.sha256(p.read_bytes()).hexdigest()
+                if digest not in first:
+                    first[digest] = (split, p)
+                elif first[digest][0] != split:
+                    found.append((p, first[digest][1]))
+    return found
+
+
+def cross_split_note(splits: dict[str, list[Path]], data: str | Path) -> str | None:
+    """One line for `catdog train` when val (or test) holds byte-identical copies of training images."""
+    copies = copies_across(splits)
+    if not copies:
+        return None
+    copy, original = copies[0]
+    return (
+        f"{len(copies)} image(s) are byte-identical copies across splits ({copy} = {original}): val accuracy counts "
+        f"them as unseen; run `catdog check {data}` for these and near-duplicates"
+    )

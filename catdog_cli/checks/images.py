@@ -113,7 +113,10 @@ def _header_problems(path: Path, im: Image.Image) -> list[tuple[str, str, str]]:
 
 def inspect(path: Path, resize: int, crop: int) -> Inspected:
     """Read the file once and look at it; never raises for a bad image (that is a finding)."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # no permission, a broken link, a file gone since the folder was listed
+        return Inspected("", [("unreadable", exc.strerror or str(exc), "error")])
     found = Inspected(hashlib.sha256(raw).hexdigest())
     if not raw:
         found.problems.append(("unreadable", "empty file", "error"))

@@ -93,8 +93,30 @@ def _read_all(
             events.advance(len(chunk))
 
 
-def check_dataset(data: str | Path, options: CheckOptions, events: Events, report: Path | None = None) -> CheckResult:
-    """Everything `catdog check` finds in a dataset; see core/findings.py for the record."""
+@dataclass
+class Scan:
+    """Every file read once: what each is, what was found in it, and the features of the readable ones."""
+
+    root: Path
+    classes: list[str]
+    items: list[Item]
+    inspected: list[Inspected]
+    features: torch.Tensor | None  # (readable images, D), in item order
+    notes: list[str]
+    seconds: dict[str, float]
+
+    @property
+    def readable(self) -> list[int]:
+        return [i for i, r in enumerate(self.inspected) if r.phash is not None]
+
+    def ref(self, i: int) -> FileRef:
+        it = self.items[i]
+        label = self.classes[it.label] if it.label is not None else None
+        return {"path": it.path.relative_to(self.root).as_posix(), "split": it.split, "label": label}
+
+
+def scan(data: str | Path, options: CheckOptions, events: Events) -> Scan:
+    """The slow part, done once: every file read, hashed, inspected and (with features) run through the backbone."""
     started = time.perf_counter()
     root, classes, items, notes = dataset_items(data)
     backbone = (
@@ -108,30 +130,38 @@ def check_dataset(data: str | Path, options: CheckOptions, events: Events, repor
         if f is not None:
             features.append(f)
     seconds["read"] = time.perf_counter() - t
-
-    def ref(i: int) -> FileRef:
-        it = items[i]
-        label = classes[it.label] if it.label is not None else None
-        return {"path": it.path.relative_to(root).as_posix(), "split": it.split, "label": label}
-
-    readable = [i for i, r in enumerate(inspected) if r.phash is not None]
     feats = torch.stack(features) if features else None
+    return Scan(root, classes, items, inspected, feats, notes, seconds)
+
+
+def check_dataset(data: str | Path, options: CheckOptions, events: Events, report: Path | None = None) -> CheckResult:
+    """Everything `catdog check` finds in a dataset; see core/findings.py for the record."""
+    started = time.perf_counter()
+    result = assemble(scan(data, options, events), options)
+    result["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    if report is not None:
+        result["report"] = str(write_check_report(result, report))
+    return result
+
+
+def assemble(found: Scan, options: CheckOptions) -> CheckResult:
+    """The findings of a scan: pairs, label suspects, problem files, balance (fast: seconds for thousands)."""
+    seconds = dict(found.seconds)
     t = time.perf_counter()
-    duplicates = _duplicates(inspected, readable, feats, items, ref)
+    duplicates = _duplicates(found)
     seconds["duplicates"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels, label_check = _labels(items, readable, feats, classes, options, ref)
+    labels, label_check = _labels(found, options)
     seconds["labels"] = time.perf_counter() - t
-    problems = _problems(inspected, ref)
-    counts, ratios, missing = _balance(items, classes)
+    problems = _problems(found)
+    counts, ratios, missing = _balance(found.items, found.classes)
     findings = Counter(f["level"] for group in (duplicates, labels, problems) for f in group)
     findings.update("warning" for _ in missing.values())
-    seconds["total"] = time.perf_counter() - started
-    result: CheckResult = {
+    return {
         "kind": "check",
-        "data": str(root),
-        "classes": classes,
-        "images": len(items),
+        "data": str(found.root),
+        "classes": found.classes,
+        "images": len(found.items),
         "counts": counts,
         "imbalance": ratios,
         "missing": missing,
@@ -139,24 +169,22 @@ def check_dataset(data: str | Path, options: CheckOptions, events: Events, repor
         "labels": labels,
         "label_check": label_check,
         "problems": problems,
-        "facts": dict(sorted(Counter(f for r in inspected for f in r.facts).items())),
+        "facts": dict(sorted(Counter(f for r in found.inspected for f in r.facts).items())),
         "findings": {level: findings.get(level, 0) for level in LEVELS},
-        "notes": notes,
+        "notes": found.notes,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
-    if report is not None:
-        result["report"] = str(write_check_report(result, report))
-    return result
 
 
-def _duplicates(inspected: list[Inspected], readable: list[int], feats, items: list[Item], ref) -> list[DuplicatePair]:
+def _duplicates(found: Scan) -> list[DuplicatePair]:
+    inspected, readable, items, ref = found.inspected, found.readable, found.items, found.ref
     pairs: list[Pair] = []
     same: set[tuple[int, int]] = set()
     for group in exact_groups([inspected[i].sha256 for i in readable]):
         members = [readable[g] for g in group]
         same.update((a, b) for a in members for b in members if a < b)
         pairs += [Pair(members[0], m, "exact", None, 0) for m in members[1:]]
-    for p in near_pairs([inspected[i].phash for i in readable], feats):
+    for p in near_pairs([inspected[i].phash for i in readable], found.features):
         i, j = readable[p.i], readable[p.j]
         if (i, j) not in same:
             pairs.append(Pair(i, j, "near", p.similarity, p.distance))
@@ -179,9 +207,8 @@ def _duplicates(inspected: list[Inspected], readable: list[int], feats, items: l
     return sorted(found, key=lambda d: (not d["leak"], d["kind"] != "exact", -(d["similarity"] or 1.0)))
 
 
-def _labels(
-    items: list[Item], readable: list[int], feats, classes: list[str], options: CheckOptions, ref
-) -> tuple[list[LabelSuspect], LabelCheck]:
+def _labels(found: Scan, options: CheckOptions) -> tuple[list[LabelSuspect], LabelCheck]:
+    items, readable, feats, classes, ref = found.items, found.readable, found.features, found.classes, found.ref
     labeled = [k for k, i in enumerate(readable) if items[i].label is not None]
     given = [items[readable[k]].label for k in labeled]
     folds = fold_count(given, options.folds)
@@ -212,13 +239,13 @@ def _labels(
     return suspects, check
 
 
-def _problems(inspected: list[Inspected], ref) -> list[ImageProblem]:
-    found: list[ImageProblem] = []
-    for i, r in enumerate(inspected):
-        where = ref(i)
+def _problems(found: Scan) -> list[ImageProblem]:
+    problems: list[ImageProblem] = []
+    for i, r in enumerate(found.inspected):
+        where = found.ref(i)
         for kind, detail, level in r.problems:
-            found.append({**where, "kind": kind, "detail": detail, "level": level})
-    return sorted(found, key=lambda p: (LEVELS.index(p["level"]), PROBLEM_ORDER.index(p["kind"]), p["path"]))
+            problems.append({**where, "kind": kind, "detail": detail, "level": level})
+    return sorted(problems, key=lambda p: (LEVELS.index(p["level"]), PROBLEM_ORDER.index(p["kind"]), p["path"]))
 
 
 def _balance(

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from catdog_cli.checks.duplicates import cross_split_note
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.core.records import EpochRecord, RunSummary
@@ -190,6 +191,8 @@ def start_run(
     dataset = dataset or load_dataset(config.data, config.val_split, config.seed)
     for note in dataset.notes:
         events.note(note)
+    if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
+        events.note(leak)
     if not dataset.splits.get("val"):
         raise CatdogError(no_val_reason(dataset))
     inputs = inputs_for(config.backbone, config.image_size)

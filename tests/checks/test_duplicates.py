@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from catdog_cli.checks.duplicates import MIN_SIMILARITY, exact_groups, hash_bits, near_pairs
+from catdog_cli.checks.duplicates import (
+    MIN_SIMILARITY,
+    copies_across,
+    cross_split_note,
+    exact_groups,
+    hash_bits,
+    near_pairs,
+)
 
 
 def test_exact_groups_in_input_order():
@@ -36,3 +43,17 @@ def test_near_pairs_by_features_across_blocks(monkeypatch):
     pairs = near_pairs(list(range(8)), feats)
     assert [(p.i, p.j) for p in pairs] == [(1, 6)]
     assert pairs[0].similarity >= MIN_SIMILARITY
+
+
+def test_copies_across_splits_by_bytes_only(tmp_path):
+    a, b, c = (tmp_path / n for n in ("a.png", "b.png", "c.png"))
+    a.write_bytes(b"same bytes")
+    b.write_bytes(b"same bytes")
+    c.write_bytes(b"same size!")  # same size as a, other bytes: hashed, not a copy
+    inside = tmp_path / "d.png"
+    inside.write_bytes(b"same bytes")  # a copy within train: not across splits
+    assert copies_across({"train": [a, inside], "val": [b, c]}) == [(b, a)]
+    assert copies_across({"train": [a], "val": [c]}) == []
+    assert cross_split_note({"train": [a], "val": [c]}, "data") is None
+    note = cross_split_note({"train": [a], "val": [b]}, "data")
+    assert note.startswith("1 image(s) are byte-identical copies across splits") and "catdog check data" in note
