@@ -5,6 +5,8 @@ The input is only ever read: nothing is written in the data folder (the report g
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from catdog_cli.checks.images import Inspected, inspect
 from catdog_cli.checks.labels import FOLDS, confident_suspects, fold_count, out_of_fold
 from catdog_cli.core.events import Events
 from catdog_cli.core.findings import (
+    CSV_COLUMNS,
     LEVELS,
     CheckResult,
     DuplicatePair,
@@ -27,7 +30,9 @@ from catdog_cli.core.findings import (
     ImageProblem,
     LabelCheck,
     LabelSuspect,
+    finding_rows,
 )
+from catdog_cli.core.paths import create_new
 from catdog_cli.data.balance import imbalance
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import default_workers
@@ -134,14 +139,27 @@ def scan(data: str | Path, options: CheckOptions, events: Events) -> Scan:
     return Scan(root, classes, items, inspected, feats, notes, seconds)
 
 
-def check_dataset(data: str | Path, options: CheckOptions, events: Events, report: Path | None = None) -> CheckResult:
-    """Everything `catdog check` finds in a dataset; see core/findings.py for the record."""
+def check_dataset(
+    data: str | Path, options: CheckOptions, events: Events, report: Path | None = None, csv_file: Path | None = None
+) -> CheckResult:
+    """Everything `catdog check` finds in a dataset (see core/findings.py), and the --report and --csv files: new
+    files only, never one that exists."""
     started = time.perf_counter()
     result = assemble(scan(data, options, events), options)
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     if report is not None:
         result["report"] = str(write_check_report(result, report))
+    if csv_file is not None:
+        write_findings_csv(result, csv_file)
     return result
+
+
+def write_findings_csv(result: CheckResult, path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(finding_rows(result))
+    return create_new(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""), "--csv")
 
 
 def assemble(found: Scan, options: CheckOptions) -> CheckResult:

@@ -99,6 +99,7 @@ def check(
         "error", callback=_level, help=f"Exit 1 when a finding is at this level or worse: {', '.join(FAIL_ON)}."
     ),
     report: Path | None = typer.Option(None, help="Also write an HTML report (pictures side by side) here."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Also write every finding, a row each, to this new CSV."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there."),
 ) -> None:
     """What is wrong with a dataset before it costs a training run: leaks (the same picture in train and val)
@@ -109,14 +110,15 @@ def check(
     resolve_data(data)  # before torch loads, before any work
     if features:
         check_backbone(backbone)
-    if report is not None:
-        check_new_file(report, "--report")
+    for path, option in ((report, "--report"), (csv_file, "--csv")):
+        if path is not None:
+            check_new_file(path, option)
     from catdog_cli.checks.runner import CheckOptions, check_dataset
 
     speaks = World.from_env().main
     options = CheckOptions(backbone, weights, image_size, device, features, folds, seed)
     with render.RichEvents(render.console(stderr=True, quiet=not speaks)) as events:
-        result = check_dataset(data, options, events, report=report)
+        result = check_dataset(data, options, events, report=report, csv_file=csv_file)
     if json_output:
         from catdog_cli.core.records import to_json
 

@@ -91,3 +91,25 @@ class CheckResult(TypedDict):
     notes: list[str]
     seconds: dict[str, float]  # where the time went: decode, features, duplicates, labels, total
     report: NotRequired[str]
+
+
+CSV_COLUMNS = ("level", "finding", "path", "split", "label", "other_path", "other_split", "detail")
+
+
+def finding_rows(result: CheckResult) -> list[tuple[str, ...]]:
+    """Every finding as one flat row (`--csv`), in the order the record lists them: pairs, labels, files, balance."""
+    rows: list[tuple[str, ...]] = []
+    for d in result["duplicates"]:
+        how = "same bytes" if d["kind"] == "exact" else f"cosine {d['similarity']}, hash distance {d['distance']}"
+        what = f"{'leak' if d['leak'] else 'duplicate'} ({d['kind']})"
+        a, b = d["a"], d["b"]
+        detail = how + ("; different labels" if d["conflict"] else "")
+        rows.append((d["level"], what, a["path"], a["split"], a["label"] or "", b["path"], b["split"], detail))
+    for s in result["labels"]:
+        detail = f"looks like {s['suspected']} ({s['probability']:.0%})"
+        rows.append((s["level"], "label", s["path"], s["split"], s["given"], "", "", detail))
+    for p in result["problems"]:
+        rows.append((p["level"], p["kind"], p["path"], p["split"], p["label"] or "", "", "", p["detail"]))
+    for split, classes in result["missing"].items():
+        rows += [("warning", "missing class", "", split, c, "", "", f"{split} has no image of {c}") for c in classes]
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -78,3 +79,20 @@ def test_train_warns_in_one_line_of_a_byte_identical_copy_across_splits(tmp_path
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "byte-identical" in line]
     assert len(lines) == 1 and "catdog check" in lines[0]
+
+
+def test_csv_lists_every_finding_and_is_new_only(tmp_path):
+    root = clean(tmp_path / "data", train=4, val=2)
+    shutil.copy(root / "val/red/val0.png", root / "train/red/copy.png")
+    (root / "train/blue/empty.png").write_bytes(b"")
+    out = tmp_path / "findings.csv"
+    result = catdog("check", root, *HASHES, "--csv", out, "--fail-on", "never")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["level", "finding", "path", "split", "label", "other_path", "other_split", "detail"]
+    assert rows[1][:2] == ["error", "leak (exact)"] and {rows[1][2], rows[1][5]} == {
+        "val/red/val0.png",
+        "train/red/copy.png",
+    }
+    assert rows[2][:3] == ["error", "unreadable", "train/blue/empty.png"]
+    assert "already exists" in error_line(catdog("check", root, *HASHES, "--csv", out))
