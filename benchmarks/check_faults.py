@@ -98,7 +98,8 @@ def flipped(found, fraction: float, seed: int, exclude: set[str]) -> tuple[objec
 
 
 def methods(found, leaks: list) -> dict:
-    """Near-duplicate recall per kind of copy and false pairs, by hash distance and by feature cosine."""
+    """Near-duplicate recall per kind of copy and false pairs (pairs not injected: some may be real duplicates of
+    the data itself), by hash distance, by feature cosine, and by both together."""
     readable = found.readable
     pos = {found.ref(i)["path"]: r for r, i in enumerate(readable)}
     injected = {(min(pos[a], pos[b]), max(pos[a], pos[b])): kind for kind, a, b in leaks}
@@ -125,6 +126,11 @@ def methods(found, leaks: list) -> dict:
     return {
         "phash_distance_at_most": table(dist, (4, 6, 8, 10, 12, 14, 16), lambda m, t: m <= t),
         "cosine_at_least": table(cos, (0.8, 0.85, 0.88, 0.9, 0.92, 0.95), lambda m, t: m >= t),
+        "cosine_at_least_and_distance_at_most": table(
+            None,
+            [(c, d) for c in (0.8, 0.85, 0.88, 0.9) for d in (16, 20, 24)],
+            lambda _, t: (cos >= t[0]) & (dist <= t[1]),
+        ),
         "pairs_compared": int(upper.sum()),
     }
 
@@ -140,19 +146,38 @@ def main() -> None:
     ap.add_argument("--flip", type=float, default=0.05)
     ap.add_argument("--copies", type=int, default=5, help="val images copied into train per kind of copy")
     ap.add_argument("--placeholders", type=int, default=5)
+    ap.add_argument("--save-scan", type=Path, help="keep the scans here (torch.save) for --from-scan")
+    ap.add_argument("--from-scan", type=Path, help="skip injecting and scanning: the findings of a saved scan")
     args = ap.parse_args()
     load = os.getloadavg()
-    folder, leaks, fakes = inject(args.data, args.work, args.copies, args.placeholders, seed=0)
     options = CheckOptions(args.backbone, args.weights, args.image_size, "cpu")
-
+    if args.from_scan:
+        saved = torch.load(args.from_scan, weights_only=False)
+    else:
+        folder, leaks, fakes = inject(args.data, args.work, args.copies, args.placeholders, seed=0)
+        t = time.perf_counter()
+        baseline_scan = scan(folder, dataclasses.replace(options, features=False), Events())
+        baseline_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        found = scan(folder, options, Events())
+        scan_seconds = time.perf_counter() - t
+        saved = {
+            "baseline_scan": baseline_scan,
+            "scan": found,
+            "leaks": leaks,
+            "fakes": fakes,
+            "seconds": {"baseline_scan": baseline_seconds, "scan": scan_seconds},
+            "load_before": load,
+        }
+        if args.save_scan:
+            torch.save(saved, args.save_scan)
+    found, leaks, fakes, load = saved["scan"], saved["leaks"], saved["fakes"], saved["load_before"]
     t = time.perf_counter()
-    baseline_scan = scan(folder, dataclasses.replace(options, features=False), Events())
-    baseline = assemble(baseline_scan, options)
-    baseline_seconds = time.perf_counter() - t
+    baseline = assemble(saved["baseline_scan"], options)
+    baseline_seconds = saved["seconds"]["baseline_scan"] + time.perf_counter() - t
     t = time.perf_counter()
-    found = scan(folder, options, Events())
     clean = assemble(found, options)
-    check_seconds = time.perf_counter() - t
+    check_seconds = saved["seconds"]["scan"] + time.perf_counter() - t
 
     pairs = {frozenset((d["a"]["path"], d["b"]["path"])): d for d in clean["duplicates"]}
     leak_found = {kind: 0 for kind in KINDS}

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 MIN_SIMILARITY = 0.92  # cosine of unit-length backbone features: the same picture, altered
-MAX_DISTANCE = 10  # of 64 pHash bits: the same picture, resized or re-encoded
+AGREE_DISTANCE = 20  # of 64 pHash bits, with features: a crop moves the hash; another photo is ~32 bits away
+MAX_DISTANCE = 10  # of 64 pHash bits, without features: the same picture, resized or re-encoded
 BLOCK = 2048  # rows compared at once: memory stays BLOCK x N floats
 
 
@@ -46,12 +47,12 @@ def hash_bits(hashes: list[int]) -> torch.Tensor:
     return ((values[:, None] >> shifts) & 1).float()
 
 
-def close_pairs(matrix_rows, n: int, keep) -> list[tuple[int, int]]:
-    """(i, j), i < j, where keep(block of the pairwise matrix) holds; the matrix is made BLOCK rows at a time."""
+def close_pairs(close_block, n: int) -> list[tuple[int, int]]:
+    """(i, j), i < j, where close_block(start, stop) (a boolean block of the pairwise matrix, rows start:stop) holds;
+    the matrix is made BLOCK rows at a time."""
     found = []
     for start in range(0, n, BLOCK):
-        block = matrix_rows(start, min(n, start + BLOCK))
-        rows, cols = torch.nonzero(keep(block), as_tuple=True)
+        rows, cols = torch.nonzero(close_block(start, min(n, start + BLOCK)), as_tuple=True)
         rows = rows + start
         upper = cols > rows
         found += list(zip(rows[upper].tolist(), cols[upper].tolist(), strict=True))
@@ -62,18 +63,25 @@ def near_pairs(
     hashes: list[int],
     features: torch.Tensor | None,
     min_similarity: float = MIN_SIMILARITY,
+    agree_distance: int = AGREE_DISTANCE,
     max_distance: int = MAX_DISTANCE,
 ) -> list[Pair]:
-    """Near-duplicate pairs among readable images (positions in `hashes`, the same order as `features`): by features
-    when there are any, else by perceptual hash. Each pair carries both measures where both exist."""
+    """Near-duplicate pairs among readable images (positions in `hashes`, the same order as `features`). With
+    features: cosine at least `min_similarity` and hashes at most `agree_distance` apart (both signals agree);
+    without: hashes at most `max_distance` apart. Each pair carries both measures where both exist."""
     bits = hash_bits(hashes)
-    n = len(hashes)
     if features is not None:
-        pairs = close_pairs(lambda a, b: features[a:b] @ features.T, n, lambda s: s >= min_similarity)
+
+        def close(a: int, b: int) -> torch.Tensor:
+            return (features[a:b] @ features.T >= min_similarity) & (hamming_block(bits, a, b) <= agree_distance)
+
     else:
-        pairs = close_pairs(lambda a, b: hamming_block(bits, a, b), n, lambda d: d <= max_distance)
+
+        def close(a: int, b: int) -> torch.Tensor:
+            return hamming_block(bits, a, b) <= max_distance
+
     found = []
-    for i, j in pairs:
+    for i, j in close_pairs(close, len(hashes)):
         distance = int((bits[i] != bits[j]).sum())
         similarity = float(features[i] @ features[j]) if features is not None else None
         found.append(Pair(i, j, "near", similarity, distance))

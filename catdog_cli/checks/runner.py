@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from catdog_cli.checks.clean import write_clean_copy
 from catdog_cli.checks.duplicates import Pair, exact_groups, near_pairs
 from catdog_cli.checks.features import Backbone
 from catdog_cli.checks.images import Inspected, inspect
@@ -140,17 +141,27 @@ def scan(data: str | Path, options: CheckOptions, events: Events) -> Scan:
 
 
 def check_dataset(
-    data: str | Path, options: CheckOptions, events: Events, report: Path | None = None, csv_file: Path | None = None
+    data: str | Path,
+    options: CheckOptions,
+    events: Events,
+    report: Path | None = None,
+    csv_file: Path | None = None,
+    out: Path | None = None,
+    relabel: bool = False,
 ) -> CheckResult:
-    """Everything `catdog check` finds in a dataset (see core/findings.py), and the --report and --csv files: new
-    files only, never one that exists."""
+    """Everything `catdog check` finds in a dataset (see core/findings.py), and the files asked for: --report,
+    --csv, and a cleaned copy in --out (new files and folders only; the data folder is only read)."""
     started = time.perf_counter()
-    result = assemble(scan(data, options, events), options)
+    found = scan(data, options, events)
+    result = assemble(found, options)
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     if report is not None:
         result["report"] = str(write_check_report(result, report))
     if csv_file is not None:
         write_findings_csv(result, csv_file)
+    if out is not None:
+        files = [found.ref(i)["path"] for i in range(len(found.items))]
+        result["cleaned"] = {"out": str(out), "decisions": write_clean_copy(result, files, out, relabel)}
     return result
 
 

@@ -65,6 +65,12 @@ def show(result: CheckResult, console: Console) -> None:
     if result["problems"]:
         rows = [[p["path"], p["kind"], p["detail"]] for p in result["problems"]]
         console.print(_table("Images that should not be there", ["file", "what", "detail"], rows, len(rows)))
+    _totals(result, console)
+
+
+def _totals(result: CheckResult, console: Console) -> None:
+    """Notes, one line of totals, and the files written."""
+    check = result["label_check"]
     for note in result["notes"]:
         console.print(f"[yellow]{render.safe(note)}[/]")
     f = result["findings"]
@@ -76,6 +82,9 @@ def show(result: CheckResult, console: Console) -> None:
     )
     if "report" in result:
         console.print(f"report: {printable(result['report'])}", markup=False)
+    if "cleaned" in result:
+        counts = ", ".join(f"{n} {decision}" for decision, n in result["cleaned"]["decisions"].items())
+        console.print(f"cleaned copy: {printable(result['cleaned']['out'])} ({counts}; decisions.csv)", markup=False)
 
 
 def _level(value: str) -> str:
@@ -100,6 +109,12 @@ def check(
     ),
     report: Path | None = typer.Option(None, help="Also write an HTML report (pictures side by side) here."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Also write every finding, a row each, to this new CSV."),
+    out: Path | None = typer.Option(
+        None,
+        help="Write a cleaned copy here (a new folder): duplicates, leaks and placeholders dropped, likely "
+        "label errors in _review/, decisions.csv. The data folder is never changed.",
+    ),
+    relabel: bool = typer.Option(False, help="--out: move likely label errors to the class they look like instead."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there."),
 ) -> None:
     """What is wrong with a dataset before it costs a training run: leaks (the same picture in train and val)
@@ -113,12 +128,16 @@ def check(
     for path, option in ((report, "--report"), (csv_file, "--csv")):
         if path is not None:
             check_new_file(path, option)
+    if out is not None:
+        from catdog_cli.checks.clean import check_out
+
+        check_out(out, resolve_data(data))
     from catdog_cli.checks.runner import CheckOptions, check_dataset
 
     speaks = World.from_env().main
     options = CheckOptions(backbone, weights, image_size, device, features, folds, seed)
     with render.RichEvents(render.console(stderr=True, quiet=not speaks)) as events:
-        result = check_dataset(data, options, events, report=report, csv_file=csv_file)
+        result = check_dataset(data, options, events, report, csv_file, out, relabel)
     if json_output:
         from catdog_cli.core.records import to_json
 

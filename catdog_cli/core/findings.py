@@ -91,6 +91,7 @@ class CheckResult(TypedDict):
     notes: list[str]
     seconds: dict[str, float]  # where the time went: decode, features, duplicates, labels, total
     report: NotRequired[str]
+    cleaned: NotRequired[dict]  # --out: {"out": folder, "decisions": {kept|dropped|review|relabeled: count}}
 
 
 CSV_COLUMNS = ("level", "finding", "path", "split", "label", "other_path", "other_split", "detail")

@@ -64,6 +64,7 @@ def test_every_planted_fault_is_found_and_the_leak_comes_first(faulty):
         ("train/blue/liar.jpg", "extension", "warning"),
     } <= problems
     assert result["problems"][0]["level"] == "error"
+    assert result["findings"]["error"] == 2  # the leak and the truncated file: no other pair across splits
     assert result["counts"]["train"] == {"blue": 13, "red": 13}
 
 
