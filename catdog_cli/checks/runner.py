@@ -38,7 +38,7 @@ from catdog_cli.data.balance import imbalance
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import default_workers
 from catdog_cli.data.folders import Walk, split_of, visible_dirs
-from catdog_cli.reporting.checks import write_check_report
+from catdog_cli.reporting.check_report import write_check_report
 
 CHUNK = 64  # images decoded (in threads) and run through the backbone at once
 PROBLEM_ORDER = ("unreadable", "placeholder", "constant", "extension", "animated", "tiny", "aspect")

@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from catdog_cli.cli import render
-from catdog_cli.core.defaults import DEFAULT_BACKBONE
+from catdog_cli.cli.options import DEFAULT, MODEL, OUTPUT, Backbone, Device, ImageSize, Json, Weights
+from catdog_cli.cli.output import Output
+from catdog_cli.cli.progress import safe
 from catdog_cli.core.findings import FAIL_ON, CheckResult, at_or_above
 from catdog_cli.core.formatting import fmt, pct, printable
-from catdog_cli.core.world import World
 
 SHOWN = 10  # rows of each list in the terminal; --json and --report have them all
 
@@ -25,7 +24,7 @@ def _table(title: str, head: list[str], rows: list[list[str]], total: int) -> Ta
     for h in head:
         table.add_column(h, overflow="fold")
     for row in rows[:SHOWN]:
-        table.add_row(*(render.safe(c) for c in row))
+        table.add_row(*(safe(c) for c in row))
     return table
 
 
@@ -38,12 +37,12 @@ def show(result: CheckResult, console: Console) -> None:
     classes = result["classes"]
     balance = Table(title="Images per class", title_justify="left", title_style="bold")
     for h in ("split", *classes, "largest / smallest"):
-        balance.add_column(render.safe(h), justify="left" if h == "split" else "right")
+        balance.add_column(safe(h), justify="left" if h == "split" else "right")
     for split, counts in result["counts"].items():
         balance.add_row(split, *(fmt(counts[c], "int") for c in classes), f"{result['imbalance'][split]:.2f}x")
     console.print(balance)
     for split, missing in result["missing"].items():
-        console.print(f"[yellow]{split} has no image of {render.safe(', '.join(missing))}[/]")
+        console.print(f"[yellow]{split} has no image of {safe(', '.join(missing))}[/]")
     dups = result["duplicates"]
     if dups:
         rows = [
@@ -61,7 +60,7 @@ def show(result: CheckResult, console: Console) -> None:
         rows = [[s["path"], s["given"], s["suspected"], pct(s["probability"])] for s in result["labels"]]
         console.print(_table("Likely label errors", ["file", "given", "looks like", "probability"], rows, len(rows)))
     elif not check["ran"]:
-        console.print(f"label check not run: {render.safe(check.get('why_not', ''))}", highlight=False)
+        console.print(f"label check not run: {safe(check.get('why_not', ''))}", highlight=False)
     if result["problems"]:
         rows = [[p["path"], p["kind"], p["detail"]] for p in result["problems"]]
         console.print(_table("Images that should not be there", ["file", "what", "detail"], rows, len(rows)))
@@ -72,7 +71,7 @@ def _totals(result: CheckResult, console: Console) -> None:
     """Notes, one line of totals, and the files written."""
     check = result["label_check"]
     for note in result["notes"]:
-        console.print(f"[yellow]{render.safe(note)}[/]")
+        console.print(f"[yellow]{safe(note)}[/]")
     f = result["findings"]
     probe = f", probe out-of-fold accuracy {pct(check['oof_accuracy'])}" if "oof_accuracy" in check else ""
     console.print(
@@ -95,27 +94,41 @@ def _level(value: str) -> str:
 
 def check(
     data: str = typer.Argument(..., help="A dataset folder, or the name of a fetched dataset."),
-    backbone: str = typer.Option(DEFAULT_BACKBONE, help="Backbone whose frozen features compare images."),
-    weights: str = typer.Option("default", help="default (ImageNet), none (random init), or PATH (a state dict)."),
-    image_size: int | None = typer.Option(None, min=16, help="Crop size fed to the backbone (default: its own)."),
-    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, or cuda[:N]."),
+    backbone: Backbone = DEFAULT["backbone"],
+    weights: Weights = DEFAULT["weights"],
+    image_size: ImageSize = None,
+    device: Device = DEFAULT["device"],
     features: bool = typer.Option(
-        True, help="--no-features: no backbone (fast): near-duplicates by perceptual hash only, no label check."
+        True,
+        help="--no-features: no backbone (fast): near-duplicates by perceptual hash only, no label check.",
+        rich_help_panel=MODEL,
     ),
-    folds: int = typer.Option(5, min=2, max=20, help="Cross-validation folds of the label check."),
-    seed: int = typer.Option(0, min=0, help="Seed of the label check's folds."),
+    folds: int = typer.Option(
+        5, min=2, max=20, help="Cross-validation folds of the label check.", rich_help_panel=MODEL
+    ),
+    seed: int = typer.Option(0, min=0, help="Seed of the label check's folds.", rich_help_panel=MODEL),
     fail_on: str = typer.Option(
-        "error", callback=_level, help=f"Exit 1 when a finding is at this level or worse: {', '.join(FAIL_ON)}."
+        "error",
+        callback=_level,
+        help=f"Exit 1 when a finding is at this level or worse: {', '.join(FAIL_ON)}.",
+        rich_help_panel=OUTPUT,
     ),
-    report: Path | None = typer.Option(None, help="Also write an HTML report (pictures side by side) here."),
-    csv_file: Path | None = typer.Option(None, "--csv", help="Also write every finding, a row each, to this new CSV."),
+    report: Path | None = typer.Option(
+        None, help="Also write an HTML report (pictures side by side) here.", rich_help_panel=OUTPUT
+    ),
+    csv_file: Path | None = typer.Option(
+        None, "--csv", help="Also write every finding, a row each, to this new CSV.", rich_help_panel=OUTPUT
+    ),
     out: Path | None = typer.Option(
         None,
         help="Write a cleaned copy here (a new folder): duplicates, leaks and placeholders dropped, likely "
         "label errors in _review/, decisions.csv. The data folder is never changed.",
+        rich_help_panel=OUTPUT,
     ),
-    relabel: bool = typer.Option(False, help="--out: move likely label errors to the class they look like instead."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there."),
+    relabel: bool = typer.Option(
+        False, help="--out: move likely label errors to the class they look like instead.", rich_help_panel=OUTPUT
+    ),
+    json_output: Json = False,
 ) -> None:
     """What is wrong with a dataset before it costs a training run: leaks (the same picture in train and val)
     and duplicates, likely label errors, unreadable files and placeholders, class balance. Reads only."""
@@ -134,15 +147,13 @@ def check(
         check_out(out, resolve_data(data))
     from catdog_cli.checks.runner import CheckOptions, check_dataset
 
-    speaks = World.from_env().main
+    output = Output(json_output)
     options = CheckOptions(backbone, weights, image_size, device, features, folds, seed)
-    with render.RichEvents(render.console(stderr=True, quiet=not speaks)) as events:
+    with output.events() as events:
         result = check_dataset(data, options, events, report, csv_file, out, relabel)
-    if json_output:
-        from catdog_cli.core.records import to_json
-
-        sys.stdout.write(to_json(result) + "\n")
+    if output.json:
+        output.emit(result)
     else:
-        show(result, render.console(quiet=not speaks))
+        show(result, output.console)
     if any(at_or_above(level, fail_on) for level, n in result["findings"].items() if n):
         raise typer.Exit(1)

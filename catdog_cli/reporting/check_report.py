@@ -9,13 +9,13 @@ from pathlib import Path
 
 from catdog_cli.core.findings import CheckResult, DuplicatePair, FileRef
 from catdog_cli.core.formatting import fmt
-from catdog_cli.reporting.html import _card, _img, _page, _section, _table, _write, thumbnail_uri
+from catdog_cli.reporting.html import card, html_table, img_tag, page, section, thumbnail_uri, write_page
 
 SHOWN = 60  # pictures per section; the JSON has every finding
 
 
 def _thumb(root: Path, path: str) -> str:
-    return _img(thumbnail_uri(root / path), path, Path(path).name)
+    return img_tag(thumbnail_uri(root / path), path, Path(path).name)
 
 
 def _where(ref: FileRef) -> str:
@@ -41,9 +41,9 @@ def _pair(root: Path, d: DuplicatePair) -> str:
 def _duplicates(result: CheckResult, root: Path) -> str:
     pairs = result["duplicates"]
     if not pairs:
-        return _section("Duplicates and leaks", '<p class="muted">No duplicate or near-duplicate pairs.</p>')
+        return section("Duplicates and leaks", '<p class="muted">No duplicate or near-duplicate pairs.</p>')
     leaks = sum(d["leak"] for d in pairs)
-    return _section(
+    return section(
         "Duplicates and leaks",
         f'<p class="muted">{len(pairs)} pair(s), {leaks} across splits (leaks first: a val or test image that is '
         "also a training image makes its accuracy a lie).</p>",
@@ -55,14 +55,14 @@ def _duplicates(result: CheckResult, root: Path) -> str:
 def _labels(result: CheckResult, root: Path) -> str:
     check, suspects = result["label_check"], result["labels"]
     if not check["ran"]:
-        return _section("Likely label errors", f'<p class="muted">Not checked: {escape(check.get("why_not", ""))}.</p>')
+        return section("Likely label errors", f'<p class="muted">Not checked: {escape(check.get("why_not", ""))}.</p>')
     cards = "".join(
         f'<figure class="thumb">{_thumb(root, s["path"])}<div>given <b>{escape(s["given"])}</b></div>'
         f'<div class="wrong">looks like {escape(s["suspected"])} ({fmt(s["probability"], "pct")})</div>'
         f"<div class=muted><code>{escape(s['path'])}</code></div></figure>"
         for s in suspects[:SHOWN]
     )
-    return _section(
+    return section(
         "Likely label errors",
         f'<p class="muted">{len(suspects)} suspect(s), likeliest first: a linear probe on {escape(check["backbone"])} '
         f"features, {check['folds']}-fold, out-of-fold accuracy {fmt(check.get('oof_accuracy'), 'pct')}. "
@@ -75,14 +75,14 @@ def _labels(result: CheckResult, root: Path) -> str:
 def _problems(result: CheckResult, root: Path) -> str:
     problems = result["problems"]
     if not problems:
-        return _section("Images that should not be there", '<p class="muted">None found.</p>')
+        return section("Images that should not be there", '<p class="muted">None found.</p>')
     cards = "".join(
         f'<figure class="thumb">{_thumb(root, p["path"])}<div class="{"wrong" if p["level"] == "error" else ""}">'
         f"{escape(p['kind'])}: {escape(p['detail'])}</div><div class=muted><code>{escape(p['path'])}</code></div>"
         "</figure>"
         for p in problems[:SHOWN]
     )
-    return _section("Images that should not be there", f'<div class="thumbs">{cards}</div>', _more(len(problems)))
+    return section("Images that should not be there", f'<div class="thumbs">{cards}</div>', _more(len(problems)))
 
 
 def _balance(result: CheckResult) -> str:
@@ -91,13 +91,13 @@ def _balance(result: CheckResult) -> str:
         [escape(split), *(fmt(c[name], "int") for name in classes), fmt(result["imbalance"][split], "num") + "x"]
         for split, c in result["counts"].items()
     ]
-    table = _table(["split", *classes, "largest / smallest"], rows, [False, *[True] * len(classes), True])
+    table = html_table(["split", *classes, "largest / smallest"], rows, [False, *[True] * len(classes), True])
     missing = "".join(
         f'<p class="err">{escape(split)} has no image of {escape(", ".join(m))}</p>'
         for split, m in result["missing"].items()
     )
     facts = ", ".join(f"{escape(k)}: {fmt(v, 'int')}" for k, v in result["facts"].items())
-    return _section("Balance", table, missing, f'<p class="muted">{facts}</p>')
+    return section("Balance", table, missing, f'<p class="muted">{facts}</p>')
 
 
 def write_check_report(result: CheckResult, path: Path) -> Path:
@@ -105,9 +105,9 @@ def write_check_report(result: CheckResult, path: Path) -> Path:
     f = result["findings"]
     cards = (
         '<div class="cards">'
-        + _card("images", fmt(result["images"], "int"), f"{len(result['classes'])} classes")
-        + _card("errors", fmt(f["error"], "int"), "leaks, unreadable files")
-        + _card("warnings", fmt(f["warning"], "int"), "duplicates, likely label errors, placeholders")
+        + card("images", fmt(result["images"], "int"), f"{len(result['classes'])} classes")
+        + card("errors", fmt(f["error"], "int"), "leaks, unreadable files")
+        + card("warnings", fmt(f["warning"], "int"), "duplicates, likely label errors, placeholders")
         + "</div>"
     )
     notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in result["notes"])
@@ -118,4 +118,4 @@ def write_check_report(result: CheckResult, path: Path) -> Path:
         _problems(result, root),
         _balance(result),
     ]
-    return _write(_page("catdog check", f"data <code>{escape(str(root))}</code>", sections), path)
+    return write_page(page("catdog check", f"data <code>{escape(str(root))}</code>", sections), path)
