@@ -57,3 +57,10 @@ def test_copies_across_splits_by_bytes_only(tmp_path):
     assert cross_split_note({"train": [a], "val": [c]}, "data") is None
     note = cross_split_note({"train": [a], "val": [b]}, "data")
     assert note.startswith("1 image(s) are byte-identical copies across splits") and "catdog check data" in note
+
+
+def test_with_features_the_hash_must_agree():
+    feats = F.normalize(torch.ones(3, 8), dim=1)  # three identical feature vectors: cosine 1 everywhere
+    far = (1 << 40) - 1  # 40 bits away from 0: another picture that a backbone happens to see alike
+    pairs = near_pairs([0, 0b11, far], feats)
+    assert [(p.i, p.j, p.distance) for p in pairs] == [(0, 1, 2)]
