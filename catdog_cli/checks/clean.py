@@ -1,10 +1,10 @@
 """`catdog check --out DIR`: a cleaned copy of the dataset, the input left as it is, and a CSV of every decision.
 
 Dropped: unreadable files, placeholders and constant images, and one file of each duplicate pair (of a leak, the
-training copy, so val and test stay whole; within a split, the second file). Likely label errors go to
-`DIR/_review/<split>/<given label>/` to be looked at (catdog reads only the split folders, so it never trains on
-them; in a folder without split folders `_review` would be a class, so there they go to `DIR-review/`), or with
---relabel into the suspected class's folder. Every other file is copied as it is, to the same place under DIR.
+training copy, so val and test stay whole; within a split, the second file). Likely label errors (the confident
+ones) go to `DIR/_review/<split>/<given label>/` to be looked at (catdog reads only the split folders, so it never
+trains on them; in a folder without split folders `_review` would be a class, so there they go to `DIR-review/`),
+or with --relabel into the suspected class's folder. Every other file is copied as it is, to the same place under DIR.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def decisions(result: CheckResult, files: list[str], relabel: bool) -> dict[str,
         what = "leak" if d["leak"] else "duplicate"
         decided[drop["path"]] = ("dropped", f"{what} ({d['kind']}) of {keep['path']}", "")
     for s in result["labels"]:
-        if s["path"] in decided:
+        if s["path"] in decided or not s["confident"]:  # out-voted only: too weak to act on
             continue
         parts = PurePosixPath(s["path"]).parts  # split/<class>/.../name, or <class>/.../name (the "all" layout)
         at = 1 if s["split"] != "all" else 0

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-MIN_SIMILARITY = 0.92  # cosine of unit-length backbone features: the same picture, altered
-AGREE_DISTANCE = 20  # of 64 pHash bits, with features: a crop moves the hash; another photo is ~32 bits away
+MIN_SIMILARITY = 0.80  # cosine of unit-length backbone features: the same picture, altered
+AGREE_DISTANCE = 16  # of 64 pHash bits, with features: a 10 % crop moves the hash; another photo is ~32 bits away
 MAX_DISTANCE = 10  # of 64 pHash bits, without features: the same picture, resized or re-encoded
 BLOCK = 2048  # rows compared at once: memory stays BLOCK x N floats
 

@@ -2,10 +2,12 @@
 of confident learning (Northcutt et al., 2021), implemented here in a few lines.
 
 Each image is scored by a probe that never saw it (k-fold). A class's threshold is the mean probability the probe
-gives that class on the images labeled with it. An image labeled i is a suspect when some other class j reaches
-its own threshold and is the likeliest such class: the off-diagonal of the confident joint. Suspects are ranked
-by the probability of their given label, lowest first (self-confidence). benchmarks/README.md: how many injected
-label flips this finds.
+gives that class on the images labeled with it. An image labeled i is a confident suspect (a warning) when some
+other class j reaches its own threshold and is the likeliest such class: the off-diagonal of the confident
+joint. An image the probe merely out-votes (its top class is not the given one) is listed too, as info. All are
+ranked by the probability of their given label, lowest first (self-confidence). benchmarks/README.md: on
+catdog with 5 % of its labels flipped, the confident ones held ~90 % of the flips, the whole ranked list's top
+2N ~98 %.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Suspect:
     suspected: int
     probability: float  # out-of-fold probability of the suspected class
     given_probability: float  # out-of-fold probability of the given label
+    confident: bool  # in the confident joint's off-diagonal; else only the probe's top class disagrees
 
 
 def stratified_folds(labels: list[int], folds: int, seed: int) -> list[int]:
@@ -86,19 +89,22 @@ def out_of_fold(features: torch.Tensor, labels: list[int], num_classes: int, fol
 
 
 def confident_suspects(probs: torch.Tensor, labels: list[int]) -> list[Suspect]:
-    """The off-diagonal of the confident joint, likeliest error first."""
+    """Every image whose given label the probe disagrees with, likeliest error first: `confident` for the
+    off-diagonal of the confident joint (another class reaches its own threshold), the rest only out-voted."""
     y = torch.tensor(labels)
     n, k = probs.shape
     thresholds = torch.stack([probs[y == c, c].mean() if (y == c).any() else torch.tensor(1.0) for c in range(k)])
     confident = probs >= thresholds[None, :]
     masked = torch.where(confident, probs, torch.full_like(probs, -1.0))
-    best = masked.argmax(1)
+    best = torch.where(confident.any(1), masked.argmax(1), probs.argmax(1))
     given = probs[torch.arange(n), y]
-    flagged = confident.any(1) & (best != y)
-    suspects = [
-        Suspect(i, int(best[i]), float(probs[i, best[i]]), float(given[i]))
-        for i in torch.nonzero(flagged).flatten().tolist()
-    ]
+    in_joint = confident.any(1) & (best != y)
+    flagged = in_joint | (probs.argmax(1) != y)
+    suspects = []
+    for i in torch.nonzero(flagged).flatten().tolist():
+        # out-voted only: the class the probe prefers
+        j = int(best[i]) if in_joint[i] else int(probs[i].argmax())
+        suspects.append(Suspect(i, j, float(probs[i, j]), float(given[i]), bool(in_joint[i])))
     return sorted(suspects, key=lambda s: s.given_probability)
 
 

@@ -262,7 +262,8 @@ def _labels(found: Scan, options: CheckOptions) -> tuple[list[LabelSuspect], Lab
                 "suspected": classes[s.suspected],
                 "probability": round(s.probability, 4),
                 "given_probability": round(s.given_probability, 4),
-                "level": "warning",
+                "confident": s.confident,
+                "level": "warning" if s.confident else "info",
             }
         )
     return suspects, check

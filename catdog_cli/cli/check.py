@@ -56,10 +56,16 @@ def show(result: CheckResult, console: Console) -> None:
         ]
         console.print(_table("Duplicates and leaks", ["kind", "file", "same picture as", "how close"], rows, len(dups)))
     check = result["label_check"]
-    if check["ran"] and result["labels"]:
-        rows = [[s["path"], s["given"], s["suspected"], pct(s["probability"])] for s in result["labels"]]
-        console.print(_table("Likely label errors", ["file", "given", "looks like", "probability"], rows, len(rows)))
-    elif not check["ran"]:
+    if check["ran"]:
+        likely = [s for s in result["labels"] if s["confident"]]
+        rows = [[s["path"], s["given"], s["suspected"], pct(s["probability"])] for s in likely]
+        if rows:
+            console.print(
+                _table("Likely label errors", ["file", "given", "looks like", "probability"], rows, len(rows))
+            )
+        if weaker := len(result["labels"]) - len(likely):
+            console.print(f"{weaker} more image(s) the probe out-votes, less surely (info; --json lists them)")
+    else:
         console.print(f"label check not run: {safe(check.get('why_not', ''))}", highlight=False)
     if result["problems"]:
         rows = [[p["path"], p["kind"], p["detail"]] for p in result["problems"]]

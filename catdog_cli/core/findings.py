@@ -47,6 +47,7 @@ class LabelSuspect(TypedDict):
     suspected: str
     probability: float  # out-of-fold probability of the suspected label
     given_probability: float  # out-of-fold probability of the given label: the lower, the likelier an error
+    confident: bool  # confident learning flags it (a warning); else the probe only out-votes the label (info)
     level: str
 
 

@@ -56,19 +56,22 @@ def _labels(result: CheckResult, root: Path) -> str:
     check, suspects = result["label_check"], result["labels"]
     if not check["ran"]:
         return section("Likely label errors", f'<p class="muted">Not checked: {escape(check.get("why_not", ""))}.</p>')
+    likely = [s for s in suspects if s["confident"]]
     cards = "".join(
         f'<figure class="thumb">{_thumb(root, s["path"])}<div>given <b>{escape(s["given"])}</b></div>'
         f'<div class="wrong">looks like {escape(s["suspected"])} ({fmt(s["probability"], "pct")})</div>'
         f"<div class=muted><code>{escape(s['path'])}</code></div></figure>"
-        for s in suspects[:SHOWN]
+        for s in likely[:SHOWN]
     )
     return section(
         "Likely label errors",
-        f'<p class="muted">{len(suspects)} suspect(s), likeliest first: a linear probe on {escape(check["backbone"])} '
-        f"features, {check['folds']}-fold, out-of-fold accuracy {fmt(check.get('oof_accuracy'), 'pct')}. "
+        f'<p class="muted">{len(likely)} likely error(s) by confident learning, likeliest first '
+        f"({len(suspects) - len(likely)} more that the probe only out-votes are in --json): a linear probe on "
+        f"{escape(check['backbone'])} features, {check['folds']}-fold, out-of-fold accuracy "
+        f"{fmt(check.get('oof_accuracy'), 'pct')}. "
         "Look at each: the probe can be wrong.</p>",
         f'<div class="thumbs">{cards}</div>',
-        _more(len(suspects)),
+        _more(len(likely)),
     )
 
 
