@@ -78,7 +78,7 @@ def flatness(image: Image.Image) -> tuple[str, str] | None:
     counts = np.bincount((q[..., 0] * 1024 + q[..., 1] * 32 + q[..., 2]).ravel(), minlength=32 * 32 * 32)
     share = counts.max() / counts.sum()
     if share >= FLAT_SHARE:
-        return "placeholder", f"{share:.0%} of it one flat color: a placeholder or a blank?"
+        return "placeholder", f"{share:.0%} one flat color: a placeholder, a blank, a cut-out?"
     return None
 
 
