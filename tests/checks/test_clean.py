@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 
 import pytest
-from helpers import Recorder, snapshot
-from test_runner import TINY, clean, faulty  # noqa: F401  (faulty is a fixture)
+from helpers import Recorder, make_photo, snapshot
+from test_runner import TINTS, TINY, clean, faulty  # noqa: F401  (faulty is a fixture)
 
 from catdog_cli.checks.runner import check_dataset
 from catdog_cli.errors import CatdogError
@@ -47,3 +47,17 @@ def test_out_must_be_new_and_outside_the_data(tmp_path):
     for out, why in ((tmp_path / "taken", "already exists"), (root / "clean", "inside the data folder")):
         with pytest.raises(CatdogError, match=why):
             check_dataset(root, TINY, Recorder(), out=out)
+
+
+def test_a_folder_without_splits_gets_its_review_folder_beside_the_copy(tmp_path):
+    root = tmp_path / "flat"  # DIR/<class>/*: a _review/ folder inside the copy would read as a class
+    for k, (name, tint) in enumerate(TINTS.items()):
+        for i in range(12):
+            make_photo(root / name / f"{i}.png", 100 * k + i, tint)
+    make_photo(root / "blue" / "flipped.png", 999, TINTS["red"])
+    out = tmp_path / "cleaned"
+    check_dataset(root, TINY, Recorder(), out=out)
+    row = decisions(out)["blue/flipped.png"]
+    assert row["decision"] == "review" and row["copied_to"] == "../cleaned-review/blue/flipped.png"
+    assert (tmp_path / "cleaned-review/blue/flipped.png").is_file()
+    assert not (out / "_review").exists()
