@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from catdog_cli.core.findings import CheckResult
-from catdog_cli.core.paths import atomic_write_text
+from catdog_cli.core.paths import atomic_write_text, check_folder_target
 from catdog_cli.errors import CatdogError
 
 DROPPED_KINDS = {"unreadable", "placeholder", "constant"}
@@ -54,7 +54,8 @@ def check_out(out: Path, data: Path) -> None:
     """Refuse, before any work, an --out that exists (nothing is ever overwritten) or lies in the data folder."""
     for folder in (out, out.parent / f"{out.name}-review"):
         if folder.exists() or folder.is_symlink():
-            raise CatdogError(f"{folder} already exists; --out must name a new folder")
+            raise CatdogError(f"--out {folder} already exists; it must name a new folder")
+    check_folder_target(out, "--out")  # not below a file, somewhere it can be made
     if out.resolve().is_relative_to(data.resolve()):
         raise CatdogError(f"--out {out} is inside the data folder; catdog check never writes there")
 

@@ -138,12 +138,14 @@ def check(
 ) -> None:
     """What is wrong with a dataset before it costs a training run: leaks (the same picture in train and val)
     and duplicates, likely label errors, unreadable files and placeholders, class balance. Reads only."""
-    from catdog_cli.core.config import check_backbone
+    from catdog_cli.core.config import check_options, check_weights
     from catdog_cli.core.paths import check_new_file, resolve_data
 
     resolve_data(data)  # before torch loads, before any work
+    check_options({"device": device, "image_size": image_size, "seed": seed})
     if features:
-        check_backbone(backbone)
+        check_options({"backbone": backbone})
+        check_weights(weights)
     for path, option in ((report, "--report"), (csv_file, "--csv")):
         if path is not None:
             check_new_file(path, option)
