@@ -191,14 +191,15 @@ def start_run(
     dataset = dataset or load_dataset(config.data, config.val_split, config.seed)
     for note in dataset.notes:
         events.note(note)
-    if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
-        events.note(leak)
     if not dataset.splits.get("val"):
         raise CatdogError(no_val_reason(dataset))
     inputs = inputs_for(config.backbone, config.image_size)
     check_image_size(config.backbone, inputs.image_size)
     if model is None:
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
+    # once the options and weights are known good: a refused run says only why
+    if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
+        events.note(leak)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
     # record what the run really uses, not "default"
     config = replace(
