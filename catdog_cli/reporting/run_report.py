@@ -245,7 +245,7 @@ def _histogram(scores: list[float], lo: float, hi: float, name: str, color: int)
 def _examples(title: str, rows: list[dict]) -> str:
     cards = [
         f'<figure class="thumb" title="{escape(r["path"])}"><div class="pair">'
-        f"{_img(thumbnail_uri(r['path']), r['path'], Path(r['path']).name)}</div>"
+        f"{img_tag(thumbnail_uri(r['path']), r['path'], Path(r['path']).name)}</div>"
         f"<div>would be <b>{escape(str(r['label']))}</b></div>"
         f'<div class="muted">score {fmt(r.get("score"))}</div></figure>'
         for r in rows
