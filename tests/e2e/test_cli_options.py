@@ -288,8 +288,7 @@ def with_option(args: list[str], command: str, name: str, value: str) -> list[st
     if name == "resume":  # a resumed run takes its options from its checkpoint
         return ["train", "--resume", value]
     if not param.opts[0].startswith("--"):  # an argument: the first one of its kind in the line
-        position = {"names": 1, "model": 1, "paths": 2, "name": 1}[name]
-        position = {"names": 1, "model": 1, "paths": 2, "data": 1}[name]
+        position = {"names": 1, "model": 1, "paths": 2, "name": 1, "data": 1}[name]
         return [*args[:position], value, *args[position + 1 :]]
     flag = param.opts[0]
     if flag in args:
