@@ -1,6 +1,6 @@
 """The import direction between the sub-packages, as data: each package may import only those on later floors.
 
-    cli -> tracking -> training -> inference -> (models | reporting) -> (data | runtime) -> core -> errors
+    cli -> tracking -> training -> (inference | checks) -> (models | reporting) -> (data | runtime) -> core -> errors
 
 `python -m catdog_cli.layers` lists every import against it (and every import circle between modules) and
 exits 1 if there is one; `nox -s lint` runs it. Function-level and TYPE_CHECKING imports count too.
@@ -19,7 +19,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("tracking",),  # listens to what training tells the CLI (Events, the final record); training never imports it
     ("training",),
-    ("inference",),
+    ("inference", "checks"),
     ("models", "reporting"),
     ("data", "runtime"),
     ("core",),

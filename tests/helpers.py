@@ -54,6 +54,19 @@ def make_image(path: Path, color: Sequence[int], size: tuple[int, int] = (48, 36
     return path
 
 
+def make_photo(path: Path, seed: int, tint: Sequence[int] = (128, 128, 128), size: tuple[int, int] = (96, 72)) -> Path:
+    """A photo-like image: smooth random shapes (a seeded 6x6 field, upsampled) around a color `tint`, so that two
+    seeds look unrelated while a resized or re-encoded copy still looks the same; format from the suffix."""
+    import numpy as np
+
+    field = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    im = Image.fromarray(field).resize(size, Image.Resampling.BICUBIC)
+    im = Image.blend(im, Image.new("RGB", size, tuple(tint)), 0.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
 def write_class(folder: Path, class_index: int, count: int, offset: int) -> None:
     color = CLASS_COLORS[class_index % len(CLASS_COLORS)]
     for i in range(count):

@@ -18,7 +18,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__
-from catdog_cli.cli import fetch, runs, train, use
+from catdog_cli.cli import check, fetch, runs, train, use
 from catdog_cli.core.formatting import printable
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 
@@ -128,6 +128,7 @@ app.command()(use.export)
 app.command(help=train.COMPARE_HELP)(train.compare)
 app.command("lr-find")(train.lr_find)
 app.command()(runs.runs)
+app.command()(check.check)
 
 
 def main() -> None:

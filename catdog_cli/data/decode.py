@@ -35,7 +35,7 @@ class ImageError(Exception):
     """An image that cannot be used; the message says why in a few words."""
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit / float grayscale: scale to 8 bits
         lo, hi = im.getextrema()
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
@@ -65,7 +65,7 @@ def _open_regular(path: Path) -> BinaryIO:
         raise
 
 
-def _check_size(width: int, height: int) -> None:
+def check_size(width: int, height: int) -> None:
     """Refuse, from the header, what decoding or resizing would need far too much memory for."""
     if width * height > MAX_PIXELS:
         raise ImageError(f"{width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
@@ -77,11 +77,11 @@ def open_rgb(path: Path, short_side: int | None = None) -> Image.Image:
     """RGB image, EXIF-rotated; JPEGs are decoded at the smallest DCT scale that still covers `short_side`."""
     try:
         with _open_regular(path) as f, Image.open(f) as im:
-            _check_size(im.width, im.height)
+            check_size(im.width, im.height)
             if short_side and im.format == "JPEG":
                 im.draft("RGB", (short_side, short_side))
             im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            return to_rgb(im)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -150,7 +150,12 @@ def load_eval_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     """uint8 (3, crop, crop): Resize(resize) then CenterCrop(crop), the classic eval transform, exactly: it is the
     contract an exported file states (export.metadata), so the whole image is resized whatever its shape. That
     costs at most MAX_RATIO * resize**2 pixels for a 100:1 strip (6.5 M at resize 256), for one image at a time."""
-    im = _resized_center(open_rgb(path, resize), resize, (crop, crop), lambda extra: int(round(extra / 2.0)), True)
+    return _pil_to_tensor(eval_crop(open_rgb(path, resize), resize, crop)).contiguous()
+
+
+def eval_crop(image: Image.Image, resize: int, crop: int) -> Image.Image:
+    """The crop x crop eval view of an RGB image already open: Resize(resize) then CenterCrop(crop), as above."""
+    im = _resized_center(image, resize, (crop, crop), lambda extra: int(round(extra / 2.0)), True)
     if im.size != (crop, crop):  # smaller than the crop (crop > resize): padded, as CenterCrop pads
         im = im.crop(
             (
@@ -160,7 +165,7 @@ def load_eval_image(path: Path, resize: int, crop: int) -> torch.Tensor:
                 crop - (crop - im.height) // 2,
             )
         )
-    return _pil_to_tensor(im).contiguous()
+    return im
 
 
 @dataclass

@@ -130,6 +130,13 @@ def thumbnail_uri(path: str | Path) -> str | None:
     return _jpeg_uri(image)
 
 
+def img_tag(uri: str | None, path: str, alt: str) -> str:
+    """A thumbnail's <img>, or a labeled placeholder where the file could not be read."""
+    if uri is None:
+        return f'<div class="missing">cannot read {escape(path)}</div>'
+    return f'<img src="{uri}" alt="{escape(alt)}" width="{THUMB_PX}" height="{THUMB_PX}">'
+
+
 def heatmap_uri(path: str | Path, heatmap: Heatmap) -> str | None:
     """The crop the model saw, colored by where it looked (overlays.py), as a few-KB JPEG data: URI."""
     image = _open_upright(path)

@@ -14,11 +14,11 @@ from catdog_cli.core.records import (
 )
 from catdog_cli.data.balance import imbalance_note
 from catdog_cli.reporting.html import (
-    THUMB_PX,
     card,
     figure_html,
     heatmap_uri,
     html_table,
+    img_tag,
     key_values,
     page,
     section,
@@ -188,12 +188,6 @@ def _calibration(run: dict) -> str:
     )
 
 
-def _img(uri: str | None, path: str, alt: str) -> str:
-    if uri is None:
-        return f'<div class="missing">cannot read {escape(path)}</div>'
-    return f'<img src="{uri}" alt="{escape(alt)}" width="{THUMB_PX}" height="{THUMB_PX}">'
-
-
 def _top_losses(run: dict) -> str:
     """The most confidently wrong images, small and embedded, each beside the heat map of where the model looked
     for its wrong answer; an unreadable file becomes a labeled placeholder."""
@@ -201,9 +195,9 @@ def _top_losses(run: dict) -> str:
     cards = []
     for t in run["top_losses"]:
         path, name = str(t["path"]), Path(t["path"]).name
-        pictures = _img(thumbnail_uri(path), path, name)
+        pictures = img_tag(thumbnail_uri(path), path, name)
         if t.get("heatmap"):
-            pictures += _img(heatmap_uri(path, t["heatmap"]), path, f"where the model looked in {name}")
+            pictures += img_tag(heatmap_uri(path, t["heatmap"]), path, f"where the model looked in {name}")
         cards.append(
             f'<figure class="thumb" title="{escape(path)}"><div class="pair">{pictures}</div>'
             f"<div>true <b>{escape(str(t['true']))}</b></div>"
@@ -251,7 +245,7 @@ def _histogram(scores: list[float], lo: float, hi: float, name: str, color: int)
 def _examples(title: str, rows: list[dict]) -> str:
     cards = [
         f'<figure class="thumb" title="{escape(r["path"])}"><div class="pair">'
-        f"{_img(thumbnail_uri(r['path']), r['path'], Path(r['path']).name)}</div>"
+        f"{img_tag(thumbnail_uri(r['path']), r['path'], Path(r['path']).name)}</div>"
         f"<div>would be <b>{escape(str(r['label']))}</b></div>"
         f'<div class="muted">score {fmt(r.get("score"))}</div></figure>'
         for r in rows

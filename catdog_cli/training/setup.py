@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from catdog_cli.checks.duplicates import cross_split_note
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.core.records import EpochRecord, RunSummary
@@ -196,6 +197,9 @@ def start_run(
     check_image_size(config.backbone, inputs.image_size)
     if model is None:
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
+    # once the options and weights are known good: a refused run says only why
+    if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
+        events.note(leak)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
     # record what the run really uses, not "default"
     config = replace(

@@ -62,6 +62,7 @@ ROLES = {
     "log": "tracker",
     "log_uri": "mlflow-uri",
     "sort": "runs-sort",
+    "fail_on": "level",
 }
 COMMAND_ROLES = {  # where an option of the same name takes something else
     ("export", "out"): "new-file",
@@ -143,6 +144,7 @@ def bad_values(role: str, paths: dict[str, str]) -> list[str]:
         "mlflow-uri": ["http://127.0.0.1:1"],  # without --log mlflow
         "runs-sort": ["size", ""],
         "filter": [""],
+        "level": ["sometimes", "", "ERROR"],
     }
     return [paths[k] for k in by_role.get(role, [])] + words.get(role, [])
 
@@ -276,6 +278,7 @@ def valid_command(command: str, world: dict, work: Path) -> list[str]:
             "--out",
             str(work / "lr"),
         ],
+        "check": ["check", world["data"], "--backbone", "squeezenet1_1", *tiny[:4], "--device", "cpu"],
     }[command]
 
 
@@ -285,7 +288,7 @@ def with_option(args: list[str], command: str, name: str, value: str) -> list[st
     if name == "resume":  # a resumed run takes its options from its checkpoint
         return ["train", "--resume", value]
     if not param.opts[0].startswith("--"):  # an argument: the first one of its kind in the line
-        position = {"names": 1, "model": 1, "paths": 2, "name": 1}[name]
+        position = {"names": 1, "model": 1, "paths": 2, "name": 1, "data": 1}[name]
         return [*args[:position], value, *args[position + 1 :]]
     flag = param.opts[0]
     if flag in args:
@@ -350,6 +353,9 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["compare", "--data", ".", "--log-uri", "http://127.0.0.1:1"],
     ["lr-find", "--data", ".", "--name", "a/b"],
     ["runs", "--sort", "size"],
+    ["check", ".", "--backbone", "resnet9"],
+    ["check", ".", "--weights", "missing.pth"],
+    ["check", ".", "--fail-on", "sometimes"],
 ]
 
 

@@ -142,7 +142,7 @@ def test_parity_holds_on_odd_files_and_is_proven_from_the_original_files(calibra
     assert result["parity"]["passed"] and result["parity"]["images"] == len(list(odd.iterdir()))
     assert any("alpha-composite on opaque white" in step for step in result["metadata"]["preprocessing"]["steps"])
 
-    monkeypatch.setattr(decode, "_to_rgb", lambda im: im.convert("RGB"))
+    monkeypatch.setattr(decode, "to_rgb", lambda im: im.convert("RGB"))
     with pytest.raises(CatdogError, match="disagrees with catdog predict"):
         export_model(calibrated, "torchscript", tmp_path / "strayed.torchscript", parity_folder=odd)
     assert not (tmp_path / "strayed.torchscript").exists()
