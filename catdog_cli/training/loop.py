@@ -53,11 +53,8 @@ def train_step(run: Run, batch: ImageBatch, generator: torch.Generator) -> tuple
     with run.precision.autocast():
         logits = run.forward(x)
         loss = run.criterion(logits.float(), target)
-    run.optimizer.zero_grad(set_to_none=True)
-    run.precision.scaler.scale(loss).backward()
-    run.precision.scaler.step(run.optimizer)
-    run.precision.scaler.update()
-    run.scheduler.step()
+    if run.precision.step(loss, run.optimizer):  # fp16: no schedule step when the scaler skipped the update
+        run.scheduler.step()
     if run.ema is not None:
         run.ema.update()
     return loss.detach(), (logits.argmax(1) == labels).sum()
