@@ -213,7 +213,8 @@ def start_run(
     events.summary(run_summary(config, dataset, device, out, model))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
-    cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
+    cache = cache or DecodeCache()
+    budget = memory_budget(device, config.cache_gib, cache.resident_bytes())  # compare: cached once
     weights = class_weights(config, dataset, events)
     sources = open_sources(
         dataset,
