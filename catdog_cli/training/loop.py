@@ -83,13 +83,16 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest, generator: torc
         correct += right
         seen += len(batch)
         run.state.step = i + 1
-        if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers and to stop a diverged run
+        sync = (i + 1) % 25 == 0  # a host sync now and then, for the live numbers and to stop a diverged run
+        if sync:
             so_far = loss_sum.item()
             _stop_if_diverged(so_far, "training", run)
             events.advance(1, loss=so_far / seen, acc=correct.item() / seen)
         else:
             events.advance(1)
-        if distributed.any_rank(stop.requested, run.device, run.world):  # every rank stops after the same step
+        # every rank stops after the same step: under torchrun the ranks agree at that periodic sync (a collective
+        # and a host sync every step would stall the GPU), alone the flag is read at once
+        if (sync or not run.world.distributed) and distributed.any_rank(stop.requested, run.device, run.world):
             stop.requested = True
             _stop_if_diverged(loss_sum.item(), "training", run)  # last.pt is saved next: never diverged weights
             return None

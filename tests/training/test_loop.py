@@ -12,6 +12,7 @@ from helpers import TINY, Recorder, labeled_folder
 
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
+from catdog_cli.core.world import World
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import evaluate as inference
 from catdog_cli.models import checkpoints, warm_start
@@ -387,3 +388,16 @@ def test_a_full_disk_is_one_line_and_the_run_stays_resumable(tmp_path, monkeypat
     monkeypatch.setattr(torch, "save", real)
     result = resume(out)
     assert result["epochs"] == 3 and len(result["history"]) == 3
+
+
+def test_under_torchrun_the_ranks_agree_on_stopping_only_at_the_periodic_sync(tmp_path, monkeypatch):
+    """A collective and a host sync (`.item()`) every step stall a GPU: under DDP the stop flag is agreed on at
+    the existing every-25-steps sync and at the epoch's end, not after each step."""
+    run = start_run(TrainConfig(str(labeled_folder(tmp_path / "data", per_class=8)), weights="none", **TINY), Events())
+    run.world = World(0, 2, 0)  # a rank of two, its collectives counted instead of run
+    agreed = []
+    monkeypatch.setattr(engine.distributed, "any_rank", lambda flag, device, world: agreed.append(flag) or flag)
+    monkeypatch.setattr(engine.distributed, "all_sum", lambda t, world: t)
+    assert run.steps >= 2
+    assert engine.train_one_epoch(run, Events(), engine.StopRequest(), torch.Generator()) is not None
+    assert len(agreed) == 1  # the epoch's end (is any rank's loss not finite?), no per-step agreement
