@@ -197,6 +197,7 @@ def start_run(
     check_image_size(config.backbone, inputs.image_size)
     if model is None:
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
+    model = model.to(device)  # a prebuilt model (resume, compare) runs on this rank's device, wherever it was built
     # once the options and weights are known good: a refused run says only why
     if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
         events.note(leak)
