@@ -309,13 +309,15 @@ def _run_grid(
     earlier_best = max((r["best_val_acc"] or 0.0 for r in finished if r), default=-1.0)
     cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
     grid = Grid(config, dataset, device, out, events, keep_best)
+    patience = distributed.patient_group(world)  # made by every rank together, before the uneven work
     start = time.perf_counter()
     try:
         run_cells(grid, cells[world.rank :: world.size], len(cells))
     except KeyboardInterrupt:  # between cells: stop, and report what finished
         grid.interrupted = True
-    rows = [row for part in distributed.gather(grid.rows, world) for row in part]
-    new_best = distributed.gather(grid.best.val_acc if grid.best else -1.0, world)
+    # the ranks meet here after uneven work (one rank's cells can take hours longer): over a patient gloo group
+    rows = [row for part in distributed.gather(grid.rows, world, patience) for row in part]
+    new_best = distributed.gather(grid.best.val_acc if grid.best else -1.0, world, patience)
     winner = max(range(len(new_best)), key=new_best.__getitem__)
     if keep_best and new_best[winner] > earlier_best and world.rank == winner:
         checkpoints.save_state(out / "best.pt", grid.best.state, grid.best.meta)
@@ -330,7 +332,7 @@ def _run_grid(
         "split_origin": dataset.origin,
         "versions": checkpoints.versions(),
         "out": str(out),
-        "interrupted": any(distributed.gather(grid.interrupted, world)),
+        "interrupted": any(distributed.gather(grid.interrupted, world, patience)),
         "wall_seconds": time.perf_counter() - start,
         "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
         "rows": sort_rows(rows),

@@ -217,19 +217,23 @@ def start_run(
     cache = cache or DecodeCache()
     budget = memory_budget(device, config.cache_gib, cache.resident_bytes())  # compare: cached once
     weights = class_weights(config, dataset, events)
-    sources = open_sources(
-        dataset,
-        inputs,
-        device,
-        config.batch_size,
-        config.seed,
-        config.augment,
-        cache,
-        budget,
-        config.workers,
-        events,
+    # one rank's shard can lack readable val images: every rank raises that error, none waits for the others
+    sources = distributed.together(
+        lambda: open_sources(
+            dataset,
+            inputs,
+            device,
+            config.batch_size,
+            config.seed,
+            config.augment,
+            cache,
+            budget,
+            config.workers,
+            events,
+            world,
+            weights,
+        ),
         world,
-        weights,
     )
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, inputs.model_input, False
