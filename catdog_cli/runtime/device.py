@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +27,22 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise CatdogError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
     return device
+
+
+def check_compile() -> None:
+    """--compile, refused in one line up front where it would fail at the first step with a long traceback:
+    TorchInductor writes C++ (CPU) or Triton launchers (CUDA) that a C compiler builds, into a cache folder."""
+    compilers = [os.environ.get("CXX", ""), os.environ.get("CC", ""), "c++", "g++", "clang++", "cc", "gcc"]
+    if not any(name and shutil.which(name) for name in compilers):
+        raise CatdogError("--compile needs a C/C++ compiler (gcc or clang) on PATH, and there is none: drop --compile")
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
+    folder = Path(cache)
+    while not folder.exists() and folder != folder.parent:  # the cache folder is made on first use
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CatdogError(
+            f"--compile: its cache folder {cache} is not writable (set TORCHINDUCTOR_CACHE_DIR, or drop --compile)"
+        )
 
 
 def default_batch_size(device: torch.device) -> int:

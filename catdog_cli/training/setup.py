@@ -30,7 +30,7 @@ from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.models.backbones import TransferModel, check_image_size, count_params, inputs_for
 from catdog_cli.models.strategies import param_groups
 from catdog_cli.runtime import distributed
-from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
+from catdog_cli.runtime.device import Precision, check_compile, default_batch_size, resolve_device
 from catdog_cli.training.ema import EMA
 from catdog_cli.training.features import CachedFeatures, cache_features
 from catdog_cli.training.schedule import lr_factor, lr_schedule
@@ -124,6 +124,7 @@ def wrap(forward: nn.Module, config: TrainConfig, device: torch.device, world: W
     if world.distributed:
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
+        check_compile()
         forward = torch.compile(forward)
     return forward
 
