@@ -426,7 +426,7 @@ def test_each_cell_lets_go_of_its_run_and_keep_best_holds_cpu_weights(colors, tm
     ids=["cudnn", "cublas", "compile-wrapped"],
 )
 def test_allocation_failures_fail_their_cell_freed_and_the_grid_goes_on(colors, tmp_path, monkeypatch, error):
-    real, failed_models, freed_at_empty_cache = compare_mod.build_model, [], []
+    real, failed_models, freed_at_empty_cache = compare_mod.initial_model, [], []
 
     def failing(name, *args, **kwargs):
         model = real(name, *args, **kwargs)
@@ -440,7 +440,7 @@ def test_allocation_failures_fail_their_cell_freed_and_the_grid_goes_on(colors, 
         except torch.cuda.OutOfMemoryError as oom:
             raise RuntimeError("backend='inductor' raised: see above") from oom
 
-    monkeypatch.setattr(compare_mod, "build_model", failing)
+    monkeypatch.setattr(compare_mod, "initial_model", failing)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed_at_empty_cache.append([r() for r in failed_models]))
     result = compare(small_grid(colors, strategies=["freeze"]), tmp_path / "cmp")
     rows = {r["backbone"]: r for r in result["rows"]}

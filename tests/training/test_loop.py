@@ -19,7 +19,7 @@ from catdog_cli.inference import evaluate as inference
 from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.models.backbones import build_model, inputs_for
 from catdog_cli.training import loop as engine
-from catdog_cli.training import schedule
+from catdog_cli.training import schedule, setup
 from catdog_cli.training.loop import fit
 from catdog_cli.training.resume import resume
 from catdog_cli.training.setup import start_run
