@@ -63,7 +63,9 @@ class Timeline(Events):
         self.last_epoch = 0.0
 
     def cell(self, index: int, total: int, name: str) -> None:
-        self.cells.append({"start": time.perf_counter(), "first_epoch": None, "val_windows": [], "end": None})
+        self.cells.append(
+            {"start": time.perf_counter(), "first_epoch": None, "val_windows": [], "end": None, "unix": [time.time()]}
+        )
 
     def task(self, description: str, total: int) -> None:
         now = time.perf_counter()
@@ -83,6 +85,7 @@ class Timeline(Events):
     def cell_done(self, row: dict[str, Any]) -> None:
         cell = self.cells[-1]
         cell["end"] = time.perf_counter()
+        cell["unix"].append(time.time())  # [start, end]: gpu_check.sh finds each cell's nvidia-smi peak memory
         cell["tail"] = cell["end"] - self.last_epoch  # final evaluation of the best weights, run.json
 
 
@@ -171,6 +174,7 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
             "status": row["status"],
             "best_val_acc": row["best_val_acc"],
             "train_seconds": _round(row["train_seconds"]),
+            "unix": timing["unix"],
         }
         if row["status"] != "ok" or timing["end"] is None:
             table.append({**entry, "error": row["error"]})

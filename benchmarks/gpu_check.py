@@ -1,6 +1,8 @@
 """gpu_check.sh's helpers: the machine as JSON, a small copy of a dataset for --smoke, and the summary.
 
+python benchmarks/gpu_check.py preflight            # every module the steps import, or the missing ones named
 python benchmarks/gpu_check.py env                  # the machine, versions, nvidia-smi: JSON on stdout
+python benchmarks/gpu_check.py sample FILE          # nvidia-smi memory.used (MiB) 4x a second into FILE, until killed
 python benchmarks/gpu_check.py subset SRC DST N     # at most N images per class and split of SRC, in DST
 python benchmarks/gpu_check.py summary OUT          # OUT/*.json and OUT/steps.jsonl -> the key figures
 """
@@ -45,6 +47,60 @@ def nvidia_smi() -> list[dict[str, str]] | None:
         for line in query.stdout.splitlines()
         if line.strip()
     ]
+
+
+# what the steps import (module names); a bare GPU box with torch may lack any of the others
+REQUIRED = ("torch", "torchvision", "typer", "click", "rich", "PIL", "typing_extensions", "numpy")
+OPTIONAL = ("platformdirs", "timm")  # catdog falls back without platformdirs; timm only for timm: backbones
+
+
+def preflight() -> list[str]:
+    """The required modules that cannot be imported here (empty: every step can start)."""
+    import importlib
+
+    missing = []
+    for name in REQUIRED:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def sample(path: Path, period: float = 0.25) -> None:
+    """Lines of "unix_time MiB_used" (GPU 0), for each compare cell's peak memory in the summary."""
+    with path.open("a") as f:
+        while True:
+            query = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "--id=0"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if query.stdout.strip():
+                f.write(f"{time.time():.3f} {query.stdout.split()[0]}\n")
+                f.flush()
+            time.sleep(period)
+
+
+def cell_peaks(grid: Any, samples: Path) -> list[dict[str, Any]] | None:
+    """Each catdog compare cell's peak nvidia-smi memory.used (MiB) between its start and end."""
+    table = _pick(grid, "catdog", "table")
+    if not isinstance(table, list) or not samples.is_file():
+        return None
+    points = []
+    for line in samples.read_text().splitlines():
+        try:
+            t, mib = line.split()
+            points.append((float(t), int(mib)))
+        except ValueError:
+            continue
+    peaks = []
+    for row in table:
+        window = row.get("unix") or []
+        inside = [mib for t, mib in points if len(window) == 2 and window[0] <= t <= window[1]]
+        peaks.append({"cell": f"{row.get('backbone')}/{row.get('strategy')}", "peak_mib": max(inside, default=None)})
+    return peaks
 
 
 def _version(package: str) -> str | None:
@@ -149,9 +205,11 @@ def summary(out: Path) -> dict[str, Any]:
             "tutorial_wall_s": _pick(grid, "tutorial", "wall_s"),
             "speedup": grid.get("speedup"),
             "complete": "load_average_at_end" in grid,
+            "nvidia_smi_peak_mib_per_cell": cell_peaks(grid, out / "gpu_memory.txt"),
         },
         "train": {
-            name: _train_figures(_load(out / f"{name}.json")) for name in ("train", "train_compiled", "torchrun")
+            name: _train_figures(_load(out / f"{name}.json"))
+            for name in ("train", "train_compiled", "torchrun", "torchrun_gloo")
         },
         "evaluate": {
             name: None if ev is None else {k: ev.get(k) for k in ("precision", "accuracy", "seconds", "images_per_sec")}
@@ -162,7 +220,14 @@ def summary(out: Path) -> dict[str, Any]:
 
 def main() -> None:
     command, *args = sys.argv[1:] or ["help"]
-    if command == "env":
+    if command == "preflight":
+        missing = preflight()
+        if missing:
+            sys.exit(f"gpu_check: missing Python modules: {', '.join(missing)} (put their wheels in WHEELDIR)")
+        print(json.dumps({"missing": []}))
+    elif command == "sample":
+        sample(Path(args[0]))
+    elif command == "env":
         print(json.dumps(env(), indent=2))
     elif command == "subset":
         print(json.dumps(subset(Path(args[0]), Path(args[1]), int(args[2])), indent=2))

@@ -2,9 +2,12 @@
 # The GPU figures in one run: on a machine with one H100/H200 it finishes within 8 minutes, set-up included.
 #
 #   bash benchmarks/gpu_check.sh [--smoke] WHEELDIR ARCHIVE OUTDIR
+#   bash benchmarks/gpu_check.sh --make-wheels WHEELDIR   # on a connected machine: catdog's needs but torch
 #
-# WHEELDIR  wheels the machine lacks (platformdirs, ...), installed offline into a scratch folder
-#           (pip install --no-index --target); an empty folder when nothing is missing
+# WHEELDIR  wheels the machine lacks (typer, click, rich, platformdirs and their closure), installed offline
+#           into a scratch folder (pip install --no-index --no-deps --target); a preflight then names any module
+#           still missing and stops. --make-wheels fills it (pip download; PIP_DOWNLOAD_ARGS for another
+#           target, e.g. "--python-version 3.12 --platform manylinux2014_x86_64 --only-binary=:all:")
 # ARCHIVE   one dataset archive `catdog fetch --from` reads, e.g. catdog.zip (Kaggle layout: train/ + test1/)
 # OUTDIR    where the JSON goes: one file per step (stdout of the step; its stderr in NAME.log),
 #           steps.jsonl (each step's exit code and seconds) and summary.json (the key figures)
@@ -14,19 +17,27 @@
 # Steps: env (versions, nvidia-smi), data (fetch), pipeline (benchmarks/pipeline.py: tutorial vs catdog
 # finetune and freeze img/s, resnet34; predict img/s), train and train_compiled (`catdog train`, without and
 # with --compile), evaluate and evaluate_compiled (`catdog evaluate` of each checkpoint), torchrun (`catdog
-# train` under torchrun, 1 process), compare_grid (benchmarks/compare_grid.py: the default grid, 5 epochs,
+# train` under torchrun, one process per GPU; torchrun_gloo: 2 processes on the CPU over gloo where only one
+# GPU exists, so that the distributed code runs at all), compare_grid (benchmarks/compare_grid.py: the default grid, 5 epochs,
 # catdog and the tutorial side by side), nvidia_smi (after the work). Every step runs under a time limit that
-# keeps the whole run within the deadline (GPU_CHECK_SECONDS, default 460); a step that fails or runs out of
+# keeps the whole run within the deadline (GPU_CHECK_SECONDS, default 500); a step that fails or runs out of
 # time is recorded and the next one runs.
 set -uo pipefail
 
+if [[ "${1:-}" == "--make-wheels" ]]; then
+    [[ $# -eq 2 ]] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+    # everything catdog imports but torch/torchvision (the GPU box has those), with the whole closure
+    # shellcheck disable=SC2086
+    exec "${PYTHON:-python}" -m pip download --disable-pip-version-check -d "$2" ${PIP_DOWNLOAD_ARGS:-} \
+        "typer>=0.12" "rich>=13" "platformdirs>=3" "typing_extensions>=4.6"
+fi
 smoke=0
 if [[ "${1:-}" == "--smoke" ]]; then
     smoke=1
     shift
 fi
 if [[ $# -ne 3 ]]; then
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 wheels=$1
@@ -38,7 +49,7 @@ python=${PYTHON:-python}
 # --smoke runs on a CPU, possibly a shared and loaded one: every step limit (sized for the GPU) is scaled by
 # GPU_CHECK_SMOKE_SCALE, so that a slow machine does not make the script look broken
 scale=1
-if ((smoke)); then default_budget=2400; scale=${GPU_CHECK_SMOKE_SCALE:-4}; else default_budget=460; fi
+if ((smoke)); then default_budget=2400; scale=${GPU_CHECK_SMOKE_SCALE:-4}; else default_budget=500; fi
 deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-$default_budget}))
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -82,6 +93,7 @@ if ((${#wheel_files[@]})); then
     step setup 120 "$python" -m pip install --no-index --no-deps --disable-pip-version-check --target "$work/site" \
         "${wheel_files[@]}"
 fi
+"$python" benchmarks/gpu_check.py preflight >"$out/preflight.json" || exit 2
 step env 60 "$python" benchmarks/gpu_check.py env
 step data 120 "${catdog[@]}" fetch --from "$archive" --root "$work/data" --json || {
     echo "gpu_check: no data, stopping (see $out/data.log)" >&2
@@ -121,11 +133,24 @@ step evaluate 30 "${catdog[@]}" evaluate "$work/runs/train/best.pt" "${device[@]
 step train_compiled 150 "${catdog[@]}" train --data "$data" "${device[@]}" "${train_args[@]}" --compile \
     --out "$work/runs/train_compiled" --json
 step evaluate_compiled 30 "${catdog[@]}" evaluate "$work/runs/train_compiled/best.pt" "${device[@]}" --json
-step torchrun 60 "$python" -m torch.distributed.run --standalone --nproc-per-node 1 -m catdog_cli train \
-    --data "$data" "${device[@]}" "${torchrun_args[@]}" --out "$work/runs/torchrun" --json
+gpus=$("$python" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+step torchrun 60 "$python" -m torch.distributed.run --standalone --nproc-per-node "$((gpus > 1 ? gpus : 1))" \
+    -m catdog_cli train --data "$data" "${device[@]}" "${torchrun_args[@]}" --out "$work/runs/torchrun" --json
+if ((gpus < 2)); then  # one process tests no distributed code: two on the CPU over gloo do (process group, DDP)
+    step torchrun_gloo 60 env CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 "$python" -m torch.distributed.run \
+        --standalone --nproc-per-node 2 \
+        -m catdog_cli train --data "$data" --device cpu --backbone squeezenet1_1 --image-size 64 --epochs 1 \
+        --batch-size 16 --weights none --workers 2 --out "$work/runs/torchrun_gloo" --json
+fi
 reserve=0
+sampler=
+if command -v nvidia-smi >/dev/null; then  # each compare cell's peak GPU memory (summary.json)
+    "$python" benchmarks/gpu_check.py sample "$out/gpu_memory.txt" &
+    sampler=$!
+fi
 step compare_grid 600 "$python" benchmarks/compare_grid.py --data "$data" "${device[@]}" "${grid_args[@]}" \
     --out "$out/compare_grid.partial.json"
+[[ -n $sampler ]] && kill "$sampler" 2>/dev/null
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi >"$out/nvidia_smi.txt" 2>&1
 fi

@@ -132,9 +132,14 @@ app.command()(check.check)
 
 
 def main() -> None:
+    clean = False
     try:
         app()
+        clean = True
+    except SystemExit as exc:
+        clean = exc.code in (0, None)
+        raise
     finally:
-        # only a command that trained can have joined a process group
-        if "catdog_cli.runtime.distributed" in sys.modules:
+        # only a command that trained can have joined a process group; after an error, exit without waiting on it
+        if clean and "catdog_cli.runtime.distributed" in sys.modules:
             sys.modules["catdog_cli.runtime.distributed"].shutdown()

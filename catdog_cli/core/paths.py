@@ -14,16 +14,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-import platformdirs
-
 from catdog_cli.errors import CatdogError
+
+
+def default_data_root() -> Path:
+    """platformdirs' folder for catdog's data, imported only when asked: a box without platformdirs (a bare GPU
+    machine, `pip install --no-deps`) still runs everything else, and falls back to the XDG folder
+    ($XDG_DATA_HOME/catdog, else ~/.local/share/catdog), which is platformdirs' own answer on Linux."""
+    try:
+        import platformdirs
+    except ImportError:
+        xdg = os.environ.get("XDG_DATA_HOME", "")
+        return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share") / "catdog"
+    return Path(platformdirs.user_data_dir("catdog"))
 
 
 def data_root() -> Path:
     """Datasets fetched by `catdog fetch` live here; CATDOG_HOME overrides the platform default. A root that is
     a file, below a file, or that cannot be searched is refused in one line, wherever a dataset is looked up."""
     env = os.environ.get("CATDOG_HOME")
-    root = Path(env).expanduser() if env else Path(platformdirs.user_data_dir("catdog"))
+    root = Path(env).expanduser() if env else default_data_root()
     what = f"$CATDOG_HOME {root}" if env else f"the data root {root}"
     try:
         mode = os.stat(root).st_mode

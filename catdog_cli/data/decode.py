@@ -185,13 +185,21 @@ class ImageBatch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return ImageBatch(*(move(t) for t in (self.images, self.labels, self.index, self.sizes, self.transposed)))
+        return ImageBatch(*(move(t) for t in self._tensors()))
+
+    def pin_memory(self) -> ImageBatch:
+        """Page-locked copies: the DataLoader calls this (pin_memory=True) on what a worker made, and only from
+        pinned memory is `to(device, non_blocking=True)` a copy that overlaps the GPU's work."""
+        return ImageBatch(*(None if t is None else t.pin_memory() for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return self.images, self.labels, self.index, self.sizes, self.transposed
 
     def select(self, idx: torch.Tensor) -> ImageBatch:
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[idx]
 
-        return ImageBatch(*(pick(t) for t in (self.images, self.labels, self.index, self.sizes, self.transposed)))
+        return ImageBatch(*(pick(t) for t in self._tensors()))
 
 
 @dataclass

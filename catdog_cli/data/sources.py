@@ -28,14 +28,29 @@ from catdog_cli.data.presets import Inputs
 from catdog_cli.errors import CatdogError
 
 
-def memory_budget(device: torch.device, gib: float | None = None) -> int:
-    """Bytes the decoded images may take: half the free GPU memory, or a quarter of the machine's RAM."""
-    if gib is not None:
-        return int(gib * 2**30)
+def memory_budget(device: torch.device, gib: float | None = None, cached: int = 0) -> int:
+    """Bytes the decoded images may take: half the GPU memory free (or a quarter of the machine's RAM), `--cache-gib`
+    when given, but never more than the GPU has free. `cached`: bytes of decoded images already on the device
+    (compare's earlier cells), which the GPU's free memory no longer counts but the cache does."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
+        room = free + cached
+        return min(int(gib * 2**30), room * 9 // 10) if gib is not None else room // 2
+    if gib is not None:
+        return int(gib * 2**30)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def host_available() -> int:
+    """Bytes of host memory available now (MemAvailable: free plus what the kernel can reclaim)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 class BatchSource(Protocol):
@@ -246,6 +261,10 @@ class DecodeCache:
     def __init__(self):
         self._entries: dict[tuple, DecodedSplit] = {}
 
+    def resident_bytes(self) -> int:
+        """Bytes of the decoded images held (counted against the memory budget)."""
+        return sum(e.batch.images.numel() for e in self._entries.values() if e.batch is not None)
+
     def get(
         self,
         split: Split,
@@ -257,8 +276,10 @@ class DecodeCache:
     ) -> DecodedSplit:
         key = (tuple(split.paths), tuple(split.labels), spec, str(device))
         if key not in self._entries:
-            used = sum(e.batch.images.numel() for e in self._entries.values() if e.batch is not None)
-            if used + len(split) * spec.bytes_per_image() > budget:
+            size = len(split) * spec.bytes_per_image()
+            # a split is decoded in host memory first, about twice its size (the images, then their stack):
+            # over what the host has available it streams, rather than the process dying without a word
+            if self.resident_bytes() + size > budget or 2 * size > host_available():
                 self._entries[key] = DecodedSplit(None, [], streamed=True)
             else:
                 batch, skipped = decode_split(split, spec, workers, on_image)

@@ -171,8 +171,11 @@ TORCHVISION = {
         _tv("densenet169", "classifier."),
         _tv("squeezenet1_0", "classifier.1.", _split_squeezenet),
         _tv("squeezenet1_1", "classifier.1.", _split_squeezenet),
-        # transform_input: torchvision's ImageNet GoogLeNet expects it (it sets it when loading its weights)
-        _tv("googlenet", "fc.", aux_logits=False, init_weights=True, transform_input=True),
+        # transform_input: torchvision's ImageNet GoogLeNet expects it (it sets it when loading its weights).
+        # init_weights=False, as torchvision builds it for its weights: its own init (truncated normal, std 0.01)
+        # leaves the BatchNorm inputs of a random-init GoogLeNet ~50x smaller than the running variance they start
+        # from (1), and a short run's eval-mode statistics never catch up: compare's googlenet cells sat at chance
+        _tv("googlenet", "fc.", aux_logits=False, init_weights=False, transform_input=True),
         _tv("mobilenet_v2", "classifier.1."),
         _tv("mobilenet_v3_small", "classifier.3."),
         _tv("mobilenet_v3_large", "classifier.3."),

@@ -37,7 +37,16 @@ def versions() -> dict[str, str]:
 
 def save(path: Path, model: TransferModel, meta: dict[str, Any]) -> None:
     """meta: backbone, classes, image_size, resize, mean, std, strategy, ... (plus optimizer state for resume)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_state(path, cpu_state(model), meta)
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights in host memory: it holds nothing on the GPU."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """`save`, from weights already taken out of their model (compare's --keep-best keeps them on the CPU)."""
     payload = {"format": FORMAT, **meta, "state_dict": state, "versions": versions()}
     atomic_write(path, lambda f: torch.save(payload, f))
 

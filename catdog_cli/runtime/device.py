@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +29,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_compile() -> None:
+    """--compile, refused in one line up front where it would fail at the first step with a long traceback:
+    TorchInductor writes C++ (CPU) or Triton launchers (CUDA) that a C compiler builds, into a cache folder."""
+    compilers = [os.environ.get("CXX", ""), os.environ.get("CC", ""), "c++", "g++", "clang++", "cc", "gcc"]
+    if not any(name and shutil.which(name) for name in compilers):
+        raise CatdogError("--compile needs a C/C++ compiler (gcc or clang) on PATH, and there is none: drop --compile")
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
+    folder = Path(cache)
+    while not folder.exists() and folder != folder.parent:  # the cache folder is made on first use
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CatdogError(
+            f"--compile: its cache folder {cache} is not writable (set TORCHINDUCTOR_CACHE_DIR, or drop --compile)"
+        )
+
+
 def default_batch_size(device: torch.device) -> int:
     return 64 if device.type == "cuda" else 32
 
@@ -43,6 +62,13 @@ def cpu_bf16_native() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether the chosen GPU computes bf16 in hardware (compute capability 8.0 and up: A100, H100, RTX 30xx and
+    later). Not `torch.cuda.is_bf16_supported()`: it counts emulation (V100, T4 then get slow bf16 instead of
+    fp16 with loss scaling), and it asks the current device, not the chosen one."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 class Precision:
     """How a model computes on its device: `requested` is auto, fp32 or bf16 (PRECISIONS).
 
@@ -56,13 +82,27 @@ class Precision:
         self.device = device
         self.dtype = None
         if device.type == "cuda" and requested != "fp32":
-            bf16 = torch.cuda.is_bf16_supported()
+            bf16 = cuda_bf16_native(device)
             if requested == "bf16" and not bf16:
                 raise CatdogError("--precision bf16: this GPU has no bf16 (use auto for fp16, or fp32)")
             self.dtype = torch.bfloat16 if bf16 else torch.float16
         elif device.type == "cpu" and (requested == "bf16" or (requested == "auto" and cpu_bf16_native())):
             self.dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """Backward and optimizer step (loss-scaled at fp16); whether the optimizer stepped. At fp16 the scaler
+        skips a step whose gradients overflowed, and then the LR schedule must not step either (it would run
+        ahead of the weights, and torch warns): that answer costs a host sync, so it is asked at fp16 only."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if not self.scaler.is_enabled():
+            optimizer.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() >= scale  # the scale drops exactly when the step was skipped
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()

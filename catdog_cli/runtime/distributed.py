@@ -115,13 +115,47 @@ def main_enters(stack: ExitStack, context: Callable[[], AbstractContextManager[T
     return value
 
 
-def gather(obj: Any, w: World) -> list[Any]:
-    """Every rank's value, on every rank, in rank order."""
+def gather(obj: Any, w: World, group: Any = None) -> list[Any]:
+    """Every rank's value, on every rank, in rank order (over `group`, by default every rank's default group)."""
     if not w.distributed:
         return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    out: list[Any] = [None] * w.size
+    dist.all_gather_object(out, obj, group=group)
     return out
+
+
+# compare's ranks meet only when the grid is done: a rank whose cells took hours longer is not a hung rank
+PATIENT = timedelta(days=7)
+
+
+def patient_group(w: World) -> Any:
+    """A gloo group over every rank with a timeout of days (None for a world of one), for the one meeting after
+    long, uneven work: over NCCL, a rank that arrives 30 minutes after the others trips the watchdog and the
+    job is aborted. Every rank must call it at the same point (creating a group is itself collective)."""
+    if not w.distributed:
+        return None
+    return dist.new_group(backend="gloo", timeout=PATIENT)
+
+
+def together(work: Callable[[], T], w: World) -> T:
+    """`work()` on every rank; a CatdogError on any rank is raised on every rank. Work that can fail on one rank
+    alone (its shard of val has no readable image) would otherwise leave the others waiting in their next
+    collective until the timeout."""
+    if not w.distributed:
+        return work()
+    value: Any = None
+    error: CatdogError | None = None
+    try:
+        value = work()
+    except CatdogError as exc:
+        error = exc
+    failed = [(rank, message) for rank, message in enumerate(gather(error and str(error), w)) if message]
+    if error is not None:
+        raise error
+    if failed:
+        rank, message = failed[0]
+        raise CatdogError(f"rank {rank}: {message}")
+    return value
 
 
 def sync_buffers(module: torch.nn.Module, w: World) -> None:
@@ -132,5 +166,7 @@ def sync_buffers(module: torch.nn.Module, w: World) -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group; the CLI calls it after a clean run only. After an error a process just exits:
+    destroying a group whose other ranks wait in a collective can wait with them (NCCL); torchrun ends them."""
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import gc
 import io
 import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -159,9 +160,28 @@ class Grid:
     device: torch.device
     out: Path
     events: Events
+    keep_best: bool = False
     rows: list[CompareRow] = field(default_factory=list)
-    best: tuple[float, Run] | None = None  # this process's best new cell, for --keep-best
+    best: BestCell | None = None  # this process's best new cell, for --keep-best
     interrupted: bool = False
+
+
+@dataclass
+class BestCell:
+    """--keep-best's weights, in host memory: a finished cell holds nothing on the GPU while the grid goes on."""
+
+    val_acc: float
+    meta: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    ood: dict[str, Any] | None  # the unknown-image detector's checkpoint entry (CPU tensors), None with --ood none
+
+    @classmethod
+    def of(cls, run: Run, val_acc: float) -> BestCell:
+        """Fitted while the cell's run is alive (it goes when the cell ends): the detector of each cell that
+        becomes this rank's best, not only the grid's winner's."""
+        detector = fit_unknown_detector(run)
+        meta = {**run.meta(), "state": asdict(run.state)}
+        return cls(val_acc, meta, checkpoints.cpu_state(run.model), detector and detector.checkpoint_entry())
 
 
 class Backbones:
@@ -192,9 +212,35 @@ def train_cell(
     return run, train_loop(run, cell_dir, grid.events, save_checkpoints=False, final_splits=("test",))
 
 
+def attempt_cell(
+    grid: Grid, backbones: Backbones, cache: DecodeCache, backbone: str, strategy: str
+) -> tuple[TrainResult | None, str]:
+    """A cell's result, or the reason it failed: catdog's own errors and running out of memory (torch's
+    OutOfMemoryError, cuDNN/cuBLAS allocation failures, an OOM inside torch.compile) fail the cell; any other
+    error is a bug and surfaces. The cell's run (model, optimizer moments, EMA, cached features) and a failure's
+    traceback go when this returns; the best weights for --keep-best are copied to the CPU first."""
+    try:
+        run, result = train_cell(grid, backbones, cache, backbone, strategy)
+    except Exception as exc:
+        if not (isinstance(exc, CatdogError) or out_of_memory(exc)):
+            raise
+        return None, OUT_OF_MEMORY if out_of_memory(exc) else str(exc)
+    best = result["best_val_acc"]
+    if grid.keep_best and not result["interrupted"] and (grid.best is None or best > grid.best.val_acc):
+        grid.best = None  # the last best's copy goes before the new one is made
+        grid.best = BestCell.of(run, best)  # train_loop left the best weights loaded
+    return result, ""
+
+
+def release_memory() -> None:
+    """What a finished cell held, given back before the next cell builds: reference cycles collected, then the
+    CUDA allocator's cached blocks returned (a no-op where CUDA was never used)."""
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) -> None:
-    """Train each (backbone, strategy) cell; a cell that fails for a reason of the user's (catdog's own errors,
-    out of memory) is recorded with it and the grid goes on; any other error is a bug and surfaces."""
+    """Train each (backbone, strategy) cell; a failed cell is recorded with its reason and the grid goes on."""
     cache, backbones = DecodeCache(), Backbones(grid.config, grid.dataset.classes, grid.device, grid.events)
     for index, (backbone, strategy) in cells:
         cell_json = grid.out / "cells" / cell_name(backbone, strategy) / "cell.json"
@@ -204,14 +250,11 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
             grid.rows.append(finished)
             continue
         start = time.perf_counter()
-        try:
-            run, result = train_cell(grid, backbones, cache, backbone, strategy)
-        except (CatdogError, torch.cuda.OutOfMemoryError) as exc:
-            reason = OUT_OF_MEMORY if out_of_memory(exc) else str(exc)
+        result, reason = attempt_cell(grid, backbones, cache, backbone, strategy)
+        release_memory()
+        if result is None:
             grid.rows.append(failed_row(backbone, strategy, reason))
             grid.events.note(f"{backbone} / {strategy} failed: {reason}")
-            if grid.device.type == "cuda":
-                torch.cuda.empty_cache()
             continue
         if result["interrupted"]:
             grid.interrupted = True
@@ -220,8 +263,6 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
         grid.rows.append(row)
         grid.events.cell_done(row)
         atomic_write_text(cell_json, to_json(row, indent=None))
-        if grid.best is None or row["best_val_acc"] > grid.best[0]:
-            grid.best = (row["best_val_acc"], run)  # train_loop left the best weights loaded
 
 
 def compare(
@@ -267,20 +308,21 @@ def _run_grid(
     finished = [read_row(p, Events()) for p in sorted(out.glob("cells/*/cell.json"))]
     earlier_best = max((r["best_val_acc"] or 0.0 for r in finished if r), default=-1.0)
     cells = list(enumerate((b, s) for b in config.backbones for s in config.strategies))
-    grid = Grid(config, dataset, device, out, events)
+    grid = Grid(config, dataset, device, out, events, keep_best)
+    patience = distributed.patient_group(world)  # made by every rank together, before the uneven work
     start = time.perf_counter()
     try:
         run_cells(grid, cells[world.rank :: world.size], len(cells))
     except KeyboardInterrupt:  # between cells: stop, and report what finished
         grid.interrupted = True
-    rows = [row for part in distributed.gather(grid.rows, world) for row in part]
-    new_best = distributed.gather(grid.best[0] if grid.best else -1.0, world)
+    # the ranks meet here after uneven work (one rank's cells can take hours longer): over a patient gloo group
+    rows = [row for part in distributed.gather(grid.rows, world, patience) for row in part]
+    new_best = distributed.gather(grid.best.val_acc if grid.best else -1.0, world, patience)
     winner = max(range(len(new_best)), key=new_best.__getitem__)
     if keep_best and new_best[winner] > earlier_best and world.rank == winner:
-        grid.best[1].save(out / "best.pt", with_optimizer=False)
-        detector = fit_unknown_detector(grid.best[1])  # the winner's best.pt has one, as a train run's has
-        if detector is not None:
-            checkpoints.update(out / "best.pt", ood=detector.checkpoint_entry())
+        checkpoints.save_state(out / "best.pt", grid.best.state, grid.best.meta)
+        if grid.best.ood is not None:  # the winner's best.pt has a detector, as a train run's has
+            checkpoints.update(out / "best.pt", ood=grid.best.ood)
     result: CompareResult = {
         "kind": "compare",
         "config": config.to_dict(),
@@ -290,7 +332,7 @@ def _run_grid(
         "split_origin": dataset.origin,
         "versions": checkpoints.versions(),
         "out": str(out),
-        "interrupted": any(distributed.gather(grid.interrupted, world)),
+        "interrupted": any(distributed.gather(grid.interrupted, world, patience)),
         "wall_seconds": time.perf_counter() - start,
         "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
         "rows": sort_rows(rows),

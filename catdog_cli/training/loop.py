@@ -53,11 +53,8 @@ def train_step(run: Run, batch: ImageBatch, generator: torch.Generator) -> tuple
     with run.precision.autocast():
         logits = run.forward(x)
         loss = run.criterion(logits.float(), target)
-    run.optimizer.zero_grad(set_to_none=True)
-    run.precision.scaler.scale(loss).backward()
-    run.precision.scaler.step(run.optimizer)
-    run.precision.scaler.update()
-    run.scheduler.step()
+    if run.precision.step(loss, run.optimizer):  # fp16: no schedule step when the scaler skipped the update
+        run.scheduler.step()
     if run.ema is not None:
         run.ema.update()
     return loss.detach(), (logits.argmax(1) == labels).sum()
@@ -75,24 +72,34 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest, generator: torc
     torch.manual_seed(epoch_seed + 1)
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.int64)
-    seen = 0
+    seen, compiled = 0, (0.0, 0)
     events.task(f"epoch {epoch + 1}/{run.config.epochs}", run.steps)
     for i, batch in zip(range(run.steps), run.sources.train):
         if i < run.state.step:  # resuming inside an epoch: these steps were already taken
             events.advance(1)
             continue
+        compiles = run.config.compile and not getattr(run.forward, "catdog_compiled", False)
+        started = time.perf_counter()
         loss, right = train_step(run, batch, generator)
+        if compiles:  # this step compiled the model: timed apart (to its end), not counted in the epoch's img/s
+            loss.item()
+            compiled = (time.perf_counter() - started, len(batch) * run.world.size)
+            run.forward.catdog_compiled = True  # a new wrap (unfreezing) compiles again
+            events.note(f"--compile: the first step compiled in {compiled[0]:.1f}s (not counted in img/s)")
         loss_sum += loss * len(batch)
         correct += right
         seen += len(batch)
         run.state.step = i + 1
-        if (i + 1) % 25 == 0:  # a host sync now and then, for the live numbers and to stop a diverged run
+        sync = (i + 1) % 25 == 0  # a host sync now and then, for the live numbers and to stop a diverged run
+        if sync:
             so_far = loss_sum.item()
             _stop_if_diverged(so_far, "training", run)
             events.advance(1, loss=so_far / seen, acc=correct.item() / seen)
         else:
             events.advance(1)
-        if distributed.any_rank(stop.requested, run.device, run.world):  # every rank stops after the same step
+        # every rank stops after the same step: under torchrun the ranks agree at that periodic sync (a collective
+        # and a host sync every step would stall the GPU), alone the flag is read at once
+        if (sync or not run.world.distributed) and distributed.any_rank(stop.requested, run.device, run.world):
             stop.requested = True
             _stop_if_diverged(loss_sum.item(), "training", run)  # last.pt is saved next: never diverged weights
             return None
@@ -103,7 +110,13 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest, generator: torc
     )
     _stop_if_diverged(totals[0].item(), "training", run)
     n = max(1.0, totals[2].item())
-    return {"train_loss": totals[0].item() / n, "train_acc": totals[1].item() / n, "images": int(totals[2].item())}
+    return {
+        "train_loss": totals[0].item() / n,
+        "train_acc": totals[1].item() / n,
+        "images": int(totals[2].item()),
+        "compile_seconds": compiled[0],
+        "compile_images": compiled[1],
+    }
 
 
 def validate(run: Run, events: Events, model: TransferModel | None = None, name: str = "val") -> EvalOutput:
@@ -148,7 +161,7 @@ def run_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Gene
         "val_acc": val.accuracy,
         "lr": run.optimizer.param_groups[-1]["lr"],
         "seconds": seconds,
-        "images_per_sec": train["images"] / max(seconds, 1e-9),
+        "images_per_sec": (train["images"] - train["compile_images"]) / max(seconds - train["compile_seconds"], 1e-9),
     }
     if run.ema is not None:
         ema = validate(run, events, run.ema.model, "val (EMA)")

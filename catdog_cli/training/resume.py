@@ -156,7 +156,8 @@ def _continue(
             f"{', '.join(gone)} now); start a new run instead"
         )
     extend = config.epochs != ckpt["config"].get("epochs", config.epochs)
-    model = checkpoints.restore_model(ckpt, resolve_device(config.device))
+    # under torchrun this rank's GPU (cuda:LOCAL_RANK), whatever --device cuda:N said
+    model = checkpoints.restore_model(ckpt, resolve_device(distributed.device_for(config.device, world)))
     run = start_run(config, events, dataset=dataset, model=model, world=world, out=out)
     try:
         _restore_training_state(run, ckpt, state, extend)

@@ -30,7 +30,7 @@ from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.models.backbones import TransferModel, check_image_size, count_params, inputs_for
 from catdog_cli.models.strategies import param_groups
 from catdog_cli.runtime import distributed
-from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
+from catdog_cli.runtime.device import Precision, check_compile, default_batch_size, resolve_device
 from catdog_cli.training.ema import EMA
 from catdog_cli.training.features import CachedFeatures, cache_features
 from catdog_cli.training.schedule import lr_factor, lr_schedule
@@ -124,6 +124,7 @@ def wrap(forward: nn.Module, config: TrainConfig, device: torch.device, world: W
     if world.distributed:
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
+        check_compile()
         forward = torch.compile(forward)
     return forward
 
@@ -197,6 +198,7 @@ def start_run(
     check_image_size(config.backbone, inputs.image_size)
     if model is None:
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
+    model = model.to(device)  # a prebuilt model (resume, compare) runs on this rank's device, wherever it was built
     # once the options and weights are known good: a refused run says only why
     if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
         events.note(leak)
@@ -213,21 +215,26 @@ def start_run(
     events.summary(run_summary(config, dataset, device, out, model))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
-    cache, budget = cache or DecodeCache(), memory_budget(device, config.cache_gib)
+    cache = cache or DecodeCache()
+    budget = memory_budget(device, config.cache_gib, cache.resident_bytes())  # compare: cached once
     weights = class_weights(config, dataset, events)
-    sources = open_sources(
-        dataset,
-        inputs,
-        device,
-        config.batch_size,
-        config.seed,
-        config.augment,
-        cache,
-        budget,
-        config.workers,
-        events,
+    # one rank's shard can lack readable val images: every rank raises that error, none waits for the others
+    sources = distributed.together(
+        lambda: open_sources(
+            dataset,
+            inputs,
+            device,
+            config.batch_size,
+            config.seed,
+            config.augment,
+            cache,
+            budget,
+            config.workers,
+            events,
+            world,
+            weights,
+        ),
         world,
-        weights,
     )
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, inputs.model_input, False

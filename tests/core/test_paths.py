@@ -339,3 +339,21 @@ def test_a_lock_that_may_be_held_is_still_refused(tmp_path, content):
         with pytest.raises(CatdogError, match="is in use by another catdog run"), run_folder(out, "train", reuse=reuse):
             pass
     assert os.listdir(out) == [LOCK] and (out / LOCK).read_text() == written  # left as it was
+
+
+def test_without_platformdirs_everything_imports_and_the_data_root_falls_back_to_xdg(tmp_path):
+    """A bare GPU box (`pip install --no-deps`) may lack platformdirs: it is imported only when the default data
+    root is asked for, and its absence falls back to XDG's folder."""
+    probe = (
+        "import sys; sys.modules['platformdirs'] = None\n"  # `import platformdirs` now raises ImportError
+        "import catdog_cli.cli.app, catdog_cli.training.compare\n"
+        "from catdog_cli.core.paths import data_root\n"
+        "print(data_root())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CATDOG_HOME"} | {
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "xdg" / "catdog")

@@ -11,6 +11,7 @@ import torch
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.data import decode as data
+from catdog_cli.data import sources
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch, ImageSpec, decode_split
 from catdog_cli.data.sources import DecodeCache, ResidentSource, StreamingSource, ThreadedSource, batches, memory_budget
@@ -240,3 +241,36 @@ def test_threaded_decodes_only_a_few_batches_ahead_of_the_model(image_folder, mo
         with lock:
             consumed[0] += 1
     assert len(leads) == len(split) == 20 and max(leads) <= 3
+
+
+def test_on_cuda_the_budget_counts_cached_images_once_and_caps_cache_gib_by_free_memory(monkeypatch):
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 80 * 2**30))
+    assert memory_budget(gpu) == 5 * 2**30
+    # compare's later cells: 6 GiB of images are already on the GPU (no longer free): the budget still covers them
+    assert memory_budget(gpu, cached=6 * 2**30) == 8 * 2**30
+    assert memory_budget(gpu, 4.0) == 4 * 2**30
+    assert memory_budget(gpu, 100.0) == 9 * 2**30  # --cache-gib over what the GPU has: capped, no OOM at decode
+
+
+def test_a_split_larger_than_the_host_can_decode_streams(image_folder, monkeypatch, count_decodes):
+    """Decoding up front holds a split in host memory at about twice its size: over what is available, stream."""
+    split = load_dataset(image_folder(layout="flat", train=4, val=0), val_split=None).split("all")
+    size = len(split) * EVAL.bytes_per_image()
+    monkeypatch.setattr(sources, "host_available", lambda: 2 * size - 1)
+    assert DecodeCache().get(split, EVAL, CPU, budget=2**30, workers=1).streamed and count_decodes == []
+    monkeypatch.setattr(sources, "host_available", lambda: 2 * size)
+    assert not DecodeCache().get(split, EVAL, CPU, budget=2**30, workers=1).streamed
+
+
+def test_image_batches_pin_their_tensors_in_the_dataloader(monkeypatch):
+    """pin_memory=True reaches the streamed batches (DataLoader pins what collate made): only then is a
+    non_blocking copy to the GPU asynchronous."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: pinned.append(self) or self.clone())
+    batch = ImageBatch(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), torch.tensor([5, 6]))
+    out, skipped = pin_memory((batch, [("a.jpg", "unreadable")]))  # what _collate_streamed returns
+    assert isinstance(out, ImageBatch) and len(pinned) == 3 and skipped == [("a.jpg", "unreadable")]
+    assert torch.equal(out.index, batch.index) and out.images is not batch.images and out.sizes is None

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ def test_gpu_check_script_parses_and_explains_its_usage(tmp_path):
         ["bash", str(BENCHMARKS / "gpu_check.sh"), "--smoke", str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert usage.returncode == 2 and "WHEELDIR ARCHIVE OUTDIR" in usage.stderr and "--smoke" in usage.stderr
+    assert "--make-wheels WHEELDIR" in usage.stderr
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -70,5 +73,41 @@ def test_summary_reports_steps_that_failed_and_a_grid_cut_short(tmp_path):
         "tutorial_wall_s": None,
         "speedup": None,
         "complete": False,
+        "nvidia_smi_peak_mib_per_cell": None,
     }
     assert found["train"]["train"]["img_per_s"] == [800.0] and found["train"]["train_compiled"] is None
+
+
+def test_preflight_names_each_missing_module_and_stops(tmp_path):
+    """A bare GPU box with torch alone: the script stops at once, naming what WHEELDIR must add."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    for name in ("rich", "typer"):
+        (shim / f"{name}.py").write_text("raise ImportError('absent')\n")
+    env = {"PYTHONPATH": str(shim), "PATH": os.environ.get("PATH", "")}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_check.py"), "preflight"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "gpu_check: missing Python modules: typer, rich (put their wheels in WHEELDIR)"
+    assert gpu_check.preflight() == []  # this machine has them all
+
+
+def test_each_compare_cells_peak_gpu_memory_comes_from_the_samples_inside_it(tmp_path):
+    samples = tmp_path / "gpu_memory.txt"
+    samples.write_text("9.5 100\n10.0 500\n11.0 900\n12.0 700\n13.0 300\nbroken line\n14.0 2000\n")
+    grid = {
+        "catdog": {
+            "table": [
+                {"backbone": "resnet34", "strategy": "finetune", "unix": [10.0, 11.5]},
+                {"backbone": "resnet34", "strategy": "freeze", "unix": [11.5, 13.0]},
+                {"backbone": "googlenet", "strategy": "freeze", "status": "failed"},
+            ]
+        }
+    }
+    assert gpu_check.cell_peaks(grid, samples) == [
+        {"cell": "resnet34/finetune", "peak_mib": 900},
+        {"cell": "resnet34/freeze", "peak_mib": 700},
+        {"cell": "googlenet/freeze", "peak_mib": None},
+    ]
+    assert gpu_check.cell_peaks(grid, tmp_path / "none.txt") is None

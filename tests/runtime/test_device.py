@@ -4,6 +4,7 @@ or what --precision asks), and a training run that records what it used."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -48,10 +49,66 @@ def test_fp32_and_bf16_are_what_is_asked_whatever_the_cpu(monkeypatch, native):
 def test_unknown_precision_and_bf16_on_a_gpu_without_it_are_refused(monkeypatch):
     with pytest.raises(CatdogError, match="unknown precision 'fp8'"):
         Precision(CPU, "fp8")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     with pytest.raises(CatdogError, match="this GPU has no bf16"):
         Precision(torch.device("cuda"), "bf16")
     assert Precision(torch.device("cuda"), "fp32").name == "fp32"
+
+
+@pytest.mark.parametrize(
+    "capabilities, chosen, expected",
+    [
+        ({0: (9, 0)}, "cuda:0", "bf16"),  # H100/H200
+        ({0: (8, 0)}, "cuda", "bf16"),  # A100
+        ({0: (7, 0)}, "cuda:0", "fp16"),  # V100: torch "supports" bf16 by emulation, slowly
+        ({0: (7, 5)}, "cuda:0", "fp16"),  # T4
+        ({0: (9, 0), 1: (7, 0)}, "cuda:1", "fp16"),  # the chosen GPU decides, not the current one (cuda:0)
+        ({0: (7, 0), 1: (8, 6)}, "cuda:1", "bf16"),
+    ],
+)
+def test_auto_on_cuda_is_bf16_by_the_chosen_gpus_compute_capability(monkeypatch, capabilities, chosen, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts: not asked
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    def capability(device=None):
+        index = torch.device(device).index if device is not None else None
+        return capabilities[0 if index is None else index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    precision = Precision(torch.device(chosen))
+    assert precision.name == expected
+    assert precision.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[expected]
+
+
+def _scaled_step(scaler: torch.amp.GradScaler, loss_scale: float) -> tuple[bool, int, torch.Tensor]:
+    """One Precision.step at fp16's loss scaling (a CPU GradScaler stands in for CUDA's): whether it stepped,
+    the schedule's step count, and the weight after it."""
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    precision = Precision(CPU, "fp32")
+    precision.scaler = scaler
+    stepped = precision.step((weight * loss_scale).sum(), optimizer)
+    if stepped:
+        schedule.step()
+    return stepped, schedule.last_epoch, weight.detach()
+
+
+def test_fp16_the_schedule_does_not_step_when_the_scaler_skipped_the_update():
+    skipped = _scaled_step(torch.amp.GradScaler("cpu", init_scale=2.0**16), float("inf"))  # gradients overflow
+    assert skipped[0] is False and skipped[1] == 0 and torch.equal(skipped[2], torch.ones(2))
+    done = _scaled_step(torch.amp.GradScaler("cpu", init_scale=2.0**16), 1.0)
+    assert done[0] is True and done[1] == 1 and torch.allclose(done[2], torch.full((2,), 0.9))
+    plain = _scaled_step(torch.amp.GradScaler("cpu", enabled=False), 1.0)  # fp32/bf16: no scaler, no host sync
+    assert plain[0] is True and plain[1] == 1
+
+
+def test_the_torch_floor_has_the_device_generic_grad_scaler():
+    """torch.amp.GradScaler("cuda") (what Precision builds) came in torch 2.3: an older floor installs a torch
+    that cannot train."""
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    floor = re.search(r'"torch>=(\d+)\.(\d+)', pyproject)
+    assert floor is not None and (int(floor[1]), int(floor[2])) >= (2, 3)
 
 
 def test_bf16_detection_asks_torch_then_the_kernel(monkeypatch, tmp_path):

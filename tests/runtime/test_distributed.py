@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,8 +23,12 @@ from catdog_cli.runtime import distributed
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
 
 
-def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def torchrun(
+    args: list[str], cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    repo = str(Path(__file__).parents[2])  # this checkout's catdog_cli, not the installed one
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -155,3 +160,52 @@ def test_a_failing_rank_ends_the_job_nonzero_in_bounded_time(colors, tmp_path):
     assert done.returncode != 0
     assert "rank 1 breaks" in done.stderr
     assert time.monotonic() - start < 180
+
+
+def test_a_rank_without_val_images_ends_every_rank_with_its_error_in_bounded_time(image_folder, tmp_path):
+    """One image in val: rank 1's shard of it is empty. Every rank raises that one-line error at once, rather
+    than rank 0 waiting for rank 1 in its next collective (30 minutes by default; 6 s here, so a wait fails)."""
+    data = image_folder(train=6, val=0)
+    val = data / "val" / "cat"
+    val.mkdir(parents=True)
+    shutil.copy(next((data / "train" / "cat").iterdir()), val / "only.png")
+    script = tmp_path / "no_val.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os
+        from catdog_cli import TrainConfig, fit
+        from catdog_cli.errors import CatdogError
+        config = TrainConfig({str(data)!r}, backbone="resnet18", epochs=1, batch_size=4, image_size=32,
+                             weights="none", device="cpu", workers=1)
+        try:
+            fit(config, {str(tmp_path / "run")!r})
+        except CatdogError as exc:
+            print(f"rank {{os.environ['RANK']}} error: {{exc}}", flush=True)
+    """)
+    )
+    env_timeout = {"CATDOG_DIST_TIMEOUT_MIN": "0.1"}
+    done = torchrun([str(script)], tmp_path, timeout=180, env=env_timeout)
+    lines = sorted(line for line in done.stdout.splitlines() if " error: " in line)
+    assert [line.split(" error: ")[0] for line in lines] == ["rank 0", "rank 1"], done.stdout + done.stderr
+    assert all("val" in line for line in lines)
+
+
+def test_compare_ranks_meet_over_a_patient_group_not_the_default_timeout(tmp_path):
+    """compare's ranks meet once, after uneven work: rank 1 arrives well after the default group's timeout
+    (3 s here), and the gather over the patient group still succeeds (the slow rank is simulated by a wait)."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        textwrap.dedent("""
+        import time
+        from catdog_cli.runtime import distributed
+        world = distributed.init()
+        group = distributed.patient_group(world)
+        if world.rank == 1:
+            time.sleep(8)
+        print("gathered", distributed.gather(world.rank, world, group), flush=True)
+        distributed.shutdown()
+    """)
+    )
+    done = torchrun([str(script)], tmp_path, timeout=180, env={"CATDOG_DIST_TIMEOUT_MIN": "0.05"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("gathered [0, 1]") == 2

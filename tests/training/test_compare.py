@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import weakref
 from pathlib import Path
 
 import pytest
@@ -387,3 +388,63 @@ def test_a_catdog_checkpoint_as_weights_is_a_warm_start_as_in_train(colors, froz
     line = error_line(catdog(*_grid_args(colors, other), "--weights", best))  # a squeezenet1_1 grid
     assert line == f"error: {best} holds a resnet18 model, not squeezenet1_1: add --backbone resnet18 to train from it"
     assert not other.exists()  # refused before any work
+
+
+def test_each_cell_lets_go_of_its_run_and_keep_best_holds_cpu_weights(colors, tmp_path, monkeypatch):
+    """A finished cell's model (and optimizer moments, EMA, features) is gone before the next cell builds:
+    on a GPU it would take the next cell's headroom. --keep-best holds a state dict in host memory, no Run."""
+    real, models, alive_at_start = compare_mod.start_run, [], []
+
+    def watched(*args, **kwargs):
+        alive_at_start.append([ref() is not None for ref in models])
+        run = real(*args, **kwargs)
+        models.append(weakref.ref(run.model))
+        return run
+
+    monkeypatch.setattr(compare_mod, "start_run", watched)
+    kept = []
+    real_save = compare_mod.checkpoints.save_state
+    monkeypatch.setattr(
+        compare_mod.checkpoints,
+        "save_state",
+        lambda path, state, meta: kept.append(state) or real_save(path, state, meta),
+    )
+    result = compare(small_grid(colors, strategies=["finetune", "freeze"]), tmp_path / "cmp", keep_best=True)
+    assert len(models) == 4 and alive_at_start == [[], [False], [False, False], [False, False, False]]
+    assert all(ref() is None for ref in models)
+    assert len(kept) == 1 and all(t.device.type == "cpu" for t in kept[0].values())
+    assert result["best"] == str(tmp_path / "cmp" / "best.pt")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "compiled",  # torch.compile's BackendCompilerFailed, raised from the OutOfMemoryError its graph hit
+    ],
+    ids=["cudnn", "cublas", "compile-wrapped"],
+)
+def test_allocation_failures_fail_their_cell_freed_and_the_grid_goes_on(colors, tmp_path, monkeypatch, error):
+    real, failed_models, freed_at_empty_cache = compare_mod.initial_model, [], []
+
+    def failing(name, *args, **kwargs):
+        model = real(name, *args, **kwargs)
+        if name != "squeezenet1_1":
+            return model
+        failed_models.append(weakref.ref(model))
+        if error != "compiled":
+            raise RuntimeError(error)
+        try:
+            raise out_of_memory()
+        except torch.cuda.OutOfMemoryError as oom:
+            raise RuntimeError("backend='inductor' raised: see above") from oom
+
+    monkeypatch.setattr(compare_mod, "initial_model", failing)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed_at_empty_cache.append([r() for r in failed_models]))
+    result = compare(small_grid(colors, strategies=["freeze"]), tmp_path / "cmp")
+    rows = {r["backbone"]: r for r in result["rows"]}
+    assert rows["resnet18"]["status"] == "ok"
+    assert rows["squeezenet1_1"]["status"] == "failed" and rows["squeezenet1_1"]["error"] == OUT_OF_MEMORY
+    # the cache is emptied after the failed cell's tensors are gone (not inside `except`, traceback alive)
+    assert freed_at_empty_cache and freed_at_empty_cache[-1] == [None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import types
 
 import pytest
@@ -12,12 +13,13 @@ from helpers import TINY, Recorder, labeled_folder
 
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
+from catdog_cli.core.world import World
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import evaluate as inference
 from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.models.backbones import build_model, inputs_for
 from catdog_cli.training import loop as engine
-from catdog_cli.training import schedule
+from catdog_cli.training import schedule, setup
 from catdog_cli.training.loop import fit
 from catdog_cli.training.resume import resume
 from catdog_cli.training.setup import start_run
@@ -387,3 +389,57 @@ def test_a_full_disk_is_one_line_and_the_run_stays_resumable(tmp_path, monkeypat
     monkeypatch.setattr(torch, "save", real)
     result = resume(out)
     assert result["epochs"] == 3 and len(result["history"]) == 3
+
+
+def test_under_torchrun_the_ranks_agree_on_stopping_only_at_the_periodic_sync(tmp_path, monkeypatch):
+    """A collective and a host sync (`.item()`) every step stall a GPU: under DDP the stop flag is agreed on at
+    the existing every-25-steps sync and at the epoch's end, not after each step."""
+    run = start_run(TrainConfig(str(labeled_folder(tmp_path / "data", per_class=8)), weights="none", **TINY), Events())
+    run.world = World(0, 2, 0)  # a rank of two, its collectives counted instead of run
+    agreed = []
+    monkeypatch.setattr(engine.distributed, "any_rank", lambda flag, device, world: agreed.append(flag) or flag)
+    monkeypatch.setattr(engine.distributed, "all_sum", lambda t, world: t)
+    assert run.steps >= 2
+    assert engine.train_one_epoch(run, Events(), engine.StopRequest(), torch.Generator()) is not None
+    assert len(agreed) == 1  # the epoch's end (is any rank's loss not finite?), no per-step agreement
+
+
+def test_compile_without_a_compiler_is_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    config = TrainConfig(str(labeled_folder(tmp_path / "data", per_class=4)), weights="none", compile=True, **TINY)
+    with pytest.raises(CatdogError, match=r"--compile needs a C/C\+\+ compiler"):
+        start_run(config, Events())
+
+
+def test_compile_time_is_not_counted_in_the_first_epochs_images_per_second(tmp_path, monkeypatch):
+    """The first compiled step compiles (a minute on a GPU): timed apart, said in a note, out of epoch 1's img/s."""
+    clock = [0.0]
+
+    def perf_counter():
+        clock[0] += 0.001
+        return clock[0]
+
+    def fake_compile(module):
+        class Compiled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner, self.calls = module, 0
+
+            def forward(self, x):
+                self.calls += 1
+                clock[0] += 100.0 if self.calls == 1 else 0.0  # compiling
+                return self.inner(x)
+
+        return Compiled()
+
+    monkeypatch.setattr(setup.torch, "compile", fake_compile)
+    monkeypatch.setattr(engine.time, "perf_counter", perf_counter)
+    monkeypatch.setattr(setup, "check_compile", lambda: None)
+    events = Recorder()
+    config = TrainConfig(str(labeled_folder(tmp_path / "data", per_class=8)), weights="none", compile=True, **TINY)
+    record = engine.run_epoch(start_run(config, events), events, engine.StopRequest(), torch.Generator())
+    assert record["seconds"] > 100  # the epoch's wall time is what it was
+    assert record["images_per_sec"] > 100  # but img/s counts the steps after the compiling one
+    assert any("compiled in 100.0s" in note for note in events.notes)

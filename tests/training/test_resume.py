@@ -415,3 +415,29 @@ def test_a_run_killed_while_it_holds_its_folder_leaves_no_lock_that_blocks_it(tm
     else:
         done = ok_json(catdog("train", "--data", data, *TINY_CLI, "--epochs", "1", "--out", out, "--json"))
     assert not done["interrupted"] and not (out / LOCK).exists()
+
+
+def test_resume_under_torchrun_puts_each_rank_on_its_own_gpu_whatever_device_says(frozen_run, tmp_path, monkeypatch):
+    """`catdog train --resume OUT --device cuda:0` under torchrun: rank 1 restores onto cuda:1, not onto GPU 0."""
+    from catdog_cli.core.world import World
+    from catdog_cli.training import resume as resume_mod
+
+    out = tmp_path / "run"
+    shutil.copytree(frozen_run["out"], out)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(resume_mod.distributed, "init", lambda: World(1, 2, 1))
+    monkeypatch.setattr(resume_mod.distributed, "main_enters", lambda stack, context, world: None)
+    restored_on = []
+
+    class Restored(Exception):
+        pass
+
+    def restore(ckpt, device):
+        restored_on.append(device)
+        raise Restored
+
+    monkeypatch.setattr(resume_mod.checkpoints, "restore_model", restore)
+    with pytest.raises(Restored):
+        resume_mod.resume(out, {"device": "cuda:0", "epochs": 3})
+    assert restored_on == [torch.device("cuda:1")]
