@@ -1,20 +1,19 @@
-"""`nox -s tests` is the one test command (README and .ci/run use it); `nox -s lint` runs ruff, the format
-check and the import-direction check (catdog_cli/layers.py)."""
+"""`nox -s tests` is the one test command (README and .ci/run use it): pytest in the environment that set-up
+made; `nox -s lint` runs ruff, the format check and the import-direction check (catdog_cli/layers.py)."""
+
+import sys
 
 import nox
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-# torch from PyPI resolves to a large CUDA build; on machines with a local pip cache/cap it is served from disk.
-TORCH = ["torch>=2.2", "torchvision>=0.17"]
 
-
-@nox.session
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    session.install(*TORCH)
-    session.install("-e", ".[test,timm,export]")  # export: the ONNX tests run in CI (they skip without it)
-    session.run("pytest", "-q", *session.posargs)
+    """In the Python that runs nox: after the README's set-up, the project's .venv with catdog and its extras. A
+    nox virtualenv of its own would download a second multi-GB torch beside the one just installed."""
+    session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, external=True)
 
 
 @nox.session

@@ -65,7 +65,7 @@ class Timeline(Events):
     def cell(self, index: int, total: int, name: str) -> None:
         self.cells.append({"start": time.perf_counter(), "first_epoch": None, "val_windows": [], "end": None})
 
-    def task(self, description: str, total: int) -> None:
+    def task(self, description: str, total: int, batch: int = 1) -> None:
         now = time.perf_counter()
         if description.startswith("decoding") and self.decode_start is None:
             self.decode_start = now

@@ -29,6 +29,7 @@ from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
 from catdog_cli.reporting.run_report import write_train_report
 from catdog_cli.runtime import distributed
+from catdog_cli.runtime.device import threads_record
 from catdog_cli.training.features import CachedFeatures
 from catdog_cli.training.setup import Run
 
@@ -71,6 +72,7 @@ def summarize(
         "versions": checkpoints.versions(),
         "device": str(run.device),
         "precision": run.precision.name,
+        **threads_record(),
         "classes": classes,
         "split_origin": run.dataset.origin,
         "params": {"total": total, "trainable": trainable},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -13,8 +14,11 @@ import pytest
 import torch
 from helpers import Recorder, catdog, error_line, ok_json, out_of_memory
 from PIL import Image
+from rich.console import Console
 
+from catdog_cli.cli.render import compare_table
 from catdog_cli.core.config import CompareConfig, TrainConfig
+from catdog_cli.core.records import random_init_note
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.models.backbones import TORCHVISION
 from catdog_cli.training import compare as compare_mod
@@ -387,3 +391,16 @@ def test_a_catdog_checkpoint_as_weights_is_a_warm_start_as_in_train(colors, froz
     line = error_line(catdog(*_grid_args(colors, other), "--weights", best))  # a squeezenet1_1 grid
     assert line == f"error: {best} holds a resnet18 model, not squeezenet1_1: add --backbone resnet18 to train from it"
     assert not other.exists()  # refused before any work
+
+
+def test_cells_from_random_init_are_marked_in_the_table_md_and_report(grid):
+    """Random-init cells sit at the majority class; unmarked, they read as a verdict on the architecture."""
+    result, out, _ = grid
+    assert result["weights"] == {"resnet18": "none", "squeezenet1_1": "none"}
+    note = "random init (--weights none), no ImageNet weights: resnet18, squeezenet1_1; on a small dataset"
+    assert note in (out / "compare.md").read_text()
+    assert note in (out / "report.html").read_text()
+    console = Console(file=io.StringIO(), width=200)
+    console.print(compare_table(result))
+    assert note in console.file.getvalue()
+    assert random_init_note({**result, "weights": {"resnet18": "default"}}) is None
