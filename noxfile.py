@@ -1,30 +1,36 @@
-"""`nox -s tests` is the one test command (README and .ci/run use it); `nox -s lint` runs ruff, the format
-check and the import-direction check (catdog_cli/layers.py)."""
+"""`nox -s tests` is the one test command (README and .ci/run use it): pytest in the environment that set-up
+made; `nox -s lint` runs ruff, the format check and the import-direction check (catdog_cli/layers.py)."""
+
+import sys
 
 import nox
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-# torch from PyPI resolves to a large CUDA build; on machines with a local pip cache/cap it is served from disk.
-TORCH = ["torch>=2.2", "torchvision>=0.17"]
 
-
-@nox.session
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    session.install(*TORCH)
-    # export: the ONNX tests run in CI (they skip without it); tensorboard: --log tensorboard's tests (light)
-    session.install("-e", ".[test,timm,export,tensorboard]")
-    session.run("pytest", "-q", *session.posargs)
+    """In the Python that runs nox: after the README's set-up, the project's .venv with catdog and its extras. A
+    nox virtualenv of its own would download a second multi-GB torch beside the one just installed."""
+    session.run(sys.executable, "-m", "pytest", "-q", *session.posargs, external=True)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def tracking(session: nox.Session) -> None:
     """The tracking tests with real MLflow too (a local store and a real `mlflow server`). Not in the default
     sessions: MLflow is a large install and its server starts slowly (benchmarks/README.md, 2026-12-04)."""
-    session.install(*TORCH)
-    session.install("-e", ".[test,mlflow,tensorboard]")
-    session.run("pytest", "-q", "tests/tracking", "tests/cli/test_runs.py", *session.posargs)
+    session.run(sys.executable, "-m", "pip", "install", "-q", "-e", ".[test,mlflow,tensorboard]", external=True)
+    session.run(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "tests/tracking",
+        "tests/cli/test_runs.py",
+        *session.posargs,
+        external=True,
+    )
 
 
 @nox.session

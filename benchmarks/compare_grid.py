@@ -67,7 +67,7 @@ class Timeline(Events):
             {"start": time.perf_counter(), "first_epoch": None, "val_windows": [], "end": None, "unix": [time.time()]}
         )
 
-    def task(self, description: str, total: int) -> None:
+    def task(self, description: str, total: int, batch: int = 1) -> None:
         now = time.perf_counter()
         if description.startswith("decoding") and self.decode_start is None:
             self.decode_start = now

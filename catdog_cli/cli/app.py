@@ -6,6 +6,7 @@ use.py (evaluate, predict, export); their shared options are declared once in op
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from catdog_cli import __version__
-from catdog_cli.cli import check, fetch, runs, train, use
+from catdog_cli.cli import check, doctor, fetch, runs, train, use
+from catdog_cli.core.defaults import THREADS_ENV
 from catdog_cli.core.formatting import printable
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
+from catdog_cli.runtime.environment import stack_failure
 
 
 @dataclass
@@ -39,6 +42,8 @@ def _user_message(exc: Exception) -> str:
     cannot be read, a full disk) is the environment's, not a bug: its reason and the file it concerns."""
     if out_of_memory(exc):
         return OUT_OF_MEMORY
+    if stack_failure(exc):
+        return stack_failure(exc)
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
@@ -80,7 +85,7 @@ class CatdogGroup(TyperGroup):
             return super().invoke(ctx)
         except Exception as exc:
             debug = isinstance(ctx.obj, Session) and ctx.obj.debug
-            if debug or not (isinstance(exc, (CatdogError, OSError)) or out_of_memory(exc)):
+            if debug or not (isinstance(exc, (CatdogError, OSError)) or out_of_memory(exc) or stack_failure(exc)):
                 raise
             if isinstance(exc, BrokenPipeError):  # `catdog ... | head`: typer leaves quietly
                 raise
@@ -114,8 +119,13 @@ def _root(
     ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads for torch (default: the cores other processes leave free; `catdog doctor`)."
+    ),
 ) -> None:
     ctx.obj = Session(debug=debug)
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)  # read where torch is set up, and by torchrun's ranks
     # Pillow warns about images over 89 M pixels; catdog applies its own limit and names each file it refuses
     warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
@@ -129,6 +139,7 @@ app.command(help=train.COMPARE_HELP)(train.compare)
 app.command("lr-find")(train.lr_find)
 app.command()(runs.runs)
 app.command()(check.check)
+app.command()(doctor.doctor)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ wrapped.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType
@@ -28,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from catdog_cli.core.events import Events
-from catdog_cli.core.formatting import fmt, pct, printable, weights_text
+from catdog_cli.core.formatting import fmt, lr_text, pct, printable, weights_text
 from catdog_cli.core.records import (
     CompareRow,
     EpochRecord,
@@ -70,12 +71,55 @@ def safe(text: object) -> str:
     return escape(printable(text))
 
 
-class RichEvents(Events):
-    """Engine events as the summary block, a transient progress bar (on a terminal only), one line per epoch,
-    and yellow notes."""
+class LogProgress:
+    """Progress where no bar is drawn (a pipe, a log file, CI): a plain line every tenth of the work or every
+    `every` seconds, whichever comes first, with the count, images per second and the time left. Work done within
+    `quiet` seconds says nothing: its end is told anyway."""
 
-    def __init__(self, console: Console):
+    def __init__(
+        self,
+        line: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        every: float = 15.0,
+        quiet: float = 5.0,
+    ):
+        self.line, self.clock, self.every, self.quiet = line, clock, every, quiet
+        self.description, self.total, self.batch, self.done, self.shown = "", 0, 1, 0, 0
+        self.start = self.last = 0.0
+
+    def task(self, description: str, total: int, batch: int = 1) -> None:
+        self.description, self.total, self.batch, self.done = description, total, batch, 0
+        self.start = self.last = self.clock()
+        self.shown = 0  # tenths of the work already told
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if not self.total or self.done >= self.total:  # the task's own end is told by what follows it
+            return
+        now, tenths = self.clock(), self.done * 10 // self.total
+        if now - self.start >= self.quiet and (tenths > self.shown or now - self.last >= self.every):
+            self.shown, self.last = tenths, now
+            self.line(self.status(now - self.start))
+
+    def status(self, elapsed: float) -> str:
+        """'epoch 2/10: step 12/40 (30%), 85.3 img/s, ETA 0:15'."""
+        count = f"step {self.done}/{self.total}" if self.batch > 1 else f"{self.done}/{self.total}"
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate else None
+        left = f"{int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "?"
+        return (
+            f"{self.description}: {count} ({100 * self.done // self.total}%), "
+            f"{fmt(rate * self.batch, 'rate')} img/s, ETA {left}"
+        )
+
+
+class RichEvents(Events):
+    """Engine events as the summary block, a transient progress bar (on a terminal; elsewhere a plain progress
+    line now and then), one line per epoch, and yellow notes."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic):
         self.console = console
+        self.log = None if console.is_terminal else LogProgress(self.line, clock)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -110,12 +154,16 @@ class RichEvents(Events):
         self.summarized = True
         self.console.print(run_summary(summary))
 
-    def task(self, description: str, total: int) -> None:
+    def task(self, description: str, total: int, batch: int = 1) -> None:
+        if self.log is not None:
+            self.log.task(description, total, batch)
         if self.current is not None:
             self.progress.remove_task(self.current)
         self.current = self.progress.add_task(description, total=total, info="")
 
     def advance(self, n: int = 1, **info: float) -> None:
+        if self.log is not None:
+            self.log.advance(n)
         if self.current is None:
             return
         text = "  ".join(f"{k} {v:.3f}" for k, v in info.items())
@@ -199,6 +247,17 @@ def run_summary(summary: RunSummary) -> RenderableType:
         rows += [
             ("model", f"{backbone}, {weights_text(s['weights'][backbone])}{counted}"),
             ("training", f"{strategy}, {lr}, {_epochs(s['epochs'])}, batch {s['batch_size']}, {size}, {augment}"),
+        ]
+    elif s["kind"] == "lr-find":
+        backbone, (start, end, steps) = s["backbones"][0], s["lr_range"]
+        title = f"catdog lr-find: {backbone}, {', '.join(s['strategies'])}"
+        rows += [
+            ("model", f"{backbone}, {weights_text(s['weights'][backbone])}"),
+            (
+                "range test",
+                f"the head's lr from {lr_text(start)} to {lr_text(end)} over {steps} steps, batch {s['batch_size']}, "
+                f"{size}, {augment}",
+            ),
         ]
     else:
         cells = len(s["backbones"]) * len(s["strategies"])

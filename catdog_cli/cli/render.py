@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from catdog_cli.cli.progress import UNWRAPPED, Trimmed, safe
-from catdog_cli.core.formatting import fmt, pct, printable, weights_text
+from catdog_cli.core.formatting import fmt, lr_text, pct, printable, weights_text
 from catdog_cli.core.records import (
     COMPARE_COLUMNS,
     Calibration,
@@ -31,6 +31,7 @@ from catdog_cli.core.records import (
     Throughput,
     TrainResult,
     interrupted_note,
+    random_init_note,
     shown_steps,
 )
 from catdog_cli.data.balance import imbalance_note
@@ -177,11 +178,13 @@ def confidence_table(ev: EvaluateResult) -> Group:
 
 
 def throughput_line(result: Throughput) -> str:
-    """How fast evaluate or predict went, and on what: the figure a user compares machines by."""
-    return (
-        f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, "
-        f"{result['runtime']} on {result['device']}, {result['precision']})"
-    )
+    """How fast evaluate or predict went, and on what: the figure a user compares machines by (none when no
+    file could be classified: a rate of nothing is no figure)."""
+    where = f"{result['runtime']} on {result['device']}, {result['precision']}"
+    predictions = result.get("predictions")
+    if not result["images_per_sec"] or (predictions is not None and not any("label" in r for r in predictions)):
+        return f"no image was classified ({result['seconds']:.1f} s, {where})"
+    return f"{result['images_per_sec']:.1f} img/s ({result['seconds']:.1f} s decoding and computing, {where})"
 
 
 def predictions_table(rows: list[Prediction]) -> Table:
@@ -329,6 +332,8 @@ class CompareTable:
         note = interrupted_note(result)
         if note:
             yield Text(printable(note), style="bold red")
+        if random := random_init_note(result):
+            yield Text(printable(random), style="yellow")
         reasons: dict[tuple[str, str], list[str]] = {}  # a backbone's cells that failed alike: one line
         for row in result["rows"]:
             if row["status"] != "ok":
@@ -397,6 +402,11 @@ def lr_plot(curve: LrCurve, width: int = 60, height: int = 12) -> str:
     return "\n".join(lines)
 
 
+def _lr(lr: float | None) -> str:
+    """A suggested rate as one would type it: two significant digits (3.6e-4, not 0.0003594)."""
+    return fmt(None) if lr is None else lr_text(float(f"{lr:.2g}"))
+
+
 def lr_find_table(result: LrFindResult) -> Table:
     table = Table(
         title=safe(f"lr-find on {result['config']['data']} ({result['config']['backbone']})"), title_justify="left"
@@ -404,5 +414,5 @@ def lr_find_table(result: LrFindResult) -> Table:
     for col in ("strategy", "suggested --lr", "lowest loss at", "ended"):
         table.add_column(col, justify="left" if col in ("strategy", "ended") else "right")
     for curve in result["curves"]:
-        table.add_row(curve["strategy"], fmt(curve["suggested_lr"]), fmt(curve["min_loss_lr"]), curve["ended"])
+        table.add_row(curve["strategy"], _lr(curve["suggested_lr"]), _lr(curve["min_loss_lr"]), curve["ended"])
     return table

@@ -6,7 +6,6 @@ really used (`Run.config`: the lr, batch size and image size it resolved), never
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import math
 import re
@@ -27,6 +26,7 @@ from catdog_cli.core.defaults import (
     STRATEGY_NAMES,
     TORCHVISION_BACKBONES,
 )
+from catdog_cli.core.formatting import did_you_mean
 from catdog_cli.core.modelfiles import check_runtime
 from catdog_cli.core.paths import check_new_file, resolve_data
 from catdog_cli.core.weightfiles import weights_by_backbone
@@ -88,13 +88,6 @@ def check_device(device: str) -> None:
     """auto, cpu or cuda[:N]: the devices catdog runs on (mps, xpu and meta are refused here, not mid-run)."""
     if not isinstance(device, str) or not DEVICE.fullmatch(device):
         raise CatdogError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
-
-
-def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
-    if not close:
-        return ""
-    return f"did you mean {close[0]}? " if len(close) == 1 else f"did you mean {', '.join(close[:-1])} or {close[-1]}? "
 
 
 def check_backbone(name: str) -> None:

@@ -85,3 +85,9 @@ DEFAULT_OOD_KEEP = 0.95  # the share of val images its threshold keeps
 RUNTIMES = ("auto", "torch", "onnxruntime")
 # export --int8: accuracy points the int8 file may lose on the run's val split against the fp32 file (issue 27)
 INT8_TOLERANCE = 0.5
+# `catdog --threads N` puts N here (an environment variable, so that torchrun's ranks and worker processes see it);
+# runtime.device.choose_threads reads it before OMP_NUM_THREADS
+THREADS_ENV = "CATDOG_THREADS"
+# the datasets `catdog fetch NAME` knows (data.fetch.REGISTRY has their sources), named here so that a typo in
+# --data NAME is answered without loading the fetch machinery
+KNOWN_DATASETS = ("hymenoptera", "catdog", "petimages")

@@ -13,7 +13,8 @@ class Events:
     def summary(self, summary: RunSummary) -> None:
         """What the run is about to do (data, model, strategy, device, output folder), before the work starts."""
 
-    def task(self, description: str, total: int) -> None: ...
+    def task(self, description: str, total: int, batch: int = 1) -> None:
+        """Work of `total` units starts (advance() counts them); a unit is `batch` images (a training step)."""
 
     def advance(self, n: int = 1, **info: float) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any
@@ -63,3 +64,17 @@ def weights_text(weights: str) -> str:
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that reads digit runs as numbers: img2 before img10, as a person would list them."""
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part)
+
+
+def did_you_mean(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """'did you mean resnet18? ' for a typo of one of `choices`, '' when nothing is close."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f"did you mean {close[0]}? " if len(close) == 1 else f"did you mean {', '.join(close[:-1])} or {close[-1]}? "
+
+
+def lr_text(lr: float) -> str:
+    """A learning rate as people write it: 3e-3, 1e-4, 0.5."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}" if lr < 0.01 else f"{lr:g}"

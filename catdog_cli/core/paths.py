@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from catdog_cli.core.defaults import KNOWN_DATASETS
+from catdog_cli.core.formatting import did_you_mean
 from catdog_cli.errors import CatdogError
 
 
@@ -49,25 +51,53 @@ def data_root() -> Path:
 
 
 def resolve_data(data: str | Path) -> Path:
-    """A folder path, or the name of a dataset fetched into the data root; one that cannot be read is refused
-    here, before anything is loaded."""
+    """A folder path, or the name of a dataset fetched into the data root (a folder of that name here comes first:
+    `data_note` says so when both exist); one that cannot be read is refused here, before anything is loaded."""
     path = Path(data).expanduser()
     if not path.is_dir():
         fetched = data_root() / str(data)
         if fetched.is_dir():
             path = fetched
         elif path.exists():
-            raise CatdogError(f"{path} is a file, not a folder of images")
+            raise CatdogError(f"{path.absolute()} is a file, not a folder of images")
         else:
-            raise CatdogError(
-                f"no dataset at {data!r}: not a folder, and not fetched into {data_root()} (try `catdog fetch {data}`)"
-            )
+            raise CatdogError(f"no dataset at {data!r}: {_not_found(str(data))}")
     try:
         with os.scandir(path):
             pass
     except OSError as exc:
-        raise CatdogError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise CatdogError(f"cannot read {path.absolute()}: {exc.strerror or exc}") from None
     return path
+
+
+def _not_found(data: str) -> str:
+    """Why a --data that is neither a folder nor a fetched dataset was refused, and what was probably meant."""
+    root = data_root()
+    where = f"no folder {Path(data).absolute()}, and nothing fetched as {data!r} into {root}"
+    if os.sep in data or (os.altsep and os.altsep in data):
+        return f"{where} (a path that does not exist)"
+    fetched = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if data in KNOWN_DATASETS:
+        return f"{where} (`catdog fetch {data}`; offline, `catdog fetch {data} --from ARCHIVE`)"
+    meant = did_you_mean(data, list(dict.fromkeys([*fetched, *KNOWN_DATASETS])))
+    if meant:
+        return f"{where}; {meant.strip()}"
+    return f"{where} (known datasets: {', '.join(KNOWN_DATASETS)}, for `catdog fetch NAME`)"
+
+
+def data_note(data: str | Path, path: Path) -> str | None:
+    """When a bare name was read as a folder here although a fetched dataset has the same name (or the other way
+    round): which one was read, and how to pick the other."""
+    if isinstance(data, Path) or os.sep in data or not path.is_dir():
+        return None
+    try:
+        fetched = data_root() / data
+    except CatdogError:
+        return None
+    local = Path(data)
+    if path == local and fetched.is_dir():
+        return f"--data {data} read the folder {local.absolute()}; the fetched dataset is {fetched} (pass that path)"
+    return None
 
 
 def _mkdirs(folder: Path) -> list[Path]:

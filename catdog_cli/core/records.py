@@ -124,6 +124,8 @@ class TrainResult(TypedDict):
     versions: dict[str, str]
     device: str
     precision: str
+    threads: int  # torch's intra-op threads (runtime.device.choose_threads)
+    threads_why: str  # "--threads", "OMP_NUM_THREADS", or the cores and load it was chosen from
     classes: list[str]
     split_origin: str
     params: Params
@@ -275,12 +277,13 @@ class CompareResult(TypedDict):
     wall_seconds: float
     best: str | None
     rows: list[CompareRow]
+    weights: NotRequired[dict[str, str]]  # per backbone: "default", "none" or a file (older compare.json: none)
 
 
 class RunSummary(TypedDict):
     """What a run is about to do, told before the work starts (Events.summary): train, or a compare grid."""
 
-    kind: str  # "train" or "compare"
+    kind: str  # "train", "compare" or "lr-find"
     data: str
     classes: list[str]
     images: dict[str, int]  # image files found per split, before any is decoded
@@ -298,6 +301,7 @@ class RunSummary(TypedDict):
     precision: str
     out: str
     recipe: list[str]  # recipe options set away from their defaults, as typed
+    lr_range: NotRequired[tuple[float, float, int]]  # lr-find: the head's lr from, to, over how many steps
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,18 @@ def sort_rows(rows: list[CompareRow]) -> list[CompareRow]:
         return r.get("status") != "ok", -(acc if acc is not None else -1.0), str(r.get("backbone"))
 
     return sorted(rows, key=key)
+
+
+def random_init_note(result: CompareResult) -> str | None:
+    """What the table, compare.md and the report say about backbones trained from random weights: on a few
+    hundred images such cells sit near the majority class, which is no verdict on the architecture."""
+    none = [b for b, w in (result.get("weights") or {}).items() if w == "none"]
+    if not none:
+        return None
+    return (
+        f"random init (--weights none), no ImageNet weights: {', '.join(none)}; on a small dataset these cells "
+        "stay near the majority class, which says nothing of the architecture"
+    )
 
 
 def interrupted_note(result: CompareResult) -> str | None:

@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from catdog_cli.core.paths import resolve_data
+from catdog_cli.core.paths import data_note, resolve_data
 from catdog_cli.data.folders import Walk, split_of, stratified_split, visible_dirs
 from catdog_cli.errors import CatdogError
 
 LABELED_SPLITS = ("train", "val", "test")
+# the stand-in some archives ship where a photo went missing (hymenoptera's train/ants/imageNotFound.gif): by its
+# name, it is no photo of its class, and training on it as one would teach the model a logo
+PLACEHOLDER = re.compile(r"image[-_ ]?not[-_ ]?found|placeholder", re.IGNORECASE)
 
 
 @dataclass
@@ -84,7 +88,12 @@ def _class_images(folder: Path, walk: Walk, notes: list[str]) -> dict[Path, list
         images, others = walk.images(d)
         if others:
             notes.append(f"{d}: ignored {len(others)} non-image file(s)")
-        found[d] = images
+        stand_ins = [p for p in images if PLACEHOLDER.search(p.stem)]
+        notes += [
+            f"{p}: left out, a placeholder for a missing photo (by its name), not a photo of {d.name}"
+            for p in stand_ins
+        ]
+        found[d] = [p for p in images if p not in stand_ins]
     return found
 
 
@@ -163,7 +172,8 @@ def load_dataset(
     there now (see `_restore`), not a split derived again from a file list that may have changed.
     """
     root = resolve_data(data)
-    notes: list[str] = []
+    read = data_note(data, root)  # a folder here read although a fetched dataset has its name
+    notes: list[str] = [read] if read else []
     try:
         found, origin, class_root = _discover(root, val_split, seed, notes)
     except OSError as exc:  # a split folder that cannot be listed
@@ -178,13 +188,13 @@ def load_dataset(
         classes = sorted(found[reference])
         if len(classes) < 2:
             raise CatdogError(
-                f"{class_root} has {len(classes)} class folder(s) with images; a classifier needs at least 2 "
-                "(expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)"
+                f"{class_root.absolute()} has {len(classes)} class folder(s) with images; a classifier needs at "
+                "least 2 (expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)" + (f"; {read}" if read else "")
             )
     _check_classes(found, classes, reference, root, notes)
     splits = {s: _labeled(by_class, classes) for s, by_class in found.items()}
     if not any(len(s) for s in splits.values()):
-        raise CatdogError(f"no images found in {root}")
+        raise CatdogError(f"no images found in {root.absolute()}" + (f"; {read}" if read else ""))
     return Dataset(root, list(classes), splits, origin, notes, left_out, missing)
 
 

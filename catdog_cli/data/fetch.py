@@ -9,6 +9,7 @@ runs at a time (a lock file in ROOT); a second one waits for it, then finds the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -50,7 +51,7 @@ try:
 except ImportError:  # Windows: no flock, so fetches of one dataset are not serialized there
     fcntl = None
 
-__all__ = ["REGISTRY", "DatasetSummary", "FetchProgress", "check_options", "fetch"]
+__all__ = ["REGISTRY", "DatasetSummary", "FetchProgress", "check_options", "fetch", "fetched"]
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_SIZE_GIB = 1 << 20  # the largest --max-size taken (1 PiB): beyond it a typo, not a dataset
@@ -155,6 +156,18 @@ def _existing(final: Path) -> tuple[DatasetSummary | None, str | None]:
         return None, "damaged"
 
 
+def fetched(root: Path) -> dict[str, DatasetSummary | str]:
+    """Every dataset folder in the data root: its summary when fetch made it whole, else "foreign" (a folder
+    fetch did not make) or "damaged"."""
+    if not root.is_dir():
+        return {}
+    found: dict[str, DatasetSummary | str] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        summary, problem = _existing(folder)
+        found[folder.name] = summary or problem or "foreign"
+    return found
+
+
 def _origin(name: str, source: str | None, entry: Source | None) -> str:
     """Where this fetch reads from: a URL, or the real path of a local archive or folder."""
     if source is None:
@@ -254,13 +267,21 @@ def _make(req: Request, origin: str, entry: Source | None, progress: FetchProgre
         _publish(work, req.final)
     except CatdogError:  # an archive that is unsafe, damaged or unreadable will not get better: drop it
         if downloaded is not None:
-            downloaded.unlink(missing_ok=True)
+            _drop_download(downloaded)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if downloaded is not None:  # the archive was only a means, and large (petimages: 787 MB); a fetch that was
-        downloaded.unlink(missing_ok=True)  # interrupted after downloading keeps it, to pick up from there
+        _drop_download(downloaded)  # interrupted after downloading keeps it, to pick up from there
     return summary
+
+
+def _drop_download(path: Path) -> None:
+    """Delete a downloaded archive, and ROOT/.downloads with it when nothing else is there (a `.part` to resume
+    from stays, and the folder with it)."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        path.parent.rmdir()
 
 
 def _publish(work: Path, final: Path) -> None:

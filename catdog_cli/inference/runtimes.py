@@ -124,7 +124,7 @@ class TorchRunner(Runner):
         self._given, self._device = model, device
         self.record = model.checkpoint if model is not None else checkpoints.load(path)
         self.device = model.device if model is not None else resolve_device(device)
-        self.precision = Precision(self.device, precision).name
+        self.precision = Precision.for_inference(self.device, precision).name  # what TrainedModel computes in
 
     @cached_property
     def model(self) -> TrainedModel:

@@ -38,9 +38,16 @@ class TrainedModel:
     def load(cls, path: Path | str, device: str, precision: str = "auto", tta: str | None = None) -> TrainedModel:
         """`precision`: auto, fp32 or bf16 (runtime.Precision); `tta`: a view set of tta.TTA_VIEWS, the model then
         averages its probabilities over those views."""
+        return cls.from_checkpoint(checkpoints.load(path), device, precision, tta)
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: dict[str, Any], device: str, precision: str = "auto", tta: str | None = None
+    ) -> TrainedModel:
+        """A checkpoint already read (`checkpoints.load`) on its device: what the caller checked on its record
+        first costs no second read."""
         dev = resolve_device(device)
-        how = Precision(dev, precision)
-        ckpt = checkpoints.load(path)
+        how = Precision.for_inference(dev, precision)
         model = how.prepare(checkpoints.restore_model(ckpt, dev))
         inputs = inputs_of(ckpt)
         if tta is not None:

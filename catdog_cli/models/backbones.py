@@ -10,7 +10,9 @@ import contextlib
 import functools
 import math
 import os
+import socket
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,11 +136,35 @@ class TorchvisionBackbone:
             with downloads_to_stderr():
                 return weights.get_state_dict(progress=True, check_hash=True)
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad hash is a RuntimeError
-            target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-            raise CatdogError(
-                f"could not get ImageNet weights for {self.name} ({exc}); offline, download {weights.url} "
-                f"elsewhere and put it at {target}, or pass --weights PATH (or --weights none)"
-            ) from None
+            target = hub_checkpoints() / os.path.basename(weights.url)
+            offline = f"download {weights.url} elsewhere and put it at {target}"
+            raise weights_unreachable(self.name, exc, offline) from None
+
+
+def weights_unreachable(name: str, reason: object, offline: str) -> CatdogError:
+    """The one line for ImageNet weights that cannot be had, torchvision's or timm's: the reason, then what to
+    do offline."""
+    return CatdogError(
+        f"could not get ImageNet weights for {name} ({reason}); offline, {offline}, or pass --weights PATH "
+        "(or --weights none)"
+    )
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+REACH_TIMEOUT = 5.0  # seconds for a TCP connection to the weights' host: a reachable one answers in far less
+
+
+def _timm_cached(cfg: object) -> bool:
+    """Whether timm's weights for this pretrained config are on disk already (Hugging Face's cache or torch's)."""
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, _, revision = hub_id.partition("@")
+        names = ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
+        return any(isinstance(try_to_load_from_cache(repo, n, revision=revision or None), str) for n in names)
+    url = getattr(cfg, "url", None)
+    return bool(url) and (hub_checkpoints() / os.path.basename(url)).is_file()
 
 
 @contextmanager
@@ -218,15 +244,37 @@ class TimmBackbone:
 
     def build_features(self, pretrained: bool) -> nn.Module:
         timm = self._timm()
+        if pretrained:
+            self._check_reachable()
         try:
             with downloads_to_stderr():
                 return timm.create_model(self.name, pretrained=pretrained, num_classes=0)
         except RuntimeError as exc:
             raise CatdogError(f"timm could not build {self.name}: {exc}") from None
         except OSError as exc:
-            raise CatdogError(
-                f"could not download timm weights for {self.name} ({exc}); offline, pass --weights PATH"
-            ) from None
+            raise weights_unreachable(f"timm:{self.name}", exc, self._offline_hint()) from None
+
+    def _check_reachable(self) -> None:
+        """Weights neither cached nor reachable fail at once: offline, timm's hub client would retry for about a
+        minute and print a screen of warnings before catdog's line."""
+        cfg = self._timm().get_pretrained_cfg(self.name)
+        if cfg is None or _timm_cached(cfg) or any(os.environ.get(v) for v in PROXY_VARIABLES):
+            return  # a proxy: the hub's own client knows how to use it, a probe would not
+        if cfg.hf_hub_id:
+            from huggingface_hub import constants
+
+            host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+        else:
+            host = urllib.parse.urlparse(cfg.url or "").hostname
+        if not host:
+            return
+        try:
+            socket.create_connection((host, 443), timeout=REACH_TIMEOUT).close()
+        except OSError as exc:
+            raise weights_unreachable(f"timm:{self.name}", f"{host} unreachable: {exc}", self._offline_hint()) from None
+
+    def _offline_hint(self) -> str:
+        return f"run it once where they download (timm keeps them in {_hf_cache()})"
 
 
 def _timm_width(features: nn.Module) -> int:
@@ -411,6 +459,33 @@ def prefetch_weights(name: str) -> Path:
         raise CatdogError("fetch --weights covers torchvision backbones; timm caches its own on first use")
     spec.pretrained_state_dict()
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights_enum().url)
+
+
+def hub_checkpoints() -> Path:
+    """The torch hub cache's folder of downloaded weights (TORCH_HOME moves it)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_weights() -> dict[str, Path]:
+    """The backbones whose ImageNet weights are already on disk, so that --weights default works offline: every
+    torchvision backbone with its file in the torch hub cache, and each timm model in the Hugging Face cache."""
+    found = {}
+    for name, spec in TORCHVISION.items():
+        path = hub_checkpoints() / os.path.basename(spec.weights_enum().url)
+        if path.is_file():
+            found[name] = path
+    for folder in sorted(_hf_cache().glob("models--timm--*")):
+        if any((folder / "snapshots").glob("*/*")):
+            found["timm:" + folder.name.removeprefix("models--timm--").split(".")[0]] = folder
+    return found
+
+
+def _hf_cache() -> Path:
+    """Where huggingface_hub (timm's downloader) caches models: HF_HUB_CACHE, HF_HOME/hub, or ~/.cache."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from catdog_cli.core.records import (
     CompareResult,
     CompareRow,
     interrupted_note,
+    random_init_note,
     sort_rows,
 )
 from catdog_cli.reporting.html import card, figure_html, html_table, page, section, write_page
@@ -129,4 +130,6 @@ def write_compare_report(result: CompareResult, path: Path) -> Path:
     subtitle = f"data <code>{escape(str(cfg.get('data', '?')))}</code> · {fmt(len(rows), 'int')} cells"
     if note := interrupted_note(result):
         subtitle += f" · <strong>{escape(note)}</strong>"
+    if random := random_init_note(result):
+        subtitle += f" · <strong>{escape(random)}</strong>"
     return write_page(page("catdog compare", subtitle, sections), path)

@@ -203,6 +203,7 @@ def _top_losses(run: dict) -> str:
             f"<div>true <b>{escape(str(t['true']))}</b></div>"
             f'<div class="wrong">predicted {escape(str(t["pred"]))}</div>'
             f'<div class="muted">confidence {fmt(t.get("confidence"), "pct")} · loss {fmt(t.get("loss"))}</div>'
+            f'<div class="file">{escape(name)}</div>'  # printed, not only in the tooltip: phones and paper have none
             "</figure>"
         )
     heat = any(t.get("heatmap") for t in run["top_losses"])

@@ -188,6 +188,7 @@ def plot(
         out.append(f'<path class="rule" d="M{_n(rx)} {top}V{height - bottom}"/>')
         flip = rx > right_half
         out.append(_text(rx - 4 if flip else rx + 4, top + 10, rule[1], "rule-label", "end" if flip else "start"))
+    labels = _Labels()
     for s, rs in runs:
         cls = f"c{s.color % PALETTE}"
         d = "".join("M" + "L".join(f"{_n(xs(p.x))} {_n(ys(p.y))}" for p in r) for r in rs if len(r) > 1)
@@ -200,10 +201,37 @@ def plot(
                 f'<circle class="pt {cls}{best}" cx="{_n(px)}" cy="{_n(py)}" r="{5 if p.best else 3.5}">'
                 f"<title>{escape(p.tip)}</title></circle>"
             )
-            if p.label:
-                out.append(_text(px, py - 8, p.label, "pt-label", "end" if px > right_half else "start"))
+            end = px > right_half
+            if p.label and (ly := labels.place(p.label, px, py - 8, end)) is not None:
+                out.append(_text(px, ly, p.label, "pt-label", "end" if end else "start"))
     out.append("</svg>")
     return "".join(out)
+
+
+class _Labels:
+    """Point labels that never print over each other: a label that would overlap one already placed moves up a
+    line (up to twice), and is left out when the same words already stand there (two cells of one backbone at one
+    spot: its name once, not "resnet18resnet18"); the point's tooltip still names it."""
+
+    LINE = 12.0
+
+    def __init__(self) -> None:
+        self.placed: list[tuple[str, float, float, float, float]] = []
+
+    def place(self, text: str, x: float, y: float, end: bool) -> float | None:
+        width = CHAR_W * len(text)
+        x0, x1 = (x - width, x) if end else (x, x + width)
+        for lift in range(3):
+            top = y - lift * self.LINE
+            clash = [
+                t for t, a0, a1, b0, b1 in self.placed if a0 < x1 and x0 < a1 and b0 < top and top - self.LINE < b1
+            ]
+            if not clash:
+                self.placed.append((text, x0, x1, top - self.LINE, top))
+                return top
+            if text in clash:
+                return None
+        return None
 
 
 def heatmap(figure: str, matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> str:

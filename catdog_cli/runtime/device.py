@@ -1,4 +1,5 @@
-"""Where and how a model runs: the device, the default batch size, and its precision (bf16 on CPUs too)."""
+"""Where and how a model runs: the device, the default batch size, its precision (bf16 on CPUs too), and the CPU
+threads it computes with."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TypeVar
 import torch
 
 from catdog_cli.core.config import check_device, check_precision
+from catdog_cli.core.defaults import THREADS_ENV
 from catdog_cli.errors import CatdogError
 
 M = TypeVar("M", bound=torch.nn.Module)
@@ -19,6 +21,7 @@ M = TypeVar("M", bound=torch.nn.Module)
 
 def resolve_device(name: str) -> torch.device:
     check_device(name)  # auto, cpu or cuda[:N]: mps, xpu, meta are refused before anything is built on them
+    configure_threads()  # the CPU computes something for every device: data, augmentation, the optimizer's host side
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -43,6 +46,57 @@ def check_compile() -> None:
         raise CatdogError(
             f"--compile: its cache folder {cache} is not writable (set TORCHINDUCTOR_CACHE_DIR, or drop --compile)"
         )
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def choose_threads() -> tuple[int, str]:
+    """How many threads torch's CPU operators use, and why: --threads, else OMP_NUM_THREADS, else the cores that
+    other processes leave free (load average over the last minute), at least one.
+
+    PyTorch's default, one thread per core, assumes the cores are free: on a shared machine a thread that waits
+    for a taken core holds up every other thread of the operator (benchmarks/README.md: 2 threads on 2 busy cores
+    trained slower than 1)."""
+    for env, why in ((THREADS_ENV, "--threads"), ("OMP_NUM_THREADS", "OMP_NUM_THREADS")):
+        value = os.environ.get(env, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise CatdogError(f"{why} {value}: a whole number of threads, 1 or more")
+            return int(value), why
+    cores = cpu_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows has no load average
+        return cores, f"{cores} cores"
+    left = min(cores, cores - round(load))
+    if left < 1:
+        return 1, f"{cores} cores, load {load:.1f}: all taken by others, so one thread"
+    return left, f"{cores} cores, load {load:.1f}: " + ("all free" if left == cores else f"{left} left free by others")
+
+
+def configure_threads() -> tuple[int, str]:
+    """Set torch's intra-op thread count from `choose_threads` (once per process: the first choice stays, so that
+    a run's own load never lowers it later) and say what was chosen."""
+    global _THREADS
+    if _THREADS is None:
+        _THREADS = choose_threads()
+        torch.set_num_threads(_THREADS[0])
+    return _THREADS
+
+
+_THREADS: tuple[int, str] | None = None
+
+
+def threads_record() -> dict[str, int | str]:
+    """What run.json, evaluate and predict record about the CPU threads."""
+    threads, why = configure_threads()
+    return {"threads": threads, "threads_why": why}
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -81,6 +135,9 @@ class Precision:
         check_precision(requested)
         self.device = device
         self.dtype = None
+        self.why = f"--precision {requested}"
+        if requested == "auto":
+            self.why = _auto_why(device)
         if device.type == "cuda" and requested != "fp32":
             bf16 = cuda_bf16_native(device)
             if requested == "bf16" and not bf16:
@@ -104,6 +161,17 @@ class Precision:
         self.scaler.update()
         return self.scaler.get_scale() >= scale  # the scale drops exactly when the step was skipped
 
+    @classmethod
+    def for_inference(cls, device: torch.device, requested: str = "auto") -> Precision:
+        """evaluate and predict: `auto` is fp32 on every device, as the exported file computes, so that a
+        threshold (--min-confidence) decides the same in catdog and in the file (bf16 moved confidences by up to
+        11 points: benchmarks/precision_parity.py). `--precision bf16` still asks for bf16's speed."""
+        if requested != "auto":
+            return cls(device, requested)
+        made = cls(device, "fp32")
+        made.why = "auto: inference decides in fp32, as the exported file does"
+        return made
+
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
 
@@ -115,3 +183,11 @@ class Precision:
     @property
     def name(self) -> str:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+
+def _auto_why(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "auto: bf16 autocast on this GPU" if torch.cuda.is_bf16_supported() else "auto: this GPU has no bf16"
+    if cpu_bf16_native():
+        return "auto: this CPU computes bf16 natively (AVX512-BF16 or AMX)"
+    return "auto: this CPU has no native bf16 (emulated bf16 is slower than fp32)"

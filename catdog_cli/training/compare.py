@@ -33,6 +33,7 @@ from catdog_cli.core.records import (
     RunSummary,
     TrainResult,
     interrupted_note,
+    random_init_note,
     sort_rows,
     to_json,
 )
@@ -336,6 +337,7 @@ def _run_grid(
         "wall_seconds": time.perf_counter() - start,
         "best": str(out / "best.pt") if keep_best and (out / "best.pt").exists() else None,
         "rows": sort_rows(rows),
+        "weights": {b: config.weights_for(b) for b in config.backbones},
     }
     if world.main:
         write_outputs(out, result)
@@ -368,5 +370,7 @@ def write_outputs(out: Path, result: CompareResult) -> None:
     note = interrupted_note(result)
     md = (f"**{note}**\n\n" if note else "") + f"Accuracies are on the val split ({result['split_origin']}).\n\n"
     md += "\n".join(lines) + "\n"
+    if random := random_init_note(result):
+        md += f"\n**{random}**\n"
     atomic_write_text(out / "compare.md", md)
     write_compare_report(result, out / "report.html")

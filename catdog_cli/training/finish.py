@@ -29,6 +29,7 @@ from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
 from catdog_cli.reporting.run_report import write_train_report
 from catdog_cli.runtime import distributed
+from catdog_cli.runtime.device import Precision, threads_record
 from catdog_cli.training.features import CachedFeatures
 from catdog_cli.training.setup import Run
 
@@ -71,6 +72,7 @@ def summarize(
         "versions": checkpoints.versions(),
         "device": str(run.device),
         "precision": run.precision.name,
+        **threads_record(),
         "classes": classes,
         "split_origin": run.dataset.origin,
         "params": {"total": total, "trainable": trainable},
@@ -116,6 +118,7 @@ def fit_unknown_detector(run: Run) -> ood.Detector | None:
         return None
     start = time.perf_counter()
     model, n = run.model, len(run.dataset.classes)
+    precision = Precision.for_inference(run.device)  # the scores predict will compare with the threshold: fp32
     with ood.tapped(model.head) as tap:
         if isinstance(getattr(run.preprocess, "__self__", None), CachedFeatures):  # freeze cached them: reused
             features, labels = run.sources.train.batch.images, run.sources.train.batch.labels
@@ -123,10 +126,10 @@ def fit_unknown_detector(run: Run) -> ood.Detector | None:
             workers = default_workers() if run.config.workers is None else run.config.workers
             spec, size = run.inputs.eval_spec(), run.config.batch_size
             train = ThreadedSource(run.sources.splits["train"], spec, size, run.device, workers)
-            labels = evaluate(model, train, run.inputs, run.precision, n, world=run.world).labels
+            labels = evaluate(model, train, run.inputs, precision, n, world=run.world).labels
             features = tap.take()[0]
         net, inputs = run.evaluable(model)
-        evaluate(net, run.sources.val, inputs, run.precision, n, world=run.world)
+        evaluate(net, run.sources.val, inputs, precision, n, world=run.world)
         val = tap.take()
     shards = distributed.gather((features.cpu(), labels, val[0].cpu(), val[1].cpu()), run.world)
     joined = [torch.cat([s[i] for s in shards]) for i in range(4)]

@@ -73,7 +73,7 @@ def train_one_epoch(run: Run, events: Events, stop: StopRequest, generator: torc
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.int64)
     seen, compiled = 0, (0.0, 0)
-    events.task(f"epoch {epoch + 1}/{run.config.epochs}", run.steps)
+    events.task(f"epoch {epoch + 1}/{run.config.epochs}", run.steps, batch=run.config.batch_size)
     for i, batch in zip(range(run.steps), run.sources.train):
         if i < run.state.step:  # resuming inside an epoch: these steps were already taken
             events.advance(1)

@@ -23,7 +23,7 @@ from catdog_cli.core.config import TrainConfig, check_lr_find
 from catdog_cli.core.defaults import LR_FIND_MIN_STEPS
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import atomic_write_text, run_folder
-from catdog_cli.core.records import LrCurve, LrFindResult, to_json
+from catdog_cli.core.records import LrCurve, LrFindResult, RunSummary, to_json
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import BatchSource, DecodeCache
@@ -95,6 +95,33 @@ def range_test(
     return lrs, losses, f"all {len(lrs)} steps"
 
 
+class RangeTestEvents(Events):
+    """What start_run tells, passed on, but its summary told once as the range test's: every strategy, the lr
+    range and steps (a strategy's run is set up at lr 1 for one epoch, which is no setting of the test's)."""
+
+    def __init__(self, events: Events, strategies: list[str], lr_range: tuple[float, float, int]):
+        self.events, self.strategies, self.lr_range, self.told = events, strategies, lr_range, False
+
+    def summary(self, summary: RunSummary) -> None:
+        if not self.told:
+            self.told = True
+            self.events.summary(
+                {**summary, "kind": "lr-find", "strategies": self.strategies, "lr_range": self.lr_range}
+            )
+
+    def task(self, description: str, total: int, batch: int = 1) -> None:
+        self.events.task(description, total, batch)
+
+    def advance(self, n: int = 1, **info: float) -> None:
+        self.events.advance(n, **info)
+
+    def note(self, text: str) -> None:
+        self.events.note(text)
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.events.skip(path, reason)
+
+
 def find_lr(
     config: TrainConfig,
     strategies: list[str],
@@ -116,9 +143,10 @@ def find_lr(
         device = resolve_device(config.device)
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
         cache, curves = DecodeCache(), []
+        told = RangeTestEvents(events, strategies, (start, end, steps))
         for strategy in strategies:
             cell = replace(config, strategy=strategy, lr=1.0, epochs=1, ema=False, patience=None)
-            run = start_run(cell, events, cache, dataset, copy.deepcopy(model))
+            run = start_run(cell, told, cache, dataset, copy.deepcopy(model))
             curves.append(_curve(run, events, start, end, steps))
         settings = {
             k: getattr(run.config, k)

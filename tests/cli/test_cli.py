@@ -120,6 +120,8 @@ TRAIN_KEYS = [
     "versions",
     "device",
     "precision",
+    "threads",
+    "threads_why",
     "classes",
     "split_origin",
     "params",
@@ -190,6 +192,7 @@ COMPARE_KEYS = [
     "wall_seconds",
     "best",
     "rows",
+    "weights",
 ]
 COMPARE_CONFIG_KEYS = [
     "data",
@@ -370,6 +373,8 @@ def test_predict_lists_unreadable_files_and_fails_only_when_none_could_be_read(t
     assert none.stderr.strip().splitlines()[-1].startswith("error: none of the 1 file(s) could be classified")
     if json_output:
         assert json.loads(none.stdout)["predictions"][0]["path"].endswith("broken.jpg")
+    else:
+        assert "img/s" not in none.stdout and "no image was classified (" in none.stdout
 
 
 @pytest.mark.parametrize(

@@ -278,3 +278,36 @@ def test_columns_decide_a_tables_width_off_a_terminal_but_never_break_a_line(mon
     console.file = io.StringIO()
     progress.RichEvents(console).note("x" * 100)
     assert console.file.getvalue() == "x" * 100 + "\n"
+
+
+def _logged(durations: list[float], total: int, batch: int = 1, terminal: bool = False) -> list[str]:
+    """What RichEvents prints for a task whose units take `durations` seconds each, on a fake clock."""
+    now, out = [0.0], io.StringIO()
+    events = progress.RichEvents(Console(file=out, force_terminal=terminal, width=200), clock=lambda: now[0])
+    with events:
+        events.task("epoch 1/3", total, batch=batch)
+        for seconds in durations:
+            now[0] += seconds
+            events.advance(1)
+    return [line for line in out.getvalue().splitlines() if line.startswith("epoch 1/3:")]
+
+
+def test_off_a_terminal_progress_is_a_line_every_tenth_with_img_per_s_and_eta():
+    lines = _logged([1.0] * 40, total=40, batch=32)
+    assert lines[0] == "epoch 1/3: step 5/40 (12%), 32.0 img/s, ETA 0:35"  # after 5 quiet seconds
+    assert [int(line.split("step ")[1].split("/")[0]) for line in lines] == [5, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert lines[-1].endswith("ETA 0:04")  # the end itself is told by the epoch's line
+
+
+def test_off_a_terminal_slow_work_is_told_every_15_seconds_and_quick_work_not_at_all():
+    lines = _logged([4.0] * 20, total=1000)  # a tenth would take 400 s
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == [
+        "4/1000",
+        "8/1000",
+        "12/1000",
+        "16/1000",
+        "20/1000",
+    ]  # t = 16, 32, ... s
+    assert "0.2 img/s" in lines[0]
+    assert _logged([0.1] * 40, total=40, batch=32) == []  # 4 s in all: the epoch's own line is enough
+    assert _logged([1.0] * 40, total=40, batch=32, terminal=True) == []  # a terminal has its bar

@@ -112,8 +112,50 @@ def test_data_name_resolves_in_catdog_home(image_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./ants-and-bees here: the name must come from the data root
     assert resolve_data("ants-and-bees") == home / "ants-and-bees"
     assert load_dataset("ants-and-bees").classes == ["cat", "dog"]
-    with pytest.raises(CatdogError, match=r"catdog fetch nothing-here"):
+    with pytest.raises(CatdogError, match=r"known datasets: hymenoptera, catdog, petimages, for `catdog fetch NAME`"):
         load_dataset("nothing-here")
+
+
+def test_a_name_read_as_a_folder_here_says_so_and_names_the_fetched_one(image_folder, tmp_path, monkeypatch):
+    """Run from the folder holding the clone (named catdog), `--data catdog` read ./catdog, said '0 class
+    folder(s)' without its path, and never mentioned the fetched dataset."""
+    home = tmp_path / "home"
+    image_folder(name="home/catdog")
+    monkeypatch.setenv("CATDOG_HOME", str(home))
+    work = tmp_path / "work"
+    (work / "catdog" / "catdog_cli").mkdir(parents=True)  # the clone
+    monkeypatch.chdir(work)
+    with pytest.raises(CatdogError) as refused:
+        load_dataset("catdog")
+    assert str(refused.value) == (
+        f"{work / 'catdog'} has 0 class folder(s) with images; a classifier needs at least 2 (expected "
+        f"DIR/<class>/*.jpg or DIR/train/<class>/*.jpg); --data catdog read the folder {work / 'catdog'}; the "
+        f"fetched dataset is {home / 'catdog'} (pass that path)"
+    )
+    image_folder(name="work/catdog")  # a real dataset here too: it is read, and the note says which
+    assert load_dataset("catdog").notes[0].startswith(f"--data catdog read the folder {work / 'catdog'}; ")
+    assert not any("--data" in n for n in load_dataset(home / "catdog").notes)  # a path is never ambiguous
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("hymenopter", "; did you mean hymenoptera?"),
+        ("mine2", "; did you mean mine?"),  # a fetched name
+        ("petimages", " (`catdog fetch petimages`; offline, `catdog fetch petimages --from ARCHIVE`)"),
+        ("a/b", " (a path that does not exist)"),
+    ],
+)
+def test_a_missing_dataset_names_the_path_read_and_what_was_meant(image_folder, tmp_path, monkeypatch, data, expected):
+    home = tmp_path / "home"
+    image_folder(name="home/mine")
+    monkeypatch.setenv("CATDOG_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CatdogError) as refused:
+        load_dataset(data)
+    assert str(refused.value) == (
+        f"no dataset at {data!r}: no folder {tmp_path / data}, and nothing fetched as {data!r} into {home}{expected}"
+    )
 
 
 def test_a_file_is_not_a_dataset(tmp_path):
@@ -469,3 +511,13 @@ def test_an_unreadable_data_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(paths.os, "scandir", scandir)
     with pytest.raises(CatdogError, match=f"cannot read {tmp_path}: Permission denied"):
         load_dataset(tmp_path)
+
+
+def test_a_placeholder_image_is_left_out_with_a_word(image_folder):
+    """hymenoptera's train/ants/imageNotFound.gif was trained on as an ant, silently."""
+    root = image_folder()
+    gif = root / "train" / "cat" / "imageNotFound.gif"
+    make_image(gif, (200, 200, 200))
+    ds = load_dataset(root)
+    assert gif not in ds.splits["train"].paths and len(ds.splits["train"]) > 0
+    assert f"{gif}: left out, a placeholder for a missing photo (by its name), not a photo of cat" in ds.notes

@@ -399,6 +399,7 @@ def test_http_404_fails_at_once(fetch_server, tmp_path):
     with pytest.raises(CatdogError, match="HTTP 404"):
         fetch.fetch("x", root=tmp_path, source=fetch_server.url("/missing.zip"))
     assert len(fetch_server.log) == 1 and _leftovers(tmp_path) == []
+    assert not (tmp_path / ".downloads").exists()  # a failed online fetch leaves no empty folder either
 
 
 def test_unreachable_server_gives_up_after_retries(tmp_path):
@@ -408,6 +409,7 @@ def test_unreachable_server_gives_up_after_retries(tmp_path):
     with pytest.raises(CatdogError, match=rf"could not download .*{download.RETRIES} tries"):
         fetch.fetch("x", root=tmp_path, source=f"http://127.0.0.1:{port}/x.zip")
     assert not (tmp_path / "x").exists()
+    assert not (tmp_path / ".downloads").exists()  # no empty folder left behind
 
 
 def test_progress_callbacks_see_every_byte(fetch_server, tmp_path):
@@ -1221,3 +1223,9 @@ def test_a_damaged_marker_of_a_dataset_from_elsewhere_needs_its_source_again(tmp
     with pytest.raises(CatdogError, match="which said where it came from; pass --force with --from"):
         fetch.fetch("mine", root=tmp_path, force=True)
     assert (tmp_path / "mine" / MARKER).read_text() == "{"
+
+
+def test_the_torch_free_list_of_dataset_names_is_the_registry():
+    from catdog_cli.core.defaults import KNOWN_DATASETS
+
+    assert tuple(REGISTRY) == KNOWN_DATASETS

@@ -101,7 +101,7 @@ def test_evaluate_reads_its_split_in_one_threaded_pass(frozen_run, monkeypatch):
     for result in (one, three):
         assert result["confusion"] == trained["confusion"]
         assert result["loss"] == pytest.approx(trained["loss"], rel=1e-2)  # batches of 3 or 4: same math
-        assert result["precision"] == frozen_run["result"]["precision"] and result["device"] == "cpu"
+        assert result["precision"] == "fp32" and result["device"] == "cpu"  # inference decides in fp32 at auto
         assert result["seconds"] > 0 and result["images_per_sec"] == pytest.approx(4 / result["seconds"])
 
 
@@ -280,3 +280,12 @@ def test_predict_and_evaluate_apply_the_checkpoints_temperature(frozen_run, tmp_
     assert result["selective"]["coverage"] == len(sure) / len(val)
     assert result["selective"]["accuracy"] == (sum(sure) / len(sure) if sure else None)
     assert result["accuracy"] == frozen_run["result"]["evaluation"]["accuracy"]
+
+
+def test_a_split_the_data_lacks_is_refused_before_the_model_is_built(frozen_run, monkeypatch):
+    """`evaluate --split test` on data without test/ was refused only after the model had loaded (12 s)."""
+    from catdog_cli.inference.trained import TrainedModel
+
+    monkeypatch.setattr(TrainedModel, "from_checkpoint", pytest.fail)
+    with pytest.raises(CatdogError, match=r"has no 'test' split \(it has: train, val\)"):
+        evaluate_checkpoint(frozen_run["out"] / "best.pt", split="test", device="cpu")

@@ -214,7 +214,8 @@ def test_default_weights_download_failure_is_one_line_with_offline_hint(monkeypa
     with pytest.raises(CatdogError) as info:
         build_model("resnet18", 2, weights="default")
     message = str(info.value)
-    assert "\n" not in message and "offline" in message and "--weights" in message
+    assert "\n" not in message and message.startswith("could not get ImageNet weights for resnet18 (")
+    assert message.endswith(", or pass --weights PATH (or --weights none)")  # timm's line ends the same way
     assert TORCHVISION["resnet18"].weights_enum().url in message
 
 
@@ -245,6 +246,32 @@ def test_timm_backbone_normalization_comes_from_timms_config():
     model = build_model(LITE0, 2, weights="none", seed=0).eval()
     with torch.inference_mode():
         assert model(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 2)
+
+
+def test_timm_default_weights_offline_fail_at_once_with_torchvisions_line(monkeypatch, tmp_path):
+    """No network, nothing cached: one line before timm's hub client is asked (it retried for ~53 s)."""
+    timm = pytest.importorskip("timm")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for variable in backbones.PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(backbones, "_timm_cached", lambda cfg: False)
+    probed = []
+
+    def unreachable(address, timeout):
+        probed.append((address, timeout))
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(backbones.socket, "create_connection", unreachable)
+    monkeypatch.setattr(timm, "create_model", pytest.fail)  # never reached
+    with pytest.raises(CatdogError) as info:
+        build_model(LITE0, 2, weights="default")
+    assert probed == [(("huggingface.co", 443), backbones.REACH_TIMEOUT)]
+    assert str(info.value) == (
+        "could not get ImageNet weights for timm:tf_efficientnet_lite0 (huggingface.co unreachable: [Errno -3] "
+        f"Temporary failure in name resolution); offline, run it once where they download (timm keeps them in "
+        f"{tmp_path / 'hf'}), or pass --weights PATH (or --weights none)"
+    )
 
 
 def test_timm_unknown_model_is_a_catdog_error():

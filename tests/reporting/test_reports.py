@@ -336,6 +336,8 @@ def test_train_report_numbers_equal_the_json(train_run: dict, tmp_path: Path) ->
         "checkpoint best.pt",
         fmt(train_run["params"]["total"], "int"),
         *(f"confidence {fmt(t['confidence'], 'pct')} · loss {fmt(t['loss'])}" for t in train_run["top_losses"]),
+        # each file's name printed under it (a tooltip alone is invisible on a phone and on paper)
+        *(f"loss {fmt(t['loss'])} {Path(t['path']).name}" for t in train_run["top_losses"]),
     ):
         assert shown in text
 
@@ -594,3 +596,21 @@ def test_lr_find_report_has_a_chart_per_strategy_with_the_suggestion_marked(tmp_
     shown = sum(1 for v in losses if v <= 1.05)  # the blown-up tail is left off the chart
     assert html.count("<circle") == 2 * 2 * shown  # loss and smoothed, two charts
     assert ["freeze", fmt(lrs[30]), fmt(lrs[45]), "the loss blew up"] in page.table_with("strategy")
+
+
+def test_scatter_labels_never_print_over_each_other() -> None:
+    """finetune and discriminative train the same parameters: two cells of one backbone at one spot printed
+    "mobilenet_v3_smallmobilenet_v3_small"."""
+    from catdog_cli.reporting.svg import Axis, Point, Series, plot
+
+    points = [
+        Point(1e6, 0.8, "a", label="mobilenet_v3_small"),
+        Point(1e6, 0.8, "b", label="mobilenet_v3_small"),  # the same spot, the same name: once
+        Point(1.02e6, 0.801, "c", label="resnet18"),  # another name close by: moved up a line
+    ]
+    svg = plot("f", [Series("s", points, 0, line=False)], Axis("trainable", log=True), Axis("acc", percent=True))
+    labels = re.findall(r'<text class="pt-label" x="[0-9.]+" y="([0-9.]+)"[^>]*>([^<]*)</text>', svg)
+    texts = [t for _, t in labels]
+    assert sorted(texts) == ["mobilenet_v3_small", "resnet18"]
+    ys = [float(y) for y, _ in labels]
+    assert abs(ys[0] - ys[1]) >= 12  # a line apart

@@ -12,6 +12,7 @@ import torch
 from helpers import TINY, TINY_CLI, catdog, error_line, labeled_folder, ok_json
 
 from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.defaults import THREADS_ENV
 from catdog_cli.core.events import Events
 from catdog_cli.errors import CatdogError
 from catdog_cli.models.backbones import build_model
@@ -146,10 +147,14 @@ def test_a_run_trains_at_the_precision_asked_and_records_it(tmp_path, precision,
     assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in result["history"])
 
 
-def test_precision_option_reaches_train_evaluate_and_predict(tmp_path):
+def test_precision_and_threads_reach_train_evaluate_and_predict(tmp_path, monkeypatch):
     data = labeled_folder(tmp_path / "data", per_class=6)
+    monkeypatch.setattr(runtime, "_THREADS", None)  # this process chose before: choose again, as a new one would
+    monkeypatch.setenv(THREADS_ENV, "7")  # restored after the test: --threads below sets it for the process
     run = ok_json(
         catdog(
+            "--threads",
+            "1",
             "train",
             "--data",
             data,
@@ -166,6 +171,7 @@ def test_precision_option_reaches_train_evaluate_and_predict(tmp_path):
         )
     )
     assert run["precision"] == "fp32"
+    assert (run["threads"], run["threads_why"]) == (1, "--threads") and torch.get_num_threads() == 1
     model = tmp_path / "run" / "best.pt"
     evaluated = ok_json(catdog("evaluate", model, "--device", "cpu", "--precision", "bf16", "--json"))
     assert evaluated["precision"] == "bf16" and evaluated["images_per_sec"] > 0
@@ -174,3 +180,13 @@ def test_precision_option_reaches_train_evaluate_and_predict(tmp_path):
     assert error_line(catdog("predict", model, data, "--precision", "half")) == (
         "error: unknown precision 'half'; use auto, fp32, bf16"
     )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_inference_at_auto_is_fp32_as_the_exported_file_is(monkeypatch, native):
+    """predict's sure/unsure decision at its default is the exported file's: both compute in fp32 (a bf16
+    confidence of 90.4 % was 89.9 % in the file, on either side of --min-confidence 0.9)."""
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: native)
+    assert Precision.for_inference(CPU).name == "fp32"
+    assert Precision.for_inference(CPU, "bf16").name == "bf16"  # asked for: its speed, its rounding
+    assert Precision(CPU).name == ("bf16" if native else "fp32")  # training keeps bf16 where it is native

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -14,8 +15,11 @@ import pytest
 import torch
 from helpers import Recorder, catdog, error_line, ok_json, out_of_memory
 from PIL import Image
+from rich.console import Console
 
+from catdog_cli.cli.render import compare_table
 from catdog_cli.core.config import CompareConfig, TrainConfig
+from catdog_cli.core.records import random_init_note
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.models.backbones import TORCHVISION
 from catdog_cli.training import compare as compare_mod
@@ -448,3 +452,16 @@ def test_allocation_failures_fail_their_cell_freed_and_the_grid_goes_on(colors, 
     assert rows["squeezenet1_1"]["status"] == "failed" and rows["squeezenet1_1"]["error"] == OUT_OF_MEMORY
     # the cache is emptied after the failed cell's tensors are gone (not inside `except`, traceback alive)
     assert freed_at_empty_cache and freed_at_empty_cache[-1] == [None]
+
+
+def test_cells_from_random_init_are_marked_in_the_table_md_and_report(grid):
+    """Random-init cells sit at the majority class; unmarked, they read as a verdict on the architecture."""
+    result, out, _ = grid
+    assert result["weights"] == {"resnet18": "none", "squeezenet1_1": "none"}
+    note = "random init (--weights none), no ImageNet weights: resnet18, squeezenet1_1; on a small dataset"
+    assert note in (out / "compare.md").read_text()
+    assert note in (out / "report.html").read_text()
+    console = Console(file=io.StringIO(), width=200)
+    console.print(compare_table(result))
+    assert note in console.file.getvalue()
+    assert random_init_note({**result, "weights": {"resnet18": "default"}}) is None

@@ -162,7 +162,7 @@ def test_a_run_whose_loss_is_not_finite_stops_and_keeps_only_finite_checkpoints(
         return loss * float("nan") if where == "val" and state["epoch"] == epoch else loss
 
     class Epochs(Events):
-        def task(self, description, total):
+        def task(self, description, total, batch=1):
             if description.startswith("epoch "):
                 state["epoch"], state["calls"] = int(description.split()[1].split("/")[0]), 0
 

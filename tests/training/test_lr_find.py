@@ -78,11 +78,20 @@ def test_cli_lr_find_prints_plots_and_a_table_and_refuses_a_used_out(tmp_path):
     shown = catdog(*args, "--out", tmp_path / "one")
     assert shown.exit_code == 0, shown.output
     assert "suggested --lr" in shown.stdout and "┤" in shown.stdout and str(tmp_path / "one") in shown.stdout
+    # its own header, not the training run's it is made of ("lr 1, 1 epoch")
+    assert "catdog lr-find: squeezenet1_1, freeze" in shown.stderr and "lr 1," not in shown.stderr
+    assert "the head's lr from 1e-7 to 10 over 12 steps, batch 4, 32 px" in shown.stderr
     result = ok_json(catdog(*args, "--out", tmp_path / "two", "--json"))
     assert result["kind"] == "lr_find" and result["curves"][0]["strategy"] == "freeze"
     again = catdog(*args, "--out", tmp_path / "one")
     assert again.exit_code == 1 and "already exists" in again.stderr
     assert "unknown strategy 'thaw'" in catdog(*args[:-4], "--strategies", "thaw", "--steps", "12").stderr
+
+
+def test_a_suggested_lr_is_shown_as_one_would_type_it():
+    from catdog_cli.cli.render import _lr
+
+    assert [_lr(x) for x in (0.0003594, 0.00299, 0.5, 1e-7)] == ["3.6e-4", "3e-3", "0.5", "1e-7"]
 
 
 def test_terminal_plot_marks_the_suggestion_and_spans_the_shown_lrs():

@@ -30,7 +30,7 @@ def sigint_at(epoch: int, step: int) -> Iterator[None]:
     the run stops after that step and saves last.pt."""
     progress = {"task": "", "steps": 0}
 
-    def task(self, description: str, total: int) -> None:
+    def task(self, description: str, total: int, batch: int = 1) -> None:
         progress.update(task=description, steps=0)
 
     def advance(self, n: int = 1, **info: float) -> None:
