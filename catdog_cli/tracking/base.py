@@ -119,8 +119,8 @@ class TrackingEvents(Events):
         self.state = read_state(self.out)
         self._each(lambda t: t.begin(self.command, summary, self.out, self.state.get(t.name, {})), keep=True)
 
-    def task(self, description: str, total: int) -> None:
-        self.inner.task(description, total)
+    def task(self, description: str, total: int, batch: int = 1) -> None:
+        self.inner.task(description, total, batch)
 
     def advance(self, n: int = 1, **info: float) -> None:
         self.inner.advance(n, **info)
