@@ -29,16 +29,16 @@ import torch
 
 from catdog_cli.core.records import Params, Throughput
 from catdog_cli.data.dataset import Split
-from catdog_cli.data.decode import ImageBatch, default_workers
+from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.presets import Inputs
 from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import calibration
-from catdog_cli.inference.trained import TrainedModel, inputs_of
+from catdog_cli.inference.trained import TrainedModel, inputs_of, one_pass
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
 from catdog_cli.models.strategies import STRATEGIES, param_groups
-from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
+from catdog_cli.runtime.device import Precision, resolve_device
 
 LOGITS = "logits"
 METADATA_FILE = "catdog.json"  # TorchScript: the metadata's name among the file's extra files
@@ -99,15 +99,7 @@ class Runner(ABC):
         workers: int | None,
         on_skip: Callable[[Path, str], None] | None = None,
     ) -> ThreadedSource:
-        """The split in order, decoded in threads a few batches ahead while the model computes."""
-        return ThreadedSource(
-            split,
-            self.inputs.eval_spec(),
-            batch_size or default_batch_size(self.device),
-            self.device,
-            default_workers() if workers is None else workers,
-            on_skip=on_skip,
-        )
+        return one_pass(split, self.inputs, self.device, batch_size, workers, on_skip)
 
 
 class TorchRunner(Runner):

@@ -85,17 +85,29 @@ class TrainedModel:
         workers: int | None,
         on_skip: Callable[[Path, str], None] | None = None,
     ) -> ThreadedSource:
-        """The split in order, decoded in threads while the model computes: one pass keeps nothing resident."""
-        return ThreadedSource(
-            split,
-            self.inputs.eval_spec(),
-            batch_size or default_batch_size(self.device),
-            self.device,
-            default_workers() if workers is None else workers,
-            on_skip=on_skip,
-        )
+        return one_pass(split, self.inputs, self.device, batch_size, workers, on_skip)
 
 
 def inputs_of(ckpt: dict[str, Any]) -> Inputs:
     """How a checkpoint's model wants its pixels, from its record."""
     return Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+
+
+def one_pass(
+    split: Split,
+    inputs: Inputs,
+    device: torch.device,
+    batch_size: int | None,
+    workers: int | None,
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> ThreadedSource:
+    """The split in order, decoded in threads a few batches ahead while the model computes: one pass keeps nothing
+    resident (what every runner, PyTorch's or an exported file's, evaluates and predicts over)."""
+    return ThreadedSource(
+        split,
+        inputs.eval_spec(),
+        batch_size or default_batch_size(device),
+        device,
+        default_workers() if workers is None else workers,
+        on_skip=on_skip,
+    )
