@@ -180,12 +180,14 @@ def test_a_rank_without_val_images_ends_every_rank_with_its_error_in_bounded_tim
         try:
             fit(config, {str(tmp_path / "run")!r})
         except CatdogError as exc:
-            print(f"rank {{os.environ['RANK']}} error: {{exc}}", flush=True)
+            with open({str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.txt", "w") as out:
+                out.write(f"rank {{os.environ['RANK']}} error: {{exc}}")
     """)
     )
     env_timeout = {"CATDOG_DIST_TIMEOUT_MIN": "0.1"}
     done = torchrun([str(script)], tmp_path, timeout=180, env=env_timeout)
-    lines = sorted(line for line in done.stdout.splitlines() if " error: " in line)
+    # Each rank writes its own file: two ranks printing to one pipe may interleave mid-line.
+    lines = sorted(path.read_text() for path in tmp_path.glob("rank*.txt"))
     assert [line.split(" error: ")[0] for line in lines] == ["rank 0", "rank 1"], done.stdout + done.stderr
     assert all("val" in line for line in lines)
 
@@ -195,17 +197,20 @@ def test_compare_ranks_meet_over_a_patient_group_not_the_default_timeout(tmp_pat
     (3 s here), and the gather over the patient group still succeeds (the slow rank is simulated by a wait)."""
     script = tmp_path / "late.py"
     script.write_text(
-        textwrap.dedent("""
+        textwrap.dedent(f"""
         import time
+        from pathlib import Path
         from catdog_cli.runtime import distributed
         world = distributed.init()
         group = distributed.patient_group(world)
         if world.rank == 1:
             time.sleep(8)
-        print("gathered", distributed.gather(world.rank, world, group), flush=True)
+        gathered = distributed.gather(world.rank, world, group)
+        Path({str(tmp_path)!r}, f"rank{{world.rank}}.txt").write_text(str(gathered))
         distributed.shutdown()
     """)
     )
     done = torchrun([str(script)], tmp_path, timeout=180, env={"CATDOG_DIST_TIMEOUT_MIN": "0.05"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("gathered [0, 1]") == 2
+    # Each rank writes its own file: two ranks printing to one pipe may interleave mid-line.
+    assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == ["[0, 1]", "[0, 1]"]
