@@ -34,8 +34,7 @@ from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.explain import add_heatmaps
 from catdog_cli.inference.fastpath import for_images, open_runner
 from catdog_cli.inference.metrics import confusion_matrix, per_class
-from catdog_cli.inference.runtimes import LOGITS, SCORE, Runner, TorchRunner, throughput
-from catdog_cli.inference.trained import TrainedModel
+from catdog_cli.inference.runtimes import LOGITS, SCORE, Runner, throughput
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import TransferModel
 from catdog_cli.reporting import run_report
@@ -192,7 +191,7 @@ def evaluate_checkpoint(
         check_new_file(report, "--report")
     runner = open_runner(checkpoint, device, precision, tta, runtime)
     ckpt, classes = runner.record, runner.classes
-    detector = ood.from_checkpoint(ckpt) if isinstance(runner, TorchRunner) else None
+    detector = runner.unknown_detector()
     if unknown_data is not None and detector is None:
         raise CatdogError(f"--unknown-data needs a detector, and {ood.NO_DETECTOR.removeprefix('this ')}")
     dataset, trained_here = _dataset_of(ckpt, data, events)
@@ -205,16 +204,15 @@ def evaluate_checkpoint(
             "an estimate on unseen images (use --split val or test for that)"
         )
     images = dataset.split(split)
-    if detector is None:  # the detector's score is tapped from the PyTorch model
-        runner = for_images(runner, images.paths, events)
+    runner = for_images(runner, images.paths, events)
     source = runner.one_pass(images, batch_size, workers, on_skip=events.skip)
     events.task(f"evaluating {split}", len(images))
     with throughput(runner, len(images)) as speed:
         out, scores = _scored_pass(runner, source, len(classes), events)
     record = evaluation_record(out, classes, split)
     worst = top_losses(out, images, classes)
-    trained = runner.trained() if report is not None or detector is not None else None
-    if trained is not None and report is not None:  # where the model looked, for the report's thumbnails (Grad-CAM)
+    trained = runner.trained() if report is not None else None
+    if trained is not None:  # where the model looked, for the report's thumbnails (Grad-CAM)
         add_heatmaps(trained.base, worst, classes, trained.inputs, trained.device)
     result: EvaluateResult = {
         "kind": "evaluate",
@@ -237,9 +235,9 @@ def evaluate_checkpoint(
     }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
-    if trained is not None and trained.detector is not None:
+    if detector is not None:
         result["unknown"] = unknown_record(
-            trained.detector, trained, out, scores, split, unknown_data, batch_size, workers, events
+            detector, runner, out, scores, split, unknown_data, batch_size, workers, events
         )
     if report is not None:  # a new file only, even if one appeared while this ran
         create_new(report, lambda tmp: run_report.write_train_report(result, tmp), "--report")
@@ -267,8 +265,8 @@ EXAMPLES = 6  # caught and missed images of --unknown-data the report shows
 
 
 def unknown_record(
-    detector: ood.Detector,
-    trained: TrainedModel,
+    detector: dict[str, Any],
+    runner: Runner,
     out: EvalOutput,
     scores: torch.Tensor,
     split: str,
@@ -277,14 +275,16 @@ def unknown_record(
     workers: int | None,
     events: Events,
 ) -> dict[str, Any]:
-    """The detector on the evaluated split (the share kept, the accuracy on them); with `unknown_data`, on those
-    images too: AUROC, FPR at 95 % kept (the threshold keeping 95 % of this split), the share past the checkpoint's
-    threshold, and the most and least unknown-looking of them for the report."""
-    kept, right = ~detector.unknown(scores), out.preds == out.labels
+    """The detector (`ood.summary`) on the evaluated split (the share kept, the accuracy on them); with
+    `unknown_data`, on those images too: AUROC, FPR at 95 % kept (the threshold keeping 95 % of this split), the
+    share past the model's threshold, and the most and least unknown-looking of them for the report. The scores are
+    the runner's `unknown_score` output: a checkpoint's or an exported file's alike."""
+    if len(scores) != len(out.preds):
+        raise CatdogError("the model has an unknown-image detector in its record but gives no unknown score")
+    threshold = detector["threshold"]
+    kept, right = scores <= threshold, out.preds == out.labels
     record: dict[str, Any] = {
-        "method": detector.method,
-        "threshold": detector.threshold,
-        "keep": detector.record.get("keep"),
+        **detector,
         "split": split,
         "kept": kept.double().mean().item(),
         "accuracy_kept": right[kept].double().mean().item() if kept.any() else None,
@@ -296,22 +296,20 @@ def unknown_record(
     files = collect_images([unknown_data])
     if not files:
         raise CatdogError(f"no images in --unknown-data {unknown_data}")
-    source = trained.one_pass(Split(files, [0] * len(files)), batch_size, workers, on_skip=events.skip)
+    source = runner.one_pass(Split(files, [0] * len(files)), batch_size, workers, on_skip=events.skip)
     events.task("scoring --unknown-data", len(files))
-    with trained.scored() as tap:
-        seen = evaluate(trained.model, source, trained.inputs, trained.precision, len(trained.classes), events)
-    found = tap.take_scores()
+    seen, found = _scored_pass(runner, source, len(runner.classes), events)
     order = found.argsort(descending=True).tolist()
-    caught = [i for i in order if found[i] > detector.threshold]
-    missed = [i for i in reversed(order) if found[i] <= detector.threshold]
+    caught = [i for i in order if found[i] > threshold]
+    missed = [i for i in reversed(order) if found[i] <= threshold]
 
     def example(i: int) -> dict[str, Any]:
-        return {"path": str(files[seen.index[i]]), "label": trained.classes[seen.preds[i]], "score": found[i].item()}
+        return {"path": str(files[seen.index[i]]), "label": runner.classes[seen.preds[i]], "score": found[i].item()}
 
     return record | {
         "unknown_data": str(unknown_data),
         "unknown_images": len(found),
-        **ood.separation(scores, found, detector.threshold),
+        **ood.separation(scores, found, threshold),
         "scores": {split: scores.tolist(), "unknown data": found.tolist()},
         "caught_examples": [example(i) for i in caught[:EXAMPLES]],
         "missed_examples": [example(i) for i in missed[:EXAMPLES]],

@@ -173,6 +173,7 @@ def _unknown_metadata(detector: ood.Detector | None) -> dict[str, Any]:
             "shape": ["batch"],
             "method": detector.method,
             "threshold": detector.threshold,
+            "keep": detector.record.get("keep"),
             "meaning": "an image scoring above threshold looks like none of the classes (catdog predict's unknown)",
         }
     }

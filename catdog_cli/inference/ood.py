@@ -242,6 +242,26 @@ def from_checkpoint(ckpt: dict[str, Any]) -> Detector | None:
     return Detector(method, built.eval(), threshold, record)
 
 
+def summary(entry: Any) -> dict[str, Any] | None:
+    """What a detector is, from a checkpoint's `ood` entry or an exported file's `unknown` metadata alike: method,
+    threshold and the share of val it was fitted to keep. None without one; a threshold that is not a finite number
+    is refused."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        threshold = float(entry["threshold"])
+    except (KeyError, TypeError, ValueError):
+        threshold = math.nan
+    if not math.isfinite(threshold):
+        raise CatdogError("the model's unknown-image detector has no finite threshold; refusing to use it")
+    keep = entry.get("keep")
+    return {
+        "method": str(entry.get("method", "?")),
+        "threshold": threshold,
+        "keep": float(keep) if isinstance(keep, int | float) else None,
+    }
+
+
 NO_DETECTOR = "this checkpoint has no unknown-image detector (made before catdog fitted one): every image gets a class"
 
 

@@ -64,7 +64,8 @@ def classify(
         raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
     runner = for_images(open_runner(checkpoint, device, precision, tta, runtime), files, events)
     classes = runner.classes
-    threshold = runner.unknown_threshold() if unknown else None
+    detector = runner.unknown_detector() if unknown else None
+    threshold = detector["threshold"] if detector is not None else None
     if unknown and threshold is None:
         events.note(ood.NO_DETECTOR)
     k = max(1, min(top_k, len(classes)))

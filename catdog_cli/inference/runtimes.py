@@ -33,7 +33,7 @@ from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.presets import Inputs
 from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.errors import CatdogError
-from catdog_cli.inference import calibration
+from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.trained import TrainedModel, inputs_of, one_pass
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
@@ -85,8 +85,9 @@ class Runner(ABC):
     def params(self) -> Params: ...
 
     @abstractmethod
-    def unknown_threshold(self) -> float | None:
-        """The unknown-image detector's threshold (its score is the `unknown_score` output); None without one."""
+    def unknown_detector(self) -> dict[str, Any] | None:
+        """The unknown-image detector (`ood.summary`: method, threshold, keep), whose score is the `unknown_score`
+        output; None without one. Read from the record, so asking builds no model."""
 
     def trained(self) -> TrainedModel | None:
         """The PyTorch model behind this runner where there is one (Grad-CAM needs it); None for an exported file."""
@@ -140,8 +141,8 @@ class TorchRunner(Runner):
             found[SCORE] = tap.take_scores()
         return found
 
-    def unknown_threshold(self) -> float | None:
-        return self.model.detector.threshold if self.model.detector is not None else None
+    def unknown_detector(self) -> dict[str, Any] | None:
+        return ood.summary(self.record.get("ood"))
 
     def params(self) -> Params:
         return params_of(self.model)
@@ -182,9 +183,8 @@ class ExportedRunner(Runner):
     def params(self) -> Params:
         return self.meta.get("params") or {"total": self._count(), "trainable": 0}
 
-    def unknown_threshold(self) -> float | None:
-        unknown = self.meta.get("unknown")
-        return float(unknown["threshold"]) if isinstance(unknown, dict) and "threshold" in unknown else None
+    def unknown_detector(self) -> dict[str, Any] | None:
+        return ood.summary(self.meta.get("unknown"))
 
     def trained(self) -> TrainedModel | None:
         """The checkpoint behind an export catdog cached, loaded when asked (Grad-CAM); None for a user's file."""

@@ -92,8 +92,7 @@ def test_an_exported_file_evaluates_like_its_checkpoint(exported, frozen_run, fm
     data = str(frozen_run["root"])
     reference = evaluate_checkpoint(checkpoint, data, "all", device="cpu", workers=1, precision="fp32", runtime="torch")
     got = evaluate_checkpoint(path, data, "all", device="cpu", workers=1)
-    # evaluate's unknown-image section needs the PyTorch model (README): the file's result has every other key
-    assert got.keys() == reference.keys() - {"unknown"}
+    assert got.keys() == reference.keys()
     assert (got["accuracy"], got["confusion"], got["per_class"]) == (
         reference["accuracy"],
         reference["confusion"],
@@ -104,6 +103,26 @@ def test_an_exported_file_evaluates_like_its_checkpoint(exported, frozen_run, fm
         assert got["calibration"][key] == pytest.approx(reference["calibration"][key], abs=1e-4)
     assert got["params"] == reference["params"]  # the export's metadata carries them
     assert [t["path"] for t in got["top_losses"]] == [t["path"] for t in reference["top_losses"]]
+    # the unknown-image section from the file's in-graph score and its metadata's threshold
+    assert {k: v for k, v in got["unknown"].items() if k != "scores"} == pytest.approx(
+        {k: v for k, v in reference["unknown"].items() if k != "scores"}
+    )
+    assert got["unknown"]["scores"]["all"] == pytest.approx(reference["unknown"]["scores"]["all"], rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_exported_file_scores_unknown_data_as_its_checkpoint_does(exported, frozen_run, photos, fmt):
+    checkpoint, path = exported(fmt)
+    data = str(frozen_run["root"])
+    options = {"device": "cpu", "workers": 1, "unknown_data": photos}
+    reference = evaluate_checkpoint(checkpoint, data, "all", precision="fp32", runtime="torch", **options)["unknown"]
+    got = evaluate_checkpoint(path, data, "all", **options)["unknown"]
+    assert got["unknown_images"] == reference["unknown_images"] == 6  # broken.jpg is skipped, not scored
+    for key in ("auroc", "fpr_at_95_kept", "caught", "kept", "threshold", "keep"):
+        assert got[key] == pytest.approx(reference[key], abs=1e-6), key
+    assert got["method"] == reference["method"] == "knn"
+    assert [e["path"] for e in got["caught_examples"]] == [e["path"] for e in reference["caught_examples"]]
+    assert got["scores"]["unknown data"] == pytest.approx(reference["scores"]["unknown data"], rel=1e-4, abs=1e-4)
 
 
 def test_cli_json_keys_are_the_same_for_a_checkpoint_and_its_file(exported, photos, frozen_run):
@@ -115,7 +134,7 @@ def test_cli_json_keys_are_the_same_for_a_checkpoint_and_its_file(exported, phot
     root = frozen_run["root"]
     a = ok_json(catdog("evaluate", checkpoint, "--data", root, "--split", "all", "--device", "cpu", "--json"))
     b = ok_json(catdog("evaluate", path, "--data", root, "--split", "all", "--json"))
-    assert a.keys() - {"unknown"} == b.keys() and a["accuracy"] == b["accuracy"]
+    assert a.keys() == b.keys() and a["accuracy"] == b["accuracy"]
 
 
 def test_an_exported_file_needs_data_to_evaluate(exported):
