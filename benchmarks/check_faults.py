@@ -79,7 +79,8 @@ def inject(data: Path, work: Path, copies: int, placeholders: int, seed: int) ->
     classes = sorted(p.name for p in (out / "train").iterdir())
     fakes = []
     for k in range(placeholders):
-        dest = out / "train" / classes[k % len(classes)] / f"placeholder{k}{['.gif', '.png', '.jpg'][k % 3]}"
+        # a neutral name: a file named like a placeholder is left out by its name before any check reads its pixels
+        dest = out / "train" / classes[k % len(classes)] / f"stock{k}{['.gif', '.png', '.jpg'][k % 3]}"
         placeholder(dest, k)
         fakes.append(dest.relative_to(out).as_posix())
     return out, leaks, fakes

@@ -20,7 +20,9 @@ from catdog_cli.models import checkpoints
 
 
 def test_evaluate_rederives_the_val_split_of_the_training_folder(frozen_run):
-    result = evaluate_checkpoint(frozen_run["out"] / "best.pt", workers=1, device="cpu")
+    # at the precision the run evaluated in (bf16 on a CPU with native bf16; inference's default is fp32)
+    trained_in = frozen_run["result"]["precision"]
+    result = evaluate_checkpoint(frozen_run["out"] / "best.pt", workers=1, device="cpu", precision=trained_in)
     val = load_dataset(frozen_run["root"], 0.2, 0).splits["val"]
     assert result["num_images"] == len(val) == 4  # not the 16 images of the whole folder
     assert sum(map(sum, result["confusion"])) == 4
