@@ -129,10 +129,18 @@ def methods(found, leaks: list) -> dict:
         "cosine_at_least": table(cos, (0.8, 0.85, 0.88, 0.9, 0.92, 0.95), lambda m, t: m >= t),
         "cosine_at_least_and_distance_at_most": table(
             None,
-            [(c, d) for c in (0.8, 0.85, 0.88, 0.9) for d in (16, 20, 24)],
+            [(c, d) for c in (0.8, 0.85, 0.88, 0.9) for d in (12, 14, 15, 16, 20, 24)],
             lambda _, t: (cos >= t[0]) & (dist <= t[1]),
         ),
         "pairs_compared": int(upper.sum()),
+        # how far the injected copies strayed: the margin each limit leaves
+        "injected_extremes": {
+            kind: {
+                "largest_distance": max(int(dist[a, b]) for (a, b), k in injected.items() if k == kind),
+                "lowest_cosine": round(min(float(cos[a, b]) for (a, b), k in injected.items() if k == kind), 4),
+            }
+            for kind in KINDS
+        },
     }
 
 

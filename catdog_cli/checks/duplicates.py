@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 MIN_SIMILARITY = 0.80  # cosine of unit-length backbone features: the same picture, altered
-AGREE_DISTANCE = 16  # of 64 pHash bits, with features: a 10 % crop moves the hash; another photo is ~32 bits away
+# of 64 pHash bits, with features: a 10 % crop moved it up to 14 bits; another photo of the same cat, same shoot,
+# 16 (benchmarks/README.md, check_faults.py); unrelated photos are ~32 apart
+AGREE_DISTANCE = 15
 MAX_DISTANCE = 10  # of 64 pHash bits, without features: the same picture, resized or re-encoded
 BLOCK = 2048  # rows compared at once: memory stays BLOCK x N floats
 
