@@ -24,6 +24,7 @@ from catdog_cli.core.defaults import THREADS_ENV
 from catdog_cli.core.formatting import printable
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.runtime.environment import stack_failure
+from catdog_cli.runtime.signals import terminate_interrupts
 
 
 @dataclass
@@ -57,7 +58,7 @@ CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Click
 class CatdogGroup(TyperGroup):
     """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
     `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
-    range) is one line too, with exit code 2. Ctrl-C exits with 130, as shells do."""
+    range) is one line too, with exit code 2. Ctrl-C, and SIGTERM alike, exit with 130, as shells do."""
 
     def main(
         self,
@@ -82,7 +83,8 @@ class CatdogGroup(TyperGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with terminate_interrupts():  # SIGTERM is Ctrl-C: every command cleans up after itself, exit 130
+                return super().invoke(ctx)
         except Exception as exc:
             debug = isinstance(ctx.obj, Session) and ctx.obj.debug
             if debug or not (isinstance(exc, (CatdogError, OSError)) or out_of_memory(exc) or stack_failure(exc)):

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from catdog_cli.cli.progress import UNWRAPPED, Trimmed, safe
-from catdog_cli.core.formatting import fmt, lr_text, pct, printable, weights_text
+from catdog_cli.core.formatting import fmt, lr_text, pct, printable, undefined_note, weights_text
 from catdog_cli.core.records import (
     COMPARE_COLUMNS,
     Calibration,
@@ -59,12 +59,10 @@ def train_summary(result: TrainResult) -> Table:
         ("best val accuracy", best + (", EMA weights" if result.get("best_weights") == "ema" else "")),
     ]
     if "evaluation" in result:  # each class's recall: what an imbalanced folder hides behind accuracy
-        rows.append(
-            (
-                "val recall per class",
-                printable(", ".join(f"{c['class']} {pct(c['recall'])}" for c in result["evaluation"]["per_class"])),
-            )
-        )
+        per_class = result["evaluation"]["per_class"]
+        recalls = printable(", ".join(f"{c['class']} {pct(c['recall'])}" for c in per_class))
+        note = undefined_note(per_class)  # why one is "—"
+        rows.append(("val recall per class", recalls + (f" ({note})" if note else "")))
     counts = result.get("train_counts")
     note = imbalance_note(result["classes"], list(counts.values())) if counts else None
     if note:
@@ -116,6 +114,7 @@ def evaluation_tables(ev: EvaluateResult) -> list[RenderableType]:
     return [
         Text(f"{model}{split} split: accuracy {pct(ev['accuracy'])}, loss {ev['loss']:.4f}, {ev['num_images']} images"),
         metrics,
+        *([Text(note)] if (note := undefined_note(ev["per_class"])) else []),
         Text(f"confusion on {split} (rows: true, columns: predicted)"),
         confusion,
         *([confidence_table(ev)] if "calibration" in ev else []),

@@ -207,10 +207,12 @@ def predict(
 
 def check_predict_outputs(csv_file: Path | None, overwrite: bool, folders: dict[str, Path | None]) -> None:
     """predict's output files and folders, refused before any work: an existing CSV stays unless --overwrite."""
-    from catdog_cli.core.paths import check_folder_target, check_new_file
+    from catdog_cli.core.paths import check_file_name, check_folder_target, check_new_file
 
     if overwrite and csv_file is None:
         raise CatdogError("--overwrite replaces a --csv file; give --csv FILE with it")
+    if csv_file is not None:
+        check_file_name(csv_file, "--csv")
     if csv_file is not None and csv_file.exists() and not overwrite:
         raise CatdogError(f"{csv_file} already exists; choose a new --csv file (or add --overwrite to replace it)")
     if csv_file is not None and not csv_file.exists():
@@ -228,8 +230,16 @@ def _write_outputs(
     sort_into: Path | None,
     explain: Path | None,
 ) -> None:
-    """predict's files: the CSV, the heat maps' count, the copies sorted into class folders."""
+    """predict's files: the copies sorted into class folders (first: a folder that means something else there is
+    refused before anything is written), the CSV, the heat maps' count."""
     console = output.console
+    if sort_into is not None:
+        from catdog_cli.inference.predict import sort_into_folders
+
+        copied = sort_into_folders(rows, sort_into)
+        unsure = sum(bool(r.get("unsure")) for r in rows if "copied_to" in r)
+        also = f" ({unsure} unsure ones into {printable(sort_into)}/_unsure/<class>/)" if unsure else ""
+        console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/{also}", markup=False)
     if csv_file is not None:
         from catdog_cli.inference.predict import write_predictions_csv
 
@@ -239,13 +249,6 @@ def _write_outputs(
         console.print(
             f"heat maps of {sum('explanation' in r for r in rows)} image(s) in {printable(explain)}", markup=False
         )
-    if sort_into is not None:
-        from catdog_cli.inference.predict import sort_into_folders
-
-        copied = sort_into_folders(rows, sort_into)
-        unsure = sum(bool(r.get("unsure")) for r in rows if "copied_to" in r)
-        also = f" ({unsure} unsure ones into {printable(sort_into)}/_unsure/<class>/)" if unsure else ""
-        console.print(f"copied {copied} image(s) into {printable(sort_into)}/<class>/{also}", markup=False)
 
 
 def export(

@@ -294,6 +294,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 
+def check_once(option: str, names: list[str]) -> None:
+    """A name given twice in a list option is refused: a grid (or test) of it twice would only cost time, and
+    `freeze,freeze` was more likely meant as another strategy than as one."""
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise CatdogError(f"{option} names {twice} twice; name each once")
+
+
 def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end: float, steps: int) -> None:
     """lr-find's options, torch-free: the CLI refuses them before torch loads, `find_lr` again for the API."""
     if World.from_env().distributed:  # every rank would run its own test and write the same folder
@@ -305,6 +313,7 @@ def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end:
         raise CatdogError(f"--steps {steps}: must be at least {LR_FIND_MIN_STEPS} and at most 100,000")
     if not strategies:
         raise CatdogError("--strategies: name at least one strategy")
+    check_once("--strategies", strategies)
     for strategy in strategies:
         replace(config, strategy=strategy, epochs=2).check()
 
@@ -346,6 +355,8 @@ class CompareConfig:
             check_strategy(name)
         for name in self.backbones:
             check_backbone(name)
+        check_once("--strategies", self.strategies)
+        check_once("--backbones", self.backbones)  # the CLI's presets may overlap: expand_backbones takes each once
         for name in self.strategies:  # what train refuses for a strategy, refused for the grid before any cell
             replace(self.train, strategy=name).check(weights=False)  # --weights may name a file per backbone
         for weights in set(weights_by_backbone(self.train.weights, self.backbones).values()):

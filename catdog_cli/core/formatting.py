@@ -35,6 +35,12 @@ def pct(value: float | None) -> str:
     return fmt(value, "pct")
 
 
+def undefined_note(per_class: list[dict[str, Any]]) -> str:
+    """Why a per-class rate is "—" (None in JSON): '— bees: no val image of this class (recall)'; "" when none is."""
+    found = [f"{printable(r['class'])}: {r['undefined']}" for r in per_class if r.get("undefined")]
+    return "— " + "; ".join(found) if found else ""
+
+
 def _escaped(char: str, controls: bool) -> str:
     code = ord(char)
     if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name, as os.fsdecode keeps it
@@ -54,6 +60,17 @@ def printable(text: object, controls: bool = True) -> str:
     if text.isprintable():
         return text
     return "".join(_escaped(c, controls) for c in text)
+
+
+def printed_alike(names: list[str]) -> tuple[str, str] | None:
+    """Two of `names` that differ but print the same (`printable`), or None: a folder named with bytes that are not
+    UTF-8 (`chat` + byte 0xff prints `chat\\xff`) and one named with those four characters literally."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(printable(name), name)
+        if other != name:
+            return other, name
+    return None
 
 
 def weights_text(weights: str) -> str:

@@ -161,7 +161,7 @@ LOCK = ".catdog-lock"  # in a folder a run is writing to, for as long as it runs
 
 def _lock(folder: Path) -> Path:
     """Create folder/LOCK exclusively (O_EXCL is atomic): of two runs started into one folder, one gets it. A lock
-    whose process is gone (kill -9, a signal during start-up) is taken over, not left for the user to delete."""
+    whose process is gone (kill -9) is taken over, not left for the user to delete."""
     lock = folder / LOCK
     in_use = CatdogError(f"{folder} is in use by another catdog run; if none is running, delete {lock}")
     for _ in range(3):  # a stale lock removed, then created again: another run may win that race
@@ -173,8 +173,12 @@ def _lock(folder: Path) -> Path:
             raise in_use from None
         except OSError as exc:
             raise CatdogError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        except BaseException:  # Ctrl-C or SIGTERM now: an empty lock would read as one being written, held
+            lock.unlink(missing_ok=True)
+            raise
         return lock
     raise in_use
 
@@ -246,7 +250,7 @@ def run_folder(out: Path | str | None, prefix: str, reuse: bool = False, name: s
         made = _mkdirs(folder)
     try:
         lock = _lock(folder)
-    except CatdogError:
+    except BaseException:  # in use, or Ctrl-C or SIGTERM while claiming it
         _remove_empty(made)
         raise
     try:
@@ -274,10 +278,21 @@ def _probe(folder: Path, option: str) -> None:
     os.unlink(tmp)
 
 
-def check_new_file(path: Path | str, option: str) -> Path:
-    """Refuse, before any work, an output file that could not be written new: one that exists (catdog never
-    overwrites), one in a folder that is missing, or one where nothing can be written."""
+def check_file_name(path: Path | str, option: str) -> None:
+    """An output file's option that names a folder names no file: an empty value too (`--out ""` reads as `.`)."""
     path = Path(path)
+    if path == Path("."):
+        raise CatdogError(f"{option} is empty (or .): give the name of a file to write")
+    if path.is_dir():
+        raise CatdogError(f"{option} {path} is a folder; give the name of a file to write")
+
+
+def check_new_file(path: Path | str, option: str) -> Path:
+    """Refuse, before any work, an output file that could not be written new: a folder or nothing (`check_file_name`),
+    one that exists (catdog never overwrites), one in a folder that is missing, or one where nothing can be
+    written."""
+    path = Path(path)
+    check_file_name(path, option)
     if path.exists() or path.is_symlink():
         raise CatdogError(f"{path} already exists; choose a new {option} file")
     if not path.parent.is_dir():

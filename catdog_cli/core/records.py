@@ -33,8 +33,16 @@ class EpochRecord(TypedDict):
     val_seconds: float  # validation (of the EMA weights too, with --ema)
 
 
-ClassMetrics = TypedDict(
-    "ClassMetrics", {"class": str, "precision": float, "recall": float, "f1": float, "support": int}
+ClassMetrics = TypedDict(  # a rate with nothing to count is None (null), and `undefined` says why
+    "ClassMetrics",
+    {
+        "class": str,
+        "precision": float | None,
+        "recall": float | None,
+        "f1": float | None,
+        "support": int,
+        "undefined": NotRequired[str],
+    },
 )
 
 

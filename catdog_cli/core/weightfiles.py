@@ -47,6 +47,8 @@ def _mapping(weights: str, backbones: Sequence[str]) -> dict[str, str]:
             raise CatdogError(f"--weights: {item!r} is not NAME=PATH (or NAME=default, NAME=none)")
         if name not in backbones:
             raise CatdogError(f"--weights names {name}, which is not among the backbones ({', '.join(backbones)})")
+        if name in given:
+            raise CatdogError(f"--weights names {name} twice; give each backbone one file (NAME=PATH once)")
         if value not in SHARED_VALUES and not Path(value).expanduser().is_file():
             raise CatdogError(f"--weights {name}={value}: weights file not found")
         given[name] = value if value in SHARED_VALUES else str(Path(value).expanduser())

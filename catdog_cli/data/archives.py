@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from catdog_cli.core.paths import writing
 from catdog_cli.errors import CatdogError
 
 CHUNK = 1 << 20  # bytes read and written at a time
@@ -196,16 +197,18 @@ def _extract_entries(entries: list[_Entry], label: str, dest: Path, progress: Fe
 
 
 def _write_new(target: Path, entry: _Entry, label: str) -> None:
-    try:
-        # never over a file, even one the checks could not see (names that a case-blind disk takes as one)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except FileExistsError:
-        raise CatdogError(
-            f"refusing {label}: entry {entry.name!r} would overwrite another (names that differ "
-            "only in case, on this file system?)"
-        ) from None
-    with os.fdopen(fd, "wb") as dst, entry.open() as src:
-        _copy(src, dst, entry.size, label)
+    """A full disk (or quota, or file size limit) is one line naming the entry: the write itself names no file."""
+    with writing(f"{entry.name!r} of {label}"):
+        try:
+            # never over a file, even one the checks could not see (names that a case-blind disk takes as one)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            raise CatdogError(
+                f"refusing {label}: entry {entry.name!r} would overwrite another (names that differ "
+                "only in case, on this file system?)"
+            ) from None
+        with os.fdopen(fd, "wb") as dst, entry.open() as src:
+            _copy(src, dst, entry.size, label)
 
 
 def _targets(entries: list[_Entry], label: str) -> list[tuple[_Entry, PurePosixPath]]:

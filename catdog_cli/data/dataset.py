@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from catdog_cli.core.formatting import printable, printed_alike
 from catdog_cli.core.paths import data_note, resolve_data
 from catdog_cli.data.folders import Walk, split_of, stratified_split, visible_dirs
 from catdog_cli.errors import CatdogError
@@ -190,6 +191,12 @@ def load_dataset(
             raise CatdogError(
                 f"{class_root.absolute()} has {len(classes)} class folder(s) with images; a classifier needs at "
                 "least 2 (expected DIR/<class>/*.jpg or DIR/train/<class>/*.jpg)" + (f"; {read}" if read else "")
+            )
+        if alike := printed_alike(classes):
+            raise CatdogError(
+                f"two class folders in {class_root.absolute()} print alike as {printable(alike[0])}, so no table, "
+                f"JSON, CSV or label could tell them apart: one is named {os.fsencode(alike[0])!r}, the other "
+                f"{os.fsencode(alike[1])!r} (the bytes of their names); rename one of them"
             )
     _check_classes(found, classes, reference, root, notes)
     splits = {s: _labeled(by_class, classes) for s, by_class in found.items()}

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from catdog_cli.data.dataset import Split
+from catdog_cli.data.folders import SPECIAL_FILE
 
 MAX_PIXELS = 100_000_000  # larger images are refused before decoding (decompression bombs)
 MAX_RATIO = 100  # longer than 100:1 is no photo (a needle, 1 x 1,000,000 px): refused before decoding
@@ -50,7 +51,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
 def _open_regular(path: Path) -> BinaryIO:
     """The file opened for reading if it is a regular file: a FIFO named like an image would hang a read forever,
     a device would never end. Checked before opening, and again on what was opened (without blocking)."""
-    special = ImageError("not a regular file (a FIFO, device or socket is never read)")
+    special = ImageError(SPECIAL_FILE)
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise special
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog_cli import __version__
+from catdog_cli.core.paths import writing
 from catdog_cli.data.archives import CHUNK, MAX_BYTES, MAX_SIZE_HINT, FetchProgress, size_text
 from catdog_cli.errors import CatdogError
 
@@ -191,7 +192,7 @@ def _resume(resp: Any, part: Path, offset: int, length: int | None, cap: _Cap) -
 def _stream(resp: Any, part: Path, mode: str, offset: int, cap: _Cap, progress: FetchProgress) -> int:
     """Append the body to part; stops (and deletes part) the moment it passes the cap."""
     got = 0
-    with open(part, mode) as f:
+    with writing(part), open(part, mode) as f:  # a full disk: one line naming the .part (kept, to resume from)
         while True:
             try:
                 chunk = resp.read(CHUNK)

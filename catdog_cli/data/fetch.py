@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import ParseResult, urlparse
 
-from catdog_cli.core.paths import data_root
+from catdog_cli.core.paths import data_root, writing
 from catdog_cli.data.archives import (
     GIB,
     MAX_BYTES,
@@ -263,7 +263,8 @@ def _make(req: Request, origin: str, entry: Source | None, progress: FetchProgre
             tree, digest, budget = _local(req, Path(origin), work, progress)
         summary = build(tree, work, req, entry, budget, progress)
         summary.source, summary.sha256 = origin, digest
-        (work / "out" / MARKER).write_text(json.dumps(summary.to_json(), indent=1), encoding="utf-8")
+        with writing(req.final / MARKER):  # the write names no file: the one it was for
+            (work / "out" / MARKER).write_text(json.dumps(summary.to_json(), indent=1), encoding="utf-8")
         _publish(work, req.final)
     except CatdogError:  # an archive that is unsafe, damaged or unreadable will not get better: drop it
         if downloaded is not None:

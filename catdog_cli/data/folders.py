@@ -17,6 +17,9 @@ from catdog_cli.errors import CatdogError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})  # compared lower-cased; dot files too
+NOT_REGULAR = "not a regular file"  # a walk's reason for a FIFO, device or socket
+SPECIAL_FILE = "not a regular file (a FIFO, device or socket is never read)"  # the decoder's, for one named as an image
+CANNOT_READ = "cannot read"  # a walk's reason for a folder it could not list
 
 # Folder names that mean a split, lower-cased. Kaggle's test1/ has no labels, so it is "unlabeled".
 SPLIT_FOLDERS = {
@@ -109,7 +112,7 @@ class Walk:
             try:
                 dirs, files = self.listing(path)
             except OSError as e:
-                self.cut.append((path, f"cannot read ({e.strerror or e})"))
+                self.cut.append((path, f"{CANNOT_READ} ({e.strerror or e})"))
                 continue
             for file in files:
                 self._file(file, direct, images, others)
@@ -161,7 +164,7 @@ class Walk:
         if st is not None:  # decoding names its fault
             self._files.setdefault((st.st_dev, st.st_ino), []).append((path, direct and not path.is_symlink()))
         if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-            others.append((path, "not a regular file"))
+            others.append((path, NOT_REGULAR))
         elif is_image_name(path):
             images.append(path)
         else:
@@ -207,14 +210,31 @@ def stratified_split(by_class: dict[str, list[Path]], fraction: float, seed: int
     return train, val
 
 
-def collect_images(paths: list[Path | str]) -> list[Path]:
-    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
-    found: list[Path] = []
+def gather_images(paths: list[Path | str]) -> tuple[list[Path], dict[Path, str]]:
+    """Files as given and the image files of folders (recursed, in natural order: 2.jpg before 10.jpg), and among
+    them what a folder holds but is never read, with why: a file named like an image that is not a regular file (a
+    FIFO), a sub-folder that cannot be read. Nothing in a folder is left out without a word (a link that loops back,
+    or a folder reached twice, leaves no image out)."""
+    listed: list[Path] = []
+    unread: dict[Path, str] = {}
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(walk_images(p)[0], key=lambda f: natural_key(str(f)))
+            walk = Walk(p)
+            images, others = walk.images(p)
+            dropped = walk.duplicates()
+            special = [f for f, why in others if why == NOT_REGULAR and is_image_name(f)]
+            here = {f: SPECIAL_FILE for f in special if f not in dropped}  # a FIFO reached twice: one row
+            here |= {d: why for d, why in walk.cut if why.startswith(CANNOT_READ)}
+            listed += sorted([*(f for f in images if f not in dropped), *here], key=lambda f: natural_key(str(f)))
+            unread |= here
         elif p.exists():
-            found.append(p)
+            listed.append(p)
         else:
             raise CatdogError(f"no such file or folder: {p}")
-    return found
+    return listed, unread
+
+
+def collect_images(paths: list[Path | str]) -> list[Path]:
+    """Files as given; folders recursed for image files, in natural order (2.jpg before 10.jpg)."""
+    listed, unread = gather_images(paths)
+    return [p for p in listed if p not in unread]

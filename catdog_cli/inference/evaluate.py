@@ -128,7 +128,7 @@ def evaluation_record(out: EvalOutput, classes: list[str], split: str) -> Evalua
         "num_images": out.num_images,
         "accuracy": out.accuracy,
         "loss": out.loss,
-        "per_class": per_class(out.confusion, classes),
+        "per_class": per_class(out.confusion, classes, split),
         "confusion": out.confusion,
     }
 

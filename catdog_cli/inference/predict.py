@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from catdog_cli.core.records import (
     PredictResult,
 )
 from catdog_cli.data.dataset import Split
-from catdog_cli.data.folders import collect_images
+from catdog_cli.data.folders import gather_images, ignored
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import ood
 from catdog_cli.inference.fastpath import for_images, open_runner
@@ -59,9 +60,11 @@ def classify(
         runtime=runtime,
         tta=tta is not None,
     )
-    files = collect_images(paths)
+    listed, unread = gather_images(paths)
+    files = [p for p in listed if p not in unread]
     if not files:
-        raise CatdogError("no images to classify in " + ", ".join(map(str, paths)))
+        why = "".join(f"; {p}: {reason}" for p, reason in list(unread.items())[:3])
+        raise CatdogError("no images to classify in " + ", ".join(map(str, paths)) + why)
     runner = for_images(open_runner(checkpoint, device, precision, tta, runtime), files, events)
     classes = runner.classes
     detector = runner.unknown_detector() if unknown else None
@@ -89,8 +92,8 @@ def classify(
                     row["unknown"], row["unknown_score"] = score > threshold, score
                 rows.append(row)
             events.advance(len(batch))
-    rows += [{"path": str(p), "error": reason} for p, reason in source.skipped]
-    order = {str(p): n for n, p in enumerate(files)}
+    rows += [{"path": str(p), "error": reason} for p, reason in [*source.skipped, *unread.items()]]
+    order = {str(p): n for n, p in enumerate(listed)}
     return {
         "kind": "predict",
         "checkpoint": str(checkpoint),
@@ -114,8 +117,8 @@ def predict(
     unknown: bool = True,
     runtime: str = "auto",
 ) -> list[Prediction]:
-    """One row per image: label and confidence (and the top k), or the reason it could not be read (a folder's
-    or a FIFO's too: only regular files are read).
+    """One row per image: label and confidence (and the top k), or the reason it could not be read (a FIFO named
+    like an image, only regular files are read; a sub-folder that cannot be read, with its reason).
 
     Confidences are calibrated (softmax of the logits over the checkpoint's temperature). With
     `min_confidence`, every labeled row says whether it is `unsure` (confidence below it); the label is kept.
@@ -166,12 +169,42 @@ def write_predictions_csv(path: Path, rows: list[Prediction], overwrite: bool = 
     create_new(path, lambda tmp: tmp.write_text(buffer.getvalue(), encoding="utf-8", newline=""), "--csv")
 
 
+def _place(row: Prediction) -> tuple[str, ...]:
+    """Where --sort-into puts a classified row, below DIR: _unknown/, _unsure/<label>/ or <label>/."""
+    if row.get("unknown"):
+        return (UNKNOWN,)
+    return (UNSURE, row["label"]) if row.get("unsure") else (row["label"],)
+
+
+def _check_reserved(dest: Path, places: list[tuple[str, ...]]) -> None:
+    """DIR/_unsure holds class folders (catdog's unsure images), DIR/_unknown and a class folder hold images: one
+    already there that holds the other kind means something else (a class named _unsure, say), and a sort into it
+    would mix the two meanings."""
+    for name in (UNSURE, UNKNOWN):
+        folder = dest / name
+        if not folder.is_dir() or not any(p[0] == name for p in places):
+            continue
+        nested = any(len(p) > 1 for p in places if p[0] == name)
+        try:
+            with os.scandir(folder) as found:
+                clash = any(e.is_dir() != nested for e in found if not ignored(e.name))
+        except OSError as exc:
+            raise CatdogError(f"--sort-into: cannot read {folder}: {exc.strerror or exc}") from None
+        if clash:
+            holds, expected = ("images", "a folder per class") if nested else ("folders", "images only")
+            raise CatdogError(
+                f"--sort-into: {folder} already holds {holds}, so it is not the folder catdog sorts into here "
+                f"({expected}), and sorting into it would mix two meanings; sort into another folder"
+            )
+
+
 def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
     """Copy each classified image into dest/<label>/ (row["copied_to"]); the originals are only read. Rows
     marked unknown (of neither class) go to dest/_unknown/, rows marked unsure (predict's min_confidence) to
     dest/_unsure/<label>/ instead, for a person to look at.
 
-    Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused.
+    Labels come from the checkpoint, which may not be ours: one that is not a plain folder name is refused, and so
+    is a dest/_unsure or dest/_unknown that already means something else (`_check_reserved`).
     """
     dest = Path(dest)
     labels = {r["label"] for r in rows if "label" in r}
@@ -183,13 +216,11 @@ def sort_into_folders(rows: list[Prediction], dest: Path | str) -> int:
     if UNKNOWN in labels and any(r.get("unknown") for r in rows):
         raise CatdogError(f"a class is named {UNKNOWN}, the folder unknown images go to; sort with --no-unknown")
     check_folder_target(dest, "--sort-into")
+    _check_reserved(dest, [_place(r) for r in rows if "label" in r])
     for row in rows:
         if "label" not in row:
             continue
-        if row.get("unknown"):
-            folder = dest / UNKNOWN
-        else:
-            folder = dest / UNSURE / row["label"] if row.get("unsure") else dest / row["label"]
+        folder = dest.joinpath(*_place(row))
         try:
             folder.mkdir(parents=True, exist_ok=True)
             row["copied_to"] = str(copy_new(Path(row["path"]), folder))

@@ -18,6 +18,7 @@ import torchvision
 
 from catdog_cli import __version__
 from catdog_cli.core.config import LIMITS, check_backbone, check_number
+from catdog_cli.core.formatting import printed_alike
 from catdog_cli.core.paths import atomic_write
 from catdog_cli.errors import CatdogError
 from catdog_cli.models.backbones import TransferModel, build_empty, conform
@@ -102,8 +103,9 @@ def _odd_field(ckpt: dict[str, Any]) -> str | None:
         and len(classes) >= 2
         and all(isinstance(c, str) and c for c in classes)
         and len(set(classes)) == len(classes)
+        and not printed_alike(classes)
     ):
-        return "its classes are not a list of at least 2 distinct names"
+        return "its classes are not a list of at least 2 distinct names (that print distinctly)"
     low, high = LIMITS["image_size"]
     if not (type(size) is int and low <= size <= high and type(resize) is int and size <= resize <= 4 * size):
         return f"image size {size!r} with resize {resize!r}"

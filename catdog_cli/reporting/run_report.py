@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.core.formatting import fmt
+from catdog_cli.core.formatting import fmt, undefined_note
 from catdog_cli.core.records import (
     EvaluateResult,
     TrainResult,
@@ -110,6 +110,8 @@ def _evaluation(run: dict) -> str:
             ),
             [False, True, True, True, True],
         )
+        note = undefined_note(per_class)  # why a rate is "—"
+        table += f'<p class="muted">{escape(note)}</p>' if note else ""
         parts.append(figure_html(f"Per class ({split} split)", table))
     return section("Where it goes wrong", f'<div class="figs">{"".join(parts)}</div>')
 

@@ -131,3 +131,22 @@ def test_a_grid_refuses_up_front_what_train_refuses_for_one_of_its_strategies(tm
     with pytest.raises(CatdogError, match=r"freeze-unfreeze: --freeze-epochs \(1\) must be fewer than --epochs \(1\)"):
         grid.check()
     CompareConfig(TrainConfig(str(tmp_path), epochs=1), backbones=["resnet18"], strategies=["freeze"]).check()
+
+
+@pytest.mark.parametrize(
+    ("strategies", "backbones", "twice"),
+    [
+        (["freeze", "freeze"], ["resnet18"], "--strategies names freeze twice"),
+        (["freeze", "finetune", "freeze"], ["resnet18"], "--strategies names freeze twice"),
+        (["freeze"], ["resnet18", "resnet18"], "--backbones names resnet18 twice"),
+    ],
+)
+def test_a_grid_naming_a_strategy_or_backbone_twice_is_refused(tmp_path, strategies, backbones, twice):
+    """`--strategies freeze,freeze` trained the same cells twice (and was more likely a typo for another one)."""
+    with pytest.raises(CatdogError, match=f"^{twice}; name each once$"):
+        CompareConfig(TrainConfig(str(tmp_path)), backbones=backbones, strategies=strategies).check()
+
+
+def test_lr_find_naming_a_strategy_twice_is_refused(tmp_path):
+    with pytest.raises(CatdogError, match=r"^--strategies names freeze twice; name each once$"):
+        check_lr_find(TrainConfig(str(tmp_path)), ["freeze", "freeze"], 1e-7, 10.0, 100)

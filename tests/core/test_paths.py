@@ -357,3 +357,14 @@ def test_without_platformdirs_everything_imports_and_the_data_root_falls_back_to
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "xdg" / "catdog")
+
+
+@pytest.mark.parametrize("given", ["", ".", "./"])
+def test_an_empty_output_file_name_is_refused_as_empty(tmp_path, monkeypatch, given):
+    """`export --out ""` said ". already exists": true of the folder an empty path reads as, and no help."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CatdogError, match=r"^--out is empty \(or \.\): give the name of a file to write$"):
+        paths.check_new_file(Path(given), "--out")
+    with pytest.raises(CatdogError, match=rf"^--csv {tmp_path} is a folder; give the name of a file to write$"):
+        paths.check_new_file(tmp_path, "--csv")
+    assert os.listdir(tmp_path) == []

@@ -40,6 +40,9 @@ def test_mapping_gives_each_backbone_its_file(tmp_path):
         ("resnet18={f},densenet121={f},timm:tf_efficientnet_lite0=none", "names densenet121, which is not among"),
         ("resnet18={f}.missing,timm:tf_efficientnet_lite0=none", "weights file not found"),
         ("resnet18,timm:tf_efficientnet_lite0=none", "'resnet18' is not NAME=PATH"),
+        # a backbone named twice: the later file silently won (issue 25)
+        ("resnet18={f},resnet18=none,timm:tf_efficientnet_lite0=none", "--weights names resnet18 twice"),
+        ("resnet18={f},timm:tf_efficientnet_lite0=none,resnet18={f}", "--weights names resnet18 twice"),
     ],
 )
 def test_mapping_mistakes_are_refused_up_front(tmp_path, mapping, fragment):

@@ -521,3 +521,31 @@ def test_a_placeholder_image_is_left_out_with_a_word(image_folder):
     ds = load_dataset(root)
     assert gif not in ds.splits["train"].paths and len(ds.splits["train"]) > 0
     assert f"{gif}: left out, a placeholder for a missing photo (by its name), not a photo of cat" in ds.notes
+
+
+# --- issue 25, class 8: names that print alike ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "literal"),
+    [(b"chat\xff", b"chat\\xff"), (b"a\nb", b"a\\nb"), (b"\x1b[31mred", b"\\x1b[31mred")],
+    ids=["not UTF-8", "a newline", "an escape sequence"],
+)
+def test_two_class_folders_that_print_alike_are_refused_naming_both(tmp_path, raw, literal):
+    """catdog prints a name it cannot print as-is with escapes; a folder literally named with those escapes then
+    printed the same, so that no table, JSON, CSV or report could tell the two classes apart."""
+    for k, name in enumerate((raw, literal, b"dog")):
+        for i in range(3):
+            make_image(tmp_path / os.fsdecode(name) / f"{i}.png", CLASS_COLORS[k])
+    with pytest.raises(CatdogError) as refused:
+        load_dataset(tmp_path)
+    line = str(refused.value)
+    assert "print alike" in line and repr(raw) in line and repr(literal) in line and "\n" not in line
+    assert "rename one of them" in line
+
+
+def test_names_that_only_look_alike_are_two_classes(tmp_path):
+    for k, name in enumerate((b"chat\xff", b"chat\\xfe")):  # printed chat\xff and chat\xfe: apart
+        for i in range(3):
+            make_image(tmp_path / os.fsdecode(name) / f"{i}.png", CLASS_COLORS[k])
+    assert load_dataset(tmp_path).classes == sorted(map(os.fsdecode, (b"chat\xff", b"chat\\xfe")))

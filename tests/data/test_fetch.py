@@ -1229,3 +1229,70 @@ def test_the_torch_free_list_of_dataset_names_is_the_registry():
     from catdog_cli.core.defaults import KNOWN_DATASETS
 
     assert tuple(REGISTRY) == KNOWN_DATASETS
+
+
+class _FullDisk:
+    """A disk with `room` bytes left: a file opened for writing (open, os.fdopen) takes writes until the disk is
+    full; then a write stores what fits and raises ENOSPC, naming no file, as a real full disk's write does."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+        self.room = room
+        for module, name in ((builtins, "open"), (os, "fdopen")):
+            monkeypatch.setattr(module, name, functools.partial(self._open, getattr(module, name)))
+
+    def _open(self, real: Callable, file, mode: str = "r", *args, **kwargs):
+        opened = real(file, mode, *args, **kwargs)
+        return _Filling(opened, self) if set(mode) & set("wax+") else opened
+
+
+class _Filling:
+    def __init__(self, file, disk: _FullDisk) -> None:
+        self.file, self.disk = file, disk
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.disk.room:
+            self.file.write(data[: self.disk.room])
+            self.disk.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.disk.room -= len(data)
+        return self.file.write(data)
+
+    def __enter__(self) -> _Filling:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+FULL = os.strerror(errno.ENOSPC)
+
+
+def test_a_disk_that_fills_while_extracting_is_one_line_naming_the_entry_and_leaves_nothing(tmp_path, monkeypatch):
+    """The write names no file: the line said 'cannot extract k.zip: No space left on device', not what."""
+    archive = Path(_file(tmp_path / "k.zip", _zip(_kaggle(n=4, unlabeled=2))))
+    root = tmp_path / "data"
+    with monkeypatch.context() as m:
+        _FullDisk(m, room=sum(len(_jpeg(i)) for i in range(3)) + 10)  # train/cat.0-2.jpg fit, cat.3 does not
+        line = error_line(catdog("fetch", "x", "--from", archive, "--root", root))
+    assert re.fullmatch(rf"error: cannot write 'train/cat\.3\.jpg' of {re.escape(str(archive))}: {FULL}", line)
+    assert _leftovers(tmp_path) == [] and list(root.iterdir()) == []  # no dataset, no temp folder, no lock
+    assert fetch.fetch("x", root=root, source=str(archive)).splits == {"train": 6, "val": 2, "unlabeled": 2}
+
+
+def test_a_disk_filling_while_downloading_is_one_line_naming_its_part_and_resumes(fetch_server, tmp_path, monkeypatch):
+    data = _zip(_hymenoptera())
+    fetch_server.files["/h.zip"] = data
+    root = tmp_path / "data"
+    with monkeypatch.context() as m:
+        _FullDisk(m, room=len(data) // 2)
+        line = error_line(catdog("fetch", "hymenoptera", "--from", fetch_server.url("/h.zip"), "--root", root))
+    (part,) = (root / ".downloads").iterdir()  # kept, to resume from: the one thing left
+    assert line == f"error: cannot write {part}: {FULL}" and part.name.endswith(".part")
+    assert part.stat().st_size == len(data) // 2 and [p.name for p in root.iterdir()] == [".downloads"]
+    fetch_server.log.clear()
+    s = fetch.fetch("hymenoptera", root=root, source=fetch_server.url("/h.zip"))
+    assert fetch_server.log == [("/h.zip", f"bytes={len(data) // 2}-")]
+    assert s.splits == {"train": 13, "val": 6} and _leftovers(tmp_path) == []

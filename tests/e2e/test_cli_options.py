@@ -356,6 +356,12 @@ CHEAP_MISTAKES = [  # answered before torch is imported (torch alone takes secon
     ["check", ".", "--backbone", "resnet9"],
     ["check", ".", "--weights", "missing.pth"],
     ["check", ".", "--fail-on", "sometimes"],
+    ["compare", "--data", ".", "--strategies", "freeze,freeze"],
+    ["compare", "--data", ".", "--strategies", "freeze-unfreeze", "--epochs", "1"],
+    ["compare", "--data", ".", "--backbones", "resnet18", "--weights", "resnet18=a.pth,resnet18=b.pth"],
+    ["lr-find", "--data", ".", "--strategies", "freeze,freeze"],
+    ["export", "model.pt", "--format", "torchscript", "--out", ""],
+    ["predict", "model.pt", ".", "--csv", ""],
 ]
 
 

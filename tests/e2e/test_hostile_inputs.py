@@ -716,3 +716,13 @@ def test_a_torchscript_export_the_disk_cannot_hold_is_one_line_and_leaves_nothin
     assert done.returncode == 1, done.stderr[-2000:]  # not 134: the interpreter aborted from C++
     assert done.stderr.strip().splitlines()[-1] == f"error: cannot write {out}: File too large"
     assert list(tmp_path.iterdir()) == []  # no hidden temp folder either
+
+
+def test_two_classes_that_print_alike_are_one_line_naming_both(tmp_path: Path) -> None:
+    """A folder named with the byte 0xff and one named `chat\\xff` literally both printed as chat\\xff."""
+    for k, name in enumerate((b"chat\xff", b"chat\\xff", b"dog")):
+        for i in range(3):
+            make_image(tmp_path / "data" / os.fsdecode(name) / f"{i}.png", CLASS_COLORS[k], (40 + i, 36))
+    line = error_line(catdog("train", "--data", tmp_path / "data", *TINY_CLI, "--epochs", "1", "--out", tmp_path / "r"))
+    assert "print alike as chat\\xff" in line and repr(b"chat\xff") in line and repr(b"chat\\xff") in line
+    assert not (tmp_path / "r").exists()

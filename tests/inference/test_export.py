@@ -221,3 +221,26 @@ def test_an_out_name_that_is_not_utf8_is_written_like_every_other_output(calibra
     assert result["parity"]["passed"] and Path(result["out"]) == out and out.is_file()
     assert read_metadata(out)["classes"] == ["cat", "dog"]
     assert os.listdir(tmp_path) == [out.name]
+
+
+def test_export_with_an_out_name_that_is_not_utf8_prints_it_escaped_and_exits_0(calibrated, tmp_path):
+    out = tmp_path / os.fsdecode(b"mod\xff.torchscript")
+    done = catdog("export", calibrated, "--format", "torchscript", "--out", out)
+    assert done.exit_code == 0, done.output
+    assert str(tmp_path / "mod\\xff.torchscript") in " ".join(done.stdout.split()) and out.is_file()
+    result = ok_json(catdog("export", calibrated, "--format", "torchscript", "--out", f"{out}2", "--json"))
+    assert result["out"] == str(tmp_path / "mod\\xff.torchscript2")  # strict JSON: escaped, as every output is
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [("", "--out is empty (or .): give the name of a file to write"), ("folder", "is a folder; give the name")],
+)
+def test_export_out_empty_or_a_folder_names_no_file(calibrated, tmp_path, monkeypatch, given, says):
+    """`--out ""` said ". already exists": true of the folder it read as, and no help."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    before = snapshot(tmp_path)
+    line = error_line(catdog("export", calibrated, "--format", "torchscript", "--out", given))
+    assert says in line and "already exists" not in line
+    assert snapshot(tmp_path) == before

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import errno
 import math
+import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import CLASS_COLORS, Recorder, make_image
+from helpers import CLASS_COLORS, Recorder, catdog, make_image, ok_json, snapshot
 
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.errors import CatdogError
@@ -291,3 +295,109 @@ def test_a_split_the_data_lacks_is_refused_before_the_model_is_built(frozen_run,
     monkeypatch.setattr(TrainedModel, "from_checkpoint", pytest.fail)
     with pytest.raises(CatdogError, match=r"has no 'test' split \(it has: train, val\)"):
         evaluate_checkpoint(frozen_run["out"] / "best.pt", split="test", device="cpu")
+
+
+# --- issue 25, class 9: nothing left out without a word --------------------------------------------------------
+
+
+def _deny_listing(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """os.scandir of `folder` fails as it does for a folder the user may not read (root reads anything)."""
+    real = os.scandir
+
+    def scandir(path=".", *args):
+        if Path(path) == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_fifo_and_an_unreadable_sub_folder_are_rows_with_their_reason(frozen_run, tmp_path, monkeypatch):
+    """Both were missing from predict's rows without a word; they are rows like an unreadable file's."""
+    folder = tmp_path / "photos"
+    make_image(folder / "a.png", CLASS_COLORS[0])
+    make_image(folder / "locked" / "b.png", CLASS_COLORS[1])
+    make_image(folder / "z.png", CLASS_COLORS[1])
+    os.mkfifo(folder / "pipe.jpg")
+    os.mkfifo(folder / "pipe")  # not named like an image: not a photo left out
+    _deny_listing(monkeypatch, folder / "locked")
+    rows = predict(frozen_run["out"] / "best.pt", [folder], workers=1, device="cpu")
+    assert [(Path(r["path"]).name, r.get("error")) for r in rows] == [
+        ("a.png", None),
+        ("locked", "cannot read (Permission denied)"),
+        ("pipe.jpg", "not a regular file (a FIFO, device or socket is never read)"),
+        ("z.png", None),
+    ]
+    assert all(r["label"] in ("cat", "dog") for r in rows if "error" not in r)
+
+
+def test_a_folder_with_nothing_readable_names_what_it_left_out(frozen_run, tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    make_image(folder / "locked" / "b.png", CLASS_COLORS[1])
+    _deny_listing(monkeypatch, folder / "locked")
+    with pytest.raises(CatdogError, match=rf"^no images to classify in {folder}; {folder / 'locked'}: cannot read"):
+        predict(frozen_run["out"] / "best.pt", [folder], workers=1, device="cpu")
+
+
+def test_a_class_without_images_in_the_split_has_no_recall_not_zero(frozen_run, image_folder, tmp_path):
+    """'dog 0.0 %' read as a model that misses every dog; with no dog to find there is no recall at all."""
+    cats = image_folder(layout="flat", classes=("cat",), train=4, val=0)
+    report = tmp_path / "r.html"
+    best = frozen_run["out"] / "best.pt"
+    found = ok_json(catdog("evaluate", best, "--data", cats, "--device", "cpu", "--json", "--report", report))
+    dog = found["per_class"][1]
+    assert (dog["class"], dog["support"], dog["recall"], dog["f1"]) == ("dog", 0, None, None)
+    assert dog["undefined"].startswith("no image of this class in the data (recall)")
+    shown = catdog("evaluate", best, "--data", cats, "--device", "cpu")
+    assert shown.exit_code == 0, shown.output
+    dog_row = next(line for line in shown.stdout.splitlines() if re.search(r"[│┃|] dog ", line))
+    assert [c.strip() for c in re.split(r"[│┃|]", dog_row)][3] == "—"  # the recall column: not 0.0%
+    assert "— dog: no image of this class in the data (recall)" in " ".join(shown.stdout.split())
+    page = report.read_text(encoding="utf-8")
+    assert "dog: no image of this class in the data (recall)" in page
+
+
+def test_a_csv_gets_the_mode_open_would_give_new_or_replaced(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "p.csv"
+    for overwrite in (False, True):
+        write_predictions_csv(path, [{"path": "a.jpg", "label": "cat", "confidence": 0.9}], overwrite=overwrite)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def _rows(tmp_path: Path, **marks: bool) -> list[dict]:
+    return [{"path": str(make_image(tmp_path / "in" / "a.png", CLASS_COLORS[0])), "label": "cat", **marks}]
+
+
+@pytest.mark.parametrize(
+    ("there", "marks", "label"),
+    [
+        ("_unsure/photo.png", {"unsure": True}, "cat"),  # a class named _unsure, and unsure copies into it
+        ("_unsure/cat/photo.png", {}, "_unsure"),  # catdog's unsure folder, and a class named _unsure into it
+        ("_unknown/kind/photo.png", {"unknown": True}, "cat"),  # not catdog's unknown folder (images only)
+    ],
+)
+def test_sort_into_a_folder_whose_special_folder_means_something_else_is_refused(tmp_path, there, marks, label):
+    dest = tmp_path / "sorted"
+    make_image(dest / there, CLASS_COLORS[2])
+    before = snapshot(dest)
+    rows = [{**r, "label": label} for r in _rows(tmp_path, **marks)]
+    with pytest.raises(CatdogError, match=r"^--sort-into: .* already holds .*would mix two meanings"):
+        sort_into_folders(rows, dest)
+    assert snapshot(dest) == before
+
+
+def test_sorting_again_into_a_folder_catdog_sorted_into_is_fine(tmp_path):
+    dest = tmp_path / "sorted"
+    for marks in ({"unsure": True}, {"unknown": True}, {}):
+        assert sort_into_folders(_rows(tmp_path, **marks), dest) == 1
+        assert sort_into_folders(_rows(tmp_path, **marks), dest) == 1  # a second time: a -1 name beside it
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.png")) == [
+        "_unknown/a-1.png",
+        "_unknown/a.png",
+        "_unsure/cat/a-1.png",
+        "_unsure/cat/a.png",
+        "cat/a-1.png",
+        "cat/a.png",
+    ]

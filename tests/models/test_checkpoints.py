@@ -172,7 +172,8 @@ def test_weights_that_are_not_finite_are_refused(tmp_path, small, value, key):
 
 
 ODD = {  # a field of the checkpoint -> values no model can be used with
-    "classes": [["cat"], [], ["cat", "cat"], [1, 2], "ab", None, ["cat", ""]],
+    # two classes that print alike (issue 25): a name with the byte 0xff (not UTF-8) and one spelt with "\\xff"
+    "classes": [["cat"], [], ["cat", "cat"], [1, 2], "ab", None, ["cat", ""], ["chat\udcff", "chat\\xff"]],
     "image_size": [0, -32, 10**9, 32.5, "32", True, None],
     "resize": [31, 10**6, "37", None],
     "mean": [[0.5, 0.5], ["a", "b", "c"], [float("nan")] * 3, 0.5, None],
