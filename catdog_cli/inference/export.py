@@ -42,7 +42,7 @@ from catdog_cli.core.records import ExportResult, Parity, QuantCheck
 from catdog_cli.data.dataset import Dataset, Split, load_dataset
 from catdog_cli.data.decode import ImageBatch, ImageError, ImageSpec
 from catdog_cli.data.folders import collect_images
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import ood
 from catdog_cli.inference.quantize import CALIBRATION_IMAGES, quantize_checked
@@ -70,12 +70,12 @@ class Exportable(nn.Module):
     """uint8 NHWC RGB crops -> calibrated class probabilities (and the unknown score, with a detector): everything
     between the crop and the answer."""
 
-    def __init__(self, model: TransferModel, inputs: Inputs, temperature: float, detector: ood.Detector | None = None):
+    def __init__(self, model: TransferModel, preset: Preset, temperature: float, detector: ood.Detector | None = None):
         super().__init__()
         self.model, self.detector = model, detector
         # the same arithmetic as augment.normalize, so the file computes what catdog computes
-        self.register_buffer("mean", torch.tensor(inputs.mean).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(inputs.std).view(1, 3, 1, 1) * 255)
+        self.register_buffer("mean", torch.tensor(preset.mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(preset.std).view(1, 3, 1, 1) * 255)
         self.temperature = temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +132,7 @@ def contract_crop(path: Path, resize: int, crop: int) -> torch.Tensor:
 
 def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
     """What the file carries besides the graph: enough to use it right without catdog."""
-    inputs = trained.inputs
+    preset = trained.preset
     return {
         "classes": trained.classes,
         "input": {
@@ -140,7 +140,7 @@ def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
             "layout": "NHWC",
             "dtype": "uint8",
             "channels": "RGB",
-            "shape": ["batch", inputs.image_size, inputs.image_size, 3],
+            "shape": ["batch", preset.image_size, preset.image_size, 3],
         },
         "output": {
             "name": OUTPUT,
@@ -148,12 +148,12 @@ def metadata(trained: TrainedModel, checkpoint: Path) -> dict[str, Any]:
             "meaning": "calibrated class probabilities, in the order of classes",
         },
         "preprocessing": {
-            "resize": inputs.resize,
-            "crop": inputs.image_size,
-            "steps": contract_steps(inputs.resize, inputs.image_size),
+            "resize": preset.resize,
+            "crop": preset.image_size,
+            "steps": contract_steps(preset.resize, preset.image_size),
             "in_graph": "x / 255, (x - mean) / std, softmax(logits / temperature)",
-            "mean": list(inputs.mean),
-            "std": list(inputs.std),
+            "mean": list(preset.mean),
+            "std": list(preset.std),
         },
         "temperature": trained.temperature,
         **_unknown_metadata(trained.detector),
@@ -287,7 +287,7 @@ def check_parity(
     decoder; the runner gets catdog's eval decode of the same files. Batches of `batch_size` and a smaller last one
     (so a dynamic batch size is exercised too); unreadable images are left out.
     """
-    spec: ImageSpec = trained.inputs.eval_spec()
+    spec: ImageSpec = trained.preset.eval_spec()
     split = Split(images, [0] * len(images))
     crops, readable = [], []
     for i in range(len(split)):
@@ -296,9 +296,9 @@ def check_parity(
             readable.append(Path(images[i]))
     if not crops:
         raise CatdogError(f"no readable images in {source} to prove parity on")
-    inputs = trained.inputs
+    preset = trained.preset
     try:
-        contract = [contract_crop(path, inputs.resize, inputs.image_size) for path in readable]
+        contract = [contract_crop(path, preset.resize, preset.image_size) for path in readable]
     except (OSError, ValueError, SyntaxError) as exc:  # catdog read it a moment ago
         raise CatdogError(f"an image changed while checking parity: {exc}") from None
     reference, runner = TorchRunner(checkpoint, "cpu", "fp32", model=trained), RUNNERS[fmt](path)
@@ -375,7 +375,7 @@ def write_proven(
     trained = trained or TrainedModel.load(checkpoint, "cpu", precision="fp32")
     images, source = (spread(images, PARITY_IMAGES), source) if images else parity_images(trained, None)
     meta = metadata(trained, checkpoint)
-    module = Exportable(trained.model, trained.inputs, trained.temperature, trained.detector).eval()
+    module = Exportable(trained.model, trained.preset, trained.temperature, trained.detector).eval()
     # a hidden folder beside OUT: the exporters create the file as open() would (the user's umask), and the
     # finished file is then linked to its name on the same file system
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -383,7 +383,7 @@ def write_proven(
     try:
         events.note(f"exporting {checkpoint} to {fmt}")
         with writing(out):
-            WRITERS[fmt](module, trained.inputs.image_size, tmp, meta)
+            WRITERS[fmt](module, trained.preset.image_size, tmp, meta)
         parity = check_parity(fmt, tmp, trained, checkpoint, images, source, events, tolerance)
         if not parity["passed"]:
             raise CatdogError(
@@ -420,7 +420,7 @@ def _quantized(path: Path, trained: TrainedModel, meta: dict[str, Any], events: 
     quantized = path.with_name("int8-" + path.name)
     events.note(f"quantizing to int8 (calibrated on {len(calibration)} training images)")
     check = quantize_checked(
-        path, quantized, trained.inputs.eval_spec(), calibration, dataset.split("val"), meta, events, tolerance
+        path, quantized, trained.preset.eval_spec(), calibration, dataset.split("val"), meta, events, tolerance
     )
     quantized.replace(path)
     return check

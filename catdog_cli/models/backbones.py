@@ -23,11 +23,8 @@ import torchvision
 from torch import nn
 
 from catdog_cli.core.config import check_backbone
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class TransferModel(nn.Module):
@@ -67,20 +64,6 @@ class TransferModel(nn.Module):
         return self.head(x)
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the weights were trained on: normalization and the eval resize/crop ratio."""
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    crop_size: int = 224
-    resize_size: int = 256
-
-    def resize_for(self, image_size: int) -> int:
-        """Eval resize for a given crop, keeping the weights' resize/crop ratio (256/224 classically)."""
-        return int(round(image_size * self.resize_size / self.crop_size))
-
-
 def _replace_linear(path: str) -> Callable[[nn.Module, int], tuple[nn.Module, nn.Module]]:
     """Head = the Linear at `path`; features = the model with that Linear swapped for Identity."""
 
@@ -113,9 +96,10 @@ class TorchvisionBackbone:
     def weights_enum(self):
         return torchvision.models.get_model_weights(self.name).DEFAULT
 
-    def preprocessing(self) -> Preprocessing:
+    def preset(self) -> Preset:
+        """What the weights were trained on: their eval crop and resize, their normalization."""
         t = self.weights_enum().transforms()
-        return Preprocessing(tuple(t.mean), tuple(t.std), t.crop_size[0], t.resize_size[0])
+        return Preset(t.crop_size[0], t.resize_size[0], tuple(t.mean), tuple(t.std))
 
     def build_full(self) -> nn.Module:
         return torchvision.models.get_model(self.name, weights=None, **dict(self.build_kwargs))
@@ -235,12 +219,12 @@ class TimmBackbone:
             ) from None
         return timm
 
-    def preprocessing(self) -> Preprocessing:
+    def preset(self) -> Preset:
         cfg = self._timm().get_pretrained_cfg(self.name)
         if cfg is None:
             raise CatdogError(f"timm has no model named {self.name!r}")
         crop = cfg.input_size[-1]
-        return Preprocessing(tuple(cfg.mean), tuple(cfg.std), crop, int(round(crop / cfg.crop_pct)))
+        return Preset(crop, int(round(crop / cfg.crop_pct)), tuple(cfg.mean), tuple(cfg.std))
 
     def build_features(self, pretrained: bool) -> nn.Module:
         timm = self._timm()
@@ -289,8 +273,9 @@ def resolve(name: str) -> TorchvisionBackbone | TimmBackbone:
     return TORCHVISION[name]
 
 
-def preprocessing(name: str) -> Preprocessing:
-    return resolve(name).preprocessing()
+def weights_preset(name: str) -> Preset:
+    """How `name`'s pretrained weights want their pixels, at their own crop size."""
+    return resolve(name).preset()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -437,7 +422,7 @@ def build_empty(name: str, num_classes: int) -> TransferModel:
 def check_image_size(name: str, size: int) -> None:
     """Refuse a crop size the architecture cannot take (AlexNet below 63 px, ViT at anything but 224), found by
     a shape-only pass on the meta device: no weights, no compute, before any data is decoded."""
-    crop = preprocessing(name).crop_size
+    crop = weights_preset(name).image_size
     if size == crop:
         return
     model = build_empty(name, 2).eval()
@@ -494,8 +479,7 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
-def inputs_for(backbone: str, image_size: int | None) -> Inputs:
+def preset_for(backbone: str, image_size: int | None) -> Preset:
     """How `backbone`'s pretrained weights want their pixels, at `image_size` (default: the weights' own)."""
-    pre = preprocessing(backbone)
-    size = image_size or pre.crop_size
-    return Inputs(size, pre.resize_for(size), pre.mean, pre.std)
+    own = weights_preset(backbone)
+    return own.for_crop(image_size) if image_size else own

@@ -124,8 +124,8 @@ def validate(run: Run, events: Events, model: TransferModel | None = None, name:
     model = model or run.model
     distributed.sync_buffers(model, run.world)  # all ranks evaluate and end with rank 0's BatchNorm statistics
     events.task(f"{name} {run.state.epoch + 1}/{run.config.epochs}", len(run.sources.splits["val"]))
-    net, inputs = run.evaluable(model)
-    return evaluate(net, run.sources.val, inputs, run.precision, len(run.dataset.classes), events, run.world)
+    net, preset = run.evaluable(model)
+    return evaluate(net, run.sources.val, preset, run.precision, len(run.dataset.classes), events, run.world)
 
 
 def unfreeze(run: Run, events: Events) -> None:
