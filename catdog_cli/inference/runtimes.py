@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.records import Params, Throughput
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageBatch
@@ -37,7 +38,6 @@ from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.trained import TrainedModel, one_pass
 from catdog_cli.models import checkpoints
 from catdog_cli.models.backbones import count_params
-from catdog_cli.models.strategies import STRATEGIES, param_groups
 from catdog_cli.runtime.device import Precision, resolve_device
 
 LOGITS = "logits"
@@ -49,8 +49,9 @@ TINY = torch.finfo(torch.float32).tiny  # log(0) would be -inf: probabilities th
 
 def params_of(trained: TrainedModel) -> Params:
     """Parameters in all and those its strategy trains (freeze: the head alone)."""
-    if trained.checkpoint.get("strategy") in STRATEGIES:
-        param_groups(trained.checkpoint["strategy"], trained.base)
+    strategy = STRATEGIES.get(trained.checkpoint.get("strategy"))
+    if strategy is not None and strategy.frozen:
+        trained.base.freeze_features()
     total, trainable = count_params(trained.base)
     return {"total": total, "trainable": trainable}
 

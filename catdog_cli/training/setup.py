@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from catdog_cli.checks.duplicates import cross_split_note
 from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.events import Events
 from catdog_cli.core.records import EpochRecord, RunSummary
 from catdog_cli.core.world import World
@@ -235,7 +236,7 @@ def start_run(
     )
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, preset.model_input, False
-    if config.strategy == "freeze":  # the backbone never changes: its features of an image are computed once
+    if STRATEGIES[config.strategy].caches_features:  # freeze: its features of an image are computed once
         forward, preprocess, val_features = cache_features(
             config, model, sources, preset, precision, cache, budget, events, mixing, weights
         )
