@@ -44,7 +44,8 @@ from catdog_cli.data.decode import decode_split, default_workers
 from catdog_cli.data.sources import DecodeCache, batches, memory_budget
 from catdog_cli.inference import calibration
 from catdog_cli.inference.evaluate import evaluate
-from catdog_cli.inference.export import RUNNERS, check_parity, export_model, probabilities
+from catdog_cli.inference.export import export_model
+from catdog_cli.inference.parity import RUNNERS, check_parity, probabilities
 from catdog_cli.inference.predict import predict
 from catdog_cli.inference.trained import TrainedModel
 from catdog_cli.training.loop import fit

@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from catdog_cli.data.augment import normalize
 from catdog_cli.data.presets import Preset
-from catdog_cli.models.backbones import TransferModel, build_model, preset_for
+from catdog_cli.models.backbones import build_model, preset_for
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime.device import resolve_device
 
 

@@ -22,6 +22,7 @@ from catdog_cli.checks.features import Backbone
 from catdog_cli.checks.images import Inspected, inspect
 from catdog_cli.checks.labels import FOLDS, confident_suspects, fold_count, out_of_fold
 from catdog_cli.core.events import Events
+from catdog_cli.core.files import create_new
 from catdog_cli.core.findings import (
     CSV_COLUMNS,
     LEVELS,
@@ -33,7 +34,6 @@ from catdog_cli.core.findings import (
     LabelSuspect,
     finding_rows,
 )
-from catdog_cli.core.paths import create_new
 from catdog_cli.data.balance import imbalance
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import default_workers

@@ -12,17 +12,9 @@ import torch.nn.functional as F
 
 from catdog_cli.core.config import check_use
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import (
-    check_new_file,
-    create_new,
-    resolve_data,
-)
-from catdog_cli.core.records import (
-    Calibration,
-    EvaluateResult,
-    Evaluation,
-    TopLoss,
-)
+from catdog_cli.core.files import create_new
+from catdog_cli.core.paths import check_new_file, resolve_data
+from catdog_cli.core.records import Calibration, EvaluateResult, Evaluation, TopLoss
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, Split, found_recorded, holds_recorded, load_dataset
 from catdog_cli.data.decode import ImageBatch
@@ -36,7 +28,7 @@ from catdog_cli.inference.fastpath import for_images, open_runner
 from catdog_cli.inference.metrics import confusion_matrix, per_class
 from catdog_cli.inference.runtimes import LOGITS, SCORE, Runner, throughput
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.reporting import run_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from catdog_cli.core.events import Events
+from catdog_cli.core.files import write_new
 from catdog_cli.core.formatting import pct
-from catdog_cli.core.paths import write_new
 from catdog_cli.core.records import Prediction, TopLoss
 from catdog_cli.data.decode import ImageBatch, ImageError, load_eval_image, open_rgb
 from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.reporting import overlays
 from catdog_cli.runtime.device import default_batch_size
 

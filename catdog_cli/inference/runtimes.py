@@ -37,7 +37,7 @@ from catdog_cli.errors import CatdogError
 from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.trained import TrainedModel, one_pass
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import count_params
+from catdog_cli.models.transfer import count_params
 from catdog_cli.runtime.device import Precision, resolve_device
 
 LOGITS = "logits"

@@ -20,7 +20,7 @@ from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.tta import TTAModel, with_tta
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
 
 

@@ -19,7 +19,7 @@ from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.errors import CatdogError
 
 if TYPE_CHECKING:
-    from catdog_cli.models.backbones import TransferModel
+    from catdog_cli.models.transfer import TransferModel
 
 ParamGroups = list[dict]
 

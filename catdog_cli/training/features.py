@@ -14,7 +14,7 @@ from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.presets import Preprocess, Preset
 from catdog_cli.data.sources import DataSources, DecodeCache, ResidentSource, batches
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime.device import Precision
 
 

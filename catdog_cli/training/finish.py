@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from catdog_cli.core.paths import atomic_write_text
+from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.records import EpochRecord, TrainResult, to_json
 from catdog_cli.data.balance import class_counts
 from catdog_cli.data.dataset import split_summary
@@ -26,7 +26,7 @@ from catdog_cli.inference.evaluate import (
 )
 from catdog_cli.inference.explain import add_heatmaps
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import count_params
+from catdog_cli.models.transfer import count_params
 from catdog_cli.reporting.run_report import write_train_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision, threads_record

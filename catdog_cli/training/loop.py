@@ -24,7 +24,7 @@ from catdog_cli.inference.evaluate import (
     evaluate,
 )
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.signals import StopRequest
 from catdog_cli.training.finish import final_eval, write_metrics_csv

@@ -28,8 +28,9 @@ from catdog_cli.data.presets import Preprocess, Preset
 from catdog_cli.data.sources import DataSources, DecodeCache, memory_budget, open_sources
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints, warm_start
-from catdog_cli.models.backbones import TransferModel, check_image_size, count_params, preset_for
+from catdog_cli.models.backbones import check_image_size, preset_for
 from catdog_cli.models.strategies import param_groups
+from catdog_cli.models.transfer import TransferModel, count_params
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision, check_compile, default_batch_size, resolve_device
 from catdog_cli.training.ema import EMA

@@ -7,9 +7,10 @@ import io
 import pytest
 from rich.console import Console
 
-from catdog_cli.cli import progress, render
+from catdog_cli.cli import compare_table, progress, render
+from catdog_cli.core.compare_rows import sort_rows
 from catdog_cli.core.formatting import fmt, pct
-from catdog_cli.core.records import RunSummary, sort_rows
+from catdog_cli.core.records import RunSummary
 from catdog_cli.errors import OUT_OF_MEMORY
 
 TIMM_OFFLINE = (
@@ -74,7 +75,7 @@ def _printed(renderable: object, width: int) -> list[str]:
 @pytest.mark.parametrize("test", [True, False])
 def test_compare_table_fits_80_columns_and_every_accuracy_reads_whole(failed: bool, test: bool):
     result = _result(failed, test)
-    lines = _printed(render.compare_table(result), 80)
+    lines = _printed(compare_table.compare_table(result), 80)
     assert max(map(len, lines)) <= 80
     for row in result["rows"]:
         if row["status"] == "ok":  # each finished cell's line names it and shows its accuracies in full
@@ -85,7 +86,7 @@ def test_compare_table_fits_80_columns_and_every_accuracy_reads_whole(failed: bo
 
 
 def test_failed_cells_show_a_word_and_their_reasons_under_the_table():
-    lines = _printed(render.compare_table(_result(failed=True)), 80)
+    lines = _printed(compare_table.compare_table(_result(failed=True)), 80)
     table_end = min(i for i, ln in enumerate(lines) if "vgg16_bn" in ln and "finetune" in ln and "OOM" in ln)
     timm_row = [ln for ln in lines if ln.lstrip().startswith("timm:tf_efficientnet_lite0")]
     assert len(timm_row) == 1 and " weights " in timm_row[0] + " "
@@ -95,10 +96,10 @@ def test_failed_cells_show_a_word_and_their_reasons_under_the_table():
 
 
 def test_narrow_terminal_says_which_columns_it_left_out():
-    lines = _printed(render.compare_table(_result(failed=True)), 80)
+    lines = _printed(compare_table.compare_table(_result(failed=True)), 80)
     (note,) = [ln for ln in lines if ln.startswith("not shown at this width")]
     assert "img/s" in note and "val acc" not in note
-    wide = _printed(render.compare_table(_result(failed=True)), 160)
+    wide = _printed(compare_table.compare_table(_result(failed=True)), 160)
     assert not any(ln.startswith("not shown") for ln in wide)
     header = next(ln for ln in wide if "backbone" in ln)
     assert header.split() == [
@@ -134,20 +135,20 @@ def test_narrow_terminal_says_which_columns_it_left_out():
     ],
 )
 def test_failure_words(error, word):
-    assert render.failure_word(error) == word
+    assert compare_table.failure_word(error) == word
 
 
 def test_a_backbones_cells_that_failed_alike_share_one_reason_line():
     result = _result(failed=False)
     result["rows"] += [_row("vgg16_bn", strategy, None, OUT_OF_MEMORY) for strategy in ("finetune", "freeze")]
-    lines = _printed(render.compare_table(result), 200)
+    lines = _printed(compare_table.compare_table(result), 200)
     assert [ln for ln in lines if ln.startswith("OOM:")] == [f"OOM: vgg16_bn / finetune, freeze: {OUT_OF_MEMORY}"]
 
 
 def test_markup_in_names_and_reasons_is_shown_as_typed():
     result = _result(failed=False)
     result["rows"].append(_row("[bold]odd[/bold]", "freeze", None, "[red]no[/red] weights"))
-    text = "\n".join(_printed(render.compare_table(result), 200))
+    text = "\n".join(_printed(compare_table.compare_table(result), 200))
     assert "[bold]odd[/bold]" in text and "[red]no[/red] weights" in text
 
 
@@ -197,7 +198,7 @@ def test_summary_and_table_lines_carry_no_padding(monkeypatch):
     console = progress.console()
     console.file = io.StringIO()
     console.print(progress.run_summary(_summary()))
-    console.print(render.compare_table(_result()))
+    console.print(compare_table.compare_table(_result()))
     lines = console.file.getvalue().splitlines()
     assert lines and all(line == line.rstrip() for line in lines)
     assert "" not in lines

@@ -16,8 +16,10 @@ from catdog_cli.core.config import ONNX_PACKAGES
 from catdog_cli.core.events import Events
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import fastpath
+from catdog_cli.inference.contract import Exportable
 from catdog_cli.inference.evaluate import evaluate_checkpoint
-from catdog_cli.inference.export import Exportable, export_model, own_dataset, read_metadata
+from catdog_cli.inference.export import export_model, read_metadata
+from catdog_cli.inference.parity import own_dataset
 from catdog_cli.inference.predict import classify, prediction_columns, sort_into_folders
 from catdog_cli.inference.quantize import quantize_checked
 from catdog_cli.inference.trained import TrainedModel

@@ -15,16 +15,9 @@ from catdog_cli.core.defaults import GRID_STRATEGIES, SEED_BACKBONES
 from catdog_cli.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import backbones
-from catdog_cli.models.backbones import (
-    TORCHVISION,
-    TransferModel,
-    build_empty,
-    build_model,
-    count_params,
-    preset_for,
-    weights_preset,
-)
+from catdog_cli.models.backbones import TORCHVISION, build_empty, build_model, preset_for, weights_preset
 from catdog_cli.models.strategies import param_groups
+from catdog_cli.models.transfer import TransferModel, count_params
 
 NUM_CLASSES = 3
 SIZE = 64  # AlexNet needs >= 63 px
@@ -94,16 +87,6 @@ def test_seed_backbone_trains_one_step_and_predicts(seed_model, name, strategy):
     assert probs.shape == (2, NUM_CLASSES)
     assert torch.isfinite(probs).all()
     assert torch.allclose(probs.sum(1), torch.ones(2))
-
-
-def test_transfer_model_takes_the_main_output_of_auxiliary_models():
-    """torchvision's GoogLeNet with aux heads returns GoogLeNetOutputs in train mode; the head gets logits[0]."""
-    net = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
-    net.fc = nn.Identity()
-    model = TransferModel(net, nn.Linear(1024, 2)).train()
-    out = model(torch.randn(2, 3, SIZE, SIZE))
-    assert out.shape == (2, 2)
-    nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
 
 
 def test_heads_are_replaced_for_n_classes(seed_model):
@@ -224,13 +207,6 @@ def test_build_empty_is_on_meta_and_downloads_nothing(monkeypatch):
     model = build_empty("resnet34", 5)
     assert all(p.is_meta for p in model.parameters())
     assert model.head.out_features == 5
-
-
-def test_count_params_reports_total_and_trainable():
-    model = TransferModel(nn.Linear(4, 3), nn.Linear(3, 2))
-    assert count_params(model) == (15 + 8, 23)
-    model.freeze_features()
-    assert count_params(model) == (23, 8)
 
 
 # --- timm ------------------------------------------------------------------------------------------------
