@@ -45,7 +45,7 @@ from catdog_cli.data.decode import default_workers
 from catdog_cli.data.sources import DecodeCache, batches, memory_budget
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference.evaluate import evaluate
-from catdog_cli.models.backbones import build_model, inputs_for
+from catdog_cli.models.backbones import build_model, preset_for
 from catdog_cli.models.strategies import param_groups
 from catdog_cli.runtime.device import Precision, resolve_device
 from catdog_cli.training.compare import compare
@@ -113,10 +113,10 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
     dataset = load_dataset(data, seed=args.seed)
     cache, precision, found = DecodeCache(), Precision(device, args.precision), {}
     for backbone in backbones:
-        inputs = inputs_for(backbone, args.image_size)
+        preset = preset_for(backbone, args.image_size)
         source = batches(
             dataset.splits["val"],
-            inputs.eval_spec(),
+            preset.eval_spec(),
             args.batch_size,
             shuffle=False,
             device=device,
@@ -125,11 +125,11 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
             workers=args.workers,
         )
         model = precision.prepare(build_model(backbone, len(dataset.classes), args.weights, device, seed=args.seed))
-        evaluate(model, source, inputs, precision, len(dataset.classes))  # warm-up
+        evaluate(model, source, preset, precision, len(dataset.classes))  # warm-up
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            evaluate(model, source, inputs, precision, len(dataset.classes))  # ends in a host sync (.item())
+            evaluate(model, source, preset, precision, len(dataset.classes))  # ends in a host sync (.item())
             times.append(time.perf_counter() - start)
         found[backbone] = statistics.median(times)
         del model
@@ -218,17 +218,17 @@ def run_catdog(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
 
 def tutorial_cell(args: argparse.Namespace, device: torch.device, backbone: str, strategy: str) -> dict[str, Any]:
     root = resolve_data(args.data)
-    inputs = inputs_for(backbone, args.image_size)
+    preset = preset_for(backbone, args.image_size)
     train = tutorial_loader(
         root / "train",
-        tutorial_transforms(inputs.image_size, inputs.mean, inputs.std),
+        tutorial_transforms(preset.image_size, preset.mean, preset.std),
         args.tutorial_batch_size,
         args.workers,
         device,
     )
     val = tutorial_loader(
         root / "val",
-        tutorial_eval_transforms(inputs.resize, inputs.image_size, inputs.mean, inputs.std),
+        tutorial_eval_transforms(preset.resize, preset.image_size, preset.mean, preset.std),
         args.tutorial_batch_size,
         args.workers,
         device,

@@ -44,7 +44,8 @@ from catdog_cli.data.decode import decode_split, default_workers
 from catdog_cli.data.sources import DecodeCache, batches, memory_budget
 from catdog_cli.inference import calibration
 from catdog_cli.inference.evaluate import evaluate
-from catdog_cli.inference.export import RUNNERS, check_parity, export_model, probabilities
+from catdog_cli.inference.export import export_model
+from catdog_cli.inference.parity import RUNNERS, check_parity, probabilities
 from catdog_cli.inference.predict import predict
 from catdog_cli.inference.trained import TrainedModel
 from catdog_cli.training.loop import fit
@@ -66,14 +67,14 @@ def val_logits(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor, list[Path]
     ).splits["val"]
     source = batches(
         split,
-        trained.inputs.eval_spec(),
+        trained.preset.eval_spec(),
         64,
         shuffle=False,
         device=trained.device,
         cache=DecodeCache(),
         budget=memory_budget(trained.device),
     )
-    out = evaluate(trained.model, source, trained.inputs, trained.precision, len(trained.classes))
+    out = evaluate(trained.model, source, trained.preset, trained.precision, len(trained.classes))
     order = out.index.argsort()
     return out.logits[order], out.labels[order], [split.paths[i] for i in out.index[order].tolist()]
 
@@ -155,9 +156,9 @@ def timed(fn, repeats: int = 3) -> float:
 def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int = 32) -> dict[str, Any]:
     """Images per second on the same images: end to end (decode included) and model only (batch `batch`)."""
     trained = TrainedModel.load(checkpoint, "cpu", precision="fp32")
-    inputs, n = trained.inputs, len(paths)
+    preset, n = trained.preset, len(paths)
     split = Split(paths, [0] * n)
-    decoded, _ = decode_split(split, inputs.eval_spec(), default_workers())
+    decoded, _ = decode_split(split, preset.eval_spec(), default_workers())
     nchw = decoded.images
     nhwc = nchw.permute(0, 2, 3, 1).contiguous()
     ort, script = (partial(probabilities, RUNNERS[fmt](Path(files[fmt]))) for fmt in ("onnx", "torchscript"))
@@ -165,7 +166,7 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
     def eager() -> None:
         with torch.inference_mode():
             for i in range(0, n, batch):
-                trained.model(inputs.model_input(decoded.select(torch.arange(i, min(n, i + batch))))).softmax(1)
+                trained.model(preset.model_input(decoded.select(torch.arange(i, min(n, i + batch))))).softmax(1)
 
     def chunks(run) -> None:
         for i in range(0, n, batch):
@@ -173,7 +174,7 @@ def speed(checkpoint: Path, files: dict[str, str], paths: list[Path], batch: int
 
     def ort_end_to_end() -> None:  # as predict does: load the model, decode, run
         session = partial(probabilities, RUNNERS["onnx"](Path(files["onnx"])))
-        images, _ = decode_split(split, inputs.eval_spec(), default_workers())
+        images, _ = decode_split(split, preset.eval_spec(), default_workers())
         crops = images.images.permute(0, 2, 3, 1).contiguous()
         for i in range(0, n, batch):
             session(crops[i : i + batch])

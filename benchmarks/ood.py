@@ -29,7 +29,7 @@ from torch import nn
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.inference import calibration, ood
-from catdog_cli.models.backbones import build_model, inputs_for
+from catdog_cli.models.backbones import build_model, preset_for
 
 BACKBONE = "timm:tf_efficientnet_lite0"
 
@@ -40,15 +40,15 @@ def cache_features(name: str, data: str, args: argparse.Namespace) -> dict[str, 
     if path.exists():
         return torch.load(path, weights_only=True)
     model = build_model(BACKBONE, 2, args.weights).eval()
-    inputs = inputs_for(BACKBONE, args.image_size)
+    preset = preset_for(BACKBONE, args.image_size)
     dataset = load_dataset(data, 0.2, 0)
     features, labels = [], []
     start = time.perf_counter()
     for split in ("train", "val"):
-        source = ThreadedSource(dataset.split(split), inputs.eval_spec(), 64, torch.device("cpu"), 2)
+        source = ThreadedSource(dataset.split(split), preset.eval_spec(), 64, torch.device("cpu"), 2)
         with torch.inference_mode():
             for batch in source:
-                features.append(ood.pooled(model.features(inputs.model_input(batch))))
+                features.append(ood.pooled(model.features(preset.model_input(batch))))
                 labels.append(batch.labels)
     found = {"features": torch.cat(features), "labels": torch.cat(labels), "seconds": time.perf_counter() - start}
     path.parent.mkdir(parents=True, exist_ok=True)

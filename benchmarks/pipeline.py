@@ -39,10 +39,11 @@ from catdog_cli.core.events import Events
 from catdog_cli.core.paths import resolve_data
 from catdog_cli.data.decode import default_workers
 from catdog_cli.data.folders import walk_images
+from catdog_cli.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from catdog_cli.data.sources import DecodeCache
 from catdog_cli.inference.predict import classify
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_model, inputs_for
+from catdog_cli.models.backbones import build_model, preset_for
 from catdog_cli.runtime.device import resolve_device
 from catdog_cli.runtime.signals import StopRequest
 from catdog_cli.training.loop import train_one_epoch
@@ -203,7 +204,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def save_untrained(backbone: str, classes: int, image_size: int, path: Path) -> Path:
     """A checkpoint of a random-init model: predict's speed does not depend on what the weights learned."""
-    inputs = inputs_for(backbone, image_size)
+    preset = preset_for(backbone, image_size)
     model = build_model(backbone, classes, "none", "cpu", seed=0)
     checkpoints.save(
         path,
@@ -211,10 +212,7 @@ def save_untrained(backbone: str, classes: int, image_size: int, path: Path) -> 
         {
             "backbone": backbone,
             "classes": [f"class{i}" for i in range(classes)],
-            "image_size": inputs.image_size,
-            "resize": inputs.resize,
-            "mean": list(inputs.mean),
-            "std": list(inputs.std),
+            **preset.checkpoint_fields(),
             "config": {},
         },
     )

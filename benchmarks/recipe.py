@@ -116,7 +116,7 @@ class FeatureMemo:
         self,
         model,
         split,
-        inputs,
+        preset,
         device,
         batch_size,
         seed,
@@ -128,10 +128,10 @@ class FeatureMemo:
         name="train",
         class_weights=None,
     ):
-        key = (tuple(split.paths), inputs.image_size)
+        key = (tuple(split.paths), preset.image_size)
         if key not in self.found:
             self.found[key] = self.real(
-                model, split, inputs, device, batch_size, seed, cache, budget, workers, events, shuffle=False, name=name
+                model, split, preset, device, batch_size, seed, cache, budget, workers, events, shuffle=False, name=name
             )
         done = self.found[key]
         if done is None:

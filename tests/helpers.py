@@ -11,11 +11,13 @@ JPEG), in either layout catdog reads:
 
 `make_image(path, color, size)` writes one such image; `SHARED` is `../shared` (real data, may be absent).
 `catdog(*args)` runs the CLI in-process; `error_line`, `ok_json` read its result; `out_of_memory()` is the error
-torch raises when the GPU is full.
+torch raises when the GPU is full. `printed(renderable, width)` and `logged(renderable)` are what a terminal of that
+width, and catdog's own console off a terminal (a log), show of something rich renders.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -31,8 +33,10 @@ from typing import Any
 import torch
 from click.testing import Result
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
+from catdog_cli.cli import progress
 from catdog_cli.cli.app import app
 from catdog_cli.core.events import Events
 
@@ -228,3 +232,18 @@ def special_file(kind: str, tmp_path: Path) -> str:
         server.bind(str(path))
         return str(path)
     return {"char device": "/dev/zero", "null device": "/dev/null"}[kind]
+
+
+def printed(renderable: object, width: int) -> list[str]:
+    """What a terminal `width` columns wide shows of `renderable`, line by line, without colors."""
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def logged(renderable: object) -> list[str]:
+    """What catdog's own console prints of `renderable` off a terminal (a log, a pipe), line by line."""
+    console = progress.console()
+    console.file = io.StringIO()
+    console.print(renderable)
+    return console.file.getvalue().splitlines()

@@ -42,7 +42,7 @@ def test_an_import_up_the_floors_is_named_with_its_file_and_line(copy: Path):
 
 def test_a_type_checking_import_between_peers_counts(copy: Path):
     html = copy / "reporting" / "html.py"
-    typed = "\nif TYPE_CHECKING:\n    from catdog_cli.models.backbones import TransferModel\n"
+    typed = "\nif TYPE_CHECKING:\n    from catdog_cli.models.transfer import TransferModel\n"
     html.write_text(html.read_text() + typed)
     assert any("reporting may not import models" in v for v in layers.violations(copy))
 

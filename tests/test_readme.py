@@ -11,7 +11,7 @@ import typer
 
 from catdog_cli.cli.app import app
 from catdog_cli.core.config import TrainConfig
-from catdog_cli.core.defaults import DEFAULT_LR, STRATEGY_NAMES
+from catdog_cli.core.defaults import STRATEGIES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 CONFIG = TrainConfig("data")
@@ -27,11 +27,11 @@ def _default(command: str, option: str) -> object:
 
 def test_the_strategy_table_gives_each_strategys_default_lr():
     rows = re.findall(r"^\| `([a-z-]+)` \| .* \| ([0-9.e-]+) \|$", README, re.MULTILINE)
-    table = {name: float(lr) for name, lr in rows if name in STRATEGY_NAMES}
-    assert table == DEFAULT_LR
+    table = {name: float(lr) for name, lr in rows if name in STRATEGIES}
+    assert table == {name: strategy.lr for name, strategy in STRATEGIES.items()}
     lr_help = next(p.help for p in _command("train").params if p.name == "lr")  # --help said freeze 1e-3
     parts = {part.split(" for ")[0].split()[-1]: part.split(" for ")[1] for part in lr_help.split(";")}
-    assert all(name in parts[f"{lr:g}"] for name, lr in DEFAULT_LR.items()), lr_help
+    assert all(s.name in parts[f"{s.lr:g}"] for s in STRATEGIES.values()), lr_help
 
 
 def test_readme_numbers_are_the_configs_defaults():

@@ -14,8 +14,9 @@ import io
 import shutil
 from pathlib import Path, PurePosixPath
 
+from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.findings import CheckResult
-from catdog_cli.core.paths import atomic_write_text, check_folder_target
+from catdog_cli.core.paths import check_folder_target
 from catdog_cli.errors import CatdogError
 
 DROPPED_KINDS = {"unreadable", "placeholder", "constant"}

@@ -8,8 +8,9 @@ import torch
 from torch.nn import functional as F
 
 from catdog_cli.data.augment import normalize
-from catdog_cli.data.presets import Inputs
-from catdog_cli.models.backbones import TransferModel, build_model, inputs_for
+from catdog_cli.data.presets import Preset
+from catdog_cli.models.backbones import build_model, preset_for
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime.device import resolve_device
 
 
@@ -19,7 +20,7 @@ class Backbone:
     def __init__(self, name: str, weights: str, image_size: int | None, device: str) -> None:
         self.name = name
         self.device = resolve_device(device)
-        self.inputs: Inputs = inputs_for(name, image_size)
+        self.preset: Preset = preset_for(name, image_size)
         model: TransferModel = build_model(name, 2, weights, self.device, seed=0)
         self.features = model.features.eval()
 
@@ -27,7 +28,7 @@ class Backbone:
     def __call__(self, crops: list[np.ndarray]) -> torch.Tensor:
         """Unit-length float32 features (B, D) of eval crops (each uint8 H x W x 3), on the CPU."""
         images = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2)
-        x = self.features(normalize(images, self.inputs.mean, self.inputs.std))
+        x = self.features(normalize(images, self.preset.mean, self.preset.std))
         if isinstance(x, tuple):
             x = x[0]
         if x.dim() > 2:  # a feature map (torchvision's `features` of VGG, DenseNet...): pooled to a vector

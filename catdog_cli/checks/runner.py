@@ -22,6 +22,7 @@ from catdog_cli.checks.features import Backbone
 from catdog_cli.checks.images import Inspected, inspect
 from catdog_cli.checks.labels import FOLDS, confident_suspects, fold_count, out_of_fold
 from catdog_cli.core.events import Events
+from catdog_cli.core.files import create_new
 from catdog_cli.core.findings import (
     CSV_COLUMNS,
     LEVELS,
@@ -33,11 +34,11 @@ from catdog_cli.core.findings import (
     LabelSuspect,
     finding_rows,
 )
-from catdog_cli.core.paths import create_new
 from catdog_cli.data.balance import imbalance
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import default_workers
 from catdog_cli.data.folders import Walk, split_of, visible_dirs
+from catdog_cli.data.presets import IMAGENET
 from catdog_cli.reporting.check_report import write_check_report
 
 CHUNK = 64  # images decoded (in threads) and run through the backbone at once
@@ -86,7 +87,8 @@ def _read_all(
     items: list[Item], options: CheckOptions, backbone: Backbone | None, events: Events
 ) -> Iterator[tuple[Inspected, torch.Tensor | None]]:
     """Each file inspected once (in threads), and its features when it decodes, in item order."""
-    resize, crop = (backbone.inputs.resize, backbone.inputs.image_size) if backbone else (256, 224)
+    preset = backbone.preset if backbone else IMAGENET
+    resize, crop = preset.resize, preset.image_size
     events.task(f"reading {len(items)} images" + (f" (features: {backbone.name})" if backbone else ""), len(items))
     with ThreadPoolExecutor(max(1, options.workers or default_workers())) as pool:
         for start in range(0, len(items), CHUNK):

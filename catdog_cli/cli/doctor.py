@@ -43,7 +43,8 @@ def _data() -> list[Finding]:
 
 def _weights() -> list[Finding]:
     from catdog_cli.core.defaults import DEFAULT_BACKBONE
-    from catdog_cli.models.backbones import cached_weights, hub_checkpoints
+    from catdog_cli.models.backbones import cached_weights
+    from catdog_cli.models.weights import hub_checkpoints
 
     cached = cached_weights()
     found = [

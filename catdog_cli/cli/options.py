@@ -1,7 +1,7 @@
 """Every option that more than one command takes, declared once (huggingface_hub's `_cli_utils.py` shape).
 
 Defaults come from the config's own fields (`TrainConfig`), bounds from `config.LIMITS` and the per-strategy
-learning rates from `defaults.DEFAULT_LR`, so `--help`, the code and the README cannot drift apart. Help is
+learning rates from `defaults.STRATEGIES`, so `--help`, the code and the README cannot drift apart. Help is
 grouped into panels: Data, Model, Recipe, Runtime, Output.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from catdog_cli.core.config import LIMITS, TrainConfig
-from catdog_cli.core.defaults import DEFAULT_LR, DEFAULT_TTA, OOD_METHODS, PRECISIONS, RUNTIMES, STRATEGY_NAMES
+from catdog_cli.core.defaults import DEFAULT_TTA, OOD_METHODS, PRECISIONS, RUNTIMES, STRATEGIES
 
 DATA, MODEL, RECIPE, RUNTIME, OUTPUT = "Data", "Model", "Recipe", "Runtime", "Output"
 
@@ -29,8 +29,8 @@ def low(name: str) -> float:
 
 def _lr_defaults() -> str:
     by_lr: dict[float, list[str]] = {}
-    for name in STRATEGY_NAMES:
-        by_lr.setdefault(DEFAULT_LR[name], []).append(name)
+    for strategy in STRATEGIES.values():
+        by_lr.setdefault(strategy.lr, []).append(strategy.name)
     return "; ".join(f"{lr:g} for {' and '.join(names)}" for lr, names in by_lr.items())
 
 

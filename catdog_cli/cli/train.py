@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from catdog_cli.cli import progress, render
+from catdog_cli.cli.compare_table import compare_table
 from catdog_cli.cli.options import (
     DEFAULT,
     Augment,
@@ -240,7 +241,7 @@ def compare(
     check_tracking(log, log_uri, log_model)
     if out is not None and out.exists() and not out.is_dir():
         raise CatdogError(f"{out} is a file, not a folder; pick a new --out")
-    from catdog_cli.core.records import interrupted_note
+    from catdog_cli.core.compare_rows import interrupted_note
     from catdog_cli.tracking.base import follow
     from catdog_cli.training.compare import compare as run_compare
     from catdog_cli.training.compare import failures
@@ -257,7 +258,7 @@ def compare(
     if output.json:
         output.emit(result)
     else:
-        output.console.print(render.compare_table(result))
+        output.console.print(compare_table(result))
         saved = f"saved in {result['out']} (compare.json, compare.csv, compare.md, report.html)"
         output.console.print(printable(saved), markup=False)
         output.console.print(f"report: {printable(Path(result['out']) / 'report.html')}", markup=False)

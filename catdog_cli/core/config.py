@@ -23,6 +23,7 @@ from catdog_cli.core.defaults import (
     OOD_METHODS,
     PRECISIONS,
     SEED_BACKBONES,
+    STRATEGIES,
     STRATEGY_NAMES,
     TORCHVISION_BACKBONES,
 )
@@ -231,7 +232,7 @@ class TrainConfig:
     strategy: str = "finetune"
     epochs: int = 10
     batch_size: int | None = None  # 32 on CPU, 64 on CUDA
-    lr: float | None = None  # per strategy, see defaults.DEFAULT_LR
+    lr: float | None = None  # per strategy: defaults.STRATEGIES[strategy].lr
     lr_ratio: float = 10.0
     image_size: int | None = None  # the weights' crop size (224 for most)
     weights: str = "default"
@@ -274,9 +275,9 @@ class TrainConfig:
 
     def check_recipe(self) -> None:
         """What the recipe's options mean together (their ranges are in LIMITS)."""
-        if self.strategy == "freeze-unfreeze" and self.freeze_epochs >= self.epochs:
+        if STRATEGIES[self.strategy].unfreezes and self.freeze_epochs >= self.epochs:
             raise CatdogError(
-                f"freeze-unfreeze: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
+                f"{self.strategy}: --freeze-epochs ({self.freeze_epochs}) must be fewer than --epochs "
                 f"({self.epochs}), or nothing is ever unfrozen"
             )
         if not (isinstance(self.ema_decay, (int, float)) and 0 < self.ema_decay < 1):  # NaN too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 DEFAULT_BACKBONE = "resnet34"
 SEED_BACKBONES = ("alexnet", "vgg16_bn", "resnet34", "densenet121", "squeezenet1_1", "googlenet")
@@ -64,16 +65,50 @@ GRID_TIME_HELP = (
     "measured on a busy 2-core machine; a quiet one is faster); on one GPU, a minute or two, mostly each cell's "
     "setup (estimated from the grid's 0.3 PFLOP; not measured)."
 )
-# the transfer strategies (models/strategies.py makes their parameter groups), named here so that the torch-free
-# config can check --strategy
-STRATEGY_NAMES = ("finetune", "freeze", "discriminative", "freeze-unfreeze")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A transfer strategy as data (fastai's `model_meta` idea): one record says all that catdog asks of it.
+
+    It lives here, torch-free, because the config (core) checks against it and `--help` reads its lr before torch
+    loads, and core may not import models. Only the torch half stays in models/strategies.py: the builder of each
+    `groups` layout, and the freezing."""
+
+    name: str
+    lr: float  # the new head's default --lr, with AdamW
+    # the parameter groups (models/strategies.GROUPS): "all" at lr; "head" alone; "split": the backbone at
+    # lr / --lr-ratio, the head at lr
+    groups: str
+    frozen: bool = False  # the backbone starts frozen: no gradients, its BatchNorm statistics kept
+    unfreezes: bool = False  # ... and the whole model trains from epoch --freeze-epochs on
+
+    @property
+    def caches_features(self) -> bool:
+        """The backbone never changes during the run: its features of an image can be computed once."""
+        return self.frozen and not self.unfreezes
+
+    def unfreeze_epoch(self, freeze_epochs: int) -> int | None:
+        """The epoch (0-based) from which the whole model trains after a frozen start, or None."""
+        return freeze_epochs if self.unfreezes else None
+
+
+# With AdamW: the head of a frozen backbone takes a large step; updating pretrained weights needs a small one.
+# freeze: 3e-3 converges within compare's 3 epochs too (1e-3 needed 10: benchmarks/README.md, the probe)
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("finetune", 1e-4, "all"),  # everything trains from the pretrained weights
+        Strategy("freeze", 3e-3, "head", frozen=True),  # only the new head trains
+        Strategy("discriminative", 1e-3, "split"),  # everything trains, the pretrained part slower
+        Strategy("freeze-unfreeze", 1e-3, "split", frozen=True, unfreezes=True),  # fastai's fine_tune
+    )
+}
+STRATEGY_NAMES = tuple(STRATEGIES)
 # compare's default grid: freeze-unfreeze is there for whoever names it (benchmarks/README.md: it did not earn
 # a place in every grid)
 GRID_STRATEGIES = ("finetune", "freeze", "discriminative")
 
-# With AdamW: the head of a frozen backbone takes a large step; updating pretrained weights needs a small one.
-# freeze: 3e-3 converges within compare's 3 epochs too (1e-3 needed 10: benchmarks/README.md, the probe)
-DEFAULT_LR = {"finetune": 1e-4, "freeze": 3e-3, "discriminative": 1e-3, "freeze-unfreeze": 1e-3}
 COMPARE_EPOCHS = 3  # epochs per compare cell: a grid is many runs, each shorter than a train run
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on GPUs and on CPUs with native bf16, else fp32/fp16
 # the unknown-image detector fitted at the end of training (inference/ood.py; benchmarks/README.md chose the default)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from catdog_cli.core.paths import writing
+from catdog_cli.core.files import writing
 from catdog_cli.errors import CatdogError
 
 CHUNK = 1 << 20  # bytes read and written at a time

@@ -149,7 +149,7 @@ def load_train_image(path: Path, resize: int) -> tuple[torch.Tensor, bool]:
 
 def load_eval_image(path: Path, resize: int, crop: int) -> torch.Tensor:
     """uint8 (3, crop, crop): Resize(resize) then CenterCrop(crop), the classic eval transform, exactly: it is the
-    contract an exported file states (export.metadata), so the whole image is resized whatever its shape. That
+    contract an exported file states (contract.metadata), so the whole image is resized whatever its shape. That
     costs at most MAX_RATIO * resize**2 pixels for a 100:1 strip (6.5 M at resize 256), for one image at a time."""
     return _pil_to_tensor(eval_crop(open_rgb(path, resize), resize, crop)).contiguous()
 

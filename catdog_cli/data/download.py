@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from catdog_cli import __version__
-from catdog_cli.core.paths import writing
+from catdog_cli.core.files import writing
 from catdog_cli.data.archives import CHUNK, MAX_BYTES, MAX_SIZE_HINT, FetchProgress, size_text
 from catdog_cli.errors import CatdogError
 

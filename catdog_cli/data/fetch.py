@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import ParseResult, urlparse
 
-from catdog_cli.core.paths import data_root, writing
+from catdog_cli.core.files import writing
+from catdog_cli.core.paths import data_root
 from catdog_cli.data.archives import (
     GIB,
     MAX_BYTES,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from catdog_cli.core.paths import copy_new, publish_new
+from catdog_cli.core.files import copy_new, publish_new
 from catdog_cli.data.archives import (
     MAX_BYTES,
     MAX_SIZE_HINT,

@@ -24,7 +24,7 @@ from catdog_cli.core.events import Events
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, Split, no_val_reason, shard
 from catdog_cli.data.decode import Decoded, ImageBatch, ImageError, ImageSpec, collate, decode_split, default_workers
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
 
 
@@ -338,7 +338,7 @@ class DataSources:
 
 def open_sources(
     dataset: Dataset,
-    inputs: Inputs,
+    preset: Preset,
     device: torch.device,
     batch_size: int,
     seed: int,
@@ -363,7 +363,7 @@ def open_sources(
         if world.distributed:
             split = shard(split, world.rank, world.size, seed, equal=name == "train")
         splits[name] = split
-        spec = inputs.train_spec(augment) if name == "train" else inputs.eval_spec()
+        spec = preset.train_spec(augment) if name == "train" else preset.eval_spec()
         found[name] = batches(
             split,
             spec,

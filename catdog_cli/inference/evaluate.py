@@ -12,22 +12,14 @@ import torch.nn.functional as F
 
 from catdog_cli.core.config import check_use
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import (
-    check_new_file,
-    create_new,
-    resolve_data,
-)
-from catdog_cli.core.records import (
-    Calibration,
-    EvaluateResult,
-    Evaluation,
-    TopLoss,
-)
+from catdog_cli.core.files import create_new
+from catdog_cli.core.paths import check_new_file, resolve_data
+from catdog_cli.core.records import Calibration, EvaluateResult, Evaluation, TopLoss
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, Split, found_recorded, holds_recorded, load_dataset
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.folders import collect_images
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.data.sources import BatchSource
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import calibration, ood
@@ -36,7 +28,7 @@ from catdog_cli.inference.fastpath import for_images, open_runner
 from catdog_cli.inference.metrics import confusion_matrix, per_class
 from catdog_cli.inference.runtimes import LOGITS, SCORE, Runner, throughput
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.reporting import run_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision
@@ -61,7 +53,7 @@ class EvalOutput:
 def evaluate(
     model: TransferModel,
     source: BatchSource,
-    inputs: Inputs,
+    preset: Preset,
     precision: Precision,
     num_classes: int,
     events: Events | None = None,
@@ -74,7 +66,7 @@ def evaluate(
 
     def forward(batch: ImageBatch) -> torch.Tensor:
         with precision.autocast():
-            return model(inputs.model_input(batch)).float()
+            return model(preset.model_input(batch)).float()
 
     return evaluate_logits(forward, source, num_classes, events, world, temperature)
 
@@ -213,7 +205,7 @@ def evaluate_checkpoint(
     worst = top_losses(out, images, classes)
     trained = runner.trained() if report is not None else None
     if trained is not None:  # where the model looked, for the report's thumbnails (Grad-CAM)
-        add_heatmaps(trained.base, worst, classes, trained.inputs, trained.device)
+        add_heatmaps(trained.base, worst, classes, trained.preset, trained.device)
     result: EvaluateResult = {
         "kind": "evaluate",
         "checkpoint": str(checkpoint),

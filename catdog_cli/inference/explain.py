@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from catdog_cli.core.events import Events
+from catdog_cli.core.files import write_new
 from catdog_cli.core.formatting import pct
-from catdog_cli.core.paths import write_new
 from catdog_cli.core.records import Prediction, TopLoss
 from catdog_cli.data.decode import ImageBatch, ImageError, load_eval_image, open_rgb
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.reporting import overlays
 from catdog_cli.runtime.device import default_batch_size
 
@@ -161,26 +161,26 @@ class Explainer:
         return torch.where(peak > 0, cam / peak.clamp(min=torch.finfo(cam.dtype).tiny), 0.0).cpu()
 
 
-def _model_inputs(paths: Sequence[str], inputs: Inputs, device: torch.device) -> tuple[list[int], torch.Tensor]:
+def _model_inputs(paths: Sequence[str], preset: Preset, device: torch.device) -> tuple[list[int], torch.Tensor]:
     """The eval crops of the files that can still be read (their positions in `paths`), as model input."""
     found, images = [], []
     for n, path in enumerate(paths):
         try:
-            images.append(load_eval_image(Path(path), inputs.resize, inputs.image_size))
+            images.append(load_eval_image(Path(path), preset.resize, preset.image_size))
         except ImageError:
             continue
         found.append(n)
     if not images:
         return found, torch.empty(0)
     index = torch.tensor(found)
-    return found, inputs.model_input(ImageBatch(torch.stack(images).to(device), index, index))
+    return found, preset.model_input(ImageBatch(torch.stack(images).to(device), index, index))
 
 
 def add_heatmaps(
-    model: TransferModel, top: list[TopLoss], classes: list[str], inputs: Inputs, device: torch.device
+    model: TransferModel, top: list[TopLoss], classes: list[str], preset: Preset, device: torch.device
 ) -> None:
     """Give each top loss the heat map of its predicted class (what the model took for it), for the report."""
-    found, x = _model_inputs([t["path"] for t in top], inputs, device)
+    found, x = _model_inputs([t["path"] for t in top], preset, device)
     if not found:
         return
     try:
@@ -190,7 +190,7 @@ def add_heatmaps(
     for n, grid in zip(found, maps.tolist()):
         top[n]["heatmap"] = {
             "grid": [[round(v, 3) for v in row] for row in grid],
-            "crop": inputs.image_size / inputs.resize,
+            "crop": preset.crop_share,
         }
 
 
@@ -205,23 +205,23 @@ def explain_predictions(
     model saw, colored by where it looked for its prediction, captioned with it. Never replaces a file."""
     events = events or Events()
     folder.mkdir(parents=True, exist_ok=True)
-    inputs, classes = trained.inputs, trained.classes
+    preset, classes = trained.preset, trained.classes
     batch_size = batch_size or default_batch_size(trained.device)
     todo = [r for r in rows if "label" in r]
     explainer = Explainer(trained.base)
     events.task("explaining", len(todo))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        found, x = _model_inputs([r["path"] for r in chunk], inputs, trained.device)
+        found, x = _model_inputs([r["path"] for r in chunk], preset, trained.device)
         if found:
             maps = explainer(x, torch.tensor([classes.index(chunk[n]["label"]) for n in found]))
             for n, grid in zip(found, maps.numpy()):
-                chunk[n]["explanation"] = str(_write_picture(chunk[n], grid, inputs, folder))
+                chunk[n]["explanation"] = str(_write_picture(chunk[n], grid, preset, folder))
         events.advance(len(chunk))
     return sum("explanation" in r for r in rows)
 
 
-def _write_picture(row: Prediction, grid: np.ndarray, inputs: Inputs, folder: Path) -> Path:
-    view = overlays.model_view(open_rgb(Path(row["path"])), inputs.image_size / inputs.resize)
+def _write_picture(row: Prediction, grid: np.ndarray, preset: Preset, folder: Path) -> Path:
+    view = overlays.model_view(open_rgb(Path(row["path"])), preset.crop_share)
     picture = overlays.caption(overlays.overlay(view, grid, PICTURE_PX), f"{row['label']} {pct(row['confidence'])}")
     return write_new(folder, Path(row["path"]).stem + ".jpg", lambda tmp: picture.save(tmp, "JPEG", quality=90))

@@ -11,17 +11,10 @@ from typing import Any
 
 from catdog_cli.core.config import check_use
 from catdog_cli.core.events import Events
+from catdog_cli.core.files import atomic_write_text, copy_new, create_new
 from catdog_cli.core.formatting import printable
-from catdog_cli.core.paths import (
-    atomic_write_text,
-    check_folder_target,
-    copy_new,
-    create_new,
-)
-from catdog_cli.core.records import (
-    Prediction,
-    PredictResult,
-)
+from catdog_cli.core.paths import check_folder_target
+from catdog_cli.core.records import Prediction, PredictResult
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.folders import gather_images, ignored
 from catdog_cli.errors import CatdogError

@@ -27,17 +27,17 @@ from typing import Any
 
 import torch
 
+from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.records import Params, Throughput
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageBatch
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import calibration, ood
-from catdog_cli.inference.trained import TrainedModel, inputs_of, one_pass
+from catdog_cli.inference.trained import TrainedModel, one_pass
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import count_params
-from catdog_cli.models.strategies import STRATEGIES, param_groups
+from catdog_cli.models.transfer import count_params
 from catdog_cli.runtime.device import Precision, resolve_device
 
 LOGITS = "logits"
@@ -49,8 +49,9 @@ TINY = torch.finfo(torch.float32).tiny  # log(0) would be -inf: probabilities th
 
 def params_of(trained: TrainedModel) -> Params:
     """Parameters in all and those its strategy trains (freeze: the head alone)."""
-    if trained.checkpoint.get("strategy") in STRATEGIES:
-        param_groups(trained.checkpoint["strategy"], trained.base)
+    strategy = STRATEGIES.get(trained.checkpoint.get("strategy"))
+    if strategy is not None and strategy.frozen:
+        trained.base.freeze_features()
     total, trainable = count_params(trained.base)
     return {"total": total, "trainable": trainable}
 
@@ -61,7 +62,7 @@ class Runner(ABC):
     runtime: str  # torch, onnxruntime or torchscript
     path: Path  # the file the user gave
     record: dict[str, Any]  # the checkpoint's record, or an exported file's metadata
-    inputs: Inputs  # how to decode for it (resize, crop) and, for PyTorch, normalize
+    preset: Preset  # how to decode for it (resize, crop) and, for PyTorch, normalize
     device: torch.device
     precision: str  # bf16, fp16 or fp32
 
@@ -100,7 +101,7 @@ class Runner(ABC):
         workers: int | None,
         on_skip: Callable[[Path, str], None] | None = None,
     ) -> ThreadedSource:
-        return one_pass(split, self.inputs, self.device, batch_size, workers, on_skip)
+        return one_pass(split, self.preset, self.device, batch_size, workers, on_skip)
 
 
 class TorchRunner(Runner):
@@ -126,8 +127,8 @@ class TorchRunner(Runner):
             return self._given or TrainedModel.load(self.path, self._device, self.requested, self.tta)
 
     @property
-    def inputs(self) -> Inputs:  # type: ignore[override]  # test-time augmentation decodes at its own size
-        return self.model.inputs if self.tta else inputs_of(self.record)
+    def preset(self) -> Preset:  # type: ignore[override]  # test-time augmentation decodes at its own size
+        return self.model.preset if self.tta else Preset.from_checkpoint(self.record)
 
     @property
     def temperature(self) -> float:
@@ -136,7 +137,7 @@ class TorchRunner(Runner):
     def outputs(self, batch: ImageBatch) -> dict[str, torch.Tensor]:
         scored = self.model.scored() if self.model.detector is not None else nullcontext()
         with torch.inference_mode(), self.model.precision.autocast(), scored as tap:
-            found = {LOGITS: self.model.model(self.model.inputs.model_input(batch)).float()}
+            found = {LOGITS: self.model.model(self.model.preset.model_input(batch)).float()}
         if tap is not None:
             found[SCORE] = tap.take_scores()
         return found
@@ -162,7 +163,7 @@ class ExportedRunner(Runner):
     ):
         """`checkpoint` and its `record`: the checkpoint an export catdog cached was made from."""
         self.path, self.meta, self.checkpoint = path, meta, checkpoint
-        self.inputs = _inputs_of(path, meta)
+        self.preset = _preset_of(path, meta)
         self.record = record if record is not None else meta
         output = meta.get("output")
         self.output = str(output.get("name", OUTPUT)) if isinstance(output, dict) else OUTPUT
@@ -295,27 +296,26 @@ def _parsed(path: Path, raw: dict[str, str]) -> dict[str, Any]:
     return meta
 
 
-def _inputs_of(path: Path, meta: dict[str, Any]) -> Inputs:
+def _preset_of(path: Path, meta: dict[str, Any]) -> Preset:
     """The decode the file expects, from its metadata; odd values are refused in one line."""
     try:
-        pre, classes, temperature = meta["preprocessing"], meta["classes"], float(meta["temperature"])
-        mean, std = tuple(map(float, pre["mean"])), tuple(map(float, pre["std"]))
-        inputs = Inputs(int(pre["crop"]), int(pre["resize"]), mean, std)
+        classes, temperature = meta["classes"], float(meta["temperature"])
+        preset = Preset.from_metadata(meta["preprocessing"])
         good = (
             isinstance(classes, list)
             and len(classes) >= 2
             and all(isinstance(c, str) for c in classes)
             and math.isfinite(temperature)
             and temperature > 0
-            and 0 < inputs.image_size <= 4096
-            and 0 < inputs.resize <= 4096
-            and len(inputs.mean) == len(inputs.std) == 3
+            and 0 < preset.image_size <= 4096
+            and 0 < preset.resize <= 4096
+            and len(preset.mean) == len(preset.std) == 3
         )
     except (KeyError, TypeError, ValueError):
         good = False
     if not good:
         raise CatdogError(f"{path} has damaged catdog metadata (classes, preprocessing or temperature); refusing it")
-    return inputs
+    return preset
 
 
 @contextmanager

@@ -15,12 +15,12 @@ import torch
 
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import default_workers
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.tta import TTAModel, with_tta
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime.device import Precision, default_batch_size, resolve_device
 
 
@@ -30,7 +30,7 @@ class TrainedModel:
 
     checkpoint: dict[str, Any]
     model: TransferModel
-    inputs: Inputs
+    preset: Preset
     device: torch.device
     precision: Precision
 
@@ -49,10 +49,10 @@ class TrainedModel:
         dev = resolve_device(device)
         how = Precision.for_inference(dev, precision)
         model = how.prepare(checkpoints.restore_model(ckpt, dev))
-        inputs = inputs_of(ckpt)
+        preset = Preset.from_checkpoint(ckpt)
         if tta is not None:
-            model, inputs = with_tta(model, inputs, tta)
-        return cls(ckpt, model, inputs, dev, how)
+            model, preset = with_tta(model, preset, tta)
+        return cls(ckpt, model, preset, dev, how)
 
     @property
     def classes(self) -> list[str]:
@@ -85,17 +85,12 @@ class TrainedModel:
         workers: int | None,
         on_skip: Callable[[Path, str], None] | None = None,
     ) -> ThreadedSource:
-        return one_pass(split, self.inputs, self.device, batch_size, workers, on_skip)
-
-
-def inputs_of(ckpt: dict[str, Any]) -> Inputs:
-    """How a checkpoint's model wants its pixels, from its record."""
-    return Inputs(ckpt["image_size"], ckpt["resize"], tuple(ckpt["mean"]), tuple(ckpt["std"]))
+        return one_pass(split, self.preset, self.device, batch_size, workers, on_skip)
 
 
 def one_pass(
     split: Split,
-    inputs: Inputs,
+    preset: Preset,
     device: torch.device,
     batch_size: int | None,
     workers: int | None,
@@ -105,7 +100,7 @@ def one_pass(
     resident (what every runner, PyTorch's or an exported file's, evaluates and predicts over)."""
     return ThreadedSource(
         split,
-        inputs.eval_spec(),
+        preset.eval_spec(),
         batch_size or default_batch_size(device),
         device,
         default_workers() if workers is None else workers,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from catdog_cli.core.defaults import DEFAULT_TTA
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 
 TTA_VIEWS = ("flip", "flip+crops")
 
@@ -45,9 +45,6 @@ class TTAModel(nn.Module):
         return (probs / views).clamp_min(1e-12).log()
 
 
-def with_tta(model: nn.Module, inputs: Inputs, views: str = DEFAULT_TTA) -> tuple[nn.Module, Inputs]:
-    """The model behind test-time augmentation, and inputs that decode the eval resize's whole central square."""
-    square = Inputs(
-        max(inputs.resize, inputs.image_size), max(inputs.resize, inputs.image_size), inputs.mean, inputs.std
-    )
-    return TTAModel(model, inputs.image_size, views).eval(), square
+def with_tta(model: nn.Module, preset: Preset, views: str = DEFAULT_TTA) -> tuple[nn.Module, Preset]:
+    """The model behind test-time augmentation, and the preset that decodes the eval resize's whole central square."""
+    return TTAModel(model, preset.image_size, views).eval(), preset.square()

@@ -1,17 +1,15 @@
-"""One registry of ImageNet backbones: how to build each, cut off its head, and feed it.
+"""One registry of ImageNet backbones: how to build each, cut off its head, and feed it (its weights' `Preset`).
 
-Every backbone becomes a `TransferModel`: `features` (the pretrained part) and `head` (a new layer for N
-classes). Strategies and the engine only ever see that split, never a model's own attribute names.
+Every backbone becomes a `TransferModel` (transfer.py): `features` (the pretrained part) and `head` (a new layer
+for N classes). Strategies and the engine only ever see that split, never a model's own attribute names. Weight
+files and downloads are weights.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
 import os
 import socket
-import sys
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,62 +21,17 @@ import torchvision
 from torch import nn
 
 from catdog_cli.core.config import check_backbone
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class TransferModel(nn.Module):
-    """features -> head. With a frozen backbone the features run without autograd (no backward through them)."""
-
-    def __init__(self, features: nn.Module, head: nn.Module):
-        super().__init__()
-        self.features = features
-        self.head = head
-        self.frozen = False
-
-    def freeze_features(self) -> None:
-        self.frozen = True
-        self.features.requires_grad_(False)
-        self.features.eval()
-
-    def unfreeze_features(self) -> None:
-        """The whole model trains from here on (freeze-unfreeze after its frozen epochs)."""
-        self.frozen = False
-        self.features.requires_grad_(True)
-        self.features.train(self.training)
-
-    def train(self, mode: bool = True) -> TransferModel:
-        super().train(mode)
-        if self.frozen:
-            self.features.eval()  # BatchNorm statistics stay those of the pretrained weights
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                x = self.features(x)
-        else:
-            x = self.features(x)
-        if isinstance(x, tuple):  # models with auxiliary outputs (GoogLeNet, Inception) in train mode
-            x = x[0]
-        return self.head(x)
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the weights were trained on: normalization and the eval resize/crop ratio."""
-
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    crop_size: int = 224
-    resize_size: int = 256
-
-    def resize_for(self, image_size: int) -> int:
-        """Eval resize for a given crop, keeping the weights' resize/crop ratio (256/224 classically)."""
-        return int(round(image_size * self.resize_size / self.crop_size))
+from catdog_cli.models.transfer import TransferModel, init_head
+from catdog_cli.models.weights import (
+    downloads_to_stderr,
+    hf_cache,
+    hub_checkpoints,
+    load_pretrained,
+    read_state_dict,
+    weights_unreachable,
+)
 
 
 def _replace_linear(path: str) -> Callable[[nn.Module, int], tuple[nn.Module, nn.Module]]:
@@ -113,9 +66,10 @@ class TorchvisionBackbone:
     def weights_enum(self):
         return torchvision.models.get_model_weights(self.name).DEFAULT
 
-    def preprocessing(self) -> Preprocessing:
+    def preset(self) -> Preset:
+        """What the weights were trained on: their eval crop and resize, their normalization."""
         t = self.weights_enum().transforms()
-        return Preprocessing(tuple(t.mean), tuple(t.std), t.crop_size[0], t.resize_size[0])
+        return Preset(t.crop_size[0], t.resize_size[0], tuple(t.mean), tuple(t.std))
 
     def build_full(self) -> nn.Module:
         return torchvision.models.get_model(self.name, weights=None, **dict(self.build_kwargs))
@@ -141,15 +95,6 @@ class TorchvisionBackbone:
             raise weights_unreachable(self.name, exc, offline) from None
 
 
-def weights_unreachable(name: str, reason: object, offline: str) -> CatdogError:
-    """The one line for ImageNet weights that cannot be had, torchvision's or timm's: the reason, then what to
-    do offline."""
-    return CatdogError(
-        f"could not get ImageNet weights for {name} ({reason}); offline, {offline}, or pass --weights PATH "
-        "(or --weights none)"
-    )
-
-
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 REACH_TIMEOUT = 5.0  # seconds for a TCP connection to the weights' host: a reachable one answers in far less
 
@@ -165,13 +110,6 @@ def _timm_cached(cfg: object) -> bool:
         return any(isinstance(try_to_load_from_cache(repo, n, revision=revision or None), str) for n in names)
     url = getattr(cfg, "url", None)
     return bool(url) and (hub_checkpoints() / os.path.basename(url)).is_file()
-
-
-@contextmanager
-def downloads_to_stderr() -> Iterator[None]:
-    """torch hub announces a download on stdout ("Downloading: ..."); stdout carries only results (`--json`)."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
 
 
 def _tv(name: str, head: str, split=None, **kwargs) -> TorchvisionBackbone:
@@ -235,12 +173,12 @@ class TimmBackbone:
             ) from None
         return timm
 
-    def preprocessing(self) -> Preprocessing:
+    def preset(self) -> Preset:
         cfg = self._timm().get_pretrained_cfg(self.name)
         if cfg is None:
             raise CatdogError(f"timm has no model named {self.name!r}")
         crop = cfg.input_size[-1]
-        return Preprocessing(tuple(cfg.mean), tuple(cfg.std), crop, int(round(crop / cfg.crop_pct)))
+        return Preset(crop, int(round(crop / cfg.crop_pct)), tuple(cfg.mean), tuple(cfg.std))
 
     def build_features(self, pretrained: bool) -> nn.Module:
         timm = self._timm()
@@ -274,7 +212,7 @@ class TimmBackbone:
             raise weights_unreachable(f"timm:{self.name}", f"{host} unreachable: {exc}", self._offline_hint()) from None
 
     def _offline_hint(self) -> str:
-        return f"run it once where they download (timm keeps them in {_hf_cache()})"
+        return f"run it once where they download (timm keeps them in {hf_cache()})"
 
 
 def _timm_width(features: nn.Module) -> int:
@@ -289,64 +227,15 @@ def resolve(name: str) -> TorchvisionBackbone | TimmBackbone:
     return TORCHVISION[name]
 
 
-def preprocessing(name: str) -> Preprocessing:
-    return resolve(name).preprocessing()
+def weights_preset(name: str) -> Preset:
+    """How `name`'s pretrained weights want their pixels, at their own crop size."""
+    return resolve(name).preset()
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CatdogError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure means: not a plain state dict we can trust
-        raise CatdogError(f"{path} is not a loadable state dict ({type(exc).__name__}); refusing to load it") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CatdogError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def conform(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
-    """Tensors as the model holds them: fp16, bf16 and fp64 files (common: half-precision exports) become the
-    model's fp32, sparse and quantized tensors dense; weights that are not numbers, or not finite (a run that
-    diverged), are refused here rather than predicting NaN."""
-    reference = model.state_dict()
-    out = {}
-    for key, value in state.items():
-        if value.is_quantized:
-            value = value.dequantize()
-        if value.layout != torch.strided:
-            value = value.to_dense()
-        want = reference.get(key)
-        if want is not None and want.is_floating_point() and value.dtype != want.dtype:
-            if not value.is_floating_point():
-                raise CatdogError(f"weights from {source} hold {key} as {value.dtype}, not as numbers this model uses")
-            value = value.to(want.dtype)
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CatdogError(
-                f"weights from {source} are not finite (NaN or infinity in {key}): the training that "
-                "made them diverged; refusing to use them"
-            )
-        out[key] = value
-    return out
-
-
-def _load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], drop: tuple[str, ...], source: str) -> None:
-    """Load everything but the ImageNet head (`drop` prefixes); any other missing or foreign key means wrong weights."""
-    state = conform({k: v for k, v in state.items() if not (drop and k.startswith(drop))}, model, source)
-    try:
-        result = model.load_state_dict(state, strict=False, assign=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise CatdogError(f"weights from {source} do not fit this backbone: {first}") from None
-    missing = [k for k in result.missing_keys if not (drop and k.startswith(drop))]
-    if missing or result.unexpected_keys:
-        bad = (missing or result.unexpected_keys)[0]
-        raise CatdogError(
-            f"weights from {source} do not fit this backbone: {len(missing)} missing and "
-            f"{len(result.unexpected_keys)} unexpected keys (e.g. {bad!r})"
-        )
+def preset_for(backbone: str, image_size: int | None) -> Preset:
+    """How `backbone`'s pretrained weights want their pixels, at `image_size` (default: the weights' own)."""
+    own = weights_preset(backbone)
+    return own.for_crop(image_size) if image_size else own
 
 
 def _on_meta(module: nn.Module) -> bool:
@@ -363,20 +252,6 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
-
-
-def init_head(head: nn.Module, seed: int | None) -> nn.Module:
-    """PyTorch's default init for Linear and Conv layers (uniform in +-1/sqrt(fan_in)), drawn from a generator
-    of the head's own: the same new head for the same seed on every rank and in every compare cell."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    with torch.no_grad():
-        for layer in head.modules():
-            if isinstance(layer, (nn.Linear, nn.Conv2d)):
-                bound = 1 / math.sqrt(layer.weight[0].numel())
-                for p in (layer.weight, layer.bias):
-                    if p is not None:
-                        p.uniform_(-bound, bound, generator=generator)
-    return head
 
 
 def _new_head(make: Callable[[], tuple[nn.Module, nn.Module]], seed: int | None) -> tuple[nn.Module, nn.Module]:
@@ -402,7 +277,7 @@ def build_model(
             features = spec.build_features(pretrained=weights == "default")
         if weights not in ("default", "none"):
             classifier = features.pretrained_cfg.get("classifier") or "classifier"
-            _load_pretrained(features, read_state_dict(Path(weights)), (f"{classifier}.",), source)
+            load_pretrained(features, read_state_dict(Path(weights)), (f"{classifier}.",), source)
         head = init_head(nn.Linear(_timm_width(features), num_classes, device="meta").to_empty(device="cpu"), seed)
         return TransferModel(features, head).to(device)
 
@@ -414,7 +289,7 @@ def build_model(
         if weights == "default":
             source = f"torchvision's {spec.weights_enum()}"
         full = spec.build_meta()
-        _load_pretrained(full, state, (spec.head, *spec.ignore), source)
+        load_pretrained(full, state, (spec.head, *spec.ignore), source)
     features, head = _new_head(lambda: spec.split(full, num_classes), seed)
     if _on_meta(features):  # a buffer that no state dict carries; none of the registry's models has one
         raise CatdogError(f"weights from {source} left parts of {name} uninitialized")
@@ -437,7 +312,7 @@ def build_empty(name: str, num_classes: int) -> TransferModel:
 def check_image_size(name: str, size: int) -> None:
     """Refuse a crop size the architecture cannot take (AlexNet below 63 px, ViT at anything but 224), found by
     a shape-only pass on the meta device: no weights, no compute, before any data is decoded."""
-    crop = preprocessing(name).crop_size
+    crop = weights_preset(name).image_size
     if size == crop:
         return
     model = build_empty(name, 2).eval()
@@ -461,11 +336,6 @@ def prefetch_weights(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.weights_enum().url)
 
 
-def hub_checkpoints() -> Path:
-    """The torch hub cache's folder of downloaded weights (TORCH_HOME moves it)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def cached_weights() -> dict[str, Path]:
     """The backbones whose ImageNet weights are already on disk, so that --weights default works offline: every
     torchvision backbone with its file in the torch hub cache, and each timm model in the Hugging Face cache."""
@@ -474,28 +344,7 @@ def cached_weights() -> dict[str, Path]:
         path = hub_checkpoints() / os.path.basename(spec.weights_enum().url)
         if path.is_file():
             found[name] = path
-    for folder in sorted(_hf_cache().glob("models--timm--*")):
+    for folder in sorted(hf_cache().glob("models--timm--*")):
         if any((folder / "snapshots").glob("*/*")):
             found["timm:" + folder.name.removeprefix("models--timm--").split(".")[0]] = folder
     return found
-
-
-def _hf_cache() -> Path:
-    """Where huggingface_hub (timm's downloader) caches models: HF_HUB_CACHE, HF_HOME/hub, or ~/.cache."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    return Path(home) / "hub"
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
-
-
-def inputs_for(backbone: str, image_size: int | None) -> Inputs:
-    """How `backbone`'s pretrained weights want their pixels, at `image_size` (default: the weights' own)."""
-    pre = preprocessing(backbone)
-    size = image_size or pre.crop_size
-    return Inputs(size, pre.resize_for(size), pre.mean, pre.std)

@@ -18,10 +18,12 @@ import torchvision
 
 from catdog_cli import __version__
 from catdog_cli.core.config import LIMITS, check_backbone, check_number
+from catdog_cli.core.files import atomic_write
 from catdog_cli.core.formatting import printed_alike
-from catdog_cli.core.paths import atomic_write
 from catdog_cli.errors import CatdogError
-from catdog_cli.models.backbones import TransferModel, build_empty, conform
+from catdog_cli.models.backbones import build_empty
+from catdog_cli.models.transfer import TransferModel
+from catdog_cli.models.weights import conform
 
 FORMAT = "catdog-checkpoint/1"
 USE_KEYS = ("backbone", "classes", "image_size", "resize", "mean", "std", "state_dict")  # to rebuild and feed a model

@@ -16,7 +16,9 @@ import torch
 from catdog_cli.core.events import Events
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel, build_empty, build_model, conform, init_head
+from catdog_cli.models.backbones import build_empty, build_model
+from catdog_cli.models.transfer import TransferModel, init_head
+from catdog_cli.models.weights import conform
 
 
 def _peek(weights: str) -> dict[str, Any] | None:

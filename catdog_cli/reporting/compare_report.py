@@ -6,15 +6,9 @@ import math
 from html import escape
 from pathlib import Path
 
+from catdog_cli.core.compare_rows import COMPARE_COLUMNS, interrupted_note, random_init_note, sort_rows
 from catdog_cli.core.formatting import fmt
-from catdog_cli.core.records import (
-    COMPARE_COLUMNS,
-    CompareResult,
-    CompareRow,
-    interrupted_note,
-    random_init_note,
-    sort_rows,
-)
+from catdog_cli.core.records import CompareResult, CompareRow
 from catdog_cli.reporting.html import card, figure_html, html_table, page, section, write_page
 from catdog_cli.reporting.run_report import history_curve, setup_section
 from catdog_cli.reporting.svg import Axis, Point, Series, plot

@@ -19,8 +19,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.formatting import fmt
-from catdog_cli.core.paths import atomic_write_text
 from catdog_cli.core.records import (
     Heatmap,
 )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import atomic_write_text
+from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.records import CompareRow, EpochRecord, RunSummary
 from catdog_cli.core.world import World
 from catdog_cli.errors import CatdogError

@@ -23,27 +23,20 @@ from typing import Any
 
 import torch
 
+from catdog_cli.core.compare_rows import COMPARE_COLUMNS, interrupted_note, random_init_note, sort_rows
 from catdog_cli.core.config import CompareConfig
 from catdog_cli.core.events import Events
-from catdog_cli.core.paths import atomic_write_text, run_folder
-from catdog_cli.core.records import (
-    COMPARE_COLUMNS,
-    CompareResult,
-    CompareRow,
-    RunSummary,
-    TrainResult,
-    interrupted_note,
-    random_init_note,
-    sort_rows,
-    to_json,
-)
+from catdog_cli.core.files import atomic_write_text
+from catdog_cli.core.paths import run_folder
+from catdog_cli.core.records import CompareResult, CompareRow, RunSummary, TrainResult, to_json
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, load_dataset
 from catdog_cli.data.sources import DecodeCache
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel, read_state_dict
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.models.warm_start import check_warm_start, initial_model, is_catdog_checkpoint
+from catdog_cli.models.weights import read_state_dict
 from catdog_cli.reporting.compare_report import write_compare_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import resolve_device

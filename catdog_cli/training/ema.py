@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from catdog_cli.models.backbones import TransferModel, conform
+from catdog_cli.models.transfer import TransferModel
+from catdog_cli.models.weights import conform
 
 
 class EMA:

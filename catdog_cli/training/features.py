@@ -12,9 +12,9 @@ from catdog_cli.core.events import Events
 from catdog_cli.data.augment import Mixing
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageBatch
-from catdog_cli.data.presets import Inputs, Preprocess
+from catdog_cli.data.presets import Preprocess, Preset
 from catdog_cli.data.sources import DataSources, DecodeCache, ResidentSource, batches
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime.device import Precision
 
 
@@ -22,7 +22,7 @@ def cache_features(
     config: TrainConfig,
     model: TransferModel,
     sources: DataSources,
-    inputs: Inputs,
+    preset: Preset,
     precision: Precision,
     cache: DecodeCache,
     budget: int,
@@ -32,13 +32,13 @@ def cache_features(
 ) -> tuple[nn.Module, Preprocess, bool]:
     """freeze: val's features once (they never change), and train's too when every epoch sees the same pixels
     (no augmentation, no mixing): then a step trains the head alone. What a step runs, and whether val is cached."""
-    forward, preprocess = model, inputs.model_input
+    forward, preprocess = model, preset.model_input
     start = time.perf_counter()
     if not config.augment and mixing is None:
         features = feature_source(
             model,
             sources.splits["train"],
-            inputs,
+            preset,
             precision,
             config.batch_size,
             config.seed,
@@ -53,7 +53,7 @@ def cache_features(
     val = feature_source(
         model,
         sources.splits["val"],
-        inputs,
+        preset,
         precision,
         config.batch_size,
         config.seed,
@@ -74,7 +74,7 @@ def cache_features(
 def feature_source(
     model: TransferModel,
     split: Split,
-    inputs: Inputs,
+    preset: Preset,
     precision: Precision,
     batch_size: int,
     seed: int,
@@ -90,7 +90,7 @@ def feature_source(
     images; None when they would not fit the memory budget (a feature map rather than a vector, a huge dataset)."""
     images = batches(
         split,
-        inputs.eval_spec(),
+        preset.eval_spec(),
         batch_size,
         shuffle=False,
         device=precision.device,
@@ -106,7 +106,7 @@ def feature_source(
     with torch.inference_mode():
         for batch in images:
             with precision.autocast():
-                features = model.features(inputs.model_input(batch))
+                features = model.features(preset.model_input(batch))
             if isinstance(features, tuple):
                 features = features[0]
             if not parts and features[0].numel() * 4 * len(split) > budget:
@@ -121,7 +121,8 @@ def feature_source(
 
 
 class CachedFeatures:
-    """The `Inputs` of a feature source: a batch of backbone features computed once is already the head's input."""
+    """A feature source's stand-in for a `Preset`: a batch of backbone features computed once is already the head's
+    input."""
 
     def model_input(self, batch: ImageBatch, generator: torch.Generator | None = None) -> torch.Tensor:
         return batch.images

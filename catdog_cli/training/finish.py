@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from catdog_cli.core.paths import atomic_write_text
+from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.records import EpochRecord, TrainResult, to_json
 from catdog_cli.data.balance import class_counts
 from catdog_cli.data.dataset import split_summary
@@ -26,7 +26,7 @@ from catdog_cli.inference.evaluate import (
 )
 from catdog_cli.inference.explain import add_heatmaps
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import count_params
+from catdog_cli.models.transfer import count_params
 from catdog_cli.reporting.run_report import write_train_report
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision, threads_record
@@ -92,8 +92,8 @@ def summarize(
     for name, source in (("val", run.sources.val), ("test", run.sources.test)):
         if source is None or name not in final_splits:
             continue
-        net, inputs = run.evaluable(run.model) if name == "val" else (run.model, run.inputs)
-        ev = evaluate(net, source, inputs, run.precision, len(classes), world=run.world)
+        net, preset = run.evaluable(run.model) if name == "val" else (run.model, run.preset)
+        ev = evaluate(net, source, preset, run.precision, len(classes), world=run.world)
         result["evaluation" if name == "val" else "test"] = {
             **evaluation_record(ev, classes, name),
             "checkpoint": which,
@@ -105,7 +105,7 @@ def summarize(
             found = [t for part in shards for t in part]
             result["top_losses"] = sorted(found, key=lambda t: -t["loss"])[:TOP_LOSSES]
             if run.world.main:  # where the model looked in each, for the report
-                add_heatmaps(run.model, result["top_losses"], classes, run.inputs, run.device)
+                add_heatmaps(run.model, result["top_losses"], classes, run.preset, run.device)
     return result
 
 
@@ -124,12 +124,12 @@ def fit_unknown_detector(run: Run) -> ood.Detector | None:
             features, labels = run.sources.train.batch.images, run.sources.train.batch.labels
         else:
             workers = default_workers() if run.config.workers is None else run.config.workers
-            spec, size = run.inputs.eval_spec(), run.config.batch_size
+            spec, size = run.preset.eval_spec(), run.config.batch_size
             train = ThreadedSource(run.sources.splits["train"], spec, size, run.device, workers)
-            labels = evaluate(model, train, run.inputs, precision, n, world=run.world).labels
+            labels = evaluate(model, train, run.preset, precision, n, world=run.world).labels
             features = tap.take()[0]
-        net, inputs = run.evaluable(model)
-        evaluate(net, run.sources.val, inputs, precision, n, world=run.world)
+        net, preset = run.evaluable(model)
+        evaluate(net, run.sources.val, preset, precision, n, world=run.world)
         val = tap.take()
     shards = distributed.gather((features.cpu(), labels, val[0].cpu(), val[1].cpu()), run.world)
     joined = [torch.cat([s[i] for s in shards]) for i in range(4)]

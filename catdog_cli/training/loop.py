@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import run_folder
 from catdog_cli.core.records import EpochRecord, TrainResult
@@ -23,8 +24,7 @@ from catdog_cli.inference.evaluate import (
     evaluate,
 )
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
-from catdog_cli.models.strategies import unfreeze_epoch
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.signals import StopRequest
 from catdog_cli.training.finish import final_eval, write_metrics_csv
@@ -124,8 +124,8 @@ def validate(run: Run, events: Events, model: TransferModel | None = None, name:
     model = model or run.model
     distributed.sync_buffers(model, run.world)  # all ranks evaluate and end with rank 0's BatchNorm statistics
     events.task(f"{name} {run.state.epoch + 1}/{run.config.epochs}", len(run.sources.splits["val"]))
-    net, inputs = run.evaluable(model)
-    return evaluate(net, run.sources.val, inputs, run.precision, len(run.dataset.classes), events, run.world)
+    net, preset = run.evaluable(model)
+    return evaluate(net, run.sources.val, preset, run.precision, len(run.dataset.classes), events, run.world)
 
 
 def unfreeze(run: Run, events: Events) -> None:
@@ -143,7 +143,7 @@ def run_epoch(run: Run, events: Events, stop: StopRequest, generator: torch.Gene
     """Train one epoch, then validate; the epoch's record (also appended to the history), or None if stopped.
 
     Training and validation are timed apart: img/s is the training images over the training time."""
-    thaw = unfreeze_epoch(run.config.strategy, run.config.freeze_epochs)
+    thaw = STRATEGIES[run.config.strategy].unfreeze_epoch(run.config.freeze_epochs)
     if thaw is not None and run.state.epoch >= thaw and run.model.frozen:
         unfreeze(run, events)
     start = time.perf_counter()

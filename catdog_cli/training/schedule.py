@@ -8,14 +8,14 @@ from collections.abc import Callable
 import torch
 
 from catdog_cli.core.config import TrainConfig
-from catdog_cli.models.strategies import unfreeze_epoch
+from catdog_cli.core.defaults import STRATEGIES
 
 
 def lr_factor(config: TrainConfig, steps: int) -> Callable[[int], float]:
     """Warm-up then cosine decay over the run; freeze-unfreeze starts a second one when the whole model joins
     (as fastai's fine_tune does): the backbone's first steps are warmed up too."""
     total = config.epochs * steps
-    restart = unfreeze_epoch(config.strategy, config.freeze_epochs)
+    restart = STRATEGIES[config.strategy].unfreeze_epoch(config.freeze_epochs)
     if restart is None:
         return warmup_cosine(total)
     first, second = restart * steps, total - restart * steps

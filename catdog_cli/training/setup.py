@@ -17,18 +17,20 @@ from torch.nn.parallel import DistributedDataParallel
 
 from catdog_cli.checks.duplicates import cross_split_note
 from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.events import Events
 from catdog_cli.core.records import EpochRecord, RunSummary
 from catdog_cli.core.world import World
 from catdog_cli.data.augment import Mixing
 from catdog_cli.data.balance import class_counts, imbalance_note, inverse_frequency
 from catdog_cli.data.dataset import Dataset, load_dataset, no_val_reason, split_record
-from catdog_cli.data.presets import Inputs, Preprocess
+from catdog_cli.data.presets import Preprocess, Preset
 from catdog_cli.data.sources import DataSources, DecodeCache, memory_budget, open_sources
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints, warm_start
-from catdog_cli.models.backbones import TransferModel, check_image_size, count_params, inputs_for
+from catdog_cli.models.backbones import check_image_size, preset_for
 from catdog_cli.models.strategies import param_groups
+from catdog_cli.models.transfer import TransferModel, count_params
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision, check_compile, default_batch_size, resolve_device
 from catdog_cli.training.ema import EMA
@@ -64,7 +66,7 @@ class Run:
     config: TrainConfig  # as resolved for this run: lr, batch size and image size filled in
     dataset: Dataset
     device: torch.device
-    inputs: Inputs
+    preset: Preset
     model: TransferModel
     forward: nn.Module
     preprocess: Preprocess
@@ -85,10 +87,7 @@ class Run:
         return {
             "backbone": c.backbone,
             "classes": self.dataset.classes,
-            "image_size": self.inputs.image_size,
-            "resize": self.inputs.resize,
-            "mean": list(self.inputs.mean),
-            "std": list(self.inputs.std),
+            **self.preset.checkpoint_fields(),
             "strategy": c.strategy,
             "config": asdict(c),
             "data": str(self.dataset.root.resolve()),
@@ -114,9 +113,9 @@ class Run:
                 meta["ema"] = self.ema.state_dict()
         checkpoints.save(path, model or self.model, meta)
 
-    def evaluable(self, model: TransferModel) -> tuple[nn.Module, Inputs | CachedFeatures]:
+    def evaluable(self, model: TransferModel) -> tuple[nn.Module, Preset | CachedFeatures]:
         """What evaluates `model` on the val source: its head on cached features, or the model on images."""
-        return (model.head, CachedFeatures()) if self.val_features else (model, self.inputs)
+        return (model.head, CachedFeatures()) if self.val_features else (model, self.preset)
 
 
 def wrap(forward: nn.Module, config: TrainConfig, device: torch.device, world: World) -> nn.Module:
@@ -194,8 +193,8 @@ def start_run(
         events.note(note)
     if not dataset.splits.get("val"):
         raise CatdogError(no_val_reason(dataset))
-    inputs = inputs_for(config.backbone, config.image_size)
-    check_image_size(config.backbone, inputs.image_size)
+    preset = preset_for(config.backbone, config.image_size)
+    check_image_size(config.backbone, preset.image_size)
     if model is None:
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
     model = model.to(device)  # a prebuilt model (resume, compare) runs on this rank's device, wherever it was built
@@ -208,7 +207,7 @@ def start_run(
         config,
         batch_size=config.batch_size or default_batch_size(device),
         lr=groups[-1]["lr"],
-        image_size=inputs.image_size,
+        image_size=preset.image_size,
     )
     precision = Precision(device, config.precision)
     model = precision.prepare(model)
@@ -222,7 +221,7 @@ def start_run(
     sources = distributed.together(
         lambda: open_sources(
             dataset,
-            inputs,
+            preset,
             device,
             config.batch_size,
             config.seed,
@@ -237,10 +236,10 @@ def start_run(
         world,
     )
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
-    forward, preprocess, val_features = model, inputs.model_input, False
-    if config.strategy == "freeze":  # the backbone never changes: its features of an image are computed once
+    forward, preprocess, val_features = model, preset.model_input, False
+    if STRATEGIES[config.strategy].caches_features:  # freeze: its features of an image are computed once
         forward, preprocess, val_features = cache_features(
-            config, model, sources, inputs, precision, cache, budget, events, mixing, weights
+            config, model, sources, preset, precision, cache, budget, events, mixing, weights
         )
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -250,7 +249,7 @@ def start_run(
         config,
         dataset,
         device,
-        inputs,
+        preset,
         model,
         wrap(forward, config, device, world),
         preprocess,

@@ -10,7 +10,7 @@ from helpers import catdog
 from catdog_cli.cli.app import app
 from catdog_cli.cli.options import DEFAULT, _lr_defaults
 from catdog_cli.core.config import LIMITS, TrainConfig
-from catdog_cli.core.defaults import COMPARE_EPOCHS, DEFAULT_LR
+from catdog_cli.core.defaults import COMPARE_EPOCHS, STRATEGIES
 
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
 FIELDS = TrainConfig.field_names()
@@ -43,7 +43,7 @@ def test_click_bounds_are_the_config_limits(name):
 
 
 def test_help_states_each_strategys_default_lr_as_the_code_uses_it():
-    assert "3e-03" not in _lr_defaults() and f"{DEFAULT_LR['freeze']:g} for freeze" in _lr_defaults()
+    assert "3e-03" not in _lr_defaults() and f"{STRATEGIES['freeze'].lr:g} for freeze" in _lr_defaults()
     help_text = " ".join(catdog("train", "--help").output.split())
     assert "0.003 for freeze" in help_text and "0.0001 for finetune" in help_text
 

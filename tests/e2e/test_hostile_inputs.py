@@ -46,7 +46,7 @@ from catdog_cli.data.decode import ImageError, open_rgb
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.inference.predict import sort_into_folders
 from catdog_cli.models import checkpoints
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 
 # --- the hostile folder -----------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from PIL import Image
 from torch import nn
 
 from catdog_cli.inference.explain import Explainer, as_nchw, find_target, layout_of
-from catdog_cli.models.backbones import TransferModel, build_model
+from catdog_cli.models.backbones import build_model
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.reporting import overlays
 
 

@@ -20,7 +20,7 @@ from catdog_cli.data import decode
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageSpec
 from catdog_cli.errors import CatdogError
-from catdog_cli.inference import export
+from catdog_cli.inference import contract, parity
 from catdog_cli.inference.export import export_model, read_metadata
 from catdog_cli.inference.predict import predict
 from catdog_cli.models import checkpoints
@@ -32,7 +32,7 @@ needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="pip install -e '.[export]
 def run_file(path: Path, images: torch.Tensor) -> torch.Tensor:
     """The file's probabilities (its first output; the second, with a detector, is the unknown score)."""
     fmt = "onnx" if path.suffix == ".onnx" else "torchscript"
-    return export.probabilities(export.RUNNERS[fmt](path), images)
+    return parity.probabilities(parity.RUNNERS[fmt](path), images)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_the_readme_snippet_gives_predicts_answer_on_every_kind_of_image(calibra
         label, probability = capsys.readouterr().out.split()
         assert "label" in row, (photo.name, row)
         assert label == row["label"], photo.name
-        assert float(probability) == pytest.approx(row["confidence"], abs=export.TOLERANCE), photo.name
+        assert float(probability) == pytest.approx(row["confidence"], abs=parity.TOLERANCE), photo.name
 
 
 def test_parity_holds_on_odd_files_and_is_proven_from_the_original_files(calibrated, tmp_path, monkeypatch):
@@ -150,13 +150,13 @@ def test_parity_holds_on_odd_files_and_is_proven_from_the_original_files(calibra
 
 def test_parity_failure_leaves_no_file(calibrated, tmp_path, monkeypatch):
     """A graph that computes something else than catdog is refused and removed, not published."""
-    real = export.Exportable.forward
+    real = contract.Exportable.forward
 
     def flipped(self, x):
         found = real(self, x)
         return (found[0].flip(1), *found[1:]) if isinstance(found, tuple) else found.flip(1)
 
-    monkeypatch.setattr(export.Exportable, "forward", flipped)
+    monkeypatch.setattr(contract.Exportable, "forward", flipped)
     with pytest.raises(CatdogError, match=r"disagrees with catdog predict on 4 images .*nothing was written"):
         export_model(calibrated, "torchscript", tmp_path / "m.torchscript")
     assert list(tmp_path.iterdir()) == []

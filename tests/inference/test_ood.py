@@ -193,10 +193,10 @@ def test_the_export_computes_the_score_in_graph(frozen_run, tmp_path):
 
 
 def test_export_parity_covers_the_score(frozen_run, tmp_path, monkeypatch):
-    from catdog_cli.inference import export
+    from catdog_cli.inference import contract
 
-    real = export.Exportable.forward
-    monkeypatch.setattr(export.Exportable, "forward", lambda self, x: (real(self, x)[0], real(self, x)[1] + 1))
+    real = contract.Exportable.forward
+    monkeypatch.setattr(contract.Exportable, "forward", lambda self, x: (real(self, x)[0], real(self, x)[1] + 1))
     with pytest.raises(CatdogError, match=r"unknown scores differ by 1\.00e"):
         export_model(frozen_run["out"] / "best.pt", "torchscript", tmp_path / "m.torchscript")
     assert list(tmp_path.iterdir()) == []

@@ -16,8 +16,10 @@ from catdog_cli.core.config import ONNX_PACKAGES
 from catdog_cli.core.events import Events
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import fastpath
+from catdog_cli.inference.contract import Exportable
 from catdog_cli.inference.evaluate import evaluate_checkpoint
-from catdog_cli.inference.export import Exportable, export_model, own_dataset, read_metadata
+from catdog_cli.inference.export import export_model, read_metadata
+from catdog_cli.inference.parity import own_dataset
 from catdog_cli.inference.predict import classify, prediction_columns, sort_into_folders
 from catdog_cli.inference.quantize import quantize_checked
 from catdog_cli.inference.trained import TrainedModel
@@ -151,7 +153,7 @@ def test_an_exported_file_needs_data_to_evaluate(exported):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_file_without_catdog_metadata_is_refused_in_one_line(frozen_run, photos, tmp_path, fmt):
     trained = TrainedModel.load(frozen_run["out"] / "best.pt", "cpu", "fp32")
-    module = Exportable(trained.model, trained.inputs, 1.0).eval()
+    module = Exportable(trained.model, trained.preset, 1.0).eval()
     images = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
     path = tmp_path / f"plain{SUFFIX[fmt]}"
     if fmt == "onnx":
@@ -253,7 +255,7 @@ def test_int8_that_loses_more_than_the_tolerance_is_refused(exported, frozen_run
     trained = TrainedModel.load(checkpoint, "cpu", "fp32")
     dataset = own_dataset(trained, "")
     out = tmp_path / "int8.onnx"
-    spec, meta = trained.inputs.eval_spec(), read_metadata(fp32)
+    spec, meta = trained.preset.eval_spec(), read_metadata(fp32)
     with pytest.raises(CatdogError, match=r"^int8 does not hold on 4 val images: .*; tolerance -1.0 points; nothing"):
         quantize_checked(fp32, out, spec, dataset.split("train"), dataset.split("val"), meta, Events(), tolerance=-1.0)
     assert error_line(catdog("export", checkpoint, "--format", "torchscript", "--int8")) == (

@@ -7,7 +7,7 @@ import torch
 from helpers import catdog, ok_json
 from torch import nn
 
-from catdog_cli.data.presets import Inputs
+from catdog_cli.data.presets import Preset
 from catdog_cli.inference.evaluate import evaluate_checkpoint
 from catdog_cli.inference.predict import predict
 from catdog_cli.inference.tta import TTAModel, with_tta
@@ -43,8 +43,8 @@ def test_views_are_the_centre_and_corners_each_mirrored_and_probabilities_are_av
 
 
 def test_tta_decodes_the_whole_square_of_the_eval_resize():
-    model, inputs = with_tta(nn.Identity(), Inputs(224, 256, (0.5,) * 3, (0.5,) * 3))
-    assert (inputs.image_size, inputs.resize) == (256, 256) and model.crop == 224
+    model, preset = with_tta(nn.Identity(), Preset(224, 256, (0.5,) * 3, (0.5,) * 3))
+    assert (preset.image_size, preset.resize) == (256, 256) and model.crop == 224
 
 
 def test_evaluate_and_predict_with_tta(frozen_run):

@@ -12,19 +12,12 @@ import torchvision
 from torch import nn
 
 from catdog_cli.core.defaults import GRID_STRATEGIES, SEED_BACKBONES
+from catdog_cli.data.presets import IMAGENET_MEAN, IMAGENET_STD
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import backbones
-from catdog_cli.models.backbones import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TORCHVISION,
-    TransferModel,
-    build_empty,
-    build_model,
-    count_params,
-    preprocessing,
-)
+from catdog_cli.models.backbones import TORCHVISION, build_empty, build_model, preset_for, weights_preset
 from catdog_cli.models.strategies import param_groups
+from catdog_cli.models.transfer import TransferModel, count_params
 
 NUM_CLASSES = 3
 SIZE = 64  # AlexNet needs >= 63 px
@@ -96,16 +89,6 @@ def test_seed_backbone_trains_one_step_and_predicts(seed_model, name, strategy):
     assert torch.allclose(probs.sum(1), torch.ones(2))
 
 
-def test_transfer_model_takes_the_main_output_of_auxiliary_models():
-    """torchvision's GoogLeNet with aux heads returns GoogLeNetOutputs in train mode; the head gets logits[0]."""
-    net = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
-    net.fc = nn.Identity()
-    model = TransferModel(net, nn.Linear(1024, 2)).train()
-    out = model(torch.randn(2, 3, SIZE, SIZE))
-    assert out.shape == (2, 2)
-    nn.functional.cross_entropy(out, torch.tensor([0, 1])).backward()
-
-
 def test_heads_are_replaced_for_n_classes(seed_model):
     heads = {"alexnet": nn.Linear, "resnet34": nn.Linear, "densenet121": nn.Linear, "googlenet": nn.Linear}
     for name, kind in heads.items():
@@ -119,10 +102,10 @@ def test_heads_are_replaced_for_n_classes(seed_model):
 
 @pytest.mark.parametrize("name", SEED_BACKBONES)
 def test_seed_backbones_use_imagenet_preprocessing(name):
-    pre = preprocessing(name)
+    pre = weights_preset(name)
     assert pre.mean == pytest.approx(IMAGENET_MEAN) and pre.std == pytest.approx(IMAGENET_STD)
-    assert (pre.crop_size, pre.resize_size) == (224, 256)
-    assert pre.resize_for(224) == 256 and pre.resize_for(64) == 73
+    assert (pre.image_size, pre.resize) == (224, 256)
+    assert preset_for(name, 224) == pre and preset_for(name, 64).resize == 73
 
 
 def test_unknown_backbone_is_a_catdog_error():
@@ -226,13 +209,6 @@ def test_build_empty_is_on_meta_and_downloads_nothing(monkeypatch):
     assert model.head.out_features == 5
 
 
-def test_count_params_reports_total_and_trainable():
-    model = TransferModel(nn.Linear(4, 3), nn.Linear(3, 2))
-    assert count_params(model) == (15 + 8, 23)
-    model.freeze_features()
-    assert count_params(model) == (23, 8)
-
-
 # --- timm ------------------------------------------------------------------------------------------------
 
 LITE0 = "timm:tf_efficientnet_lite0"
@@ -241,7 +217,7 @@ LITE0_WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "weights" / "tf
 
 def test_timm_backbone_normalization_comes_from_timms_config():
     pytest.importorskip("timm")
-    pre = preprocessing(LITE0)
+    pre = weights_preset(LITE0)
     assert pre.mean == pytest.approx((0.5, 0.5, 0.5)) and pre.std == pytest.approx((0.5, 0.5, 0.5))
     model = build_model(LITE0, 2, weights="none", seed=0).eval()
     with torch.inference_mode():
@@ -277,7 +253,7 @@ def test_timm_default_weights_offline_fail_at_once_with_torchvisions_line(monkey
 def test_timm_unknown_model_is_a_catdog_error():
     pytest.importorskip("timm")
     with pytest.raises(CatdogError):
-        preprocessing("timm:no_such_model_xyz")
+        weights_preset("timm:no_such_model_xyz")
 
 
 def test_timm_missing_is_a_catdog_error(monkeypatch):
@@ -292,7 +268,7 @@ def test_timm_missing_is_a_catdog_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_timm)
     with pytest.raises(CatdogError) as refused:  # catdog is not on PyPI: the hint names what can be installed
-        backbones.preprocessing(LITE0)
+        backbones.weights_preset(LITE0)
     assert str(refused.value) == (
         "timm backbones need timm: pip install timm (in a clone of catdog: pip install -e '.[timm]')"
     )

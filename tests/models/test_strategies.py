@@ -1,4 +1,4 @@
-"""Transfer strategies as functions (model, lr, lr_ratio) -> optimizer parameter groups."""
+"""Transfer strategies as data (core.defaults.STRATEGIES) and their parameter groups (models.strategies)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from catdog_cli.core.defaults import DEFAULT_LR, GRID_STRATEGIES
+from catdog_cli.core.defaults import GRID_STRATEGIES, STRATEGIES
 from catdog_cli.errors import CatdogError
 from catdog_cli.models.backbones import build_model
-from catdog_cli.models.strategies import STRATEGIES, param_groups, unfreeze_epoch
+from catdog_cli.models.strategies import GROUPS, param_groups
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_finetune_trains_everything_at_one_rate(model):
 def test_default_learning_rates_per_strategy(model):
     for strategy in STRATEGIES:
         groups = param_groups(strategy, copy.deepcopy(model))
-        assert groups[-1]["lr"] == DEFAULT_LR[strategy]
+        assert groups[-1]["lr"] == STRATEGIES[strategy].lr
 
 
 def test_freeze_trains_only_the_head_and_keeps_bn_statistics(model):
@@ -125,6 +125,18 @@ def test_freeze_unfreeze_starts_frozen_with_both_groups_and_unfreezes_at_discrim
 
 
 def test_unfreeze_epoch_only_for_freeze_unfreeze():
-    assert unfreeze_epoch("freeze-unfreeze", 2) == 2
-    assert all(unfreeze_epoch(s, 2) is None for s in ("finetune", "freeze", "discriminative"))
+    assert STRATEGIES["freeze-unfreeze"].unfreeze_epoch(2) == 2
+    assert all(STRATEGIES[s].unfreeze_epoch(2) is None for s in ("finetune", "freeze", "discriminative"))
     assert "freeze-unfreeze" in STRATEGIES and "freeze-unfreeze" not in GRID_STRATEGIES
+
+
+def test_only_freeze_caches_features_and_every_record_has_a_builder():
+    assert [name for name, s in STRATEGIES.items() if s.caches_features] == ["freeze"]
+    assert {s.groups for s in STRATEGIES.values()} == set(GROUPS)
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_a_record_that_starts_frozen_leaves_no_backbone_gradients(model, name):
+    param_groups(name, model)
+    frozen = not any(p.requires_grad for p in model.features.parameters())
+    assert model.frozen == frozen == STRATEGIES[name].frozen

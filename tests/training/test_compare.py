@@ -17,9 +17,9 @@ from helpers import Recorder, catdog, error_line, ok_json, out_of_memory
 from PIL import Image
 from rich.console import Console
 
-from catdog_cli.cli.render import compare_table
+from catdog_cli.cli.compare_table import compare_table
+from catdog_cli.core.compare_rows import random_init_note
 from catdog_cli.core.config import CompareConfig, TrainConfig
-from catdog_cli.core.records import random_init_note
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError
 from catdog_cli.models.backbones import TORCHVISION
 from catdog_cli.training import compare as compare_mod

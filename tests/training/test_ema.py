@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from catdog_cli.errors import CatdogError
-from catdog_cli.models.backbones import TransferModel
+from catdog_cli.models.transfer import TransferModel
 from catdog_cli.training.ema import EMA
 
 

@@ -17,7 +17,7 @@ from catdog_cli.core.world import World
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import evaluate as inference
 from catdog_cli.models import checkpoints, warm_start
-from catdog_cli.models.backbones import build_model, inputs_for
+from catdog_cli.models.backbones import build_model, preset_for
 from catdog_cli.training import loop as engine
 from catdog_cli.training import schedule, setup
 from catdog_cli.training.loop import fit
@@ -115,11 +115,11 @@ def test_discriminative_lr_and_ratio_reach_the_optimizer(image_folder):
     assert lrs == {"backbone": pytest.approx(0.002), "head": pytest.approx(0.01)}
 
 
-def test_inputs_follow_the_backbone_and_image_size():
-    inputs = inputs_for("resnet18", 64)
-    assert (inputs.image_size, inputs.resize) == (64, 73)
-    assert inputs_for("resnet18", None).image_size == 224
-    assert inputs.eval_spec().crop == 64 and inputs.train_spec(True).train and not inputs.train_spec(False).train
+def test_the_preset_follows_the_backbone_and_image_size():
+    preset = preset_for("resnet18", 64)
+    assert (preset.image_size, preset.resize) == (64, 73)
+    assert preset_for("resnet18", None).image_size == 224
+    assert preset.eval_spec().crop == 64 and preset.train_spec(True).train and not preset.train_spec(False).train
 
 
 @pytest.mark.parametrize(
