@@ -291,3 +291,30 @@ def test_a_split_the_data_lacks_is_refused_before_the_model_is_built(frozen_run,
     monkeypatch.setattr(TrainedModel, "from_checkpoint", pytest.fail)
     with pytest.raises(CatdogError, match=r"has no 'test' split \(it has: train, val\)"):
         evaluate_checkpoint(frozen_run["out"] / "best.pt", split="test", device="cpu")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_check_once_and_find_their_data_once(frozen_run, monkeypatch, command):
+    """The CLI checks before torch loads and hands the checked model on (evaluate_checkpoint and classify check
+    nothing again); evaluate's --data is looked up once, not by the CLI, the check and the dataset each."""
+    from helpers import catdog
+
+    from catdog_cli.core import config as config_module
+    from catdog_cli.data import dataset as dataset_module
+    from catdog_cli.inference import predict as predict_module
+
+    checks, resolved = [], []
+    real_check, real_resolve = config_module.check_use, config_module.resolve_data
+    for module in (config_module, inference, predict_module):
+        monkeypatch.setattr(module, "check_use", lambda *a, **k: checks.append(a) or real_check(*a, **k))
+    for module in (config_module, dataset_module, inference):
+        monkeypatch.setattr(module, "resolve_data", lambda data: resolved.append(data) or real_resolve(data))
+    best, root = frozen_run["out"] / "best.pt", frozen_run["root"]
+    where = ["--data", root] if command == "evaluate" else [root / "cat"]
+    done = catdog(command, best, *where, "--device", "cpu", "--json")
+    assert done.exit_code == 0, done.output
+    assert (len(checks), resolved) == (1, [str(root)] if command == "evaluate" else [])
+    checks.clear(), resolved.clear()
+    if command == "evaluate":  # from Python: checked there, once
+        evaluate_checkpoint(best, str(root), device="cpu")
+        assert (len(checks), resolved) == (1, [str(root)])
