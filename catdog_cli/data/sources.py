@@ -164,7 +164,7 @@ def _collate_streamed(items, train: bool) -> tuple[ImageBatch | None, list[tuple
 
 class _PerBatchSource:
     """What the sources that decode per batch share: unreadable files are dropped from their batch, listed in
-    `skipped` and told to `on_skip` once each; batches go to the device."""
+    `skipped` and told to the loader once each; batches go to the loader's device."""
 
     def __init__(self, loader: Loader):
         self.loader = loader
