@@ -42,7 +42,7 @@ from catdog_cli.core.events import Events
 from catdog_cli.core.paths import resolve_data
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import default_workers
-from catdog_cli.data.sources import DecodeCache, batches, memory_budget
+from catdog_cli.data.sources import DecodeCache, Loader, batches, memory_budget
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference.evaluate import evaluate
 from catdog_cli.models.backbones import build_model, preset_for
@@ -114,16 +114,8 @@ def eval_seconds(data: str, backbones: list[str], args: argparse.Namespace, devi
     cache, precision, found = DecodeCache(), Precision(device, args.precision), {}
     for backbone in backbones:
         preset = preset_for(backbone, args.image_size)
-        source = batches(
-            dataset.splits["val"],
-            preset.eval_spec(),
-            args.batch_size,
-            shuffle=False,
-            device=device,
-            cache=cache,
-            budget=memory_budget(device),
-            workers=args.workers,
-        )
+        loader = Loader(device, args.batch_size, args.workers, budget=memory_budget(device), cache=cache)
+        source = batches(dataset.splits["val"], preset.eval_spec(), loader)
         model = precision.prepare(build_model(backbone, len(dataset.classes), args.weights, device, seed=args.seed))
         evaluate(model, source, preset, precision, len(dataset.classes))  # warm-up
         times = []

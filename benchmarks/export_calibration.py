@@ -41,7 +41,7 @@ from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.data.dataset import Split, load_dataset
 from catdog_cli.data.decode import decode_split, default_workers
-from catdog_cli.data.sources import DecodeCache, batches, memory_budget
+from catdog_cli.data.sources import Loader, batches, memory_budget
 from catdog_cli.inference import calibration
 from catdog_cli.inference.evaluate import evaluate
 from catdog_cli.inference.export import export_model
@@ -66,13 +66,7 @@ def val_logits(checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor, list[Path]
         trained.checkpoint["data"], config["val_split"], config["seed"], classes=trained.classes
     ).splits["val"]
     source = batches(
-        split,
-        trained.preset.eval_spec(),
-        64,
-        shuffle=False,
-        device=trained.device,
-        cache=DecodeCache(),
-        budget=memory_budget(trained.device),
+        split, trained.preset.eval_spec(), Loader(trained.device, 64, budget=memory_budget(trained.device))
     )
     out = evaluate(trained.model, source, trained.preset, trained.precision, len(trained.classes))
     order = out.index.argsort()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from catdog_cli.data.dataset import load_dataset
-from catdog_cli.data.sources import ThreadedSource
+from catdog_cli.data.sources import Loader, ThreadedSource
 from catdog_cli.inference import calibration, ood
 from catdog_cli.models.backbones import build_model, preset_for
 
@@ -45,7 +45,7 @@ def cache_features(name: str, data: str, args: argparse.Namespace) -> dict[str, 
     features, labels = [], []
     start = time.perf_counter()
     for split in ("train", "val"):
-        source = ThreadedSource(dataset.split(split), preset.eval_spec(), 64, torch.device("cpu"), 2)
+        source = ThreadedSource(dataset.split(split), preset.eval_spec(), Loader(torch.device("cpu"), 64, 2))
         with torch.inference_mode():
             for batch in source:
                 features.append(ood.pooled(model.features(preset.model_input(batch))))

@@ -37,6 +37,7 @@ from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.defaults import PRECISIONS
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import resolve_data
+from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import default_workers
 from catdog_cli.data.folders import walk_images
 from catdog_cli.data.presets import IMAGENET_MEAN, IMAGENET_STD
@@ -171,7 +172,7 @@ def catdog_img_per_s(
         **options,
     )
     start = time.perf_counter()
-    run = start_run(config, Events(), cache)
+    run = start_run(config, load_dataset(data, seed=config.seed), Events(), cache)
     setup = time.perf_counter() - start
     generator = torch.Generator(device=device).manual_seed(0)
     seen, start = 0, 0.0

@@ -112,31 +112,14 @@ class FeatureMemo:
         self.real = features.feature_source
         self.found: dict[tuple, ResidentSource | None] = {}
 
-    def __call__(
-        self,
-        model,
-        split,
-        preset,
-        device,
-        batch_size,
-        seed,
-        cache,
-        budget,
-        workers,
-        events,
-        shuffle=True,
-        name="train",
-        class_weights=None,
-    ):
-        key = (tuple(split.paths), preset.image_size)
+    def __call__(self, backbone, split, loader, name="train", shuffle=True, class_weights=None):
+        key = (tuple(split.paths), backbone.preset.image_size)
         if key not in self.found:
-            self.found[key] = self.real(
-                model, split, preset, device, batch_size, seed, cache, budget, workers, events, shuffle=False, name=name
-            )
+            self.found[key] = self.real(backbone, split, loader, name=name, shuffle=False)
         done = self.found[key]
         if done is None:
             return None
-        return ResidentSource(done.batch, batch_size, shuffle, seed, done.skipped, class_weights)
+        return ResidentSource(done.batch, loader.batch_size, shuffle, loader.seed, done.skipped, class_weights)
 
 
 def load() -> str:

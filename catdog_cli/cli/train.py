@@ -147,8 +147,7 @@ def train(
     elif data is None:
         raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
     else:
-        config = TrainConfig.from_dict(config_values(ctx.params))
-        config.check()
+        checked = TrainConfig.from_dict(config_values(ctx.params)).check()  # fit checks nothing again
         if out is not None:
             from catdog_cli.core.paths import check_out_dir
 
@@ -163,7 +162,7 @@ def train(
         else:
             from catdog_cli.training.loop import fit
 
-            result = fit(config, out, events, name=name)
+            result = fit(checked, out, events, name=name)
         events.finish(result)
     if output.json:
         output.emit(result)
@@ -236,7 +235,7 @@ def compare(
 
     train = TrainConfig.from_dict(ctx.params)  # each cell's backbone and strategy: from --backbones, --strategies
     config = CompareConfig(train, backbones=expand_backbones(csv_list(backbones)), strategies=csv_list(strategies))
-    config.check()
+    checked = config.check()  # compare checks nothing again
     check_name(name, out)
     check_tracking(log, log_uri, log_model)
     if out is not None and out.exists() and not out.is_dir():
@@ -248,7 +247,7 @@ def compare(
 
     output = Output(json_output)
     with output.events() as shown, follow(log, "compare", shown, log_uri, log_model) as events:
-        result = run_compare(config, out, events, keep_best, name=name)
+        result = run_compare(checked, out, events, keep_best, name=name)
         events.finish(result)
     failed = failures(result)
     if failed and len(failed) == len(result["rows"]) and not result["interrupted"]:
@@ -313,8 +312,8 @@ def lr_find(
     from catdog_cli.core.config import TrainConfig, check_lr_find
     from catdog_cli.core.paths import check_out_dir
 
-    config = TrainConfig.from_dict(ctx.params)
-    check_lr_find(config, csv_list(strategies), start_lr, end_lr, steps)  # before torch loads
+    tested = csv_list(strategies)
+    checked = check_lr_find(TrainConfig.from_dict(ctx.params), tested, start_lr, end_lr, steps)  # before torch loads
     if out is not None:
         check_out_dir(out)
     check_name(name, out)
@@ -324,7 +323,7 @@ def lr_find(
 
     output = Output(json_output)
     with output.events() as shown, follow(log, "lr-find", shown, log_uri) as events:
-        result = find_lr(config, csv_list(strategies), out, events, start_lr, end_lr, steps, name=name)
+        result = find_lr(checked, tested, out, events, start_lr, end_lr, steps, name=name)
         events.finish(result)
     if output.json:
         output.emit(result)

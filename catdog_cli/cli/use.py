@@ -59,10 +59,9 @@ def evaluate(
     With the checkpoint's unknown-image detector: the share of the split it keeps and the accuracy on those.
     """
     from catdog_cli.core.config import check_use
-    from catdog_cli.core.paths import check_new_file, resolve_data
 
-    # before torch loads, before any work
-    check_use(
+    # before torch loads, before any work; evaluate_checkpoint checks nothing again
+    checked = check_use(
         model,
         batch_size=batch_size,
         device=device,
@@ -71,19 +70,17 @@ def evaluate(
         precision=precision,
         runtime=runtime,
         tta=tta,
+        data=data,
+        report=report,
     )
-    if data is not None:
-        resolve_data(data)
     if unknown_data is not None and not unknown_data.is_dir():
         raise CatdogError(f"--unknown-data {unknown_data} is not a folder of images")
-    if report is not None:
-        check_new_file(report, "--report")
     from catdog_cli.inference.evaluate import evaluate_checkpoint
 
     output = Output(json_output)
     with output.events() as events:
         result = evaluate_checkpoint(
-            model,
+            checked,
             data,
             split,
             batch_size,
@@ -148,8 +145,8 @@ def predict(
     """
     from catdog_cli.core.config import check_use
 
-    # before torch loads, before any work
-    check_use(
+    # before torch loads, before any work; classify checks nothing again
+    checked = check_use(
         model,
         batch_size=batch_size,
         device=device,
@@ -174,7 +171,7 @@ def predict(
     output = Output(json_output)
     with output.events() as events:
         result = classify(
-            model,
+            checked,
             list(paths),
             top_k,
             batch_size,
@@ -185,13 +182,9 @@ def predict(
             precision=precision,
             unknown=unknown,
             runtime=runtime,
+            explain=explain,
         )
-        rows = result["predictions"]
-        if explain is not None:
-            from catdog_cli.inference.explain import explain_predictions
-            from catdog_cli.inference.trained import TrainedModel
-
-            explain_predictions(TrainedModel.load(model, device), rows, explain, batch_size, events)
+    rows = result["predictions"]
     _write_outputs(output, rows, csv_file, overwrite, sort_into, explain)
     if output.json:
         output.emit(result)

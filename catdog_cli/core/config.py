@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from catdog_cli.core.defaults import (
     DEFAULT_BACKBONE,
@@ -62,6 +62,22 @@ SPLITS = ("val", "test", "train", "all")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}  # catdog export: format -> the file's suffix
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the [export] extra
+
+
+G = TypeVar("G")
+
+
+@dataclass(frozen=True)
+class Checked(Generic[G]):
+    """What a command was given once its checks passed, and the data folder they resolved (None: no --data given).
+
+    The entry points (`fit`, `compare`, `find_lr`, `evaluate_checkpoint`, `classify`) take the plain value, which
+    they check, or this: the CLI checks before torch loads and hands it on, so that one command checks its options
+    and resolves its data once, and what runs below the entry point never checks again. Made by the checks
+    (`TrainConfig.check`, `CompareConfig.check`, `check_lr_find`, `check_use`), not by hand."""
+
+    given: G
+    data: Path | None = None
 
 
 def option(name: str) -> str:
@@ -156,8 +172,11 @@ def check_use(
     runtime: str = "auto",
     tta: bool = False,
     explain: bool = False,
-) -> None:
-    """evaluate's and predict's options, torch-free: refused before the checkpoint (or exported file) is read."""
+    data: str | Path | None = None,
+    report: Path | str | None = None,
+) -> Checked[Path | str]:
+    """evaluate's and predict's options, torch-free: refused before the checkpoint (or exported file) is read.
+    evaluate's `data` is resolved here (returned with the model file, as given) and its `report` must be new."""
     path = Path(model)
     if path.is_dir():
         raise CatdogError(f"{path} is a folder, not a checkpoint file (catdog train writes OUT/best.pt)")
@@ -179,6 +198,10 @@ def check_use(
         raise CatdogError(
             f"unknown split {split!r}; {did_you_mean(str(split), SPLITS)}choose one of {', '.join(SPLITS)}"
         )
+    root = resolve_data(data) if data is not None else None
+    if report is not None:
+        check_new_file(report, "--report")
+    return Checked(model, root)
 
 
 def check_export(
@@ -263,15 +286,20 @@ class TrainConfig:
         changed = [(name, value) for name in RECIPE_FIELDS if (value := getattr(self, name)) != getattr(defaults, name)]
         return [f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}") for name, value in changed]
 
-    def check(self, weights: bool = True) -> None:
+    def check(self, weights: bool = True) -> Checked[TrainConfig]:
         """Refuse what no run can do, before anything is loaded (torch is not imported for it): every number in
         range, known names, a device catdog runs on, data that exists and, with `weights`, a weights file that
-        exists (a resumed run has its weights already)."""
+        exists (a resumed run has its weights already). The config with its data folder resolved."""
+        self.check_settings(weights)
+        return Checked(self, resolve_data(self.data))
+
+    def check_settings(self, weights: bool = True) -> None:
+        """What `check` refuses, but for the data folder: what each strategy of a grid is held to (the grid's data
+        is resolved once), and a resumed run's saved options (its data was found where it is now)."""
         check_options(asdict(self))
         if weights:
             check_weights(self.weights)
         self.check_recipe()
-        resolve_data(self.data)
 
     def check_recipe(self) -> None:
         """What the recipe's options mean together (their ranges are in LIMITS)."""
@@ -303,8 +331,11 @@ def check_once(option: str, names: list[str]) -> None:
         raise CatdogError(f"{option} names {twice} twice; name each once")
 
 
-def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end: float, steps: int) -> None:
-    """lr-find's options, torch-free: the CLI refuses them before torch loads, `find_lr` again for the API."""
+def check_lr_find(
+    config: TrainConfig, strategies: list[str], start: float, end: float, steps: int
+) -> Checked[TrainConfig]:
+    """lr-find's options, torch-free: the CLI refuses them before torch loads and hands the result to `find_lr`
+    (which checks them itself when called from Python). The config with its data folder resolved."""
     if World.from_env().distributed:  # every rank would run its own test and write the same folder
         raise CatdogError("lr-find runs on one process: start it with python -m catdog_cli or catdog, not torchrun")
     high = 1e6  # far past any rate that trains: the test stops once the loss blows up
@@ -316,7 +347,8 @@ def check_lr_find(config: TrainConfig, strategies: list[str], start: float, end:
         raise CatdogError("--strategies: name at least one strategy")
     check_once("--strategies", strategies)
     for strategy in strategies:
-        replace(config, strategy=strategy, epochs=2).check()
+        replace(config, strategy=strategy, epochs=2).check_settings()
+    return Checked(config, resolve_data(config.data))
 
 
 # what a compare grid fixes for every cell; a cell's backbone and strategy come from the grid
@@ -347,7 +379,8 @@ class CompareConfig:
     backbones: list[str] = field(default_factory=lambda: list(SEED_BACKBONES))
     strategies: list[str] = field(default_factory=lambda: list(GRID_STRATEGIES))
 
-    def check(self) -> None:
+    def check(self) -> Checked[CompareConfig]:
+        """What train refuses, for every cell of the grid, before any cell; the grid with its data folder resolved."""
         if not self.backbones:
             raise CatdogError("--backbones names no backbone; give at least one (e.g. --backbones resnet34)")
         if not self.strategies:
@@ -359,9 +392,11 @@ class CompareConfig:
         check_once("--strategies", self.strategies)
         check_once("--backbones", self.backbones)  # the CLI's presets may overlap: expand_backbones takes each once
         for name in self.strategies:  # what train refuses for a strategy, refused for the grid before any cell
-            replace(self.train, strategy=name).check(weights=False)  # --weights may name a file per backbone
+            replace(self.train, strategy=name).check_settings(weights=False)  # --weights may name one per backbone
+        root = resolve_data(self.train.data)
         for weights in set(weights_by_backbone(self.train.weights, self.backbones).values()):
             check_weights(weights)
+        return Checked(self, root)
 
     def weights_for(self, backbone: str) -> str:
         """The backbone's own weights: --weights may be a mapping or a folder (see weightfiles.py)."""

@@ -165,14 +165,16 @@ def load_dataset(
     seed: int = 0,
     classes: list[str] | None = None,
     recorded: dict[str, Any] | None = None,
+    root: Path | None = None,
 ) -> Dataset:
     """Discover the layout. `val_split=None` keeps a folder without split folders whole (as "all").
 
     `classes` fixes the class list (a trained model's); otherwise it is the train split's class folders.
     `recorded`: the split a run trained on (`split_record`); train and val are then that split, among the files
     there now (see `_restore`), not a split derived again from a file list that may have changed.
+    `root`: the folder `data` names, when a command's checks resolved it already (`resolve_data`).
     """
-    root = resolve_data(data)
+    root = resolve_data(data) if root is None else root
     read = data_note(data, root)  # a folder here read although a fetched dataset has its name
     notes: list[str] = [read] if read else []
     try:

@@ -11,7 +11,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -51,6 +51,36 @@ def host_available() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+@dataclass(frozen=True, eq=False)
+class Loader:
+    """How images become batches, decided once per run or pass and handed to every source built from it (what
+    torchvision's references hand around as a DataLoader): the device batches go to, the batch size, the decode
+    workers (None: one per CPU core), the seed of the shuffle, the bytes of decoded images the device may keep
+    (`memory_budget`; 0: nothing is kept, every split streams), the cache that keeps them across runs, and where the
+    work is told: `events` hears each decode task and note, `on_skip` each file left out (default: `events.skip`)."""
+
+    device: torch.device
+    batch_size: int
+    workers: int | None = None
+    seed: int = 0
+    budget: int = 0
+    cache: DecodeCache = field(default_factory=lambda: DecodeCache())
+    events: Events = field(default_factory=Events)
+    on_skip: Callable[[Path, str], None] | None = None
+
+    @property
+    def threads(self) -> int:
+        """Decode workers: as given, or one per CPU core this process may use."""
+        return default_workers() if self.workers is None else self.workers
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.device.type == "cuda"
+
+    def skip(self, path: Path, reason: str) -> None:
+        (self.on_skip or self.events.skip)(path, reason)
 
 
 class BatchSource(Protocol):
@@ -134,10 +164,10 @@ def _collate_streamed(items, train: bool) -> tuple[ImageBatch | None, list[tuple
 
 class _PerBatchSource:
     """What the sources that decode per batch share: unreadable files are dropped from their batch, listed in
-    `skipped` and told to `on_skip` once each; batches go to the device."""
+    `skipped` and told to the loader once each; batches go to the loader's device."""
 
-    def __init__(self, device: torch.device, on_skip: Callable[[Path, str], None] | None):
-        self.device, self.on_skip = device, on_skip
+    def __init__(self, loader: Loader):
+        self.loader = loader
         self.skipped: list[tuple[Path, str]] = []
         self._named: set[Path] = set()
 
@@ -150,45 +180,36 @@ class _PerBatchSource:
                 if path not in self._named:
                     self._named.add(path)
                     self.skipped.append((path, reason))
-                    if self.on_skip:
-                        self.on_skip(path, reason)
+                    self.loader.skip(path, reason)
             if batch is not None:
-                yield batch.to(self.device)
+                yield batch.to(self.loader.device)
 
 
 class StreamingSource(_PerBatchSource):
     """Decode per batch in DataLoader workers, prefetching, for training splits over the budget."""
 
     def __init__(
-        self,
-        split: Split,
-        spec: ImageSpec,
-        batch_size: int,
-        shuffle: bool,
-        device: torch.device,
-        seed: int = 0,
-        workers: int | None = None,
-        on_skip: Callable[[Path, str], None] | None = None,
-        class_weights: list[float] | None = None,
+        self, split: Split, spec: ImageSpec, loader: Loader, shuffle: bool, class_weights: list[float] | None = None
     ):
-        super().__init__(device, on_skip)
-        self.seed = seed
-        workers = default_workers() if workers is None else workers
-        self.generator = torch.Generator().manual_seed(seed)
+        """`class_weights` (--balance): a shuffled epoch draws its images with replacement, by class weight."""
+        super().__init__(loader)
+        self.seed = loader.seed
+        workers = loader.threads
+        self.generator = torch.Generator().manual_seed(loader.seed)
         sampler = None
-        if shuffle and class_weights is not None:  # --balance: draws with replacement, by class weight
+        if shuffle and class_weights is not None:
             sampler = WeightedRandomSampler(
                 [class_weights[y] for y in split.labels], len(split), generator=self.generator
             )
-        self.loader = DataLoader(
+        self.batches = DataLoader(
             _StreamedSplit(split, spec),
-            batch_size=batch_size,
+            batch_size=loader.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
-            drop_last=shuffle and len(split) > batch_size,
+            drop_last=shuffle and len(split) > loader.batch_size,
             num_workers=workers,
             collate_fn=partial(_collate_streamed, train=spec.train),
-            pin_memory=device.type == "cuda",
+            pin_memory=loader.pin_memory,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers else None,
             generator=self.generator,
@@ -198,10 +219,10 @@ class StreamingSource(_PerBatchSource):
         self.generator.manual_seed(self.seed + epoch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.batches)
 
     def _decoded(self) -> Iterator[tuple[ImageBatch | None, list[tuple[Path, str]]]]:
-        yield from self.loader
+        yield from self.batches
 
 
 class ThreadedSource(_PerBatchSource):
@@ -212,19 +233,10 @@ class ThreadedSource(_PerBatchSource):
     pool starts at once and copies nothing between processes.
     """
 
-    def __init__(
-        self,
-        split: Split,
-        spec: ImageSpec,
-        batch_size: int,
-        device: torch.device,
-        workers: int = 1,
-        ahead: int = 2,
-        on_skip: Callable[[Path, str], None] | None = None,
-    ):
-        super().__init__(device, on_skip)
-        self.images, self.batch_size = _StreamedSplit(split, spec), batch_size
-        self.workers, self.ahead = max(1, workers), max(1, ahead)
+    def __init__(self, split: Split, spec: ImageSpec, loader: Loader, ahead: int = 2):
+        super().__init__(loader)
+        self.images, self.batch_size = _StreamedSplit(split, spec), loader.batch_size
+        self.workers, self.ahead = max(1, loader.threads), max(1, ahead)
 
     def set_epoch(self, epoch: int) -> None:
         pass  # always in split order
@@ -265,60 +277,45 @@ class DecodeCache:
         """Bytes of the decoded images held (counted against the memory budget)."""
         return sum(e.batch.images.numel() for e in self._entries.values() if e.batch is not None)
 
-    def get(
-        self,
-        split: Split,
-        spec: ImageSpec,
-        device: torch.device,
-        budget: int,
-        workers: int,
-        on_image: Callable[[], None] | None = None,
-    ) -> DecodedSplit:
-        key = (tuple(split.paths), tuple(split.labels), spec, str(device))
+    def get(self, split: Split, spec: ImageSpec, loader: Loader) -> DecodedSplit:
+        """The split decoded on the loader's device (told to its events image by image), or marked to stream when
+        it is over the loader's budget."""
+        key = (tuple(split.paths), tuple(split.labels), spec, str(loader.device))
         if key not in self._entries:
             size = len(split) * spec.bytes_per_image()
             # a split is decoded in host memory first, about twice its size (the images, then their stack):
             # over what the host has available it streams, rather than the process dying without a word
-            if self.resident_bytes() + size > budget or 2 * size > host_available():
+            if self.resident_bytes() + size > loader.budget or 2 * size > host_available():
                 self._entries[key] = DecodedSplit(None, [], streamed=True)
             else:
-                batch, skipped = decode_split(split, spec, workers, on_image)
-                self._entries[key] = DecodedSplit(batch.to(device) if batch is not None else None, skipped)
+                batch, skipped = decode_split(split, spec, loader.threads, loader.events.advance)
+                self._entries[key] = DecodedSplit(batch.to(loader.device) if batch is not None else None, skipped)
         return self._entries[key]
 
 
 def batches(
     split: Split,
     spec: ImageSpec,
-    batch_size: int,
-    shuffle: bool,
-    device: torch.device,
-    cache: DecodeCache,
-    budget: int,
-    seed: int = 0,
-    workers: int | None = None,
-    events: Events | None = None,
+    loader: Loader,
+    shuffle: bool = False,
     name: str = "",
     class_weights: list[float] | None = None,
 ) -> BatchSource | None:
-    """The fastest source the budget allows, or None when no image of the split could be decoded.
+    """The fastest source the loader's budget allows, or None when no image of the split could be decoded.
 
-    Files left out are told to `events` (named once each) and listed in the source's `skipped`.
+    Files left out are told to the loader (named once each) and listed in the source's `skipped`.
+    `class_weights` (--balance): a shuffled epoch draws its images by class weight.
     """
-    events = events or Events()
-    workers = default_workers() if workers is None else workers
-    events.task(f"decoding {name}", len(split))
-    decoded = cache.get(split, spec, device, budget, workers, events.advance)
+    loader.events.task(f"decoding {name}", len(split))
+    decoded = loader.cache.get(split, spec, loader)
     if decoded.streamed:
-        events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
-        return StreamingSource(
-            split, spec, batch_size, shuffle, device, seed, workers, on_skip=events.skip, class_weights=class_weights
-        )
+        loader.events.note(f"{name}: {len(split)} images are over the memory budget; decoding per batch instead")
+        return StreamingSource(split, spec, loader, shuffle, class_weights)
     for path, reason in decoded.skipped:
-        events.skip(path, reason)
+        loader.skip(path, reason)
     if decoded.batch is None:
         return None
-    return ResidentSource(decoded.batch, batch_size, shuffle, seed, decoded.skipped, class_weights)
+    return ResidentSource(decoded.batch, loader.batch_size, shuffle, loader.seed, decoded.skipped, class_weights)
 
 
 @dataclass
@@ -329,6 +326,7 @@ class DataSources:
     val: BatchSource
     test: BatchSource | None
     splits: dict[str, Split]
+    class_weights: list[float] | None = None  # what train draws its images by (--balance)
 
     @property
     def skipped(self) -> list[tuple[Path, str]]:
@@ -339,18 +337,12 @@ class DataSources:
 def open_sources(
     dataset: Dataset,
     preset: Preset,
-    device: torch.device,
-    batch_size: int,
-    seed: int,
+    loader: Loader,
     augment: bool,
-    cache: DecodeCache,
-    budget: int,
-    workers: int | None,
-    events: Events,
     world: World = World(),
     class_weights: list[float] | None = None,
 ) -> DataSources:
-    """Decode train, val (and test) once into the cache, or set up streaming when over the budget.
+    """Decode train, val (and test) once into the loader's cache, or set up streaming when over its budget.
 
     `class_weights`: train draws its images by class weight (--balance)."""
     found: dict[str, BatchSource | None] = {}
@@ -361,25 +353,13 @@ def open_sources(
             found[name] = None
             continue
         if world.distributed:
-            split = shard(split, world.rank, world.size, seed, equal=name == "train")
+            split = shard(split, world.rank, world.size, loader.seed, equal=name == "train")
         splits[name] = split
-        spec = preset.train_spec(augment) if name == "train" else preset.eval_spec()
-        found[name] = batches(
-            split,
-            spec,
-            batch_size,
-            shuffle=name == "train",
-            device=device,
-            cache=cache,
-            budget=budget,
-            seed=seed,
-            workers=workers,
-            events=events,
-            name=name,
-            class_weights=class_weights if name == "train" else None,
-        )
+        train = name == "train"
+        spec = preset.train_spec(augment) if train else preset.eval_spec()
+        found[name] = batches(split, spec, loader, train, name, class_weights if train else None)
     if found["train"] is None:
         raise CatdogError(f"no usable training images in {dataset.root}")
     if found["val"] is None:
         raise CatdogError(no_val_reason(dataset))
-    return DataSources(found["train"], found["val"], found["test"], splits)
+    return DataSources(found["train"], found["val"], found["test"], splits, class_weights)

@@ -10,11 +10,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from catdog_cli.core.config import check_use
+from catdog_cli.core.config import Checked, check_use
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import create_new
-from catdog_cli.core.paths import check_new_file, resolve_data
-from catdog_cli.core.records import Calibration, EvaluateResult, Evaluation, TopLoss
+from catdog_cli.core.paths import resolve_data
+from catdog_cli.core.records import (
+    Calibration,
+    EvaluateResult,
+    Evaluation,
+    TopLoss,
+)
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, Split, found_recorded, holds_recorded, load_dataset
 from catdog_cli.data.decode import ImageBatch
@@ -142,7 +147,7 @@ def top_losses(out: EvalOutput, split: Split, classes: list[str], k: int = TOP_L
 
 
 def evaluate_checkpoint(
-    checkpoint: Path | str,
+    checkpoint: Path | str | Checked[Path | str],
     data: str | None = None,
     split: str = "val",
     batch_size: int | None = None,
@@ -162,68 +167,56 @@ def evaluate_checkpoint(
     keeps and the accuracy on those; `unknown_data`, a folder of images of neither class, adds how well the
     detector tells them apart (AUROC, FPR at 95 % kept, the share it catches).
     `checkpoint` may also be a file `catdog export` wrote (pass `data`); `runtime`: auto, torch or onnxruntime
-    (fastpath.open_runner; a checkpoint with a detector runs in PyTorch here).
+    (fastpath.open_runner; a checkpoint with a detector runs in PyTorch here). The arguments are checked here,
+    unless `checkpoint` comes checked with them (`check_use`: the CLI checks before torch loads).
 
     A folder without split folders is evaluated whole, unless it is the folder the model was trained on: then
     train and val are the split the run recorded (files added since are left out, files gone are named), so
     training images never count as validation.
     """
     events = events or Events()
-    check_use(
-        checkpoint,
-        batch_size=batch_size,
-        device=device,
-        split=split,
-        min_confidence=min_confidence,
-        precision=precision,
-        runtime=runtime,
-        tta=tta is not None,
-    )
-    if report is not None:
-        check_new_file(report, "--report")
-    runner = open_runner(checkpoint, device, precision, tta, runtime)
-    ckpt, classes = runner.record, runner.classes
+    if not isinstance(checkpoint, Checked):
+        checkpoint = check_use(
+            checkpoint,
+            batch_size=batch_size,
+            device=device,
+            split=split,
+            min_confidence=min_confidence,
+            precision=precision,
+            runtime=runtime,
+            tta=tta is not None,
+            data=data,
+            report=report,
+        )
+    runner = open_runner(checkpoint.given, device, precision, tta, runtime)
     detector = runner.unknown_detector()
     if unknown_data is not None and detector is None:
         raise CatdogError(f"--unknown-data needs a detector, and {ood.NO_DETECTOR.removeprefix('this ')}")
-    dataset, trained_here = _dataset_of(ckpt, data, events)
-    if split != "all" and "all" in dataset.splits:
-        events.note(f"{dataset.root} has no split folders: evaluating all of it")
-        split = "all"
-    if split == "all" and "train" in dataset.splits:
-        events.note(
-            f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
-            "an estimate on unseen images (use --split val or test for that)"
-        )
+    dataset, trained_here = _dataset_of(runner.record, data, checkpoint.data, events)
+    split = _split_to_evaluate(dataset, split, events)
     images = dataset.split(split)
     runner = for_images(runner, images.paths, events)
     source = runner.one_pass(images, batch_size, workers, on_skip=events.skip)
     events.task(f"evaluating {split}", len(images))
     with throughput(runner, len(images)) as speed:
-        out, scores = _scored_pass(runner, source, len(classes), events)
-    record = evaluation_record(out, classes, split)
-    worst = top_losses(out, images, classes)
-    trained = runner.trained() if report is not None else None
-    if trained is not None:  # where the model looked, for the report's thumbnails (Grad-CAM)
-        add_heatmaps(trained.base, worst, classes, trained.preset, trained.device)
+        out, scores = _scored_pass(runner, source, len(runner.classes), events)
+    record, worst = evaluation_record(out, runner.classes, split), top_losses(out, images, runner.classes)
+    if report is not None:  # where the model looked, for the report's thumbnails (Grad-CAM)
+        _add_heatmaps(runner, worst)
     result: EvaluateResult = {
         "kind": "evaluate",
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoint.given),
         "data": str(dataset.root),
-        "classes": classes,
-        "backbone": runner.backbone,
-        "params": runner.params(),
-        "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
-        "versions": checkpoints.versions(),
+        **_model_record(runner),
         **record,
-        "evaluation": {**record, "checkpoint": str(checkpoint)},
+        "evaluation": {**record, "checkpoint": str(checkpoint.given)},
         **speed,
         "top_losses": worst,
         "tta": tta,
         "skipped": [{"path": str(p), "reason": r} for p, r in source.skipped],
         "left_out": [{"path": str(p), "reason": r} for p, r in dataset.left_out],
         "missing": dataset.missing,
-        "calibration": _calibration_of(out, ckpt, trained_here, split, runner.temperature),
+        "calibration": _calibration_of(out, runner.record, trained_here, split, runner.temperature),
     }
     if min_confidence is not None:
         result["selective"] = calibration.selective(out.confidence, out.preds == out.labels, min_confidence)
@@ -235,6 +228,38 @@ def evaluate_checkpoint(
         create_new(report, lambda tmp: run_report.write_train_report(result, tmp), "--report")
         result["report"] = str(report)
     return result
+
+
+def _split_to_evaluate(dataset: Dataset, split: str, events: Events) -> str:
+    """The split asked for, or "all" for a folder without split folders; a note when it holds training images."""
+    if split != "all" and "all" in dataset.splits:
+        events.note(f"{dataset.root} has no split folders: evaluating all of it")
+        split = "all"
+    if split == "all" and "train" in dataset.splits:
+        events.note(
+            f"--split all includes the {len(dataset.splits['train'])} training images: its accuracy is not "
+            "an estimate on unseen images (use --split val or test for that)"
+        )
+    return split
+
+
+def _model_record(runner: Runner) -> dict[str, Any]:
+    """What model was evaluated: its classes, backbone, parameters, training config, and the library versions."""
+    ckpt = runner.record
+    return {
+        "classes": runner.classes,
+        "backbone": runner.backbone,
+        "params": runner.params(),
+        "config": ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {},
+        "versions": checkpoints.versions(),
+    }
+
+
+def _add_heatmaps(runner: Runner, worst: list[TopLoss]) -> None:
+    """Grad-CAM of the worst images by the runner's own PyTorch model (none for a user's exported file)."""
+    trained = runner.trained()
+    if trained is not None:
+        add_heatmaps(trained.base, worst, runner.classes, trained.base_preset, trained.device)
 
 
 def _scored_pass(
@@ -308,15 +333,16 @@ def unknown_record(
     }
 
 
-def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> tuple[Dataset, bool]:
-    """The data to evaluate on, and whether it is the data the model was trained on (then with the split its run
-    recorded)."""
+def _dataset_of(ckpt: dict[str, Any], data: str | None, root: Path | None, events: Events) -> tuple[Dataset, bool]:
+    """The data to evaluate on (`data`, which the checks resolved to `root`; else the data the model was trained
+    on), and whether it is the data the model was trained on (then with the split its run recorded)."""
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     data = data or ckpt.get("data")
     if not isinstance(data, str) or not data:
         raise CatdogError("this checkpoint does not say what data it was trained on: pass --data")
+    root = resolve_data(data) if root is None else root
     recorded = ckpt.get("split") if isinstance(ckpt.get("split"), dict) else None
-    trained_here = _trained_on(ckpt, data, recorded, events)
+    trained_here = _trained_on(ckpt, root, recorded, events)
     if trained_here and recorded is None:
         events.note(
             "this checkpoint records no split (an older catdog made it): its val split is derived again "
@@ -329,16 +355,17 @@ def _dataset_of(ckpt: dict[str, Any], data: str | None, events: Events) -> tuple
         config.get("seed", 0),
         classes=ckpt["classes"],
         recorded=recorded if trained_here else None,
+        root=root,
     )
     for note in dataset.notes:
         events.note(note)
     return dataset, trained_here
 
 
-def _trained_on(ckpt: dict[str, Any], data: str, recorded: dict[str, Any] | None, events: Events) -> bool:
-    """Whether `data` is the folder the model was trained on: the path its run saw, or a copy or move of it (found by
-    the recorded split's relative paths, not by where it is). A partial copy is named: its images trained the model."""
-    root = resolve_data(data)
+def _trained_on(ckpt: dict[str, Any], root: Path, recorded: dict[str, Any] | None, events: Events) -> bool:
+    """Whether the folder `root` is the one the model was trained on: the path its run saw, or a copy or move of it
+    (found by the recorded split's relative paths, not by where it is). A partial copy is named: its images trained
+    the model."""
     if str(root.resolve()) == ckpt.get("data"):
         return True
     if recorded is None:

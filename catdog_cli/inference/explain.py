@@ -202,10 +202,12 @@ def explain_predictions(
     events: Events | None = None,
 ) -> int:
     """Write a heat-map picture of each classified image into `folder` (row["explanation"]): the crop the
-    model saw, colored by where it looked for its prediction, captioned with it. Never replaces a file."""
+    model saw, colored by where it looked for its prediction, captioned with it. Never replaces a file.
+    `trained`: the model that predicted the rows, at its precision (under test-time augmentation: its centre
+    view, the model on its own eval crop)."""
     events = events or Events()
     folder.mkdir(parents=True, exist_ok=True)
-    preset, classes = trained.preset, trained.classes
+    preset, classes = trained.base_preset, trained.classes
     batch_size = batch_size or default_batch_size(trained.device)
     todo = [r for r in rows if "label" in r]
     explainer = Explainer(trained.base)
@@ -214,7 +216,8 @@ def explain_predictions(
         chunk = todo[start : start + batch_size]
         found, x = _model_inputs([r["path"] for r in chunk], preset, trained.device)
         if found:
-            maps = explainer(x, torch.tensor([classes.index(chunk[n]["label"]) for n in found]))
+            with trained.precision.autocast():
+                maps = explainer(x, torch.tensor([classes.index(chunk[n]["label"]) for n in found]))
             for n, grid in zip(found, maps.numpy()):
                 chunk[n]["explanation"] = str(_write_picture(chunk[n], grid, preset, folder))
         events.advance(len(chunk))

@@ -82,7 +82,7 @@ def for_images(runner: Runner, images: list[Path], events: Events) -> Runner:
         if not (fits and worth and _onnx_ready()):
             return runner
     try:
-        return OnnxRunner(cached_export(runner.path, images, events), checkpoint=runner.path, record=runner.record)
+        return OnnxRunner(cached_export(runner, images, events), behind=runner)
     except CatdogError as exc:
         if runner.onnx == "always":
             raise
@@ -90,9 +90,10 @@ def for_images(runner: Runner, images: list[Path], events: Events) -> Runner:
         return runner
 
 
-def cached_export(checkpoint: Path, images: list[Path], events: Events) -> Path:
-    """The checkpoint's ONNX export in its cache folder, made (and proven) on first use; never a user's file."""
-    target = cache_path(checkpoint)
+def cached_export(runner: TorchRunner, images: list[Path], events: Events) -> Path:
+    """The runner's checkpoint's ONNX export in its cache folder, made (from the runner's model, proven) on first use;
+    never a user's file."""
+    checkpoint, target = runner.path, cache_path(runner.path)
     if target.is_file():
         return target
     try:
@@ -102,7 +103,8 @@ def cached_export(checkpoint: Path, images: list[Path], events: Events) -> Path:
     start = time.perf_counter()
     events.note(f"exporting {checkpoint} for onnxruntime once (cached in {target.parent})")
     try:
-        final = Path(write_proven(checkpoint, "onnx", target, images, "the images at hand", events)["out"])
+        made = write_proven(checkpoint, "onnx", target, images, "the images at hand", events, trained=runner.model)
+        final = Path(made["out"])
     except CatdogError:
         raise
     except Exception as exc:  # an exporter that cannot trace this model: PyTorch runs it

@@ -9,25 +9,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.core.config import check_use
+from catdog_cli.core.config import Checked, check_use
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text, copy_new, create_new
 from catdog_cli.core.formatting import printable
 from catdog_cli.core.paths import check_folder_target
 from catdog_cli.core.records import Prediction, PredictResult
 from catdog_cli.data.dataset import Split
+from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.folders import gather_images, ignored
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import ood
+from catdog_cli.inference.explain import explain_predictions
 from catdog_cli.inference.fastpath import for_images, open_runner
-from catdog_cli.inference.runtimes import LOGITS, SCORE, throughput
+from catdog_cli.inference.runtimes import LOGITS, SCORE, Runner, throughput
 
 UNSURE = "_unsure"  # predict --sort-into: the folder of images below --min-confidence
 UNKNOWN = "_unknown"  # predict --sort-into: the folder of images of neither class (the detector's unknown)
 
 
 def classify(
-    checkpoint: Path | str,
+    checkpoint: Path | str | Checked[Path | str],
     paths: list[Path | str],
     top_k: int = 1,
     batch_size: int | None = None,
@@ -39,61 +41,81 @@ def classify(
     precision: str = "auto",
     unknown: bool = True,
     runtime: str = "auto",
+    explain: Path | None = None,
 ) -> PredictResult:
     """`catdog predict`: the predictions (see `predict`) and how fast they came. `checkpoint` may also be a file
-    `catdog export` wrote; `runtime`: auto, torch or onnxruntime (fastpath.open_runner)."""
+    `catdog export` wrote; `runtime`: auto, torch or onnxruntime (fastpath.open_runner). `explain`: a folder for a
+    heat-map picture of each image, by the model that predicted it (explain_predictions). The arguments are checked
+    here, unless `checkpoint` comes checked with them (`check_use`: the CLI checks before torch loads)."""
     events = events or Events()
-    check_use(
-        checkpoint,
-        batch_size=batch_size,
-        device=device,
-        top_k=top_k,
-        min_confidence=min_confidence,
-        precision=precision,
-        runtime=runtime,
-        tta=tta is not None,
-    )
+    if not isinstance(checkpoint, Checked):
+        checkpoint = check_use(
+            checkpoint,
+            batch_size=batch_size,
+            device=device,
+            top_k=top_k,
+            min_confidence=min_confidence,
+            precision=precision,
+            runtime=runtime,
+            tta=tta is not None,
+            explain=explain is not None,
+        )
     listed, unread = gather_images(paths)
     files = [p for p in listed if p not in unread]
     if not files:
         why = "".join(f"; {p}: {reason}" for p, reason in list(unread.items())[:3])
         raise CatdogError("no images to classify in " + ", ".join(map(str, paths)) + why)
-    runner = for_images(open_runner(checkpoint, device, precision, tta, runtime), files, events)
-    classes = runner.classes
+    runner = for_images(open_runner(checkpoint.given, device, precision, tta, runtime), files, events)
     detector = runner.unknown_detector() if unknown else None
-    threshold = detector["threshold"] if detector is not None else None
-    if unknown and threshold is None:
+    if unknown and detector is None:
         events.note(ood.NO_DETECTOR)
-    k = max(1, min(top_k, len(classes)))
-    rows: list[Prediction] = []
     events.task("classifying", len(files))
     unlabeled = Split(files, [0] * len(files))
     source = runner.one_pass(unlabeled, batch_size, workers, on_skip=lambda path, reason: events.advance())
+    rows: list[Prediction] = []
     with throughput(runner, len(files)) as speed:
         for batch in source:
-            found = runner.outputs(batch)
-            probs = (found[LOGITS] / runner.temperature).softmax(1)
-            conf, idx = probs.topk(k, dim=1)
-            scores = found[SCORE].tolist() if threshold is not None else [None] * len(batch)
-            for i, c, j, score in zip(batch.index.tolist(), conf.tolist(), idx.tolist(), scores):
-                row: Prediction = {"path": str(files[i]), "label": classes[j[0]], "confidence": c[0]}
-                if top_k > 1:
-                    row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
-                if min_confidence is not None:
-                    row["unsure"] = c[0] < min_confidence
-                if score is not None:
-                    row["unknown"], row["unknown_score"] = score > threshold, score
-                rows.append(row)
+            rows += _rows(runner, batch, files, top_k, min_confidence, detector)
             events.advance(len(batch))
     rows += [{"path": str(p), "error": reason} for p, reason in [*source.skipped, *unread.items()]]
     order = {str(p): n for n, p in enumerate(listed)}
+    rows.sort(key=lambda r: order[r["path"]])
+    if explain is not None:  # by the model that predicted (check_use lets --explain through for a checkpoint only)
+        explain_predictions(runner.trained(), rows, explain, batch_size, events)
     return {
         "kind": "predict",
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoint.given),
         "backbone": runner.backbone,
         **speed,
-        "predictions": sorted(rows, key=lambda r: order[r["path"]]),
+        "predictions": rows,
     }
+
+
+def _rows(
+    runner: Runner,
+    batch: ImageBatch,
+    files: list[Path],
+    top_k: int,
+    min_confidence: float | None,
+    detector: dict[str, Any] | None,
+) -> list[Prediction]:
+    """A batch's rows: label and calibrated confidence, the top k, unsure below `min_confidence`, and with the
+    `detector` unknown past its threshold (each with its score)."""
+    classes, found = runner.classes, runner.outputs(batch)
+    probs = (found[LOGITS] / runner.temperature).softmax(1)
+    conf, idx = probs.topk(max(1, min(top_k, len(classes))), dim=1)
+    scores = found[SCORE].tolist() if detector is not None else [None] * len(batch)
+    rows: list[Prediction] = []
+    for i, c, j, score in zip(batch.index.tolist(), conf.tolist(), idx.tolist(), scores):
+        row: Prediction = {"path": str(files[i]), "label": classes[j[0]], "confidence": c[0]}
+        if top_k > 1:
+            row["top"] = [{"label": classes[a], "confidence": b} for a, b in zip(j, c)]
+        if min_confidence is not None:
+            row["unsure"] = c[0] < min_confidence
+        if score is not None:
+            row["unknown"], row["unknown_score"] = score > detector["threshold"], score
+        rows.append(row)
+    return rows
 
 
 def predict(

@@ -105,8 +105,8 @@ class Runner(ABC):
 
 
 class TorchRunner(Runner):
-    """A checkpoint in PyTorch. Its record is read at once (evaluate needs it to find the data); the model is built
-    when first used, so that a checkpoint which then runs in onnxruntime never builds it."""
+    """A checkpoint in PyTorch. Its record is read at once, and once (evaluate needs it to find the data); the model
+    is built from that record when first used, so that a checkpoint which then runs in onnxruntime never builds it."""
 
     runtime = "torch"
     onnx = "never"  # under fastpath: never, auto or always to onnxruntime through a cached export
@@ -124,7 +124,7 @@ class TorchRunner(Runner):
     def model(self) -> TrainedModel:
         # first used inside a pass's inference_mode: its tensors are built outside it (Grad-CAM needs autograd)
         with torch.inference_mode(False):
-            return self._given or TrainedModel.load(self.path, self._device, self.requested, self.tta)
+            return self._given or TrainedModel.from_checkpoint(self.record, self._device, self.requested, self.tta)
 
     @property
     def preset(self) -> Preset:  # type: ignore[override]  # test-time augmentation decodes at its own size
@@ -158,13 +158,12 @@ class ExportedRunner(Runner):
     precision = "fp32"
     device = torch.device("cpu")
 
-    def __init__(
-        self, path: Path, meta: dict[str, Any], checkpoint: Path | None = None, record: dict[str, Any] | None = None
-    ):
-        """`checkpoint` and its `record`: the checkpoint an export catdog cached was made from."""
-        self.path, self.meta, self.checkpoint = path, meta, checkpoint
+    def __init__(self, path: Path, meta: dict[str, Any], behind: TorchRunner | None = None):
+        """`behind`: the checkpoint's runner an export catdog cached was made from (its record; its model, built
+        once, when asked for)."""
+        self.path, self.meta, self.behind = path, meta, behind
         self.preset = _preset_of(path, meta)
-        self.record = record if record is not None else meta
+        self.record = behind.record if behind is not None else meta
         output = meta.get("output")
         self.output = str(output.get("name", OUTPUT)) if isinstance(output, dict) else OUTPUT
 
@@ -188,8 +187,8 @@ class ExportedRunner(Runner):
         return ood.summary(self.meta.get("unknown"))
 
     def trained(self) -> TrainedModel | None:
-        """The checkpoint behind an export catdog cached, loaded when asked (Grad-CAM); None for a user's file."""
-        return TrainedModel.load(self.checkpoint, "cpu", "fp32") if self.checkpoint is not None else None
+        """The model of the checkpoint behind an export catdog cached (Grad-CAM); None for a user's file."""
+        return self.behind.model if self.behind is not None else None
 
     @abstractmethod
     def _count(self) -> int:
@@ -199,10 +198,10 @@ class ExportedRunner(Runner):
 class OnnxRunner(ExportedRunner):
     runtime = "onnxruntime"
 
-    def __init__(self, path: Path, checkpoint: Path | None = None, record: dict[str, Any] | None = None):
+    def __init__(self, path: Path, behind: TorchRunner | None = None):
         session = _onnx_session(path)
         meta = _parsed(path, session.get_modelmeta().custom_metadata_map)
-        super().__init__(path, meta, checkpoint, record)
+        super().__init__(path, meta, behind)
         self.session = session
         self.names = [o.name for o in session.get_outputs()]
         self.input = session.get_inputs()[0].name

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 
 from catdog_cli.data.dataset import Split
-from catdog_cli.data.decode import default_workers
 from catdog_cli.data.presets import Preset
-from catdog_cli.data.sources import ThreadedSource
+from catdog_cli.data.sources import Loader, ThreadedSource
 from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.tta import TTAModel, with_tta
 from catdog_cli.models import checkpoints
@@ -78,6 +77,11 @@ class TrainedModel:
         """The trained model itself, without test-time augmentation around it (Grad-CAM, parameter counts)."""
         return self.model.model if isinstance(self.model, TTAModel) else self.model
 
+    @property
+    def base_preset(self) -> Preset:
+        """How `base` wants its pixels: the checkpoint's eval crop (test-time augmentation decodes a larger square)."""
+        return Preset.from_checkpoint(self.checkpoint)
+
     def one_pass(
         self,
         split: Split,
@@ -98,11 +102,5 @@ def one_pass(
 ) -> ThreadedSource:
     """The split in order, decoded in threads a few batches ahead while the model computes: one pass keeps nothing
     resident (what every runner, PyTorch's or an exported file's, evaluates and predicts over)."""
-    return ThreadedSource(
-        split,
-        preset.eval_spec(),
-        batch_size or default_batch_size(device),
-        device,
-        default_workers() if workers is None else workers,
-        on_skip=on_skip,
-    )
+    loader = Loader(device, batch_size or default_batch_size(device), workers, on_skip=on_skip)
+    return ThreadedSource(split, preset.eval_spec(), loader)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from catdog_cli.core.compare_rows import COMPARE_COLUMNS, interrupted_note, random_init_note, sort_rows
-from catdog_cli.core.config import CompareConfig
+from catdog_cli.core.config import Checked, CompareConfig
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.paths import run_folder
@@ -199,7 +199,7 @@ def train_cell(
     grid: Grid, backbones: Backbones, cache: DecodeCache, backbone: str, strategy: str
 ) -> tuple[Run, TrainResult]:
     cell = grid.config.cell(backbone, strategy, str(grid.device))
-    run = start_run(cell, grid.events, cache, grid.dataset, backbones.copy(backbone), world=World())
+    run = start_run(cell, grid.dataset, grid.events, cache, backbones.copy(backbone), world=World())
     cell_dir = grid.out / "cells" / cell_name(backbone, strategy)
     cell_dir.mkdir(parents=True, exist_ok=True)
     # the row's val numbers come from the history; only the test split needs the best weights again
@@ -260,21 +260,23 @@ def run_cells(grid: Grid, cells: list[tuple[int, tuple[str, str]]], total: int) 
 
 
 def compare(
-    config: CompareConfig,
+    config: CompareConfig | Checked[CompareConfig],
     out: Path | str | None = None,
     events: Events | None = None,
     keep_best: bool = False,
     name: str | None = None,
 ) -> CompareResult:
     """Run the grid; finished cells of an earlier run into the same OUT are read back, not retrained. Without
-    `out`, the grid goes to runs/compareN, or runs/compare/NAME with a `name`.
+    `out`, the grid goes to runs/compareN, or runs/compare/NAME with a `name`. `config` is checked here, unless it
+    comes checked (`config.check()`: the CLI checks before torch loads).
 
     Under torchrun the cells are dealt round-robin to the ranks, each training its cells on its own device;
     rank 0 gathers the rows and writes the outputs.
     """
     world = distributed.init()
     events = events if events is not None and world.main else Events()
-    config.check()
+    checked = config if isinstance(config, Checked) else config.check()
+    config = checked.given
     device = resolve_device(distributed.device_for(config.train.device, world))
     for backbone in config.backbones:  # a file no cell could use: refused once, up front
         weights = config.weights_for(backbone)
@@ -283,7 +285,8 @@ def compare(
             read_state_dict(Path(weights))
     with ExitStack() as stack:  # the folder is claimed before any work, and held until the grid is done
         folder = distributed.main_enters(stack, lambda: compare_folder(out, config, name), world)
-        dataset = load_dataset(config.train.data, config.train.val_split, config.train.seed)
+        train = config.train
+        dataset = load_dataset(train.data, train.val_split, train.seed, root=checked.data)
         if world.main and not (folder / CONFIG_FILE).exists():
             atomic_write_text(folder / CONFIG_FILE, to_json(config.settings()))
         events.summary(grid_summary(config, dataset, device, folder))

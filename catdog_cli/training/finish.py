@@ -5,17 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.records import EpochRecord, TrainResult, to_json
 from catdog_cli.data.balance import class_counts
 from catdog_cli.data.dataset import split_summary
-from catdog_cli.data.decode import default_workers
 from catdog_cli.data.sources import ThreadedSource
 from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.evaluate import (
@@ -122,10 +122,9 @@ def fit_unknown_detector(run: Run) -> ood.Detector | None:
     with ood.tapped(model.head) as tap:
         if isinstance(getattr(run.preprocess, "__self__", None), CachedFeatures):  # freeze cached them: reused
             features, labels = run.sources.train.batch.images, run.sources.train.batch.labels
-        else:
-            workers = default_workers() if run.config.workers is None else run.config.workers
-            spec, size = run.preset.eval_spec(), run.config.batch_size
-            train = ThreadedSource(run.sources.splits["train"], spec, size, run.device, workers)
+        else:  # quietly: train's unreadable files were named when it was decoded
+            quiet = replace(run.loader, events=Events())
+            train = ThreadedSource(run.sources.splits["train"], run.preset.eval_spec(), quiet)
             labels = evaluate(model, train, run.preset, precision, n, world=run.world).labels
             features = tap.take()[0]
         net, preset = run.evaluable(model)

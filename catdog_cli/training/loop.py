@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from catdog_cli.core.config import TrainConfig
+from catdog_cli.core.config import Checked, TrainConfig
 from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import run_folder
 from catdog_cli.core.records import EpochRecord, TrainResult
+from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import DecodeCache
 from catdog_cli.errors import CatdogError
@@ -264,18 +265,21 @@ def train_loop(
 
 
 def fit(
-    config: TrainConfig,
+    config: TrainConfig | Checked[TrainConfig],
     out: Path | str | None = None,
     events: Events | None = None,
     cache: DecodeCache | None = None,
     name: str | None = None,
 ) -> TrainResult:
     """Train, keeping best.pt (best val accuracy) and last.pt, and return the run record (run.json). Without
-    `out`, the run goes to runs/trainN, or runs/train/NAME with a `name`."""
+    `out`, the run goes to runs/trainN, or runs/train/NAME with a `name`. `config` is checked here, unless it comes
+    checked (`config.check()`: the CLI checks before torch loads)."""
     world = distributed.init()
     events = events if events is not None and world.main else Events()
-    config.check()
+    checked = config if isinstance(config, Checked) else config.check()
+    config = checked.given
     with ExitStack() as stack:  # the folder is claimed before any work (two runs never share one), held to the end
         folder = distributed.main_enters(stack, lambda: run_folder(out, "train", name=name), world)
-        run = start_run(config, events, cache, world=world, out=folder)
+        dataset = load_dataset(config.data, config.val_split, config.seed, root=checked.data)
+        run = start_run(config, dataset, events, cache, world=world, out=folder)
         return train_loop(run, folder, events)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from catdog_cli.core.config import TrainConfig, check_lr_find
+from catdog_cli.core.config import Checked, TrainConfig, check_lr_find
 from catdog_cli.core.defaults import LR_FIND_MIN_STEPS
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text
@@ -124,7 +124,7 @@ class RangeTestEvents(Events):
 
 
 def find_lr(
-    config: TrainConfig,
+    config: TrainConfig | Checked[TrainConfig],
     strategies: list[str],
     out: Path | str | None = None,
     events: Events | None = None,
@@ -135,19 +135,21 @@ def find_lr(
 ) -> LrFindResult:
     """The range test for each strategy from the same starting weights; the curves and a suggested --lr each,
     saved as OUT/lr_find.json and OUT/lr_find.html (a new folder, runs/lr-findN by default, runs/lr-find/NAME
-    with a `name`)."""
+    with a `name`). `config` is checked here with the other arguments, unless it comes checked with them
+    (`check_lr_find`: the CLI checks before torch loads)."""
     events = events or Events()
-    check_lr_find(config, strategies, start, end, steps)
+    checked = config if isinstance(config, Checked) else check_lr_find(config, strategies, start, end, steps)
+    config = checked.given
     warm_start.check_warm_start(config.weights, config.backbone)
     with run_folder(out, "lr-find", name=name) as folder:  # claimed before any work, as train's
-        dataset = load_dataset(config.data, config.val_split, config.seed)
+        dataset = load_dataset(config.data, config.val_split, config.seed, root=checked.data)
         device = resolve_device(config.device)
         model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
         cache, curves = DecodeCache(), []
         told = RangeTestEvents(events, strategies, (start, end, steps))
         for strategy in strategies:
             cell = replace(config, strategy=strategy, lr=1.0, epochs=1, ema=False, patience=None)
-            run = start_run(cell, told, cache, dataset, copy.deepcopy(model))
+            run = start_run(cell, dataset, told, cache, copy.deepcopy(model))
             curves.append(_curve(run, events, start, end, steps))
         settings = {
             k: getattr(run.config, k)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,9 @@ def resume(out: Path | str, given: dict[str, Any] | None = None, events: Events 
             f"{out / 'last.pt'} is a damaged run checkpoint (its training state makes no sense); "
             "start a new run instead"
         )
-    config = resumed_config(ckpt, given or {})
+    config = resumed_config(ckpt, given or {})  # its data found where it is now
     try:  # the saved options too: a damaged or forged file is refused before anything is loaded
-        check_options(asdict(config))
+        config.check_settings(weights=False)
     except CatdogError as exc:
         raise CatdogError(f"{out / 'last.pt'} holds options no run can use ({exc}); start a new run instead") from None
     known = {f.name for f in fields(TrainState)}  # a newer catdog's extra state is not ours to use
@@ -147,6 +147,7 @@ def _continue(
         config.seed,
         classes=ckpt["classes"],
         recorded=recorded if isinstance(recorded, dict) else None,
+        root=Path(config.data),  # found by resumed_config
     )
     present = set(dataset.splits["train"].labels)
     gone = [name for k, name in enumerate(dataset.classes) if k not in present]
@@ -158,7 +159,7 @@ def _continue(
     extend = config.epochs != ckpt["config"].get("epochs", config.epochs)
     # under torchrun this rank's GPU (cuda:LOCAL_RANK), whatever --device cuda:N said
     model = checkpoints.restore_model(ckpt, resolve_device(distributed.device_for(config.device, world)))
-    run = start_run(config, events, dataset=dataset, model=model, world=world, out=out)
+    run = start_run(config, dataset, events, model=model, world=world, out=out)
     try:
         _restore_training_state(run, ckpt, state, extend)
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # another model's, or damaged

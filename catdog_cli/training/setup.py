@@ -23,9 +23,9 @@ from catdog_cli.core.records import EpochRecord, RunSummary
 from catdog_cli.core.world import World
 from catdog_cli.data.augment import Mixing
 from catdog_cli.data.balance import class_counts, imbalance_note, inverse_frequency
-from catdog_cli.data.dataset import Dataset, load_dataset, no_val_reason, split_record
+from catdog_cli.data.dataset import Dataset, no_val_reason, split_record
 from catdog_cli.data.presets import Preprocess, Preset
-from catdog_cli.data.sources import DataSources, DecodeCache, memory_budget, open_sources
+from catdog_cli.data.sources import DataSources, DecodeCache, Loader, memory_budget, open_sources
 from catdog_cli.errors import CatdogError
 from catdog_cli.models import checkpoints, warm_start
 from catdog_cli.models.backbones import check_image_size, preset_for
@@ -34,7 +34,7 @@ from catdog_cli.models.transfer import TransferModel, count_params
 from catdog_cli.runtime import distributed
 from catdog_cli.runtime.device import Precision, check_compile, default_batch_size, resolve_device
 from catdog_cli.training.ema import EMA
-from catdog_cli.training.features import CachedFeatures, cache_features
+from catdog_cli.training.features import CachedFeatures, FrozenBackbone, cache_features
 from catdog_cli.training.schedule import lr_factor, lr_schedule
 
 
@@ -75,6 +75,7 @@ class Run:
     precision: Precision
     sources: DataSources
     steps: int  # per epoch; under torchrun the same on every rank
+    loader: Loader  # how the sources batch (a pass over a split after training batches as they do)
     criterion: nn.Module = field(default_factory=nn.CrossEntropyLoss)
     mixing: Mixing | None = None
     ema: EMA | None = None
@@ -173,34 +174,23 @@ def run_summary(
 
 def start_run(
     config: TrainConfig,
+    dataset: Dataset,
     events: Events,
     cache: DecodeCache | None = None,
-    dataset: Dataset | None = None,
     model: TransferModel | None = None,
     world: World | None = None,
     out: Path | str | None = None,
 ) -> Run:
-    """Data, model, optimizer, loss; `model` may be prebuilt (compare copies one per strategy).
+    """Data, model, optimizer, loss, for a config its entry point checked and the dataset it loaded; `model` may be
+    prebuilt (compare copies one per strategy, resume restores one).
 
     `world`: under torchrun (the default when launched by it) each rank trains on its shard of the data.
     `out`: where the run will be saved, for the summary told before the work starts.
     """
     world = distributed.current() if world is None else world
-    config.check(weights=model is None)
     device = resolve_device(distributed.device_for(config.device, world))
-    dataset = dataset or load_dataset(config.data, config.val_split, config.seed)
-    for note in dataset.notes:
-        events.note(note)
-    if not dataset.splits.get("val"):
-        raise CatdogError(no_val_reason(dataset))
-    preset = preset_for(config.backbone, config.image_size)
-    check_image_size(config.backbone, preset.image_size)
-    if model is None:
-        model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
-    model = model.to(device)  # a prebuilt model (resume, compare) runs on this rank's device, wherever it was built
-    # once the options and weights are known good: a refused run says only why
-    if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
-        events.note(leak)
+    preset = usable_preset(config, dataset, events)
+    model = placed_model(config, dataset, device, events, model)
     groups = param_groups(config.strategy, model, config.lr, config.lr_ratio)
     # record what the run really uses, not "default"
     config = replace(
@@ -214,37 +204,18 @@ def start_run(
     events.summary(run_summary(config, dataset, device, out, model))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # input shapes are fixed (full batches), so autotuning pays off
-    cache = cache or DecodeCache()
-    budget = memory_budget(device, config.cache_gib, cache.resident_bytes())  # compare: cached once
+    loader = run_loader(config, device, cache or DecodeCache(), events)
     weights = class_weights(config, dataset, events)
     # one rank's shard can lack readable val images: every rank raises that error, none waits for the others
-    sources = distributed.together(
-        lambda: open_sources(
-            dataset,
-            preset,
-            device,
-            config.batch_size,
-            config.seed,
-            config.augment,
-            cache,
-            budget,
-            config.workers,
-            events,
-            world,
-            weights,
-        ),
-        world,
-    )
+    sources = distributed.together(lambda: open_sources(dataset, preset, loader, config.augment, world, weights), world)
     mixing = Mixing(len(dataset.classes), config.mixup, config.cutmix) if config.mixup or config.cutmix else None
     forward, preprocess, val_features = model, preset.model_input, False
     if STRATEGIES[config.strategy].caches_features:  # freeze: its features of an image are computed once
-        forward, preprocess, val_features = cache_features(
-            config, model, sources, preset, precision, cache, budget, events, mixing, weights
-        )
+        same_pixels = not config.augment and mixing is None  # every epoch: train's features are cached too
+        backbone = FrozenBackbone(model, preset, precision)
+        forward, preprocess, val_features = cache_features(backbone, sources, loader, same_pixels)
     steps = distributed.all_min(len(sources.train), device, world)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    scheduler = lr_schedule(optimizer, lr_factor(config, steps))
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     return Run(
         config,
         dataset,
@@ -254,13 +225,47 @@ def start_run(
         wrap(forward, config, device, world),
         preprocess,
         optimizer,
-        scheduler,
+        lr_schedule(optimizer, lr_factor(config, steps)),
         precision,
         sources,
         steps,
-        criterion=criterion,
+        loader,
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         mixing=mixing,
         ema=EMA(model, config.ema_decay) if config.ema else None,
         val_features=val_features,
         world=world,
     )
+
+
+def usable_preset(config: TrainConfig, dataset: Dataset, events: Events) -> Preset:
+    """The dataset's notes told, and what a run cannot use refused before any model is built: no val split, an
+    image size the backbone cannot take. How the backbone wants its pixels."""
+    for note in dataset.notes:
+        events.note(note)
+    if not dataset.splits.get("val"):
+        raise CatdogError(no_val_reason(dataset))
+    preset = preset_for(config.backbone, config.image_size)
+    check_image_size(config.backbone, preset.image_size)
+    return preset
+
+
+def placed_model(
+    config: TrainConfig, dataset: Dataset, device: torch.device, events: Events, model: TransferModel | None
+) -> TransferModel:
+    """The run's model on this rank's device: the given one (resume, compare), wherever it was built, or one built
+    from the config's weights. Once the options and weights are known good (a refused run says only why), copies of
+    training images in val are named."""
+    if model is None:
+        model = warm_start.initial_model(config.backbone, dataset.classes, config.weights, device, config.seed, events)
+    model = model.to(device)
+    if leak := cross_split_note({name: split.paths for name, split in dataset.splits.items()}, config.data):
+        events.note(leak)
+    return model
+
+
+def run_loader(config: TrainConfig, device: torch.device, cache: DecodeCache, events: Events) -> Loader:
+    """How this run batches its images: its batch size, workers and seed, and a memory budget that counts what the
+    cache already holds (compare's earlier cells) as room, not as used."""
+    budget = memory_budget(device, config.cache_gib, cache.resident_bytes())
+    return Loader(device, config.batch_size, config.workers, config.seed, budget, cache, events)

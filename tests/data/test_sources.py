@@ -14,7 +14,15 @@ from catdog_cli.data import decode as data
 from catdog_cli.data import sources
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch, ImageSpec, decode_split
-from catdog_cli.data.sources import DecodeCache, ResidentSource, StreamingSource, ThreadedSource, batches, memory_budget
+from catdog_cli.data.sources import (
+    DecodeCache,
+    Loader,
+    ResidentSource,
+    StreamingSource,
+    ThreadedSource,
+    batches,
+    memory_budget,
+)
 from catdog_cli.training.loop import fit
 
 CPU = torch.device("cpu")
@@ -77,20 +85,20 @@ def test_resident_shuffled_drops_the_ragged_tail_but_never_the_only_batch():
 def test_decode_cache_decodes_each_image_once(image_folder, count_decodes):
     split = load_dataset(image_folder(layout="flat", train=4, val=0), val_split=None).split("all")
     cache = DecodeCache()
-    first = cache.get(split, EVAL, CPU, budget=2**30, workers=2)
+    first = cache.get(split, EVAL, Loader(CPU, 4, 2, budget=2**30))
     assert sorted(count_decodes) == sorted(split.paths)
-    again = cache.get(split, EVAL, CPU, budget=2**30, workers=2)
+    again = cache.get(split, EVAL, Loader(CPU, 4, 2, budget=2**30))
     assert again is first and len(count_decodes) == len(split)
     assert not first.streamed and len(first.batch) == len(split)
 
-    cache.get(split, TRAIN, CPU, budget=2**30, workers=2)  # another spec is another entry
+    cache.get(split, TRAIN, Loader(CPU, 4, 2, budget=2**30))  # another spec is another entry
     assert len(count_decodes) == 2 * len(split)
 
 
 def test_over_budget_streams_without_decoding_up_front(image_folder, count_decodes):
     split = load_dataset(image_folder(layout="flat", train=4, val=0), val_split=None).split("all")
     cache = DecodeCache()
-    source = batches(split, EVAL, 4, shuffle=False, device=CPU, cache=cache, budget=1, workers=0)
+    source = batches(split, EVAL, Loader(CPU, 4, 0, budget=1, cache=cache))
     assert isinstance(source, StreamingSource) and count_decodes == []
     list(source)
     assert len(count_decodes) == len(split)
@@ -101,17 +109,17 @@ def test_budget_counts_what_is_already_cached(image_folder):
     split = load_dataset(root, val_split=None).split("all")
     cache = DecodeCache()
     one_split = len(split) * EVAL.bytes_per_image()
-    assert not cache.get(split, EVAL, CPU, budget=one_split, workers=1).streamed
+    assert not cache.get(split, EVAL, Loader(CPU, 4, 1, budget=one_split)).streamed
     other = load_dataset(root, val_split=None).split("all")
     other.paths, other.labels = other.paths[:-1], other.labels[:-1]
-    assert cache.get(other, EVAL, CPU, budget=one_split, workers=1).streamed
+    assert cache.get(other, EVAL, Loader(CPU, 4, 1, budget=one_split)).streamed
 
 
 @pytest.mark.parametrize("spec", [EVAL, TRAIN], ids=["eval", "train"])
 def test_streaming_yields_the_same_batches_as_resident(image_folder, spec):
     split = load_dataset(image_folder(layout="flat", train=5, val=0), val_split=None).split("all")
-    resident = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=2**30, workers=1)
-    streaming = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=1, workers=0)
+    resident = batches(split, spec, Loader(CPU, 4, 1, budget=2**30, cache=DecodeCache()))
+    streaming = batches(split, spec, Loader(CPU, 4, 0, budget=1, cache=DecodeCache()))
     assert isinstance(resident, ResidentSource) and isinstance(streaming, StreamingSource)
     a, b = list(resident), list(streaming)
     assert len(a) == len(b) == len(resident) == len(streaming) == 3
@@ -131,9 +139,8 @@ def test_streaming_skips_undecodable_files(image_folder):
     (root / "cat" / "bad.jpg").write_bytes(b"garbage")
     split = load_dataset(root, val_split=None).split("all")
     reported = []
-    source = StreamingSource(
-        split, EVAL, 4, shuffle=False, device=CPU, workers=0, on_skip=lambda path, reason: reported.append(path)
-    )
+    loader = Loader(CPU, 4, 0, on_skip=lambda path, reason: reported.append(path))
+    source = StreamingSource(split, EVAL, loader, shuffle=False)
     for _ in range(2):
         seen = torch.cat([b.index for b in source]).tolist()
     bad = split.paths.index(root / "cat" / "bad.jpg")
@@ -142,11 +149,30 @@ def test_streaming_skips_undecodable_files(image_folder):
     assert source.skipped == [(root / "cat" / "bad.jpg", "not an image, or a format Pillow cannot read")]
 
 
+@pytest.mark.parametrize("budget", [2**30, 1], ids=["resident", "streamed"])
+def test_the_loader_hears_each_file_left_out_once_whichever_source_the_budget_gives(image_folder, budget):
+    root = image_folder(layout="flat", train=3, val=0)
+    (root / "cat" / "bad.jpg").write_bytes(b"garbage")
+    split = load_dataset(root, val_split=None).split("all")
+    told, tasks = [], []
+
+    class Tasks(Events):
+        def task(self, description, total, batch=1):
+            tasks.append((description, total))
+
+    loader = Loader(CPU, 4, 0, budget=budget, events=Tasks(), on_skip=lambda path, reason: told.append(path))
+    source = batches(split, EVAL, loader, name="val")
+    for _ in range(2):
+        assert all(len(b) == len(b.index) for b in source)
+    assert told == [root / "cat" / "bad.jpg"] == [path for path, _ in source.skipped]
+    assert tasks == [("decoding val", len(split))]
+
+
 def test_streaming_shuffle_is_seeded(image_folder):
     split = load_dataset(image_folder(layout="flat", train=6, val=0), val_split=None).split("all")
 
     def order(seed):
-        return torch.cat([b.index for b in StreamingSource(split, EVAL, 4, True, CPU, seed=seed, workers=0)]).tolist()
+        return torch.cat([b.index for b in StreamingSource(split, EVAL, Loader(CPU, 4, 0, seed), True)]).tolist()
 
     assert order(3) == order(3)
     assert sorted(order(3)) != order(3) or sorted(order(4)) != order(4)
@@ -199,8 +225,8 @@ def test_training_runs_on_the_streaming_path(image_folder, tmp_path):
 @pytest.mark.parametrize("workers", [1, 3])
 def test_threaded_yields_the_resident_batches_in_split_order(image_folder, spec, workers):
     split = load_dataset(image_folder(layout="flat", train=5, val=0), val_split=None).split("all")
-    resident = batches(split, spec, 4, shuffle=False, device=CPU, cache=DecodeCache(), budget=2**30, workers=1)
-    threaded = ThreadedSource(split, spec, 4, CPU, workers=workers, ahead=1)
+    resident = batches(split, spec, Loader(CPU, 4, 1, budget=2**30, cache=DecodeCache()))
+    threaded = ThreadedSource(split, spec, Loader(CPU, 4, workers), ahead=1)
     a, b = list(resident), list(threaded)
     assert len(a) == len(b) == len(threaded) == 3
     for x, y in zip(a, b):
@@ -217,7 +243,7 @@ def test_threaded_skips_undecodable_files_once_each(image_folder):
     (root / "dog" / "empty.jpg").write_bytes(b"")
     split = load_dataset(root, val_split=None).split("all")
     reported = []
-    source = ThreadedSource(split, EVAL, 2, CPU, workers=2, on_skip=lambda path, reason: reported.append(path))
+    source = ThreadedSource(split, EVAL, Loader(CPU, 2, 2, on_skip=lambda path, reason: reported.append(path)))
     for _ in range(2):
         seen = torch.cat([b.index for b in source]).tolist()
     bad = split.paths.index(root / "dog" / "empty.jpg")
@@ -237,7 +263,7 @@ def test_threaded_decodes_only_a_few_batches_ahead_of_the_model(image_folder, mo
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(data, "open_rgb", decode)
-    for _ in ThreadedSource(split, EVAL, 1, CPU, workers=2, ahead=1):
+    for _ in ThreadedSource(split, EVAL, Loader(CPU, 1, 2), ahead=1):
         with lock:
             consumed[0] += 1
     assert len(leads) == len(split) == 20 and max(leads) <= 3
@@ -258,9 +284,9 @@ def test_a_split_larger_than_the_host_can_decode_streams(image_folder, monkeypat
     split = load_dataset(image_folder(layout="flat", train=4, val=0), val_split=None).split("all")
     size = len(split) * EVAL.bytes_per_image()
     monkeypatch.setattr(sources, "host_available", lambda: 2 * size - 1)
-    assert DecodeCache().get(split, EVAL, CPU, budget=2**30, workers=1).streamed and count_decodes == []
+    assert DecodeCache().get(split, EVAL, Loader(CPU, 4, 1, budget=2**30)).streamed and count_decodes == []
     monkeypatch.setattr(sources, "host_available", lambda: 2 * size)
-    assert not DecodeCache().get(split, EVAL, CPU, budget=2**30, workers=1).streamed
+    assert not DecodeCache().get(split, EVAL, Loader(CPU, 4, 1, budget=2**30)).streamed
 
 
 def test_image_batches_pin_their_tensors_in_the_dataloader(monkeypatch):

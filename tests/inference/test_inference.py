@@ -401,3 +401,30 @@ def test_sorting_again_into_a_folder_catdog_sorted_into_is_fine(tmp_path):
         "cat/a-1.png",
         "cat/a.png",
     ]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_check_once_and_find_their_data_once(frozen_run, monkeypatch, command):
+    """The CLI checks before torch loads and hands the checked model on (evaluate_checkpoint and classify check
+    nothing again); evaluate's --data is looked up once, not by the CLI, the check and the dataset each."""
+    from helpers import catdog
+
+    from catdog_cli.core import config as config_module
+    from catdog_cli.data import dataset as dataset_module
+    from catdog_cli.inference import predict as predict_module
+
+    checks, resolved = [], []
+    real_check, real_resolve = config_module.check_use, config_module.resolve_data
+    for module in (config_module, inference, predict_module):
+        monkeypatch.setattr(module, "check_use", lambda *a, **k: checks.append(a) or real_check(*a, **k))
+    for module in (config_module, dataset_module, inference):
+        monkeypatch.setattr(module, "resolve_data", lambda data: resolved.append(data) or real_resolve(data))
+    best, root = frozen_run["out"] / "best.pt", frozen_run["root"]
+    where = ["--data", root] if command == "evaluate" else [root / "cat"]
+    done = catdog(command, best, *where, "--device", "cpu", "--json")
+    assert done.exit_code == 0, done.output
+    assert (len(checks), resolved) == (1, [str(root)] if command == "evaluate" else [])
+    checks.clear(), resolved.clear()
+    if command == "evaluate":  # from Python: checked there, once
+        evaluate_checkpoint(best, str(root), device="cpu")
+        assert (len(checks), resolved) == (1, [str(root)])

@@ -261,3 +261,56 @@ def test_int8_that_loses_more_than_the_tolerance_is_refused(exported, frozen_run
     assert error_line(catdog("export", checkpoint, "--format", "torchscript", "--int8")) == (
         "error: --int8 quantizes an ONNX file: use it with --format onnx"
     )
+
+
+ONCE = {  # a command over a checkpoint that needs its PyTorch model twice over: it still reads the file once
+    "predict --explain": ("predict", "{best}", "{photos}", "--explain", "{tmp}/maps"),
+    "evaluate --report": ("evaluate", "{best}", "--report", "{tmp}/report.html"),
+    "export (parity)": ("export", "{best}", "--format", "torchscript", "--out", "{tmp}/model.torchscript"),
+}
+ONNX_ONCE = {  # predictions through an export cached beside the checkpoint, heat maps by its PyTorch model
+    f"{name} in onnxruntime": (*args, "--runtime", "onnxruntime") for name, args in ONCE.items() if args[0] != "export"
+}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        *ONCE.values(),
+        *(
+            pytest.param(a, marks=pytest.mark.skipif(not HAVE_ONNX, reason="needs .[export]"))
+            for a in ONNX_ONCE.values()
+        ),
+    ],
+    ids=[*ONCE, *ONNX_ONCE],
+)
+def test_a_command_reads_its_checkpoint_once(frozen_run, photos, tmp_path, monkeypatch, command):
+    best = tmp_path / "best.pt"
+    shutil.copy(frozen_run["out"] / "best.pt", best)
+    loads, real = [], checkpoints.load
+    monkeypatch.setattr(checkpoints, "load", lambda path: loads.append(Path(path)) or real(path))
+    args = [a.format(best=best, photos=photos, tmp=tmp_path) for a in command]
+    result = ok_json(catdog(*args, "--device", "cpu", "--json") if args[0] != "export" else catdog(*args, "--json"))
+    assert loads == [best]
+    if "--explain" in args:
+        assert all("explanation" in r for r in result["predictions"] if "label" in r)
+        assert len(list((tmp_path / "maps").iterdir())) == 6  # the readable photos
+    if "--report" in args:
+        assert (tmp_path / "report.html").is_file()
+
+
+def test_predict_explains_with_the_model_that_predicted(frozen_run, photos, tmp_path, monkeypatch):
+    """--explain reuses the predicting model: its precision, and under TTA the model behind the views (its centre
+    crop), rather than a second model loaded at defaults."""
+    from catdog_cli.inference import predict as predict_module
+    from catdog_cli.inference.tta import TTAModel
+
+    seen, real = [], predict_module.explain_predictions
+    monkeypatch.setattr(predict_module, "explain_predictions", lambda t, *a, **k: seen.append(t) or real(t, *a, **k))
+    result = classify(
+        frozen_run["out"] / "best.pt", [photos], device="cpu", precision="bf16", tta="flip", explain=tmp_path / "maps"
+    )
+    (trained,) = seen
+    assert trained.precision.name == "bf16" and isinstance(trained.model, TTAModel)
+    assert trained.base_preset.image_size == 32 and trained.preset.image_size == 37  # the crop, not TTA's square
+    assert sum("explanation" in r for r in result["predictions"]) == 6

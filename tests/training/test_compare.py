@@ -465,3 +465,19 @@ def test_cells_from_random_init_are_marked_in_the_table_md_and_report(grid):
     console.print(compare_table(result))
     assert note in console.file.getvalue()
     assert random_init_note({**result, "weights": {"resnet18": "default"}}) is None
+
+
+def test_a_grid_checks_its_options_and_finds_its_data_once(colors, tmp_path, monkeypatch):
+    """The grid is checked once, up front (each strategy's settings, the data folder once); no cell checks again."""
+    from catdog_cli.core import config as config_module
+    from catdog_cli.data import dataset as dataset_module
+
+    resolved, settings, real_resolve, real_settings = [], [], config_module.resolve_data, TrainConfig.check_settings
+    for module in (config_module, dataset_module):
+        monkeypatch.setattr(module, "resolve_data", lambda data: resolved.append(data) or real_resolve(data))
+    monkeypatch.setattr(
+        TrainConfig, "check_settings", lambda c, weights=True: settings.append(c.strategy) or real_settings(c, weights)
+    )
+    result = compare(small_grid(colors, ("squeezenet1_1",), ["freeze", "finetune"], ood="none"), tmp_path / "cmp")
+    assert [r["status"] for r in result["rows"]] == ["ok", "ok"]
+    assert (resolved, settings) == ([str(colors)], ["freeze", "finetune"])

@@ -14,6 +14,7 @@ from helpers import TINY, Recorder, labeled_folder
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.core.world import World
+from catdog_cli.data.dataset import load_dataset
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import evaluate as inference
 from catdog_cli.models import checkpoints, warm_start
@@ -22,7 +23,14 @@ from catdog_cli.training import loop as engine
 from catdog_cli.training import schedule, setup
 from catdog_cli.training.loop import fit
 from catdog_cli.training.resume import resume
-from catdog_cli.training.setup import start_run
+from catdog_cli.training.setup import Run, start_run
+
+
+def started(config: TrainConfig, events: Events | None = None) -> Run:
+    """start_run as `fit` calls it: on the config checked once and the dataset loaded from the folder it resolved."""
+    checked = config.check()
+    dataset = load_dataset(config.data, config.val_split, config.seed, root=checked.data)
+    return start_run(config, dataset, events if events is not None else Events())
 
 
 def test_fit_writes_checkpoints_metrics_and_run_record(frozen_run):
@@ -110,7 +118,7 @@ def test_discriminative_lr_and_ratio_reach_the_optimizer(image_folder):
         weights="none",
         **TINY,
     )
-    run = start_run(config, Events())
+    run = started(config)
     lrs = {g["name"]: g["initial_lr"] for g in run.optimizer.param_groups}
     assert lrs == {"backbone": pytest.approx(0.002), "head": pytest.approx(0.01)}
 
@@ -131,10 +139,37 @@ def test_the_preset_follows_the_backbone_and_image_size():
         ("strategy", "thaw", "strategy"),
     ],
 )
-def test_bad_config_is_a_catdog_error(image_folder, field, value, match):
+def test_bad_config_is_refused_by_fit_before_its_folder_is_claimed(image_folder, tmp_path, field, value, match):
     config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", **{**TINY, field: value})
     with pytest.raises(CatdogError, match=match):
-        start_run(config, Events())
+        fit(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_train_checks_its_options_and_resolves_its_data_once(image_folder, tmp_path, monkeypatch):
+    """The CLI checks before torch loads and hands the checked config on: neither fit nor start_run checks again,
+    and the data folder is looked up once (it was three checks and four look-ups)."""
+    from helpers import catdog
+
+    from catdog_cli.core import config as config_module
+    from catdog_cli.data import dataset as dataset_module
+
+    checks, resolved, real_check, real_resolve = [], [], TrainConfig.check_settings, config_module.resolve_data
+    monkeypatch.setattr(
+        TrainConfig, "check_settings", lambda c, weights=True: checks.append(c) or real_check(c, weights)
+    )
+    for module in (config_module, dataset_module):
+        monkeypatch.setattr(module, "resolve_data", lambda data: resolved.append(data) or real_resolve(data))
+    root = image_folder(train=2, val=1)
+    fit(TrainConfig(str(root), epochs=1, weights="none", ood="none", **TINY), tmp_path / "api")
+    assert (len(checks), resolved) == (1, [str(root)])
+    checks.clear(), resolved.clear()
+    args = ("--backbone", "resnet18", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1")
+    done = catdog(
+        "train", "--data", root, "--epochs", "1", "--weights", "none", "--ood", "none", *args, "--out", tmp_path / "cli"
+    )
+    assert done.exit_code == 0, done.output
+    assert (len(checks), resolved) == (1, [str(root)])
 
 
 # --- a run whose loss stops being a number stops, and is never saved as best ----------------------------------
@@ -234,7 +269,7 @@ def test_early_stopping_stops_at_the_right_epoch_of_a_scripted_history(
     # epoch 3 ties epoch 2's accuracy with a lower loss: it is the best, and the patience counts from it
     _scripted(monkeypatch, [(0.5, 0.9), (0.7, 0.6), (0.7, 0.5), (0.6, 0.4), (0.7, 0.7), (0.65, 0.3), (0.7, 0.8)])
     config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=7, patience=patience, **TINY)
-    run = start_run(config, Events())
+    run = started(config)
     result = engine.train_loop(run, tmp_path / "run", Events())
     assert (result["epochs"], result["best_epoch"], result["best_val_acc"]) == (epochs, best, 0.7)
     assert not result["interrupted"]
@@ -250,7 +285,7 @@ def test_an_early_stopped_run_is_not_resumed(image_folder, tmp_path, monkeypatch
 
     _scripted(monkeypatch, [(0.5, 0.9), (0.4, 0.9), (0.4, 0.9)])
     config = TrainConfig(str(image_folder(train=2, val=1)), weights="none", epochs=3, patience=1, **TINY)
-    engine.train_loop(start_run(config, Events()), tmp_path / "run", Events())
+    engine.train_loop(started(config), tmp_path / "run", Events())
     with pytest.raises(CatdogError, match="already finished"):
         resume(tmp_path / "run")
 
@@ -306,11 +341,11 @@ def test_start_run_decides_the_loss_and_the_mixing_once(tmp_path):
     for i in range(6):  # cat: 8 training images, dog: 2 -> imbalanced (4x)
         (root / "train" / "cat" / f"extra{i}.png").write_bytes((root / "train" / "cat" / "img0.png").read_bytes())
     events = Recorder()
-    run = start_run(TrainConfig(str(root), weights="none", label_smoothing=0.1, mixup=0.2, **TINY), events)
+    run = started(TrainConfig(str(root), weights="none", label_smoothing=0.1, mixup=0.2, **TINY), events)
     assert run.criterion.label_smoothing == 0.1 and run.criterion.weight is None
     assert run.mixing is not None and run.mixing.mixup == 0.2 and run.mixing.cutmix == 0.0
     assert any("imbalanced training classes: cat has 8 images, dog 2 (4.0x)" in n for n in events.notes)
-    balanced = start_run(TrainConfig(str(root), weights="none", balance=True, **TINY), Recorder())
+    balanced = started(TrainConfig(str(root), weights="none", balance=True, **TINY), Recorder())
     assert balanced.sources.train.sample_weights.tolist() == pytest.approx([10 / 16] * 8 + [10 / 4] * 2)
     assert balanced.mixing is None and balanced.criterion.weight is None
 
@@ -394,7 +429,7 @@ def test_a_full_disk_is_one_line_and_the_run_stays_resumable(tmp_path, monkeypat
 def test_under_torchrun_the_ranks_agree_on_stopping_only_at_the_periodic_sync(tmp_path, monkeypatch):
     """A collective and a host sync (`.item()`) every step stall a GPU: under DDP the stop flag is agreed on at
     the existing every-25-steps sync and at the epoch's end, not after each step."""
-    run = start_run(TrainConfig(str(labeled_folder(tmp_path / "data", per_class=8)), weights="none", **TINY), Events())
+    run = started(TrainConfig(str(labeled_folder(tmp_path / "data", per_class=8)), weights="none", **TINY))
     run.world = World(0, 2, 0)  # a rank of two, its collectives counted instead of run
     agreed = []
     monkeypatch.setattr(engine.distributed, "any_rank", lambda flag, device, world: agreed.append(flag) or flag)
@@ -410,7 +445,7 @@ def test_compile_without_a_compiler_is_one_line_before_any_work(tmp_path, monkey
     monkeypatch.delenv("CXX", raising=False)
     config = TrainConfig(str(labeled_folder(tmp_path / "data", per_class=4)), weights="none", compile=True, **TINY)
     with pytest.raises(CatdogError, match=r"--compile needs a C/C\+\+ compiler"):
-        start_run(config, Events())
+        started(config)
 
 
 def test_compile_time_is_not_counted_in_the_first_epochs_images_per_second(tmp_path, monkeypatch):
@@ -439,7 +474,7 @@ def test_compile_time_is_not_counted_in_the_first_epochs_images_per_second(tmp_p
     monkeypatch.setattr(setup, "check_compile", lambda: None)
     events = Recorder()
     config = TrainConfig(str(labeled_folder(tmp_path / "data", per_class=8)), weights="none", compile=True, **TINY)
-    record = engine.run_epoch(start_run(config, events), events, engine.StopRequest(), torch.Generator())
+    record = engine.run_epoch(started(config, events), events, engine.StopRequest(), torch.Generator())
     assert record["seconds"] > 100  # the epoch's wall time is what it was
     assert record["images_per_sec"] > 100  # but img/s counts the steps after the compiling one
     assert any("compiled in 100.0s" in note for note in events.notes)

@@ -39,6 +39,18 @@ def test_no_suggestion_without_a_descent():
     assert suggest(lrs, [1.0 + 0.1 * i for i in range(40)]) is None
 
 
+def test_freeze_unfreeze_gets_its_curve_like_every_strategy(tmp_path):
+    """A range test sets its run up for one epoch; the rule that freeze-unfreeze unfreezes within its epochs is a
+    training run's, checked by check_lr_find as for one: the run's setup refused it after the check let it through."""
+    root = labeled_folder(tmp_path / "data", per_class=4)
+    config = TrainConfig(str(root), weights="none", **{**TINY, "backbone": "squeezenet1_1"})
+    result = find_lr(config, ["freeze-unfreeze", "freeze"], tmp_path / "lr", steps=12)
+    assert [(c["strategy"], len(c["lrs"]) > 0) for c in result["curves"]] == [
+        ("freeze-unfreeze", True),
+        ("freeze", True),
+    ]
+
+
 def test_range_test_grows_the_lr_exponentially_and_stops_when_the_loss_blows_up(tmp_path):
     root = labeled_folder(tmp_path / "data", per_class=8)
     config = TrainConfig(str(root), weights="none", **{**TINY, "backbone": "squeezenet1_1"})
