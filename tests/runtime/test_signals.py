@@ -106,7 +106,7 @@ def test_predict_terminated_while_writing_its_csv_leaves_no_temp_file(frozen_run
     out.mkdir()
     best = frozen_run["out"] / "best.pt"
     code, stderr = terminated_while_waiting(
-        tmp_path, "catdog_cli.core.paths._link_new", "predict", best, photos, "--device", "cpu", "--csv", out / "p.csv"
+        tmp_path, "catdog_cli.core.files._link_new", "predict", best, photos, "--device", "cpu", "--csv", out / "p.csv"
     )
     assert_interrupted(code, stderr)
     assert files_under(out) == []  # neither the CSV nor its hidden .p.csv.*.tmp
@@ -116,7 +116,7 @@ def test_predict_terminated_while_sorting_leaves_no_temp_file(frozen_run, tmp_pa
     best = frozen_run["out"] / "best.pt"
     sorted_ = tmp_path / "sorted"
     code, stderr = terminated_while_waiting(
-        tmp_path, "catdog_cli.core.paths._link_new", "predict", best, photos, "--device", "cpu", "--sort-into", sorted_
+        tmp_path, "catdog_cli.core.files._link_new", "predict", best, photos, "--device", "cpu", "--sort-into", sorted_
     )
     assert_interrupted(code, stderr)
     assert files_under(sorted_) == []  # the copy in progress was a hidden temp file: gone
@@ -129,7 +129,7 @@ def test_export_terminated_before_its_file_takes_its_name_leaves_no_temp_folder(
     best = frozen_run["out"] / "best.pt"
     code, stderr = terminated_while_waiting(
         tmp_path,
-        "catdog_cli.core.paths._link_new",
+        "catdog_cli.core.files._link_new",
         "export",
         best,
         "--format",
