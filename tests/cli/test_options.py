@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 import typer.main
@@ -9,7 +11,7 @@ from helpers import catdog
 
 from catdog_cli.cli.app import app
 from catdog_cli.cli.options import DEFAULT, _lr_defaults
-from catdog_cli.core.config import LIMITS, TrainConfig
+from catdog_cli.core.config import LIMITS, Checked, TrainConfig
 from catdog_cli.core.defaults import COMPARE_EPOCHS, STRATEGIES
 
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
@@ -65,9 +67,9 @@ def test_the_config_is_built_from_the_parsed_options_by_name(monkeypatch, tmp_pa
     import catdog_cli.training.loop as loop
 
     monkeypatch.setattr(loop, "fit", fake_fit)
-    monkeypatch.setattr(TrainConfig, "check", lambda self, weights=True: None)
+    monkeypatch.setattr(TrainConfig, "check", lambda self, weights=True: Checked(self, Path(self.data)))
     catdog("train", "--data", str(tmp_path), "--epochs", "7", "--mixup", "0.3", "--compile", "--ema-decay", "0.5")
-    config = seen["config"]
+    config = seen["config"].given
     assert (config.epochs, config.mixup, config.compile, config.ema_decay, config.data) == (
         7,
         0.3,

@@ -25,17 +25,22 @@ from catdog_cli.core.paths import LOCK
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = "catdog-test: waiting for a signal\n"
-# runs the CLI with MODULE.NAME made to wait first: it says so on stderr, then reads a pipe nobody writes to
+# runs the CLI with MODULE.NAME made to wait first: it says so on stderr, then waits on a pipe nobody writes to.
+# Not a blocking read: the kernel may hand SIGTERM to one of torch's threads, which leaves the main thread's read
+# uninterrupted and Python's handler never run (a hang seen once in the suite); the wakeup fd wakes the select.
 WAITING = f"""
-import importlib, sys
+import importlib, os, select, signal, sys
 module_name, name, *args = sys.argv[1:]
 module = importlib.import_module(module_name)
 real = getattr(module, name)
 
 def waiting(*a, **k):
+    woken, wake = os.pipe()
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
     sys.stderr.write({READY!r})
     sys.stderr.flush()
-    sys.stdin.read()
+    select.select([sys.stdin, woken], [], [])  # Python runs the signal's handler as soon as this returns
     return real(*a, **k)
 
 setattr(module, name, waiting)
