@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from catdog_cli.cli import progress, render
+from catdog_cli.cli.fetch import fetch_first
 from catdog_cli.cli.options import (
     DEFAULT,
     Augment,
@@ -147,6 +148,7 @@ def train(
         raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
     else:
         config = TrainConfig.from_dict(config_values(ctx.params))
+        fetch_first(config.data, output)
         config.check()
         if out is not None:
             from catdog_cli.core.paths import check_out_dir
@@ -235,6 +237,8 @@ def compare(
 
     train = TrainConfig.from_dict(ctx.params)  # each cell's backbone and strategy: from --backbones, --strategies
     config = CompareConfig(train, backbones=expand_backbones(csv_list(backbones)), strategies=csv_list(strategies))
+    output = Output(json_output)
+    fetch_first(data, output)
     config.check()
     check_name(name, out)
     check_tracking(log, log_uri, log_model)
@@ -245,7 +249,6 @@ def compare(
     from catdog_cli.training.compare import compare as run_compare
     from catdog_cli.training.compare import failures
 
-    output = Output(json_output)
     with output.events() as shown, follow(log, "compare", shown, log_uri, log_model) as events:
         result = run_compare(config, out, events, keep_best, name=name)
         events.finish(result)
@@ -313,6 +316,8 @@ def lr_find(
     from catdog_cli.core.paths import check_out_dir
 
     config = TrainConfig.from_dict(ctx.params)
+    output = Output(json_output)
+    fetch_first(data, output)
     check_lr_find(config, csv_list(strategies), start_lr, end_lr, steps)  # before torch loads
     if out is not None:
         check_out_dir(out)
@@ -321,7 +326,6 @@ def lr_find(
     from catdog_cli.tracking.base import follow
     from catdog_cli.training.lr_find import find_lr
 
-    output = Output(json_output)
     with output.events() as shown, follow(log, "lr-find", shown, log_uri) as events:
         result = find_lr(config, csv_list(strategies), out, events, start_lr, end_lr, steps, name=name)
         events.finish(result)

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from catdog_cli.cli import render
+from catdog_cli.cli.fetch import fetch_first
 from catdog_cli.cli.options import (
     DATA_HELP,
     DEFAULT,
@@ -72,7 +73,9 @@ def evaluate(
         runtime=runtime,
         tta=tta,
     )
+    output = Output(json_output)
     if data is not None:
+        fetch_first(data, output)
         resolve_data(data)
     if unknown_data is not None and not unknown_data.is_dir():
         raise CatdogError(f"--unknown-data {unknown_data} is not a folder of images")
@@ -80,7 +83,6 @@ def evaluate(
         check_new_file(report, "--report")
     from catdog_cli.inference.evaluate import evaluate_checkpoint
 
-    output = Output(json_output)
     with output.events() as events:
         result = evaluate_checkpoint(
             model,

@@ -229,6 +229,30 @@ ROW_KEYS = [
     "cell_seconds",
 ]
 
+# how a pass of evaluate or predict ran: the runtime, and the CPU threads and why, as run.json records for train
+THROUGHPUT_KEYS = ["runtime", "device", "precision", "threads", "threads_why", "seconds", "images_per_sec"]
+EVALUATE_KEYS = [
+    "kind",
+    "checkpoint",
+    "data",
+    "classes",
+    "backbone",
+    "params",
+    "config",
+    "versions",
+    *EVALUATION_KEYS[:-1],
+    "evaluation",
+    *THROUGHPUT_KEYS,
+    "top_losses",
+    "tta",
+    "skipped",
+    "left_out",
+    "missing",
+    "calibration",
+    "unknown",
+]
+PREDICT_KEYS = ["kind", "checkpoint", "backbone", *THROUGHPUT_KEYS, "predictions"]
+
 
 def test_train_json_keys_are_pinned(trained):
     run = trained["run"]
@@ -259,6 +283,18 @@ def test_compare_json_keys_are_pinned(trained, tmp_path):
     assert list(result) == COMPARE_KEYS and list(result["config"]) == COMPARE_CONFIG_KEYS
     assert [list(r) for r in result["rows"]] == [ROW_KEYS]
     assert list(result["rows"][0]["history"][0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+
+
+def test_evaluate_and_predict_json_keys_are_pinned(trained, tmp_path):
+    from catdog_cli.runtime.device import configure_threads
+
+    model = trained["out"] / "best.pt"
+    evaluated = parsed(catdog("evaluate", model, "--device", "cpu", "--json"))
+    image = make_image(tmp_path / "a.png", CLASS_COLORS[0])
+    predicted = parsed(catdog("predict", model, image, "--device", "cpu", "--json"))
+    assert list(evaluated) == EVALUATE_KEYS and list(predicted) == PREDICT_KEYS
+    for result in (evaluated, predicted, trained["run"]):
+        assert (result["threads"], result["threads_why"]) == configure_threads()
 
 
 def test_default_run_folder_increments_and_keeps_the_old_run(trained):
