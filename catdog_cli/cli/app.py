@@ -17,7 +17,7 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from catdog_cli import __version__
 from catdog_cli.cli import check, doctor, fetch, runs, train, use
@@ -82,16 +82,28 @@ def plain_help(command: click.Command) -> None:
             param.__class__ = ListArgument  # the same argument, drawn without its type
 
 
-class CatdogGroup(TyperGroup):
-    """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
-    `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
-    range) is one line too, with exit code 2. Ctrl-C exits with 130, as shells do. Its own help and every
-    command's read as `plain_help` draws them."""
+class PlainHelp:
+    """Mixed into catdog's group and its commands: their help drawn as `plain_help` says, --help itself included."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for command in (self, *self.commands.values()):
-            plain_help(command)
+        plain_help(self)  # type: ignore[arg-type]
+
+    def get_help_option(self, ctx: click.Context) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class CatdogCommand(PlainHelp, TyperCommand):
+    """Every catdog command."""
+
+
+class CatdogGroup(PlainHelp, TyperGroup):
+    """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
+    `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
+    range) is one line too, with exit code 2. Ctrl-C exits with 130, as shells do."""
 
     def main(
         self,
@@ -164,16 +176,16 @@ def _root(
     warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
-app.command()(fetch.fetch)
-app.command()(train.train)
-app.command()(use.evaluate)
-app.command()(use.predict)
-app.command()(use.export)
-app.command(help=train.COMPARE_HELP)(train.compare)
-app.command("lr-find")(train.lr_find)
-app.command()(runs.runs)
-app.command()(check.check)
-app.command()(doctor.doctor)
+app.command(cls=CatdogCommand)(fetch.fetch)
+app.command(cls=CatdogCommand)(train.train)
+app.command(cls=CatdogCommand)(use.evaluate)
+app.command(cls=CatdogCommand)(use.predict)
+app.command(cls=CatdogCommand)(use.export)
+app.command(cls=CatdogCommand, help=train.COMPARE_HELP)(train.compare)
+app.command("lr-find", cls=CatdogCommand)(train.lr_find)
+app.command(cls=CatdogCommand)(runs.runs)
+app.command(cls=CatdogCommand)(check.check)
+app.command(cls=CatdogCommand)(doctor.doctor)
 
 
 def main() -> None:

@@ -130,8 +130,10 @@ def train(
 
     Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues,
     `--resume OUT --epochs N` trains a run longer. `--weights runs/x/best.pt` starts a new run from a trained
-    model (same backbone; with other classes its head is new). At the end a temperature is fitted on the val
-    split, so that confidences are calibrated, and a detector of images of neither class (--ood); best.pt keeps both.
+    model (same backbone; with other classes its head is new).
+
+    At the end a temperature is fitted on the val split, so that confidences are calibrated, and a detector of
+    images of neither class (--ood); best.pt keeps both.
     """
     from catdog_cli.core.config import TrainConfig, check_options
 

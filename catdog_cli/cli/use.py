@@ -281,8 +281,10 @@ def export(
     The file takes uint8 RGB images, NHWC (N, C, C, 3), at the model's crop size C, any batch size N; it scales,
     normalizes and applies the calibrated temperature inside, and returns class probabilities (N, classes).
     Resize the shorter side and center-crop first: the sizes, the class names and the normalization are in the
-    file's metadata. Parity: the file and catdog predict on the same real images, on the CPU in fp32; any
-    probability more than 1e-4 apart, or any label different, fails the export and leaves no file.
+    file's metadata.
+
+    Parity: the file and catdog predict on the same real images, on the CPU in fp32; any probability more than
+    1e-4 apart, or any label different, fails the export and leaves no file.
     """
     from catdog_cli.core.config import check_export
 

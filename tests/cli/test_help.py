@@ -28,7 +28,7 @@ def test_no_value_is_named_by_its_python_type():
     flags = lists = 0
     for name, command in COMMANDS.items():
         ctx = typer.Context(command)
-        for param in command.params:
+        for param in [*command.params, command.get_help_option(ctx)]:
             shown = param.display_type_rich(ctx=ctx)
             where = f"{name} {param.name}: {shown!r}"
             assert shown is None or ("[" not in shown and shown != "<bool>"), where
