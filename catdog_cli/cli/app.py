@@ -6,6 +6,7 @@ use.py (evaluate, predict, export); their shared options are declared once in op
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -16,7 +17,7 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from catdog_cli import __version__
 from catdog_cli.cli import check, doctor, fetch, runs, train, use
@@ -55,7 +56,52 @@ def _user_message(exc: Exception) -> str:
 CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
-class CatdogGroup(TyperGroup):
+def flowing(text: str | None) -> str | None:
+    """A help text with each paragraph on one line, for the terminal to wrap: typer's rich help keeps the source's
+    line breaks after the first paragraph, so descriptions broke mid-sentence at any width."""
+    if text is None:
+        return None
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in inspect.cleandoc(text).split("\n\n"))
+
+
+class ListArgument(TyperArgument):
+    """An argument that takes several values: its name and '...' (paths...) say so, without the Python type typer
+    shows beside it (<list[Path]>)."""
+
+    def display_type_rich(self, ctx: click.Context) -> str | None:
+        return None
+
+
+def plain_help(command: click.Command) -> None:
+    """`--help` as people read it: paragraphs that flow, no metavar on a flag (typer shows <bool>), no Python type
+    beside a list. A list option declares its own metavar (NAME,...)."""
+    command.help = flowing(command.help)
+    for param in command.params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""
+        elif type(param) is TyperArgument and param.nargs != 1:
+            param.__class__ = ListArgument  # the same argument, drawn without its type
+
+
+class PlainHelp:
+    """Mixed into catdog's group and its commands: their help drawn as `plain_help` says, --help itself included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain_help(self)  # type: ignore[arg-type]
+
+    def get_help_option(self, ctx: click.Context) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class CatdogCommand(PlainHelp, TyperCommand):
+    """Every catdog command."""
+
+
+class CatdogGroup(PlainHelp, TyperGroup):
     """Errors a user can cause (running out of GPU memory included) end as one red line and exit code 1;
     `--debug` shows the traceback instead. An option click refuses (a word where a number goes, a value out of
     range) is one line too, with exit code 2. Ctrl-C, and SIGTERM alike, exit with 130, as shells do."""
@@ -132,16 +178,16 @@ def _root(
     warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 
-app.command()(fetch.fetch)
-app.command()(train.train)
-app.command()(use.evaluate)
-app.command()(use.predict)
-app.command()(use.export)
-app.command(help=train.COMPARE_HELP)(train.compare)
-app.command("lr-find")(train.lr_find)
-app.command()(runs.runs)
-app.command()(check.check)
-app.command()(doctor.doctor)
+app.command(cls=CatdogCommand)(fetch.fetch)
+app.command(cls=CatdogCommand)(train.train)
+app.command(cls=CatdogCommand)(use.evaluate)
+app.command(cls=CatdogCommand)(use.predict)
+app.command(cls=CatdogCommand)(use.export)
+app.command(cls=CatdogCommand, help=train.COMPARE_HELP)(train.compare)
+app.command("lr-find", cls=CatdogCommand)(train.lr_find)
+app.command(cls=CatdogCommand)(runs.runs)
+app.command(cls=CatdogCommand)(check.check)
+app.command(cls=CatdogCommand)(doctor.doctor)
 
 
 def main() -> None:

@@ -9,7 +9,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from catdog_cli.cli.options import DEFAULT, MODEL, OUTPUT, Backbone, Device, ImageSize, Json, Weights
+from catdog_cli.cli.fetch import fetch_first
+from catdog_cli.cli.options import (
+    DEFAULT,
+    MODEL,
+    NAMED_DATA_HELP,
+    OUTPUT,
+    Backbone,
+    Device,
+    ImageSize,
+    Json,
+    Weights,
+)
 from catdog_cli.cli.output import Output
 from catdog_cli.cli.progress import safe
 from catdog_cli.core.findings import FAIL_ON, CheckResult, at_or_above
@@ -99,7 +110,7 @@ def _level(value: str) -> str:
 
 
 def check(
-    data: str = typer.Argument(..., help="A dataset folder, or the name of a fetched dataset."),
+    data: str = typer.Argument(..., help=f"A dataset folder, {NAMED_DATA_HELP}"),
     backbone: Backbone = DEFAULT["backbone"],
     weights: Weights = DEFAULT["weights"],
     image_size: ImageSize = None,
@@ -141,6 +152,8 @@ def check(
     from catdog_cli.core.config import check_options, check_weights
     from catdog_cli.core.paths import check_new_file, resolve_data
 
+    output = Output(json_output)
+    fetch_first(data, output)
     resolve_data(data)  # before torch loads, before any work
     check_options({"device": device, "image_size": image_size, "seed": seed})
     if features:
@@ -155,7 +168,6 @@ def check(
         check_out(out, resolve_data(data))
     from catdog_cli.checks.runner import CheckOptions, check_dataset
 
-    output = Output(json_output)
     options = CheckOptions(backbone, weights, image_size, device, features, folds, seed)
     with output.events() as events:
         result = check_dataset(data, options, events, report, csv_file, out, relabel)

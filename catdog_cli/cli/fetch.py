@@ -21,6 +21,20 @@ def fetch_weights(backbones: list[str]) -> dict[str, Path]:
     return {b: Path(prefetch_weights(b)) for b in backbones}
 
 
+def fetch_first(data: str | None, output: Output) -> None:
+    """`--data NAME` of a known dataset that is not there yet is fetched before the command goes on
+    (data.fetch.fetch_named), its note and progress on stderr."""
+    if data is None:
+        return
+    from catdog_cli.data import fetch as fetching
+
+    bar = progress.FetchBar(output.progress)
+    try:
+        fetching.fetch_named(data, bar)
+    finally:
+        bar.done()
+
+
 def check_fetch(
     names: list[str], root: Path | None, source: str | None, sha256: str | None, backbones: list[str], registry: Any
 ) -> None:
@@ -46,7 +60,11 @@ def fetch(
     source: str | None = typer.Option(None, "--from", help="A local archive, folder or URL to use instead."),
     sha256: str | None = typer.Option(None, help="Expected sha256 of the --from archive."),
     force: bool = typer.Option(False, help="Fetch again even if the dataset is already complete."),
-    weights: list[str] = typer.Option(None, help="Also download torchvision ImageNet weights for these backbones."),
+    weights: list[str] = typer.Option(
+        None,
+        metavar="BACKBONE,...",
+        help="Also download torchvision ImageNet weights for these backbones (comma-separated, or repeat the option).",
+    ),
     max_size: float | None = typer.Option(
         None,
         "--max-size",

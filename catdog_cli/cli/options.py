@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from catdog_cli.core.config import LIMITS, TrainConfig
-from catdog_cli.core.defaults import DEFAULT_TTA, OOD_METHODS, PRECISIONS, RUNTIMES, STRATEGIES
+from catdog_cli.core.defaults import DEFAULT_TTA, KNOWN_DATASETS, OOD_METHODS, PRECISIONS, RUNTIMES, STRATEGIES
 
 DATA, MODEL, RECIPE, RUNTIME, OUTPUT = "Data", "Model", "Recipe", "Runtime", "Output"
 
@@ -38,7 +38,11 @@ STRATEGY_HELP = (
     "finetune (all layers, one LR), freeze (only the new head), discriminative (backbone at --lr / --lr-ratio, "
     "head at --lr), freeze-unfreeze (--freeze-epochs head only, then as discriminative)."
 )
-DATA_HELP = "A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) or the name of a fetched dataset."
+NAMED_DATA_HELP = (
+    f"or a dataset's name: one catdog fetch put in the data root, or {', '.join(KNOWN_DATASETS)} (fetched first "
+    "when not there yet). A folder of that name here comes first."
+)
+DATA_HELP = f"A folder (DIR/train/<class>/*, DIR/val/<class>/*, or DIR/<class>/*) {NAMED_DATA_HELP}"
 JSON_HELP = "Print one JSON document on stdout and nothing else there."
 BACKBONE_HELP = "A torchvision model (resnet34, vgg16_bn, ...) or timm:NAME."
 
@@ -267,6 +271,7 @@ Log = Annotated[
     list[str] | None,
     typer.Option(
         "--log",
+        metavar="TRACKER",
         help="Also log the run to mlflow and/or tensorboard (repeat for both); needs pip install "
         "'catdog-cli\\[mlflow]' or '\\[tensorboard]'. A tracker that fails costs a warning, never the run.",
         rich_help_panel=OUTPUT,

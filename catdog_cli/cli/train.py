@@ -13,6 +13,7 @@ import typer
 
 from catdog_cli.cli import progress, render
 from catdog_cli.cli.compare_table import compare_table
+from catdog_cli.cli.fetch import fetch_first
 from catdog_cli.cli.options import (
     DEFAULT,
     Augment,
@@ -130,8 +131,10 @@ def train(
 
     Ctrl-C or SIGTERM finishes the current step, saves last.pt and exits with 130; `--resume OUT` continues,
     `--resume OUT --epochs N` trains a run longer. `--weights runs/x/best.pt` starts a new run from a trained
-    model (same backbone; with other classes its head is new). At the end a temperature is fitted on the val
-    split, so that confidences are calibrated, and a detector of images of neither class (--ood); best.pt keeps both.
+    model (same backbone; with other classes its head is new).
+
+    At the end a temperature is fitted on the val split, so that confidences are calibrated, and a detector of
+    images of neither class (--ood); best.pt keeps both.
     """
     from catdog_cli.core.config import TrainConfig, check_options
 
@@ -147,7 +150,9 @@ def train(
     elif data is None:
         raise CatdogError("train needs --data DIR (or --resume OUT to continue an interrupted run)")
     else:
-        checked = TrainConfig.from_dict(config_values(ctx.params)).check()  # fit checks nothing again
+        config = TrainConfig.from_dict(config_values(ctx.params))
+        fetch_first(config.data, output)
+        checked = config.check()  # fit checks nothing again
         if out is not None:
             from catdog_cli.core.paths import check_out_dir
 
@@ -235,6 +240,8 @@ def compare(
 
     train = TrainConfig.from_dict(ctx.params)  # each cell's backbone and strategy: from --backbones, --strategies
     config = CompareConfig(train, backbones=expand_backbones(csv_list(backbones)), strategies=csv_list(strategies))
+    output = Output(json_output)
+    fetch_first(data, output)
     checked = config.check()  # compare checks nothing again
     check_name(name, out)
     check_tracking(log, log_uri, log_model)
@@ -245,7 +252,6 @@ def compare(
     from catdog_cli.training.compare import compare as run_compare
     from catdog_cli.training.compare import failures
 
-    output = Output(json_output)
     with output.events() as shown, follow(log, "compare", shown, log_uri, log_model) as events:
         result = run_compare(checked, out, events, keep_best, name=name)
         events.finish(result)
@@ -313,6 +319,8 @@ def lr_find(
     from catdog_cli.core.paths import check_out_dir
 
     tested = csv_list(strategies)
+    output = Output(json_output)
+    fetch_first(data, output)
     checked = check_lr_find(TrainConfig.from_dict(ctx.params), tested, start_lr, end_lr, steps)  # before torch loads
     if out is not None:
         check_out_dir(out)
@@ -321,7 +329,6 @@ def lr_find(
     from catdog_cli.tracking.base import follow
     from catdog_cli.training.lr_find import find_lr
 
-    output = Output(json_output)
     with output.events() as shown, follow(log, "lr-find", shown, log_uri) as events:
         result = find_lr(checked, tested, out, events, start_lr, end_lr, steps, name=name)
         events.finish(result)

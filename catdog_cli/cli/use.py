@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from catdog_cli.cli import render
+from catdog_cli.cli.fetch import fetch_first
 from catdog_cli.cli.options import (
     DATA_HELP,
     DEFAULT,
@@ -60,6 +61,8 @@ def evaluate(
     """
     from catdog_cli.core.config import check_use
 
+    output = Output(json_output)
+    fetch_first(data, output)  # a known dataset's name, not there yet: fetched before the check looks for it
     # before torch loads, before any work; evaluate_checkpoint checks nothing again
     checked = check_use(
         model,
@@ -77,7 +80,6 @@ def evaluate(
         raise CatdogError(f"--unknown-data {unknown_data} is not a folder of images")
     from catdog_cli.inference.evaluate import evaluate_checkpoint
 
-    output = Output(json_output)
     with output.events() as events:
         result = evaluate_checkpoint(
             checked,
@@ -275,8 +277,10 @@ def export(
     The file takes uint8 RGB images, NHWC (N, C, C, 3), at the model's crop size C, any batch size N; it scales,
     normalizes and applies the calibrated temperature inside, and returns class probabilities (N, classes).
     Resize the shorter side and center-crop first: the sizes, the class names and the normalization are in the
-    file's metadata. Parity: the file and catdog predict on the same real images, on the CPU in fp32; any
-    probability more than 1e-4 apart, or any label different, fails the export and leaves no file.
+    file's metadata.
+
+    Parity: the file and catdog predict on the same real images, on the CPU in fp32; any probability more than
+    1e-4 apart, or any label different, fails the export and leaves no file.
     """
     from catdog_cli.core.config import check_export
 

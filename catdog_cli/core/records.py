@@ -161,6 +161,8 @@ class Throughput(TypedDict):
     runtime: str  # "torch", "onnxruntime" or "torchscript"
     device: str
     precision: str  # "bf16", "fp16", "fp32" or "int8"
+    threads: int  # intra-op threads of torch and of onnxruntime (runtime.device.choose_threads)
+    threads_why: str  # as in TrainResult
     seconds: float
     images_per_sec: float
 

@@ -52,7 +52,7 @@ try:
 except ImportError:  # Windows: no flock, so fetches of one dataset are not serialized there
     fcntl = None
 
-__all__ = ["REGISTRY", "DatasetSummary", "FetchProgress", "check_options", "fetch", "fetched"]
+__all__ = ["REGISTRY", "DatasetSummary", "FetchProgress", "check_options", "fetch", "fetch_named", "fetched"]
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_SIZE_GIB = 1 << 20  # the largest --max-size taken (1 PiB): beyond it a typo, not a dataset
@@ -111,6 +111,27 @@ def fetch(
             return _fetch_locked(Request(name, root, source, sha256, max_bytes), force, progress)
     except OSError as e:
         raise CatdogError(f"cannot fetch {name}: {os_error_line(e)}") from e
+
+
+def fetch_named(data: str, progress: FetchProgress | None = None) -> DatasetSummary | None:
+    """`--data NAME` of a dataset catdog knows, with no folder NAME here and nothing at ROOT/NAME yet: fetched
+    first, as `catdog fetch NAME` does, after a note that says so and where. None when there is nothing to
+    fetch: a folder here comes first (core.paths.resolve_data), and whatever is at ROOT/NAME is read as it is.
+    A fetch that fails (offline) is one line that names `catdog fetch NAME --from ARCHIVE`."""
+    if data not in REGISTRY or Path(data).is_dir():
+        return None
+    root = data_root()
+    if os.path.lexists(root / data):
+        return None
+    progress = progress or FetchProgress()
+    progress.note(f"--data {data}: fetching it into {root / data} first (as `catdog fetch {data}` does)")
+    try:
+        return fetch(data, root=root, progress=progress)
+    except CatdogError as e:
+        raise CatdogError(
+            f"--data {data} is not fetched yet, and fetching it failed: {e}; `catdog fetch {data} --from ARCHIVE` "
+            f"takes the archive ({REGISTRY[data].url}) downloaded another way"
+        ) from None
 
 
 def os_error_line(e: OSError) -> str:

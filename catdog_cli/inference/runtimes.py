@@ -38,7 +38,7 @@ from catdog_cli.inference import calibration, ood
 from catdog_cli.inference.trained import TrainedModel, one_pass
 from catdog_cli.models import checkpoints
 from catdog_cli.models.transfer import count_params
-from catdog_cli.runtime.device import Precision, resolve_device
+from catdog_cli.runtime.device import Precision, configure_threads, resolve_device
 
 LOGITS = "logits"
 METADATA_FILE = "catdog.json"  # TorchScript: the metadata's name among the file's extra files
@@ -265,6 +265,7 @@ def _onnx_session(path: Path) -> Any:
         raise CatdogError(f"{path} is an ONNX file: running it needs onnxruntime (pip install onnxruntime)") from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+    options.intra_op_num_threads = configure_threads()[0]  # the count torch uses, chosen against the load
     try:
         return onnxruntime.InferenceSession(path.read_bytes(), options, providers=["CPUExecutionProvider"])  # any name
     except Exception as exc:  # onnxruntime raises its own classes for a file that is not a model
@@ -319,11 +320,15 @@ def _preset_of(path: Path, meta: dict[str, Any]) -> Preset:
 
 @contextmanager
 def throughput(runner: Runner, images: int) -> Iterator[Throughput]:
-    """How a pass over `images` images ran: runtime, device, precision, wall time (decode and compute), img/s."""
+    """How a pass over `images` images ran: runtime, device, precision, the CPU threads (and why that many, as
+    run.json records them), wall time (decode and compute), img/s."""
+    threads, why = configure_threads()
     found: Throughput = {
         "runtime": runner.runtime,
         "device": str(runner.device),
         "precision": runner.precision,
+        "threads": threads,
+        "threads_why": why,
         "seconds": 0.0,
         "images_per_sec": 0.0,
     }

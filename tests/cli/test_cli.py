@@ -26,6 +26,7 @@ SHARED = Path(__file__).resolve().parents[3] / "shared"
 HYMENOPTERA = SHARED / "data" / "hymenoptera_data.zip"
 SMALL = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--workers", "1"]
 TINY = ["--backbone", "resnet18", *SMALL]
+QUICK = ["--backbone", "squeezenet1_1", *SMALL]  # a run whose backbone is not under test: 0.7 M parameters, not 11 M
 runner = CliRunner()
 
 
@@ -229,6 +230,30 @@ ROW_KEYS = [
     "cell_seconds",
 ]
 
+# how a pass of evaluate or predict ran: the runtime, and the CPU threads and why, as run.json records for train
+THROUGHPUT_KEYS = ["runtime", "device", "precision", "threads", "threads_why", "seconds", "images_per_sec"]
+EVALUATE_KEYS = [
+    "kind",
+    "checkpoint",
+    "data",
+    "classes",
+    "backbone",
+    "params",
+    "config",
+    "versions",
+    *EVALUATION_KEYS[:-1],
+    "evaluation",
+    *THROUGHPUT_KEYS,
+    "top_losses",
+    "tta",
+    "skipped",
+    "left_out",
+    "missing",
+    "calibration",
+    "unknown",
+]
+PREDICT_KEYS = ["kind", "checkpoint", "backbone", *THROUGHPUT_KEYS, "predictions"]
+
 
 def test_train_json_keys_are_pinned(trained):
     run = trained["run"]
@@ -261,10 +286,22 @@ def test_compare_json_keys_are_pinned(trained, tmp_path):
     assert list(result["rows"][0]["history"][0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
 
 
+def test_evaluate_and_predict_json_keys_are_pinned(trained, tmp_path):
+    from catdog_cli.runtime.device import configure_threads
+
+    model = trained["out"] / "best.pt"
+    evaluated = parsed(catdog("evaluate", model, "--device", "cpu", "--json"))
+    image = make_image(tmp_path / "a.png", CLASS_COLORS[0])
+    predicted = parsed(catdog("predict", model, image, "--device", "cpu", "--json"))
+    assert list(evaluated) == EVALUATE_KEYS and list(predicted) == PREDICT_KEYS
+    for result in (evaluated, predicted, trained["run"]):
+        assert (result["threads"], result["threads_why"]) == configure_threads()
+
+
 def test_default_run_folder_increments_and_keeps_the_old_run(trained):
     before = (trained["out"] / "best.pt").read_bytes()
     with working_dir(trained["work"]):
-        run = parsed(catdog("train", "--data", trained["data"], "--epochs", "1", *TINY, "--json"))
+        run = parsed(catdog("train", "--data", trained["data"], "--epochs", "1", *QUICK, "--json"))
     assert Path(run["out"]) == Path("runs") / "train2"
     assert (trained["work"] / "runs" / "train2" / "best.pt").is_file()
     assert (trained["out"] / "best.pt").read_bytes() == before
@@ -419,7 +456,7 @@ def test_train_recipe_options_reach_the_run_and_the_summary(trained, tmp_path):
         trained["data"],
         "--epochs",
         "3",
-        *TINY,
+        *QUICK,
         "--strategy",
         "freeze-unfreeze",
         "--freeze-epochs",
@@ -593,7 +630,7 @@ def test_real_data_train_evaluate_predict(hymenoptera, tmp_path):
             "--weights",
             "none",
             "--image-size",
-            "64",
+            "32",  # real files decoded and trained on: the crop size is not what this test is about
             "--epochs",
             "1",
             "--device",

@@ -204,7 +204,7 @@ def test_training_runs_on_the_streaming_path(image_folder, tmp_path):
     events = _Notes()
     config = TrainConfig(
         str(root),
-        backbone="resnet18",
+        backbone="squeezenet1_1",  # the data path is under test: the smallest backbone (resnet18's last.pt: 134 MB)
         epochs=2,
         batch_size=4,
         image_size=32,

@@ -142,6 +142,22 @@ def test_cli_json_keys_are_the_same_for_a_checkpoint_and_its_file(exported, phot
     assert a.keys() == b.keys() and a["accuracy"] == b["accuracy"]
 
 
+@pytest.mark.skipif(not HAVE_ONNX, reason="needs .[export]")
+def test_onnxruntime_runs_on_the_threads_that_predict_and_evaluate_record(exported, photos, frozen_run, monkeypatch):
+    """`threads` and `threads_why` in evaluate's and predict's JSON, as run.json has them for train; an ONNX
+    session computes on that count too, not on one thread per core whatever the load."""
+    from catdog_cli.inference.runtimes import OnnxRunner
+    from catdog_cli.runtime import device
+
+    monkeypatch.setattr(device, "_THREADS", (1, "--threads"))  # as `catdog --threads 1` leaves it
+    _, path = exported("onnx")
+    assert OnnxRunner(path).session.get_session_options().intra_op_num_threads == 1
+    predicted = classify(path, [photos])
+    evaluated = evaluate_checkpoint(path, str(frozen_run["root"]), split="all")
+    for result in (predicted, evaluated):
+        assert (result["runtime"], result["threads"], result["threads_why"]) == ("onnxruntime", 1, "--threads")
+
+
 def test_an_exported_file_needs_data_to_evaluate(exported):
     _, path = exported("torchscript")
     assert error_line(catdog("evaluate", path)) == (

@@ -21,6 +21,7 @@ from catdog_cli.runtime.device import Precision
 from catdog_cli.training.loop import fit
 
 CPU = torch.device("cpu")
+QUICK = {**TINY, "backbone": "squeezenet1_1"}  # the precision is under test, not the backbone: the smallest one
 
 
 def _conv_weight(model: torch.nn.Module) -> torch.Tensor:
@@ -140,7 +141,7 @@ def test_bf16_detection_asks_torch_then_the_kernel(monkeypatch, tmp_path):
 def test_a_run_trains_at_the_precision_asked_and_records_it(tmp_path, precision, strategy, augment):
     data = labeled_folder(tmp_path / "data", per_class=6)
     config = TrainConfig(
-        str(data), strategy=strategy, augment=augment, epochs=1, weights="none", precision=precision, **TINY
+        str(data), strategy=strategy, augment=augment, epochs=1, weights="none", precision=precision, **QUICK
     )
     result = fit(config, tmp_path / "run", Events())
     assert result["precision"] == precision and result["config"]["precision"] == precision

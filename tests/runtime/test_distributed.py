@@ -59,12 +59,18 @@ def test_the_rank_timeout_defaults_to_30_minutes(monkeypatch):
 
 
 # freeze-unfreeze: DDP must be set up again when the backbone joins, or the ranks' backbones drift apart
-@pytest.mark.parametrize("recipe", ['strategy="finetune"', 'strategy="freeze-unfreeze", freeze_epochs=1, ema=True'])
-def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path, recipe):
+RECIPES = {
+    "finetune": {"strategy": "finetune"},
+    "freeze-unfreeze": {"strategy": "freeze-unfreeze", "freeze_epochs": 1, "ema": True},
+}
+
+
+def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors, tmp_path):
+    """Each recipe trained in turn by one torchrun job (starting a job costs more than training there)."""
     script = tmp_path / "train_ddp.py"
     script.write_text(
         textwrap.dedent(f"""
-        import os, torch
+        import json, os, torch
         from catdog_cli import TrainConfig
         from catdog_cli.training import finish
         from catdog_cli.training import loop as engine
@@ -79,36 +85,39 @@ def test_train_under_torchrun_one_checkpoint_same_weights_honest_accuracy(colors
             captured["last"] = {{k: v.clone() for k, v in run.model.state_dict().items()}}
             return real_summarize(run, *args, **kwargs)
         finish.summarize = last_weights
-        config = TrainConfig({str(colors)!r}, backbone="resnet18", {recipe}, epochs=2, batch_size=4,
-                                    image_size=32, weights="none", device="cpu", workers=1)
-        result = engine.fit(config, {str(tmp_path / "run")!r})
         rank = os.environ["RANK"]
-        torch.save(captured["run"].model.state_dict(), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
-        torch.save(captured["last"], {str(tmp_path)!r} + f"/last{{rank}}.pt")
-        if rank == "0":
-            import json
-            print("RESULT " + json.dumps(result))
+        for name, recipe in {RECIPES!r}.items():
+            folder = {str(tmp_path)!r} + "/" + name
+            config = TrainConfig({str(colors)!r}, backbone="resnet18", **recipe, epochs=2, batch_size=4,
+                                 image_size=32, weights="none", device="cpu", workers=1)
+            result = engine.fit(config, folder + "/run")
+            torch.save(captured["run"].model.state_dict(), folder + f"/rank{{rank}}.pt")
+            torch.save(captured["last"], folder + f"/last{{rank}}.pt")
+            if rank == "0":
+                print("RESULT " + json.dumps({{"recipe": name, **result}}))
     """)
     )
     done = torchrun([str(script)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert sum(line.startswith("RESULT ") for line in done.stdout.splitlines()) == 1
-    run = tmp_path / "run"
-    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
+    results = [json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert [r["recipe"] for r in results] == list(RECIPES)  # rank 0 alone reports, once per run
+    for result in results:
+        folder = tmp_path / result["recipe"]
+        run = folder / "run"
+        assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"], result["recipe"]
+        for name in ("rank", "last"):  # the best weights, and the last epoch's
+            states = [torch.load(folder / f"{name}{r}.pt", weights_only=True) for r in (0, 1)]
+            assert states[0].keys() == states[1].keys()
+            for key in states[0]:
+                assert torch.equal(states[0][key], states[1][key]), (result["recipe"], key)
+        # the val accuracy rank 0 reports is over the whole val set: a single process agrees
+        single = evaluate_checkpoint(run / "best.pt", str(colors), "val", device="cpu", workers=1)
+        assert result["evaluation"]["num_images"] == single["num_images"] == 6
+        assert result["evaluation"]["accuracy"] == pytest.approx(single["accuracy"])
+        assert result["best_val_acc"] == pytest.approx(single["accuracy"])
+        # the unknown-image detector: every rank's shard gathered, fitted once on all of them
+        assert checkpoints.load(run / "best.pt")["ood"]["fitted_on"] == {"train": 12, "val": 6}
     assert not list(tmp_path.glob("runs*"))  # no second folder from another rank
-    for name in ("rank", "last"):  # the best weights, and the last epoch's
-        states = [torch.load(tmp_path / f"{name}{r}.pt", weights_only=True) for r in (0, 1)]
-        assert states[0].keys() == states[1].keys()
-        for key in states[0]:
-            assert torch.equal(states[0][key], states[1][key]), key
-    # the val accuracy rank 0 reports is over the whole val set: a single process agrees
-    single = evaluate_checkpoint(run / "best.pt", str(colors), "val", device="cpu", workers=1)
-    assert result["evaluation"]["num_images"] == single["num_images"] == 6
-    assert result["evaluation"]["accuracy"] == pytest.approx(single["accuracy"])
-    assert result["best_val_acc"] == pytest.approx(single["accuracy"])
-    # the unknown-image detector: every rank's shard gathered, fitted once on all of them
-    assert checkpoints.load(run / "best.pt")["ood"]["fitted_on"] == {"train": 12, "val": 6}
 
 
 def test_compare_under_torchrun_runs_each_cell_once(colors, tmp_path):
@@ -194,7 +203,8 @@ def test_a_rank_without_val_images_ends_every_rank_with_its_error_in_bounded_tim
 
 def test_compare_ranks_meet_over_a_patient_group_not_the_default_timeout(tmp_path):
     """compare's ranks meet once, after uneven work: rank 1 arrives well after the default group's timeout
-    (3 s here), and the gather over the patient group still succeeds (the slow rank is simulated by a wait)."""
+    (3 s here; it comes 5 s late), and the gather over the patient group still succeeds (the slow rank is simulated
+    by a wait)."""
     script = tmp_path / "late.py"
     script.write_text(
         textwrap.dedent(f"""
@@ -204,7 +214,7 @@ def test_compare_ranks_meet_over_a_patient_group_not_the_default_timeout(tmp_pat
         world = distributed.init()
         group = distributed.patient_group(world)
         if world.rank == 1:
-            time.sleep(8)
+            time.sleep(5)
         gathered = distributed.gather(world.rank, world, group)
         Path({str(tmp_path)!r}, f"rank{{world.rank}}.txt").write_text(str(gathered))
         distributed.shutdown()
