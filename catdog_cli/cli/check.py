@@ -149,8 +149,8 @@ def check(
 ) -> None:
     """What is wrong with a dataset before it costs a training run: leaks (the same picture in train and val)
     and duplicates, likely label errors, unreadable files and placeholders, class balance. Reads only."""
-    from catdog_cli.core.config import check_options, check_weights
     from catdog_cli.core.paths import check_new_file, resolve_data
+    from catdog_cli.core.validate import check_options, check_weights
 
     output = Output(json_output)
     fetch_first(data, output)

@@ -39,8 +39,8 @@ def check_fetch(
     names: list[str], root: Path | None, source: str | None, sha256: str | None, backbones: list[str], registry: Any
 ) -> None:
     """fetch's options, before any download."""
-    from catdog_cli.core.config import check_backbone
     from catdog_cli.core.paths import check_folder_target
+    from catdog_cli.core.validate import check_backbone
 
     if root is not None:  # a file, a path below a file, a read-only place
         check_folder_target(root, "--root")

@@ -1,6 +1,6 @@
 """Every option that more than one command takes, declared once (huggingface_hub's `_cli_utils.py` shape).
 
-Defaults come from the config's own fields (`TrainConfig`), bounds from `config.LIMITS` and the per-strategy
+Defaults come from the config's own fields (`TrainConfig`), bounds from `validate.LIMITS` and the per-strategy
 learning rates from `defaults.STRATEGIES`, so `--help`, the code and the README cannot drift apart. Help is
 grouped into panels: Data, Model, Recipe, Runtime, Output.
 """
@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from catdog_cli.core.config import LIMITS, TrainConfig
+from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.defaults import DEFAULT_TTA, KNOWN_DATASETS, OOD_METHODS, PRECISIONS, RUNTIMES, STRATEGIES
+from catdog_cli.core.validate import LIMITS
 
 DATA, MODEL, RECIPE, RUNTIME, OUTPUT = "Data", "Model", "Recipe", "Runtime", "Output"
 
@@ -23,7 +24,7 @@ DEFAULT: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.d
 
 
 def low(name: str) -> float:
-    """The smallest value `config.LIMITS` allows for an option (click refuses less, exit code 2)."""
+    """The smallest value `validate.LIMITS` allows for an option (click refuses less, exit code 2)."""
     return LIMITS[name][0]
 
 

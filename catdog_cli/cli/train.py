@@ -136,7 +136,8 @@ def train(
     At the end a temperature is fitted on the val split, so that confidences are calibrated, and a detector of
     images of neither class (--ood); best.pt keeps both.
     """
-    from catdog_cli.core.config import TrainConfig, check_options
+    from catdog_cli.core.config import TrainConfig
+    from catdog_cli.core.validate import check_options
 
     output = Output(json_output)
     check_name(name, out, resume)

@@ -59,7 +59,7 @@ def evaluate(
     With --min-confidence P: the accuracy on the images it is at least P sure about, and what share they are.
     With the checkpoint's unknown-image detector: the share of the split it keeps and the accuracy on those.
     """
-    from catdog_cli.core.config import check_use
+    from catdog_cli.core.validate import check_use
 
     output = Output(json_output)
     fetch_first(data, output)  # a known dataset's name, not there yet: fetched before the check looks for it
@@ -145,7 +145,7 @@ def predict(
     With --min-confidence P, rows below P are marked unsure (the label is kept), in the table, CSV and JSON.
     Images of neither class (the checkpoint's detector) are marked unknown, with their score; --no-unknown: off.
     """
-    from catdog_cli.core.config import check_use
+    from catdog_cli.core.validate import check_use
 
     # before torch loads, before any work; classify checks nothing again
     checked = check_use(
@@ -282,7 +282,7 @@ def export(
     Parity: the file and catdog predict on the same real images, on the CPU in fp32; any probability more than
     1e-4 apart, or any label different, fails the export and leaves no file.
     """
-    from catdog_cli.core.config import check_export
+    from catdog_cli.core.validate import check_export
 
     check_export(model, fmt, out, parity_images, int8, int8_tolerance)  # before torch loads, before any work
     from catdog_cli.inference.export import export_model

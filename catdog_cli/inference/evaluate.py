@@ -10,7 +10,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from catdog_cli.core.config import Checked, check_use
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import create_new
 from catdog_cli.core.paths import resolve_data
@@ -20,6 +19,7 @@ from catdog_cli.core.records import (
     Evaluation,
     TopLoss,
 )
+from catdog_cli.core.validate import Checked, check_use
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, Split, found_recorded, holds_recorded, load_dataset
 from catdog_cli.data.decode import ImageBatch

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from catdog_cli.core.config import EXPORT_FORMATS, check_export
 from catdog_cli.core.defaults import INT8_TOLERANCE
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import publish_new, writing
 from catdog_cli.core.records import ExportResult, Parity, QuantCheck
+from catdog_cli.core.validate import EXPORT_FORMATS, check_export
 from catdog_cli.data.dataset import Split
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference.contract import Exportable, metadata

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from catdog_cli import __version__
-from catdog_cli.core.config import ONNX_PACKAGES
 from catdog_cli.core.events import Events
 from catdog_cli.core.modelfiles import ONNX, TORCHSCRIPT, check_runtime
+from catdog_cli.core.validate import ONNX_PACKAGES
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference.export import write_proven
 from catdog_cli.inference.runtimes import OnnxRunner, Runner, TorchRunner, TorchScriptRunner, first_line

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.core.config import Checked, check_use
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text, copy_new, create_new
 from catdog_cli.core.formatting import printable
 from catdog_cli.core.paths import check_folder_target
 from catdog_cli.core.records import Prediction, PredictResult
+from catdog_cli.core.validate import Checked, check_use
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.folders import gather_images, ignored

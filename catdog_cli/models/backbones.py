@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
-from catdog_cli.core.config import check_backbone
+from catdog_cli.core.validate import check_backbone
 from catdog_cli.data.presets import Preset
 from catdog_cli.errors import CatdogError
 from catdog_cli.models.transfer import TransferModel, init_head

@@ -17,9 +17,9 @@ import torch
 import torchvision
 
 from catdog_cli import __version__
-from catdog_cli.core.config import LIMITS, check_backbone, check_number
 from catdog_cli.core.files import atomic_write
 from catdog_cli.core.formatting import printed_alike
+from catdog_cli.core.validate import LIMITS, check_backbone, check_number
 from catdog_cli.errors import CatdogError
 from catdog_cli.models.backbones import build_empty
 from catdog_cli.models.transfer import TransferModel

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 import torch
 
-from catdog_cli.core.config import check_device, check_precision
 from catdog_cli.core.defaults import THREADS_ENV
+from catdog_cli.core.validate import check_device, check_precision
 from catdog_cli.errors import CatdogError
 
 M = TypeVar("M", bound=torch.nn.Module)

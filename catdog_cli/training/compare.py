@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from catdog_cli.core.compare_rows import COMPARE_COLUMNS, interrupted_note, random_init_note, sort_rows
-from catdog_cli.core.config import Checked, CompareConfig
+from catdog_cli.core.config import CompareConfig
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.paths import run_folder
 from catdog_cli.core.records import CompareResult, CompareRow, RunSummary, TrainResult, to_json
+from catdog_cli.core.validate import Checked
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import Dataset, load_dataset
 from catdog_cli.data.sources import DecodeCache

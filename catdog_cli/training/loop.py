@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from catdog_cli.core.config import Checked, TrainConfig
+from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.defaults import STRATEGIES
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import run_folder
 from catdog_cli.core.records import EpochRecord, TrainResult
+from catdog_cli.core.validate import Checked
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import DecodeCache

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from catdog_cli.core.config import Checked, TrainConfig, check_lr_find
+from catdog_cli.core.config import TrainConfig, check_lr_find
 from catdog_cli.core.defaults import LR_FIND_MIN_STEPS
 from catdog_cli.core.events import Events
 from catdog_cli.core.files import atomic_write_text
 from catdog_cli.core.paths import run_folder
 from catdog_cli.core.records import LrCurve, LrFindResult, RunSummary, to_json
+from catdog_cli.core.validate import Checked
 from catdog_cli.data.dataset import load_dataset
 from catdog_cli.data.decode import ImageBatch
 from catdog_cli.data.sources import BatchSource, DecodeCache

@@ -17,10 +17,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from catdog_cli.core.config import TrainConfig, check_options
+from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.events import Events
 from catdog_cli.core.paths import resolve_data, run_folder
 from catdog_cli.core.records import TrainResult
+from catdog_cli.core.validate import check_options
 from catdog_cli.core.world import World
 from catdog_cli.data.dataset import holds_recorded, load_dataset
 from catdog_cli.errors import CatdogError

@@ -11,8 +11,9 @@ from helpers import catdog
 
 from catdog_cli.cli.app import app
 from catdog_cli.cli.options import DEFAULT, _lr_defaults
-from catdog_cli.core.config import LIMITS, Checked, TrainConfig
+from catdog_cli.core.config import TrainConfig
 from catdog_cli.core.defaults import COMPARE_EPOCHS, STRATEGIES
+from catdog_cli.core.validate import LIMITS, Checked
 
 COMMANDS = typer.main.get_command(app).commands  # type: ignore[attr-defined]
 FIELDS = TrainConfig.field_names()

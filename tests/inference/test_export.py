@@ -15,7 +15,7 @@ import torch
 from helpers import CLASS_COLORS, catdog, error_line, make_image, ok_json, snapshot
 from PIL import Image
 
-from catdog_cli.core.config import ONNX_PACKAGES
+from catdog_cli.core.validate import ONNX_PACKAGES
 from catdog_cli.data import decode
 from catdog_cli.data.dataset import Split
 from catdog_cli.data.decode import ImageSpec

@@ -409,15 +409,15 @@ def test_evaluate_and_predict_check_once_and_find_their_data_once(frozen_run, mo
     nothing again); evaluate's --data is looked up once, not by the CLI, the check and the dataset each."""
     from helpers import catdog
 
-    from catdog_cli.core import config as config_module
+    from catdog_cli.core import validate as validate_module
     from catdog_cli.data import dataset as dataset_module
     from catdog_cli.inference import predict as predict_module
 
     checks, resolved = [], []
-    real_check, real_resolve = config_module.check_use, config_module.resolve_data
-    for module in (config_module, inference, predict_module):
+    real_check, real_resolve = validate_module.check_use, validate_module.resolve_data
+    for module in (validate_module, inference, predict_module):
         monkeypatch.setattr(module, "check_use", lambda *a, **k: checks.append(a) or real_check(*a, **k))
-    for module in (config_module, dataset_module, inference):
+    for module in (validate_module, dataset_module, inference):
         monkeypatch.setattr(module, "resolve_data", lambda data: resolved.append(data) or real_resolve(data))
     best, root = frozen_run["out"] / "best.pt", frozen_run["root"]
     where = ["--data", root] if command == "evaluate" else [root / "cat"]

@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import CLASS_COLORS, catdog, error_line, make_image, ok_json, snapshot
 
-from catdog_cli.core.config import ONNX_PACKAGES
 from catdog_cli.core.events import Events
+from catdog_cli.core.validate import ONNX_PACKAGES
 from catdog_cli.errors import CatdogError
 from catdog_cli.inference import fastpath
 from catdog_cli.inference.contract import Exportable
