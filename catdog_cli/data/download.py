@@ -25,6 +25,8 @@ RETRIES = 4  # failed attempts in a row before giving up; an attempt that got by
 BACKOFF_S = 1.0  # wait BACKOFF_S * 2**k before retry k (1, 2, 4 s); tests set it to 0
 TIMEOUT_S = 30.0  # per socket operation: a stalled connection fails and is retried instead of hanging
 
+OFFLINE_HINT = "offline? download it another way and pass --from FILE"  # fetch_named says it for --data
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -165,7 +167,7 @@ def _open(url: str, part: Path, offset: int) -> http.client.HTTPResponse | None:
     except urllib.error.URLError as e:
         if isinstance(e.reason, socket.gaierror):  # no DNS: offline, or a typo; retrying will not help
             raise CatdogError(
-                f"cannot reach {url}: {e.reason}; offline? download it another way and pass --from FILE"
+                f"cannot reach {url}: {e.reason}; {OFFLINE_HINT}"
             ) from None
         raise _Transient(str(e.reason)) from None
     except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed redirect or header

@@ -43,7 +43,7 @@ from catdog_cli.data.catalog import (
     Request,
     Source,
 )
-from catdog_cli.data.download import download, sha256_file
+from catdog_cli.data.download import OFFLINE_HINT, download, sha256_file
 from catdog_cli.data.layout import build
 from catdog_cli.errors import CatdogError
 
@@ -128,9 +128,12 @@ def fetch_named(data: str, progress: FetchProgress | None = None) -> DatasetSumm
     try:
         return fetch(data, root=root, progress=progress)
     except CatdogError as e:
+        url = REGISTRY[data].url
+        reason = str(e).removesuffix(f"; {OFFLINE_HINT}")
+        archive = "it" if url in reason else url
         raise CatdogError(
-            f"--data {data} is not fetched yet, and fetching it failed: {e}; `catdog fetch {data} --from ARCHIVE` "
-            f"takes the archive ({REGISTRY[data].url}) downloaded another way"
+            f"--data {data} is not fetched yet, and fetching it failed: {reason}; download {archive} another way "
+            f"and run `catdog fetch {data} --from ARCHIVE`"
         ) from None
 
 
