@@ -225,7 +225,7 @@ def export_summary(result: ExportResult) -> Table:
             f"{meta['input']['name']}: {meta['input']['dtype']} {meta['input']['channels']} "
             f"{meta['input']['layout']} ({shape})",
         ),
-        ("before the input", meta["preprocessing"]["steps"]),
+        ("before the input", meta["preprocessing"]["steps"]),  # a list: one numbered line each
         ("inside", meta["preprocessing"]["in_graph"] + f", T = {meta['temperature']:.3g}"),
         ("output", f"{meta['output']['name']} ({', '.join(meta['classes'])})"),
         (
@@ -245,8 +245,10 @@ def export_summary(result: ExportResult) -> Table:
                 f"{pct(q['label_agreement'])}; calibrated on {q['calibration_images']} training images",
             )
         )
-    for row in rows:
-        table.add_row(*(Text(printable(cell)) for cell in row))
+    for name, cell in rows:
+        steps = cell if isinstance(cell, list) else None
+        text = "\n".join(f"{n}. {printable(s)}" for n, s in enumerate(steps, 1)) if steps else printable(cell)
+        table.add_row(Text(name), Text(text))
     return table
 
 

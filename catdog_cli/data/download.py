@@ -166,9 +166,7 @@ def _open(url: str, part: Path, offset: int) -> http.client.HTTPResponse | None:
         raise CatdogError(f"HTTP {e.code} {e.reason} for {url}") from None
     except urllib.error.URLError as e:
         if isinstance(e.reason, socket.gaierror):  # no DNS: offline, or a typo; retrying will not help
-            raise CatdogError(
-                f"cannot reach {url}: {e.reason}; {OFFLINE_HINT}"
-            ) from None
+            raise CatdogError(f"cannot reach {url}: {e.reason}; {OFFLINE_HINT}") from None
         raise _Transient(str(e.reason)) from None
     except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed redirect or header
         raise _Transient(str(e) or type(e).__name__) from None
