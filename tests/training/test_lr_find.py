@@ -154,3 +154,21 @@ def test_a_catdog_checkpoint_as_weights_is_a_warm_start_as_in_train(frozen_run, 
     line = error_line(catdog(*common, "--backbone", "squeezenet1_1", "--out", tmp_path / "b"))
     assert line == f"error: {best} holds a resnet18 model, not squeezenet1_1: add --backbone resnet18 to train from it"
     assert not (tmp_path / "b").exists()
+
+
+def test_one_lr_find_checks_its_options_and_resolves_its_data_once(tmp_path, monkeypatch):
+    """The CLI's check_lr_find is handed on: find_lr checks nothing again, and the data folder is looked up once."""
+    from catdog_cli.core import config as config_module
+    from catdog_cli.data import dataset as dataset_module
+    from catdog_cli.training import lr_find as lr_find_module
+
+    checks, resolved, real_check, real_resolve = [], [], config_module.check_lr_find, config_module.resolve_data
+    for module in (config_module, lr_find_module):
+        monkeypatch.setattr(module, "check_lr_find", lambda *a: checks.append(a) or real_check(*a))
+    for module in (config_module, dataset_module):
+        monkeypatch.setattr(module, "resolve_data", lambda data: resolved.append(data) or real_resolve(data))
+    root = labeled_folder(tmp_path / "data", per_class=4)
+    args = ("--backbone", "squeezenet1_1", "--image-size", "32", "--batch-size", "4", "--device", "cpu")
+    done = catdog("lr-find", "--data", root, "--weights", "none", "--steps", "12", *args, "--out", tmp_path / "lr")
+    assert done.exit_code == 0, done.output
+    assert (len(checks), resolved) == (1, [str(root)])
