@@ -24,6 +24,7 @@ from catdog_cli.cli import check, doctor, fetch, runs, train, use
 from catdog_cli.core.defaults import THREADS_ENV
 from catdog_cli.core.formatting import printable
 from catdog_cli.errors import OUT_OF_MEMORY, CatdogError, out_of_memory
+from catdog_cli.runtime import cpu_load
 from catdog_cli.runtime.environment import stack_failure
 from catdog_cli.runtime.signals import terminate_interrupts
 
@@ -172,6 +173,7 @@ def _root(
     ),
 ) -> None:
     ctx.obj = Session(debug=debug)
+    cpu_load.mark()  # the window in which other processes' CPU use is measured starts before torch loads
     if threads is not None:
         os.environ[THREADS_ENV] = str(threads)  # read where torch is set up, and by torchrun's ranks
     # Pillow warns about images over 89 M pixels; catdog applies its own limit and names each file it refuses

@@ -15,6 +15,7 @@ import torch
 from catdog_cli.core.defaults import THREADS_ENV
 from catdog_cli.core.validate import check_device, check_precision
 from catdog_cli.errors import CatdogError
+from catdog_cli.runtime import cpu_load
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -58,7 +59,7 @@ def cpu_cores() -> int:
 
 def choose_threads() -> tuple[int, str]:
     """How many threads torch's CPU operators use, and why: --threads, else OMP_NUM_THREADS, else the cores that
-    other processes leave free (load average over the last minute), at least one.
+    other processes leave free (busy now, `cpu_load`; without /proc/stat the 1-minute load average), at least one.
 
     PyTorch's default, one thread per core, assumes the cores are free: on a shared machine a thread that waits
     for a taken core holds up every other thread of the operator (benchmarks/README.md: 2 threads on 2 busy cores
@@ -70,14 +71,19 @@ def choose_threads() -> tuple[int, str]:
                 raise CatdogError(f"{why} {value}: a whole number of threads, 1 or more")
             return int(value), why
     cores = cpu_cores()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows has no load average
-        return cores, f"{cores} cores"
-    left = min(cores, cores - round(load))
+    busy = cpu_load.busy_cores()
+    if busy is not None:
+        measure = f"others busy on {busy:.1f}"
+    else:  # no /proc/stat (macOS): the 1-minute load average, which counts catdog's own last minute too
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Windows has no load average
+            return cores, f"{cores} cores"
+        measure = f"load {busy:.1f}"
+    left = min(cores, cores - round(busy))
     if left < 1:
-        return 1, f"{cores} cores, load {load:.1f}: all taken by others, so one thread"
-    return left, f"{cores} cores, load {load:.1f}: " + ("all free" if left == cores else f"{left} left free by others")
+        return 1, f"{cores} cores, {measure}: all taken by others, so one thread"
+    return left, f"{cores} cores, {measure}: " + ("all free" if left == cores else f"{left} left free by others")
 
 
 def configure_threads() -> tuple[int, str]:

@@ -43,9 +43,23 @@ def test_a_blocking_problem_says_what_to_fix_and_a_note_does_not_stop():
     assert text.endswith("catdog cannot run here: fix data root (above)\n")
 
 
-def test_threads_follow_the_load_unless_told(monkeypatch):
+def test_threads_follow_what_others_use_now_unless_told(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv(device.THREADS_ENV, raising=False)
+    monkeypatch.setattr(device, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (1.1, 0.0, 0.0))  # catdog's own last command, say
+    monkeypatch.setattr(device.cpu_load, "busy_cores", lambda: 0.1)
+    assert device.choose_threads() == (2, "2 cores, others busy on 0.1: all free")  # the load average is not read
+    monkeypatch.setattr(device.cpu_load, "busy_cores", lambda: 0.9)
+    assert device.choose_threads() == (1, "2 cores, others busy on 0.9: 1 left free by others")
+    monkeypatch.setattr(device.cpu_load, "busy_cores", lambda: 1.8)
+    assert device.choose_threads() == (1, "2 cores, others busy on 1.8: all taken by others, so one thread")
+
+
+def test_without_proc_stat_threads_follow_the_load_average_unless_told(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)
+    monkeypatch.setattr(device.cpu_load, "busy_cores", lambda: None)  # macOS
     monkeypatch.setattr(device, "cpu_cores", lambda: 8)
     monkeypatch.setattr(device.os, "getloadavg", lambda: (5.4, 0.0, 0.0))
     assert device.choose_threads() == (3, "8 cores, load 5.4: 3 left free by others")
