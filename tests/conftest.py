@@ -6,7 +6,8 @@ The helpers they use (and tests import) live in helpers.py; `pythonpath = ["test
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,15 @@ from helpers import CLASS_COLORS, TINY, Recorder, make_image, write_class
 from catdog_cli.core.config import TrainConfig
 from catdog_cli.models.backbones import TORCHVISION
 from catdog_cli.training.loop import fit
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_terminal_size() -> Iterator[None]:
+    """The suite sees no COLUMNS or LINES of the shell (or of pytest-xdist's workers, which set COLUMNS=80): catdog
+    off a terminal never wraps, and tests that want a width set it themselves."""
+    saved = {name: os.environ.pop(name) for name in ("COLUMNS", "LINES") if name in os.environ}
+    yield
+    os.environ.update(saved)
 
 
 @pytest.fixture

@@ -106,6 +106,7 @@ def test_encrypted_and_bzip2_zip_entries_are_refused(tmp_path):
         (_tar([]), "empty.tar.gz"),
         (b"\0" * 10240, "zeros.tar"),  # what a server sends as "the file" more often than one would think
     ],
+    ids=["empty.zip", "folders.zip", "empty.tar.gz", "zeros.tar"],  # not the bytes: a gzip header holds the time
 )
 def test_an_archive_without_files_is_empty_not_a_crash(tmp_path, data, name):
     with pytest.raises(CatdogError, match="is empty"):
