@@ -19,23 +19,37 @@ PROC_STAT = Path("/proc/stat")
 
 @dataclass(frozen=True)
 class Sample:
-    busy_s: float  # CPU seconds all cores spent busy since boot (a hypervisor's steal counts: not ours to use)
+    busy_s: float  # CPU seconds the cores spent busy since boot (a hypervisor's steal counts: not ours to use)
     own_s: float  # CPU seconds this process spent, all its threads
     wall_s: float  # the monotonic clock
 
 
-def sample(stat: Path = PROC_STAT) -> Sample | None:
-    """The counters now; None where there is no /proc/stat (macOS, Windows)."""
+def usable_cores() -> set[int] | None:
+    """The cores this process may run on (a container's or taskset's share, not the machine's); None where the
+    system does not say (macOS, Windows)."""
     try:
-        first = stat.read_text().split("\n", 1)[0].split()
+        return set(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+
+
+def sample(stat: Path = PROC_STAT, cores: set[int] | None = None) -> Sample | None:
+    """The counters now, summed over `cores` (default: `usable_cores`: a taskset or a container's cpuset
+    leaves the host's other cores out); None without /proc/stat."""
+    try:
+        lines = [line.split() for line in stat.read_text().splitlines() if line.startswith("cpu")]
     except OSError:
         return None
-    if not first or first[0] != "cpu" or len(first) < 9:
+    cores = usable_cores() if cores is None else cores
+    rows = [f for f in lines if f[0] != "cpu" and (cores is None or int(f[0][3:]) in cores)]
+    if not rows or any(len(f) < 9 for f in rows):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+    busy = 0
+    for f in rows:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f[1:9])
+        busy += user + nice + system + irq + softirq + steal
     own = os.times()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return Sample((user + nice + system + irq + softirq + steal) / ticks, own.user + own.system, time.monotonic())
+    return Sample(busy / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic())
 
 
 def others_busy(start: Sample, end: Sample) -> float:

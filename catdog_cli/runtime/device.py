@@ -50,11 +50,9 @@ def check_compile() -> None:
 
 
 def cpu_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    """How many cores this process may run on (`cpu_load.usable_cores`; elsewhere the machine's)."""
+    usable = cpu_load.usable_cores()
+    return len(usable) if usable is not None else os.cpu_count() or 1
 
 
 def choose_threads() -> tuple[int, str]:
@@ -71,6 +69,7 @@ def choose_threads() -> tuple[int, str]:
                 raise CatdogError(f"{why} {value}: a whole number of threads, 1 or more")
             return int(value), why
     cores = cpu_cores()
+    counted = f"{cores} core" + ("s" if cores != 1 else "")
     busy = cpu_load.busy_cores()
     if busy is not None:
         measure = f"others busy on {busy:.1f}"
@@ -78,12 +77,12 @@ def choose_threads() -> tuple[int, str]:
         try:
             busy = os.getloadavg()[0]
         except (AttributeError, OSError):  # Windows has no load average
-            return cores, f"{cores} cores"
+            return cores, counted
         measure = f"load {busy:.1f}"
     left = min(cores, cores - round(busy))
     if left < 1:
-        return 1, f"{cores} cores, {measure}: all taken by others, so one thread"
-    return left, f"{cores} cores, {measure}: " + ("all free" if left == cores else f"{left} left free by others")
+        return 1, f"{counted}, {measure}: all taken by others, so one thread"
+    return left, f"{counted}, {measure}: " + ("all free" if left == cores else f"{left} left free by others")
 
 
 def configure_threads() -> tuple[int, str]:

@@ -54,6 +54,8 @@ def test_threads_follow_what_others_use_now_unless_told(monkeypatch):
     assert device.choose_threads() == (1, "2 cores, others busy on 0.9: 1 left free by others")
     monkeypatch.setattr(device.cpu_load, "busy_cores", lambda: 1.8)
     assert device.choose_threads() == (1, "2 cores, others busy on 1.8: all taken by others, so one thread")
+    monkeypatch.setattr(device, "cpu_cores", lambda: 1)  # taskset -c 0
+    assert device.choose_threads() == (1, "1 core, others busy on 1.8: all taken by others, so one thread")
 
 
 def test_without_proc_stat_threads_follow_the_load_average_unless_told(monkeypatch):

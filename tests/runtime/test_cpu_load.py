@@ -11,24 +11,34 @@ from catdog_cli.runtime import cpu_load
 from catdog_cli.runtime.cpu_load import Sample, others_busy, sample
 
 
-def stat_file(folder: Path, user: int, nice: int, system: int, idle: int, iowait: int, steal: int) -> Path:
+def stat_file(folder: Path, *cores: tuple[int, int, int, int, int, int]) -> Path:
+    """A /proc/stat with the given cores' (user, nice, system, idle, iowait, steal); irq 7 and softirq 3 each."""
+    lines = [f"cpu{n} {u} {ni} {sy} {i} {w} 7 3 {st} 0 0" for n, (u, ni, sy, i, w, st) in enumerate(cores)]
     path = folder / "stat"
-    path.write_text(f"cpu  {user} {nice} {system} {idle} {iowait} 7 3 {steal} 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    path.write_text("cpu  1 1 1 1 1 1 1 1 0 0\n" + "\n".join(lines) + "\nintr 1 2 3\n")
     return path
 
 
 def test_busy_time_counts_every_busy_state_but_idle_and_iowait(tmp_path):
     ticks = os.sysconf("SC_CLK_TCK")
-    found = sample(stat_file(tmp_path, user=100, nice=20, system=50, idle=9_000, iowait=400, steal=30))
+    found = sample(stat_file(tmp_path, (100, 20, 50, 9_000, 400, 30)), cores={0})
     assert found is not None
     assert found.busy_s == pytest.approx((100 + 20 + 50 + 7 + 3 + 30) / ticks)  # steal: taken by another machine
 
 
-@pytest.mark.parametrize("text", ["", "intr 1 2 3\n", "cpu 1 2 3\n"])
+def test_only_the_cores_this_process_may_use_count(tmp_path):
+    """Under taskset or a container's cpuset, the host's other cores are busy with work that takes nothing from us."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = stat_file(tmp_path, (10, 0, 0, 0, 0, 0), (1_000, 0, 0, 0, 0, 0), (20, 0, 0, 0, 0, 0))
+    assert sample(stat, cores={0, 2}).busy_s == pytest.approx((10 + 20 + 2 * 10) / ticks)
+    assert sample(stat, cores={0, 1, 2}).busy_s == pytest.approx((1_030 + 3 * 10) / ticks)
+
+
+@pytest.mark.parametrize("text", ["", "intr 1 2 3\n", "cpu 1 2 3\ncpu0 1 2 3\n"])
 def test_a_stat_file_it_cannot_read_gives_no_sample(tmp_path, text):
     (tmp_path / "stat").write_text(text)
-    assert sample(tmp_path / "stat") is None
-    assert sample(tmp_path / "missing") is None
+    assert sample(tmp_path / "stat", cores={0}) is None
+    assert sample(tmp_path / "missing", cores={0}) is None
 
 
 def test_this_process_own_time_is_not_counted_as_others():
