@@ -25,7 +25,14 @@ RETRIES = 4  # failed attempts in a row before giving up; an attempt that got by
 BACKOFF_S = 1.0  # wait BACKOFF_S * 2**k before retry k (1, 2, 4 s); tests set it to 0
 TIMEOUT_S = 30.0  # per socket operation: a stalled connection fails and is retried instead of hanging
 
-OFFLINE_HINT = "offline? download it another way and pass --from FILE"  # fetch_named says it for --data
+
+class Unreachable(CatdogError):
+    """No route to the host (offline, or a typo in it): retrying will not help. `reason` is the line without the
+    advice, for a caller with advice of its own (`fetch_named`)."""
+
+    def __init__(self, url: str, why: object):
+        self.reason = f"cannot reach {url}: {why}"
+        super().__init__(f"{self.reason}; offline? download it another way and pass --from FILE")
 
 
 def sha256_file(path: Path) -> str:
@@ -166,7 +173,7 @@ def _open(url: str, part: Path, offset: int) -> http.client.HTTPResponse | None:
         raise CatdogError(f"HTTP {e.code} {e.reason} for {url}") from None
     except urllib.error.URLError as e:
         if isinstance(e.reason, socket.gaierror):  # no DNS: offline, or a typo; retrying will not help
-            raise CatdogError(f"cannot reach {url}: {e.reason}; {OFFLINE_HINT}") from None
+            raise Unreachable(url, e.reason) from None
         raise _Transient(str(e.reason)) from None
     except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed redirect or header
         raise _Transient(str(e) or type(e).__name__) from None

@@ -43,7 +43,7 @@ from catdog_cli.data.catalog import (
     Request,
     Source,
 )
-from catdog_cli.data.download import OFFLINE_HINT, download, sha256_file
+from catdog_cli.data.download import Unreachable, download, sha256_file
 from catdog_cli.data.layout import build
 from catdog_cli.errors import CatdogError
 
@@ -129,7 +129,7 @@ def fetch_named(data: str, progress: FetchProgress | None = None) -> DatasetSumm
         return fetch(data, root=root, progress=progress)
     except CatdogError as e:
         url = REGISTRY[data].url
-        reason = str(e).removesuffix(f"; {OFFLINE_HINT}")
+        reason = e.reason if isinstance(e, Unreachable) else str(e)  # its own advice (--from FILE) is replaced
         archive = "it" if url in reason else url
         raise CatdogError(
             f"--data {data} is not fetched yet, and fetching it failed: {reason}; download {archive} another way "

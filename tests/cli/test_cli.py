@@ -514,9 +514,8 @@ def test_summary_comes_before_the_first_epoch(trained):
     assert re.search(rf"^output +{re.escape(str(Path('runs') / 'train'))}\b", block, re.MULTILINE)
 
 
-def test_off_a_terminal_nothing_is_wrapped(trained, tmp_path, monkeypatch):
+def test_off_a_terminal_nothing_is_wrapped(trained, tmp_path):
     """A pipe or a log file gets one line per event, however long: rich would otherwise break lines at 80."""
-    monkeypatch.delenv("COLUMNS", raising=False)
     data = tmp_path / ("a-folder-with-a-long-name-" * 4) / "data"
     shutil.copytree(trained["data"], data)
     (data / "val" / "cat" / ("truncated-" * 6 + ".png")).write_bytes(b"\x89PNG\r\n\x1a\n cut short")

@@ -67,8 +67,7 @@ def test_compare_summary_lists_each_backbones_own_weights():
     assert "each strategy's default lr" in text and "each backbone's own image size" in text
 
 
-def test_off_a_terminal_each_event_is_one_unbroken_line(monkeypatch):
-    monkeypatch.delenv("COLUMNS", raising=False)
+def test_off_a_terminal_each_event_is_one_unbroken_line():
     console = progress.console(stderr=True)
     assert not console.is_terminal  # pytest captures stderr
     buffer = io.StringIO()
@@ -142,10 +141,9 @@ def test_off_a_terminal_slow_work_is_told_every_15_seconds_and_quick_work_not_at
     assert _logged([1.0] * 40, total=40, batch=32, terminal=True) == []  # a terminal has its bar
 
 
-def test_summary_lines_carry_no_padding_in_a_log(monkeypatch):
+def test_summary_lines_carry_no_padding_in_a_log():
     """Cells are padded to their column's width; in a log those spaces would only be noise, and a pipe read on
     a narrower terminal would wrap them into blank lines."""
-    monkeypatch.delenv("COLUMNS", raising=False)
     lines = logged(progress.run_summary(_summary()))
     assert lines and all(line == line.rstrip() for line in lines)
     assert "" not in lines

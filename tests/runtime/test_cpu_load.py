@@ -53,6 +53,7 @@ def test_the_window_starts_at_the_first_mark_and_is_read_once_it_is_long_enough(
     samples = iter([Sample(0.0, 0.0, 0.0), Sample(3.0, 1.0, 2.0)])
     monkeypatch.setattr(cpu_load, "sample", lambda: next(samples))
     monkeypatch.setattr(cpu_load, "_MARKED", False)
+    monkeypatch.setattr(cpu_load, "_MARK", None)  # restored afterwards: no fake mark leaks into later tests
     monkeypatch.setattr(cpu_load.time, "monotonic", lambda: 2.0)  # the mark is 2 s old: nothing to wait for
     monkeypatch.setattr(cpu_load.time, "sleep", lambda s: pytest.fail(f"slept {s} s past a long enough window"))
     cpu_load.mark()
@@ -63,4 +64,5 @@ def test_the_window_starts_at_the_first_mark_and_is_read_once_it_is_long_enough(
 def test_without_proc_stat_there_is_no_figure(monkeypatch):
     monkeypatch.setattr(cpu_load, "sample", lambda: None)
     monkeypatch.setattr(cpu_load, "_MARKED", False)
+    monkeypatch.setattr(cpu_load, "_MARK", None)  # restored afterwards: no fake mark leaks into later tests
     assert cpu_load.busy_cores() is None
